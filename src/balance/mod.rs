@@ -1,0 +1,159 @@
+//! The listening sockets the primary binds and hands to workers, one module per balance mode.
+//!
+//! The primary keeps every socket open for its whole life: a connection that waits in a
+//! listening socket's queue is reset by the kernel when the last fd of that socket closes, so a
+//! worker that crashes or restarts must never take the only copy with it.
+//!
+//! Sockets are left in blocking mode, as systemd hands them over: the mode belongs to the shared
+//! open file description, and each worker's runtime sets the mode it wants.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Balance;
+
+/// The listen backlog asked for; the kernel caps it at `net.core.somaxconn`.
+const BACKLOG: i32 = 2048;
+
+/// The cluster's listening sockets.
+#[derive(Debug)]
+pub struct Listeners {
+    balance: Balance,
+    address: SocketAddr,
+    /// `Shared`: one socket. `Reuseport`: one per slot, index `slot - 1`.
+    sockets: Vec<Socket>,
+}
+
+/// The listening address could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address}: {source}{hint}")]
+pub struct BindError {
+    pub address: SocketAddr,
+    #[source]
+    pub source: io::Error,
+    hint: &'static str,
+}
+
+impl BindError {
+    fn new(address: SocketAddr, source: io::Error) -> Self {
+        let hint = match source.kind() {
+            io::ErrorKind::AddrInUse => {
+                " — another process listens there; stop it or pick another --port (0 = any free port)"
+            }
+            io::ErrorKind::PermissionDenied => {
+                " — ports below 1024 need root or CAP_NET_BIND_SERVICE; pick a --port from 1024 up"
+            }
+            io::ErrorKind::AddrNotAvailable => {
+                " — no interface of this machine has that address; check --host"
+            }
+            _ => "",
+        };
+        BindError {
+            address,
+            source,
+            hint,
+        }
+    }
+}
+
+impl Listeners {
+    /// Binds `address` for `slots` workers. With port 0 the kernel picks a free port, which every
+    /// later socket of the cluster reuses.
+    pub fn bind(address: SocketAddr, balance: Balance, slots: usize) -> Result<Self, BindError> {
+        let first = bind_one(address, balance)?;
+        let bound = first
+            .local_addr()
+            .ok()
+            .and_then(|address| address.as_socket())
+            .ok_or_else(|| BindError::new(address, io::Error::other("no local address")))?;
+        let mut listeners = Listeners {
+            balance,
+            address: bound,
+            sockets: vec![first],
+        };
+        listeners.ensure_slots(slots)?;
+        Ok(listeners)
+    }
+
+    /// The address actually bound (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Makes sure a socket exists for every slot up to `slots` (reuseport opens one per slot).
+    pub fn ensure_slots(&mut self, slots: usize) -> Result<(), BindError> {
+        if self.balance == Balance::Reuseport {
+            while self.sockets.len() < slots {
+                self.sockets.push(bind_one(self.address, self.balance)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The socket that slot `slot` (1-based) inherits as fd 3.
+    pub fn fd_for_slot(&self, slot: usize) -> RawFd {
+        let index = match self.balance {
+            Balance::Shared => 0,
+            Balance::Reuseport => slot - 1,
+        };
+        self.sockets[index].as_raw_fd()
+    }
+}
+
+fn bind_one(address: SocketAddr, balance: Balance) -> Result<Socket, BindError> {
+    let error = |source| BindError::new(address, source);
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )
+    .map_err(error)?;
+    socket.set_reuse_address(true).map_err(error)?;
+    if balance == Balance::Reuseport {
+        socket.set_reuse_port(true).map_err(error)?;
+    }
+    socket.bind(&address.into()).map_err(error)?;
+    socket.listen(BACKLOG).map_err(error)?;
+    Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reuseport_binds_one_socket_per_slot_on_one_port() {
+        let listeners =
+            Listeners::bind("127.0.0.1:0".parse().unwrap(), Balance::Reuseport, 3).unwrap();
+        let port = listeners.local_addr().port();
+        assert_ne!(port, 0);
+        let fds: Vec<_> = (1..=3).map(|slot| listeners.fd_for_slot(slot)).collect();
+        assert_eq!(fds.len(), 3);
+        assert!(fds[0] != fds[1] && fds[1] != fds[2]);
+        for socket in &listeners.sockets {
+            assert_eq!(
+                socket.local_addr().unwrap().as_socket().unwrap().port(),
+                port
+            );
+        }
+    }
+
+    #[test]
+    fn shared_hands_every_slot_the_same_socket() {
+        let listeners =
+            Listeners::bind("127.0.0.1:0".parse().unwrap(), Balance::Shared, 4).unwrap();
+        assert_eq!(listeners.fd_for_slot(1), listeners.fd_for_slot(4));
+    }
+
+    #[test]
+    fn address_in_use_says_what_to_do() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let error = Listeners::bind(taken.local_addr().unwrap(), Balance::Shared, 1).unwrap_err();
+        let message = error.to_string();
+        assert!(message.starts_with(&format!("cannot listen on {}", taken.local_addr().unwrap())));
+        assert!(message.contains("pick another --port"), "{message}");
+    }
+}

@@ -1,0 +1,357 @@
+//! One validated [`Config`] for a cluster: the type the rest of herdsman trusts.
+//!
+//! The CLI (`cli.rs`) parses raw flags and environment into [`RunSettings`], each value checked
+//! on its own; [`RunSettings::validate`] checks them together and names what is wrong and how to
+//! fix it.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::str::FromStr;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+/// How workers share the listening port (`--balance`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Balance {
+    /// One listening socket, inherited by every worker; the kernel wakes whichever is waiting.
+    Shared,
+    /// One `SO_REUSEPORT` socket per slot, all bound to the same address; the kernel hashes
+    /// connections evenly across them.
+    Reuseport,
+}
+
+impl Balance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::Shared => "shared",
+            Balance::Reuseport => "reuseport",
+        }
+    }
+}
+
+impl fmt::Display for Balance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// When a starting worker counts as ready (`--ready`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadyMode {
+    /// `READY=1` on `NOTIFY_SOCKET`, or else after `--ready-delay`.
+    Delay,
+    /// `READY=1` on `NOTIFY_SOCKET` only, within `--ready-timeout`.
+    Notify,
+}
+
+/// How the primary writes its own and its workers' log lines (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `[slot:pid] line`, the prefix coloured on a terminal.
+    Text,
+    /// One JSON object per line: `time`, `slot`, `pid`, `stream`, `line`.
+    Json,
+}
+
+/// How many workers to run (`--workers N|max`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerCount {
+    /// One per CPU available to this process.
+    Max,
+    Exactly(usize),
+}
+
+impl WorkerCount {
+    pub fn resolve(self) -> usize {
+        match self {
+            WorkerCount::Max => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            WorkerCount::Exactly(n) => n,
+        }
+    }
+}
+
+impl FromStr for WorkerCount {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.eq_ignore_ascii_case("max") {
+            return Ok(WorkerCount::Max);
+        }
+        match text.parse::<usize>() {
+            Ok(0) => Err("the cluster needs at least 1 worker".into()),
+            Ok(n) if n > MAX_WORKERS => Err(format!("at most {MAX_WORKERS} workers are supported")),
+            Ok(n) => Ok(WorkerCount::Exactly(n)),
+            Err(_) => Err(format!(
+                "expected a number of workers or `max`, got `{text}`"
+            )),
+        }
+    }
+}
+
+/// A sanity bound, far above any machine's core count, that stops a typo from forking 10⁶ times.
+pub const MAX_WORKERS: usize = 1024;
+
+/// Parses a duration such as `500ms`, `1s`, `2m`, `1m 30s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|error| format!("`{text}` is not a duration ({error}); write e.g. 500ms, 10s, 1m"))
+}
+
+/// Parses a signal name: `TERM`, `SIGTERM`, `term` or a number such as `15`.
+pub fn parse_signal(text: &str) -> Result<Signal, String> {
+    if let Ok(number) = text.parse::<i32>() {
+        return Signal::try_from(number).map_err(|_| format!("{number} is not a signal number"));
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    Signal::from_str(&name)
+        .map_err(|_| format!("`{text}` is not a signal name; write e.g. TERM, INT, QUIT, USR1"))
+}
+
+/// Everything the primary needs to run a cluster, already checked.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Names the cluster for the control socket and logs; derived from the command by default.
+    pub name: String,
+    /// The worker command and its arguments; never empty.
+    pub command: Vec<OsString>,
+    pub workers: usize,
+    pub address: SocketAddr,
+    pub balance: Balance,
+    pub ready: ReadyMode,
+    pub ready_delay: Duration,
+    pub ready_timeout: Duration,
+    pub stop_signal: Signal,
+    pub kill_timeout: Duration,
+    pub log_format: LogFormat,
+}
+
+/// A configuration that cannot run, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no worker command given; write it after `--`, e.g. `herdsman run -- node server.js`")]
+    NoCommand,
+    #[error("--host `{host}` is neither an IP address nor a name that resolves: {reason}")]
+    BadHost { host: String, reason: String },
+    #[error(
+        "--name `{0}` may only hold letters, digits, `.`, `_` and `-` (at most 64 characters)"
+    )]
+    BadName(String),
+    #[error("--ready-timeout ({timeout:?}) must be longer than --ready-delay ({delay:?})")]
+    ReadyTimeoutTooShort { delay: Duration, timeout: Duration },
+}
+
+/// The flags of `herdsman run` as given, before they are checked together.
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    pub command: Vec<OsString>,
+    pub workers: WorkerCount,
+    pub host: String,
+    pub port: u16,
+    pub balance: Balance,
+    pub ready: ReadyMode,
+    pub ready_delay: Duration,
+    pub ready_timeout: Duration,
+    pub stop_signal: Signal,
+    pub kill_timeout: Duration,
+    pub name: Option<String>,
+    pub log_format: LogFormat,
+}
+
+impl RunSettings {
+    /// Checks the settings together and turns them into a [`Config`].
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        if self.command.is_empty() {
+            return Err(ConfigError::NoCommand);
+        }
+        let address = resolve_host(&self.host, self.port)?;
+        let name = match self.name {
+            Some(name) if valid_name(&name) => name,
+            Some(name) => return Err(ConfigError::BadName(name)),
+            None => name_from_command(&self.command[0]),
+        };
+        if self.ready == ReadyMode::Delay && self.ready_timeout <= self.ready_delay {
+            return Err(ConfigError::ReadyTimeoutTooShort {
+                delay: self.ready_delay,
+                timeout: self.ready_timeout,
+            });
+        }
+        Ok(Config {
+            name,
+            command: self.command,
+            workers: self.workers.resolve(),
+            address,
+            balance: self.balance,
+            ready: self.ready,
+            ready_delay: self.ready_delay,
+            ready_timeout: self.ready_timeout,
+            stop_signal: self.stop_signal,
+            kill_timeout: self.kill_timeout,
+            log_format: self.log_format,
+        })
+    }
+}
+
+fn resolve_host(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
+    let unbracketed = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = unbracketed.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let bad = |reason: String| ConfigError::BadHost {
+        host: host.to_string(),
+        reason,
+    };
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|error| bad(error.to_string()))?
+        .next()
+        .ok_or_else(|| bad("it resolves to no address".into()))
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// `node` for `/usr/bin/node`, with anything a name may not hold replaced by `-`.
+fn name_from_command(program: &OsString) -> String {
+    let base = std::path::Path::new(program)
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "herdsman".into()
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_counts() {
+        assert_eq!("max".parse::<WorkerCount>(), Ok(WorkerCount::Max));
+        assert_eq!("MAX".parse::<WorkerCount>(), Ok(WorkerCount::Max));
+        assert_eq!("3".parse::<WorkerCount>(), Ok(WorkerCount::Exactly(3)));
+        assert_eq!(
+            "0".parse::<WorkerCount>(),
+            Err("the cluster needs at least 1 worker".to_string())
+        );
+        assert_eq!(
+            "two".parse::<WorkerCount>(),
+            Err("expected a number of workers or `max`, got `two`".to_string())
+        );
+        assert!(WorkerCount::Max.resolve() >= 1);
+    }
+
+    #[test]
+    fn signals_by_name_and_number() {
+        assert_eq!(parse_signal("TERM"), Ok(Signal::SIGTERM));
+        assert_eq!(parse_signal("sigint"), Ok(Signal::SIGINT));
+        assert_eq!(parse_signal("SIGQUIT"), Ok(Signal::SIGQUIT));
+        assert_eq!(parse_signal("10"), Ok(Signal::SIGUSR1));
+        assert!(parse_signal("NOPE")
+            .unwrap_err()
+            .contains("`NOPE` is not a signal name"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("soon")
+            .unwrap_err()
+            .starts_with("`soon` is not a duration"));
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(name_from_command(&"/usr/bin/node".into()), "node");
+        assert_eq!(name_from_command(&"my app!".into()), "my-app-");
+        assert!(valid_name("api-server_2.v1"));
+        assert!(!valid_name("a/b"));
+        assert!(!valid_name(""));
+    }
+
+    fn settings() -> RunSettings {
+        RunSettings {
+            command: vec!["server".into()],
+            workers: WorkerCount::Exactly(2),
+            host: "127.0.0.1".into(),
+            port: 0,
+            balance: Balance::Shared,
+            ready: ReadyMode::Delay,
+            ready_delay: Duration::from_secs(1),
+            ready_timeout: Duration::from_secs(30),
+            stop_signal: Signal::SIGTERM,
+            kill_timeout: Duration::from_secs(10),
+            name: None,
+            log_format: LogFormat::Text,
+        }
+    }
+
+    #[test]
+    fn validation() {
+        let config = settings().validate().unwrap();
+        assert_eq!(config.name, "server");
+        assert_eq!(config.address, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(config.workers, 2);
+
+        let config = RunSettings {
+            host: "[::1]".into(),
+            port: 80,
+            ..settings()
+        };
+        assert_eq!(
+            config.validate().unwrap().address,
+            "[::1]:80".parse().unwrap()
+        );
+
+        let error = RunSettings {
+            command: vec![],
+            ..settings()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(matches!(error, ConfigError::NoCommand));
+
+        let error = RunSettings {
+            name: Some("a b".into()),
+            ..settings()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(matches!(error, ConfigError::BadName(_)));
+
+        let short = RunSettings {
+            ready_timeout: Duration::from_millis(500),
+            ..settings()
+        };
+        assert!(matches!(
+            short.validate().unwrap_err(),
+            ConfigError::ReadyTimeoutTooShort { .. }
+        ));
+    }
+}

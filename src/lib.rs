@@ -1,0 +1,23 @@
+//! herdsman runs a network server as a cluster of worker processes on one machine: one primary
+//! supervises N workers that share the server's listening socket, so the server uses every core,
+//! survives crashes, and stops gracefully. It works for any server in any language; see the
+//! README for the command line and `docs/` for operations.
+//!
+//! # Layout
+//! - [`config`]: the validated [`Config`] of a cluster, and the parsers for its values.
+//! - [`primary`]: the supervisor: slots, the worker lifecycle, restarts, shutdown, signals.
+//! - [`balance`]: the listening sockets and how workers share them (`shared`, `reuseport`).
+//! - [`shim`]: the exec step between fork and the worker command (socket activation variables).
+//! - `runtime_dir`: the per-user private directory for the primary's sockets.
+//! - `sys`: the few raw syscalls, the only place with `unsafe`.
+
+#![deny(unsafe_code)]
+
+pub mod balance;
+pub mod config;
+pub mod primary;
+mod runtime_dir;
+pub mod shim;
+mod sys;
+
+pub use config::Config;

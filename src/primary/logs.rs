@@ -1,0 +1,457 @@
+//! Log output: the primary's own messages and its workers' stdout/stderr, forwarded line by line.
+//!
+//! Every line goes through one writer task, so lines from different workers never interleave
+//! mid-line. Worker lines travel on a bounded channel: when the terminal or the log shipper reading
+//! herdsman falls behind, the readers stop reading the workers' pipes and the workers block on
+//! their own writes, as they would without herdsman, instead of herdsman buffering without end.
+//! The primary's own messages travel on an unbounded channel so that supervision never waits on
+//! log output.
+
+use std::collections::VecDeque;
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::LogFormat;
+
+/// A worker line longer than this is forwarded in pieces of this size.
+const MAX_LINE: usize = 16 * 1024;
+/// Worker lines waiting for the writer before readers pause.
+const LINE_QUEUE: usize = 1024;
+/// Lines written per batch, between flushes.
+const BATCH: usize = 256;
+/// How many of a worker's last stderr lines are kept for crash reports.
+pub const TAIL_LINES: usize = 10;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+enum Record {
+    Primary {
+        time: SystemTime,
+        level: Level,
+        line: String,
+    },
+    Worker {
+        time: SystemTime,
+        slot: usize,
+        pid: u32,
+        stream: Stream,
+        line: String,
+    },
+}
+
+impl Record {
+    /// Where the record is written: a worker's stdout to stdout, everything else to stderr.
+    fn target(&self) -> Stream {
+        match self {
+            Record::Worker { stream, .. } => *stream,
+            Record::Primary { .. } => Stream::Stderr,
+        }
+    }
+}
+
+/// Sends log lines to the writer task. Cheap to clone.
+#[derive(Clone)]
+pub struct Logger {
+    primary: mpsc::UnboundedSender<Record>,
+    workers: mpsc::Sender<Record>,
+}
+
+/// Owns the writer task; [`LogWriter::finish`] waits until every line sent so far is written.
+pub struct LogWriter {
+    task: JoinHandle<()>,
+}
+
+/// Starts the writer task on the current runtime.
+pub fn start(format: LogFormat) -> (Logger, LogWriter) {
+    let (primary_tx, primary_rx) = mpsc::unbounded_channel();
+    let (workers_tx, workers_rx) = mpsc::channel(LINE_QUEUE);
+    let formatter = Formatter {
+        format,
+        colour_stdout: wants_colour(std::io::stdout().is_terminal()),
+        colour_stderr: wants_colour(std::io::stderr().is_terminal()),
+        primary_pid: std::process::id(),
+    };
+    let task = tokio::spawn(write_loop(formatter, primary_rx, workers_rx));
+    (
+        Logger {
+            primary: primary_tx,
+            workers: workers_tx,
+        },
+        LogWriter { task },
+    )
+}
+
+fn wants_colour(terminal: bool) -> bool {
+    terminal && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
+}
+
+impl LogWriter {
+    /// Waits for every line already sent to be written. Every [`Logger`] clone must be dropped
+    /// first (the writer ends when its channels close).
+    pub async fn finish(self) {
+        let _ = self.task.await;
+    }
+}
+
+impl Logger {
+    pub fn info(&self, line: impl Into<String>) {
+        self.primary(Level::Info, line.into());
+    }
+
+    pub fn warn(&self, line: impl Into<String>) {
+        self.primary(Level::Warn, line.into());
+    }
+
+    pub fn error(&self, line: impl Into<String>) {
+        self.primary(Level::Error, line.into());
+    }
+
+    fn primary(&self, level: Level, line: String) {
+        let record = Record::Primary {
+            time: SystemTime::now(),
+            level,
+            line,
+        };
+        // The writer only goes away when the primary shuts its logging down; nothing to do then.
+        let _ = self.primary.send(record);
+    }
+
+    /// Forwards `pipe` line by line until EOF, keeping the last lines in `tail` when given.
+    pub fn forward<R>(
+        &self,
+        pipe: R,
+        slot: usize,
+        pid: u32,
+        stream: Stream,
+        tail: Option<Tail>,
+    ) -> JoinHandle<()>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+    {
+        let sender = self.workers.clone();
+        tokio::spawn(async move {
+            let mut lines = LineReader::new(pipe);
+            while let Some(line) = lines.next_line().await {
+                if let Some(tail) = &tail {
+                    tail.push(&line);
+                }
+                let record = Record::Worker {
+                    time: SystemTime::now(),
+                    slot,
+                    pid,
+                    stream,
+                    line,
+                };
+                if sender.send(record).await.is_err() {
+                    break;
+                }
+            }
+        })
+    }
+}
+
+/// The last [`TAIL_LINES`] lines a worker wrote to stderr.
+#[derive(Clone, Default)]
+pub struct Tail(Arc<Mutex<VecDeque<String>>>);
+
+impl Tail {
+    fn push(&self, line: &str) {
+        let mut lines = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if lines.len() == TAIL_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line.to_string());
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        let lines = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        lines.iter().cloned().collect()
+    }
+}
+
+/// Splits a byte stream into lines (without the `\n` or `\r\n`), cutting over-long lines.
+struct LineReader<R> {
+    pipe: R,
+    buffer: Vec<u8>,
+    eof: bool,
+}
+
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    fn new(pipe: R) -> Self {
+        LineReader {
+            pipe,
+            buffer: Vec::with_capacity(1024),
+            eof: false,
+        }
+    }
+
+    async fn next_line(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|&byte| byte == b'\n') {
+                let mut line: Vec<u8> = self.buffer.drain(..=end).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Some(String::from_utf8_lossy(&line).into_owned());
+            }
+            if self.buffer.len() >= MAX_LINE || (self.eof && !self.buffer.is_empty()) {
+                let cut = self.buffer.len().min(MAX_LINE);
+                let piece: Vec<u8> = self.buffer.drain(..cut).collect();
+                return Some(String::from_utf8_lossy(&piece).into_owned());
+            }
+            if self.eof {
+                return None;
+            }
+            let mut chunk = [0u8; 8192];
+            match self.pipe.read(&mut chunk).await {
+                Ok(0) | Err(_) => self.eof = true,
+                Ok(read) => self.buffer.extend_from_slice(&chunk[..read]),
+            }
+        }
+    }
+}
+
+struct Formatter {
+    format: LogFormat,
+    colour_stdout: bool,
+    colour_stderr: bool,
+    primary_pid: u32,
+}
+
+/// One colour per slot, cycling, so that neighbouring workers are told apart at a glance.
+const SLOT_COLOURS: [&str; 6] = ["36", "32", "33", "35", "34", "91"];
+
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    time: String,
+    slot: Option<usize>,
+    pid: u32,
+    stream: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    level: Option<Level>,
+    line: &'a str,
+}
+
+impl Formatter {
+    /// Appends `record`, formatted, to `out`.
+    fn format(&self, record: &Record, out: &mut String) {
+        match record {
+            Record::Primary { time, level, line } => match self.format {
+                LogFormat::Text if self.colour_stderr => {
+                    let colour = match level {
+                        Level::Info => "1",
+                        Level::Warn => "1;33",
+                        Level::Error => "1;31",
+                    };
+                    out.push_str(&format!("\x1b[{colour}mherdsman:\x1b[0m {line}\n"));
+                }
+                LogFormat::Text => out.push_str(&format!("herdsman: {line}\n")),
+                LogFormat::Json => self.json(
+                    out,
+                    *time,
+                    None,
+                    self.primary_pid,
+                    "herdsman",
+                    Some(*level),
+                    line,
+                ),
+            },
+            Record::Worker {
+                time,
+                slot,
+                pid,
+                stream,
+                line,
+            } => {
+                let colour = match stream {
+                    Stream::Stdout => self.colour_stdout,
+                    Stream::Stderr => self.colour_stderr,
+                };
+                match self.format {
+                    LogFormat::Text if colour => {
+                        let code = SLOT_COLOURS[(slot - 1) % SLOT_COLOURS.len()];
+                        out.push_str(&format!("\x1b[{code}m[{slot}:{pid}]\x1b[0m {line}\n"));
+                    }
+                    LogFormat::Text => out.push_str(&format!("[{slot}:{pid}] {line}\n")),
+                    LogFormat::Json => {
+                        let name = match stream {
+                            Stream::Stdout => "stdout",
+                            Stream::Stderr => "stderr",
+                        };
+                        self.json(out, *time, Some(*slot), *pid, name, None, line);
+                    }
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn json(
+        &self,
+        out: &mut String,
+        time: SystemTime,
+        slot: Option<usize>,
+        pid: u32,
+        stream: &str,
+        level: Option<Level>,
+        line: &str,
+    ) {
+        let time = humantime::format_rfc3339_millis(time).to_string();
+        let record = JsonLine {
+            time,
+            slot,
+            pid,
+            stream,
+            level,
+            line,
+        };
+        // Serialising plain strings and numbers cannot fail.
+        out.push_str(&serde_json::to_string(&record).unwrap_or_default());
+        out.push('\n');
+    }
+}
+
+async fn write_loop(
+    formatter: Formatter,
+    mut primary: mpsc::UnboundedReceiver<Record>,
+    mut workers: mpsc::Receiver<Record>,
+) {
+    let mut stdout = tokio::io::stdout();
+    let mut stderr = tokio::io::stderr();
+    let (mut out, mut err) = (String::new(), String::new());
+    let (mut primary_open, mut workers_open) = (true, true);
+    while primary_open || workers_open {
+        let first = tokio::select! {
+            biased;
+            record = primary.recv(), if primary_open => record.or_else(|| { primary_open = false; None }),
+            record = workers.recv(), if workers_open => record.or_else(|| { workers_open = false; None }),
+        };
+        let Some(first) = first else { continue };
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match primary.try_recv().or_else(|_| workers.try_recv()) {
+                Ok(record) => batch.push(record),
+                Err(_) => break,
+            }
+        }
+        for record in &batch {
+            let buffer = match record.target() {
+                Stream::Stdout => &mut out,
+                Stream::Stderr => &mut err,
+            };
+            formatter.format(record, buffer);
+        }
+        // Write errors (a closed terminal, a dead pipe) must not stop supervision: drop the lines.
+        if !out.is_empty() {
+            let _ = stdout.write_all(out.as_bytes()).await;
+            let _ = stdout.flush().await;
+            out.clear();
+        }
+        if !err.is_empty() {
+            let _ = stderr.write_all(err.as_bytes()).await;
+            let _ = stderr.flush().await;
+            err.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines_of(input: &[u8]) -> Vec<String> {
+        let mut reader = LineReader::new(input);
+        let mut lines = Vec::new();
+        for _ in 0..100 {
+            match reader.next_line().await {
+                Some(line) => lines.push(line),
+                None => return lines,
+            }
+        }
+        panic!("reader did not end");
+    }
+
+    #[tokio::test]
+    async fn splits_lines_and_keeps_a_final_partial_line() {
+        assert_eq!(lines_of(b"a\nbb\r\n\nlast").await, ["a", "bb", "", "last"]);
+        assert_eq!(lines_of(b"").await, Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn cuts_over_long_lines() {
+        let long = vec![b'x'; MAX_LINE + 10];
+        let lines = lines_of(&long).await;
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].len(), MAX_LINE);
+        assert_eq!(lines[1].len(), 10);
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let tail = Tail::default();
+        for index in 0..TAIL_LINES + 3 {
+            tail.push(&format!("line {index}"));
+        }
+        let lines = tail.lines();
+        assert_eq!(lines.len(), TAIL_LINES);
+        assert_eq!(lines[0], "line 3");
+    }
+
+    #[test]
+    fn formats_text_and_json() {
+        let formatter = Formatter {
+            format: LogFormat::Text,
+            colour_stdout: false,
+            colour_stderr: false,
+            primary_pid: 1,
+        };
+        let record = Record::Worker {
+            time: SystemTime::UNIX_EPOCH,
+            slot: 2,
+            pid: 42,
+            stream: Stream::Stdout,
+            line: "hello".into(),
+        };
+        let mut out = String::new();
+        assert_eq!(record.target(), Stream::Stdout);
+        formatter.format(&record, &mut out);
+        assert_eq!(out, "[2:42] hello\n");
+
+        let json = Formatter {
+            format: LogFormat::Json,
+            ..formatter
+        };
+        let mut out = String::new();
+        json.format(&record, &mut out);
+        assert_eq!(
+            out,
+            "{\"time\":\"1970-01-01T00:00:00.000Z\",\"slot\":2,\"pid\":42,\"stream\":\"stdout\",\"line\":\"hello\"}\n"
+        );
+    }
+}

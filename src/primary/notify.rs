@@ -1,0 +1,84 @@
+//! sd_notify: each worker gets its own datagram socket as `NOTIFY_SOCKET`, so a `READY=1` is
+//! attributed to the worker that owns the socket, without trusting pids in credentials.
+
+use std::io;
+use std::path::PathBuf;
+
+use tokio::net::UnixDatagram;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::Event;
+
+/// What a worker said on its notify socket.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Notice {
+    Ready,
+    Stopping,
+    Status(String),
+}
+
+/// Parses one sd_notify datagram: newline-separated `KEY=VALUE` assignments.
+pub fn parse(datagram: &[u8]) -> Vec<Notice> {
+    let text = String::from_utf8_lossy(datagram);
+    text.lines()
+        .filter_map(|line| match line.split_once('=') {
+            Some(("READY", "1")) => Some(Notice::Ready),
+            Some(("STOPPING", "1")) => Some(Notice::Stopping),
+            Some(("STATUS", status)) => Some(Notice::Status(status.to_string())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A bound notify socket and the task that reads it; both go away when this is dropped.
+pub struct NotifySocket {
+    path: PathBuf,
+    task: JoinHandle<()>,
+}
+
+impl NotifySocket {
+    /// Binds `path` and forwards the worker `uid`'s notices as events.
+    pub fn bind(path: PathBuf, uid: u64, events: mpsc::UnboundedSender<Event>) -> io::Result<Self> {
+        let _ = std::fs::remove_file(&path);
+        let socket = UnixDatagram::bind(&path)?;
+        let task = tokio::spawn(async move {
+            let mut buffer = vec![0u8; 4096];
+            while let Ok(length) = socket.recv(&mut buffer).await {
+                for notice in parse(&buffer[..length]) {
+                    if events.send(Event::Notified { uid, notice }).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(NotifySocket { path, task })
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_assignments() {
+        assert_eq!(parse(b"READY=1"), [Notice::Ready]);
+        assert_eq!(
+            parse(b"STATUS=warming up\nREADY=1\nMAINPID=7\n"),
+            [Notice::Status("warming up".into()), Notice::Ready]
+        );
+        assert_eq!(parse(b"READY=0\nSTOPPING=1"), [Notice::Stopping]);
+        assert_eq!(parse(b"garbage"), []);
+    }
+}

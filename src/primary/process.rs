@@ -1,0 +1,188 @@
+//! One worker process, as the primary sees it: how it is started, watched and signalled.
+//!
+//! Each worker runs in its own process group (so the terminal's Ctrl-C reaches only the primary)
+//! and is signalled as a group, so helpers it started (`sh -c`, `npm start`) stop with it. A
+//! watch task owns the child: it is the only one that signals or reaps it, so a signal can never
+//! reach a pid that was reaped and reused.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::Child;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::logs::{Logger, Stream, Tail};
+use super::notify::NotifySocket;
+use super::restart::ExitReason;
+use super::spawn::Spawner;
+use super::Event;
+use crate::shim::SHIM_FDS_ENV;
+use crate::sys;
+
+/// How long the watch task waits for a dead worker's output to drain, for the crash report.
+/// Bounded because a process the worker left behind could hold the pipes open.
+const OUTPUT_DRAIN: Duration = Duration::from_millis(250);
+
+/// Where a worker is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerState {
+    Starting,
+    Ready,
+    /// Asked to stop (stop signal sent); waiting for it to exit.
+    Draining,
+}
+
+/// Everything a new worker process needs to know.
+pub struct Launch<'a> {
+    pub uid: u64,
+    pub slot: usize,
+    pub generation: u64,
+    pub workers: usize,
+    pub port: u16,
+    pub listen_fd: RawFd,
+    pub notify_path: PathBuf,
+    pub command: &'a [OsString],
+    pub name: &'a str,
+}
+
+/// A live worker process.
+pub struct Worker {
+    pub uid: u64,
+    pub slot: usize,
+    pub pid: u32,
+    pub generation: u64,
+    pub state: WorkerState,
+    pub started_at: Instant,
+    /// Set when the primary decided to stop this worker; why, for the exit log line.
+    pub stop_reason: Option<StopReason>,
+    signals: mpsc::UnboundedSender<Signal>,
+    _notify: NotifySocket,
+}
+
+/// Why the primary stopped a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The cluster is shutting down.
+    Shutdown,
+    /// It did not become ready within the ready timeout.
+    NotReady,
+}
+
+impl Worker {
+    /// Starts a worker: the exec shim, told which fd to move to 3, execs the command.
+    pub async fn start(
+        launch: Launch<'_>,
+        spawner: &Spawner,
+        logger: &Logger,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> io::Result<Worker> {
+        let notify = NotifySocket::bind(launch.notify_path.clone(), launch.uid, events.clone())?;
+        let mut command = Command::new("/proc/self/exe");
+        command
+            .arg0("herdsman")
+            .arg("__exec-shim")
+            .arg("--")
+            .args(launch.command)
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .env(SHIM_FDS_ENV, launch.listen_fd.to_string())
+            .env("LISTEN_FDNAMES", "herdsman")
+            .env("PORT", launch.port.to_string())
+            .env("HERDSMAN_NAME", launch.name)
+            .env("HERDSMAN_WORKER_ID", launch.slot.to_string())
+            .env("HERDSMAN_WORKER_COUNT", launch.workers.to_string())
+            .env("HERDSMAN_GENERATION", launch.generation.to_string())
+            .env("NOTIFY_SOCKET", notify.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        sys::arm_worker_child(
+            &mut command,
+            nix::unistd::getpid().as_raw(),
+            vec![launch.listen_fd],
+        );
+        let mut child = spawner.spawn(command).await?;
+        let pid = child
+            .id()
+            .ok_or_else(|| io::Error::other("the worker exited at once"))?;
+
+        let tail = Tail::default();
+        let outputs = [
+            child
+                .stdout
+                .take()
+                .map(|out| logger.forward(out, launch.slot, pid, Stream::Stdout, None)),
+            child.stderr.take().map(|err| {
+                logger.forward(err, launch.slot, pid, Stream::Stderr, Some(tail.clone()))
+            }),
+        ];
+        let (signals, signal_rx) = mpsc::unbounded_channel();
+        tokio::spawn(watch(
+            child, launch.uid, pid, signal_rx, outputs, tail, events,
+        ));
+        Ok(Worker {
+            uid: launch.uid,
+            slot: launch.slot,
+            pid,
+            generation: launch.generation,
+            state: WorkerState::Starting,
+            started_at: Instant::now(),
+            stop_reason: None,
+            signals,
+            _notify: notify,
+        })
+    }
+
+    /// Sends `signal` to the worker's process group (ignored once it has exited).
+    pub fn signal(&self, signal: Signal) {
+        let _ = self.signals.send(signal);
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started_at.elapsed()
+    }
+}
+
+async fn watch(
+    mut child: Child,
+    uid: u64,
+    pid: u32,
+    mut signals: mpsc::UnboundedReceiver<Signal>,
+    outputs: [Option<JoinHandle<()>>; 2],
+    tail: Tail,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let group = Pid::from_raw(pid as i32);
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            Some(signal) = signals.recv() => {
+                let _ = killpg(group, signal);
+            }
+        }
+    };
+    // The worker is gone; whatever it left in its process group goes with it (no orphans).
+    let _ = killpg(group, Signal::SIGKILL);
+    let drained = async {
+        for output in outputs.into_iter().flatten() {
+            let _ = output.await;
+        }
+    };
+    let _ = tokio::time::timeout(OUTPUT_DRAIN, drained).await;
+    let reason = status.map_or(ExitReason::Unknown, ExitReason::from);
+    let _ = events.send(Event::Exited {
+        uid,
+        reason,
+        tail: tail.lines(),
+    });
+}

@@ -1,0 +1,111 @@
+//! When a crashed worker comes back: at once the first time, then with exponential backoff.
+//!
+//! A slot's failures count up while its workers keep dying young; a worker that stayed up for
+//! [`RestartPolicy::healthy_uptime`] resets the count, so a crash a day never waits.
+
+use std::fmt;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+#[derive(Clone, Debug)]
+pub struct RestartPolicy {
+    /// The wait before the second restart in a row; doubled for each one after.
+    pub first_delay: Duration,
+    /// The longest wait between restarts.
+    pub max_delay: Duration,
+    /// A worker that lived this long was healthy: its slot's failure count starts over.
+    pub healthy_uptime: Duration,
+    /// After this many failures in a row the slot is `errored` (a crash loop); it keeps retrying.
+    pub errored_after: u32,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(30),
+            healthy_uptime: Duration::from_secs(30),
+            errored_after: 5,
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// The wait before restarting after `failures` failures in a row (1 = the first).
+    pub fn delay(&self, failures: u32) -> Duration {
+        if failures <= 1 {
+            return Duration::ZERO;
+        }
+        let doublings = (failures - 2).min(20);
+        self.first_delay
+            .saturating_mul(1 << doublings)
+            .min(self.max_delay)
+    }
+}
+
+/// How a worker process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitReason {
+    Code(i32),
+    Signal(i32),
+    /// The primary could not learn how it ended (a wait error).
+    Unknown,
+}
+
+impl From<ExitStatus> for ExitReason {
+    fn from(status: ExitStatus) -> Self {
+        match (status.code(), status.signal()) {
+            (Some(code), _) => ExitReason::Code(code),
+            (None, Some(signal)) => ExitReason::Signal(signal),
+            (None, None) => ExitReason::Unknown,
+        }
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ExitReason::Code(code) => write!(f, "exited with code {code}"),
+            ExitReason::Signal(number) => match Signal::try_from(number) {
+                Ok(signal) => write!(f, "was killed by {}", signal.as_str()),
+                Err(_) => write!(f, "was killed by signal {number}"),
+            },
+            ExitReason::Unknown => write!(f, "exited (status unknown)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_at_zero_doubles_and_caps() {
+        let policy = RestartPolicy::default();
+        let delays: Vec<u64> = (1..=12)
+            .map(|n| policy.delay(n).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            delays,
+            [0, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]
+        );
+        assert_eq!(policy.delay(u32::MAX), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn exit_reasons_read_well() {
+        assert_eq!(ExitReason::Code(3).to_string(), "exited with code 3");
+        assert_eq!(ExitReason::Signal(9).to_string(), "was killed by SIGKILL");
+        assert_eq!(
+            ExitReason::from(ExitStatus::from_raw(libc::SIGSEGV)),
+            ExitReason::Signal(libc::SIGSEGV)
+        );
+        assert_eq!(
+            ExitReason::from(ExitStatus::from_raw(2 << 8)),
+            ExitReason::Code(2)
+        );
+    }
+}

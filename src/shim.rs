@@ -1,0 +1,70 @@
+//! The exec shim: the step between fork and the worker command.
+//!
+//! Socket activation wants `LISTEN_PID` to equal the pid of the process that uses the sockets
+//! (libsystemd, gunicorn and puma ignore them otherwise), and the pid is only known after the
+//! fork. Setting an environment variable between fork and exec in a multi-threaded primary is not
+//! async-signal-safe, so the primary instead execs `herdsman __exec-shim -- COMMAND…`: this tiny
+//! single-threaded step moves the listening sockets to fds 3…, sets `LISTEN_FDS` and `LISTEN_PID`
+//! to its own pid, and execs COMMAND, which keeps that pid.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use crate::sys;
+
+/// Names the fds (comma-separated, in the shim's fd table) to move to 3, 4, ….
+pub const SHIM_FDS_ENV: &str = "HERDSMAN_SHIM_FDS";
+
+/// Exit code when the command was not found, as a shell reports it.
+pub const EXIT_NOT_FOUND: i32 = 127;
+/// Exit code when the command was found but could not be executed.
+pub const EXIT_CANNOT_EXECUTE: i32 = 126;
+
+/// Becomes `command`; returns only on failure, with the exit code to use.
+pub fn exec(command: &[OsString]) -> i32 {
+    let Some((program, args)) = command.split_first() else {
+        eprintln!("herdsman: __exec-shim needs a command");
+        return EXIT_CANNOT_EXECUTE;
+    };
+    let fds = match inherited_fds() {
+        Ok(fds) => fds,
+        Err(error) => {
+            eprintln!("herdsman: bad {SHIM_FDS_ENV}: {error}");
+            return EXIT_CANNOT_EXECUTE;
+        }
+    };
+    let mut exec = Command::new(program);
+    exec.args(args).env_remove(SHIM_FDS_ENV);
+    if !fds.is_empty() {
+        if let Err(error) = sys::move_fds_into_place(&fds) {
+            eprintln!("herdsman: cannot pass the listening sockets to the worker: {error}");
+            return EXIT_CANNOT_EXECUTE;
+        }
+        exec.env("LISTEN_FDS", fds.len().to_string())
+            .env("LISTEN_PID", std::process::id().to_string());
+    }
+    let error = exec.exec();
+    let shown = program.to_string_lossy();
+    eprintln!("herdsman: cannot execute `{shown}`: {error}");
+    match error.kind() {
+        io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+        _ => EXIT_CANNOT_EXECUTE,
+    }
+}
+
+fn inherited_fds() -> Result<Vec<RawFd>, String> {
+    let Some(list) = std::env::var_os(SHIM_FDS_ENV) else {
+        return Ok(Vec::new());
+    };
+    let list = list.to_string_lossy().into_owned();
+    list.split(',')
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<RawFd>()
+                .map_err(|_| format!("`{item}` is not an fd number"))
+        })
+        .collect()
+}

@@ -1,0 +1,89 @@
+//! The few syscalls herdsman needs that have no safe wrapper, kept in one place.
+//!
+//! Everything else in the crate is `unsafe`-free. Each `unsafe` block here says why it is sound.
+//! The functions fall in two groups:
+//!
+//! - [`arm_worker_child`]: runs in a forked child between `fork` and `exec`, so it may only make
+//!   async-signal-safe calls (no allocation, no locks).
+//! - [`move_fds_into_place`]: runs in the single-threaded exec shim, just before the final `exec`,
+//!   to put the inherited listening sockets at fds 3, 4, … as socket activation expects.
+
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// The first fd of socket activation (`SD_LISTEN_FDS_START`).
+pub const LISTEN_FDS_START: RawFd = 3;
+
+/// Arms `command` so that the child it forks
+/// - dies with SIGKILL when the thread that spawned it exits (`PR_SET_PDEATHSIG`), and exits at
+///   once if the primary is already gone by the time the child runs;
+/// - keeps `inherit` open across `exec` (they are close-on-exec in the primary, so that no other
+///   child leaks them).
+///
+/// `primary_pid` is the pid of the spawning process, read before the fork.
+pub fn arm_worker_child(command: &mut Command, primary_pid: libc::pid_t, inherit: Vec<RawFd>) {
+    let pre_exec = move || -> io::Result<()> {
+        // SAFETY: prctl, getppid, fcntl and _exit are async-signal-safe and touch only this
+        // process; `inherit` was allocated before the fork and is only read here.
+        unsafe {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // The primary may have died between fork and prctl; then nothing would kill us.
+            if libc::getppid() != primary_pid {
+                libc::_exit(1);
+            }
+            for &fd in &inherit {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the closure only makes async-signal-safe calls (see above).
+    unsafe {
+        command.pre_exec(pre_exec);
+    }
+}
+
+/// Moves the fds `from` to `3, 4, …` (in order), inheritable, and closes the originals.
+///
+/// Called by the exec shim, which is single-threaded and owns every fd involved. Works even when
+/// some of `from` already sit in the target range, by first lifting all of them above it.
+pub fn move_fds_into_place(from: &[RawFd]) -> io::Result<()> {
+    let above = LISTEN_FDS_START + from.len() as RawFd;
+    let mut lifted = Vec::with_capacity(from.len());
+    for &fd in from {
+        // SAFETY: F_DUPFD_CLOEXEC creates a new fd; `fd` is an fd this process inherited.
+        let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above) };
+        if new < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: closing an fd we own and no longer use.
+        unsafe { libc::close(fd) };
+        lifted.push(new);
+    }
+    for (index, &fd) in lifted.iter().enumerate() {
+        let target = LISTEN_FDS_START + index as RawFd;
+        // SAFETY: dup2 onto a number in 3..; the new fd has no FD_CLOEXEC, so it survives exec.
+        if unsafe { libc::dup2(fd, target) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the lifted copy is ours and replaced by `target`.
+        unsafe { libc::close(fd) };
+    }
+    Ok(())
+}
