@@ -87,3 +87,57 @@ pub fn move_fds_into_place(from: &[RawFd]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// `SO_ATTACH_REUSEPORT_CBPF` and `SO_DETACH_REUSEPORT_BPF` from `asm-generic/socket.h`, shared
+/// by x86, arm, aarch64 and riscv (libc does not export them for glibc targets).
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+const SO_DETACH_REUSEPORT_BPF: libc::c_int = 68;
+
+/// Attaches a classic BPF program that picks the socket of an `SO_REUSEPORT` group for each new
+/// connection; `fd` is any socket of the group. The program's return value is an index into the
+/// group (the order in which its sockets started listening); an index out of range falls back
+/// to the kernel's hash.
+pub fn attach_reuseport_cbpf(fd: RawFd, program: &[libc::sock_filter]) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: program.len() as libc::c_ushort,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: the kernel copies `program` (of `len` instructions, alive for the call) and
+    // validates it; `fprog` is a correctly sized sock_fprog.
+    let result = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Removes the program attached by [`attach_reuseport_cbpf`]; the kernel hashes again.
+pub fn detach_reuseport_bpf(fd: RawFd) -> io::Result<()> {
+    let unused: libc::c_int = 0;
+    // SAFETY: SO_DETACH_REUSEPORT_BPF ignores its value; we pass a valid int anyway.
+    let result = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_DETACH_REUSEPORT_BPF,
+            (&unused as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result < 0 {
+        let error = io::Error::last_os_error();
+        // ENOENT: no program was attached, which is what we wanted.
+        if error.raw_os_error() != Some(libc::ENOENT) {
+            return Err(error);
+        }
+    }
+    Ok(())
+}

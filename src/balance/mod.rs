@@ -1,4 +1,7 @@
-//! The listening sockets the primary binds and hands to workers, one module per balance mode.
+//! The listening sockets the primary binds and hands to workers.
+//!
+//! `shared`: one socket, inherited by every worker. `reuseport`: one `SO_REUSEPORT` socket per
+//! slot, steered to the ready slots (see `reuseport`).
 //!
 //! The primary keeps every socket open for its whole life: a connection that waits in a
 //! listening socket's queue is reset by the kernel when the last fd of that socket closes, so a
@@ -15,6 +18,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Balance;
 
+mod reuseport;
+
 /// The listen backlog asked for; the kernel caps it at `net.core.somaxconn`.
 const BACKLOG: i32 = 2048;
 
@@ -25,6 +30,8 @@ pub struct Listeners {
     address: SocketAddr,
     /// `Shared`: one socket. `Reuseport`: one per slot, index `slot - 1`.
     sockets: Vec<Socket>,
+    /// The slots new connections go to (reuseport), as last given to [`Listeners::steer`].
+    steered_to: Vec<usize>,
 }
 
 /// The listening address could not be bound.
@@ -73,6 +80,7 @@ impl Listeners {
             balance,
             address: bound,
             sockets: vec![first],
+            steered_to: Vec::new(),
         };
         listeners.ensure_slots(slots)?;
         Ok(listeners)
@@ -90,6 +98,18 @@ impl Listeners {
                 self.sockets.push(bind_one(self.address, self.balance)?);
             }
         }
+        Ok(())
+    }
+
+    /// Sends new connections only to `ready_slots` (sorted; reuseport only: with one shared
+    /// socket only ready workers accept anyway). Empty means every slot.
+    pub fn steer(&mut self, ready_slots: &[usize]) -> io::Result<()> {
+        if self.balance != Balance::Reuseport || self.steered_to == ready_slots {
+            return Ok(());
+        }
+        let indexes: Vec<u32> = ready_slots.iter().map(|&slot| (slot - 1) as u32).collect();
+        reuseport::steer(self.sockets[0].as_raw_fd(), &indexes)?;
+        self.steered_to = ready_slots.to_vec();
         Ok(())
     }
 
@@ -139,6 +159,48 @@ mod tests {
                 port
             );
         }
+    }
+
+    /// Connects `count` times and counts, per slot, the connections waiting in its socket.
+    fn queued_per_slot(listeners: &Listeners, count: usize) -> Vec<usize> {
+        let clients: Vec<_> = (0..count)
+            .map(|_| std::net::TcpStream::connect(listeners.local_addr()).unwrap())
+            .collect();
+        let queued = listeners
+            .sockets
+            .iter()
+            .map(|socket| {
+                socket.set_nonblocking(true).unwrap();
+                std::iter::from_fn(|| socket.accept().ok())
+                    .take(count)
+                    .count()
+            })
+            .collect();
+        drop(clients);
+        queued
+    }
+
+    #[test]
+    fn reuseport_steers_new_connections_to_the_ready_slots() {
+        let mut listeners =
+            Listeners::bind("127.0.0.1:0".parse().unwrap(), Balance::Reuseport, 3).unwrap();
+        listeners.steer(&[2]).unwrap();
+        assert_eq!(queued_per_slot(&listeners, 30), [0, 30, 0]);
+        listeners.steer(&[1, 3]).unwrap();
+        let queued = queued_per_slot(&listeners, 60);
+        assert_eq!(queued[1], 0);
+        assert_eq!(queued[0] + queued[2], 60);
+        assert!(
+            queued[0] > 0 && queued[2] > 0,
+            "both ready slots get connections: {queued:?}"
+        );
+        listeners.steer(&[]).unwrap();
+        let queued = queued_per_slot(&listeners, 60);
+        assert_eq!(queued.iter().sum::<usize>(), 60);
+        assert!(
+            queued.iter().all(|&n| n > 0),
+            "unsteered, the kernel hashes over all: {queued:?}"
+        );
     }
 
     #[test]

@@ -96,6 +96,7 @@ pub async fn run(config: Config, intents: mpsc::UnboundedReceiver<Intent>) -> Re
         next_uid: 1,
         phase: Phase::Starting,
         failure: None,
+        steering_failed: false,
     };
     let result = supervisor.supervise(events_rx, intents).await;
     writer.finish().await;
@@ -147,6 +148,8 @@ struct Supervisor {
     phase: Phase,
     /// Set when start-up failed; returned once the last worker has exited.
     failure: Option<RunError>,
+    /// Whether steering was refused once (said once, not on every change).
+    steering_failed: bool,
 }
 
 impl Supervisor {
@@ -267,6 +270,7 @@ impl Supervisor {
                     return;
                 };
                 let worker = self.workers.remove(index);
+                self.steer_to_ready_slots();
                 self.on_exit(worker, reason, tail).await;
             }
         }
@@ -282,6 +286,7 @@ impl Supervisor {
         worker.state = WorkerState::Ready;
         let (slot, pid) = (worker.slot, worker.pid);
         self.logger.info(format!("worker {slot} (pid {pid}) ready"));
+        self.steer_to_ready_slots();
         if self.phase == Phase::Starting {
             let ready = self
                 .workers
@@ -325,6 +330,29 @@ impl Supervisor {
         worker.stop_reason = Some(reason);
         worker.signal(stop_signal);
         self.after(kill_timeout, Event::KillDeadline { uid });
+        self.steer_to_ready_slots();
+    }
+
+    /// Points new connections at the slots whose worker is ready (reuseport), so that none
+    /// wait in the queue of a slot that is starting, draining or crash-looping.
+    fn steer_to_ready_slots(&mut self) {
+        let mut ready: Vec<usize> = self
+            .workers
+            .iter()
+            .filter(|worker| worker.state == WorkerState::Ready)
+            .map(|worker| worker.slot)
+            .collect();
+        ready.sort_unstable();
+        ready.dedup();
+        if let Err(error) = self.listeners.steer(&ready) {
+            if !self.steering_failed {
+                self.steering_failed = true;
+                self.logger.warn(format!(
+                    "cannot steer connections to ready workers ({error}); the kernel spreads them \
+                     over every slot, so a slot without a ready worker holds some until it has one"
+                ));
+            }
+        }
     }
 
     async fn on_exit(&mut self, worker: Worker, reason: ExitReason, tail: Vec<String>) {
