@@ -1,0 +1,425 @@
+//! Helpers that start real clusters (the `herdsman` binary over `examples/testserver`) on
+//! 127.0.0.1 with port 0, read their output as it comes, and talk HTTP to them.
+//!
+//! Every wait has a deadline and fails the test with what was seen so far.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The longest any single wait in a test may take.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn herdsman_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_herdsman"))
+}
+
+/// `target/<profile>/examples/testserver`, which `cargo test` builds with the tests.
+pub fn testserver_bin() -> PathBuf {
+    let path = herdsman_bin()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("testserver");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test`, which builds the examples",
+        path.display()
+    );
+    path
+}
+
+/// Lines read from one of the primary's output streams, shared with the reading thread.
+#[derive(Clone, Default)]
+pub struct Lines(Arc<(Mutex<LinesState>, Condvar)>);
+
+#[derive(Default)]
+struct LinesState {
+    lines: Vec<String>,
+    closed: bool,
+}
+
+impl Lines {
+    fn read_from(stream: impl Read + Send + 'static) -> Lines {
+        let lines = Lines::default();
+        let shared = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                let (state, changed) = &*shared.0;
+                state.lock().unwrap().lines.push(line);
+                changed.notify_all();
+            }
+            let (state, changed) = &*shared.0;
+            state.lock().unwrap().closed = true;
+            changed.notify_all();
+        });
+        lines
+    }
+
+    pub fn snapshot(&self) -> Vec<String> {
+        self.0 .0.lock().unwrap().lines.clone()
+    }
+
+    /// Waits until `count` lines satisfy `matches`; returns them.
+    pub fn wait_for_count(&self, count: usize, matches: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + DEADLINE;
+        let (state, changed) = &*self.0;
+        let mut state = state.lock().unwrap();
+        loop {
+            let found: Vec<String> = state
+                .lines
+                .iter()
+                .filter(|line| matches(line))
+                .cloned()
+                .collect();
+            if found.len() >= count {
+                return found;
+            }
+            let now = Instant::now();
+            if now >= deadline || state.closed {
+                panic!(
+                    "waited for {count} matching lines, found {} ({}); output so far:\n{}",
+                    found.len(),
+                    if state.closed {
+                        "stream closed"
+                    } else {
+                        "deadline passed"
+                    },
+                    state.lines.join("\n")
+                );
+            }
+            state = changed.wait_timeout(state, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Waits for the first line containing `text`.
+    pub fn wait_for(&self, text: &str) -> String {
+        self.wait_for_count(1, |line| line.contains(text)).remove(0)
+    }
+
+    pub fn count(&self, matches: impl Fn(&str) -> bool) -> usize {
+        self.0
+             .0
+            .lock()
+            .unwrap()
+            .lines
+            .iter()
+            .filter(|line| matches(line))
+            .count()
+    }
+
+    /// Waits until the stream closes (the primary exited and nothing else holds it).
+    pub fn wait_closed(&self) {
+        let deadline = Instant::now() + DEADLINE;
+        let (state, changed) = &*self.0;
+        let mut state = state.lock().unwrap();
+        while !state.closed {
+            let now = Instant::now();
+            assert!(now < deadline, "stream still open after {DEADLINE:?}");
+            state = changed.wait_timeout(state, deadline - now).unwrap().0;
+        }
+    }
+}
+
+/// How to start a cluster; `ClusterBuilder::start` runs it.
+pub struct ClusterBuilder {
+    port: u16,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    command: Vec<String>,
+    wait_listening: bool,
+}
+
+pub fn cluster() -> ClusterBuilder {
+    ClusterBuilder {
+        port: 0,
+        args: Vec::new(),
+        env: Vec::new(),
+        command: vec![testserver_bin().display().to_string()],
+        wait_listening: true,
+    }
+}
+
+impl ClusterBuilder {
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|arg| arg.to_string()));
+        self
+    }
+
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn command(mut self, command: &[&str]) -> Self {
+        self.command = command.iter().map(|part| part.to_string()).collect();
+        self
+    }
+
+    /// Do not wait for the `listening on` line (for clusters expected to fail before it).
+    pub fn no_wait(mut self) -> Self {
+        self.wait_listening = false;
+        self
+    }
+
+    pub fn start(self) -> Cluster {
+        let mut command = Command::new(herdsman_bin());
+        let port = self.port.to_string();
+        command
+            .arg("run")
+            .args(["--host", "127.0.0.1", "--port", &port]);
+        command.args(&self.args).arg("--").args(&self.command);
+        command
+            .envs(self.env)
+            .env_remove("HERDSMAN_WORKERS")
+            .env("NO_COLOR", "1");
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = command.spawn().expect("start herdsman");
+        let stdout = Lines::read_from(child.stdout.take().unwrap());
+        let stderr = Lines::read_from(child.stderr.take().unwrap());
+        let mut cluster = Cluster {
+            child,
+            started,
+            stdout,
+            stderr,
+            address: None,
+            exit: None,
+        };
+        if self.wait_listening {
+            // Text (`herdsman: listening on A (…)`) or JSON (`"line":"listening on A (…)"`).
+            let line = cluster.stderr.wait_for("listening on ");
+            let address = line
+                .split("listening on ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap();
+            cluster.address = Some(address.parse().expect("listening address"));
+        }
+        cluster
+    }
+}
+
+/// A running `herdsman run`; killed (SIGKILL) on drop if the test did not stop it.
+pub struct Cluster {
+    pub child: Child,
+    pub started: Instant,
+    pub stdout: Lines,
+    pub stderr: Lines,
+    address: Option<SocketAddr>,
+    exit: Option<ExitStatus>,
+}
+
+/// `worker SLOT (pid PID) ready` → (slot, pid).
+pub fn parse_worker_line(line: &str) -> (usize, u32) {
+    let rest = line.split("worker ").nth(1).expect("worker line");
+    let slot = rest.split(' ').next().unwrap().parse().unwrap();
+    let pid = rest
+        .split("(pid ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (slot, pid)
+}
+
+impl Cluster {
+    pub fn address(&self) -> SocketAddr {
+        self.address.expect("the cluster printed its address")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until `count` workers have reported ready, in total; returns (slot, pid) of each.
+    pub fn wait_ready(&self, count: usize) -> Vec<(usize, u32)> {
+        let lines = self.stderr.wait_for_count(count, |line| {
+            line.starts_with("herdsman: worker ") && line.ends_with(" ready")
+        });
+        lines.iter().map(|line| parse_worker_line(line)).collect()
+    }
+
+    pub fn get(&self, path: &str) -> std::io::Result<Response> {
+        http_get(self.address(), path)
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid() as i32), signal).expect("signal the primary");
+    }
+
+    /// Waits for the primary to exit; returns its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        if let Some(status) = self.exit {
+            return status;
+        }
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                self.exit = Some(status);
+                self.stderr.wait_closed();
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "herdsman did not exit within {DEADLINE:?}; stderr:\n{}",
+                self.stderr.snapshot().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The primary's stderr so far, for assertion messages.
+    pub fn log(&self) -> String {
+        self.stderr.snapshot().join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Response {
+    /// The `pid` field of the test server's JSON answer.
+    pub fn pid(&self) -> u32 {
+        self.field("pid")
+            .parse()
+            .unwrap_or_else(|_| panic!("no pid in {:?}", self.body))
+    }
+
+    /// A field of the test server's flat JSON answer, as text.
+    pub fn field(&self, name: &str) -> String {
+        let value: serde_json::Value = serde_json::from_str(&self.body)
+            .unwrap_or_else(|error| panic!("{error}: {:?}", self.body));
+        match &value[name] {
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// One GET on a new connection (`Connection: close`).
+pub fn http_get(address: SocketAddr, path: &str) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(DEADLINE))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw)?;
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &str) -> std::io::Result<Response> {
+    let bad = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("bad response {raw:?}"),
+        )
+    };
+    let (head, body) = raw.split_once("\r\n\r\n").ok_or_else(bad)?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(bad)?;
+    Ok(Response {
+        status,
+        body: body.to_string(),
+    })
+}
+
+/// Whether `pid` is a live process (a zombie counts as gone).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z') && !state.starts_with('X')
+        }
+        Err(_) => false,
+    }
+}
+
+/// Waits until none of `pids` is alive; panics naming the survivors.
+pub fn wait_all_gone(pids: &[u32]) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let alive: Vec<u32> = pids.iter().copied().filter(|&pid| alive(pid)).collect();
+        if alive.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still alive after {DEADLINE:?}: {alive:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends requests on new connections until `count` distinct pids answered (at most 2,000).
+pub fn distinct_pids_by_requests(cluster: &Cluster, count: usize) -> BTreeSet<u32> {
+    let mut pids = BTreeSet::new();
+    for _ in 0..2000 {
+        pids.insert(cluster.get("/").expect("GET /").pid());
+        if pids.len() == count {
+            return pids;
+        }
+    }
+    panic!("2,000 requests reached only {pids:?}");
+}
+
+/// With one shared socket the busiest worker tends to win every accept, so one at a time, a
+/// request that keeps its worker busy (`/burn`) is sent only once the previous one is burning:
+/// a busy worker cannot accept, so each lands on a different worker. Returns their pids.
+pub fn distinct_pids_by_burning(cluster: &Cluster, count: usize) -> BTreeSet<u32> {
+    let burning_before = cluster.stdout.count(|line| line.contains("burn start"));
+    let address = cluster.address();
+    let requests: Vec<_> = (1..=count)
+        .map(|index| {
+            let request = std::thread::spawn(move || http_get(address, "/burn?ms=1500"));
+            cluster
+                .stdout
+                .wait_for_count(burning_before + index, |line| line.contains("burn start"));
+            request
+        })
+        .collect();
+    requests
+        .into_iter()
+        .map(|request| request.join().unwrap().expect("GET /burn").pid())
+        .collect()
+}

@@ -1,0 +1,8 @@
+//! herdsman's integration tests: one binary, real processes, real sockets on 127.0.0.1.
+
+mod support;
+
+mod failures;
+mod logs;
+mod run;
+mod shutdown;
