@@ -3,6 +3,7 @@
 mod support;
 
 mod failures;
+mod languages;
 mod logs;
 mod run;
 mod shutdown;
