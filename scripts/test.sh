@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need when it is missing, then runs every test.
+# `.ci/run` calls exactly this (after the format and lint checks).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# install_missing COMMAND DEBIAN_PACKAGE: apt-get install the package when COMMAND is missing.
+install_missing() {
+    if ! command -v "$1" >/dev/null 2>&1; then
+        echo "test.sh: installing $2 (for $1)" >&2
+        if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
+        "${sudo[@]}" apt-get update -qq
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+    fi
+}
+
+# The examples in other languages run under herdsman in the tests.
+install_missing node nodejs
+install_missing python3 python3
+
+# `cargo test` builds the examples too; the integration tests run examples/testserver.
+cargo test --all-targets --no-fail-fast
