@@ -33,7 +33,7 @@ fn sigterm_lets_a_slow_request_finish_then_exits_0() {
     assert_eq!(status.code(), Some(0), "{}", cluster.log());
     let log = cluster.log();
     assert!(
-        log.contains("herdsman: stopping: sending SIGTERM to 2 workers (killing them after 10s)"),
+        log.contains("herdsman: stopping: sending SIGTERM to 2 workers (killing after 10s)"),
         "{log}"
     );
     for pid in &pids {
@@ -127,7 +127,7 @@ fn stop_signal_is_configurable() {
     assert_eq!(cluster.wait_exit().code(), Some(0));
     let log = cluster.log();
     assert!(
-        log.contains("stopping: sending SIGINT to 1 workers"),
+        log.contains("stopping: sending SIGINT to 1 worker"),
         "{log}"
     );
     // The test server has no SIGINT handler, so SIGINT's default action ends it.
@@ -165,4 +165,35 @@ fn workers_run_in_their_own_process_group() {
     let primary_group =
         nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(cluster.pid() as i32)));
     assert_ne!(primary_group.unwrap(), pgid);
+}
+
+/// Under systemd with `Type=notify`, the primary itself says READY=1 once every worker is
+/// ready, and STOPPING=1 when it stops. The test plays systemd's part.
+#[test]
+fn primary_notifies_its_own_service_manager() {
+    let dir = std::env::temp_dir().join(format!("herdsman-notify-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("systemd.sock");
+    let _ = std::fs::remove_file(&path);
+    let systemd = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    systemd.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut cluster = cluster()
+        .args(&["-w", "2", "--ready-delay", "100ms"])
+        .env("NOTIFY_SOCKET", path.to_str().unwrap())
+        .start();
+    let mut buffer = [0u8; 256];
+    let length = systemd.recv(&mut buffer).expect("READY=1 from the primary");
+    assert_eq!(&buffer[..length], b"READY=1\nSTATUS=2 workers ready");
+    assert_eq!(
+        cluster.wait_ready(2).len(),
+        2,
+        "both workers were ready first"
+    );
+    cluster.signal(Signal::SIGTERM);
+    let length = systemd
+        .recv(&mut buffer)
+        .expect("STOPPING=1 from the primary");
+    assert_eq!(&buffer[..length], b"STOPPING=1");
+    assert_eq!(cluster.wait_exit().code(), Some(0));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

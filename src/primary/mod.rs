@@ -30,7 +30,7 @@ use crate::balance::{BindError, Listeners};
 use crate::config::{Config, ReadyMode};
 use crate::runtime_dir::PrimaryDir;
 use logs::Logger;
-use notify::Notice;
+use notify::{Notice, ServiceManager};
 use process::{Launch, StopReason, Worker, WorkerState};
 use restart::{ExitReason, RestartPolicy};
 pub use signals::{forward_signals, Intent};
@@ -97,6 +97,7 @@ pub async fn run(config: Config, intents: mpsc::UnboundedReceiver<Intent>) -> Re
         phase: Phase::Starting,
         failure: None,
         steering_failed: false,
+        service_manager: ServiceManager::from_env(),
     };
     let result = supervisor.supervise(events_rx, intents).await;
     writer.finish().await;
@@ -150,6 +151,8 @@ struct Supervisor {
     failure: Option<RunError>,
     /// Whether steering was refused once (said once, not on every change).
     steering_failed: bool,
+    /// systemd (or another manager) waiting for the primary's `READY=1`, if any.
+    service_manager: Option<ServiceManager>,
 }
 
 impl Supervisor {
@@ -160,9 +163,9 @@ impl Supervisor {
     ) -> Result<(), RunError> {
         let config = &self.config;
         self.logger.info(format!(
-            "listening on {} ({} workers, balance {})",
+            "listening on {} ({}, balance {})",
             self.listeners.local_addr(),
-            config.workers,
+            workers(config.workers),
             config.balance
         ));
         for slot in 1..=self.config.workers {
@@ -295,7 +298,8 @@ impl Supervisor {
                 .count();
             if ready == self.config.workers {
                 self.phase = Phase::Running;
-                self.logger.info(format!("all {ready} workers ready"));
+                self.logger.info(format!("all {} ready", workers(ready)));
+                self.notify_service_manager(&format!("READY=1\nSTATUS={} ready", workers(ready)));
             }
         }
     }
@@ -451,7 +455,16 @@ impl Supervisor {
         }
     }
 
+    fn notify_service_manager(&self, state: &str) {
+        if let Some(manager) = &self.service_manager {
+            manager.notify(state);
+        }
+    }
+
     fn on_intent(&mut self, intent: Intent) {
+        if self.phase != Phase::Stopping {
+            self.notify_service_manager("STOPPING=1");
+        }
         match intent {
             Intent::Stop { fast: false } => {
                 if self.phase == Phase::Stopping {
@@ -461,9 +474,9 @@ impl Supervisor {
                 }
                 self.phase = Phase::Stopping;
                 self.logger.info(format!(
-                    "stopping: sending {} to {} workers (killing them after {})",
+                    "stopping: sending {} to {} (killing after {})",
                     self.config.stop_signal.as_str(),
-                    self.workers.len(),
+                    workers(self.workers.len()),
                     humantime::format_duration(self.config.kill_timeout)
                 ));
                 let uids: Vec<u64> = self.workers.iter().map(|worker| worker.uid).collect();
@@ -474,8 +487,8 @@ impl Supervisor {
             Intent::Stop { fast: true } => {
                 self.phase = Phase::Stopping;
                 self.logger.warn(format!(
-                    "stopping now: killing {} workers",
-                    self.workers.len()
+                    "stopping now: killing {}",
+                    workers(self.workers.len())
                 ));
                 for worker in &mut self.workers {
                     worker.stop_reason = Some(StopReason::Shutdown);
@@ -483,6 +496,14 @@ impl Supervisor {
                 }
             }
         }
+    }
+}
+
+/// `1 worker`, `2 workers`.
+fn workers(count: usize) -> String {
+    match count {
+        1 => "1 worker".into(),
+        _ => format!("{count} workers"),
     }
 }
 

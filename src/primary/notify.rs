@@ -1,5 +1,9 @@
-//! sd_notify: each worker gets its own datagram socket as `NOTIFY_SOCKET`, so a `READY=1` is
-//! attributed to the worker that owns the socket, without trusting pids in credentials.
+//! sd_notify, both ways.
+//!
+//! - From workers: each worker gets its own datagram socket as `NOTIFY_SOCKET`, so a `READY=1`
+//!   is attributed to the worker that owns the socket, without trusting pids in credentials.
+//! - To the primary's own service manager: when herdsman itself runs under systemd with
+//!   `Type=notify`, it says `READY=1` once every worker is ready and `STOPPING=1` on stop.
 
 use std::io;
 use std::path::PathBuf;
@@ -64,6 +68,36 @@ impl Drop for NotifySocket {
     fn drop(&mut self) {
         self.task.abort();
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The service manager that started the primary, if it asked for notifications.
+pub struct ServiceManager {
+    socket: std::os::unix::net::UnixDatagram,
+    address: std::os::unix::net::SocketAddr,
+}
+
+impl ServiceManager {
+    /// From `$NOTIFY_SOCKET` (a path, or `@name` in the abstract namespace), if set and usable.
+    pub fn from_env() -> Option<ServiceManager> {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+        let target = std::env::var_os("NOTIFY_SOCKET")?;
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str());
+        let address = match bytes.strip_prefix(b"@") {
+            Some(name) => SocketAddr::from_abstract_name(name).ok()?,
+            None => SocketAddr::from_pathname(&target).ok()?,
+        };
+        Some(ServiceManager {
+            socket: UnixDatagram::unbound().ok()?,
+            address,
+        })
+    }
+
+    /// Sends `state` (e.g. `READY=1`); best effort, as sd_notify is.
+    pub fn notify(&self, state: &str) {
+        let _ = self.socket.send_to_addr(state.as_bytes(), &self.address);
     }
 }
 

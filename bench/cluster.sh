@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Throughput of the test server under `herdsman run`, side by side with the limit: the same
+# server as N processes that bind SO_REUSEPORT themselves, with no primary at all.
+#
+#   bench/cluster.sh [SECONDS_PER_RUN] [ROUNDS]      (defaults: 10 s, 3 rounds)
+#
+# PIN=1 (the default when the machine has 2+ CPUs) runs wrk on CPU 0 and every server process
+# on the other CPUs, so that the load generator and the servers do not trade places on the same
+# cores: on a small machine that contention, not the servers, decides most of the variance.
+# PIN=0 lets the scheduler place everything.
+#
+# Each round runs every setup once, keep-alive and `Connection: close`, in the same order, so
+# that all setups see the same machine; the table reports the median round. Also measured: the
+# primary's CPU time during the runs (as a share of the whole run's CPU) and its peak RSS.
+# Everything listens on 127.0.0.1 and stops by itself; only processes started here are stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECONDS_PER_RUN=${1:-10}
+ROUNDS=${2:-3}
+WORKERS=$(nproc)
+CONNECTIONS=64
+OUT=bench/out
+mkdir -p "$OUT"
+
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+cargo build --release --quiet --bin herdsman --example testserver
+HERDSMAN=target/release/herdsman
+SERVER=target/release/examples/testserver
+TICKS=$(getconf CLK_TCK)
+PIN=${PIN:-$([ "$(nproc)" -ge 2 ] && echo 1 || echo 0)}
+LOAD_CPUS=() SERVER_CPUS=()
+if [ "$PIN" = 1 ]; then
+    LOAD_CPUS=(taskset -c 0)
+    SERVER_CPUS=(taskset -c "1-$(($(nproc) - 1))")
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_serving() { # PORT
+    for _ in $(seq 1 200); do
+        curl -fs "http://127.0.0.1:$1/" >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    echo "nothing serves on port $1" >&2
+    return 1
+}
+
+cpu_ticks() { # PID → utime+stime in clock ticks
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+tree_ticks() { # PIDS... → summed CPU ticks of those processes
+    local total=0 pid
+    for pid in "$@"; do
+        [ -r "/proc/$pid/stat" ] && total=$((total + $(cpu_ticks "$pid")))
+    done
+    echo "$total"
+}
+
+STARTED=()
+stop_started() {
+    for pid in "${STARTED[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${STARTED[@]}"; do
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    STARTED=()
+}
+trap stop_started EXIT
+
+# start_setup NAME PORT → starts the setup, fills STARTED (primary first when there is one)
+start_setup() {
+    local name=$1 port=$2
+    case $name in
+        limit)
+            for _ in $(seq 1 "$WORKERS"); do
+                TESTSERVER_REUSEPORT=1 PORT=$port "${SERVER_CPUS[@]}" "$SERVER" >/dev/null 2>&1 &
+                STARTED+=($!)
+            done ;;
+        herdsman-*)
+            "${SERVER_CPUS[@]}" "$HERDSMAN" run --workers "$WORKERS" --host 127.0.0.1 --port "$port" \
+                --balance "${name#herdsman-}" --ready-delay 200ms -- "$SERVER" >/dev/null 2>&1 &
+            STARTED+=($!) ;;
+    esac
+    wait_serving "$port"
+}
+
+# run_wrk PORT MODE → requests/sec, errors
+run_wrk() {
+    local port=$1 mode=$2 header=()
+    [ "$mode" = close ] && header=(-H "Connection: close")
+    local output
+    output=$("${LOAD_CPUS[@]}" wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" "${header[@]}" "http://127.0.0.1:$port/")
+    local rps errors
+    rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$output")
+    errors=$(awk '/Socket errors/ { gsub(",", ""); print $4 + $6 + $8 + $10 } /Non-2xx/ { print $NF }' <<<"$output" | paste -sd+ | bc)
+    echo "$rps ${errors:-0}"
+}
+
+SETUPS=(limit herdsman-shared herdsman-reuseport)
+RAW="$OUT/cluster-raw.txt"
+: >"$RAW"
+for round in $(seq 1 "$ROUNDS"); do
+    for setup in "${SETUPS[@]}"; do
+        port=$(free_port)
+        start_setup "$setup" "$port"
+        primary=""
+        [ "$setup" != limit ] && primary=${STARTED[0]}
+        workers=$(if [ -n "$primary" ]; then pgrep -P "$primary" | tr '\n' ' '; else echo "${STARTED[*]}"; fi)
+        for mode in keepalive close; do
+            primary_before=$([ -n "$primary" ] && cpu_ticks "$primary" || echo 0)
+            # shellcheck disable=SC2086
+            workers_before=$(tree_ticks $workers)
+            read -r rps errors < <(run_wrk "$port" "$mode")
+            primary_after=$([ -n "$primary" ] && cpu_ticks "$primary" || echo 0)
+            # shellcheck disable=SC2086
+            workers_after=$(tree_ticks $workers)
+            rss=$([ -n "$primary" ] && awk '/VmHWM/ { print $2 }' "/proc/$primary/status" || echo 0)
+            echo "$round $setup $mode $rps $errors $((primary_after - primary_before)) $((workers_after - workers_before)) $rss" | tee -a "$RAW"
+        done
+        stop_started
+    done
+done
+
+# Median over rounds per setup and mode, then ratios to the limit.
+python3 - "$RAW" "$SECONDS_PER_RUN" "$TICKS" "$WORKERS" "$PIN" <<'EOF'
+import statistics, sys
+raw, seconds, ticks, workers = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+pinned = "wrk on CPU 0, servers on the others" if sys.argv[5] == "1" else "unpinned"
+rows = [line.split() for line in open(raw) if line.strip()]
+table = {}
+for _, setup, mode, rps, errors, primary, worker_ticks, rss in rows:
+    table.setdefault((setup, mode), []).append((float(rps), int(errors), int(primary), int(worker_ticks), int(rss)))
+print(f"\n{workers} workers, wrk -t1 -c64, {seconds:.0f} s per run, median of {len(rows) // 6} rounds, {pinned}\n")
+print("| setup | connection | req/s | × limit | errors | primary CPU (% of run's CPU) | primary peak RSS |")
+print("|---|---|---:|---:|---:|---:|---:|")
+for mode in ("keepalive", "close"):
+    limit = statistics.median(r[0] for r in table[("limit", mode)])
+    for setup in ("limit", "herdsman-shared", "herdsman-reuseport"):
+        runs = table[(setup, mode)]
+        rps = statistics.median(r[0] for r in runs)
+        errors = sum(r[1] for r in runs)
+        primary = sum(r[2] for r in runs)
+        total = primary + sum(r[3] for r in runs)
+        share = f"{100 * primary / total:.2f} %" if setup != "limit" and total else "–"
+        rss = f"{max(r[4] for r in runs) / 1024:.1f} MB" if setup != "limit" else "–"
+        print(f"| {setup} | {mode} | {rps:,.0f} | {rps / limit:.3f} | {errors} | {share} | {rss} |")
+EOF
