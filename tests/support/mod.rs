@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -23,19 +23,39 @@ pub fn herdsman_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_herdsman"))
 }
 
-/// `target/<profile>/examples/testserver`, which `cargo test` builds with the tests.
+/// `target/<profile>/examples/testserver`, built (or brought up to date) once per test run.
+///
+/// `cargo test` compiles examples only as test harnesses, so the runnable binary is built here,
+/// with the same profile and target directory as the test binary.
 pub fn testserver_bin() -> PathBuf {
-    let path = herdsman_bin()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("testserver");
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test`, which builds the examples",
-        path.display()
-    );
-    path
+    static BUILD: Once = Once::new();
+    let profile_dir = herdsman_bin().parent().unwrap().to_path_buf();
+    BUILD.call_once(|| {
+        let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+            Some("debug") | None => "dev".to_string(),
+            Some(other) => other.to_string(),
+        };
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--example",
+                "testserver",
+                "--profile",
+                &profile,
+            ])
+            .arg("--target-dir")
+            .arg(profile_dir.parent().unwrap())
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo to build examples/testserver");
+        assert!(
+            status.success(),
+            "building examples/testserver failed: {status}"
+        );
+    });
+    profile_dir.join("examples").join("testserver")
 }
 
 /// Lines read from one of the primary's output streams, shared with the reading thread.
