@@ -1,12 +1,17 @@
-//! The command line: clap definitions, turned into [`RunSettings`] for validation.
+//! The command line: clap definitions, turned into [`RunFlags`] and control requests.
+//!
+//! `run` flags are all optional here: a flag not given leaves the setting to herdsman.toml, then
+//! to the default (see `config`). The defaults shown in `--help` are those.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nix::sys::signal::Signal;
 
-use herdsman::config::{self, Balance, LogFormat, ReadyMode, RunSettings, WorkerCount};
+use herdsman::config::{self, Balance, LogFormat, ReadyMode, RunFlags, WorkerCount};
+use herdsman::control::protocol::ScaleTarget;
 
 /// Run any server as a cluster of worker processes sharing one port.
 #[derive(Debug, Parser)]
@@ -20,6 +25,66 @@ pub struct Cli {
 pub enum Command {
     /// Run COMMAND as N supervised workers that share one listening port.
     Run(RunArgs),
+    /// List the clusters running for this user.
+    Ls {
+        /// Print JSON (one status object per cluster) instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every worker of a cluster: state, pid, generation, uptime, restarts, CPU, memory.
+    Status {
+        /// The cluster [default: the only one running]
+        name: Option<String>,
+        /// Print the status as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace every worker, new before old, without dropping a request (also: SIGHUP).
+    Reload {
+        /// The cluster [default: the only one running]
+        name: Option<String>,
+        /// How many slots to replace at a time
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        parallel: u16,
+        /// Print progress and the result as JSON lines
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change the number of workers: N, +K or -K (also: SIGTTIN, SIGTTOU).
+    #[command(allow_negative_numbers = true)]
+    Scale {
+        /// [NAME] N|+K|-K
+        #[arg(num_args = 1..=2, required = true, value_name = "ARGS", allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Replace one worker, new before old.
+    Restart {
+        /// [NAME] SLOT
+        #[arg(num_args = 1..=2, required = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+    /// Stop a cluster gracefully (as SIGTERM does) and wait until it has exited.
+    Stop {
+        /// The cluster [default: the only one running]
+        name: Option<String>,
+    },
+    /// Show a cluster's recent log lines, then follow with -f.
+    Logs {
+        /// The cluster [default: the only one running]
+        name: Option<String>,
+        /// Keep printing new lines until interrupted
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the lines of this slot's workers
+        #[arg(long)]
+        slot: Option<usize>,
+        /// How many recent lines to print first
+        #[arg(short = 'n', long, default_value_t = 200)]
+        lines: usize,
+        /// Print the lines as JSON objects
+        #[arg(long)]
+        json: bool,
+    },
     /// Internal: the step between fork and the worker command (sets LISTEN_PID to the worker's
     /// own pid, moves the listening sockets to fd 3…, then execs COMMAND).
     #[command(name = "__exec-shim", hide = true)]
@@ -29,53 +94,73 @@ pub enum Command {
     },
 }
 
+/// `[NAME] VALUE`: the name is optional, the value is not.
+pub fn name_and_value(args: &[String]) -> (Option<&str>, &str) {
+    match args {
+        [name, value] => (Some(name.as_str()), value.as_str()),
+        [value] => (None, value.as_str()),
+        _ => unreachable!("clap takes 1 or 2 values"),
+    }
+}
+
+pub fn parse_scale_target(text: &str) -> Result<ScaleTarget, String> {
+    text.parse()
+}
+
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  herdsman run --workers max --port 8000 -- node server.js")]
+#[command(
+    after_help = "Examples:\n  herdsman run --workers max --port 8000 -- node server.js\n  \
+                        herdsman run                     # reads ./herdsman.toml"
+)]
 pub struct RunArgs {
+    /// Read settings from this file [default: ./herdsman.toml when no COMMAND is given]
+    #[arg(short, long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
     /// Number of workers, or `max` for one per CPU [default: CPUs, or $HERDSMAN_WORKERS]
     #[arg(short = 'w', long, env = "HERDSMAN_WORKERS", value_parser = parse_workers)]
     pub workers: Option<WorkerCount>,
 
-    /// Address to listen on (IP or host name)
-    #[arg(long, default_value = "0.0.0.0")]
-    pub host: String,
+    /// Address to listen on (IP or host name) [default: 0.0.0.0]
+    #[arg(long)]
+    pub host: Option<String>,
 
-    /// Port to listen on; 0 picks a free port (printed on start)
-    #[arg(short, long, default_value_t = 8000)]
-    pub port: u16,
+    /// Port to listen on; 0 picks a free port (printed on start) [default: 8000]
+    #[arg(short, long)]
+    pub port: Option<u16>,
 
-    /// How workers share the port
-    #[arg(long, value_enum, default_value_t = BalanceArg::Reuseport)]
-    pub balance: BalanceArg,
+    /// How workers share the port [default: reuseport]
+    #[arg(long, value_enum)]
+    pub balance: Option<BalanceArg>,
 
     /// When a new worker counts as ready: `delay` = READY=1 on $NOTIFY_SOCKET or after
-    /// --ready-delay; `notify` = READY=1 only
-    #[arg(long, value_enum, default_value_t = ReadyArg::Delay)]
-    pub ready: ReadyArg,
+    /// --ready-delay; `notify` = READY=1 only [default: delay]
+    #[arg(long, value_enum)]
+    pub ready: Option<ReadyArg>,
 
-    /// With --ready delay: how long a worker must stay up to count as ready
-    #[arg(long, default_value = "1s", value_parser = config::parse_duration)]
-    pub ready_delay: Duration,
+    /// With --ready delay: how long a worker must stay up to count as ready [default: 1s]
+    #[arg(long, value_parser = config::parse_duration)]
+    pub ready_delay: Option<Duration>,
 
-    /// How long a new worker may take to become ready before it is stopped
-    #[arg(long, default_value = "30s", value_parser = config::parse_duration)]
-    pub ready_timeout: Duration,
+    /// How long a new worker may take to become ready before it is stopped [default: 30s]
+    #[arg(long, value_parser = config::parse_duration)]
+    pub ready_timeout: Option<Duration>,
 
-    /// Signal that asks a worker to finish in-flight work and exit
-    #[arg(long, default_value = "TERM", value_parser = config::parse_signal)]
-    pub stop_signal: Signal,
+    /// Signal that asks a worker to finish in-flight work and exit [default: TERM]
+    #[arg(long, value_parser = config::parse_signal)]
+    pub stop_signal: Option<Signal>,
 
-    /// How long a stopping worker may take before it is killed (SIGKILL)
-    #[arg(long, default_value = "10s", value_parser = config::parse_duration)]
-    pub kill_timeout: Duration,
+    /// How long a stopping worker may take before it is killed (SIGKILL) [default: 10s]
+    #[arg(long, value_parser = config::parse_duration)]
+    pub kill_timeout: Option<Duration>,
 
-    /// Name of the cluster [default: the command's file name]
+    /// Name of the cluster, for `herdsman status NAME` [default: the command's file name]
     #[arg(long)]
     pub name: Option<String>,
 
-    /// Format of log lines on stdout/stderr
-    #[arg(long, value_enum, default_value_t = LogFormatArg::Text)]
-    pub log_format: LogFormatArg,
+    /// Format of log lines on stdout/stderr [default: text]
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormatArg>,
 
     /// The server command and its arguments, after `--`
     #[arg(last = true, value_name = "COMMAND")]
@@ -105,29 +190,30 @@ pub enum LogFormatArg {
 }
 
 impl RunArgs {
-    pub fn into_settings(self) -> RunSettings {
-        RunSettings {
+    pub fn into_flags(self) -> RunFlags {
+        RunFlags {
+            config: self.config,
             command: self.command,
-            workers: self.workers.unwrap_or(WorkerCount::Max),
+            workers: self.workers,
             host: self.host,
             port: self.port,
-            balance: match self.balance {
+            balance: self.balance.map(|balance| match balance {
                 BalanceArg::Shared => Balance::Shared,
                 BalanceArg::Reuseport => Balance::Reuseport,
-            },
-            ready: match self.ready {
+            }),
+            ready: self.ready.map(|ready| match ready {
                 ReadyArg::Delay => ReadyMode::Delay,
                 ReadyArg::Notify => ReadyMode::Notify,
-            },
+            }),
             ready_delay: self.ready_delay,
             ready_timeout: self.ready_timeout,
             stop_signal: self.stop_signal,
             kill_timeout: self.kill_timeout,
             name: self.name,
-            log_format: match self.log_format {
+            log_format: self.log_format.map(|format| match format {
                 LogFormatArg::Text => LogFormat::Text,
                 LogFormatArg::Json => LogFormat::Json,
-            },
+            }),
         }
     }
 }
@@ -151,10 +237,11 @@ mod tests {
         let Command::Run(args) = cli.command else {
             panic!("expected run")
         };
-        let settings = args.into_settings();
-        assert_eq!(settings.workers, WorkerCount::Exactly(3));
-        assert_eq!(settings.port, 0);
-        assert_eq!(settings.command, ["node", "app.js", "--flag"]);
+        let flags = args.into_flags();
+        assert_eq!(flags.workers, Some(WorkerCount::Exactly(3)));
+        assert_eq!(flags.port, Some(0));
+        assert_eq!(flags.host, None);
+        assert_eq!(flags.command, ["node", "app.js", "--flag"]);
     }
 
     #[test]
@@ -168,5 +255,21 @@ mod tests {
         let error =
             Cli::try_parse_from(["herdsman", "run", "--workers", "0", "--", "x"]).unwrap_err();
         assert!(error.to_string().contains("at least 1 worker"), "{error}");
+    }
+
+    #[test]
+    fn scale_takes_an_optional_name_and_a_signed_count() {
+        for (argv, name, value) in [
+            (vec!["herdsman", "scale", "4"], None, "4"),
+            (vec!["herdsman", "scale", "-1"], None, "-1"),
+            (vec!["herdsman", "scale", "api", "+2"], Some("api"), "+2"),
+            (vec!["herdsman", "scale", "api", "-2"], Some("api"), "-2"),
+        ] {
+            let cli = Cli::try_parse_from(&argv).unwrap();
+            let Command::Scale { args } = cli.command else {
+                panic!("expected scale")
+            };
+            assert_eq!(name_and_value(&args), (name, value), "{argv:?}");
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`config`]: the validated [`Config`] of a cluster, and the parsers for its values.
 //! - [`primary`]: the supervisor: slots, the worker lifecycle, restarts, shutdown, signals.
 //! - [`balance`]: the listening sockets and how workers share them (`shared`, `reuseport`).
+//! - [`control`]: the control socket: protocol, the primary's server, the CLI's client.
 //! - [`shim`]: the exec step between fork and the worker command (socket activation variables).
 //! - `runtime_dir`: the per-user private directory for the primary's sockets.
 //! - `sys`: the few raw syscalls, the only place with `unsafe`.
@@ -15,6 +16,7 @@
 
 pub mod balance;
 pub mod config;
+pub mod control;
 pub mod primary;
 mod runtime_dir;
 pub mod shim;

@@ -141,3 +141,26 @@ pub fn detach_reuseport_bpf(fd: RawFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// How many connections wait in the accept queue of the listening TCP socket `fd`.
+///
+/// For a socket in the LISTEN state the kernel reports its accept backlog in `tcpi_unacked`.
+pub fn listen_queue_length(fd: RawFd) -> io::Result<u32> {
+    // SAFETY: tcp_info is plain old data; zeroed is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut length = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` and `length` are valid for writes of the size given.
+    let result = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut length,
+        )
+    };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info.tcpi_unacked)
+}

@@ -113,6 +113,16 @@ impl Listeners {
         Ok(())
     }
 
+    /// How many connections wait in slot `slot`'s own accept queue (reuseport); `None` with one
+    /// shared socket, whose queue every worker serves.
+    pub fn queued(&self, slot: usize) -> Option<u32> {
+        if self.balance != Balance::Reuseport {
+            return None;
+        }
+        // An error (which getsockopt on our own socket does not give) reads as "nothing queued".
+        Some(crate::sys::listen_queue_length(self.sockets[slot - 1].as_raw_fd()).unwrap_or(0))
+    }
+
     /// The socket that slot `slot` (1-based) inherits as fd 3.
     pub fn fd_for_slot(&self, slot: usize) -> RawFd {
         let index = match self.balance {
@@ -201,6 +211,22 @@ mod tests {
             queued.iter().all(|&n| n > 0),
             "unsteered, the kernel hashes over all: {queued:?}"
         );
+    }
+
+    #[test]
+    fn reports_the_accept_queue_of_a_slot() {
+        let mut listeners =
+            Listeners::bind("127.0.0.1:0".parse().unwrap(), Balance::Reuseport, 2).unwrap();
+        listeners.steer(&[2]).unwrap();
+        assert_eq!(listeners.queued(2), Some(0));
+        let clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(listeners.local_addr()).unwrap())
+            .collect();
+        assert_eq!(listeners.queued(1), Some(0));
+        assert_eq!(listeners.queued(2), Some(3));
+        drop(clients);
+        let shared = Listeners::bind("127.0.0.1:0".parse().unwrap(), Balance::Shared, 2).unwrap();
+        assert_eq!(shared.queued(1), None);
     }
 
     #[test]

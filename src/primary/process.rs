@@ -11,6 +11,7 @@ use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
@@ -41,16 +42,24 @@ pub enum WorkerState {
     Draining,
 }
 
+/// What a worker runs: a reload moves every slot from one spec to the next.
+#[derive(Debug)]
+pub struct LaunchSpec {
+    pub generation: u64,
+    pub command: Vec<OsString>,
+    /// Variables added to the worker's environment (`[env]` in herdsman.toml).
+    pub env: Vec<(String, String)>,
+}
+
 /// Everything a new worker process needs to know.
 pub struct Launch<'a> {
     pub uid: u64,
     pub slot: usize,
-    pub generation: u64,
+    pub spec: Arc<LaunchSpec>,
     pub workers: usize,
     pub port: u16,
     pub listen_fd: RawFd,
     pub notify_path: PathBuf,
-    pub command: &'a [OsString],
     pub name: &'a str,
 }
 
@@ -64,6 +73,12 @@ pub struct Worker {
     pub started_at: Instant,
     /// Set when the primary decided to stop this worker; why, for the exit log line.
     pub stop_reason: Option<StopReason>,
+    /// While this worker is a replacement that is not ready yet: the worker it will replace.
+    pub replaces: Option<u64>,
+    /// The last `STATUS=` the worker sent on its notify socket.
+    pub status: Option<String>,
+    /// CPU time and when it was read, for the CPU % of the next status request.
+    pub cpu_sample: Option<(Duration, Instant)>,
     signals: mpsc::UnboundedSender<Signal>,
     _notify: NotifySocket,
 }
@@ -75,6 +90,12 @@ pub enum StopReason {
     Shutdown,
     /// It did not become ready within the ready timeout.
     NotReady,
+    /// Its replacement is ready (reload, restart).
+    Replaced,
+    /// It was a replacement, and the reload it belonged to was aborted.
+    Aborted,
+    /// Its slot was removed (scale down).
+    ScaleDown,
 }
 
 impl Worker {
@@ -91,7 +112,9 @@ impl Worker {
             .arg0("herdsman")
             .arg("__exec-shim")
             .arg("--")
-            .args(launch.command)
+            .args(&launch.spec.command)
+            // The app's own variables first, so that herdsman's below always win.
+            .envs(launch.spec.env.iter().map(|(name, value)| (name, value)))
             .env_remove("LISTEN_FDS")
             .env_remove("LISTEN_PID")
             .env(SHIM_FDS_ENV, launch.listen_fd.to_string())
@@ -100,7 +123,7 @@ impl Worker {
             .env("HERDSMAN_NAME", launch.name)
             .env("HERDSMAN_WORKER_ID", launch.slot.to_string())
             .env("HERDSMAN_WORKER_COUNT", launch.workers.to_string())
-            .env("HERDSMAN_GENERATION", launch.generation.to_string())
+            .env("HERDSMAN_GENERATION", launch.spec.generation.to_string())
             .env("NOTIFY_SOCKET", notify.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -134,10 +157,13 @@ impl Worker {
             uid: launch.uid,
             slot: launch.slot,
             pid,
-            generation: launch.generation,
+            generation: launch.spec.generation,
             state: WorkerState::Starting,
             started_at: Instant::now(),
             stop_reason: None,
+            replaces: None,
+            status: None,
+            cpu_sample: None,
             signals,
             _notify: notify,
         })

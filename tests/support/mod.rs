@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -151,8 +152,60 @@ impl Lines {
     }
 }
 
+/// A private runtime directory (`XDG_RUNTIME_DIR`) for one test's clusters, removed on drop.
+#[derive(Clone)]
+pub struct RuntimeDir(Arc<PathBuf>);
+
+impl RuntimeDir {
+    pub fn new() -> RuntimeDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(1);
+        let index = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir()
+            .join("herdsman-tests")
+            .join(format!("{}-{index}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        RuntimeDir(Arc::new(path))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// Runs `herdsman ARGS` (a control command) against this directory's clusters.
+    pub fn herdsman(&self, args: &[&str]) -> CommandOutput {
+        let output = Command::new(herdsman_bin())
+            .args(args)
+            .env("XDG_RUNTIME_DIR", self.path())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run herdsman");
+        CommandOutput {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Drop for RuntimeDir {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.0) == 1 {
+            let _ = std::fs::remove_dir_all(&*self.0);
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct CommandOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
 /// How to start a cluster; `ClusterBuilder::start` runs it.
 pub struct ClusterBuilder {
+    runtime_dir: Option<RuntimeDir>,
     port: u16,
     args: Vec<String>,
     env: Vec<(String, String)>,
@@ -162,6 +215,7 @@ pub struct ClusterBuilder {
 
 pub fn cluster() -> ClusterBuilder {
     ClusterBuilder {
+        runtime_dir: None,
         port: 0,
         args: Vec::new(),
         env: Vec::new(),
@@ -176,6 +230,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// Shares `dir` with other clusters of the test (default: a new one of its own).
+    pub fn runtime_dir(mut self, dir: &RuntimeDir) -> Self {
+        self.runtime_dir = Some(dir.clone());
+        self
+    }
+
     pub fn port(mut self, port: u16) -> Self {
         self.port = port;
         self
@@ -186,6 +246,7 @@ impl ClusterBuilder {
         self
     }
 
+    /// The worker command; empty to give none (herdsman.toml).
     pub fn command(mut self, command: &[&str]) -> Self {
         self.command = command.iter().map(|part| part.to_string()).collect();
         self
@@ -199,15 +260,20 @@ impl ClusterBuilder {
 
     pub fn start(self) -> Cluster {
         let mut command = Command::new(herdsman_bin());
+        let runtime_dir = self.runtime_dir.unwrap_or_else(RuntimeDir::new);
         let port = self.port.to_string();
         command
             .arg("run")
             .args(["--host", "127.0.0.1", "--port", &port]);
-        command.args(&self.args).arg("--").args(&self.command);
+        command.args(&self.args);
+        if !self.command.is_empty() {
+            command.arg("--").args(&self.command);
+        }
         command
             .envs(self.env)
             .env_remove("HERDSMAN_WORKERS")
             .env("NO_COLOR", "1");
+        command.env("XDG_RUNTIME_DIR", runtime_dir.path());
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -223,6 +289,7 @@ impl ClusterBuilder {
             stderr,
             address: None,
             exit: None,
+            runtime_dir,
         };
         if self.wait_listening {
             // Text (`herdsman: listening on A (…)`) or JSON (`"line":"listening on A (…)"`).
@@ -248,6 +315,7 @@ pub struct Cluster {
     pub stderr: Lines,
     address: Option<SocketAddr>,
     exit: Option<ExitStatus>,
+    pub runtime_dir: RuntimeDir,
 }
 
 /// `worker SLOT (pid PID) ready` → (slot, pid).
@@ -273,6 +341,11 @@ impl Cluster {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Runs `herdsman ARGS` (a control command) against this cluster's runtime directory.
+    pub fn herdsman(&self, args: &[&str]) -> CommandOutput {
+        self.runtime_dir.herdsman(args)
     }
 
     /// Waits until `count` workers have reported ready, in total; returns (slot, pid) of each.

@@ -1,8 +1,15 @@
 //! One validated [`Config`] for a cluster: the type the rest of herdsman trusts.
 //!
-//! The CLI (`cli.rs`) parses raw flags and environment into [`RunSettings`], each value checked
-//! on its own; [`RunSettings::validate`] checks them together and names what is wrong and how to
-//! fix it.
+//! The CLI (`cli.rs`) parses flags and environment into [`RunFlags`], each value checked on its
+//! own and `None` where not given. [`RunFlags::load`] reads herdsman.toml when there is one
+//! (`file`), takes each setting from the flags, else the file, else the default, and checks them
+//! together, naming what is wrong and how to fix it.
+
+mod file;
+
+use std::path::{Path, PathBuf};
+
+pub use file::FileSettings;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -11,9 +18,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use serde::Deserialize;
 
 /// How workers share the listening port (`--balance`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Balance {
     /// One listening socket, inherited by every worker; the kernel wakes whichever is waiting.
     Shared,
@@ -38,7 +47,8 @@ impl fmt::Display for Balance {
 }
 
 /// When a starting worker counts as ready (`--ready`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ReadyMode {
     /// `READY=1` on `NOTIFY_SOCKET`, or else after `--ready-delay`.
     Delay,
@@ -47,7 +57,8 @@ pub enum ReadyMode {
 }
 
 /// How the primary writes its own and its workers' log lines (`--log-format`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// `[slot:pid] line`, the prefix coloured on a terminal.
     Text,
@@ -119,8 +130,12 @@ pub fn parse_signal(text: &str) -> Result<Signal, String> {
 pub struct Config {
     /// Names the cluster for the control socket and logs; derived from the command by default.
     pub name: String,
+    /// Whether the name was given (`--name`, `name =`) rather than derived from the command.
+    pub name_is_explicit: bool,
     /// The worker command and its arguments; never empty.
     pub command: Vec<OsString>,
+    /// Variables added to every worker's environment (`[env]`).
+    pub env: Vec<(String, String)>,
     pub workers: usize,
     pub address: SocketAddr,
     pub balance: Balance,
@@ -135,8 +150,13 @@ pub struct Config {
 /// A configuration that cannot run, with what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("no worker command given; write it after `--`, e.g. `herdsman run -- node server.js`")]
+    #[error(
+        "no worker command given; write it after `--`, e.g. `herdsman run -- node server.js`, \
+         or as `command = …` in herdsman.toml"
+    )]
     NoCommand,
+    #[error("{}: {message}", path.display())]
+    File { path: PathBuf, message: String },
     #[error("--host `{host}` is neither an IP address nor a name that resolves: {reason}")]
     BadHost { host: String, reason: String },
     #[error(
@@ -147,7 +167,86 @@ pub enum ConfigError {
     ReadyTimeoutTooShort { delay: Duration, timeout: Duration },
 }
 
-/// The flags of `herdsman run` as given, before they are checked together.
+/// The flags of `herdsman run` as given: `None` (empty for the command) where not given.
+#[derive(Clone, Debug, Default)]
+pub struct RunFlags {
+    pub config: Option<PathBuf>,
+    pub command: Vec<OsString>,
+    pub workers: Option<WorkerCount>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub balance: Option<Balance>,
+    pub ready: Option<ReadyMode>,
+    pub ready_delay: Option<Duration>,
+    pub ready_timeout: Option<Duration>,
+    pub stop_signal: Option<Signal>,
+    pub kill_timeout: Option<Duration>,
+    pub name: Option<String>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// The file `herdsman run` reads when given no command and no `--config`.
+pub const DEFAULT_FILE: &str = "herdsman.toml";
+
+impl RunFlags {
+    /// The configuration file these flags use: `--config`, or `./herdsman.toml` when no command
+    /// was given and the file exists.
+    pub fn file(&self) -> Option<PathBuf> {
+        match &self.config {
+            Some(path) => Some(path.clone()),
+            None if self.command.is_empty() && Path::new(DEFAULT_FILE).exists() => {
+                Some(PathBuf::from(DEFAULT_FILE))
+            }
+            None => None,
+        }
+    }
+
+    /// Reads the configuration file (if any), merges it under the flags, and validates.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let file = match self.file() {
+            Some(path) => FileSettings::read(&path)?,
+            None => FileSettings::default(),
+        };
+        let flags = self.clone();
+        let settings = RunSettings {
+            command: if flags.command.is_empty() {
+                file.command.unwrap_or_default()
+            } else {
+                flags.command
+            },
+            workers: flags.workers.or(file.workers).unwrap_or(WorkerCount::Max),
+            host: flags.host.or(file.host).unwrap_or_else(|| "0.0.0.0".into()),
+            port: flags.port.or(file.port).unwrap_or(8000),
+            balance: flags.balance.or(file.balance).unwrap_or(Balance::Reuseport),
+            ready: flags.ready.or(file.ready).unwrap_or(ReadyMode::Delay),
+            ready_delay: flags
+                .ready_delay
+                .or(file.ready_delay)
+                .unwrap_or(Duration::from_secs(1)),
+            ready_timeout: flags
+                .ready_timeout
+                .or(file.ready_timeout)
+                .unwrap_or(Duration::from_secs(30)),
+            stop_signal: flags
+                .stop_signal
+                .or(file.stop_signal)
+                .unwrap_or(Signal::SIGTERM),
+            kill_timeout: flags
+                .kill_timeout
+                .or(file.kill_timeout)
+                .unwrap_or(Duration::from_secs(10)),
+            name: flags.name.or(file.name),
+            log_format: flags
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
+            env: file.env.into_iter().collect(),
+        };
+        settings.validate()
+    }
+}
+
+/// Every setting of a cluster, from flags, file or default, before they are checked together.
 #[derive(Clone, Debug)]
 pub struct RunSettings {
     pub command: Vec<OsString>,
@@ -162,6 +261,7 @@ pub struct RunSettings {
     pub kill_timeout: Duration,
     pub name: Option<String>,
     pub log_format: LogFormat,
+    pub env: Vec<(String, String)>,
 }
 
 impl RunSettings {
@@ -171,6 +271,7 @@ impl RunSettings {
             return Err(ConfigError::NoCommand);
         }
         let address = resolve_host(&self.host, self.port)?;
+        let name_is_explicit = self.name.is_some();
         let name = match self.name {
             Some(name) if valid_name(&name) => name,
             Some(name) => return Err(ConfigError::BadName(name)),
@@ -184,7 +285,9 @@ impl RunSettings {
         }
         Ok(Config {
             name,
+            name_is_explicit,
             command: self.command,
+            env: self.env,
             workers: self.workers.resolve(),
             address,
             balance: self.balance,
@@ -309,6 +412,7 @@ mod tests {
             kill_timeout: Duration::from_secs(10),
             name: None,
             log_format: LogFormat::Text,
+            env: Vec::new(),
         }
     }
 

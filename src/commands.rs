@@ -1,0 +1,344 @@
+//! The commands that talk to a running cluster over its control socket: `ls`, `status`,
+//! `reload`, `scale`, `restart`, `stop`, `logs`. Each prints for people, or JSON with `--json`,
+//! and exits with a code that says how it went.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use herdsman::control::client::{self, ClientError};
+use herdsman::control::protocol::{ClusterStatus, LogLine, Reply, Request, ScaleTarget};
+
+use crate::cli::{self, Command};
+use crate::{EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_USAGE};
+
+/// How long `scale` waits for the cluster to reach the new count.
+const SCALE_WAIT: Duration = Duration::from_secs(120);
+
+pub fn run(command: Command) -> ExitCode {
+    let result = match command {
+        Command::Ls { json } => ls(json),
+        Command::Status { name, json } => status(name.as_deref(), json),
+        Command::Reload {
+            name,
+            parallel,
+            json,
+        } => long_request(
+            name.as_deref(),
+            Request::Reload {
+                parallel: parallel as usize,
+            },
+            json,
+        ),
+        Command::Restart { args } => {
+            let (name, slot) = cli::name_and_value(&args);
+            match slot.parse::<usize>() {
+                Ok(slot) => long_request(name, Request::Restart { slot }, false),
+                Err(_) => Err(usage(format!("`{slot}` is not a slot number"))),
+            }
+        }
+        Command::Scale { args } => {
+            let (name, target) = cli::name_and_value(&args);
+            match cli::parse_scale_target(target) {
+                Ok(target) => scale(name, target),
+                Err(error) => Err(usage(error)),
+            }
+        }
+        Command::Stop { name } => stop(name.as_deref()),
+        Command::Logs {
+            name,
+            follow,
+            slot,
+            lines,
+            json,
+        } => logs(
+            name.as_deref(),
+            Request::Logs {
+                slot,
+                lines,
+                follow,
+            },
+            json,
+        ),
+        Command::Run(_) | Command::ExecShim { .. } => unreachable!("handled in main"),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Failure { code, message }) => {
+            eprintln!("herdsman: error: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+fn usage(message: String) -> Failure {
+    Failure {
+        code: EXIT_USAGE,
+        message,
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(error: ClientError) -> Self {
+        let code = match error {
+            ClientError::BadReply(_) | ClientError::Io(_) => EXIT_FAILED,
+            _ => EXIT_NOT_RUNNING,
+        };
+        Failure {
+            code,
+            message: error.to_string(),
+        }
+    }
+}
+
+fn fetch_status(name: &str) -> Result<ClusterStatus, Failure> {
+    let mut found = None;
+    let result = client::request(name, &Request::Status, |reply| {
+        if let Reply::Status(status) = reply {
+            found = Some(status.clone());
+        }
+    })?;
+    match (found, result) {
+        (Some(status), _) => Ok(status),
+        (None, Some((_, message))) => Err(Failure {
+            code: EXIT_FAILED,
+            message,
+        }),
+        (None, None) => Err(Failure {
+            code: EXIT_FAILED,
+            message: "no status came back".into(),
+        }),
+    }
+}
+
+fn ls(json: bool) -> Result<ExitCode, Failure> {
+    let statuses: Vec<ClusterStatus> = client::running_clusters()
+        .iter()
+        .filter_map(|name| fetch_status(name).ok())
+        .collect();
+    if json {
+        for status in &statuses {
+            println!("{}", serde_json::to_string(status).unwrap_or_default());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if statuses.is_empty() {
+        println!("no cluster is running");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<20} {:>7}  {:<22} {:<9} {:>7}  {:>3}  {:<10}",
+        "NAME", "PID", "ADDRESS", "STATE", "READY", "GEN", "UPTIME"
+    );
+    for status in statuses {
+        let ready = status
+            .slots
+            .iter()
+            .filter(|slot| slot.state == "ready")
+            .count();
+        println!(
+            "{:<20} {:>7}  {:<22} {:<9} {:>7}  {:>3}  {:<10}",
+            status.name,
+            status.pid,
+            status.address,
+            status.state,
+            format!("{ready}/{}", status.workers),
+            status.generation,
+            short_duration(status.uptime_ms),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
+    let name = client::resolve(name)?;
+    let status = fetch_status(&name)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{}  pid {}  {}  balance {}  {}  generation {}  reloads {}  up {}",
+        status.name,
+        status.pid,
+        status.address,
+        status.balance,
+        status.state,
+        status.generation,
+        status.reloads,
+        short_duration(status.uptime_ms)
+    );
+    println!(
+        "{:>4}  {:>7}  {:>3}  {:<9} {:>8}  {:>8}  {:>6}  {:>9}  LAST EXIT",
+        "SLOT", "PID", "GEN", "STATE", "UPTIME", "RESTARTS", "CPU", "MEMORY"
+    );
+    let dash = || "-".to_string();
+    for row in &status.slots {
+        println!(
+            "{:>4}  {:>7}  {:>3}  {:<9} {:>8}  {:>8}  {:>6}  {:>9}  {}",
+            row.slot,
+            row.pid.map_or_else(dash, |pid| pid.to_string()),
+            row.generation
+                .map_or_else(dash, |generation| generation.to_string()),
+            row.state,
+            row.uptime_ms.map_or_else(dash, short_duration),
+            row.restarts,
+            row.cpu_percent
+                .map_or_else(dash, |cpu| format!("{cpu:.1}%")),
+            row.rss_bytes
+                .map_or_else(dash, |rss| format!("{:.1} MB", rss as f64 / 1_048_576.0)),
+            row.last_exit
+                .as_ref()
+                .map_or_else(dash, |exit| format!("{} ({})", exit.reason, exit.at)),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `reload` and `restart`: print progress as it comes, exit by the result.
+fn long_request(name: Option<&str>, request: Request, json: bool) -> Result<ExitCode, Failure> {
+    let name = client::resolve(name)?;
+    let result = client::request(&name, &request, |reply| {
+        if json {
+            println!("{}", serde_json::to_string(reply).unwrap_or_default());
+            return;
+        }
+        match reply {
+            Reply::Progress { message } => println!("{message}"),
+            Reply::Result { ok: true, message } => println!("{message}"),
+            _ => {}
+        }
+    })?;
+    match result {
+        Some((true, _)) => Ok(ExitCode::SUCCESS),
+        Some((false, message)) if json => Err(Failure {
+            code: EXIT_FAILED,
+            message,
+        }),
+        Some((false, message)) => Err(Failure {
+            code: EXIT_FAILED,
+            message,
+        }),
+        None => Err(Failure {
+            code: EXIT_FAILED,
+            message: "the primary closed the connection".into(),
+        }),
+    }
+}
+
+fn scale(name: Option<&str>, target: ScaleTarget) -> Result<ExitCode, Failure> {
+    let name = client::resolve(name)?;
+    let result = client::request(&name, &Request::Scale { to: target }, |_| {})?;
+    match result {
+        Some((true, message)) => println!("{message}"),
+        Some((false, message)) => {
+            return Err(Failure {
+                code: EXIT_FAILED,
+                message,
+            })
+        }
+        None => {
+            return Err(Failure {
+                code: EXIT_FAILED,
+                message: "no answer".into(),
+            })
+        }
+    }
+    // Wait until the new slots are ready and the removed ones have stopped.
+    let deadline = Instant::now() + SCALE_WAIT;
+    loop {
+        let status = fetch_status(&name)?;
+        let ready = status
+            .slots
+            .iter()
+            .filter(|row| row.slot <= status.workers && row.state == "ready")
+            .count();
+        let leaving = status
+            .slots
+            .iter()
+            .filter(|row| row.slot > status.workers)
+            .count();
+        if ready == status.workers && leaving == 0 {
+            println!(
+                "{} ready",
+                if ready == 1 {
+                    "1 worker".to_string()
+                } else {
+                    format!("{ready} workers")
+                }
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        if let Some(row) = status.slots.iter().find(|row| row.state == "errored") {
+            let reason = row
+                .last_exit
+                .as_ref()
+                .map_or("it keeps failing".into(), |exit| exit.reason.clone());
+            return Err(Failure {
+                code: EXIT_FAILED,
+                message: format!("slot {} is crash-looping: {reason}", row.slot),
+            });
+        }
+        if Instant::now() >= deadline {
+            return Err(Failure {
+                code: EXIT_FAILED,
+                message: format!(
+                    "after {SCALE_WAIT:?}: {ready} of {} workers ready, {leaving} still stopping",
+                    status.workers
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stop(name: Option<&str>) -> Result<ExitCode, Failure> {
+    let name = client::resolve(name)?;
+    client::request(&name, &Request::Stop, |reply| {
+        if let Reply::Progress { message } = reply {
+            println!("{message}");
+        }
+    })?;
+    // The connection closes when the primary exits.
+    println!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn logs(name: Option<&str>, request: Request, json: bool) -> Result<ExitCode, Failure> {
+    let name = client::resolve(name)?;
+    let result = client::request(&name, &request, |reply| {
+        if let Reply::Log(line) = reply {
+            print_log_line(line, json);
+        }
+    })?;
+    match result {
+        Some((false, message)) => Err(Failure {
+            code: EXIT_FAILED,
+            message,
+        }),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn print_log_line(line: &LogLine, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(line).unwrap_or_default());
+        return;
+    }
+    match line.slot {
+        Some(slot) => println!("{} [{slot}:{}] {}", line.time, line.pid, line.line),
+        None => println!("{} herdsman: {}", line.time, line.line),
+    }
+}
+
+/// `4m 1s`, rounded to the second.
+fn short_duration(millis: u64) -> String {
+    humantime::format_duration(Duration::from_secs(millis / 1000)).to_string()
+}

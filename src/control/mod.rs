@@ -1,0 +1,10 @@
+//! The control socket: how `herdsman status|reload|scale|restart|stop|logs|ls` talk to a running
+//! primary.
+//!
+//! - [`protocol`]: the JSON requests and replies, line by line.
+//! - [`server`]: the primary's end: the socket, its name lock and the peer check.
+//! - [`client`]: the CLI's end: finding a cluster and asking it.
+
+pub mod client;
+pub mod protocol;
+pub mod server;

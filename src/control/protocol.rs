@@ -1,0 +1,201 @@
+//! The control protocol: one JSON request per connection, answered by JSON lines.
+//!
+//! A client connects to the cluster's control socket, writes one [`Request`] as a line, and reads
+//! [`Reply`] lines until the connection closes: a single `result` for most requests; `progress`
+//! lines then a `result` for `reload` and `restart`; `log` lines for `logs`. Documented for
+//! scripts in `docs/control.md`.
+
+use serde::{Deserialize, Serialize};
+
+/// What a client asks of the primary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Request {
+    Status,
+    Reload {
+        #[serde(default = "one")]
+        parallel: usize,
+    },
+    Restart {
+        slot: usize,
+    },
+    Scale {
+        to: ScaleTarget,
+    },
+    Stop,
+    Logs {
+        #[serde(default)]
+        slot: Option<usize>,
+        #[serde(default = "default_lines")]
+        lines: usize,
+        #[serde(default)]
+        follow: bool,
+    },
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_lines() -> usize {
+    200
+}
+
+/// `scale N`, `scale +K`, `scale -K`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleTarget {
+    To(usize),
+    Add(usize),
+    Remove(usize),
+}
+
+impl ScaleTarget {
+    /// The worker count this asks for, starting from `current`; at least 1.
+    pub fn resolve(self, current: usize) -> usize {
+        match self {
+            ScaleTarget::To(count) => count,
+            ScaleTarget::Add(more) => current.saturating_add(more),
+            ScaleTarget::Remove(fewer) => current.saturating_sub(fewer),
+        }
+        .max(1)
+    }
+}
+
+impl std::str::FromStr for ScaleTarget {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let number = |digits: &str| {
+            digits.parse::<usize>().map_err(|_| {
+                format!("`{text}` is not a worker count; write N, +K or -K (e.g. 4, +1, -2)")
+            })
+        };
+        match text.as_bytes().first() {
+            Some(b'+') => Ok(ScaleTarget::Add(number(&text[1..])?)),
+            Some(b'-') => Ok(ScaleTarget::Remove(number(&text[1..])?)),
+            _ => match number(text)? {
+                0 => {
+                    Err("a cluster needs at least 1 worker; use `herdsman stop` to stop it".into())
+                }
+                count => Ok(ScaleTarget::To(count)),
+            },
+        }
+    }
+}
+
+/// One line of an answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Reply {
+    /// How a long request goes, for people (`reload`, `restart`).
+    Progress { message: String },
+    /// A log line (`logs`).
+    Log(LogLine),
+    /// The cluster's state (`status`).
+    Status(ClusterStatus),
+    /// The end of the answer: `ok` and a message for people.
+    Result { ok: bool, message: String },
+}
+
+/// A line of the primary's log ring.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    /// The worker's slot; `None` for the primary's own messages.
+    pub slot: Option<usize>,
+    pub pid: u32,
+    /// `stdout`, `stderr` or `herdsman`.
+    pub stream: String,
+    pub line: String,
+}
+
+/// `herdsman status`: the cluster line and one row per worker or empty slot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub name: String,
+    pub pid: u32,
+    pub address: String,
+    pub balance: String,
+    /// `starting`, `running`, `reloading` or `stopping`.
+    pub state: String,
+    /// The slots the cluster should have.
+    pub workers: usize,
+    /// The generation new workers get; increases with every reload.
+    pub generation: u64,
+    /// Completed reloads.
+    pub reloads: u64,
+    pub uptime_ms: u64,
+    pub command: Vec<String>,
+    pub slots: Vec<SlotStatus>,
+}
+
+/// One worker, or a slot waiting for one (`pid` is then `None`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlotStatus {
+    pub slot: usize,
+    pub pid: Option<u32>,
+    pub generation: Option<u64>,
+    /// `starting`, `ready`, `draining`, `backoff` or `errored`.
+    pub state: String,
+    pub uptime_ms: Option<u64>,
+    /// Restarts of this slot after failures.
+    pub restarts: u32,
+    pub last_exit: Option<LastExitStatus>,
+    /// CPU use since the previous status request (or since the worker started).
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastExitStatus {
+    pub pid: u32,
+    /// `exited with code 1`, `was killed by SIGKILL`.
+    pub reason: String,
+    pub code: Option<i32>,
+    pub signal: Option<String>,
+    /// RFC 3339, UTC, milliseconds.
+    pub at: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_json() {
+        let request = Request::Reload { parallel: 2 };
+        let json = serde_json::to_string(&request).unwrap();
+        assert_eq!(json, r#"{"command":"reload","parallel":2}"#);
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), request);
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"command":"reload"}"#).unwrap(),
+            Request::Reload { parallel: 1 }
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"command":"scale","to":{"add":2}}"#).unwrap(),
+            Request::Scale {
+                to: ScaleTarget::Add(2)
+            }
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"command":"explode"}"#).is_err());
+    }
+
+    #[test]
+    fn scale_targets() {
+        assert_eq!("4".parse::<ScaleTarget>(), Ok(ScaleTarget::To(4)));
+        assert_eq!("+2".parse::<ScaleTarget>(), Ok(ScaleTarget::Add(2)));
+        assert_eq!("-1".parse::<ScaleTarget>(), Ok(ScaleTarget::Remove(1)));
+        assert!("0"
+            .parse::<ScaleTarget>()
+            .unwrap_err()
+            .contains("herdsman stop"));
+        assert!("x"
+            .parse::<ScaleTarget>()
+            .unwrap_err()
+            .contains("not a worker count"));
+        assert_eq!(ScaleTarget::Remove(5).resolve(3), 1);
+        assert_eq!(ScaleTarget::Add(2).resolve(3), 5);
+    }
+}

@@ -1,0 +1,297 @@
+//! The primary's end of the control socket.
+//!
+//! The socket lives at `RUNTIME_DIR/NAME.sock` (mode 0600, in a 0700 directory), beside
+//! `NAME.lock`, which the primary holds an exclusive lock on for its whole life. The lock, not the
+//! socket file, says whether a cluster of that name runs: the kernel releases it when the primary
+//! dies, even by SIGKILL, so a socket left behind is recognised as stale and replaced, and two
+//! live primaries never share a name. Every connection's peer uid is checked (SO_PEERCRED).
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::protocol::{LogLine, Reply, Request};
+use crate::primary::{Intent, LogHub};
+use crate::runtime_dir;
+
+/// A request line longer than this is refused.
+const MAX_REQUEST: u64 = 64 * 1024;
+/// A client must send its request within this time.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// With a default (derived) name, `NAME-2` … `NAME-N` are tried when NAME is taken.
+const DEFAULT_NAME_TRIES: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(
+        "a cluster named `{name}` is already running (pid {pid}); stop it with \
+         `herdsman stop {name}`, or give this one another --name"
+    )]
+    NameTaken { name: String, pid: String },
+    #[error("cannot set up the control socket {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// The bound control socket; owns the cluster's name while it lives.
+pub struct ControlSocket {
+    listener: std::os::unix::net::UnixListener,
+    path: PathBuf,
+    _lock: File,
+}
+
+impl ControlSocket {
+    /// Claims `name` (or, when it was derived rather than given, the first free `name-N`) and
+    /// binds its socket. Returns the socket and the name claimed.
+    pub fn bind(name: &str, explicit: bool) -> Result<(ControlSocket, String), ControlError> {
+        let base = runtime_dir::base();
+        let io_error = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| ControlError::Io { path, source }
+        };
+        runtime_dir::ensure_private_dir(&base).map_err(io_error(&base))?;
+        let tries = if explicit { 1 } else { DEFAULT_NAME_TRIES };
+        let mut first_taken = None;
+        for attempt in 1..=tries {
+            let candidate = if attempt == 1 {
+                name.to_string()
+            } else {
+                format!("{name}-{attempt}")
+            };
+            let lock_path = base.join(format!("{candidate}.lock"));
+            let mut lock = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&lock_path)
+                .map_err(io_error(&lock_path))?;
+            match lock.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    let mut pid = String::new();
+                    let _ = lock.read_to_string(&mut pid);
+                    first_taken.get_or_insert((candidate, pid.trim().to_string()));
+                    continue;
+                }
+                Err(TryLockError::Error(error)) => return Err(io_error(&lock_path)(error)),
+            }
+            lock.set_len(0)
+                .and_then(|()| lock.rewind())
+                .map_err(io_error(&lock_path))?;
+            write!(lock, "{}", std::process::id()).map_err(io_error(&lock_path))?;
+            let path = base.join(format!("{candidate}.sock"));
+            // We hold the lock, so a socket file here was left by a primary that died.
+            let _ = std::fs::remove_file(&path);
+            let listener =
+                std::os::unix::net::UnixListener::bind(&path).map_err(io_error(&path))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_error(&path))?;
+            listener.set_nonblocking(true).map_err(io_error(&path))?;
+            return Ok((
+                ControlSocket {
+                    listener,
+                    path,
+                    _lock: lock,
+                },
+                candidate,
+            ));
+        }
+        let (name, pid) = first_taken.unwrap_or_default();
+        Err(ControlError::NameTaken { name, pid })
+    }
+
+    /// Serves requests until the task is aborted (the primary exits), sending intents to the
+    /// supervisor and reading logs from `hub`.
+    pub fn serve(self, intents: mpsc::UnboundedSender<Intent>, hub: Arc<LogHub>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let Ok(listener) = UnixListener::from_std(self.listener.try_clone().expect("dup"))
+            else {
+                return;
+            };
+            let _owner = self;
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(handle(stream, intents.clone(), hub.clone()));
+            }
+        })
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn handle(stream: UnixStream, intents: mpsc::UnboundedSender<Intent>, hub: Arc<LogHub>) {
+    let peer = stream.peer_cred().map(|credentials| credentials.uid());
+    let (reader, mut writer) = stream.into_split();
+    let mut client = Client {
+        writer: &mut writer,
+    };
+    let owner = nix::unistd::getuid().as_raw();
+    match peer {
+        Ok(uid) if uid == owner || uid == 0 => {}
+        Ok(uid) => {
+            let message = format!(
+                "permission denied: uid {uid} may not control this cluster, which belongs to uid \
+                 {owner}; run the command as that user"
+            );
+            client.finish(false, message).await;
+            return;
+        }
+        Err(error) => {
+            client
+                .finish(false, format!("cannot check who is asking: {error}"))
+                .await;
+            return;
+        }
+    }
+    let mut line = String::new();
+    let mut limited = BufReader::new(reader.take(MAX_REQUEST));
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, limited.read_line(&mut line)).await;
+    let request = match read {
+        Ok(Ok(_)) if line.ends_with('\n') => serde_json::from_str::<Request>(&line),
+        Ok(Ok(_)) => {
+            return client
+                .finish(false, "bad request: no complete line".into())
+                .await
+        }
+        Ok(Err(error)) => return client.finish(false, format!("bad request: {error}")).await,
+        Err(_) => {
+            return client
+                .finish(false, "bad request: none arrived in time".into())
+                .await
+        }
+    };
+    let request = match request {
+        Ok(request) => request,
+        Err(error) => return client.finish(false, format!("bad request: {error}")).await,
+    };
+    match request {
+        Request::Status => {
+            let (reply, status) = oneshot::channel();
+            let _ = intents.send(Intent::Status(reply));
+            match status.await {
+                Ok(status) => {
+                    if client.send(&Reply::Status(status)).await {
+                        client.finish(true, String::new()).await;
+                    }
+                }
+                Err(_) => client.finish(false, "the primary is stopping".into()).await,
+            }
+        }
+        Request::Reload { parallel } => {
+            let (progress, replies) = mpsc::unbounded_channel();
+            let _ = intents.send(Intent::Reload {
+                parallel,
+                progress: Some(progress),
+            });
+            client.relay(replies).await;
+        }
+        Request::Restart { slot } => {
+            let (progress, replies) = mpsc::unbounded_channel();
+            let _ = intents.send(Intent::Restart {
+                slot,
+                progress: Some(progress),
+            });
+            client.relay(replies).await;
+        }
+        Request::Scale { to } => {
+            let (reply, result) = oneshot::channel();
+            let _ = intents.send(Intent::Scale {
+                target: to,
+                reply: Some(reply),
+            });
+            match result.await {
+                Ok(Ok(message)) => client.finish(true, message).await,
+                Ok(Err(message)) => client.finish(false, message).await,
+                Err(_) => client.finish(false, "the primary is stopping".into()).await,
+            }
+        }
+        Request::Stop => {
+            let _ = intents.send(Intent::Stop { fast: false });
+            // No result: the connection closes when the primary exits, which is what the
+            // client waits for.
+            let message = "stopping; waiting for the workers to finish".to_string();
+            client.send(&Reply::Progress { message }).await;
+            std::future::pending::<()>().await;
+        }
+        Request::Logs {
+            slot,
+            lines,
+            follow,
+        } => {
+            let mut new_lines = hub.subscribe();
+            let (recent, last) = hub.recent(slot, lines);
+            for line in recent {
+                if !client.send(&Reply::Log(line)).await {
+                    return;
+                }
+            }
+            if !follow {
+                return client.finish(true, String::new()).await;
+            }
+            loop {
+                let line = match new_lines.recv().await {
+                    Ok((number, _)) if last.is_some_and(|last| number <= last) => continue,
+                    Ok((_, line)) if slot.is_some() && line.slot != slot => continue,
+                    Ok((_, line)) => line,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => LogLine {
+                        time: crate::primary::now_rfc3339(),
+                        slot: None,
+                        pid: std::process::id(),
+                        stream: "herdsman".into(),
+                        line: format!("({missed} lines skipped: this client read too slowly)"),
+                    },
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if !client.send(&Reply::Log(line)).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Writes reply lines to one client.
+struct Client<'a> {
+    writer: &'a mut tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Client<'_> {
+    /// Sends one reply line; `false` when the client has gone.
+    async fn send(&mut self, reply: &Reply) -> bool {
+        let mut line = serde_json::to_string(reply).unwrap_or_default();
+        line.push('\n');
+        self.writer.write_all(line.as_bytes()).await.is_ok()
+    }
+
+    async fn finish(&mut self, ok: bool, message: String) {
+        self.send(&Reply::Result { ok, message }).await;
+        let _ = self.writer.shutdown().await;
+    }
+
+    /// Forwards progress replies until a result (or the primary goes away).
+    async fn relay(&mut self, mut replies: mpsc::UnboundedReceiver<Reply>) {
+        while let Some(reply) = replies.recv().await {
+            let done = matches!(reply, Reply::Result { .. });
+            if !self.send(&reply).await || done {
+                let _ = self.writer.shutdown().await;
+                return;
+            }
+        }
+        self.finish(false, "the primary stopped before the request ended".into())
+            .await;
+    }
+}

@@ -1,0 +1,109 @@
+//! How exits and failures are described to people: one sentence for an exit, the worker's last
+//! stderr lines, and a hint for start-up failures chosen from how the worker ended.
+
+use std::time::Duration;
+
+use super::restart::ExitReason;
+use super::supervisor::{LastExit, StopReason};
+use crate::config::{Config, ReadyMode};
+
+/// `1 worker`, `2 workers`.
+pub fn workers(count: usize) -> String {
+    match count {
+        1 => "1 worker".into(),
+        _ => format!("{count} workers"),
+    }
+}
+
+/// `worker 2 (pid 4121) exited with code 1 after 80ms`.
+pub fn describe_exit(slot: usize, exit: &LastExit) -> String {
+    let uptime = humantime::format_duration(Duration::from_millis(exit.uptime.as_millis() as u64));
+    match exit.stop_reason {
+        Some(StopReason::NotReady) => format!(
+            "worker {slot} (pid {}) was not ready in time and was stopped ({})",
+            exit.pid, exit.reason
+        ),
+        _ if exit.pid == 0 => format!("worker {slot} could not be started"),
+        _ => format!(
+            "worker {slot} (pid {}) {} after {uptime}",
+            exit.pid, exit.reason
+        ),
+    }
+}
+
+/// The last stderr lines, one per line under the message, or nothing.
+pub fn format_tail(tail: &[String]) -> String {
+    if tail.is_empty() {
+        return String::new();
+    }
+    let mut text = String::from("; its last stderr lines:");
+    for line in tail {
+        text.push_str("\n  | ");
+        text.push_str(line);
+    }
+    text
+}
+
+/// What the user can do about a start-up failure, guessed from how the worker ended.
+pub fn startup_hint(exit: &LastExit, config: &Config, port: u16) -> String {
+    let tail = exit.tail.join("\n").to_ascii_lowercase();
+    let program = config.command[0].to_string_lossy();
+    if exit.stop_reason == Some(StopReason::NotReady) && config.ready == ReadyMode::Notify {
+        return "with --ready notify a worker must send READY=1 to $NOTIFY_SOCKET (sd_notify) \
+                within --ready-timeout; make the app notify, or use --ready delay"
+            .into();
+    }
+    if exit.reason == ExitReason::Code(crate::shim::EXIT_NOT_FOUND) {
+        return format!(
+            "`{program}` was not found: check the spelling and $PATH, or give its path"
+        );
+    }
+    if exit.reason == ExitReason::Code(crate::shim::EXIT_CANNOT_EXECUTE) {
+        return format!(
+            "`{program}` could not be executed: check that it is a program and executable"
+        );
+    }
+    if tail.contains("eaddrinuse")
+        || tail.contains("address already in use")
+        || tail.contains("address in use")
+    {
+        return format!(
+            "this app binds port {port} itself, but herdsman already listens there; make it use \
+             the inherited socket (fd 3, LISTEN_FDS) as the README shows for your language"
+        );
+    }
+    "the worker exits on its own before it is ready; run the command by hand to see why".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(reason: ExitReason, tail: &[&str]) -> LastExit {
+        LastExit {
+            pid: 42,
+            reason,
+            uptime: Duration::from_millis(80),
+            at: std::time::SystemTime::now(),
+            tail: tail.iter().map(|line| line.to_string()).collect(),
+            never_ready: true,
+            stop_reason: None,
+        }
+    }
+
+    #[test]
+    fn describes_exits() {
+        assert_eq!(workers(1), "1 worker");
+        assert_eq!(workers(3), "3 workers");
+        let crash = exit(ExitReason::Code(1), &["boom"]);
+        assert_eq!(
+            describe_exit(2, &crash),
+            "worker 2 (pid 42) exited with code 1 after 80ms"
+        );
+        assert_eq!(
+            format_tail(&crash.tail),
+            "; its last stderr lines:\n  | boom"
+        );
+        assert_eq!(format_tail(&[]), "");
+    }
+}

@@ -1,0 +1,170 @@
+//! The snapshot `herdsman status` shows: the cluster line and one row per worker or empty slot,
+//! with CPU and memory read from `/proc`.
+
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::process::WorkerState;
+use super::restart::ExitReason;
+use super::supervisor::{Phase, Supervisor};
+use crate::control::protocol::{ClusterStatus, LastExitStatus, SlotStatus};
+
+impl Supervisor {
+    pub fn status(&mut self) -> ClusterStatus {
+        let state = match self.phase {
+            Phase::Stopping => "stopping",
+            _ if self.reload.is_some() => "reloading",
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+        };
+        let last_slot = self
+            .workers
+            .iter()
+            .map(|worker| worker.slot)
+            .max()
+            .unwrap_or(0);
+        let mut rows = Vec::new();
+        for slot in 1..=self.config.workers.max(last_slot) {
+            let history = &self.slots[slot - 1];
+            let last_exit = history.last_exit.as_ref().map(|exit| LastExitStatus {
+                pid: exit.pid,
+                reason: exit.reason.to_string(),
+                code: match exit.reason {
+                    ExitReason::Code(code) => Some(code),
+                    _ => None,
+                },
+                signal: match exit.reason {
+                    ExitReason::Signal(number) => Some(
+                        nix::sys::signal::Signal::try_from(number)
+                            .map_or(number.to_string(), |signal| signal.as_str().to_string()),
+                    ),
+                    _ => None,
+                },
+                at: rfc3339(exit.at),
+            });
+            let (restarts, errored) = (history.restarts, history.errored);
+            let mut any = false;
+            for worker in self.workers.iter_mut().filter(|worker| worker.slot == slot) {
+                any = true;
+                let usage = ProcessUsage::read(worker.pid);
+                let now = Instant::now();
+                let since = worker
+                    .cpu_sample
+                    .unwrap_or((Duration::ZERO, worker.started_at));
+                let cpu_percent = usage.map(|usage| {
+                    let elapsed = now.duration_since(since.1).as_secs_f64();
+                    let used = usage.cpu.saturating_sub(since.0).as_secs_f64();
+                    if elapsed > 0.0 {
+                        (used / elapsed * 1000.0).round() / 10.0
+                    } else {
+                        0.0
+                    }
+                });
+                if let Some(usage) = usage {
+                    worker.cpu_sample = Some((usage.cpu, now));
+                }
+                rows.push(SlotStatus {
+                    slot,
+                    pid: Some(worker.pid),
+                    generation: Some(worker.generation),
+                    state: match worker.state {
+                        WorkerState::Starting => "starting",
+                        WorkerState::Ready => "ready",
+                        WorkerState::Draining => "draining",
+                    }
+                    .into(),
+                    uptime_ms: Some(worker.uptime().as_millis() as u64),
+                    restarts,
+                    last_exit: last_exit.clone(),
+                    cpu_percent,
+                    rss_bytes: usage.map(|usage| usage.rss_bytes),
+                });
+            }
+            if !any && slot <= self.config.workers {
+                rows.push(SlotStatus {
+                    slot,
+                    pid: None,
+                    generation: None,
+                    state: if errored { "errored" } else { "backoff" }.into(),
+                    uptime_ms: None,
+                    restarts,
+                    last_exit,
+                    cpu_percent: None,
+                    rss_bytes: None,
+                });
+            }
+        }
+        ClusterStatus {
+            name: self.config.name.clone(),
+            pid: std::process::id(),
+            address: self.listeners.local_addr().to_string(),
+            balance: self.config.balance.to_string(),
+            state: state.into(),
+            workers: self.config.workers,
+            generation: self.spec.generation,
+            reloads: self.reloads,
+            uptime_ms: self.started_at.elapsed().as_millis() as u64,
+            command: self
+                .config
+                .command
+                .iter()
+                .map(|part| part.to_string_lossy().into_owned())
+                .collect(),
+            slots: rows,
+        }
+    }
+}
+
+pub fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// CPU time used and resident memory of one process.
+#[derive(Clone, Copy)]
+struct ProcessUsage {
+    cpu: Duration,
+    rss_bytes: u64,
+}
+
+impl ProcessUsage {
+    fn read(pid: u32) -> Option<ProcessUsage> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let rss_pages: u64 = fields.get(21)?.parse().ok()?;
+        let ticks_per_second = clock_ticks_per_second();
+        Some(ProcessUsage {
+            cpu: Duration::from_secs_f64(ticks as f64 / ticks_per_second as f64),
+            rss_bytes: rss_pages * page_size(),
+        })
+    }
+}
+
+fn clock_ticks_per_second() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100, |ticks| ticks as u64)
+}
+
+fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |size| size as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let usage = ProcessUsage::read(std::process::id()).expect("our own /proc entry");
+        assert!(usage.rss_bytes > 0);
+        assert!(ProcessUsage::read(u32::MAX).is_none());
+    }
+}

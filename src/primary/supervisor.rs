@@ -1,0 +1,599 @@
+//! The supervisor: the one task that owns every slot and worker.
+//!
+//! It changes state only in response to an [`Event`] or an [`Intent`], one at a time, so no
+//! lock guards the cluster's state and every transition can be read in one place.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use nix::sys::signal::Signal;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::logs::Logger;
+use super::notify::{Notice, ServiceManager};
+use super::process::{LaunchSpec, Worker, WorkerState};
+use super::reload::{QueuedReload, Reload};
+use super::report::{describe_exit, format_tail, startup_hint, workers};
+use super::restart::{ExitReason, RestartPolicy};
+use super::spawn::Spawner;
+use super::{ConfigReader, Event, Intent, RunError};
+use crate::balance::Listeners;
+use crate::config::{Config, ReadyMode};
+use crate::control::protocol::{Reply, ScaleTarget};
+use crate::runtime_dir::PrimaryDir;
+
+pub use super::process::StopReason;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// No worker has been ready yet.
+    Starting,
+    Running,
+    Stopping,
+}
+
+/// What a slot remembers across the workers that held it.
+#[derive(Clone, Debug)]
+pub(super) struct SlotHistory {
+    /// What this slot's workers run; a reload moves slots to the new spec one by one.
+    pub spec: Arc<LaunchSpec>,
+    /// Failures in a row; reset by a worker that stayed up for the healthy uptime.
+    pub failures: u32,
+    pub restarts: u32,
+    pub errored: bool,
+    pub last_exit: Option<LastExit>,
+    /// Set while a scaled-down slot waits for its queue to empty before its worker stops.
+    pub retiring_since: Option<Instant>,
+}
+
+impl SlotHistory {
+    pub fn new(spec: Arc<LaunchSpec>) -> Self {
+        SlotHistory {
+            spec,
+            failures: 0,
+            restarts: 0,
+            errored: false,
+            last_exit: None,
+            retiring_since: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct LastExit {
+    pub pid: u32,
+    pub reason: ExitReason,
+    pub uptime: Duration,
+    pub at: SystemTime,
+    pub tail: Vec<String>,
+    pub never_ready: bool,
+    pub stop_reason: Option<StopReason>,
+}
+
+pub(super) struct Supervisor {
+    pub config: Config,
+    pub listeners: Listeners,
+    pub logger: Logger,
+    spawner: Spawner,
+    dir: PrimaryDir,
+    policy: RestartPolicy,
+    events: mpsc::UnboundedSender<Event>,
+    events_rx: Option<mpsc::UnboundedReceiver<Event>>,
+    /// Live worker processes, in start order. A slot has one, two during its replacement.
+    pub workers: Vec<Worker>,
+    /// Index `slot - 1`; may be longer than the worker count after a scale-down.
+    pub slots: Vec<SlotHistory>,
+    /// What new slots run: the last spec every slot reloaded to.
+    pub spec: Arc<LaunchSpec>,
+    /// The highest generation handed out so far.
+    pub last_generation: u64,
+    pub reload: Option<Reload>,
+    pub queued_reload: Option<QueuedReload>,
+    /// A worker count to scale to once the current reload is done (changed in herdsman.toml).
+    pub pending_scale: Option<usize>,
+    pub reloads: u64,
+    pub reread: Option<ConfigReader>,
+    next_uid: u64,
+    pub phase: Phase,
+    pub started_at: Instant,
+    /// Set when start-up failed; returned once the last worker has exited.
+    failure: Option<RunError>,
+    /// Whether steering was refused once (said once, not on every change).
+    steering_failed: bool,
+    /// systemd (or another manager) waiting for the primary's `READY=1`, if any.
+    service_manager: Option<ServiceManager>,
+}
+
+impl Supervisor {
+    pub fn new(
+        config: Config,
+        listeners: Listeners,
+        logger: Logger,
+        spawner: Spawner,
+        dir: PrimaryDir,
+        reread: Option<ConfigReader>,
+    ) -> Self {
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let spec = Arc::new(LaunchSpec {
+            generation: 1,
+            command: config.command.clone(),
+            env: config.env.clone(),
+        });
+        Supervisor {
+            slots: vec![SlotHistory::new(spec.clone()); config.workers],
+            spec,
+            last_generation: 1,
+            config,
+            listeners,
+            logger,
+            spawner,
+            dir,
+            policy: RestartPolicy::default(),
+            events,
+            events_rx: Some(events_rx),
+            workers: Vec::new(),
+            reload: None,
+            queued_reload: None,
+            pending_scale: None,
+            reloads: 0,
+            reread,
+            next_uid: 1,
+            phase: Phase::Starting,
+            started_at: Instant::now(),
+            failure: None,
+            steering_failed: false,
+            service_manager: ServiceManager::from_env(),
+        }
+    }
+
+    pub async fn supervise(
+        mut self,
+        mut intents: mpsc::UnboundedReceiver<Intent>,
+    ) -> Result<(), RunError> {
+        let mut events = self.events_rx.take().expect("supervise runs once");
+        self.logger.info(format!(
+            "listening on {} ({}, balance {}); control: herdsman status {}",
+            self.listeners.local_addr(),
+            workers(self.config.workers),
+            self.config.balance,
+            self.config.name,
+        ));
+        for slot in 1..=self.config.workers {
+            self.start_worker(slot).await;
+        }
+        while self.phase != Phase::Stopping || !self.workers.is_empty() {
+            tokio::select! {
+                Some(event) = events.recv() => self.on_event(event).await,
+                Some(intent) = intents.recv() => self.on_intent(intent).await,
+            }
+            if self.reload.is_none() && self.phase != Phase::Stopping {
+                if let Some(count) = self.pending_scale.take() {
+                    let result = self.scale(ScaleTarget::To(count)).await;
+                    self.log_result(result);
+                }
+                if let Some(queued) = self.queued_reload.take() {
+                    self.begin_reload(queued.parallel, queued.listeners).await;
+                }
+            }
+        }
+        match self.failure.take() {
+            Some(failure) => Err(failure),
+            None => {
+                self.logger.info("stopped");
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts a worker in `slot` running the slot's spec.
+    pub async fn start_worker(&mut self, slot: usize) -> Option<u64> {
+        let spec = self.slots[slot - 1].spec.clone();
+        self.start_worker_with(slot, spec, None).await
+    }
+
+    /// Starts a worker in `slot` running `spec`; `replaces` names the worker it will replace
+    /// once ready (reload, restart). Returns the new worker's uid, or `None` if it could not be
+    /// started (then already handled as a failure of the slot, outside of a replacement).
+    pub async fn start_worker_with(
+        &mut self,
+        slot: usize,
+        spec: Arc<LaunchSpec>,
+        replaces: Option<u64>,
+    ) -> Option<u64> {
+        let uid = self.next_uid;
+        self.next_uid += 1;
+        let launch = super::process::Launch {
+            uid,
+            slot,
+            spec,
+            workers: self.config.workers,
+            port: self.listeners.local_addr().port(),
+            listen_fd: self.listeners.fd_for_slot(slot),
+            notify_path: self.dir.path().join(format!("notify-{uid}")),
+            name: &self.config.name,
+        };
+        match Worker::start(launch, &self.spawner, &self.logger, self.events.clone()).await {
+            Ok(mut worker) => {
+                worker.replaces = replaces;
+                self.logger.info(format!(
+                    "worker {slot} (pid {}) starting, generation {}",
+                    worker.pid, worker.generation
+                ));
+                if self.config.ready == ReadyMode::Delay {
+                    self.after(self.config.ready_delay, Event::ReadyDelayElapsed { uid });
+                }
+                self.after(self.config.ready_timeout, Event::ReadyTimeout { uid });
+                self.workers.push(worker);
+                Some(uid)
+            }
+            Err(error) => {
+                // Fork itself failed (out of processes or memory).
+                self.logger
+                    .error(format!("cannot start worker {slot}: {error}"));
+                if replaces.is_none() {
+                    let exit = LastExit {
+                        pid: 0,
+                        reason: ExitReason::Unknown,
+                        uptime: Duration::ZERO,
+                        at: SystemTime::now(),
+                        tail: vec![error.to_string()],
+                        never_ready: true,
+                        stop_reason: None,
+                    };
+                    Box::pin(self.on_failure(slot, exit)).await;
+                }
+                None
+            }
+        }
+    }
+
+    /// Sends `event` to the supervisor after `delay`.
+    pub fn after(&self, delay: Duration, event: Event) {
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = events.send(event);
+        });
+    }
+
+    pub fn worker_mut(&mut self, uid: u64) -> Option<&mut Worker> {
+        self.workers.iter_mut().find(|worker| worker.uid == uid)
+    }
+
+    /// The worker serving `slot` (not one being replaced away or stopped), if any.
+    pub fn serving_worker(&self, slot: usize) -> Option<&Worker> {
+        self.workers.iter().find(|worker| {
+            worker.slot == slot
+                && worker.state != WorkerState::Draining
+                && worker.replaces.is_none()
+        })
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Notified {
+                uid,
+                notice: Notice::Ready,
+            } => self.mark_ready(uid).await,
+            Event::Notified {
+                uid,
+                notice: Notice::Status(status),
+            } => {
+                if let Some(worker) = self.worker_mut(uid) {
+                    worker.status = Some(status);
+                }
+            }
+            Event::Notified { .. } => {}
+            Event::ReadyDelayElapsed { uid } => self.mark_ready(uid).await,
+            Event::ReadyTimeout { uid } => self.on_ready_timeout(uid),
+            Event::KillDeadline { uid } => {
+                let kill_timeout = self.config.kill_timeout;
+                if let Some(worker) = self.worker_mut(uid) {
+                    let (slot, pid) = (worker.slot, worker.pid);
+                    worker.signal(Signal::SIGKILL);
+                    self.logger.warn(format!(
+                        "worker {slot} (pid {pid}) did not stop within {}; killed it",
+                        humantime::format_duration(kill_timeout)
+                    ));
+                }
+            }
+            Event::RespawnDue { slot } => {
+                let occupied = self.workers.iter().any(|worker| worker.slot == slot);
+                if self.phase != Phase::Stopping && !occupied && slot <= self.config.workers {
+                    self.start_worker(slot).await;
+                }
+            }
+            Event::RetireCheck { slot } => self.retire_check(slot),
+            Event::Exited { uid, reason, tail } => {
+                let Some(index) = self.workers.iter().position(|worker| worker.uid == uid) else {
+                    return;
+                };
+                let worker = self.workers.remove(index);
+                self.steer_to_ready_slots();
+                self.on_exit(worker, reason, tail).await;
+            }
+        }
+    }
+
+    async fn mark_ready(&mut self, uid: u64) {
+        let Some(worker) = self.worker_mut(uid) else {
+            return;
+        };
+        if worker.state != WorkerState::Starting {
+            return;
+        }
+        worker.state = WorkerState::Ready;
+        let (slot, pid, replaces) = (worker.slot, worker.pid, worker.replaces);
+        self.logger.info(format!("worker {slot} (pid {pid}) ready"));
+        if let Some(old) = replaces {
+            self.on_replacement_ready(uid, old).await;
+        }
+        self.steer_to_ready_slots();
+        if self.phase == Phase::Starting && self.ready_slots().len() >= self.config.workers {
+            self.phase = Phase::Running;
+            let ready = workers(self.config.workers);
+            self.logger.info(format!("all {ready} ready"));
+            self.notify_service_manager(&format!("READY=1\nSTATUS={ready} ready"));
+        }
+    }
+
+    fn on_ready_timeout(&mut self, uid: u64) {
+        let timeout = self.config.ready_timeout;
+        let Some(worker) = self.worker_mut(uid) else {
+            return;
+        };
+        if worker.state != WorkerState::Starting {
+            return;
+        }
+        let (slot, pid) = (worker.slot, worker.pid);
+        self.logger.warn(format!(
+            "worker {slot} (pid {pid}) not ready within {}; stopping it",
+            humantime::format_duration(timeout)
+        ));
+        self.stop_worker(uid, StopReason::NotReady);
+    }
+
+    /// Asks worker `uid` to stop (stop signal), and kills it if it is still there after the kill
+    /// timeout.
+    pub fn stop_worker(&mut self, uid: u64, reason: StopReason) {
+        let (stop_signal, kill_timeout) = (self.config.stop_signal, self.config.kill_timeout);
+        let Some(worker) = self.worker_mut(uid) else {
+            return;
+        };
+        if worker.state == WorkerState::Draining {
+            return;
+        }
+        worker.state = WorkerState::Draining;
+        worker.stop_reason = Some(reason);
+        worker.signal(stop_signal);
+        self.after(kill_timeout, Event::KillDeadline { uid });
+        self.steer_to_ready_slots();
+    }
+
+    /// Kills every worker now (fast stop, failed start-up).
+    fn kill_all(&mut self) {
+        for worker in &mut self.workers {
+            worker.stop_reason = Some(StopReason::Shutdown);
+            worker.signal(Signal::SIGKILL);
+        }
+    }
+
+    /// The slots (within the worker count) that have a ready worker, sorted.
+    pub fn ready_slots(&self) -> Vec<usize> {
+        let mut ready: Vec<usize> = self
+            .workers
+            .iter()
+            .filter(|worker| worker.state == WorkerState::Ready)
+            .map(|worker| worker.slot)
+            .filter(|&slot| slot <= self.config.workers)
+            .collect();
+        ready.sort_unstable();
+        ready.dedup();
+        ready
+    }
+
+    /// Points new connections at the slots whose worker is ready (reuseport), so that none
+    /// wait in the queue of a slot that is starting, draining, crash-looping or retiring.
+    pub fn steer_to_ready_slots(&mut self) {
+        let ready = self.ready_slots();
+        if let Err(error) = self.listeners.steer(&ready) {
+            if !self.steering_failed {
+                self.steering_failed = true;
+                self.logger.warn(format!(
+                    "cannot steer connections to ready workers ({error}); the kernel spreads them \
+                     over every slot, so a slot without a ready worker holds some until it has one"
+                ));
+            }
+        }
+    }
+
+    async fn on_exit(&mut self, worker: Worker, reason: ExitReason, tail: Vec<String>) {
+        let (slot, pid) = (worker.slot, worker.pid);
+        let requested = matches!(
+            worker.stop_reason,
+            Some(StopReason::Shutdown | StopReason::Replaced | StopReason::ScaleDown)
+        );
+        if requested || self.phase == Phase::Stopping {
+            self.logger
+                .info(format!("worker {slot} (pid {pid}) {reason}"));
+            return;
+        }
+        let exit = LastExit {
+            pid,
+            reason,
+            uptime: worker.uptime(),
+            at: SystemTime::now(),
+            tail,
+            never_ready: worker.state == WorkerState::Starting
+                || worker.stop_reason == Some(StopReason::NotReady),
+            stop_reason: worker.stop_reason,
+        };
+        if worker.replaces.is_some() {
+            // A replacement that never became ready: the reload fails, the old worker stays.
+            self.on_replacement_failed(worker.uid, slot, &exit).await;
+            return;
+        }
+        if slot > self.config.workers {
+            self.logger.info(format!(
+                "worker {slot} (pid {pid}) of a removed slot {reason}"
+            ));
+            return;
+        }
+        self.on_failure(slot, exit).await;
+    }
+
+    /// A worker of `slot` ended without being asked to: record it, then restart the slot or,
+    /// when no worker was ever ready, give up on start-up.
+    async fn on_failure(&mut self, slot: usize, exit: LastExit) {
+        let policy = &self.policy;
+        let history = &mut self.slots[slot - 1];
+        if !exit.never_ready && exit.uptime >= policy.healthy_uptime {
+            history.failures = 0;
+            history.errored = false;
+        }
+        history.failures += 1;
+        history.restarts += 1;
+        history.last_exit = Some(exit.clone());
+        let failures = history.failures;
+
+        if self.phase == Phase::Starting && self.startup_has_failed(&exit) {
+            self.fail_startup(slot);
+            return;
+        }
+        let what = describe_exit(slot, &exit);
+        if self.workers.iter().any(|worker| worker.slot == slot) {
+            // Its replacement (reload, restart) is already starting in the slot.
+            self.logger.warn(what);
+            return;
+        }
+        let delay = self.policy.delay(failures);
+        let when = if delay.is_zero() {
+            "restarting now".to_string()
+        } else {
+            format!("restarting in {}", humantime::format_duration(delay))
+        };
+        let history = &mut self.slots[slot - 1];
+        if failures >= self.policy.errored_after && !history.errored {
+            history.errored = true;
+            self.logger.error(format!(
+                "slot {slot} is crash-looping (errored): {failures} failures in a row, the last: \
+                 {what}; {when}{}",
+                format_tail(&exit.tail)
+            ));
+        } else {
+            self.logger.warn(format!("{what}; {when}"));
+        }
+        if delay.is_zero() {
+            Box::pin(self.start_worker(slot)).await;
+        } else {
+            self.after(delay, Event::RespawnDue { slot });
+        }
+    }
+
+    /// Start-up has failed when no worker was ever ready and either every slot failed twice in
+    /// a row (the command cannot work) or a worker never signalled readiness in time (waiting
+    /// longer would not help).
+    fn startup_has_failed(&self, exit: &LastExit) -> bool {
+        exit.stop_reason == Some(StopReason::NotReady)
+            || self.slots[..self.config.workers]
+                .iter()
+                .all(|history| history.failures >= 2)
+    }
+
+    fn fail_startup(&mut self, slot: usize) {
+        let history = &self.slots[slot - 1];
+        let Some(exit) = &history.last_exit else {
+            return;
+        };
+        let mut report = describe_exit(slot, exit);
+        if history.failures > 1 {
+            report.push_str(&format!(" ({} times)", history.failures));
+        }
+        report.push_str(&format_tail(&exit.tail));
+        let port = self.listeners.local_addr().port();
+        report.push_str(&format!(
+            "\nhint: {}",
+            startup_hint(exit, &self.config, port)
+        ));
+        self.failure = Some(RunError::StartupFailed(report));
+        self.phase = Phase::Stopping;
+        // Nothing serves yet, so there is nothing to drain: stop the other workers at once.
+        self.kill_all();
+    }
+
+    fn notify_service_manager(&self, state: &str) {
+        if let Some(manager) = &self.service_manager {
+            manager.notify(state);
+        }
+    }
+
+    async fn on_intent(&mut self, intent: Intent) {
+        match intent {
+            Intent::Stop { fast } => self.stop(fast),
+            Intent::Reload { parallel, progress } => self.request_reload(parallel, progress).await,
+            Intent::Restart { slot, progress } => self.restart_slot(slot, progress).await,
+            Intent::Scale { target, reply } => {
+                let result = self.scale(target).await;
+                match reply {
+                    Some(reply) => {
+                        let _ = reply.send(result);
+                    }
+                    None => self.log_result(result),
+                }
+            }
+            Intent::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+        }
+    }
+
+    fn log_result(&self, result: Result<String, String>) {
+        match result {
+            Ok(message) => self.logger.info(message),
+            Err(message) => self.logger.warn(message),
+        }
+    }
+
+    fn stop(&mut self, fast: bool) {
+        if self.phase != Phase::Stopping {
+            self.notify_service_manager("STOPPING=1");
+        }
+        self.abort_reloads("the cluster is stopping");
+        if fast {
+            self.phase = Phase::Stopping;
+            self.logger.warn(format!(
+                "stopping now: killing {}",
+                workers(self.workers.len())
+            ));
+            self.kill_all();
+            return;
+        }
+        if self.phase == Phase::Stopping {
+            self.logger
+                .info("already stopping; press Ctrl-C again to stop at once");
+            return;
+        }
+        self.phase = Phase::Stopping;
+        self.logger.info(format!(
+            "stopping: sending {} to {} (killing after {})",
+            self.config.stop_signal.as_str(),
+            workers(self.workers.len()),
+            humantime::format_duration(self.config.kill_timeout)
+        ));
+        let uids: Vec<u64> = self.workers.iter().map(|worker| worker.uid).collect();
+        for uid in uids {
+            self.stop_worker(uid, StopReason::Shutdown);
+        }
+    }
+}
+
+/// Sends `message` as a final result to a client waiting for one.
+pub(super) fn send_result(progress: &Option<super::Progress>, ok: bool, message: &str) {
+    if let Some(progress) = progress {
+        let _ = progress.send(Reply::Result {
+            ok,
+            message: message.to_string(),
+        });
+    }
+}
