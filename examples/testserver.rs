@@ -152,6 +152,7 @@ async fn environment() -> String {
         "HERDSMAN_WORKER_COUNT",
         "HERDSMAN_GENERATION",
         "HERDSMAN_NAME",
+        "APP_VERSION",
     ];
     let mut fields: Vec<String> = names
         .iter()

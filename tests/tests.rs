@@ -5,5 +5,6 @@ mod support;
 mod failures;
 mod languages;
 mod logs;
+mod reload;
 mod run;
 mod shutdown;

@@ -1,7 +1,10 @@
 //! The listening sockets the primary binds and hands to workers.
 //!
-//! `shared`: one socket, inherited by every worker. `reuseport`: one `SO_REUSEPORT` socket per
-//! slot, steered to the ready slots (see `reuseport`).
+//! `shared`: one socket, inherited by every worker. `reuseport`: two `SO_REUSEPORT` sockets per
+//! slot, its two [`Side`]s, steered to the sockets of ready workers (see `reuseport`). A worker
+//! that replaces another (reload, restart) takes the other side of the slot, so that new
+//! connections can be steered to it while the old worker finishes the ones already in its own
+//! queue, and the old worker is stopped only once that queue is empty.
 //!
 //! The primary keeps every socket open for its whole life: a connection that waits in a
 //! listening socket's queue is reset by the kernel when the last fd of that socket closes, so a
@@ -23,15 +26,27 @@ mod reuseport;
 /// The listen backlog asked for; the kernel caps it at `net.core.somaxconn`.
 const BACKLOG: i32 = 2048;
 
+/// Which of a slot's two reuseport sockets a worker uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Side(u8);
+
+impl Side {
+    /// The side the other worker of the slot uses.
+    pub fn other(self) -> Side {
+        Side(1 - self.0)
+    }
+}
+
 /// The cluster's listening sockets.
 #[derive(Debug)]
 pub struct Listeners {
     balance: Balance,
     address: SocketAddr,
-    /// `Shared`: one socket. `Reuseport`: one per slot, index `slot - 1`.
+    /// `Shared`: one socket. `Reuseport`: two per slot, index `2 × (slot − 1) + side`, which is
+    /// also their order in the kernel's group (the order in which they started listening).
     sockets: Vec<Socket>,
-    /// The slots new connections go to (reuseport), as last given to [`Listeners::steer`].
-    steered_to: Vec<usize>,
+    /// The sockets new connections go to (reuseport), as last given to [`Listeners::steer`].
+    steered_to: Vec<(usize, Side)>,
 }
 
 /// The listening address could not be bound.
@@ -91,45 +106,58 @@ impl Listeners {
         self.address
     }
 
-    /// Makes sure a socket exists for every slot up to `slots` (reuseport opens one per slot).
+    /// Makes sure sockets exist for every slot up to `slots` (reuseport opens two per slot).
     pub fn ensure_slots(&mut self, slots: usize) -> Result<(), BindError> {
         if self.balance == Balance::Reuseport {
-            while self.sockets.len() < slots {
+            while self.sockets.len() < 2 * slots {
                 self.sockets.push(bind_one(self.address, self.balance)?);
             }
         }
         Ok(())
     }
 
-    /// Sends new connections only to `ready_slots` (sorted; reuseport only: with one shared
-    /// socket only ready workers accept anyway). Empty means every slot.
-    pub fn steer(&mut self, ready_slots: &[usize]) -> io::Result<()> {
-        if self.balance != Balance::Reuseport || self.steered_to == ready_slots {
+    /// Whether each worker has a queue of its own that new connections can be steered away from
+    /// (reuseport), rather than one queue shared by all.
+    pub fn steerable(&self) -> bool {
+        self.balance == Balance::Reuseport
+    }
+
+    fn index(&self, slot: usize, side: Side) -> usize {
+        match self.balance {
+            Balance::Shared => 0,
+            Balance::Reuseport => 2 * (slot - 1) + side.0 as usize,
+        }
+    }
+
+    /// Sends new connections only to the sockets `targets` (sorted; reuseport only: with one
+    /// shared socket only running workers accept anyway). Empty lets the kernel hash over all.
+    pub fn steer(&mut self, targets: &[(usize, Side)]) -> io::Result<()> {
+        if self.balance != Balance::Reuseport || self.steered_to == targets {
             return Ok(());
         }
-        let indexes: Vec<u32> = ready_slots.iter().map(|&slot| (slot - 1) as u32).collect();
+        let indexes: Vec<u32> = targets
+            .iter()
+            .map(|&(slot, side)| self.index(slot, side) as u32)
+            .collect();
         reuseport::steer(self.sockets[0].as_raw_fd(), &indexes)?;
-        self.steered_to = ready_slots.to_vec();
+        self.steered_to = targets.to_vec();
         Ok(())
     }
 
-    /// How many connections wait in slot `slot`'s own accept queue (reuseport); `None` with one
+    /// How many connections wait in the accept queue of one socket (reuseport); `None` with one
     /// shared socket, whose queue every worker serves.
-    pub fn queued(&self, slot: usize) -> Option<u32> {
+    pub fn queued(&self, slot: usize, side: Side) -> Option<u32> {
         if self.balance != Balance::Reuseport {
             return None;
         }
+        let fd = self.sockets[self.index(slot, side)].as_raw_fd();
         // An error (which getsockopt on our own socket does not give) reads as "nothing queued".
-        Some(crate::sys::listen_queue_length(self.sockets[slot - 1].as_raw_fd()).unwrap_or(0))
+        Some(crate::sys::listen_queue_length(fd).unwrap_or(0))
     }
 
-    /// The socket that slot `slot` (1-based) inherits as fd 3.
-    pub fn fd_for_slot(&self, slot: usize) -> RawFd {
-        let index = match self.balance {
-            Balance::Shared => 0,
-            Balance::Reuseport => slot - 1,
-        };
-        self.sockets[index].as_raw_fd()
+    /// The socket a worker of `slot` (1-based) on `side` inherits as fd 3.
+    pub fn fd_for(&self, slot: usize, side: Side) -> RawFd {
+        self.sockets[self.index(slot, side)].as_raw_fd()
     }
 }
 
@@ -154,15 +182,21 @@ fn bind_one(address: SocketAddr, balance: Balance) -> Result<Socket, BindError> 
 mod tests {
     use super::*;
 
+    const A: Side = Side(0);
+    const B: Side = Side(1);
+
     #[test]
-    fn reuseport_binds_one_socket_per_slot_on_one_port() {
+    fn reuseport_binds_two_sockets_per_slot_on_one_port() {
         let listeners =
             Listeners::bind("127.0.0.1:0".parse().unwrap(), Balance::Reuseport, 3).unwrap();
         let port = listeners.local_addr().port();
         assert_ne!(port, 0);
-        let fds: Vec<_> = (1..=3).map(|slot| listeners.fd_for_slot(slot)).collect();
-        assert_eq!(fds.len(), 3);
-        assert!(fds[0] != fds[1] && fds[1] != fds[2]);
+        let mut fds: Vec<_> = (1..=3)
+            .flat_map(|slot| [listeners.fd_for(slot, A), listeners.fd_for(slot, B)])
+            .collect();
+        fds.dedup();
+        assert_eq!(fds.len(), 6);
+        assert_eq!(A.other(), B);
         for socket in &listeners.sockets {
             assert_eq!(
                 socket.local_addr().unwrap().as_socket().unwrap().port(),
@@ -171,7 +205,7 @@ mod tests {
         }
     }
 
-    /// Connects `count` times and counts, per slot, the connections waiting in its socket.
+    /// Connects `count` times and counts, per socket, the connections waiting in it.
     fn queued_per_slot(listeners: &Listeners, count: usize) -> Vec<usize> {
         let clients: Vec<_> = (0..count)
             .map(|_| std::net::TcpStream::connect(listeners.local_addr()).unwrap())
@@ -191,22 +225,21 @@ mod tests {
     }
 
     #[test]
-    fn reuseport_steers_new_connections_to_the_ready_slots() {
+    fn reuseport_steers_new_connections_to_the_chosen_sockets() {
         let mut listeners =
             Listeners::bind("127.0.0.1:0".parse().unwrap(), Balance::Reuseport, 3).unwrap();
-        listeners.steer(&[2]).unwrap();
-        assert_eq!(queued_per_slot(&listeners, 30), [0, 30, 0]);
-        listeners.steer(&[1, 3]).unwrap();
+        listeners.steer(&[(2, B)]).unwrap();
+        assert_eq!(queued_per_slot(&listeners, 30), [0, 0, 0, 30, 0, 0]);
+        listeners.steer(&[(1, A), (3, A)]).unwrap();
         let queued = queued_per_slot(&listeners, 60);
-        assert_eq!(queued[1], 0);
-        assert_eq!(queued[0] + queued[2], 60);
+        assert_eq!(queued[0] + queued[4], 60, "{queued:?}");
         assert!(
-            queued[0] > 0 && queued[2] > 0,
-            "both ready slots get connections: {queued:?}"
+            queued[0] > 0 && queued[4] > 0,
+            "both sockets get connections: {queued:?}"
         );
         listeners.steer(&[]).unwrap();
-        let queued = queued_per_slot(&listeners, 60);
-        assert_eq!(queued.iter().sum::<usize>(), 60);
+        let queued = queued_per_slot(&listeners, 120);
+        assert_eq!(queued.iter().sum::<usize>(), 120);
         assert!(
             queued.iter().all(|&n| n > 0),
             "unsteered, the kernel hashes over all: {queued:?}"
@@ -214,26 +247,29 @@ mod tests {
     }
 
     #[test]
-    fn reports_the_accept_queue_of_a_slot() {
+    fn reports_the_accept_queue_of_a_socket() {
         let mut listeners =
             Listeners::bind("127.0.0.1:0".parse().unwrap(), Balance::Reuseport, 2).unwrap();
-        listeners.steer(&[2]).unwrap();
-        assert_eq!(listeners.queued(2), Some(0));
+        listeners.steer(&[(2, B)]).unwrap();
+        assert_eq!(listeners.queued(2, B), Some(0));
         let clients: Vec<_> = (0..3)
             .map(|_| std::net::TcpStream::connect(listeners.local_addr()).unwrap())
             .collect();
-        assert_eq!(listeners.queued(1), Some(0));
-        assert_eq!(listeners.queued(2), Some(3));
+        assert_eq!(listeners.queued(1, A), Some(0));
+        assert_eq!(listeners.queued(2, B), Some(3));
         drop(clients);
         let shared = Listeners::bind("127.0.0.1:0".parse().unwrap(), Balance::Shared, 2).unwrap();
-        assert_eq!(shared.queued(1), None);
+        assert_eq!(shared.queued(1, A), None);
     }
 
     #[test]
     fn shared_hands_every_slot_the_same_socket() {
         let listeners =
             Listeners::bind("127.0.0.1:0".parse().unwrap(), Balance::Shared, 4).unwrap();
-        assert_eq!(listeners.fd_for_slot(1), listeners.fd_for_slot(4));
+        assert_eq!(
+            listeners.fd_for(1, Side::default()),
+            listeners.fd_for(4, Side::default().other())
+        );
     }
 
     #[test]

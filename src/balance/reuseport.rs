@@ -3,12 +3,12 @@
 //! The kernel hashes each new connection to one socket of the group, whether or not a worker is
 //! accepting on it: a slot that is starting, crash-looping or being replaced would collect its
 //! share of connections and leave them waiting. So the primary attaches a classic BPF program to
-//! the group that picks uniformly at random among the ready slots, and re-attaches it whenever
-//! that set changes. With no slot ready, the program is removed and the kernel hashes over all
-//! sockets, whose queues the next workers will serve.
+//! the group that picks uniformly at random among the sockets of ready workers, and re-attaches
+//! it whenever that set changes.
 //!
-//! The program, for ready socket indexes `[i0, i1, …]` (index = slot − 1, the order in which the
-//! sockets started listening, which never changes because the primary never closes one):
+//! The program, for socket indexes `[i0, i1, …]` (an index is the socket's place in the group:
+//! the order in which the sockets started listening, which never changes because the primary
+//! never closes one):
 //!
 //! ```text
 //!     A = random()            ; SKF_AD_RANDOM

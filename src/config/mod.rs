@@ -458,4 +458,36 @@ mod tests {
             ConfigError::ReadyTimeoutTooShort { .. }
         ));
     }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("herdsman-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("herdsman.toml");
+        let toml = "command = \"app --serve\"\nworkers = 3\nport = 9000\n[env]\nA = \"1\"\n";
+        std::fs::write(&path, toml).unwrap();
+        let flags = RunFlags {
+            config: Some(path.clone()),
+            port: Some(7000),
+            ..RunFlags::default()
+        };
+        let config = flags.load().unwrap();
+        assert_eq!(config.command, ["app", "--serve"]);
+        assert_eq!(config.workers, 3);
+        assert_eq!(config.address.port(), 7000);
+        assert_eq!(config.ready_delay, Duration::from_secs(1));
+        assert_eq!(config.env, [("A".to_string(), "1".to_string())]);
+        assert!(!config.name_is_explicit);
+
+        std::fs::write(&path, "workers = \"lots\"\n").unwrap();
+        let error = flags.load().unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!(
+                "{}: line 1, `workers`: expected a number of workers or `max`, got `lots`",
+                path.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -74,9 +74,9 @@ pub enum Event {
     RespawnDue {
         slot: usize,
     },
-    /// Time to check whether a retiring slot's queue is empty (scale down).
+    /// Time to check whether a leaving worker's queue is empty (reload, scale down).
     RetireCheck {
-        slot: usize,
+        uid: u64,
     },
 }
 

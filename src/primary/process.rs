@@ -26,6 +26,7 @@ use super::notify::NotifySocket;
 use super::restart::ExitReason;
 use super::spawn::Spawner;
 use super::Event;
+use crate::balance::Side;
 use crate::shim::SHIM_FDS_ENV;
 use crate::sys;
 
@@ -58,6 +59,8 @@ pub struct Launch<'a> {
     pub spec: Arc<LaunchSpec>,
     pub workers: usize,
     pub port: u16,
+    /// Which of the slot's sockets the worker gets (see `balance`), and its fd in the primary.
+    pub side: Side,
     pub listen_fd: RawFd,
     pub notify_path: PathBuf,
     pub name: &'a str,
@@ -67,9 +70,13 @@ pub struct Launch<'a> {
 pub struct Worker {
     pub uid: u64,
     pub slot: usize,
+    pub side: Side,
     pub pid: u32,
     pub generation: u64,
     pub state: WorkerState,
+    /// Set while the worker is being retired: steered away from, finishing the connections in
+    /// its queue before it is asked to stop.
+    pub leaving_since: Option<Instant>,
     pub started_at: Instant,
     /// Set when the primary decided to stop this worker; why, for the exit log line.
     pub stop_reason: Option<StopReason>,
@@ -99,6 +106,11 @@ pub enum StopReason {
 }
 
 impl Worker {
+    /// Whether new connections should reach this worker: ready, and not on its way out.
+    pub fn is_serving(&self) -> bool {
+        self.state == WorkerState::Ready && self.leaving_since.is_none()
+    }
+
     /// Starts a worker: the exec shim, told which fd to move to 3, execs the command.
     pub async fn start(
         launch: Launch<'_>,
@@ -156,7 +168,9 @@ impl Worker {
         Ok(Worker {
             uid: launch.uid,
             slot: launch.slot,
+            side: launch.side,
             pid,
+            leaving_since: None,
             generation: launch.spec.generation,
             state: WorkerState::Starting,
             started_at: Instant::now(),

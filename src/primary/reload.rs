@@ -32,6 +32,8 @@ pub(super) struct Reload {
     pending: VecDeque<usize>,
     /// Replacements started and not ready yet: (slot, uid).
     in_flight: Vec<(usize, u64)>,
+    /// Replaced workers not yet exited: the reload ends when the old code no longer runs.
+    draining: Vec<u64>,
     parallel: usize,
     replaced: usize,
     listeners: Vec<Progress>,
@@ -114,6 +116,7 @@ impl Supervisor {
             whole_cluster: true,
             pending: (1..=count).collect(),
             in_flight: Vec::new(),
+            draining: Vec::new(),
             parallel,
             replaced: 0,
             listeners,
@@ -159,6 +162,7 @@ impl Supervisor {
             whole_cluster: false,
             pending: VecDeque::from([slot]),
             in_flight: Vec::new(),
+            draining: Vec::new(),
             parallel: 1,
             replaced: 0,
             listeners: progress.into_iter().collect(),
@@ -180,7 +184,7 @@ impl Supervisor {
                 return;
             }
             let Some(slot) = reload.pending.pop_front() else {
-                if reload.in_flight.is_empty() {
+                if reload.in_flight.is_empty() && reload.draining.is_empty() {
                     self.finish_reload(Ok(()));
                 }
                 return;
@@ -235,16 +239,33 @@ impl Supervisor {
             return;
         };
         worker.replaces = None;
-        let (slot, pid) = (worker.slot, worker.pid);
-        self.stop_worker(old_uid, StopReason::Replaced);
+        let (slot, pid, side) = (worker.slot, worker.pid, worker.side);
+        // New connections go to the replacement's side from now on; the old worker finishes
+        // the ones already queued on its own side, then stops.
+        self.slots[slot - 1].side = side;
+        self.retire_worker(old_uid, StopReason::Replaced);
         let Some(reload) = &mut self.reload else {
             return;
         };
         self.slots[slot - 1].spec = reload.spec.clone();
         reload.in_flight.retain(|&(_, in_flight)| in_flight != uid);
+        reload.draining.push(old_uid);
         reload.replaced += 1;
         let drained = old_pid.map_or(String::new(), |old| format!(", draining pid {old}"));
         Self::tell(reload, format!("slot {slot}: pid {pid} ready{drained}"));
+        self.advance_reload().await;
+    }
+
+    /// A worker that a replacement made redundant has exited.
+    pub async fn on_replaced_exit(&mut self, uid: u64, slot: usize, pid: u32, how: String) {
+        let Some(reload) = &mut self.reload else {
+            return;
+        };
+        if !reload.draining.contains(&uid) {
+            return;
+        }
+        reload.draining.retain(|&draining| draining != uid);
+        Self::tell(reload, format!("slot {slot}: pid {pid} {how}"));
         self.advance_reload().await;
     }
 

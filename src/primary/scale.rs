@@ -1,28 +1,15 @@
 //! Scaling at run time: `herdsman scale N|+K|-K`, SIGTTIN (+1), SIGTTOU (−1).
 //!
-//! New slots start at once. A removed slot is *retired*: it leaves the set of slots that new
-//! connections are steered to, and its worker is asked to stop only once the slot's own accept
-//! queue is empty (reuseport: connections the kernel queued on that socket before the steering
-//! changed would otherwise wait with no one to accept them). The primary never closes a slot's
-//! socket, so no queued connection is ever reset; a later scale-up reuses it.
-
-use std::time::Duration;
-
-use tokio::time::Instant;
+//! New slots start at once. The workers of removed slots are *retired*
+//! ([`Supervisor::retire_worker`]): new connections are steered away from them, and each is
+//! asked to stop once the connections already queued on its own socket are accepted. The
+//! primary never closes a slot's sockets, so no queued connection is ever reset; a later
+//! scale-up reuses them.
 
 use super::report::workers;
 use super::supervisor::{Phase, SlotHistory, StopReason, Supervisor};
-use super::Event;
 use crate::config::MAX_WORKERS;
 use crate::control::protocol::ScaleTarget;
-
-/// How often a retiring slot's queue is checked.
-const RETIRE_POLL: Duration = Duration::from_millis(20);
-/// A retiring slot waits at least this long, for handshakes the kernel had begun on it to land
-/// in its queue, before its worker stops.
-const RETIRE_MIN_WAIT: Duration = Duration::from_millis(200);
-/// …and at most this long, should its queue never empty (a worker that stopped accepting).
-const RETIRE_MAX_WAIT: Duration = Duration::from_secs(5);
 
 impl Supervisor {
     /// Changes the worker count; says what it did, or why it did not.
@@ -62,61 +49,22 @@ impl Supervisor {
                 }
                 self.start_worker(slot).await;
             }
-            let message = format!(
-                "scaled {from} → {to}: started slots {}",
-                slot_list(from + 1, to)
-            );
+            let message = format!("scaled {from} → {to}: started {}", slot_list(from + 1, to));
             self.logger.info(&message);
             return message;
         }
-        self.steer_to_ready_slots();
-        let now = Instant::now();
-        for slot in to + 1..=from {
-            self.slots[slot - 1].retiring_since = Some(now);
-            self.retire_check(slot);
-        }
-        let message = format!(
-            "scaled {from} → {to}: draining slots {}",
-            slot_list(to + 1, from)
-        );
-        self.logger.info(&message);
-        message
-    }
-
-    /// Stops a retiring slot's workers once its queue is empty, or checks again soon.
-    pub fn retire_check(&mut self, slot: usize) {
-        let Some(since) = self
-            .slots
-            .get(slot - 1)
-            .and_then(|history| history.retiring_since)
-        else {
-            return;
-        };
-        if slot <= self.config.workers {
-            // Scaled back up meanwhile; the slot is in use again.
-            self.slots[slot - 1].retiring_since = None;
-            return;
-        }
-        let waited = since.elapsed();
-        let drained = match self.listeners.queued(slot) {
-            // One shared queue: the other workers serve it.
-            None => true,
-            Some(queued) => queued == 0 && waited >= RETIRE_MIN_WAIT,
-        };
-        if !drained && waited < RETIRE_MAX_WAIT {
-            self.after(RETIRE_POLL, Event::RetireCheck { slot });
-            return;
-        }
-        self.slots[slot - 1].retiring_since = None;
-        let uids: Vec<u64> = self
+        let leaving: Vec<u64> = self
             .workers
             .iter()
-            .filter(|worker| worker.slot == slot)
+            .filter(|worker| worker.slot > to)
             .map(|worker| worker.uid)
             .collect();
-        for uid in uids {
-            self.stop_worker(uid, StopReason::ScaleDown);
+        for uid in leaving {
+            self.retire_worker(uid, StopReason::ScaleDown);
         }
+        let message = format!("scaled {from} → {to}: draining {}", slot_list(to + 1, from));
+        self.logger.info(&message);
+        message
     }
 }
 

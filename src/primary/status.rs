@@ -70,6 +70,7 @@ impl Supervisor {
                     generation: Some(worker.generation),
                     state: match worker.state {
                         WorkerState::Starting => "starting",
+                        WorkerState::Ready if worker.leaving_since.is_some() => "draining",
                         WorkerState::Ready => "ready",
                         WorkerState::Draining => "draining",
                     }

@@ -18,12 +18,20 @@ use super::report::{describe_exit, format_tail, startup_hint, workers};
 use super::restart::{ExitReason, RestartPolicy};
 use super::spawn::Spawner;
 use super::{ConfigReader, Event, Intent, RunError};
-use crate::balance::Listeners;
+use crate::balance::{Listeners, Side};
 use crate::config::{Config, ReadyMode};
 use crate::control::protocol::{Reply, ScaleTarget};
 use crate::runtime_dir::PrimaryDir;
 
 pub use super::process::StopReason;
+
+/// How often a leaving worker's queue is checked.
+const RETIRE_POLL: Duration = Duration::from_millis(20);
+/// A leaving worker keeps accepting for at least this long, for connections whose handshake the
+/// kernel began on its socket before the steering changed to land in its queue…
+const RETIRE_MIN_WAIT: Duration = Duration::from_millis(200);
+/// …and at most this long, should its queue never empty (a worker that stopped accepting).
+const RETIRE_MAX_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -43,8 +51,8 @@ pub(super) struct SlotHistory {
     pub restarts: u32,
     pub errored: bool,
     pub last_exit: Option<LastExit>,
-    /// Set while a scaled-down slot waits for its queue to empty before its worker stops.
-    pub retiring_since: Option<Instant>,
+    /// The socket side the slot's serving worker uses; a replacement takes the other one.
+    pub side: Side,
 }
 
 impl SlotHistory {
@@ -55,7 +63,7 @@ impl SlotHistory {
             restarts: 0,
             errored: false,
             last_exit: None,
-            retiring_since: None,
+            side: Side::default(),
         }
     }
 }
@@ -159,6 +167,8 @@ impl Supervisor {
             self.config.balance,
             self.config.name,
         ));
+        // Before any worker runs, so that no connection is hashed to a socket no worker will use.
+        self.steer();
         for slot in 1..=self.config.workers {
             self.start_worker(slot).await;
         }
@@ -186,8 +196,19 @@ impl Supervisor {
         }
     }
 
-    /// Starts a worker in `slot` running the slot's spec.
+    /// Starts a worker in `slot` running the slot's spec, on the slot's side (where the
+    /// connections queued for a worker that died wait for it) unless a worker still leaving
+    /// the slot uses that side.
     pub async fn start_worker(&mut self, slot: usize) -> Option<u64> {
+        let history = &self.slots[slot - 1];
+        let side = history.side;
+        if self
+            .workers
+            .iter()
+            .any(|worker| worker.slot == slot && worker.side == side)
+        {
+            self.slots[slot - 1].side = side.other();
+        }
         let spec = self.slots[slot - 1].spec.clone();
         self.start_worker_with(slot, spec, None).await
     }
@@ -203,13 +224,18 @@ impl Supervisor {
     ) -> Option<u64> {
         let uid = self.next_uid;
         self.next_uid += 1;
+        let side = match replaces {
+            Some(_) => self.slots[slot - 1].side.other(),
+            None => self.slots[slot - 1].side,
+        };
         let launch = super::process::Launch {
             uid,
             slot,
             spec,
             workers: self.config.workers,
             port: self.listeners.local_addr().port(),
-            listen_fd: self.listeners.fd_for_slot(slot),
+            side,
+            listen_fd: self.listeners.fd_for(slot, side),
             notify_path: self.dir.path().join(format!("notify-{uid}")),
             name: &self.config.name,
         };
@@ -225,6 +251,7 @@ impl Supervisor {
                 }
                 self.after(self.config.ready_timeout, Event::ReadyTimeout { uid });
                 self.workers.push(worker);
+                self.steer();
                 Some(uid)
             }
             Err(error) => {
@@ -304,13 +331,13 @@ impl Supervisor {
                     self.start_worker(slot).await;
                 }
             }
-            Event::RetireCheck { slot } => self.retire_check(slot),
+            Event::RetireCheck { uid } => self.retire_check(uid),
             Event::Exited { uid, reason, tail } => {
                 let Some(index) = self.workers.iter().position(|worker| worker.uid == uid) else {
                     return;
                 };
                 let worker = self.workers.remove(index);
-                self.steer_to_ready_slots();
+                self.steer();
                 self.on_exit(worker, reason, tail).await;
             }
         }
@@ -329,7 +356,7 @@ impl Supervisor {
         if let Some(old) = replaces {
             self.on_replacement_ready(uid, old).await;
         }
-        self.steer_to_ready_slots();
+        self.steer();
         if self.phase == Phase::Starting && self.ready_slots().len() >= self.config.workers {
             self.phase = Phase::Running;
             let ready = workers(self.config.workers);
@@ -368,7 +395,47 @@ impl Supervisor {
         worker.stop_reason = Some(reason);
         worker.signal(stop_signal);
         self.after(kill_timeout, Event::KillDeadline { uid });
-        self.steer_to_ready_slots();
+        self.steer();
+    }
+
+    /// Retires worker `uid` without failing a connection: new connections are steered away from
+    /// it at once, and it is asked to stop (as [`Supervisor::stop_worker`]) once the connections
+    /// already queued on its socket are accepted. With one shared queue it stops at once.
+    pub fn retire_worker(&mut self, uid: u64, reason: StopReason) {
+        if !self.listeners.steerable() {
+            self.stop_worker(uid, reason);
+            return;
+        }
+        let Some(worker) = self.worker_mut(uid) else {
+            return;
+        };
+        if worker.leaving_since.is_some() || worker.state == WorkerState::Draining {
+            return;
+        }
+        worker.leaving_since = Some(Instant::now());
+        worker.stop_reason = Some(reason);
+        self.steer();
+        self.retire_check(uid);
+    }
+
+    /// Stops a leaving worker once its queue is empty, or checks again soon.
+    fn retire_check(&mut self, uid: u64) {
+        let Some(worker) = self.workers.iter().find(|worker| worker.uid == uid) else {
+            return;
+        };
+        let (Some(since), Some(reason)) = (worker.leaving_since, worker.stop_reason) else {
+            return;
+        };
+        if worker.state == WorkerState::Draining {
+            return;
+        }
+        let waited = since.elapsed();
+        let queued = self.listeners.queued(worker.slot, worker.side).unwrap_or(0);
+        if (queued > 0 || waited < RETIRE_MIN_WAIT) && waited < RETIRE_MAX_WAIT {
+            self.after(RETIRE_POLL, Event::RetireCheck { uid });
+            return;
+        }
+        self.stop_worker(uid, reason);
     }
 
     /// Kills every worker now (fast stop, failed start-up).
@@ -379,25 +446,57 @@ impl Supervisor {
         }
     }
 
-    /// The slots (within the worker count) that have a ready worker, sorted.
+    /// The slots (within the worker count) that have a serving worker, sorted.
     pub fn ready_slots(&self) -> Vec<usize> {
         let mut ready: Vec<usize> = self
             .workers
             .iter()
-            .filter(|worker| worker.state == WorkerState::Ready)
+            .filter(|worker| worker.is_serving() && worker.slot <= self.config.workers)
             .map(|worker| worker.slot)
-            .filter(|&slot| slot <= self.config.workers)
             .collect();
         ready.sort_unstable();
         ready.dedup();
         ready
     }
 
-    /// Points new connections at the slots whose worker is ready (reuseport), so that none
-    /// wait in the queue of a slot that is starting, draining, crash-looping or retiring.
-    pub fn steer_to_ready_slots(&mut self) {
-        let ready = self.ready_slots();
-        if let Err(error) = self.listeners.steer(&ready) {
+    /// Where new connections should go (reuseport): the sockets of serving workers; while none
+    /// is ready, the sockets of starting ones; while none runs, each slot's current side.
+    fn steering_targets(&self) -> Vec<(usize, Side)> {
+        let within = |worker: &&Worker| worker.slot <= self.config.workers;
+        let sockets = |workers: &mut dyn Iterator<Item = &Worker>| {
+            let mut sockets: Vec<(usize, Side)> =
+                workers.map(|worker| (worker.slot, worker.side)).collect();
+            sockets.sort_unstable();
+            sockets.dedup();
+            sockets
+        };
+        let ready = sockets(
+            &mut self
+                .workers
+                .iter()
+                .filter(within)
+                .filter(|w| w.is_serving()),
+        );
+        if !ready.is_empty() {
+            return ready;
+        }
+        let starting =
+            sockets(&mut self.workers.iter().filter(within).filter(|worker| {
+                worker.state == WorkerState::Starting && worker.replaces.is_none()
+            }));
+        if !starting.is_empty() {
+            return starting;
+        }
+        (1..=self.config.workers)
+            .map(|slot| (slot, self.slots[slot - 1].side))
+            .collect()
+    }
+
+    /// Points new connections at the sockets of serving workers (reuseport), so that none wait
+    /// in the queue of a worker that is starting, leaving, crash-looping or retired.
+    pub fn steer(&mut self) {
+        let targets = self.steering_targets();
+        if let Err(error) = self.listeners.steer(&targets) {
             if !self.steering_failed {
                 self.steering_failed = true;
                 self.logger.warn(format!(
@@ -417,6 +516,10 @@ impl Supervisor {
         if requested || self.phase == Phase::Stopping {
             self.logger
                 .info(format!("worker {slot} (pid {pid}) {reason}"));
+            if worker.stop_reason == Some(StopReason::Replaced) {
+                self.on_replaced_exit(worker.uid, slot, pid, reason.to_string())
+                    .await;
+            }
             return;
         }
         let exit = LastExit {
