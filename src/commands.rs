@@ -13,6 +13,8 @@ use crate::{EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_USAGE};
 
 /// How long `scale` waits for the cluster to reach the new count.
 const SCALE_WAIT: Duration = Duration::from_secs(120);
+/// How long `stop` waits, after the primary closed the connection, for its process to end.
+const STOP_WAIT: Duration = Duration::from_secs(10);
 
 pub fn run(command: Command) -> ExitCode {
     let result = match command {
@@ -301,14 +303,36 @@ fn scale(name: Option<&str>, target: ScaleTarget) -> Result<ExitCode, Failure> {
 
 fn stop(name: Option<&str>) -> Result<ExitCode, Failure> {
     let name = client::resolve(name)?;
+    let pid = fetch_status(&name)?.pid;
     client::request(&name, &Request::Stop, |reply| {
         if let Reply::Progress { message } = reply {
             println!("{message}");
         }
     })?;
-    // The connection closes when the primary exits.
+    // The connection closes as the primary exits; wait until its process is gone too.
+    let deadline = Instant::now() + STOP_WAIT;
+    while process_alive(pid) {
+        if Instant::now() >= deadline {
+            let message = format!("the primary (pid {pid}) is still running after {STOP_WAIT:?}");
+            return Err(Failure {
+                code: EXIT_FAILED,
+                message,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     println!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `pid` runs (a zombie, waiting for its parent to reap it, has exited).
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest.trim_start());
+        !state.starts_with('Z') && !state.starts_with('X')
+    })
 }
 
 fn logs(name: Option<&str>, request: Request, json: bool) -> Result<ExitCode, Failure> {

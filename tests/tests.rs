@@ -2,6 +2,7 @@
 
 mod support;
 
+mod control;
 mod failures;
 mod languages;
 mod logs;

@@ -139,27 +139,23 @@ async fn handle(stream: UnixStream, intents: mpsc::UnboundedSender<Intent>, hub:
     let mut client = Client {
         writer: &mut writer,
     };
-    let owner = nix::unistd::getuid().as_raw();
-    match peer {
-        Ok(uid) if uid == owner || uid == 0 => {}
-        Ok(uid) => {
-            let message = format!(
-                "permission denied: uid {uid} may not control this cluster, which belongs to uid \
-                 {owner}; run the command as that user"
-            );
-            client.finish(false, message).await;
-            return;
-        }
-        Err(error) => {
-            client
-                .finish(false, format!("cannot check who is asking: {error}"))
-                .await;
-            return;
-        }
-    }
+    // The request is read before anything is answered, even a refusal: closing a socket with
+    // unread data resets the connection, and the reset could destroy the answer on its way.
     let mut line = String::new();
     let mut limited = BufReader::new(reader.take(MAX_REQUEST));
     let read = tokio::time::timeout(REQUEST_TIMEOUT, limited.read_line(&mut line)).await;
+    let owner = nix::unistd::getuid().as_raw();
+    let refusal = match peer {
+        Ok(uid) if uid == owner || uid == 0 => None,
+        Ok(uid) => Some(format!(
+            "permission denied: uid {uid} may not control this cluster, which belongs to uid \
+             {owner}; run the command as that user"
+        )),
+        Err(error) => Some(format!("cannot check who is asking: {error}")),
+    };
+    if let Some(refusal) = refusal {
+        return client.finish(false, refusal).await;
+    }
     let request = match read {
         Ok(Ok(_)) if line.ends_with('\n') => serde_json::from_str::<Request>(&line),
         Ok(Ok(_)) => {

@@ -70,7 +70,7 @@ struct LinesState {
 }
 
 impl Lines {
-    fn read_from(stream: impl Read + Send + 'static) -> Lines {
+    pub fn read_from(stream: impl Read + Send + 'static) -> Lines {
         let lines = Lines::default();
         let shared = lines.clone();
         std::thread::spawn(move || {
