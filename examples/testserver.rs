@@ -12,7 +12,9 @@
 //! - `GET /crash`: exits with code 1 at once
 //! - `GET /log?lines=N`: prints N numbered lines to stdout and one to stderr
 //!
-//! SIGTERM drains: stop accepting, finish in-flight requests, exit 0.
+//! SIGTERM drains politely: for a short grace period every answer carries `Connection: close`,
+//! so keep-alive clients reconnect elsewhere instead of racing a closed connection; then it stops
+//! accepting, finishes in-flight requests and exits 0.
 //!
 //! Behaviour switches (environment): `TESTSERVER_REUSEPORT=1` binds `$PORT` with SO_REUSEPORT
 //! (the no-herdsman baseline of the benchmark); `TESTSERVER_BIND_PORT=1` ignores the inherited
@@ -24,11 +26,20 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::FromRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use axum::http::header::{HeaderValue, CONNECTION};
+use axum::response::Response;
 
 use axum::extract::Query;
 use axum::routing::get;
 use axum::Router;
+
+/// Set on SIGTERM: answers tell keep-alive clients to close.
+static DRAINING: AtomicBool = AtomicBool::new(false);
+/// How long answers say `Connection: close` before the server stops.
+const DRAIN_GRACE: Duration = Duration::from_millis(250);
 
 fn env_flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|value| value == "1")
@@ -89,7 +100,8 @@ async fn serve(listener: std::net::TcpListener) {
         .route("/sleep", get(sleep))
         .route("/burn", get(burn))
         .route("/crash", get(crash))
-        .route("/log", get(log));
+        .route("/log", get(log))
+        .layer(axum::middleware::map_response(close_while_draining));
     println!(
         "testserver pid={} worker={} listening on {}",
         std::process::id(),
@@ -104,6 +116,13 @@ async fn serve(listener: std::net::TcpListener) {
         .await
         .unwrap();
     println!("testserver pid={} drained, exiting", std::process::id());
+}
+
+async fn close_while_draining(mut response: Response) -> Response {
+    if DRAINING.load(Ordering::Relaxed) {
+        response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 async fn notify_ready() {
@@ -124,6 +143,8 @@ async fn terminated() {
             continue;
         }
         println!("testserver pid={} draining", std::process::id());
+        DRAINING.store(true, Ordering::Relaxed);
+        tokio::time::sleep(DRAIN_GRACE).await;
         return;
     }
 }

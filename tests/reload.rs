@@ -292,12 +292,7 @@ fn scaling_under_load_fails_no_request(balance: &str) {
         "scaled 2 → 4: started slots 3 and 4\n4 workers ready\n"
     );
     let status = status_json(&cluster, "s");
-    let slots: Vec<u64> = status["slots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| row["slot"].as_u64().unwrap())
-        .collect();
+    let slots = column(&status, "slot");
     assert_eq!(slots, [1, 2, 3, 4]);
     let down = cluster.herdsman(&["scale", "s", "-3"]);
     assert_eq!(down.code, Some(0), "{down:?}");
@@ -385,12 +380,7 @@ fn restart_replaces_one_slot_new_before_old() {
         "{output:?}"
     );
     let status = status_json(&cluster, "r");
-    let pids: Vec<u64> = status["slots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| row["pid"].as_u64().unwrap())
-        .collect();
+    let pids = column(&status, "pid");
     assert_ne!(pids[0], old_one as u64);
     assert_eq!(pids[1], two as u64, "slot 2 untouched");
     assert_eq!(status["generation"], 1, "a restart is not a reload");

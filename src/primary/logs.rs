@@ -32,11 +32,19 @@ const BATCH: usize = 256;
 /// How many of a worker's last stderr lines are kept for crash reports.
 pub const TAIL_LINES: usize = 10;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {
     Stdout,
     Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -82,11 +90,7 @@ impl Record {
                 time: humantime::format_rfc3339_millis(*time).to_string(),
                 slot: Some(*slot),
                 pid: *pid,
-                stream: match stream {
-                    Stream::Stdout => "stdout",
-                    Stream::Stderr => "stderr",
-                }
-                .into(),
+                stream: stream.as_str().into(),
                 line: line.clone(),
             },
         }
@@ -416,11 +420,7 @@ impl Formatter {
                     }
                     LogFormat::Text => out.push_str(&format!("[{slot}:{pid}] {line}\n")),
                     LogFormat::Json => {
-                        let name = match stream {
-                            Stream::Stdout => "stdout",
-                            Stream::Stderr => "stderr",
-                        };
-                        self.json(out, *time, Some(*slot), *pid, name, None, line);
+                        self.json(out, *time, Some(*slot), *pid, stream.as_str(), None, line);
                     }
                 }
             }

@@ -729,3 +729,9 @@ pub fn status_json(cluster: &Cluster, name: &str) -> serde_json::Value {
     assert_eq!(output.code, Some(0), "{output:?}");
     serde_json::from_str(&output.stdout).unwrap_or_else(|error| panic!("{error}: {output:?}"))
 }
+
+/// One numeric field of every row of a status, in row order (`column(&status, "pid")`).
+pub fn column(status: &serde_json::Value, field: &str) -> Vec<u64> {
+    let rows = status["slots"].as_array().expect("status rows");
+    rows.iter().map(|row| row[field].as_u64().unwrap_or_else(|| panic!("{field} in {row}"))).collect()
+}
