@@ -120,7 +120,9 @@ async fn serve(listener: std::net::TcpListener) {
 
 async fn close_while_draining(mut response: Response) -> Response {
     if DRAINING.load(Ordering::Relaxed) {
-        response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     response
 }

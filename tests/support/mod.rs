@@ -733,5 +733,11 @@ pub fn status_json(cluster: &Cluster, name: &str) -> serde_json::Value {
 /// One numeric field of every row of a status, in row order (`column(&status, "pid")`).
 pub fn column(status: &serde_json::Value, field: &str) -> Vec<u64> {
     let rows = status["slots"].as_array().expect("status rows");
-    rows.iter().map(|row| row[field].as_u64().unwrap_or_else(|| panic!("{field} in {row}"))).collect()
+    rows.iter()
+        .map(|row| {
+            row[field]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{field} in {row}"))
+        })
+        .collect()
 }
