@@ -220,10 +220,6 @@ fn long_request(name: Option<&str>, request: Request, json: bool) -> Result<Exit
     })?;
     match result {
         Some((true, _)) => Ok(ExitCode::SUCCESS),
-        Some((false, message)) if json => Err(Failure {
-            code: EXIT_FAILED,
-            message,
-        }),
         Some((false, message)) => Err(Failure {
             code: EXIT_FAILED,
             message,

@@ -26,6 +26,8 @@ use crate::runtime_dir;
 const MAX_REQUEST: u64 = 64 * 1024;
 /// A client must send its request within this time.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait after a failed accept before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// With a default (derived) name, `NAME-2` … `NAME-N` are tried when NAME is taken.
 const DEFAULT_NAME_TRIES: usize = 20;
 
@@ -42,14 +44,23 @@ pub enum ControlError {
 
 /// The bound control socket; owns the cluster's name while it lives.
 pub struct ControlSocket {
-    listener: std::os::unix::net::UnixListener,
-    path: PathBuf,
-    _lock: File,
+    listener: UnixListener,
+    file: SocketFile,
+    lock: File,
+}
+
+/// Removes the socket file when the primary is done with it.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 impl ControlSocket {
     /// Claims `name` (or, when it was derived rather than given, the first free `name-N`) and
-    /// binds its socket. Returns the socket and the name claimed.
+    /// binds its socket. Returns the socket and the name claimed. Runs on the primary's runtime.
     pub fn bind(name: &str, explicit: bool) -> Result<(ControlSocket, String), ControlError> {
         let base = runtime_dir::base();
         let io_error = |path: &PathBuf| {
@@ -90,16 +101,15 @@ impl ControlSocket {
             let path = base.join(format!("{candidate}.sock"));
             // We hold the lock, so a socket file here was left by a primary that died.
             let _ = std::fs::remove_file(&path);
-            let listener =
-                std::os::unix::net::UnixListener::bind(&path).map_err(io_error(&path))?;
+            let listener = UnixListener::bind(&path).map_err(io_error(&path))?;
+            let file = SocketFile(path.clone());
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
                 .map_err(io_error(&path))?;
-            listener.set_nonblocking(true).map_err(io_error(&path))?;
             return Ok((
                 ControlSocket {
                     listener,
-                    path,
-                    _lock: lock,
+                    file,
+                    lock,
                 },
                 candidate,
             ));
@@ -109,27 +119,26 @@ impl ControlSocket {
     }
 
     /// Serves requests until the task is aborted (the primary exits), sending intents to the
-    /// supervisor and reading logs from `hub`.
+    /// supervisor and reading logs from `hub`. Dropping the task removes the socket file and
+    /// releases the name.
     pub fn serve(self, intents: mpsc::UnboundedSender<Intent>, hub: Arc<LogHub>) -> JoinHandle<()> {
+        let ControlSocket {
+            listener,
+            file,
+            lock,
+        } = self;
         tokio::spawn(async move {
-            let Ok(listener) = UnixListener::from_std(self.listener.try_clone().expect("dup"))
-            else {
-                return;
-            };
-            let _owner = self;
+            let _owned = (file, lock);
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                tokio::spawn(handle(stream, intents.clone(), hub.clone()));
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        tokio::spawn(handle(stream, intents.clone(), hub.clone()));
+                    }
+                    // Out of file descriptors, most likely: let some close before trying again.
+                    Err(_) => tokio::time::sleep(ACCEPT_BACKOFF).await,
+                }
             }
         })
-    }
-}
-
-impl Drop for ControlSocket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 

@@ -270,7 +270,7 @@ impl Supervisor {
     }
 
     /// A replacement exited before it was ready (or was stopped for not being ready in time).
-    pub async fn on_replacement_failed(&mut self, _uid: u64, slot: usize, exit: &LastExit) {
+    pub fn on_replacement_failed(&mut self, slot: usize, exit: &LastExit) {
         let message = format!(
             "the new worker for slot {slot} failed: {}{}",
             describe_exit(slot, exit),

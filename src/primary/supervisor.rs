@@ -463,16 +463,8 @@ impl Supervisor {
     /// is ready, the sockets of starting ones; while none runs, each slot's current side.
     fn steering_targets(&self) -> Vec<(usize, Side)> {
         let within = |worker: &&Worker| worker.slot <= self.config.workers;
-        let sockets = |workers: &mut dyn Iterator<Item = &Worker>| {
-            let mut sockets: Vec<(usize, Side)> =
-                workers.map(|worker| (worker.slot, worker.side)).collect();
-            sockets.sort_unstable();
-            sockets.dedup();
-            sockets
-        };
-        let ready = sockets(
-            &mut self
-                .workers
+        let ready = sockets_of(
+            self.workers
                 .iter()
                 .filter(within)
                 .filter(|w| w.is_serving()),
@@ -481,7 +473,7 @@ impl Supervisor {
             return ready;
         }
         let starting =
-            sockets(&mut self.workers.iter().filter(within).filter(|worker| {
+            sockets_of(self.workers.iter().filter(within).filter(|worker| {
                 worker.state == WorkerState::Starting && worker.replaces.is_none()
             }));
         if !starting.is_empty() {
@@ -534,7 +526,7 @@ impl Supervisor {
         };
         if worker.replaces.is_some() {
             // A replacement that never became ready: the reload fails, the old worker stays.
-            self.on_replacement_failed(worker.uid, slot, &exit).await;
+            self.on_replacement_failed(slot, &exit);
             return;
         }
         if slot > self.config.workers {
@@ -689,6 +681,15 @@ impl Supervisor {
             self.stop_worker(uid, StopReason::Shutdown);
         }
     }
+}
+
+/// The sockets `workers` use, sorted, each once.
+fn sockets_of<'a>(workers: impl Iterator<Item = &'a Worker>) -> Vec<(usize, Side)> {
+    let mut sockets: Vec<(usize, Side)> =
+        workers.map(|worker| (worker.slot, worker.side)).collect();
+    sockets.sort_unstable();
+    sockets.dedup();
+    sockets
 }
 
 /// Sends `message` as a final result to a client waiting for one.
