@@ -403,3 +403,64 @@ fn config_errors_name_the_file_the_line_and_the_key() {
         "herdsman: error: nope.toml: No such file or directory (os error 2)\n"
     );
 }
+
+#[test]
+fn a_malformed_request_is_refused_and_disturbs_nothing() {
+    use std::io::{Read, Write};
+    let cluster = cluster()
+        .args(&["-w", "1", "--name", "bad", "--ready-delay", "100ms"])
+        .start();
+    cluster.wait_ready(1);
+    let socket = cluster.runtime_dir.path().join("herdsman/bad.sock");
+    for request in [
+        "this is not json\n",
+        "{\"command\":\"explode\"}\n",
+        "{\"command\":\"status\"}",
+    ] {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let reply: serde_json::Value = serde_json::from_str(answer.trim()).unwrap();
+        assert_eq!(reply["type"], "result", "{answer}");
+        assert_eq!(reply["ok"], false, "{answer}");
+        assert!(
+            reply["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("bad request: "),
+            "{answer}"
+        );
+    }
+    assert_eq!(status_json(&cluster, "bad")["state"], "running");
+    assert_eq!(cluster.get("/").unwrap().status, 200);
+}
+
+#[test]
+fn stop_during_a_reload_aborts_it_and_leaves_no_process() {
+    let mut cluster = cluster()
+        .args(&["-w", "2", "--name", "sr", "--ready-delay", "3s"])
+        .start();
+    let first: Vec<u32> = cluster
+        .wait_ready(2)
+        .into_iter()
+        .map(|(_, pid)| pid)
+        .collect();
+    let runtime_dir = cluster.runtime_dir.clone();
+    let reload = std::thread::spawn(move || runtime_dir.herdsman(&["reload", "sr"]));
+    let starting = cluster.stderr.wait_for("starting, generation 2");
+    let (_, replacement) = parse_worker_line(&starting);
+    let stop = cluster.herdsman(&["stop", "sr"]);
+    assert_eq!(stop.code, Some(0), "{stop:?}");
+    let reload = reload.join().unwrap();
+    assert_eq!(reload.code, Some(1), "{reload:?}");
+    assert_eq!(
+        reload.stderr,
+        "herdsman: error: reload aborted: the cluster is stopping\n"
+    );
+    assert_eq!(cluster.wait_exit().code(), Some(0));
+    let mut all = first;
+    all.push(replacement);
+    wait_all_gone(&all);
+}

@@ -333,10 +333,18 @@ impl Supervisor {
                     .filter(|worker| worker.state != WorkerState::Draining)
                     .filter(|worker| worker.generation != reload.spec.generation)
                     .count();
-                (false, format!(
-                    "{} aborted: {reason}\nthe {kept} workers not replaced keep serving their generation",
-                    if reload.whole_cluster { "reload" } else { "restart" }
-                ))
+                let what = if reload.whole_cluster {
+                    "reload"
+                } else {
+                    "restart"
+                };
+                let mut message = format!("{what} aborted: {reason}");
+                if self.phase != Phase::Stopping {
+                    message.push_str(&format!(
+                        "\nthe {kept} workers not replaced keep serving their generation"
+                    ));
+                }
+                (false, message)
             }
         };
         if ok {

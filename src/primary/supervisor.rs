@@ -651,25 +651,23 @@ impl Supervisor {
     }
 
     fn stop(&mut self, fast: bool) {
-        if self.phase != Phase::Stopping {
+        let already_stopping = self.phase == Phase::Stopping;
+        if !already_stopping {
             self.notify_service_manager("STOPPING=1");
         }
+        self.phase = Phase::Stopping;
         self.abort_reloads("the cluster is stopping");
         if fast {
-            self.phase = Phase::Stopping;
-            self.logger.warn(format!(
-                "stopping now: killing {}",
-                workers(self.workers.len())
-            ));
+            let count = workers(self.workers.len());
+            self.logger.warn(format!("stopping now: killing {count}"));
             self.kill_all();
             return;
         }
-        if self.phase == Phase::Stopping {
+        if already_stopping {
             self.logger
                 .info("already stopping; press Ctrl-C again to stop at once");
             return;
         }
-        self.phase = Phase::Stopping;
         self.logger.info(format!(
             "stopping: sending {} to {} (killing after {})",
             self.config.stop_signal.as_str(),
