@@ -35,16 +35,8 @@ if [ "$PIN" = 1 ]; then
     SERVER_CPUS=(taskset -c "1-$(($(nproc) - 1))")
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_serving() { # PORT
-    for _ in $(seq 1 200); do
-        curl -fs "http://127.0.0.1:$1/" >/dev/null 2>&1 && return 0
-        sleep 0.05
-    done
-    echo "nothing serves on port $1" >&2
-    return 1
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 cpu_ticks() { # PID → utime+stime in clock ticks
     awk '{ print $14 + $15 }' "/proc/$1/stat"

@@ -45,16 +45,8 @@ fi
 cargo build --release --quiet --example testserver
 RUST_APP=$PWD/target/release/examples/testserver
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_serving() { # PORT
-    for _ in $(seq 1 200); do
-        curl -fs "http://127.0.0.1:$1/" >/dev/null 2>&1 && return 0
-        sleep 0.05
-    done
-    echo "nothing serves on port $1" >&2
-    return 1
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 HERDSMAN_PID=""
 cleanup() {

@@ -172,11 +172,7 @@ fn stop_command_stops_gracefully_and_waits() {
     let mut cluster = cluster()
         .args(&["-w", "2", "--name", "sp", "--ready-delay", "100ms"])
         .start();
-    let pids: Vec<u32> = cluster
-        .wait_ready(2)
-        .into_iter()
-        .map(|(_, pid)| pid)
-        .collect();
+    let pids: Vec<u32> = cluster.ready_pids(2);
     let output = cluster.herdsman(&["stop", "sp"]);
     assert_eq!(output.code, Some(0), "{output:?}");
     assert_eq!(
@@ -442,11 +438,7 @@ fn stop_during_a_reload_aborts_it_and_leaves_no_process() {
     let mut cluster = cluster()
         .args(&["-w", "2", "--name", "sr", "--ready-delay", "3s"])
         .start();
-    let first: Vec<u32> = cluster
-        .wait_ready(2)
-        .into_iter()
-        .map(|(_, pid)| pid)
-        .collect();
+    let first: Vec<u32> = cluster.ready_pids(2);
     let runtime_dir = cluster.runtime_dir.clone();
     let reload = std::thread::spawn(move || runtime_dir.herdsman(&["reload", "sr"]));
     let starting = cluster.stderr.wait_for("starting, generation 2");

@@ -16,11 +16,7 @@ fn serves_and_stops_gracefully(command: &[&str], runtime: &str) {
         .args(&["-w", "2", "--ready-delay", "300ms"])
         .command(command)
         .start();
-    let ready: BTreeSet<u32> = cluster
-        .wait_ready(2)
-        .into_iter()
-        .map(|(_, pid)| pid)
-        .collect();
+    let ready: BTreeSet<u32> = cluster.ready_pids(2).into_iter().collect();
     let mut serving = BTreeSet::new();
     for _ in 0..2000 {
         let response = cluster.get("/").expect("GET /");

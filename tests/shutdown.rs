@@ -11,11 +11,7 @@ fn sigterm_lets_a_slow_request_finish_then_exits_0() {
     let mut cluster = cluster()
         .args(&["-w", "2", "--balance", "shared", "--ready-delay", "100ms"])
         .start();
-    let pids: Vec<u32> = cluster
-        .wait_ready(2)
-        .into_iter()
-        .map(|(_, pid)| pid)
-        .collect();
+    let pids: Vec<u32> = cluster.ready_pids(2);
     let address = cluster.address();
     let slow = std::thread::spawn(move || http_get(address, "/sleep?ms=1500"));
     let sleeping = cluster.stdout.wait_for("sleep start");
@@ -90,11 +86,7 @@ fn second_sigint_stops_at_once() {
         .args(&["-w", "2", "--ready-delay", "100ms", "--kill-timeout", "10m"])
         .env("TESTSERVER_IGNORE_TERM", "1")
         .start();
-    let pids: Vec<u32> = cluster
-        .wait_ready(2)
-        .into_iter()
-        .map(|(_, pid)| pid)
-        .collect();
+    let pids: Vec<u32> = cluster.ready_pids(2);
     cluster.signal(Signal::SIGINT);
     cluster
         .stderr
@@ -142,11 +134,7 @@ fn primary_sigkill_leaves_no_worker_behind() {
     let mut cluster = cluster()
         .args(&["-w", "3", "--ready-delay", "100ms"])
         .start();
-    let pids: Vec<u32> = cluster
-        .wait_ready(3)
-        .into_iter()
-        .map(|(_, pid)| pid)
-        .collect();
+    let pids: Vec<u32> = cluster.ready_pids(3);
     assert!(pids.iter().all(|&pid| alive(pid)));
     cluster.signal(Signal::SIGKILL);
     let status = cluster.wait_exit();

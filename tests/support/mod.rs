@@ -376,6 +376,14 @@ impl Cluster {
         self.runtime_dir.herdsman(args)
     }
 
+    /// Waits until `count` workers have reported ready, in total; returns their pids.
+    pub fn ready_pids(&self, count: usize) -> Vec<u32> {
+        self.wait_ready(count)
+            .into_iter()
+            .map(|(_, pid)| pid)
+            .collect()
+    }
+
     /// Waits until `count` workers have reported ready, in total; returns (slot, pid) of each.
     pub fn wait_ready(&self, count: usize) -> Vec<(usize, u32)> {
         let lines = self.stderr.wait_for_count(count, |line| {
