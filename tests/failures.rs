@@ -175,3 +175,42 @@ fn notify_mode_waits_for_ready_one() {
     assert_eq!(ready.len(), 2);
     assert_eq!(cluster.get("/").unwrap().status, 200);
 }
+
+/// A crash-looping slot restarts at once, then 100, 200, 400, 800 ms after each failure (read
+/// from the primary's own JSON timestamps: each gap is at least its delay).
+#[test]
+fn crash_loop_restarts_back_off_exponentially() {
+    let cluster = cluster()
+        .args(&[
+            "-w",
+            "2",
+            "--balance",
+            "shared",
+            "--ready-delay",
+            "100ms",
+            "--log-format",
+            "json",
+        ])
+        .env("TESTSERVER_CRASH_SLOT", "2")
+        .start();
+    let starts = cluster.stderr.wait_for_count(6, |line| {
+        line.contains("\"line\":\"worker 2 (pid ") && line.contains(") starting, generation 1\"")
+    });
+    let times: Vec<std::time::SystemTime> = starts
+        .iter()
+        .map(|line| {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            humantime::parse_rfc3339(record["time"].as_str().unwrap()).unwrap()
+        })
+        .collect();
+    let gaps: Vec<Duration> = times
+        .windows(2)
+        .map(|pair| pair[1].duration_since(pair[0]).unwrap())
+        .collect();
+    for (gap, delay) in gaps.iter().zip([0, 100, 200, 400, 800]) {
+        assert!(
+            *gap >= Duration::from_millis(delay),
+            "gaps {gaps:?}: one below {delay} ms"
+        );
+    }
+}

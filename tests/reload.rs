@@ -391,3 +391,24 @@ fn restart_replaces_one_slot_new_before_old() {
         "herdsman: error: there is no slot 7; slots are 1 to 2\n"
     );
 }
+
+/// The old worker dies while its replacement is starting: the reload still completes, with the
+/// replacement serving the slot (it used to wait forever for the old worker's exit).
+#[test]
+fn old_worker_crashing_during_its_replacement_does_not_stall_the_reload() {
+    let cluster = cluster()
+        .args(&["-w", "1", "--name", "oc", "--ready-delay", "1s"])
+        .start();
+    let (_, old) = cluster.wait_ready(1)[0];
+    let runtime_dir = cluster.runtime_dir.clone();
+    let reload = std::thread::spawn(move || runtime_dir.herdsman(&["reload", "oc"]));
+    let starting = cluster.stderr.wait_for("starting, generation 2");
+    let (_, replacement) = parse_worker_line(&starting);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+    let reload = reload.join().unwrap();
+    assert_eq!(reload.code, Some(0), "{reload:?}");
+    let status = status_json(&cluster, "oc");
+    assert_eq!(column(&status, "pid"), [replacement as u64]);
+    assert_eq!(column(&status, "generation"), [2]);
+    assert_eq!(cluster.get("/").unwrap().pid(), replacement);
+}

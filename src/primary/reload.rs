@@ -249,7 +249,10 @@ impl Supervisor {
         };
         self.slots[slot - 1].spec = reload.spec.clone();
         reload.in_flight.retain(|&(_, in_flight)| in_flight != uid);
-        reload.draining.push(old_uid);
+        // The old worker may have died meanwhile; then there is nothing to wait for.
+        if old_pid.is_some() {
+            reload.draining.push(old_uid);
+        }
         reload.replaced += 1;
         let drained = old_pid.map_or(String::new(), |old| format!(", draining pid {old}"));
         Self::tell(reload, format!("slot {slot}: pid {pid} ready{drained}"));

@@ -53,6 +53,8 @@ pub(super) struct SlotHistory {
     pub last_exit: Option<LastExit>,
     /// The socket side the slot's serving worker uses; a replacement takes the other one.
     pub side: Side,
+    /// A restart after a failure is scheduled (backoff); the slot is empty until then.
+    pub respawn_pending: bool,
 }
 
 impl SlotHistory {
@@ -64,6 +66,7 @@ impl SlotHistory {
             errored: false,
             last_exit: None,
             side: Side::default(),
+            respawn_pending: false,
         }
     }
 }
@@ -326,6 +329,9 @@ impl Supervisor {
                 }
             }
             Event::RespawnDue { slot } => {
+                if let Some(history) = self.slots.get_mut(slot - 1) {
+                    history.respawn_pending = false;
+                }
                 let occupied = self.workers.iter().any(|worker| worker.slot == slot);
                 if self.phase != Phase::Stopping && !occupied && slot <= self.config.workers {
                     self.start_worker(slot).await;
@@ -337,9 +343,26 @@ impl Supervisor {
                     return;
                 };
                 let worker = self.workers.remove(index);
+                let slot = worker.slot;
                 self.steer();
                 self.on_exit(worker, reason, tail).await;
+                self.ensure_occupied(slot);
             }
+        }
+    }
+
+    /// A slot within the worker count must never be left without a worker: the exit paths that
+    /// do not restart one themselves (a worker that died while its replacement was starting,
+    /// then the replacement failed too) end here.
+    fn ensure_occupied(&mut self, slot: usize) {
+        let empty = !self.workers.iter().any(|worker| worker.slot == slot);
+        if empty
+            && slot <= self.config.workers
+            && self.phase != Phase::Stopping
+            && !self.slots[slot - 1].respawn_pending
+        {
+            self.slots[slot - 1].respawn_pending = true;
+            self.after(Duration::ZERO, Event::RespawnDue { slot });
         }
     }
 
@@ -582,6 +605,7 @@ impl Supervisor {
         if delay.is_zero() {
             Box::pin(self.start_worker(slot)).await;
         } else {
+            self.slots[slot - 1].respawn_pending = true;
             self.after(delay, Event::RespawnDue { slot });
         }
     }
