@@ -17,8 +17,9 @@ install_missing() {
 # The examples in other languages run under herdsman in the tests.
 install_missing node nodejs
 install_missing python3 python3
-# The control-socket test runs a client as `nobody`.
+# The control-socket test runs a client as `nobody`; the colour test needs a pseudo-terminal.
 install_missing setpriv util-linux
+install_missing script bsdutils
 
 # `cargo test` builds the examples too; the integration tests run examples/testserver.
 cargo test --all-targets --no-fail-fast

@@ -7,6 +7,7 @@ mod commands;
 use std::process::ExitCode;
 
 use clap::Parser;
+use herdsman::control::server::ControlError;
 use herdsman::primary::{self, ConfigReader, RunError};
 use tokio::sync::mpsc;
 
@@ -67,7 +68,8 @@ fn run(args: RunArgs) -> ExitCode {
         Err(error) => {
             eprintln!("herdsman: error: {}", error_chain(&error));
             ExitCode::from(match error {
-                RunError::Bind(_) | RunError::Control(_) => EXIT_BIND,
+                RunError::Bind(_) | RunError::Control(ControlError::NameTaken { .. }) => EXIT_BIND,
+                RunError::Control(ControlError::Io { .. }) => EXIT_FAILED,
                 RunError::StartupFailed(_) => EXIT_NO_WORKER_READY,
                 RunError::Setup(_) => EXIT_FAILED,
             })

@@ -106,3 +106,38 @@ fn lines_from_workers_are_prefixed_and_never_interleave() {
     }
     assert_eq!(checked, 8 * 3000);
 }
+
+/// On a terminal, the prefix of each worker line is coloured (one colour per slot) and the
+/// primary's own prefix is bold; `script` gives herdsman a real pseudo-terminal.
+#[test]
+fn prefixes_are_coloured_on_a_terminal() {
+    let dir = RuntimeDir::new();
+    let command = format!(
+        "{} run -w 2 --host 127.0.0.1 --port 0 --ready-delay 100ms --name tty -- {}",
+        herdsman_bin().display(),
+        testserver_bin().display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run script (util-linux)");
+    let lines = Lines::read_from(child.stdout.take().unwrap());
+    lines.wait_for("all 2 workers ready");
+    let stop = dir.herdsman(&["stop", "tty"]);
+    assert_eq!(stop.code, Some(0), "{stop:?}");
+    child.wait().unwrap();
+    let output = lines.snapshot().join("\n");
+    assert!(
+        output.contains("\x1b[1mherdsman:\x1b[0m listening on 127.0.0.1:"),
+        "{output:?}"
+    );
+    assert!(output.contains("\x1b[36m[1:"), "slot 1 in cyan: {output:?}");
+    assert!(
+        output.contains("\x1b[32m[2:"),
+        "slot 2 in green: {output:?}"
+    );
+}
