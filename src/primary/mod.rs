@@ -3,8 +3,10 @@
 //! # Layout
 //! - `mod.rs` (this file): [`run`], and what the supervisor reacts to: [`Event`]s from the tasks
 //!   around each worker, [`Intent`]s from signals and the control socket.
-//! - `supervisor`: the one task that owns every slot and worker: start, readiness, stop, crash
-//!   restarts, start-up failure, steering.
+//! - `supervisor`: the one task that owns every slot and worker: start, readiness, stop, and the
+//!   event loop that the other modules' `impl Supervisor` blocks serve.
+//! - `steering`: where new connections go, and retiring a worker without failing one.
+//! - `failure`: crash restarts and start-up failure.
 //! - `reload`: rolling reloads and single-slot restarts, new worker before old.
 //! - `scale`: adding and retiring slots at run time.
 //! - `status`: the snapshot `herdsman status` shows.
@@ -13,12 +15,15 @@
 //! - `restart`: when a crashed worker comes back (backoff), and how a worker ended.
 //! - `notify`: sd_notify, from workers and to the primary's own service manager.
 //! - `spawn`: the thread every worker is forked from (for `PR_SET_PDEATHSIG`).
-//! - `logs`: the primary's messages and the workers' output, line by line, and the log ring.
+//! - `logs`: the primary's messages and the workers' output, line by line.
+//! - `log_hub`: the ring of recent lines and the followers of new ones (`herdsman logs`).
 //! - `signals`: operating-system signals mapped to intents.
 //!
 //! Worker lifecycle: `starting → ready → draining → exited`. A slot whose worker died waits in
 //! backoff before the next one starts, and is `errored` while it crash-loops.
 
+mod failure;
+mod log_hub;
 mod logs;
 mod notify;
 mod process;
@@ -29,6 +34,7 @@ mod scale;
 mod signals;
 mod spawn;
 mod status;
+mod steering;
 mod supervisor;
 
 use std::io;
@@ -41,7 +47,7 @@ use crate::config::Config;
 use crate::control::protocol::{ClusterStatus, Reply, ScaleTarget};
 use crate::control::server::{ControlError, ControlSocket};
 use crate::runtime_dir::PrimaryDir;
-pub use logs::LogHub;
+pub use log_hub::LogHub;
 use notify::Notice;
 use restart::ExitReason;
 pub use signals::forward_signals;

@@ -14,7 +14,7 @@ use super::logs::Logger;
 use super::notify::{Notice, ServiceManager};
 use super::process::{LaunchSpec, Worker, WorkerState};
 use super::reload::{QueuedReload, Reload};
-use super::report::{describe_exit, format_tail, startup_hint, workers};
+use super::report::workers;
 use super::restart::{ExitReason, RestartPolicy};
 use super::spawn::Spawner;
 use super::{ConfigReader, Event, Intent, RunError};
@@ -24,14 +24,6 @@ use crate::control::protocol::{Reply, ScaleTarget};
 use crate::runtime_dir::PrimaryDir;
 
 pub use super::process::StopReason;
-
-/// How often a leaving worker's queue is checked.
-const RETIRE_POLL: Duration = Duration::from_millis(20);
-/// A leaving worker keeps accepting for at least this long, for connections whose handshake the
-/// kernel began on its socket before the steering changed to land in its queue…
-const RETIRE_MIN_WAIT: Duration = Duration::from_millis(200);
-/// …and at most this long, should its queue never empty (a worker that stopped accepting).
-const RETIRE_MAX_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -86,11 +78,11 @@ pub(super) struct Supervisor {
     pub config: Config,
     pub listeners: Listeners,
     pub logger: Logger,
-    spawner: Spawner,
-    dir: PrimaryDir,
-    policy: RestartPolicy,
-    events: mpsc::UnboundedSender<Event>,
-    events_rx: Option<mpsc::UnboundedReceiver<Event>>,
+    pub spawner: Spawner,
+    pub dir: PrimaryDir,
+    pub policy: RestartPolicy,
+    pub events: mpsc::UnboundedSender<Event>,
+    pub events_rx: Option<mpsc::UnboundedReceiver<Event>>,
     /// Live worker processes, in start order. A slot has one, two during its replacement.
     pub workers: Vec<Worker>,
     /// Index `slot - 1`; may be longer than the worker count after a scale-down.
@@ -105,15 +97,15 @@ pub(super) struct Supervisor {
     pub pending_scale: Option<usize>,
     pub reloads: u64,
     pub reread: Option<ConfigReader>,
-    next_uid: u64,
+    pub next_uid: u64,
     pub phase: Phase,
     pub started_at: Instant,
     /// Set when start-up failed; returned once the last worker has exited.
-    failure: Option<RunError>,
+    pub failure: Option<RunError>,
     /// Whether steering was refused once (said once, not on every change).
-    steering_failed: bool,
+    pub steering_failed: bool,
     /// systemd (or another manager) waiting for the primary's `READY=1`, if any.
-    service_manager: Option<ServiceManager>,
+    pub service_manager: Option<ServiceManager>,
 }
 
 impl Supervisor {
@@ -351,21 +343,6 @@ impl Supervisor {
         }
     }
 
-    /// A slot within the worker count must never be left without a worker: the exit paths that
-    /// do not restart one themselves (a worker that died while its replacement was starting,
-    /// then the replacement failed too) end here.
-    fn ensure_occupied(&mut self, slot: usize) {
-        let empty = !self.workers.iter().any(|worker| worker.slot == slot);
-        if empty
-            && slot <= self.config.workers
-            && self.phase != Phase::Stopping
-            && !self.slots[slot - 1].respawn_pending
-        {
-            self.slots[slot - 1].respawn_pending = true;
-            self.after(Duration::ZERO, Event::RespawnDue { slot });
-        }
-    }
-
     async fn mark_ready(&mut self, uid: u64) {
         let Some(worker) = self.worker_mut(uid) else {
             return;
@@ -421,48 +398,8 @@ impl Supervisor {
         self.steer();
     }
 
-    /// Retires worker `uid` without failing a connection: new connections are steered away from
-    /// it at once, and it is asked to stop (as [`Supervisor::stop_worker`]) once the connections
-    /// already queued on its socket are accepted. With one shared queue it stops at once.
-    pub fn retire_worker(&mut self, uid: u64, reason: StopReason) {
-        if !self.listeners.steerable() {
-            self.stop_worker(uid, reason);
-            return;
-        }
-        let Some(worker) = self.worker_mut(uid) else {
-            return;
-        };
-        if worker.leaving_since.is_some() || worker.state == WorkerState::Draining {
-            return;
-        }
-        worker.leaving_since = Some(Instant::now());
-        worker.stop_reason = Some(reason);
-        self.steer();
-        self.retire_check(uid);
-    }
-
-    /// Stops a leaving worker once its queue is empty, or checks again soon.
-    fn retire_check(&mut self, uid: u64) {
-        let Some(worker) = self.workers.iter().find(|worker| worker.uid == uid) else {
-            return;
-        };
-        let (Some(since), Some(reason)) = (worker.leaving_since, worker.stop_reason) else {
-            return;
-        };
-        if worker.state == WorkerState::Draining {
-            return;
-        }
-        let waited = since.elapsed();
-        let queued = self.listeners.queued(worker.slot, worker.side).unwrap_or(0);
-        if (queued > 0 || waited < RETIRE_MIN_WAIT) && waited < RETIRE_MAX_WAIT {
-            self.after(RETIRE_POLL, Event::RetireCheck { uid });
-            return;
-        }
-        self.stop_worker(uid, reason);
-    }
-
     /// Kills every worker now (fast stop, failed start-up).
-    fn kill_all(&mut self) {
+    pub fn kill_all(&mut self) {
         for worker in &mut self.workers {
             worker.stop_reason = Some(StopReason::Shutdown);
             worker.signal(Signal::SIGKILL);
@@ -480,46 +417,6 @@ impl Supervisor {
         ready.sort_unstable();
         ready.dedup();
         ready
-    }
-
-    /// Where new connections should go (reuseport): the sockets of serving workers; while none
-    /// is ready, the sockets of starting ones; while none runs, each slot's current side.
-    fn steering_targets(&self) -> Vec<(usize, Side)> {
-        let within = |worker: &&Worker| worker.slot <= self.config.workers;
-        let ready = sockets_of(
-            self.workers
-                .iter()
-                .filter(within)
-                .filter(|w| w.is_serving()),
-        );
-        if !ready.is_empty() {
-            return ready;
-        }
-        let starting =
-            sockets_of(self.workers.iter().filter(within).filter(|worker| {
-                worker.state == WorkerState::Starting && worker.replaces.is_none()
-            }));
-        if !starting.is_empty() {
-            return starting;
-        }
-        (1..=self.config.workers)
-            .map(|slot| (slot, self.slots[slot - 1].side))
-            .collect()
-    }
-
-    /// Points new connections at the sockets of serving workers (reuseport), so that none wait
-    /// in the queue of a worker that is starting, leaving, crash-looping or retired.
-    pub fn steer(&mut self) {
-        let targets = self.steering_targets();
-        if let Err(error) = self.listeners.steer(&targets) {
-            if !self.steering_failed {
-                self.steering_failed = true;
-                self.logger.warn(format!(
-                    "cannot steer connections to ready workers ({error}); the kernel spreads them \
-                     over every slot, so a slot without a ready worker holds some until it has one"
-                ));
-            }
-        }
     }
 
     async fn on_exit(&mut self, worker: Worker, reason: ExitReason, tail: Vec<String>) {
@@ -559,86 +456,6 @@ impl Supervisor {
             return;
         }
         self.on_failure(slot, exit).await;
-    }
-
-    /// A worker of `slot` ended without being asked to: record it, then restart the slot or,
-    /// when no worker was ever ready, give up on start-up.
-    async fn on_failure(&mut self, slot: usize, exit: LastExit) {
-        let policy = &self.policy;
-        let history = &mut self.slots[slot - 1];
-        if !exit.never_ready && exit.uptime >= policy.healthy_uptime {
-            history.failures = 0;
-            history.errored = false;
-        }
-        history.failures += 1;
-        history.restarts += 1;
-        history.last_exit = Some(exit.clone());
-        let failures = history.failures;
-
-        if self.phase == Phase::Starting && self.startup_has_failed(&exit) {
-            self.fail_startup(slot);
-            return;
-        }
-        let what = describe_exit(slot, &exit);
-        if self.workers.iter().any(|worker| worker.slot == slot) {
-            // Its replacement (reload, restart) is already starting in the slot.
-            self.logger.warn(what);
-            return;
-        }
-        let delay = self.policy.delay(failures);
-        let when = if delay.is_zero() {
-            "restarting now".to_string()
-        } else {
-            format!("restarting in {}", humantime::format_duration(delay))
-        };
-        let history = &mut self.slots[slot - 1];
-        if failures >= self.policy.errored_after && !history.errored {
-            history.errored = true;
-            self.logger.error(format!(
-                "slot {slot} is crash-looping (errored): {failures} failures in a row, the last: \
-                 {what}; {when}{}",
-                format_tail(&exit.tail)
-            ));
-        } else {
-            self.logger.warn(format!("{what}; {when}"));
-        }
-        if delay.is_zero() {
-            Box::pin(self.start_worker(slot)).await;
-        } else {
-            self.slots[slot - 1].respawn_pending = true;
-            self.after(delay, Event::RespawnDue { slot });
-        }
-    }
-
-    /// Start-up has failed when no worker was ever ready and either every slot failed twice in
-    /// a row (the command cannot work) or a worker never signalled readiness in time (waiting
-    /// longer would not help).
-    fn startup_has_failed(&self, exit: &LastExit) -> bool {
-        exit.stop_reason == Some(StopReason::NotReady)
-            || self.slots[..self.config.workers]
-                .iter()
-                .all(|history| history.failures >= 2)
-    }
-
-    fn fail_startup(&mut self, slot: usize) {
-        let history = &self.slots[slot - 1];
-        let Some(exit) = &history.last_exit else {
-            return;
-        };
-        let mut report = describe_exit(slot, exit);
-        if history.failures > 1 {
-            report.push_str(&format!(" ({} times)", history.failures));
-        }
-        report.push_str(&format_tail(&exit.tail));
-        let port = self.listeners.local_addr().port();
-        report.push_str(&format!(
-            "\nhint: {}",
-            startup_hint(exit, &self.config, port)
-        ));
-        self.failure = Some(RunError::StartupFailed(report));
-        self.phase = Phase::Stopping;
-        // Nothing serves yet, so there is nothing to drain: stop the other workers at once.
-        self.kill_all();
     }
 
     fn notify_service_manager(&self, state: &str) {
@@ -703,15 +520,6 @@ impl Supervisor {
             self.stop_worker(uid, StopReason::Shutdown);
         }
     }
-}
-
-/// The sockets `workers` use, sorted, each once.
-fn sockets_of<'a>(workers: impl Iterator<Item = &'a Worker>) -> Vec<(usize, Side)> {
-    let mut sockets: Vec<(usize, Side)> =
-        workers.map(|worker| (worker.slot, worker.side)).collect();
-    sockets.sort_unstable();
-    sockets.dedup();
-    sockets
 }
 
 /// Sends `message` as a final result to a client waiting for one.
