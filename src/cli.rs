@@ -54,19 +54,28 @@ pub enum Command {
     #[command(allow_negative_numbers = true)]
     Scale {
         /// [NAME] N|+K|-K
-        #[arg(num_args = 1..=2, required = true, value_name = "ARGS", allow_hyphen_values = true)]
+        #[arg(num_args = 1..=2, required = true, value_name = "ARGS")]
         args: Vec<String>,
+        /// Print progress and the result as JSON lines
+        #[arg(long)]
+        json: bool,
     },
     /// Replace one worker, new before old.
     Restart {
         /// [NAME] SLOT
         #[arg(num_args = 1..=2, required = true, value_name = "ARGS")]
         args: Vec<String>,
+        /// Print progress and the result as JSON lines
+        #[arg(long)]
+        json: bool,
     },
     /// Stop a cluster gracefully (as SIGTERM does) and wait until it has exited.
     Stop {
         /// The cluster [default: the only one running]
         name: Option<String>,
+        /// Print progress and the result as JSON lines
+        #[arg(long)]
+        json: bool,
     },
     /// Show a cluster's recent log lines, then follow with -f.
     Logs {
@@ -266,7 +275,7 @@ mod tests {
             (vec!["herdsman", "scale", "api", "-2"], Some("api"), "-2"),
         ] {
             let cli = Cli::try_parse_from(&argv).unwrap();
-            let Command::Scale { args } = cli.command else {
+            let Command::Scale { args, .. } = cli.command else {
                 panic!("expected scale")
             };
             assert_eq!(name_and_value(&args), (name, value), "{argv:?}");

@@ -31,21 +31,21 @@ pub fn run(command: Command) -> ExitCode {
             },
             json,
         ),
-        Command::Restart { args } => {
+        Command::Restart { args, json } => {
             let (name, slot) = cli::name_and_value(&args);
             match slot.parse::<usize>() {
-                Ok(slot) => long_request(name, Request::Restart { slot }, false),
+                Ok(slot) => long_request(name, Request::Restart { slot }, json),
                 Err(_) => Err(usage(format!("`{slot}` is not a slot number"))),
             }
         }
-        Command::Scale { args } => {
+        Command::Scale { args, json } => {
             let (name, target) = cli::name_and_value(&args);
             match cli::parse_scale_target(target) {
-                Ok(target) => scale(name, target),
+                Ok(target) => scale(name, target, json),
                 Err(error) => Err(usage(error)),
             }
         }
-        Command::Stop { name } => stop(name.as_deref()),
+        Command::Stop { name, json } => stop(name.as_deref(), json),
         Command::Logs {
             name,
             follow,
@@ -207,17 +207,7 @@ fn status(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
 /// `reload` and `restart`: print progress as it comes, exit by the result.
 fn long_request(name: Option<&str>, request: Request, json: bool) -> Result<ExitCode, Failure> {
     let name = client::resolve(name)?;
-    let result = client::request(&name, &request, |reply| {
-        if json {
-            println!("{}", serde_json::to_string(reply).unwrap_or_default());
-            return;
-        }
-        match reply {
-            Reply::Progress { message } => println!("{message}"),
-            Reply::Result { ok: true, message } => println!("{message}"),
-            _ => {}
-        }
-    })?;
+    let result = client::request(&name, &request, |reply| emit(reply, json))?;
     match result {
         Some((true, _)) => Ok(ExitCode::SUCCESS),
         Some((false, message)) => Err(Failure {
@@ -231,22 +221,30 @@ fn long_request(name: Option<&str>, request: Request, json: bool) -> Result<Exit
     }
 }
 
-fn scale(name: Option<&str>, target: ScaleTarget) -> Result<ExitCode, Failure> {
+fn scale(name: Option<&str>, target: ScaleTarget, json: bool) -> Result<ExitCode, Failure> {
     let name = client::resolve(name)?;
     let result = client::request(&name, &Request::Scale { to: target }, |_| {})?;
     match result {
-        Some((true, message)) => println!("{message}"),
+        Some((true, message)) => emit(&Reply::Progress { message }, json),
         Some((false, message)) => {
+            emit(
+                &Reply::Result {
+                    ok: false,
+                    message: message.clone(),
+                },
+                json,
+            );
             return Err(Failure {
                 code: EXIT_FAILED,
                 message,
-            })
+            });
         }
         None => {
+            let message = "no answer".to_string();
             return Err(Failure {
                 code: EXIT_FAILED,
-                message: "no answer".into(),
-            })
+                message,
+            });
         }
     }
     // Wait until the new slots are ready and the removed ones have stopped.
@@ -264,14 +262,12 @@ fn scale(name: Option<&str>, target: ScaleTarget) -> Result<ExitCode, Failure> {
             .filter(|row| row.slot > status.workers)
             .count();
         if ready == status.workers && leaving == 0 {
-            println!(
-                "{} ready",
-                if ready == 1 {
-                    "1 worker".to_string()
-                } else {
-                    format!("{ready} workers")
-                }
-            );
+            let message = if ready == 1 {
+                "1 worker ready".into()
+            } else {
+                format!("{ready} workers ready")
+            };
+            emit(&Reply::Result { ok: true, message }, json);
             return Ok(ExitCode::SUCCESS);
         }
         if let Some(row) = status.slots.iter().find(|row| row.state == "errored") {
@@ -297,14 +293,10 @@ fn scale(name: Option<&str>, target: ScaleTarget) -> Result<ExitCode, Failure> {
     }
 }
 
-fn stop(name: Option<&str>) -> Result<ExitCode, Failure> {
+fn stop(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
     let name = client::resolve(name)?;
     let pid = fetch_status(&name)?.pid;
-    client::request(&name, &Request::Stop, |reply| {
-        if let Reply::Progress { message } = reply {
-            println!("{message}");
-        }
-    })?;
+    client::request(&name, &Request::Stop, |reply| emit(reply, json))?;
     // The connection closes as the primary exits; wait until its process is gone too.
     let deadline = Instant::now() + STOP_WAIT;
     while process_alive(pid) {
@@ -317,7 +309,13 @@ fn stop(name: Option<&str>) -> Result<ExitCode, Failure> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    println!("stopped");
+    emit(
+        &Reply::Result {
+            ok: true,
+            message: "stopped".into(),
+        },
+        json,
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -355,6 +353,19 @@ fn print_log_line(line: &LogLine, json: bool) {
     match line.slot {
         Some(slot) => println!("{} [{slot}:{}] {}", line.time, line.pid, line.line),
         None => println!("{} herdsman: {}", line.time, line.line),
+    }
+}
+
+/// Prints a progress or result line: as JSON, or the message for people (a failed result is
+/// left to the caller, which prints it as an error).
+fn emit(reply: &Reply, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(reply).unwrap_or_default());
+        return;
+    }
+    match reply {
+        Reply::Progress { message } | Reply::Result { ok: true, message } => println!("{message}"),
+        _ => {}
     }
 }
 

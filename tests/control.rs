@@ -232,16 +232,10 @@ fn names_are_unique_and_a_dead_primarys_socket_is_replaced() {
     // Derived names fall back to NAME-2 instead of failing.
     let a = cluster().runtime_dir(&dir).args(&["-w", "1"]).start();
     let b = cluster().runtime_dir(&dir).args(&["-w", "1"]).start();
-    assert!(
-        a.log().contains("control: herdsman status testserver"),
-        "{}",
-        a.log()
-    );
-    assert!(
-        b.log().contains("control: herdsman status testserver-2"),
-        "{}",
-        b.log()
-    );
+    a.stderr
+        .wait_for("herdsman: control: herdsman status testserver (also");
+    b.stderr
+        .wait_for("herdsman: control: herdsman status testserver-2 (also");
     let ls = dir.herdsman(&["ls", "--json"]);
     let names: Vec<String> = ls
         .stdout
@@ -455,4 +449,43 @@ fn stop_during_a_reload_aborts_it_and_leaves_no_process() {
     let mut all = first;
     all.push(replacement);
     wait_all_gone(&all);
+}
+
+#[test]
+fn every_command_speaks_json_for_scripts() {
+    let mut cluster = cluster()
+        .args(&["-w", "1", "--name", "js", "--ready-delay", "100ms"])
+        .start();
+    cluster.wait_ready(1);
+    let lines = |output: &CommandOutput| -> Vec<serde_json::Value> {
+        assert_eq!(output.code, Some(0), "{output:?}");
+        output
+            .stdout
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    };
+    let scale = lines(&cluster.herdsman(&["scale", "js", "2", "--json"]));
+    assert_eq!(scale.len(), 2, "{scale:?}");
+    assert_eq!(
+        scale[0],
+        serde_json::json!({"type": "progress", "message": "scaled 1 → 2: started slot 2"})
+    );
+    assert_eq!(
+        scale[1],
+        serde_json::json!({"type": "result", "ok": true, "message": "2 workers ready"})
+    );
+    let restart = lines(&cluster.herdsman(&["restart", "js", "2", "--json"]));
+    assert_eq!(restart.first().unwrap()["message"], "restarting slot 2");
+    assert_eq!(restart.last().unwrap()["type"], "result");
+    assert_eq!(restart.last().unwrap()["ok"], true);
+    let stop = lines(&cluster.herdsman(&["stop", "js", "--json"]));
+    assert_eq!(
+        stop,
+        [
+            serde_json::json!({"type": "progress", "message": "stopping; waiting for the workers to finish"}),
+            serde_json::json!({"type": "result", "ok": true, "message": "stopped"}),
+        ]
+    );
+    assert_eq!(cluster.wait_exit().code(), Some(0));
 }

@@ -49,7 +49,7 @@ fn json_log_lines_parse() {
     assert_eq!(
         listening["line"],
         format!(
-            "listening on {} (1 worker, balance reuseport); control: herdsman status testserver",
+            "listening on {} (1 worker, balance reuseport)",
             cluster.address()
         )
     );

@@ -182,3 +182,26 @@ fn reuseport_serves_a_connection_queued_while_its_worker_restarts() {
 fn shared_serves_a_connection_queued_while_its_worker_restarts() {
     connection_queued_while_the_worker_restarts_is_served("shared");
 }
+
+#[test]
+fn herdsman_workers_sets_the_default_count_and_the_flag_wins() {
+    let from_env = cluster()
+        .env("HERDSMAN_WORKERS", "3")
+        .args(&["--ready-delay", "100ms"])
+        .start();
+    assert!(
+        from_env.log().contains("(3 workers, balance reuseport)"),
+        "{}",
+        from_env.log()
+    );
+    assert_eq!(from_env.ready_pids(3).len(), 3);
+    let flag = cluster()
+        .env("HERDSMAN_WORKERS", "3")
+        .args(&["-w", "1"])
+        .start();
+    assert!(
+        flag.log().contains("(1 worker, balance reuseport)"),
+        "{}",
+        flag.log()
+    );
+}

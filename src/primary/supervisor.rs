@@ -156,11 +156,14 @@ impl Supervisor {
     ) -> Result<(), RunError> {
         let mut events = self.events_rx.take().expect("supervise runs once");
         self.logger.info(format!(
-            "listening on {} ({}, balance {}); control: herdsman status {}",
+            "listening on {} ({}, balance {})",
             self.listeners.local_addr(),
             workers(self.config.workers),
             self.config.balance,
-            self.config.name,
+        ));
+        let name = &self.config.name;
+        self.logger.info(format!(
+            "control: herdsman status {name} (also reload, scale, logs, stop)"
         ));
         // Before any worker runs, so that no connection is hashed to a socket no worker will use.
         self.steer();

@@ -301,10 +301,11 @@ impl ClusterBuilder {
         if !self.command.is_empty() {
             command.arg("--").args(&self.command);
         }
+        // The test's own variables last, so that a test may set HERDSMAN_WORKERS.
         command
-            .envs(self.env)
             .env_remove("HERDSMAN_WORKERS")
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            .envs(self.env);
         command.env("XDG_RUNTIME_DIR", runtime_dir.path());
         command
             .stdin(Stdio::null())
