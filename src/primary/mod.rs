@@ -152,8 +152,8 @@ pub async fn run(
     let hub = Arc::new(LogHub::new());
     let (logger, writer) = logs::start(config.log_format, hub.clone());
     let control_task = control.serve(intents, hub);
-    let supervisor = Supervisor::new(config, listeners, logger, spawner, dir, reread);
-    let result = supervisor.supervise(intents_rx).await;
+    let (supervisor, events) = Supervisor::new(config, listeners, logger, spawner, dir, reread);
+    let result = supervisor.supervise(events, intents_rx).await;
     control_task.abort();
     writer.finish().await;
     result

@@ -82,7 +82,6 @@ pub(super) struct Supervisor {
     pub dir: PrimaryDir,
     pub policy: RestartPolicy,
     pub events: mpsc::UnboundedSender<Event>,
-    pub events_rx: Option<mpsc::UnboundedReceiver<Event>>,
     /// Live worker processes, in start order. A slot has one, two during its replacement.
     pub workers: Vec<Worker>,
     /// Index `slot - 1`; may be longer than the worker count after a scale-down.
@@ -116,14 +115,14 @@ impl Supervisor {
         spawner: Spawner,
         dir: PrimaryDir,
         reread: Option<ConfigReader>,
-    ) -> Self {
+    ) -> (Self, mpsc::UnboundedReceiver<Event>) {
         let (events, events_rx) = mpsc::unbounded_channel();
         let spec = Arc::new(LaunchSpec {
             generation: 1,
             command: config.command.clone(),
             env: config.env.clone(),
         });
-        Supervisor {
+        let supervisor = Supervisor {
             slots: vec![SlotHistory::new(spec.clone()); config.workers],
             spec,
             last_generation: 1,
@@ -134,7 +133,6 @@ impl Supervisor {
             dir,
             policy: RestartPolicy::default(),
             events,
-            events_rx: Some(events_rx),
             workers: Vec::new(),
             reload: None,
             queued_reload: None,
@@ -147,14 +145,15 @@ impl Supervisor {
             failure: None,
             steering_failed: false,
             service_manager: ServiceManager::from_env(),
-        }
+        };
+        (supervisor, events_rx)
     }
 
     pub async fn supervise(
         mut self,
+        mut events: mpsc::UnboundedReceiver<Event>,
         mut intents: mpsc::UnboundedReceiver<Intent>,
     ) -> Result<(), RunError> {
-        let mut events = self.events_rx.take().expect("supervise runs once");
         self.logger.info(format!(
             "listening on {} ({}, balance {})",
             self.listeners.local_addr(),
