@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use tokio::sync::broadcast;
 
@@ -15,6 +16,30 @@ const RING_BYTES: usize = 2 * 1024 * 1024;
 /// New lines a slow follower may fall behind by before it misses some.
 const FOLLOW_QUEUE: usize = 4096;
 
+/// One line as the hub keeps it: nothing is formatted until someone reads it.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub time: SystemTime,
+    /// The worker's slot; `None` for the primary's own messages.
+    pub slot: Option<usize>,
+    pub pid: u32,
+    /// `stdout`, `stderr` or `herdsman`.
+    pub stream: &'static str,
+    pub line: String,
+}
+
+impl Entry {
+    fn to_log_line(&self) -> LogLine {
+        LogLine {
+            time: humantime::format_rfc3339_millis(self.time).to_string(),
+            slot: self.slot,
+            pid: self.pid,
+            stream: self.stream.to_string(),
+            line: self.line.clone(),
+        }
+    }
+}
+
 /// Recent log lines, for `herdsman logs`, and the stream of new ones, for `herdsman logs -f`.
 /// Lines are numbered, so that a follower that read the recent lines can skip the new lines it
 /// has already seen.
@@ -25,7 +50,7 @@ pub struct LogHub {
 
 #[derive(Default)]
 struct Ring {
-    lines: VecDeque<(u64, LogLine)>,
+    lines: VecDeque<(u64, Entry)>,
     bytes: usize,
     next: u64,
 }
@@ -44,24 +69,27 @@ impl LogHub {
         }
     }
 
-    pub fn push(&self, line: LogLine) {
+    /// Keeps `entry`, and hands it to the clients following, if any. On the path of every log
+    /// line: it formats nothing unless someone follows.
+    pub fn push(&self, entry: Entry) {
         let mut ring = self
             .ring
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let number = ring.next;
         ring.next += 1;
-        ring.bytes += line.line.len();
-        ring.lines.push_back((number, line.clone()));
+        ring.bytes += entry.line.len();
+        if self.follow.receiver_count() > 0 {
+            // A follower that went away meanwhile is fine.
+            let _ = self.follow.send((number, entry.to_log_line()));
+        }
+        ring.lines.push_back((number, entry));
         while ring.lines.len() > RING_LINES || ring.bytes > RING_BYTES {
             let Some((_, old)) = ring.lines.pop_front() else {
                 break;
             };
             ring.bytes -= old.line.len();
         }
-        drop(ring);
-        // No follower is fine.
-        let _ = self.follow.send((number, line));
     }
 
     /// The last `count` lines (of `slot`'s workers only, when given), oldest first, and the
@@ -76,9 +104,9 @@ impl LogHub {
             .lines
             .iter()
             .rev()
-            .filter(|(_, line)| slot.is_none() || line.slot == slot)
+            .filter(|(_, entry)| slot.is_none() || entry.slot == slot)
             .take(count)
-            .map(|(_, line)| line.clone())
+            .map(|(_, entry)| entry.to_log_line())
             .collect();
         lines.reverse();
         (lines, last)
@@ -95,12 +123,12 @@ impl LogHub {
 mod tests {
     use super::*;
 
-    fn line(slot: usize, text: &str) -> LogLine {
-        LogLine {
-            time: String::new(),
+    fn line(slot: usize, text: &str) -> Entry {
+        Entry {
+            time: SystemTime::UNIX_EPOCH,
             slot: Some(slot),
             pid: 1,
-            stream: "stdout".into(),
+            stream: "stdout",
             line: text.into(),
         }
     }

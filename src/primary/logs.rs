@@ -19,9 +19,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::log_hub::LogHub;
+use super::log_hub::{Entry, LogHub};
 use crate::config::LogFormat;
-use crate::control::protocol::LogLine;
 
 /// A worker line longer than this is forwarded in pieces of this size.
 const MAX_LINE: usize = 16 * 1024;
@@ -71,14 +70,15 @@ enum Record {
 }
 
 impl Record {
-    fn to_log_line(&self, primary_pid: u32) -> LogLine {
+    /// The record as the hub keeps it, taking its line (it has been written already).
+    fn into_entry(self, primary_pid: u32) -> Entry {
         match self {
-            Record::Primary { time, line, .. } => LogLine {
-                time: humantime::format_rfc3339_millis(*time).to_string(),
+            Record::Primary { time, line, .. } => Entry {
+                time,
                 slot: None,
                 pid: primary_pid,
-                stream: "herdsman".into(),
-                line: line.clone(),
+                stream: "herdsman",
+                line,
             },
             Record::Worker {
                 time,
@@ -86,12 +86,12 @@ impl Record {
                 pid,
                 stream,
                 line,
-            } => LogLine {
-                time: humantime::format_rfc3339_millis(*time).to_string(),
-                slot: Some(*slot),
-                pid: *pid,
-                stream: stream.as_str().into(),
-                line: line.clone(),
+            } => Entry {
+                time,
+                slot: Some(slot),
+                pid,
+                stream: stream.as_str(),
+                line,
             },
         }
     }
@@ -394,13 +394,13 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
-        for record in &batch {
+        for record in batch {
             let buffer = match record.target() {
                 Stream::Stdout => &mut out,
                 Stream::Stderr => &mut err,
             };
-            formatter.format(record, buffer);
-            hub.push(record.to_log_line(formatter.primary_pid));
+            formatter.format(&record, buffer);
+            hub.push(record.into_entry(formatter.primary_pid));
         }
         // Write errors (a closed terminal, a dead pipe) must not stop supervision: drop the lines.
         if !out.is_empty() {
