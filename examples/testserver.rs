@@ -176,6 +176,8 @@ async fn environment() -> String {
         "HERDSMAN_GENERATION",
         "HERDSMAN_NAME",
         "APP_VERSION",
+        "HERDSMAN_STATE_URL",
+        "REDIS_URL",
     ];
     let mut fields: Vec<String> = names
         .iter()

@@ -20,6 +20,8 @@ install_missing python3 python3
 # The control-socket test runs a client as `nobody`; the colour test needs a pseudo-terminal.
 install_missing setpriv util-linux
 install_missing script bsdutils
+# The shared-state tests compare the embedded store with a real redis-server.
+install_missing redis-server redis-server
 
 # `cargo test` builds the examples too; the integration tests run examples/testserver.
 cargo test --all-targets --no-fail-fast

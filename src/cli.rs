@@ -4,6 +4,7 @@
 //! to the default (see `config`). The defaults shown in `--help` are those.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use nix::sys::signal::Signal;
 
 use herdsman::config::{self, Balance, LogFormat, ReadyMode, RunFlags, WorkerCount};
 use herdsman::control::protocol::ScaleTarget;
+use herdsman::state::StateMode;
 
 /// Run any server as a cluster of worker processes sharing one port.
 #[derive(Debug, Parser)]
@@ -24,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run COMMAND as N supervised workers that share one listening port.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the clusters running for this user.
     Ls {
         /// Print JSON (one status object per cluster) instead of a table
@@ -171,6 +173,24 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormatArg>,
 
+    /// Shared state for workers: `embedded` (a Redis-protocol store in the primary), `off`, or
+    /// a Redis URL handed to workers instead [default: embedded]
+    #[arg(long, value_name = "embedded|off|URL", value_parser = config::parse_state)]
+    pub state: Option<StateMode>,
+
+    /// Also serve the embedded store on this loopback TCP address (e.g. 127.0.0.1:6380)
+    #[arg(long, value_name = "ADDRESS")]
+    pub state_listen: Option<SocketAddr>,
+
+    /// Keep the embedded store in this append-only file (fsynced every second, replayed at
+    /// start) [default: memory only]
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+
+    /// Refuse writes that grow the embedded store past this size (e.g. 256mb) [default: none]
+    #[arg(long, value_name = "SIZE", value_parser = config::parse_size)]
+    pub state_max_memory: Option<u64>,
+
     /// The server command and its arguments, after `--`
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -223,6 +243,10 @@ impl RunArgs {
                 LogFormatArg::Text => LogFormat::Text,
                 LogFormatArg::Json => LogFormat::Json,
             }),
+            state: self.state,
+            state_listen: self.state_listen,
+            state_file: self.state_file,
+            state_max_memory: self.state_max_memory,
         }
     }
 }
@@ -246,7 +270,7 @@ mod tests {
         let Command::Run(args) = cli.command else {
             panic!("expected run")
         };
-        let flags = args.into_flags();
+        let flags = (*args).into_flags();
         assert_eq!(flags.workers, Some(WorkerCount::Exactly(3)));
         assert_eq!(flags.port, Some(0));
         assert_eq!(flags.host, None);

@@ -105,7 +105,7 @@ fn fetch_status(name: &str) -> Result<ClusterStatus, Failure> {
         }
     })?;
     match (found, result) {
-        (Some(status), _) => Ok(status),
+        (Some(status), _) => Ok(*status),
         (None, Some((_, message))) => Err(Failure {
             code: EXIT_FAILED,
             message,

@@ -8,6 +8,7 @@
 //! - [`primary`]: the supervisor: slots, the worker lifecycle, restarts, shutdown, signals.
 //! - [`balance`]: the listening sockets and how workers share them (`shared`, `reuseport`).
 //! - [`control`]: the control socket: protocol, the primary's server, the CLI's client.
+//! - [`state`]: the shared-state store, a Redis-protocol database embedded in the primary.
 //! - [`shim`]: the exec step between fork and the worker command (socket activation variables).
 //! - `runtime_dir`: the per-user private directory for the primary's sockets.
 //! - `sys`: the few raw syscalls, the only place with `unsafe`.
@@ -20,6 +21,7 @@ pub mod control;
 pub mod primary;
 mod runtime_dir;
 pub mod shim;
+pub mod state;
 mod sys;
 
 pub use config::Config;

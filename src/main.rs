@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use herdsman::control::server::ControlError;
 use herdsman::primary::{self, ConfigReader, RunError};
+use herdsman::state::StateError;
 use tokio::sync::mpsc;
 
 use cli::{Cli, Command, RunArgs};
@@ -28,7 +29,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::ExecShim { command } => ExitCode::from(herdsman::shim::exec(&command) as u8),
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         command => commands::run(command),
     }
 }
@@ -72,6 +73,9 @@ fn run(args: RunArgs) -> ExitCode {
                 RunError::Control(ControlError::Io { .. }) => EXIT_FAILED,
                 RunError::StartupFailed(_) => EXIT_NO_WORKER_READY,
                 RunError::Setup(_) => EXIT_FAILED,
+                RunError::State(StateError::Listen { .. }) => EXIT_BIND,
+                RunError::State(StateError::File(_)) => EXIT_USAGE,
+                RunError::State(StateError::Thread(_)) => EXIT_FAILED,
             })
         }
     }

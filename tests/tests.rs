@@ -9,3 +9,4 @@ mod logs;
 mod reload;
 mod run;
 mod shutdown;
+mod state;

@@ -23,8 +23,10 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 use super::{
-    parse_duration, parse_signal, Balance, ConfigError, LogFormat, ReadyMode, WorkerCount,
+    parse_duration, parse_signal, parse_size, parse_state, Balance, ConfigError, LogFormat,
+    ReadyMode, WorkerCount,
 };
+use crate::state::StateMode;
 
 /// The settings a herdsman.toml gives; `None` where it is silent.
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +51,14 @@ pub struct FileSettings {
     pub name: Option<String>,
     #[serde(alias = "log_format")]
     pub log_format: Option<LogFormat>,
+    #[serde(default, deserialize_with = "state")]
+    pub state: Option<StateMode>,
+    #[serde(default, deserialize_with = "loopback_address", alias = "state_listen")]
+    pub state_listen: Option<std::net::SocketAddr>,
+    #[serde(alias = "state_file")]
+    pub state_file: Option<std::path::PathBuf>,
+    #[serde(default, deserialize_with = "size", alias = "state_max_memory")]
+    pub state_max_memory: Option<u64>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
 }
@@ -126,6 +136,29 @@ fn workers<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<WorkerCo
         .map_err(|_| D::Error::custom("expected a number of workers or \"max\""))?
         .into_text();
     text.parse().map(Some).map_err(D::Error::custom)
+}
+
+fn state<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<StateMode>, D::Error> {
+    let text = String::deserialize(deserializer)
+        .map_err(|_| D::Error::custom("expected \"embedded\", \"off\" or a Redis URL in quotes"))?;
+    parse_state(&text).map(Some).map_err(D::Error::custom)
+}
+
+fn loopback_address<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)
+        .map_err(|_| D::Error::custom("expected an address in quotes, e.g. \"127.0.0.1:6380\""))?;
+    text.parse()
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("`{text}` is not an address like 127.0.0.1:6380")))
+}
+
+fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    let text = TextOrNumber::deserialize(deserializer)
+        .map_err(|_| D::Error::custom("expected a size, e.g. \"100mb\""))?
+        .into_text();
+    parse_size(&text).map(Some).map_err(D::Error::custom)
 }
 
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {

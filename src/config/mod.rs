@@ -20,6 +20,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde::Deserialize;
 
+use crate::state::{StateMode, StoreOptions};
+
 /// How workers share the listening port (`--balance`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -145,6 +147,9 @@ pub struct Config {
     pub stop_signal: Signal,
     pub kill_timeout: Duration,
     pub log_format: LogFormat,
+    /// Where workers' shared state lives (`--state`), and how the embedded store runs.
+    pub state: StateMode,
+    pub store: StoreOptions,
 }
 
 /// A configuration that cannot run, with what to do about it.
@@ -165,6 +170,13 @@ pub enum ConfigError {
     BadName(String),
     #[error("--ready-timeout ({timeout:?}) must be longer than --ready-delay ({delay:?})")]
     ReadyTimeoutTooShort { delay: Duration, timeout: Duration },
+    #[error(
+        "--state-listen {0} is not a loopback address; the store has no password, so it only \
+         listens on 127.0.0.1 or ::1 (remote machines should use a real Redis: --state redis://…)"
+    )]
+    StateListenNotLoopback(SocketAddr),
+    #[error("--{flag} configures the embedded store, but --state is `{state}`; drop one of them")]
+    StateOptionWithoutStore { flag: &'static str, state: String },
 }
 
 /// The flags of `herdsman run` as given: `None` (empty for the command) where not given.
@@ -183,6 +195,10 @@ pub struct RunFlags {
     pub kill_timeout: Option<Duration>,
     pub name: Option<String>,
     pub log_format: Option<LogFormat>,
+    pub state: Option<StateMode>,
+    pub state_listen: Option<SocketAddr>,
+    pub state_file: Option<PathBuf>,
+    pub state_max_memory: Option<u64>,
 }
 
 /// The file `herdsman run` reads when given no command and no `--config`.
@@ -241,6 +257,12 @@ impl RunFlags {
                 .or(file.log_format)
                 .unwrap_or(LogFormat::Text),
             env: file.env.into_iter().collect(),
+            state: flags.state.or(file.state).unwrap_or_default(),
+            store: StoreOptions {
+                listen: flags.state_listen.or(file.state_listen),
+                file: flags.state_file.or(file.state_file),
+                max_memory: flags.state_max_memory.or(file.state_max_memory),
+            },
         };
         settings.validate()
     }
@@ -262,6 +284,8 @@ pub struct RunSettings {
     pub name: Option<String>,
     pub log_format: LogFormat,
     pub env: Vec<(String, String)>,
+    pub state: StateMode,
+    pub store: StoreOptions,
 }
 
 impl RunSettings {
@@ -270,6 +294,7 @@ impl RunSettings {
         if self.command.is_empty() {
             return Err(ConfigError::NoCommand);
         }
+        self.check_state()?;
         let address = resolve_host(&self.host, self.port)?;
         let name_is_explicit = self.name.is_some();
         let name = match self.name {
@@ -297,8 +322,80 @@ impl RunSettings {
             stop_signal: self.stop_signal,
             kill_timeout: self.kill_timeout,
             log_format: self.log_format,
+            state: self.state,
+            store: self.store,
         })
     }
+
+    fn check_state(&self) -> Result<(), ConfigError> {
+        if let Some(address) = self.store.listen {
+            if !address.ip().is_loopback() {
+                return Err(ConfigError::StateListenNotLoopback(address));
+            }
+        }
+        if self.state != StateMode::Embedded {
+            let given = [
+                ("state-listen", self.store.listen.is_some()),
+                ("state-file", self.store.file.is_some()),
+                ("state-max-memory", self.store.max_memory.is_some()),
+            ];
+            if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
+                return Err(ConfigError::StateOptionWithoutStore {
+                    flag,
+                    state: self.state.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses `--state`: `embedded`, `off`, or a Redis URL (`redis://`, `rediss://`, `unix://`).
+pub fn parse_state(text: &str) -> Result<StateMode, String> {
+    match text {
+        "embedded" | "on" => Ok(StateMode::Embedded),
+        "off" | "none" => Ok(StateMode::Off),
+        url if ["redis://", "rediss://", "unix://", "redis+unix://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme)) =>
+        {
+            Ok(StateMode::External(url.to_string()))
+        }
+        _ => Err(format!(
+            "expected `embedded`, `off` or a Redis URL such as redis://127.0.0.1:6379/0, got `{text}`"
+        )),
+    }
+}
+
+/// Parses a size as Redis writes them: `1048576`, `512kb`, `100mb`, `1gb` (powers of 1024;
+/// `k`, `m`, `g` alone are powers of 1000, as in redis.conf).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let split = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(split);
+    let multiplier: u64 = match unit.trim() {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" | "kib" => 1 << 10,
+        "m" => 1_000_000,
+        "mb" | "mib" => 1 << 20,
+        "g" => 1_000_000_000,
+        "gb" | "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a size; write e.g. 100mb, 1gb, 524288"
+            ))
+        }
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size; write e.g. 100mb, 1gb, 524288"))?;
+    number
+        .checked_mul(multiplier)
+        .filter(|size| *size > 0)
+        .ok_or_else(|| format!("`{text}` is not a usable size (zero, or too large)"))
 }
 
 fn resolve_host(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
@@ -413,7 +510,40 @@ mod tests {
             name: None,
             log_format: LogFormat::Text,
             env: Vec::new(),
+            state: StateMode::Embedded,
+            store: StoreOptions::default(),
         }
+    }
+
+    #[test]
+    fn state_settings() {
+        assert_eq!(parse_state("off"), Ok(StateMode::Off));
+        assert_eq!(
+            parse_state("redis://10.0.0.5:6379/2"),
+            Ok(StateMode::External("redis://10.0.0.5:6379/2".into()))
+        );
+        assert!(parse_state("memcached://x")
+            .unwrap_err()
+            .contains("Redis URL"));
+        assert_eq!(parse_size("100mb"), Ok(100 << 20));
+        assert_eq!(parse_size("1k"), Ok(1000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("0").is_err());
+
+        let mut remote = settings();
+        remote.store.listen = Some("0.0.0.0:6380".parse().unwrap());
+        assert!(matches!(
+            remote.validate(),
+            Err(ConfigError::StateListenNotLoopback(_))
+        ));
+        let mut off_with_file = settings();
+        off_with_file.state = StateMode::Off;
+        off_with_file.store.file = Some("state.aof".into());
+        assert_eq!(
+            off_with_file.validate().unwrap_err().to_string(),
+            "--state-file configures the embedded store, but --state is `off`; drop one of them"
+        );
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub enum Reply {
     /// A log line (`logs`).
     Log(LogLine),
     /// The cluster's state (`status`).
-    Status(ClusterStatus),
+    Status(Box<ClusterStatus>),
     /// The end of the answer: `ok` and a message for people.
     Result { ok: bool, message: String },
 }
@@ -129,6 +129,24 @@ pub struct ClusterStatus {
     pub uptime_ms: u64,
     pub command: Vec<String>,
     pub slots: Vec<SlotStatus>,
+    /// Shared state; absent with `--state off`.
+    #[serde(default)]
+    pub shared_state: Option<StateStatus>,
+}
+
+/// Where workers' shared state lives, and the embedded store's figures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StateStatus {
+    /// The URL workers get (`HERDSMAN_STATE_URL`, `REDIS_URL`).
+    pub url: String,
+    /// `embedded` or `external`.
+    pub kind: String,
+    /// The embedded store's loopback TCP address, with `--state-listen`.
+    pub tcp: Option<String>,
+    pub keys: Option<u64>,
+    /// Estimated bytes held by the embedded store.
+    pub used_memory: Option<u64>,
+    pub clients: Option<u64>,
 }
 
 /// One worker, or a slot waiting for one (`pid` is then `None`).

@@ -189,7 +189,7 @@ async fn handle(stream: UnixStream, intents: mpsc::UnboundedSender<Intent>, hub:
             let _ = intents.send(Intent::Status(reply));
             match status.await {
                 Ok(status) => {
-                    if client.send(&Reply::Status(status)).await {
+                    if client.send(&Reply::Status(Box::new(status))).await {
                         client.finish(true, String::new()).await;
                     }
                 }

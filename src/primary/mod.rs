@@ -47,6 +47,7 @@ use crate::config::Config;
 use crate::control::protocol::{ClusterStatus, Reply, ScaleTarget};
 use crate::control::server::{ControlError, ControlSocket};
 use crate::runtime_dir::PrimaryDir;
+use crate::state::{StateError, StateMode, StateStore};
 pub use log_hub::LogHub;
 use notify::Notice;
 use restart::ExitReason;
@@ -132,6 +133,48 @@ pub enum RunError {
     StartupFailed(String),
     #[error("cannot set up the primary: {0}")]
     Setup(#[source] io::Error),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Where workers find the shared state, as the supervisor hands it out and reports it.
+#[derive(Debug, Clone, Default)]
+pub struct SharedState {
+    /// `HERDSMAN_STATE_URL` and `REDIS_URL` for workers; none with `--state off`.
+    pub url: Option<String>,
+    /// The embedded store's figures, when it is embedded.
+    pub monitor: Option<crate::state::StoreMonitor>,
+    pub tcp: Option<std::net::SocketAddr>,
+    /// What the primary says about the store at start, after the listening line.
+    pub announcement: Option<String>,
+}
+
+fn describe_store(store: &StateStore, file: Option<&std::path::Path>) -> String {
+    let tcp = store
+        .tcp_address()
+        .map(|address| format!(" and redis://{address}"))
+        .unwrap_or_default();
+    let persistence = match file {
+        Some(path) => {
+            let recovered = store.recovered();
+            let mut text = format!(
+                "file {} ({} keys recovered)",
+                path.display(),
+                recovered.keys
+            );
+            if let Some(bytes) = recovered.truncated {
+                text.push_str(&format!(
+                    "; cut off an incomplete last write of {bytes} bytes"
+                ));
+            }
+            text
+        }
+        None => "memory only".into(),
+    };
+    format!(
+        "state store on {}{tcp} ({persistence}); workers get $REDIS_URL",
+        store.url()
+    )
 }
 
 /// Runs the cluster described by `config` until a stop intent arrives and every worker has
@@ -148,13 +191,42 @@ pub async fn run(
     let (control, name) = ControlSocket::bind(&config.name, config.name_is_explicit)?;
     let config = Config { name, ..config };
     let dir = PrimaryDir::create().map_err(RunError::Setup)?;
+    let store = match config.state {
+        StateMode::Embedded => Some(StateStore::start(
+            &dir.path().join("state.sock"),
+            &config.store,
+        )?),
+        _ => None,
+    };
+    let shared_state = SharedState {
+        url: match (&config.state, &store) {
+            (StateMode::External(url), _) => Some(url.clone()),
+            (_, Some(store)) => Some(store.url()),
+            _ => None,
+        },
+        monitor: store.as_ref().map(StateStore::monitor),
+        tcp: store.as_ref().and_then(StateStore::tcp_address),
+        announcement: store
+            .as_ref()
+            .map(|store| describe_store(store, config.store.file.as_deref())),
+    };
     let spawner = Spawner::start(tokio::runtime::Handle::current()).map_err(RunError::Setup)?;
     let hub = Arc::new(LogHub::new());
     let (logger, writer) = logs::start(config.log_format, hub.clone());
     let control_task = control.serve(intents, hub);
-    let (supervisor, events) = Supervisor::new(config, listeners, logger, spawner, dir, reread);
+    let (supervisor, events) =
+        Supervisor::new(config, listeners, logger.clone(), spawner, dir, reread);
+    let supervisor = supervisor.with_shared_state(shared_state);
     let result = supervisor.supervise(events, intents_rx).await;
+    // The workers are gone: nothing writes any more; flush and sync the state file.
+    if let Some(store) = store {
+        if let Err(error) = store.stop() {
+            logger.error(format!("state store: stopping: {error}"));
+        }
+    }
     control_task.abort();
+    // The writer finishes once every logger is gone.
+    drop(logger);
     writer.finish().await;
     result
 }

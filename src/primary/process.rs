@@ -64,6 +64,8 @@ pub struct Launch<'a> {
     pub listen_fd: RawFd,
     pub notify_path: PathBuf,
     pub name: &'a str,
+    /// `HERDSMAN_STATE_URL` and `REDIS_URL`, unless shared state is off.
+    pub state_url: Option<&'a str>,
 }
 
 /// A live worker process.
@@ -137,6 +139,12 @@ impl Worker {
             .env("HERDSMAN_WORKER_COUNT", launch.workers.to_string())
             .env("HERDSMAN_GENERATION", launch.spec.generation.to_string())
             .env("NOTIFY_SOCKET", notify.path())
+            .envs(
+                launch
+                    .state_url
+                    .into_iter()
+                    .flat_map(|url| [("HERDSMAN_STATE_URL", url), ("REDIS_URL", url)]),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use super::process::WorkerState;
 use super::restart::ExitReason;
 use super::supervisor::{Phase, Supervisor};
-use crate::control::protocol::{ClusterStatus, LastExitStatus, SlotStatus};
+use crate::control::protocol::{ClusterStatus, LastExitStatus, SlotStatus, StateStatus};
 
 impl Supervisor {
     pub fn status(&mut self) -> ClusterStatus {
@@ -113,6 +113,26 @@ impl Supervisor {
                 .map(|part| part.to_string_lossy().into_owned())
                 .collect(),
             slots: rows,
+            shared_state: self.shared_state.url.as_ref().map(|url| {
+                let figures = self
+                    .shared_state
+                    .monitor
+                    .as_ref()
+                    .map(|monitor| monitor.figures());
+                StateStatus {
+                    url: url.clone(),
+                    kind: if figures.is_some() {
+                        "embedded"
+                    } else {
+                        "external"
+                    }
+                    .into(),
+                    tcp: self.shared_state.tcp.map(|address| address.to_string()),
+                    keys: figures.map(|figures| figures.keys),
+                    used_memory: figures.map(|figures| figures.used_memory),
+                    clients: figures.map(|figures| figures.clients),
+                }
+            }),
         }
     }
 }

@@ -91,6 +91,7 @@ pub(super) struct Supervisor {
     /// The highest generation handed out so far.
     pub last_generation: u64,
     pub reload: Option<Reload>,
+    pub shared_state: super::SharedState,
     pub queued_reload: Option<QueuedReload>,
     /// A worker count to scale to once the current reload is done (changed in herdsman.toml).
     pub pending_scale: Option<usize>,
@@ -145,8 +146,17 @@ impl Supervisor {
             failure: None,
             steering_failed: false,
             service_manager: ServiceManager::from_env(),
+            shared_state: super::SharedState::default(),
         };
         (supervisor, events_rx)
+    }
+
+    /// Hands workers the shared state's URL, and reports the store in `status`.
+    pub fn with_shared_state(self, shared_state: super::SharedState) -> Self {
+        Supervisor {
+            shared_state,
+            ..self
+        }
     }
 
     pub async fn supervise(
@@ -164,6 +174,9 @@ impl Supervisor {
         self.logger.info(format!(
             "control: herdsman status {name} (also reload, scale, logs, stop)"
         ));
+        if let Some(announcement) = &self.shared_state.announcement {
+            self.logger.info(announcement.clone());
+        }
         // Before any worker runs, so that no connection is hashed to a socket no worker will use.
         self.steer();
         for slot in 1..=self.config.workers {
@@ -235,6 +248,7 @@ impl Supervisor {
             listen_fd: self.listeners.fd_for(slot, side),
             notify_path: self.dir.path().join(format!("notify-{uid}")),
             name: &self.config.name,
+            state_url: self.shared_state.url.as_deref(),
         };
         match Worker::start(launch, &self.spawner, &self.logger, self.events.clone()).await {
             Ok(mut worker) => {

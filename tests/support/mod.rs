@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 mod http;
+pub mod resp;
 
 pub use http::*;
 

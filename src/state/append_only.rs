@@ -1,0 +1,285 @@
+//! `--state-file`: the append-only log of writes. Each batch of writes is appended (write(2),
+//! into the page cache) before its replies go out, so a SIGKILL of the primary loses nothing
+//! acknowledged; a thread fsyncs the file every second, so a machine crash loses at most about
+//! a second. At start the log is replayed and then compacted into one command per key; it is
+//! compacted again whenever it has doubled (and passed 64 MiB) since.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use super::commands;
+use super::db::{Now, Value};
+use super::request::{RequestParser, MAX_BULK};
+use super::store::{encode_command, Store};
+
+const FSYNC_EVERY: Duration = Duration::from_secs(1);
+const REWRITE_MIN_SIZE: u64 = 64 * 1024 * 1024;
+/// Items per command when a collection is written out by compaction.
+const ITEMS_PER_COMMAND: usize = 512;
+
+/// The open log.
+#[derive(Debug)]
+pub struct AppendOnly {
+    path: PathBuf,
+    file: Arc<Mutex<File>>,
+    size: u64,
+    /// Size right after the last compaction.
+    base_size: u64,
+    stop_sync: Option<mpsc::Sender<()>>,
+    sync_thread: Option<thread::JoinHandle<()>>,
+}
+
+/// What replaying found, for the primary to report.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub commands: u64,
+    /// Bytes of an incomplete last write that were cut off.
+    pub truncated: Option<u64>,
+}
+
+impl AppendOnly {
+    /// Replays `path` (if it exists) into `store`, compacts it, and opens it for appending.
+    pub fn open(path: &Path, store: &mut Store) -> Result<(AppendOnly, Loaded), String> {
+        let loaded = match fs::read(path) {
+            Ok(contents) => replay(path, contents, store)?,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Loaded::default(),
+            Err(error) => return Err(format!("cannot read {}: {error}", path.display())),
+        };
+        let size = compact(path, store)
+            .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|error| format!("cannot open {}: {error}", path.display()))?;
+        let file = Arc::new(Mutex::new(file));
+        let (stop_sync, stopped) = mpsc::channel();
+        let sync_thread = {
+            let file = file.clone();
+            thread::Builder::new()
+                .name("herdsman-fsync".into())
+                .spawn(move || sync_every_second(&file, &stopped))
+                .map_err(|error| format!("cannot start the fsync thread: {error}"))?
+        };
+        Ok((
+            AppendOnly {
+                path: path.to_path_buf(),
+                file,
+                size,
+                base_size: size,
+                stop_sync: Some(stop_sync),
+                sync_thread: Some(sync_thread),
+            },
+            loaded,
+        ))
+    }
+
+    /// Appends logged writes.
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut file = self
+            .file
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        file.write_all(bytes)?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Compacts the log if it has grown enough since the last time.
+    pub fn compact_if_grown(&mut self, store: &Store) -> io::Result<()> {
+        if self.size < REWRITE_MIN_SIZE || self.size < self.base_size.saturating_mul(2) {
+            return Ok(());
+        }
+        let size = compact(&self.path, store)?;
+        let file = OpenOptions::new().append(true).open(&self.path)?;
+        *self
+            .file
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = file;
+        self.size = size;
+        self.base_size = size;
+        Ok(())
+    }
+
+    /// Flushes to disk and stops the fsync thread.
+    pub fn close(mut self) -> io::Result<()> {
+        drop(self.stop_sync.take());
+        if let Some(thread) = self.sync_thread.take() {
+            let _ = thread.join();
+        }
+        let file = self
+            .file
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        file.sync_data()
+    }
+}
+
+fn sync_every_second(file: &Mutex<File>, stopped: &mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(FSYNC_EVERY) {
+        // fsync a duplicate of the descriptor, so appends are not held up while it runs.
+        let copy = file
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .try_clone();
+        if let Ok(copy) = copy {
+            let _ = copy.sync_data();
+        }
+    }
+}
+
+/// Applies the logged commands to `store`. A transaction (`MULTI` … `EXEC`) applies whole or
+/// not at all; an incomplete last write is cut off, damage before it is an error.
+fn replay(path: &Path, contents: Vec<u8>, store: &mut Store) -> Result<Loaded, String> {
+    let total = contents.len() as u64;
+    let mut input = BytesMut::from(&contents[..]);
+    drop(contents);
+    let mut parser = RequestParser::new(MAX_BULK);
+    let mut client = store.new_client();
+    let mut loaded = Loaded::default();
+    let mut transaction: Option<Vec<Vec<Bytes>>> = None;
+    // Offset just after the last command (or transaction) applied.
+    let mut applied_to = 0u64;
+    store.db.loading = true;
+    loop {
+        let before = total - input.len() as u64;
+        let request = match parser.next(&mut input) {
+            Ok(Some(request)) => request,
+            Ok(None) => break,
+            Err(error) => {
+                store.db.loading = false;
+                return Err(format!(
+                    "{} is damaged at byte {before}: {}; to start anyway, move the file aside (the store starts empty) or truncate it to {before} bytes (keeping what comes before)",
+                    path.display(),
+                    error.0
+                ));
+            }
+        };
+        let after = total - input.len() as u64;
+        let name = request[0].to_ascii_lowercase();
+        match (name.as_slice(), &mut transaction) {
+            (b"multi", None) => transaction = Some(Vec::new()),
+            (b"exec", Some(_)) => {
+                for command in transaction.take().unwrap_or_default() {
+                    apply(path, store, &mut client, &command, before)?;
+                    loaded.commands += 1;
+                }
+                applied_to = after;
+            }
+            (_, Some(queued)) => queued.push(request),
+            (_, None) => {
+                apply(path, store, &mut client, &request, before)?;
+                loaded.commands += 1;
+                applied_to = after;
+            }
+        }
+    }
+    store.db.loading = false;
+    if applied_to < total {
+        loaded.truncated = Some(total - applied_to);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|error| format!("cannot open {}: {error}", path.display()))?;
+        file.set_len(applied_to)
+            .map_err(|error| format!("cannot truncate {}: {error}", path.display()))?;
+    }
+    store.db.expire_due(Now(super::db::now_ms()), usize::MAX);
+    store.db.expired.clear();
+    Ok(loaded)
+}
+
+fn apply(
+    path: &Path,
+    store: &mut Store,
+    client: &mut super::store::Client,
+    command: &[Bytes],
+    offset: u64,
+) -> Result<(), String> {
+    match commands::replay(store, client, command) {
+        Ok(()) => Ok(()),
+        Err(reason) if reason.starts_with("unknown command") => Err(format!(
+            "{} is damaged at byte {offset}: {reason}; move the file aside to start with an empty store",
+            path.display()
+        )),
+        // A command that failed when it was logged fails the same way now: nothing to apply.
+        Err(_) => Ok(()),
+    }
+}
+
+/// Writes the store as one command per key to a temporary file and renames it over `path`.
+/// Returns the new size.
+fn compact(path: &Path, store: &Store) -> io::Result<u64> {
+    let temporary = path.with_extension(format!("rewrite-{}", std::process::id()));
+    let mut out = Vec::new();
+    let mut file = io::BufWriter::new(File::create(&temporary)?);
+    let mut size = 0u64;
+    let now = Now(super::db::now_ms());
+    for (key, entry) in store.db.iter(now) {
+        match &entry.value {
+            Value::Str(text) => match entry.expires_at {
+                Some(at) => encode_command(
+                    &mut out,
+                    &[&b"SET"[..], key, text, b"PXAT", at.to_string().as_bytes()],
+                ),
+                None => encode_command(&mut out, &[&b"SET"[..], key, text]),
+            },
+            Value::List(list) => {
+                let items: Vec<&[u8]> = list.iter().map(|item| item.as_ref()).collect();
+                write_chunks(&mut out, b"RPUSH", key, &items);
+            }
+            Value::Set(set) => {
+                let items: Vec<&[u8]> = set.iter().map(|item| item.as_ref()).collect();
+                write_chunks(&mut out, b"SADD", key, &items);
+            }
+            Value::Hash(hash) => {
+                let items: Vec<&[u8]> = hash
+                    .iter()
+                    .flat_map(|(field, value)| [field.as_ref(), value.as_ref()])
+                    .collect();
+                write_chunks(&mut out, b"HSET", key, &items);
+            }
+        }
+        if let (Some(at), false) = (entry.expires_at, matches!(entry.value, Value::Str(_))) {
+            encode_command(
+                &mut out,
+                &[&b"PEXPIREAT"[..], key, at.to_string().as_bytes()],
+            );
+        }
+        if out.len() > 64 * 1024 {
+            file.write_all(&out)?;
+            size += out.len() as u64;
+            out.clear();
+        }
+    }
+    file.write_all(&out)?;
+    size += out.len() as u64;
+    let file = file.into_inner().map_err(|error| error.into_error())?;
+    file.sync_all()?;
+    fs::rename(&temporary, path)?;
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(size)
+}
+
+fn write_chunks(out: &mut Vec<u8>, command: &[u8], key: &[u8], items: &[&[u8]]) {
+    let per_command = if command == b"HSET" {
+        ITEMS_PER_COMMAND * 2
+    } else {
+        ITEMS_PER_COMMAND
+    };
+    for chunk in items.chunks(per_command) {
+        let mut args: Vec<&[u8]> = Vec::with_capacity(chunk.len() + 2);
+        args.push(command);
+        args.push(key);
+        args.extend_from_slice(chunk);
+        encode_command(out, &args);
+    }
+}

@@ -1,0 +1,70 @@
+//! MULTI / EXEC / DISCARD. The store runs one command at a time on one thread, so running the
+//! queued commands back to back is atomic: no other client's command can come between them.
+
+use bytes::Bytes;
+
+use super::{run, Ctx, Outcome, DENY_OOM};
+use crate::state::store::{Client, Store};
+
+pub fn multi(ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
+    if ctx.client.transaction.is_some() {
+        return Err("ERR MULTI calls can not be nested".into());
+    }
+    ctx.client.transaction = Some(Vec::new());
+    ctx.client.transaction_failed = false;
+    ctx.out.ok();
+    Ok(())
+}
+
+pub fn discard(ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
+    if ctx.client.transaction.take().is_none() {
+        return Err("ERR DISCARD without MULTI".into());
+    }
+    ctx.client.transaction_failed = false;
+    ctx.out.ok();
+    Ok(())
+}
+
+pub fn exec(ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
+    let Some(queued) = ctx.client.transaction.take() else {
+        return Err("ERR EXEC without MULTI".into());
+    };
+    if std::mem::take(&mut ctx.client.transaction_failed) {
+        return Err("EXECABORT Transaction discarded because of previous errors.".into());
+    }
+    ctx.out.array_header(queued.len());
+    let logging = ctx.store.log.is_some();
+    let log_start = ctx.store.log.as_ref().map_or(0, Vec::len);
+    if logging {
+        ctx.store.log_command(&[&b"MULTI"[..]]);
+    }
+    let body_start = ctx.store.log.as_ref().map_or(0, Vec::len);
+    for args in &queued {
+        let spec = ctx
+            .store
+            .table
+            .lookup(&args[0])
+            .expect("queued commands were looked up");
+        run(ctx.store, ctx.client, ctx.out, spec, args);
+    }
+    if let Some(log) = &mut ctx.store.log {
+        if log.len() == body_start {
+            log.truncate(log_start);
+        } else {
+            super::super::store::encode_command(log, &[&b"EXEC"[..]]);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `EXEC` would run a command that may grow memory (so it is refused when full).
+pub fn queued_deny_oom(store: &Store, client: &Client) -> bool {
+    client.transaction.as_ref().is_some_and(|queued| {
+        queued.iter().any(|args| {
+            store
+                .table
+                .lookup(&args[0])
+                .is_some_and(|spec| spec.flags & DENY_OOM != 0)
+        })
+    })
+}

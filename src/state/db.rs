@@ -1,0 +1,318 @@
+//! The keyspace: values by key, expiry to the millisecond, and an estimate of the memory used.
+//!
+//! Keys live in an insertion-ordered map so `SCAN` can walk it with a plain integer cursor:
+//! removal swaps the last key into the hole, and `SCAN` walks from the end towards the start,
+//! so a key present for the whole walk is never skipped (one moved by a removal may be returned
+//! twice, which Redis allows too). Deadlines are kept in a sorted index beside the keys, so
+//! expired keys are reclaimed from its front without scanning the keyspace.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use indexmap::{IndexMap, IndexSet};
+
+/// Milliseconds since the Unix epoch, the clock every deadline uses (as Redis's `EXPIREAT`).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+/// A value, by type. Maps and sets are boxed so a plain string entry stays small.
+#[derive(Debug, Clone)]
+pub enum Value {
+    Str(Bytes),
+    Hash(Box<IndexMap<Bytes, Bytes>>),
+    List(VecDeque<Bytes>),
+    Set(Box<IndexSet<Bytes>>),
+}
+
+impl Value {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Str(_) => "string",
+            Value::Hash(_) => "hash",
+            Value::List(_) => "list",
+            Value::Set(_) => "set",
+        }
+    }
+
+    /// The estimated bytes this value holds, beyond its entry.
+    fn cost(&self) -> usize {
+        match self {
+            Value::Str(text) => text.len(),
+            Value::Hash(hash) => hash.iter().map(|(f, v)| item_cost(f) + item_cost(v)).sum(),
+            Value::List(list) => list.iter().map(|item| item_cost(item)).sum(),
+            Value::Set(set) => set.iter().map(|item| item_cost(item)).sum(),
+        }
+    }
+
+    fn is_empty_collection(&self) -> bool {
+        match self {
+            Value::Str(_) => false,
+            Value::Hash(hash) => hash.is_empty(),
+            Value::List(list) => list.is_empty(),
+            Value::Set(set) => set.is_empty(),
+        }
+    }
+}
+
+/// Estimated bookkeeping bytes per key (map slot, entry, allocations) and per collection item.
+const ENTRY_OVERHEAD: usize = 96;
+const ITEM_OVERHEAD: usize = 48;
+
+/// What one collection item costs, for callers that add or remove items.
+pub fn item_cost(item: &[u8]) -> usize {
+    item.len() + ITEM_OVERHEAD
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub value: Value,
+    /// Deadline in Unix milliseconds; `None` for a key that does not expire.
+    pub expires_at: Option<i64>,
+}
+
+/// The one database (Redis's db 0).
+#[derive(Debug, Default)]
+pub struct Db {
+    keys: IndexMap<Bytes, Entry>,
+    deadlines: BTreeSet<(i64, Bytes)>,
+    used_memory: usize,
+    /// While replaying the append-only file nothing expires (as in Redis), so each logged write
+    /// applies to the state it was applied to; keys past their deadline go afterwards.
+    pub loading: bool,
+    /// Keys removed because they expired, for the append-only file to log as `DEL`.
+    pub expired: Vec<Bytes>,
+}
+
+/// The clock a command runs at: one reading per command, as Redis takes one per command.
+#[derive(Debug, Clone, Copy)]
+pub struct Now(pub i64);
+
+impl Db {
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn expiring(&self) -> usize {
+        self.deadlines.len()
+    }
+
+    pub fn used_memory(&self) -> usize {
+        self.used_memory
+    }
+
+    /// Removes `key` if its deadline has passed; true if it did.
+    fn expire_if_due(&mut self, key: &[u8], now: Now) -> bool {
+        if self.loading {
+            return false;
+        }
+        let due =
+            matches!(self.keys.get(key), Some(Entry { expires_at: Some(at), .. }) if *at <= now.0);
+        if due {
+            if let Some((key, _)) = self.remove_entry(key) {
+                self.expired.push(key);
+            }
+        }
+        due
+    }
+
+    pub fn get(&mut self, key: &[u8], now: Now) -> Option<&Entry> {
+        self.expire_if_due(key, now);
+        self.keys.get(key)
+    }
+
+    pub fn get_mut(&mut self, key: &[u8], now: Now) -> Option<&mut Entry> {
+        self.expire_if_due(key, now);
+        self.keys.get_mut(key)
+    }
+
+    pub fn contains(&mut self, key: &[u8], now: Now) -> bool {
+        self.get(key, now).is_some()
+    }
+
+    /// Stores `value` at `key`, replacing any value; the deadline is `expires_at`.
+    pub fn set(&mut self, key: &[u8], value: Value, expires_at: Option<i64>) {
+        self.remove_entry(key);
+        let key = Bytes::copy_from_slice(key);
+        self.used_memory += ENTRY_OVERHEAD + key.len() + value.cost();
+        if let Some(at) = expires_at {
+            self.deadlines.insert((at, key.clone()));
+        }
+        self.keys.insert(key, Entry { value, expires_at });
+    }
+
+    /// Replaces the value at an existing `key`, keeping its deadline.
+    pub fn replace_value(&mut self, key: &[u8], value: Value) {
+        let expires_at = self.keys.get(key).and_then(|entry| entry.expires_at);
+        self.set(key, value, expires_at);
+    }
+
+    /// Removes `key`; its entry if it was there (expired or not).
+    pub fn remove(&mut self, key: &[u8], now: Now) -> Option<Entry> {
+        if self.expire_if_due(key, now) {
+            return None;
+        }
+        self.remove_entry(key).map(|(_, entry)| entry)
+    }
+
+    fn remove_entry(&mut self, key: &[u8]) -> Option<(Bytes, Entry)> {
+        let (key, entry) = self.keys.swap_remove_entry(key)?;
+        if let Some(at) = entry.expires_at {
+            self.deadlines.remove(&(at, key.clone()));
+        }
+        self.used_memory = self
+            .used_memory
+            .saturating_sub(ENTRY_OVERHEAD + key.len() + entry.value.cost());
+        Some((key, entry))
+    }
+
+    /// Sets or clears the deadline of an existing key; false if there is no such key.
+    pub fn set_expiry(&mut self, key: &[u8], expires_at: Option<i64>) -> bool {
+        let Some((_, stored_key, entry)) = self.keys.get_full_mut(key) else {
+            return false;
+        };
+        if let Some(old) = entry.expires_at {
+            self.deadlines.remove(&(old, stored_key.clone()));
+        }
+        if let Some(at) = expires_at {
+            self.deadlines.insert((at, stored_key.clone()));
+        }
+        entry.expires_at = expires_at;
+        true
+    }
+
+    /// Accounts for items added to (positive) or removed from (negative) a collection, and
+    /// removes the key if that left its collection empty (Redis never keeps an empty one).
+    pub fn adjust(&mut self, key: &[u8], added: usize, removed: usize) {
+        self.used_memory = (self.used_memory + added).saturating_sub(removed);
+        if self
+            .keys
+            .get(key)
+            .is_some_and(|entry| entry.value.is_empty_collection())
+        {
+            self.remove_entry(key);
+        }
+    }
+
+    /// Removes every key.
+    pub fn clear(&mut self) {
+        self.keys = IndexMap::new();
+        self.deadlines = BTreeSet::new();
+        self.used_memory = 0;
+    }
+
+    /// Reclaims keys whose deadline has passed, at most `limit` of them; how many it removed.
+    pub fn expire_due(&mut self, now: Now, limit: usize) -> usize {
+        let mut removed = 0;
+        while removed < limit {
+            let Some((at, key)) = self.deadlines.first().cloned() else {
+                break;
+            };
+            if at > now.0 {
+                break;
+            }
+            if let Some((key, _)) = self.remove_entry(&key) {
+                self.expired.push(key);
+            }
+            removed += 1;
+        }
+        removed
+    }
+
+    /// One step of `SCAN`: live keys from position `cursor` down, about `count` of them, and the
+    /// cursor to continue from (0 when done). Cursor 0 starts at the end.
+    pub fn scan(
+        &self,
+        cursor: u64,
+        count: usize,
+        now: Now,
+        mut keep: impl FnMut(&Bytes, &Entry) -> bool,
+    ) -> (u64, Vec<Bytes>) {
+        let mut position = if cursor == 0 || cursor as usize > self.keys.len() {
+            self.keys.len()
+        } else {
+            cursor as usize
+        };
+        let mut found = Vec::new();
+        let mut visited = 0;
+        while position > 0 && visited < count {
+            position -= 1;
+            visited += 1;
+            let (key, entry) = self.keys.get_index(position).expect("position is in range");
+            let live = entry.expires_at.is_none_or(|at| at > now.0) || self.loading;
+            if live && keep(key, entry) {
+                found.push(key.clone());
+            }
+        }
+        (position as u64, found)
+    }
+
+    /// Every live key and entry, in no particular order.
+    pub fn iter(&self, now: Now) -> impl Iterator<Item = (&Bytes, &Entry)> {
+        let loading = self.loading;
+        self.keys
+            .iter()
+            .filter(move |(_, entry)| loading || entry.expires_at.is_none_or(|at| at > now.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(value: &str) -> Value {
+        Value::Str(Bytes::copy_from_slice(value.as_bytes()))
+    }
+
+    #[test]
+    fn scan_returns_every_key_present_throughout_while_keys_come_and_go() {
+        let mut db = Db::default();
+        for i in 0..100 {
+            db.set(format!("k{i}").as_bytes(), text("v"), None);
+        }
+        let now = Now(0);
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor = 0;
+        let mut rounds = 0;
+        loop {
+            let (next, keys) = db.scan(cursor, 7, now, |_, _| true);
+            seen.extend(keys);
+            // Churn: delete one old key that was already returned, add a new one.
+            db.remove(format!("k{rounds}").as_bytes(), now);
+            db.set(format!("new{rounds}").as_bytes(), text("v"), None);
+            rounds += 1;
+            assert!(rounds < 100, "scan did not finish");
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        for i in rounds..100 {
+            assert!(
+                seen.contains(format!("k{i}").as_bytes()),
+                "k{i} was skipped"
+            );
+        }
+    }
+
+    #[test]
+    fn expired_keys_are_reclaimed_from_the_deadline_index_and_memory_returns() {
+        let mut db = Db::default();
+        db.set(b"a", text("1"), Some(10));
+        db.set(b"b", text("2"), Some(20));
+        db.set(b"c", text("3"), None);
+        let with_three = db.used_memory();
+        assert_eq!(db.expire_due(Now(15), 100), 1);
+        assert_eq!(db.expired, vec![Bytes::from("a")]);
+        assert_eq!(db.len(), 2);
+        assert!(db.get(b"b", Now(20)).is_none());
+        assert_eq!(db.len(), 1);
+        assert!(db.used_memory() < with_three);
+        db.remove(b"c", Now(20));
+        assert_eq!(db.used_memory(), 0);
+        assert_eq!(db.expiring(), 0);
+    }
+}

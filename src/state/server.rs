@@ -1,0 +1,134 @@
+//! The store's thread: its own single-threaded runtime, the listeners, the clients, and the
+//! timer that reclaims expired keys. The supervisor never waits on the store, and the store's
+//! work never waits on the supervisor.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::oneshot;
+use tokio::task::LocalSet;
+
+use super::connection::{self, Limits};
+use super::db::{now_ms, Now};
+use super::store::Store;
+
+/// Reclaim expired keys this often (Redis: 10 times a second), at most this many per round
+/// before letting clients in again.
+const RECLAIM_EVERY: Duration = Duration::from_millis(100);
+const RECLAIM_BATCH: usize = 20_000;
+const RECLAIM_ROUNDS: usize = 10;
+
+/// Figures the primary shows in `herdsman status`, refreshed by the store's timer.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub keys: AtomicU64,
+    pub used_memory: AtomicU64,
+    pub clients: AtomicU64,
+}
+
+pub struct Listening {
+    pub unix: std::os::unix::net::UnixListener,
+    pub tcp: Option<std::net::TcpListener>,
+}
+
+/// Serves until `stop` fires, then flushes the append-only file.
+pub fn run(
+    store: Store,
+    listening: Listening,
+    limits: Limits,
+    stats: Arc<Stats>,
+    stop: oneshot::Receiver<()>,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = LocalSet::new();
+    let store = Rc::new(RefCell::new(store));
+    local.block_on(
+        &runtime,
+        serve(store.clone(), listening, limits, stats, stop),
+    )?;
+    drop(local);
+    let store = Rc::try_unwrap(store)
+        .map_err(|_| std::io::Error::other("store still in use"))?
+        .into_inner();
+    match store.append_only {
+        Some(file) => file.close(),
+        None => Ok(()),
+    }
+}
+
+async fn serve(
+    store: Rc<RefCell<Store>>,
+    listening: Listening,
+    limits: Limits,
+    stats: Arc<Stats>,
+    mut stop: oneshot::Receiver<()>,
+) -> std::io::Result<()> {
+    let unix = UnixListener::from_std(listening.unix)?;
+    let tcp = listening.tcp.map(TcpListener::from_std).transpose()?;
+    let mut reclaim = tokio::time::interval(RECLAIM_EVERY);
+    reclaim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut clients = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted = unix.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    let (reader, writer) = stream.into_split();
+                    clients.spawn_local(connection::serve(reader, writer, store.clone(), limits));
+                }
+            }
+            accepted = accept_tcp(tcp.as_ref()) => {
+                if let Ok((stream, _)) = accepted {
+                    let _ = stream.set_nodelay(true);
+                    let (reader, writer) = stream.into_split();
+                    clients.spawn_local(connection::serve(reader, writer, store.clone(), limits));
+                }
+            }
+            _ = reclaim.tick() => {
+                let mut store = store.borrow_mut();
+                // Bounded per tick: a flood of expiring keys is reclaimed over several ticks
+                // rather than holding every client up (reads never see them: expiry is also
+                // checked on access).
+                for _ in 0..RECLAIM_ROUNDS {
+                    if store.db.expire_due(Now(now_ms()), RECLAIM_BATCH) < RECLAIM_BATCH {
+                        break;
+                    }
+                }
+                if store.log.is_some() {
+                    store.log_expired();
+                    store.flush_log();
+                    if let Some(mut file) = store.append_only.take() {
+                        if let Err(error) = file.compact_if_grown(&store) {
+                            eprintln!("herdsman: cannot compact the state file: {error}");
+                        }
+                        store.append_only = Some(file);
+                    }
+                } else {
+                    store.db.expired.clear();
+                }
+                stats.keys.store(store.db.len() as u64, Ordering::Relaxed);
+                stats.used_memory.store(store.db.used_memory() as u64, Ordering::Relaxed);
+                stats.clients.store(store.connected_clients as u64, Ordering::Relaxed);
+            }
+            Some(_) = clients.join_next(), if !clients.is_empty() => {}
+        }
+    }
+    clients.shutdown().await;
+    store.borrow_mut().flush_log();
+    Ok(())
+}
+
+async fn accept_tcp(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}

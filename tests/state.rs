@@ -1,0 +1,524 @@
+//! The shared-state store embedded in the primary (issue 5): replies identical to a real
+//! redis-server's, concurrency, pub/sub, the append-only file, the memory bound, and how
+//! workers are told where the state lives.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::support::resp::{printable, sorted_elements, state_socket, RedisServer, RespClient};
+use crate::support::{cluster, Cluster, RuntimeDir, DEADLINE};
+
+fn state_cluster(args: &[&str]) -> Cluster {
+    let cluster = cluster()
+        .args(&["--workers", "1", "--ready-delay", "100ms"])
+        .args(args)
+        .start();
+    cluster.wait_ready(1);
+    cluster
+}
+
+/// The sections of tests/state/differential.redis: `## name` and its lines.
+fn scripts() -> Vec<(String, Vec<String>)> {
+    let text = include_str!("state/differential.redis");
+    let mut scripts: Vec<(String, Vec<String>)> = Vec::new();
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("## ") {
+            scripts.push((name.to_string(), Vec::new()));
+        } else if !line.trim().is_empty() && !line.starts_with('#') {
+            scripts
+                .last_mut()
+                .expect("a ## section first")
+                .1
+                .push(line.to_string());
+        }
+    }
+    scripts
+}
+
+#[test]
+fn embedded_store_replies_byte_for_byte_like_redis_server() {
+    let dir = RuntimeDir::new();
+    let redis = RedisServer::start(&dir);
+    let cluster = state_cluster(&[]);
+    let socket = state_socket(&cluster);
+    let mut compared = 0;
+    for (name, lines) in scripts() {
+        let mut ours = RespClient::unix(&socket);
+        let mut theirs = RespClient::unix(&redis.socket);
+        assert_eq!(ours.call("FLUSHALL"), theirs.call("FLUSHALL"));
+        for line in &lines {
+            let (unordered, command) = match line.strip_prefix("~ ") {
+                Some(command) => (true, command),
+                None => (false, line.as_str()),
+            };
+            let expected = theirs.call(command);
+            let got = ours.call(command);
+            if unordered {
+                assert_eq!(
+                    sorted_elements(&got),
+                    sorted_elements(&expected),
+                    "[{name}] `{command}`: herdsman {} vs redis {}",
+                    printable(&got),
+                    printable(&expected)
+                );
+            } else {
+                assert_eq!(
+                    printable(&got),
+                    printable(&expected),
+                    "[{name}] `{command}`"
+                );
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared > 300, "only {compared} commands compared");
+}
+
+#[test]
+fn malformed_requests_get_redis_errors_and_close_only_their_connection() {
+    let dir = RuntimeDir::new();
+    let redis = RedisServer::start(&dir);
+    let cluster = state_cluster(&["--state-max-memory", "2mb"]);
+    let socket = state_socket(&cluster);
+    let mut bystander = RespClient::unix(&socket);
+    assert_eq!(bystander.text("SET kept 1"), "+OK\\r\\n");
+    let cases: [&[u8]; 6] = [
+        b"*x\r\n",
+        b"*1\r\n:1\r\n",
+        b"*2\r\n$3\r\nGET\r\n*1\r\n",
+        b"*1\r\n$-5\r\n",
+        b"SET a \"unbalanced\r\n",
+        b"*1\r\n$abc\r\n",
+    ];
+    for case in cases {
+        let mut ours = RespClient::unix(&socket);
+        let mut theirs = RespClient::unix(&redis.socket);
+        ours.send_raw(case);
+        theirs.send_raw(case);
+        let (got, expected) = (ours.read_reply(), theirs.read_reply());
+        assert_eq!(
+            got.as_deref().map(printable),
+            expected.as_deref().map(printable),
+            "{}",
+            printable(case)
+        );
+        assert!(ours.is_closed(), "still open after {}", printable(case));
+    }
+    // Deep nesting would overflow a recursive parser's stack: refused at the first byte.
+    let mut nested = RespClient::unix(&socket);
+    nested.send_raw(&b"*1\r\n".repeat(100_000));
+    assert_eq!(
+        printable(&nested.read_reply().unwrap()),
+        "-ERR Protocol error: expected \\'$\\', got \\'*\\'\\r\\n"
+    );
+    // Larger than the store may hold: refused before it is read.
+    let mut huge = RespClient::unix(&socket);
+    huge.send_raw(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000000\r\n");
+    assert_eq!(
+        printable(&huge.read_reply().unwrap()),
+        "-ERR Protocol error: invalid bulk length\\r\\n"
+    );
+    assert!(huge.is_closed());
+    // Many arguments each under the limit, together over it: cut off, not buffered forever.
+    let mut many = RespClient::unix(&socket);
+    many.send_raw(b"*1000\r\n$4\r\nMSET\r\n");
+    let chunk = vec![b'x'; 1 << 20];
+    let mut sent = 0;
+    for _ in 0..3 {
+        let mut arg = format!("${}\r\n", chunk.len()).into_bytes();
+        arg.extend_from_slice(&chunk);
+        arg.extend_from_slice(b"\r\n");
+        many.send_raw(&arg);
+        sent += 1;
+    }
+    assert_eq!(sent, 3);
+    let reply = many.read_reply().expect("an error before the close");
+    assert!(
+        printable(&reply).starts_with("-ERR Protocol error: request larger than"),
+        "{}",
+        printable(&reply)
+    );
+    assert_eq!(bystander.text("GET kept"), "$1\\r\\n1\\r\\n");
+    assert_eq!(cluster.ready_pids(1).len(), 1);
+}
+
+#[test]
+fn increments_from_many_clients_add_up_exactly_and_transactions_are_atomic() {
+    let cluster = state_cluster(&[]);
+    let socket = state_socket(&cluster);
+    const CLIENTS: usize = 8;
+    const INCREMENTS: usize = 500;
+    let incrementers: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let mut client = RespClient::unix(&socket);
+                for _ in 0..INCREMENTS {
+                    client.send(&[b"INCR", b"hits"]);
+                    client.send(&[b"MULTI"]);
+                    client.send(&[b"INCR", b"a"]);
+                    client.send(&[b"INCR", b"b"]);
+                    client.send(&[b"EXEC"]);
+                    for _ in 0..5 {
+                        client.read_reply().expect("reply");
+                    }
+                }
+            })
+        })
+        .collect();
+    // Meanwhile a reader checks that a and b are never seen apart.
+    let mut reader = RespClient::unix(&socket);
+    let mut observations = 0;
+    while incrementers.iter().any(|thread| !thread.is_finished()) && observations < 5000 {
+        reader.send(&[b"MULTI"]);
+        reader.send(&[b"GET", b"a"]);
+        reader.send(&[b"GET", b"b"]);
+        reader.send(&[b"EXEC"]);
+        for _ in 0..3 {
+            reader.read_reply().unwrap();
+        }
+        let both = reader.read_reply().unwrap();
+        let values = sorted_elements(&both);
+        assert_eq!(values[0], values[1], "a and b apart: {}", printable(&both));
+        observations += 1;
+    }
+    for thread in incrementers {
+        thread.join().unwrap();
+    }
+    let total = (CLIENTS * INCREMENTS).to_string();
+    let expected = format!("${}\\r\\n{total}\\r\\n", total.len());
+    assert_eq!(reader.text("GET hits"), expected);
+    assert_eq!(reader.text("GET a"), expected);
+    assert_eq!(reader.text("GET b"), expected);
+    assert!(observations > 0);
+}
+
+#[test]
+fn published_messages_reach_each_subscriber_once() {
+    let cluster = state_cluster(&[]);
+    let socket = state_socket(&cluster);
+    let mut channel = RespClient::unix(&socket);
+    let mut pattern = RespClient::unix(&socket);
+    assert_eq!(
+        channel.text("SUBSCRIBE news"),
+        "*3\\r\\n$9\\r\\nsubscribe\\r\\n$4\\r\\nnews\\r\\n:1\\r\\n"
+    );
+    assert_eq!(
+        pattern.text("PSUBSCRIBE n*"),
+        "*3\\r\\n$10\\r\\npsubscribe\\r\\n$2\\r\\nn*\\r\\n:1\\r\\n"
+    );
+    let mut publisher = RespClient::unix(&socket);
+    assert_eq!(publisher.text("PUBLISH news hello"), ":2\\r\\n");
+    assert_eq!(publisher.text("PUBLISH other nobody"), ":0\\r\\n");
+    assert_eq!(publisher.text("PUBLISH news again"), ":2\\r\\n");
+    for message in ["hello", "again"] {
+        assert_eq!(
+            printable(&channel.read_reply().unwrap()),
+            format!(
+                "*3\\r\\n$7\\r\\nmessage\\r\\n$4\\r\\nnews\\r\\n${}\\r\\n{message}\\r\\n",
+                message.len()
+            )
+        );
+        assert_eq!(
+            printable(&pattern.read_reply().unwrap()),
+            format!("*4\\r\\n$8\\r\\npmessage\\r\\n$2\\r\\nn*\\r\\n$4\\r\\nnews\\r\\n${}\\r\\n{message}\\r\\n", message.len())
+        );
+    }
+    // Exactly once: after a PING round trip nothing else is queued before the PONG.
+    assert_eq!(
+        channel.text("PING"),
+        "*2\\r\\n$4\\r\\npong\\r\\n$0\\r\\n\\r\\n"
+    );
+    drop(channel);
+    let deadline = Instant::now() + DEADLINE;
+    while publisher.text("PUBSUB NUMSUB news") != "*2\\r\\n$4\\r\\nnews\\r\\n:0\\r\\n" {
+        assert!(
+            Instant::now() < deadline,
+            "the closed subscriber was not forgotten"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn keys_expire_to_the_millisecond_and_are_reclaimed_without_being_read() {
+    let cluster = state_cluster(&[]);
+    let mut client = RespClient::unix(&state_socket(&cluster));
+    for i in 0..1000 {
+        client.send(&[b"SET", format!("k{i}").as_bytes(), b"v", b"PX", b"300"]);
+    }
+    client.send(&[b"SET", b"stays", b"v"]);
+    for _ in 0..1001 {
+        client.read_reply().unwrap();
+    }
+    assert_eq!(client.text("DBSIZE"), ":1001\\r\\n");
+    // Nobody reads the keys: the reclaiming timer must remove them.
+    let deadline = Instant::now() + DEADLINE;
+    while client.text("DBSIZE") != ":1\\r\\n" {
+        assert!(Instant::now() < deadline, "expired keys were not reclaimed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Exact to the millisecond on access: GET right after the deadline finds nothing.
+    client.send(&[b"SET", b"brief", b"v", b"PX", b"50"]);
+    client.read_reply().unwrap();
+    let set_at = Instant::now();
+    loop {
+        let reply = client.text("GET brief");
+        if reply == "$-1\\r\\n" {
+            break;
+        }
+        assert_eq!(reply, "$1\\r\\nv\\r\\n");
+        assert!(
+            set_at.elapsed() < Duration::from_millis(60),
+            "still there after 60 ms"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(set_at.elapsed() >= Duration::from_millis(45));
+}
+
+#[test]
+fn past_max_memory_writes_get_the_oom_error_and_reads_still_work() {
+    let cluster = state_cluster(&["--state-max-memory", "1mb"]);
+    let mut client = RespClient::unix(&state_socket(&cluster));
+    let value = vec![b'x'; 10_000];
+    let mut stored = 0;
+    let refused = loop {
+        assert!(stored < 200, "1mb allowed {stored} values of 10 kB");
+        let reply = printable(&{
+            client.send(&[b"SET", format!("k{stored}").as_bytes(), &value]);
+            client.read_reply().unwrap()
+        });
+        if reply != "+OK\\r\\n" {
+            break reply;
+        }
+        stored += 1;
+    };
+    assert_eq!(
+        refused,
+        "-OOM command not allowed when used memory > \\'maxmemory\\'.\\r\\n"
+    );
+    assert!((90..=105).contains(&stored), "{stored} values stored");
+    assert_eq!(client.text("STRLEN k0"), ":10000\\r\\n");
+    assert_eq!(client.text("DBSIZE"), format!(":{stored}\\r\\n"));
+    assert_eq!(client.text("INCR n"), refused);
+    // Freeing memory is always allowed, and makes room again.
+    assert_eq!(client.text("DEL k0 k1 k2"), ":3\\r\\n");
+    assert_eq!(client.text("INCR n"), ":1\\r\\n");
+}
+
+#[test]
+fn the_state_file_survives_a_sigkill_of_the_primary_and_is_compacted() {
+    let dir = RuntimeDir::new();
+    let file = dir.path().join("state.aof");
+    let file_arg = file.display().to_string();
+    let mut first = cluster()
+        .runtime_dir(&dir)
+        .args(&[
+            "--workers",
+            "1",
+            "--ready-delay",
+            "100ms",
+            "--state-file",
+            &file_arg,
+        ])
+        .start();
+    first.wait_ready(1);
+    let mut client = RespClient::unix(&state_socket(&first));
+    for _ in 0..2000 {
+        client.send(&[b"INCR", b"visits"]);
+    }
+    for _ in 0..2000 {
+        client.read_reply().unwrap();
+    }
+    for line in [
+        "RPUSH queue a b c",
+        "HSET session:1 user ada",
+        "SADD online 1 2",
+        "SET temporary v EX 1000",
+        "SET gone v PX 1",
+        "MULTI",
+        "INCRBYFLOAT price 0.1",
+        "INCRBYFLOAT price 0.2",
+        "EXEC",
+    ] {
+        client.call(line);
+    }
+    let acknowledged = client.text("INCR visits");
+    assert_eq!(acknowledged, ":2001\\r\\n");
+    let logged = std::fs::metadata(&file).unwrap().len();
+    // No graceful anything: the acknowledged writes must already be in the file.
+    first.signal(Signal::SIGKILL);
+    first.wait_exit();
+
+    let second = cluster()
+        .runtime_dir(&dir)
+        .args(&[
+            "--workers",
+            "1",
+            "--ready-delay",
+            "100ms",
+            "--state-file",
+            &file_arg,
+        ])
+        .start();
+    second.wait_ready(1);
+    let line = second.stderr.wait_for("state store on");
+    assert!(
+        line.contains("(file ") && line.contains(" keys recovered)"),
+        "{line}"
+    );
+    let mut client = RespClient::unix(&state_socket(&second));
+    assert_eq!(client.text("GET visits"), "$4\\r\\n2001\\r\\n");
+    assert_eq!(
+        client.text("LRANGE queue 0 -1"),
+        "*3\\r\\n$1\\r\\na\\r\\n$1\\r\\nb\\r\\n$1\\r\\nc\\r\\n"
+    );
+    assert_eq!(client.text("HGET session:1 user"), "$3\\r\\nada\\r\\n");
+    assert_eq!(client.text("SCARD online"), ":2\\r\\n");
+    assert_eq!(client.text("TTL temporary"), ":1000\\r\\n");
+    assert_eq!(client.text("EXISTS gone"), ":0\\r\\n");
+    assert_eq!(client.text("GET price"), "$3\\r\\n0.3\\r\\n");
+    let compacted = std::fs::metadata(&file).unwrap().len();
+    assert!(
+        compacted * 10 < logged,
+        "2001 INCRs should compact to one SET: {logged} → {compacted} bytes"
+    );
+}
+
+#[test]
+fn an_incomplete_last_write_is_cut_off_and_damage_before_it_stops_the_start() {
+    let dir = RuntimeDir::new();
+    let file = dir.path().join("state.aof");
+    let file_arg = file.display().to_string();
+    std::fs::write(
+        &file,
+        b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$4\r\n12",
+    )
+    .unwrap();
+    let recovered = state_cluster(&["--state-file", &file_arg]);
+    let line = recovered.stderr.wait_for("state store on");
+    assert!(
+        line.contains("cut off an incomplete last write of 26 bytes"),
+        "{line}"
+    );
+    let mut client = RespClient::unix(&state_socket(&recovered));
+    assert_eq!(client.text("MGET a b"), "*2\\r\\n$1\\r\\n1\\r\\n$-1\\r\\n");
+    drop(client);
+    drop(recovered);
+
+    std::fs::write(
+        &file,
+        b"*1\r\n$4\r\nPING\r\n:garbage\r\n*1\r\n$4\r\nPING\r\n",
+    )
+    .unwrap();
+    let mut damaged = cluster()
+        .runtime_dir(&dir)
+        .args(&["--workers", "1", "--state-file", &file_arg])
+        .no_wait()
+        .start();
+    let status = damaged.wait_exit();
+    assert_eq!(status.code(), Some(2));
+    let log = damaged.log();
+    assert!(
+        log.contains(&format!(
+            "state file: {file_arg} is damaged at byte 14: invalid multibulk length"
+        )) || log.contains(&format!("state file: {file_arg} is damaged at byte 14")),
+        "{log}"
+    );
+}
+
+#[test]
+fn workers_get_the_store_url_a_redis_url_or_nothing() {
+    let embedded = state_cluster(&["--state-listen", "127.0.0.1:0"]);
+    let env = embedded.get("/env").unwrap();
+    let socket = state_socket(&embedded);
+    let url = format!("unix://{}", socket.display());
+    assert_eq!(env.field("HERDSMAN_STATE_URL"), url);
+    assert_eq!(env.field("REDIS_URL"), url);
+    let mode = std::fs::metadata(&socket).map(|meta| {
+        use std::os::unix::fs::PermissionsExt;
+        meta.permissions().mode() & 0o777
+    });
+    assert_eq!(mode.unwrap(), 0o600);
+    // The same store over loopback TCP, on the port the primary printed.
+    let line = embedded.stderr.wait_for("state store on");
+    let tcp: std::net::SocketAddr = line
+        .split("redis://")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut over_tcp = RespClient::tcp(tcp);
+    let mut over_unix = RespClient::unix(&socket);
+    assert_eq!(over_tcp.text("SET shared 1"), "+OK\\r\\n");
+    assert_eq!(over_unix.text("GET shared"), "$1\\r\\n1\\r\\n");
+    let status = crate::support::status_json(&embedded, "testserver");
+    assert_eq!(status["shared_state"]["kind"], "embedded");
+    assert_eq!(status["shared_state"]["url"], url.as_str());
+
+    let external = state_cluster(&["--state", "redis://10.1.2.3:6379/4"]);
+    let env = external.get("/env").unwrap();
+    assert_eq!(env.field("REDIS_URL"), "redis://10.1.2.3:6379/4");
+    assert_eq!(env.field("HERDSMAN_STATE_URL"), "redis://10.1.2.3:6379/4");
+    assert!(!external.log().contains("state store on"));
+
+    let off = state_cluster(&["--state", "off"]);
+    let env = off.get("/env").unwrap();
+    assert_eq!(env.field("REDIS_URL"), "");
+    assert_eq!(env.field("HERDSMAN_STATE_URL"), "");
+}
+
+#[test]
+fn state_flags_that_cannot_work_are_refused_with_exit_code_2() {
+    let dir = RuntimeDir::new();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--state-listen", "0.0.0.0:6380"],
+            "is not a loopback address",
+        ),
+        (
+            &["--state", "off", "--state-file", "x.aof"],
+            "--state-file configures the embedded store, but --state is `off`",
+        ),
+        (
+            &["--state", "memcache://x"],
+            "expected `embedded`, `off` or a Redis URL",
+        ),
+    ];
+    for (args, message) in cases {
+        let mut all = vec!["run", "--port", "0"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--", "true"]);
+        let output = dir.herdsman(&all);
+        assert_eq!(output.code, Some(2), "{args:?}: {output:?}");
+        assert!(
+            output.stderr.contains(message),
+            "{args:?}: {}",
+            output.stderr
+        );
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let output = dir.herdsman(&[
+        "run",
+        "--port",
+        "0",
+        "--state-listen",
+        &address,
+        "--",
+        "true",
+    ]);
+    assert_eq!(output.code, Some(3), "{output:?}");
+    assert!(
+        output
+            .stderr
+            .contains(&format!("cannot listen on {address}")),
+        "{}",
+        output.stderr
+    );
+}
