@@ -164,3 +164,14 @@ pub fn listen_queue_length(fd: RawFd) -> io::Result<u32> {
     }
     Ok(info.tcpi_unacked)
 }
+
+/// Gives memory the allocator holds but no longer uses back to the kernel (glibc keeps freed
+/// memory for reuse; after the state store drops many keys that would show as resident memory
+/// for the primary's life).
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; no pointers are passed.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

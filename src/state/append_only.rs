@@ -150,7 +150,7 @@ fn replay(path: &Path, contents: Vec<u8>, store: &mut Store) -> Result<Loaded, S
     loop {
         let before = total - input.len() as u64;
         let request = match parser.next(&mut input) {
-            Ok(Some(request)) => request,
+            Ok(Some(request)) => request.to_vec(),
             Ok(None) => break,
             Err(error) => {
                 store.db.loading = false;

@@ -44,7 +44,7 @@ where
                 loop {
                     match parser.next(&mut input) {
                         Ok(Some(args)) => {
-                            commands::dispatch(&mut store, &mut client, &mut out, &args);
+                            commands::dispatch(&mut store, &mut client, &mut out, args);
                             if client.close_after_reply {
                                 break;
                             }

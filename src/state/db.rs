@@ -104,29 +104,30 @@ impl Db {
         self.used_memory
     }
 
-    /// Removes `key` if its deadline has passed; true if it did.
-    fn expire_if_due(&mut self, key: &[u8], now: Now) -> bool {
-        if self.loading {
-            return false;
-        }
-        let due =
-            matches!(self.keys.get(key), Some(Entry { expires_at: Some(at), .. }) if *at <= now.0);
-        if due {
+    /// Where `key` is, if it is there and not past its deadline (one hash lookup; a key found
+    /// expired is removed on the way).
+    fn find(&mut self, key: &[u8], now: Now) -> Option<usize> {
+        let index = self.keys.get_index_of(key)?;
+        let expired = self.keys[index]
+            .expires_at
+            .is_some_and(|at| at <= now.0 && !self.loading);
+        if expired {
             if let Some((key, _)) = self.remove_entry(key) {
                 self.expired.push(key);
             }
+            return None;
         }
-        due
+        Some(index)
     }
 
     pub fn get(&mut self, key: &[u8], now: Now) -> Option<&Entry> {
-        self.expire_if_due(key, now);
-        self.keys.get(key)
+        let index = self.find(key, now)?;
+        Some(&self.keys[index])
     }
 
     pub fn get_mut(&mut self, key: &[u8], now: Now) -> Option<&mut Entry> {
-        self.expire_if_due(key, now);
-        self.keys.get_mut(key)
+        let index = self.find(key, now)?;
+        Some(&mut self.keys[index])
     }
 
     pub fn contains(&mut self, key: &[u8], now: Now) -> bool {
@@ -144,17 +145,20 @@ impl Db {
         self.keys.insert(key, Entry { value, expires_at });
     }
 
-    /// Replaces the value at an existing `key`, keeping its deadline.
+    /// Replaces the value at `key` in place, keeping its deadline (or stores it, if there is no
+    /// such key).
     pub fn replace_value(&mut self, key: &[u8], value: Value) {
-        let expires_at = self.keys.get(key).and_then(|entry| entry.expires_at);
-        self.set(key, value, expires_at);
+        let Some(entry) = self.keys.get_mut(key) else {
+            self.set(key, value, None);
+            return;
+        };
+        self.used_memory = (self.used_memory + value.cost()).saturating_sub(entry.value.cost());
+        entry.value = value;
     }
 
     /// Removes `key`; its entry if it was there (expired or not).
     pub fn remove(&mut self, key: &[u8], now: Now) -> Option<Entry> {
-        if self.expire_if_due(key, now) {
-            return None;
-        }
+        self.find(key, now)?;
         self.remove_entry(key).map(|(_, entry)| entry)
     }
 
@@ -182,6 +186,11 @@ impl Db {
         }
         entry.expires_at = expires_at;
         true
+    }
+
+    /// Accounts for bytes added to a collection that only grew.
+    pub fn grew(&mut self, added: usize) {
+        self.used_memory += added;
     }
 
     /// Accounts for items added to (positive) or removed from (negative) a collection, and

@@ -36,6 +36,9 @@ pub struct RequestParser {
     expected: usize,
     /// Length announced by the `$N` line of the argument being read.
     bulk_len: Option<usize>,
+    /// `args` holds the request last returned; cleared before the next one is read (the
+    /// vector is reused, so a request costs no allocation of its own).
+    returned: bool,
 }
 
 impl RequestParser {
@@ -46,17 +49,24 @@ impl RequestParser {
             args: Vec::new(),
             expected: 0,
             bulk_len: None,
+            returned: false,
         }
     }
 
     /// Bytes of the request being read that were already taken out of the input buffer.
     pub fn pending_bytes(&self) -> usize {
+        if self.returned {
+            return 0;
+        }
         self.args.iter().map(Bytes::len).sum()
     }
 
     /// Takes the next complete request out of `buf`, or `None` when more bytes are needed.
     /// Empty requests (`*0`, blank lines) are skipped, as Redis does.
-    pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<&[Bytes]>, ProtocolError> {
+        if std::mem::take(&mut self.returned) {
+            self.args.clear();
+        }
         loop {
             if self.expected == 0 {
                 if buf.is_empty() {
@@ -66,7 +76,11 @@ impl RequestParser {
                     match inline(buf)? {
                         None => return Ok(None),
                         Some(args) if args.is_empty() => continue,
-                        Some(args) => return Ok(Some(args)),
+                        Some(args) => {
+                            self.args = args;
+                            self.returned = true;
+                            return Ok(Some(&self.args));
+                        }
                     }
                 }
                 let Some(count) = take_number_line(buf, "too big mbulk count string")? else {
@@ -78,7 +92,7 @@ impl RequestParser {
                             continue;
                         }
                         self.expected = count as usize;
-                        self.args = Vec::with_capacity(self.expected.min(1024));
+                        self.args.reserve(self.expected.min(1024));
                     }
                     _ => return Err(ProtocolError::new("invalid multibulk length")),
                 }
@@ -120,7 +134,8 @@ impl RequestParser {
                 }
             }
             self.expected = 0;
-            return Ok(Some(std::mem::take(&mut self.args)));
+            self.returned = true;
+            return Ok(Some(&self.args));
         }
     }
 }
@@ -265,7 +280,7 @@ mod tests {
         for piece in input.chunks(chunk.max(1)) {
             buf.extend_from_slice(piece);
             while let Some(request) = parser.next(&mut buf)? {
-                requests.push(request);
+                requests.push(request.to_vec());
             }
         }
         Ok(requests)

@@ -21,6 +21,8 @@ use super::store::Store;
 const RECLAIM_EVERY: Duration = Duration::from_millis(100);
 const RECLAIM_BATCH: usize = 20_000;
 const RECLAIM_ROUNDS: usize = 10;
+/// Give freed memory back to the kernel once this much has been freed since the peak.
+const RELEASE_AFTER_FREEING: usize = 16 * 1024 * 1024;
 
 /// Figures the primary shows in `herdsman status`, refreshed by the store's timer.
 #[derive(Debug, Default)]
@@ -74,6 +76,7 @@ async fn serve(
     let mut reclaim = tokio::time::interval(RECLAIM_EVERY);
     reclaim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut clients = tokio::task::JoinSet::new();
+    let mut peak_memory = 0;
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -112,6 +115,12 @@ async fn serve(
                 } else {
                     store.db.expired.clear();
                 }
+                let used = store.db.used_memory();
+                if used + RELEASE_AFTER_FREEING < peak_memory {
+                    crate::sys::release_free_memory();
+                    peak_memory = used;
+                }
+                peak_memory = peak_memory.max(used);
                 stats.keys.store(store.db.len() as u64, Ordering::Relaxed);
                 stats.used_memory.store(store.db.used_memory() as u64, Ordering::Relaxed);
                 stats.clients.store(store.connected_clients as u64, Ordering::Relaxed);

@@ -26,7 +26,8 @@ fn set_fields(ctx: &mut Ctx, key: &Bytes, pairs: &[Bytes]) -> Result<i64, Fail> 
             }
         }
     }
-    ctx.store.db.adjust(key, added, removed);
+    ctx.store.db.grew(added);
+    ctx.store.db.adjust(key, 0, removed);
     ctx.changed();
     Ok(new_fields)
 }

@@ -18,7 +18,7 @@ fn push(ctx: &mut Ctx, args: &[Bytes], front: bool) -> Outcome {
         }
     }
     let len = list.len();
-    ctx.store.db.adjust(&args[1], added, 0);
+    ctx.store.db.grew(added);
     ctx.out.int(len as i64);
     ctx.changed();
     Ok(())

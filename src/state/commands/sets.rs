@@ -14,7 +14,7 @@ pub fn sadd(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
             added += item_cost(member);
         }
     }
-    ctx.store.db.adjust(&args[1], added, 0);
+    ctx.store.db.grew(added);
     if added_members > 0 {
         ctx.changed();
     }
