@@ -4,24 +4,43 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# install_missing COMMAND DEBIAN_PACKAGE: apt-get install the package when COMMAND is missing.
+# install_package DEBIAN_PACKAGE: apt-get install it.
+install_package() {
+    if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+}
+
+# install_missing COMMAND DEBIAN_PACKAGE: install the package when COMMAND is missing.
 install_missing() {
     if ! command -v "$1" >/dev/null 2>&1; then
         echo "test.sh: installing $2 (for $1)" >&2
-        if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
-        "${sudo[@]}" apt-get update -qq
-        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+        install_package "$2"
     fi
 }
 
 # The examples in other languages run under herdsman in the tests.
 install_missing node nodejs
+install_missing npm npm
 install_missing python3 python3
 # The control-socket test runs a client as `nobody`; the colour test needs a pseudo-terminal.
 install_missing setpriv util-linux
 install_missing script bsdutils
 # The shared-state tests compare the embedded store with a real redis-server.
 install_missing redis-server redis-server
+
+# The shared-state examples use redis-py and ioredis.
+if ! python3 -c 'import redis' 2>/dev/null; then
+    echo "test.sh: installing redis-py (for examples/python/counter.py)" >&2
+    if [ "$(command -v python3)" = /usr/bin/python3 ]; then
+        install_package python3-redis
+    else
+        python3 -m pip install --quiet redis
+    fi
+fi
+if [ ! -d examples/node/node_modules ]; then
+    (cd examples/node && npm ci --no-audit --no-fund --silent)
+fi
 
 # `cargo test` builds the examples too; the integration tests run examples/testserver.
 cargo test --all-targets --no-fail-fast

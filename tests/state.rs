@@ -522,3 +522,59 @@ fn state_flags_that_cannot_work_are_refused_with_exit_code_2() {
         output.stderr
     );
 }
+
+/// Requests from several threads, each on a new connection; the `views` every answer carried
+/// and the pids that answered.
+fn count_views(cluster: &Cluster, requests: usize) -> (Vec<u64>, std::collections::BTreeSet<u32>) {
+    let address = cluster.address();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..requests / 4)
+                    .map(|_| {
+                        let response = crate::support::http_get(address, "/").expect("GET /");
+                        assert_eq!(response.status, 200, "{}", response.body);
+                        let views: u64 = response.field("views").parse().unwrap();
+                        (views, response.pid())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut views = Vec::new();
+    let mut pids = std::collections::BTreeSet::new();
+    for thread in threads {
+        for (count, pid) in thread.join().unwrap() {
+            views.push(count);
+            pids.insert(pid);
+        }
+    }
+    views.sort_unstable();
+    (views, pids)
+}
+
+fn shares_one_exact_counter(command: &[&str]) {
+    let cluster = cluster()
+        .args(&["--workers", "2", "--ready-delay", "500ms"])
+        .command(command)
+        .start();
+    let ready = cluster.ready_pids(2);
+    let (views, pids) = count_views(&cluster, 400);
+    // Every increment from every worker counted exactly once: the answers are 1..=400.
+    assert_eq!(views, (1..=400).collect::<Vec<u64>>());
+    assert_eq!(pids, ready.into_iter().collect(), "both workers answered");
+    let mut client = RespClient::unix(&state_socket(&cluster));
+    assert_eq!(client.text("GET page_views"), "$3\\r\\n400\\r\\n");
+}
+
+#[test]
+fn node_workers_share_one_counter_through_ioredis() {
+    let script = format!("{}/examples/node/counter.js", env!("CARGO_MANIFEST_DIR"));
+    shares_one_exact_counter(&["node", &script]);
+}
+
+#[test]
+fn python_workers_share_one_counter_through_redis_py() {
+    let script = format!("{}/examples/python/counter.py", env!("CARGO_MANIFEST_DIR"));
+    shares_one_exact_counter(&["python3", &script]);
+}
