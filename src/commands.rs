@@ -177,6 +177,21 @@ fn status(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
         status.reloads,
         short_duration(status.uptime_ms)
     );
+    if let Some(state) = &status.shared_state {
+        match (state.keys, state.used_memory, state.clients) {
+            (Some(keys), Some(memory), Some(clients)) => println!(
+                "state: {}{}  {keys} keys  {:.1} MB  {clients} clients",
+                state.url,
+                state
+                    .tcp
+                    .as_ref()
+                    .map(|tcp| format!(" and redis://{tcp}"))
+                    .unwrap_or_default(),
+                memory as f64 / 1_048_576.0
+            ),
+            _ => println!("state: {} (external)", state.url),
+        }
+    }
     println!(
         "{:>4}  {:>7}  {:>3}  {:<9} {:>8}  {:>8}  {:>6}  {:>9}  LAST EXIT",
         "SLOT", "PID", "GEN", "STATE", "UPTIME", "RESTARTS", "CPU", "MEMORY"

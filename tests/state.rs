@@ -460,6 +460,27 @@ fn workers_get_the_store_url_a_redis_url_or_nothing() {
     let status = crate::support::status_json(&embedded, "testserver");
     assert_eq!(status["shared_state"]["kind"], "embedded");
     assert_eq!(status["shared_state"]["url"], url.as_str());
+    // The figures refresh ten times a second.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let text = embedded.herdsman(&["status", "testserver"]).stdout;
+        let line = text
+            .lines()
+            .find(|line| line.starts_with("state: "))
+            .unwrap_or("");
+        if line.contains(" 1 keys ") && line.contains(" 2 clients") {
+            assert!(
+                line.starts_with(&format!("state: {url} and redis://{tcp}  ")),
+                "{line}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never showed 1 key, 2 clients: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let external = state_cluster(&["--state", "redis://10.1.2.3:6379/4"]);
     let env = external.get("/env").unwrap();
