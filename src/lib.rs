@@ -9,6 +9,8 @@
 //! - [`balance`]: the listening sockets and how workers share them (`shared`, `reuseport`).
 //! - [`control`]: the control socket: protocol, the primary's server, the CLI's client.
 //! - [`state`]: the shared-state store, a Redis-protocol database embedded in the primary.
+//! - [`worker`]: the worker side of the library: [`Worker`] (slot, listener, readiness, shared
+//!   state) and the shutdown signal.
 //! - [`shim`]: the exec step between fork and the worker command (socket activation variables).
 //! - `runtime_dir`: the per-user private directory for the primary's sockets.
 //! - `sys`: the few raw syscalls, the only place with `unsafe`.
@@ -23,5 +25,7 @@ mod runtime_dir;
 pub mod shim;
 pub mod state;
 mod sys;
+pub mod worker;
 
 pub use config::Config;
+pub use worker::Worker;

@@ -175,3 +175,25 @@ pub fn release_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// The listening socket herdsman passed as fd 3 (`LISTEN_FDS=1`, `LISTEN_PID` = this process),
+/// taken once; `None` when this process was not given one.
+pub fn take_inherited_listener() -> io::Result<Option<std::net::TcpListener>> {
+    use std::os::fd::FromRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    let ours = std::env::var("LISTEN_FDS").as_deref() == Ok("1")
+        && std::env::var("LISTEN_PID").as_deref() == Ok(&std::process::id().to_string());
+    if !ours || TAKEN.swap(true, Ordering::SeqCst) {
+        return Ok(None);
+    }
+    // SAFETY: LISTEN_FDS/LISTEN_PID say fd 3 was passed to this very process as a listening
+    // socket, and the flag above makes sure it is wrapped (owned) only once.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(3) };
+    // Not inherited further by whatever this process runs.
+    nix::fcntl::fcntl(
+        &listener,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )?;
+    Ok(Some(listener))
+}

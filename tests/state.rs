@@ -599,3 +599,41 @@ fn python_workers_share_one_counter_through_redis_py() {
     let script = format!("{}/examples/python/counter.py", env!("CARGO_MANIFEST_DIR"));
     shares_one_exact_counter(&["python3", &script]);
 }
+
+/// The shared_state example (the library's `Worker::state()`): one counter and one history for
+/// every worker, against the embedded store and, unchanged, against a real redis-server.
+#[test]
+fn rust_workers_share_state_through_worker_state_embedded_or_real_redis() {
+    let dir = RuntimeDir::new();
+    let redis = RedisServer::start(&dir);
+    let real = format!("unix://{}", redis.socket.display());
+    for state in ["embedded", real.as_str()] {
+        let cluster = cluster()
+            .args(&["--workers", "2", "--ready-delay", "300ms", "--state", state])
+            .command(&[&crate::support::example_bin("shared_state")
+                .display()
+                .to_string()])
+            .start();
+        let ready: std::collections::BTreeSet<u32> = cluster.ready_pids(2).into_iter().collect();
+        let mut answered = std::collections::BTreeSet::new();
+        for visit in 1..=100u64 {
+            let response = cluster.get("/").unwrap();
+            assert_eq!(response.status, 200, "{}", response.body);
+            assert_eq!(response.field("visits"), visit.to_string(), "[{state}]");
+            answered.insert(response.pid());
+        }
+        assert_eq!(answered, ready, "[{state}] both workers answered");
+        let history: Vec<serde_json::Value> =
+            serde_json::from_str(&cluster.get("/history").unwrap().body).unwrap();
+        let visits: Vec<u64> = history
+            .iter()
+            .map(|entry| entry["visit"].as_u64().unwrap())
+            .collect();
+        assert_eq!(visits, (81..=100).rev().collect::<Vec<u64>>(), "[{state}]");
+        if state != "embedded" {
+            let mut client = RespClient::unix(&redis.socket);
+            assert_eq!(client.text("GET visits"), "$3\\r\\n100\\r\\n");
+            assert_eq!(client.text("LLEN history"), ":100\\r\\n");
+        }
+    }
+}

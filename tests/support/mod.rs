@@ -29,11 +29,17 @@ pub fn herdsman_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_herdsman"))
 }
 
-/// `target/<profile>/examples/testserver`, built (or brought up to date) once per test run.
-///
-/// `cargo test` compiles examples only as test harnesses, so the runnable binary is built here,
-/// with the same profile and target directory as the test binary.
+/// `target/<profile>/examples/testserver`.
 pub fn testserver_bin() -> PathBuf {
+    example_bin("testserver")
+}
+
+/// `target/<profile>/examples/NAME`; every example is built (or brought up to date) once per
+/// test run.
+///
+/// `cargo test` compiles examples only as test harnesses, so the runnable binaries are built
+/// here, with the same profile and target directory as the test binary.
+pub fn example_bin(name: &str) -> PathBuf {
     static BUILD: Once = Once::new();
     let profile_dir = herdsman_bin().parent().unwrap().to_path_buf();
     BUILD.call_once(|| {
@@ -43,25 +49,15 @@ pub fn testserver_bin() -> PathBuf {
         };
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                "testserver",
-                "--profile",
-                &profile,
-            ])
+            .args(["build", "--quiet", "--examples", "--profile", &profile])
             .arg("--target-dir")
             .arg(profile_dir.parent().unwrap())
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
-            .expect("run cargo to build examples/testserver");
-        assert!(
-            status.success(),
-            "building examples/testserver failed: {status}"
-        );
+            .expect("run cargo to build the examples");
+        assert!(status.success(), "building the examples failed: {status}");
     });
-    profile_dir.join("examples").join("testserver")
+    profile_dir.join("examples").join(name)
 }
 
 /// Lines read from one of the primary's output streams, shared with the reading thread.
