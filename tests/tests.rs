@@ -3,6 +3,7 @@
 mod support;
 
 mod control;
+mod examples;
 mod failures;
 mod languages;
 mod logs;

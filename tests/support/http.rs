@@ -37,11 +37,28 @@ impl Response {
 
 /// One GET on a new connection (`Connection: close`).
 pub fn http_get(address: SocketAddr, path: &str) -> std::io::Result<Response> {
+    http_request(address, "GET", path, None)
+}
+
+/// One request on a new connection (`Connection: close`), with a JSON body if given.
+pub fn http_request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(DEADLINE))?;
+    let body_headers = body.map_or(String::new(), |body| {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        )
+    });
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{body_headers}\r\n{}",
+        body.unwrap_or("")
     )?;
     let mut raw = String::new();
     stream.read_to_string(&mut raw)?;
