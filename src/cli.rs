@@ -13,6 +13,7 @@ use nix::sys::signal::Signal;
 
 use herdsman::config::{self, Balance, LogFormat, ReadyMode, RunFlags, WorkerCount};
 use herdsman::control::protocol::ScaleTarget;
+use herdsman::ipc::IpcMode;
 use herdsman::state::StateMode;
 
 /// Run any server as a cluster of worker processes sharing one port.
@@ -68,6 +69,15 @@ pub enum Command {
         #[arg(num_args = 1..=2, required = true, value_name = "ARGS")]
         args: Vec<String>,
         /// Print progress and the result as JSON lines
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a JSON message to a worker (or all) over the IPC channel (`run --ipc`).
+    Send {
+        /// [NAME] SLOT|all JSON
+        #[arg(num_args = 2..=3, required = true, value_name = "ARGS")]
+        args: Vec<String>,
+        /// Print the result as JSON
         #[arg(long)]
         json: bool,
     },
@@ -191,6 +201,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", value_parser = config::parse_size)]
     pub state_max_memory: Option<u64>,
 
+    /// Give every worker an IPC channel to the primary: `--ipc` (JSON lines at
+    /// $HERDSMAN_IPC_FD) or `--ipc node` (Node's process.send / process.on('message'))
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "on", value_name = "on|node|off")]
+    pub ipc: Option<IpcArg>,
+
     /// The server command and its arguments, after `--`
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -210,6 +225,13 @@ pub enum BalanceArg {
 pub enum ReadyArg {
     Delay,
     Notify,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum IpcArg {
+    On,
+    Node,
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -247,6 +269,11 @@ impl RunArgs {
             state_listen: self.state_listen,
             state_file: self.state_file,
             state_max_memory: self.state_max_memory,
+            ipc: self.ipc.map(|ipc| match ipc {
+                IpcArg::On => IpcMode::On,
+                IpcArg::Node => IpcMode::Node,
+                IpcArg::Off => IpcMode::Off,
+            }),
         }
     }
 }

@@ -45,6 +45,26 @@ pub fn run(command: Command) -> ExitCode {
                 Err(error) => Err(usage(error)),
             }
         }
+        Command::Send { args, json } => {
+            let (name, to, data) = match args.as_slice() {
+                [name, to, data] => (Some(name.as_str()), to, data),
+                [to, data] => (None, to, data),
+                _ => unreachable!("clap takes 2 or 3 values"),
+            };
+            match serde_json::from_str(data) {
+                Ok(data) => long_request(
+                    name,
+                    Request::Send {
+                        to: to.clone(),
+                        data,
+                    },
+                    json,
+                ),
+                Err(error) => Err(usage(format!(
+                    "the message `{data}` is not JSON ({error}); quote it for the shell, e.g. '{{\"reload\":true}}'"
+                ))),
+            }
+        }
         Command::Stop { name, json } => stop(name.as_deref(), json),
         Command::Logs {
             name,
@@ -177,21 +197,6 @@ fn status(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
         status.reloads,
         short_duration(status.uptime_ms)
     );
-    if let Some(state) = &status.shared_state {
-        match (state.keys, state.used_memory, state.clients) {
-            (Some(keys), Some(memory), Some(clients)) => println!(
-                "state: {}{}  {keys} keys  {:.1} MB  {clients} clients",
-                state.url,
-                state
-                    .tcp
-                    .as_ref()
-                    .map(|tcp| format!(" and redis://{tcp}"))
-                    .unwrap_or_default(),
-                memory as f64 / 1_048_576.0
-            ),
-            _ => println!("state: {} (external)", state.url),
-        }
-    }
     println!(
         "{:>4}  {:>7}  {:>3}  {:<9} {:>8}  {:>8}  {:>6}  {:>9}  LAST EXIT",
         "SLOT", "PID", "GEN", "STATE", "UPTIME", "RESTARTS", "CPU", "MEMORY"
@@ -215,6 +220,21 @@ fn status(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
                 .as_ref()
                 .map_or_else(dash, |exit| format!("{} ({})", exit.reason, exit.at)),
         );
+    }
+    if let Some(state) = &status.shared_state {
+        match (state.keys, state.used_memory, state.clients) {
+            (Some(keys), Some(memory), Some(clients)) => println!(
+                "state: {}{}  {keys} keys  {:.1} MB  {clients} clients",
+                state.url,
+                state
+                    .tcp
+                    .as_ref()
+                    .map(|tcp| format!(" and redis://{tcp}"))
+                    .unwrap_or_default(),
+                memory as f64 / 1_048_576.0
+            ),
+            _ => println!("state: {} (external)", state.url),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -18,6 +18,10 @@ use crate::sys;
 /// Names the fds (comma-separated, in the shim's fd table) to move to 3, 4, ….
 pub const SHIM_FDS_ENV: &str = "HERDSMAN_SHIM_FDS";
 
+/// How many of those fds are listening sockets (`LISTEN_FDS`); the rest (the IPC channel) are
+/// passed along without being announced as sockets to accept on. Default: all of them.
+pub const SHIM_LISTEN_COUNT_ENV: &str = "HERDSMAN_SHIM_LISTEN_COUNT";
+
 /// Exit code when the command was not found, as a shell reports it.
 pub const EXIT_NOT_FOUND: i32 = 127;
 /// Exit code when the command was found but could not be executed.
@@ -37,13 +41,20 @@ pub fn exec(command: &[OsString]) -> i32 {
         }
     };
     let mut exec = Command::new(program);
-    exec.args(args).env_remove(SHIM_FDS_ENV);
+    let listen_count = std::env::var(SHIM_LISTEN_COUNT_ENV)
+        .ok()
+        .and_then(|count| count.parse::<usize>().ok())
+        .unwrap_or(fds.len())
+        .min(fds.len());
+    exec.args(args)
+        .env_remove(SHIM_FDS_ENV)
+        .env_remove(SHIM_LISTEN_COUNT_ENV);
     if !fds.is_empty() {
         if let Err(error) = sys::move_fds_into_place(&fds) {
             eprintln!("herdsman: cannot pass the listening sockets to the worker: {error}");
             return EXIT_CANNOT_EXECUTE;
         }
-        exec.env("LISTEN_FDS", fds.len().to_string())
+        exec.env("LISTEN_FDS", listen_count.to_string())
             .env("LISTEN_PID", std::process::id().to_string());
     }
     let error = exec.exec();

@@ -5,6 +5,7 @@ mod support;
 mod control;
 mod examples;
 mod failures;
+mod ipc;
 mod languages;
 mod logs;
 mod reload;

@@ -59,6 +59,7 @@ pub struct FileSettings {
     pub state_file: Option<std::path::PathBuf>,
     #[serde(default, deserialize_with = "size", alias = "state_max_memory")]
     pub state_max_memory: Option<u64>,
+    pub ipc: Option<crate::ipc::IpcMode>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde::Deserialize;
 
+use crate::ipc::IpcMode;
 use crate::state::{StateMode, StoreOptions};
 
 /// How workers share the listening port (`--balance`).
@@ -150,6 +151,8 @@ pub struct Config {
     /// Where workers' shared state lives (`--state`), and how the embedded store runs.
     pub state: StateMode,
     pub store: StoreOptions,
+    /// Whether workers get an IPC channel (`--ipc`), and in which dialect.
+    pub ipc: IpcMode,
 }
 
 /// A configuration that cannot run, with what to do about it.
@@ -199,6 +202,7 @@ pub struct RunFlags {
     pub state_listen: Option<SocketAddr>,
     pub state_file: Option<PathBuf>,
     pub state_max_memory: Option<u64>,
+    pub ipc: Option<IpcMode>,
 }
 
 /// The file `herdsman run` reads when given no command and no `--config`.
@@ -263,6 +267,7 @@ impl RunFlags {
                 file: flags.state_file.or(file.state_file),
                 max_memory: flags.state_max_memory.or(file.state_max_memory),
             },
+            ipc: flags.ipc.or(file.ipc).unwrap_or_default(),
         };
         settings.validate()
     }
@@ -286,6 +291,7 @@ pub struct RunSettings {
     pub env: Vec<(String, String)>,
     pub state: StateMode,
     pub store: StoreOptions,
+    pub ipc: IpcMode,
 }
 
 impl RunSettings {
@@ -324,6 +330,7 @@ impl RunSettings {
             log_format: self.log_format,
             state: self.state,
             store: self.store,
+            ipc: self.ipc,
         })
     }
 
@@ -512,6 +519,7 @@ mod tests {
             env: Vec::new(),
             state: StateMode::Embedded,
             store: StoreOptions::default(),
+            ipc: IpcMode::Off,
         }
     }
 

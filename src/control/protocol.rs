@@ -23,6 +23,12 @@ pub enum Request {
         to: ScaleTarget,
     },
     Stop,
+    /// Send `data` to a slot's worker (`to`: `"3"`) or to every worker (`"all"`) over the IPC
+    /// channel (`--ipc`).
+    Send {
+        to: String,
+        data: serde_json::Value,
+    },
     Logs {
         #[serde(default)]
         slot: Option<usize>,

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::ipc::frame::Target;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -221,6 +222,45 @@ async fn handle(stream: UnixStream, intents: mpsc::UnboundedSender<Intent>, hub:
             match result.await {
                 Ok(Ok(message)) => client.finish(true, message).await,
                 Ok(Err(message)) => client.finish(false, message).await,
+                Err(_) => client.finish(false, "the primary is stopping".into()).await,
+            }
+        }
+        Request::Send { to, data } => {
+            let target = match to.as_str() {
+                "all" => Some(Target::All),
+                slot => slot
+                    .parse()
+                    .ok()
+                    .filter(|slot| *slot >= 1)
+                    .map(Target::Slot),
+            };
+            let Some(target) = target else {
+                let message = format!("`{to}` is neither a slot number nor `all`");
+                client.finish(false, message).await;
+                return;
+            };
+            let (reply, delivered) = oneshot::channel();
+            let _ = intents.send(Intent::Send {
+                to: target,
+                data,
+                reply,
+            });
+            match delivered.await {
+                Ok(0) => {
+                    let message = if to == "all" {
+                        "no worker has an IPC channel (start the cluster with --ipc or --ipc node)"
+                            .to_string()
+                    } else {
+                        format!("worker {to} has no IPC channel (no such slot, or the cluster runs without --ipc)")
+                    };
+                    client.finish(false, message).await
+                }
+                Ok(count) => {
+                    let workers = if count == 1 { "worker" } else { "workers" };
+                    client
+                        .finish(true, format!("sent to {count} {workers}"))
+                        .await
+                }
                 Err(_) => client.finish(false, "the primary is stopping".into()).await,
             }
         }

@@ -13,6 +13,7 @@
 //! - `report`: how exits and failures are described to people.
 //! - `process`: one worker process: start (through the exec shim), watch, signal.
 //! - `restart`: when a crashed worker comes back (backoff), and how a worker ended.
+//! - `ipc`: each worker's IPC channel: frames in, messages routed, `herdsman send`.
 //! - `notify`: sd_notify, from workers and to the primary's own service manager.
 //! - `spawn`: the thread every worker is forked from (for `PR_SET_PDEATHSIG`).
 //! - `logs`: the primary's messages and the workers' output, line by line.
@@ -23,6 +24,7 @@
 //! backoff before the next one starts, and is `errored` while it crash-loops.
 
 mod failure;
+mod ipc;
 mod log_hub;
 mod logs;
 mod notify;
@@ -85,6 +87,16 @@ pub enum Event {
     RetireCheck {
         uid: u64,
     },
+    /// A frame on a worker's IPC channel.
+    Ipc {
+        uid: u64,
+        frame: crate::ipc::frame::FromWorker,
+    },
+    /// A worker's IPC channel ended: closed by the worker, or cut for a bad frame (`reason`).
+    IpcClosed {
+        uid: u64,
+        reason: Option<String>,
+    },
 }
 
 /// Where progress lines and the result of a long request go.
@@ -112,6 +124,12 @@ pub enum Intent {
         reply: Option<oneshot::Sender<Result<String, String>>>,
     },
     Status(oneshot::Sender<ClusterStatus>),
+    /// Send a message to workers over their IPC channels; the reply is how many got it.
+    Send {
+        to: crate::ipc::frame::Target,
+        data: serde_json::Value,
+        reply: oneshot::Sender<usize>,
+    },
 }
 
 /// The time now as RFC 3339 (UTC, milliseconds), as log lines carry it.

@@ -7,7 +7,7 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -21,13 +21,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::ipc::Channel;
 use super::logs::{Logger, Stream, Tail};
 use super::notify::NotifySocket;
 use super::restart::ExitReason;
 use super::spawn::Spawner;
 use super::Event;
 use crate::balance::Side;
-use crate::shim::SHIM_FDS_ENV;
+use crate::ipc::{self, IpcMode};
+use crate::shim::{SHIM_FDS_ENV, SHIM_LISTEN_COUNT_ENV};
 use crate::sys;
 
 /// How long the watch task waits for a dead worker's output to drain, for the crash report.
@@ -66,6 +68,7 @@ pub struct Launch<'a> {
     pub name: &'a str,
     /// `HERDSMAN_STATE_URL` and `REDIS_URL`, unless shared state is off.
     pub state_url: Option<&'a str>,
+    pub ipc: IpcMode,
 }
 
 /// A live worker process.
@@ -88,6 +91,8 @@ pub struct Worker {
     pub status: Option<String>,
     /// CPU time and when it was read, for the CPU % of the next status request.
     pub cpu_sample: Option<(Duration, Instant)>,
+    /// The worker's IPC channel, with `--ipc`, until it closes.
+    pub ipc: Option<Channel>,
     signals: mpsc::UnboundedSender<Signal>,
     _notify: NotifySocket,
 }
@@ -121,6 +126,17 @@ impl Worker {
         events: mpsc::UnboundedSender<Event>,
     ) -> io::Result<Worker> {
         let notify = NotifySocket::bind(launch.notify_path.clone(), launch.uid, events.clone())?;
+        let channel = match launch.ipc {
+            IpcMode::Off => None,
+            mode => Some(Channel::open(launch.uid, mode, events.clone())?),
+        };
+        let mut inherited = vec![launch.listen_fd];
+        inherited.extend(channel.as_ref().map(|(_, theirs)| theirs.as_raw_fd()));
+        let shim_fds = inherited
+            .iter()
+            .map(|fd| fd.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         let mut command = Command::new("/proc/self/exe");
         command
             .arg0("herdsman")
@@ -131,7 +147,8 @@ impl Worker {
             .envs(launch.spec.env.iter().map(|(name, value)| (name, value)))
             .env_remove("LISTEN_FDS")
             .env_remove("LISTEN_PID")
-            .env(SHIM_FDS_ENV, launch.listen_fd.to_string())
+            .env(SHIM_FDS_ENV, shim_fds)
+            .env(SHIM_LISTEN_COUNT_ENV, "1")
             .env("LISTEN_FDNAMES", "herdsman")
             .env("PORT", launch.port.to_string())
             .env("HERDSMAN_NAME", launch.name)
@@ -149,12 +166,22 @@ impl Worker {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        sys::arm_worker_child(
-            &mut command,
-            nix::unistd::getpid().as_raw(),
-            vec![launch.listen_fd],
-        );
-        let mut child = spawner.spawn(command).await?;
+        match launch.ipc {
+            IpcMode::Off => {}
+            IpcMode::On => {
+                command.env("HERDSMAN_IPC_FD", ipc::WORKER_FD.to_string());
+            }
+            IpcMode::Node => {
+                command
+                    .env("NODE_CHANNEL_FD", ipc::WORKER_FD.to_string())
+                    .env("NODE_CHANNEL_SERIALIZATION_MODE", "json");
+            }
+        }
+        sys::arm_worker_child(&mut command, nix::unistd::getpid().as_raw(), inherited);
+        let spawned = spawner.spawn(command).await;
+        // The worker has its copy of its end of the channel (or failed to start); ours goes.
+        let ipc = channel.map(|(channel, _theirs)| channel);
+        let mut child = spawned?;
         let pid = child
             .id()
             .ok_or_else(|| io::Error::other("the worker exited at once"))?;
@@ -186,6 +213,7 @@ impl Worker {
             replaces: None,
             status: None,
             cpu_sample: None,
+            ipc,
             signals,
             _notify: notify,
         })

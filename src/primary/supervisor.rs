@@ -249,6 +249,7 @@ impl Supervisor {
             notify_path: self.dir.path().join(format!("notify-{uid}")),
             name: &self.config.name,
             state_url: self.shared_state.url.as_deref(),
+            ipc: self.config.ipc,
         };
         match Worker::start(launch, &self.spawner, &self.logger, self.events.clone()).await {
             Ok(mut worker) => {
@@ -346,6 +347,8 @@ impl Supervisor {
                 }
             }
             Event::RetireCheck { uid } => self.retire_check(uid),
+            Event::Ipc { uid, frame } => self.on_ipc(uid, frame).await,
+            Event::IpcClosed { uid, reason } => self.on_ipc_closed(uid, reason),
             Event::Exited { uid, reason, tail } => {
                 let Some(index) = self.workers.iter().position(|worker| worker.uid == uid) else {
                     return;
@@ -359,7 +362,7 @@ impl Supervisor {
         }
     }
 
-    async fn mark_ready(&mut self, uid: u64) {
+    pub(super) async fn mark_ready(&mut self, uid: u64) {
         let Some(worker) = self.worker_mut(uid) else {
             return;
         };
@@ -493,6 +496,10 @@ impl Supervisor {
                     }
                     None => self.log_result(result),
                 }
+            }
+            Intent::Send { to, data, reply } => {
+                let delivered = self.send_message(&to, &data, None, None);
+                let _ = reply.send(delivered);
             }
             Intent::Status(reply) => {
                 let _ = reply.send(self.status());
