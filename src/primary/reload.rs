@@ -428,6 +428,7 @@ impl Supervisor {
         needs_restart("log_format", old.log_format != new.log_format);
         needs_restart("name", new.name_is_explicit && new.name != old.name);
         needs_restart("state", old.state != new.state || old.store != new.store);
+        needs_restart("ipc", old.ipc != new.ipc);
         let workers = (new.workers != old.workers).then_some(new.workers);
         self.config = Config {
             command: new.command,
