@@ -81,7 +81,11 @@ fn status_json_has_exact_fields() {
     );
     assert_eq!(lines.len(), 5, "{}", table.stdout);
     assert!(lines[4].starts_with("state: unix://"), "{}", table.stdout);
-    assert!(lines[4].ends_with("  0 keys  0.0 MB  0 clients"), "{}", table.stdout);
+    assert!(
+        lines[4].ends_with("  0 keys  0.0 MB  0 clients"),
+        "{}",
+        table.stdout
+    );
 }
 
 #[test]
