@@ -4,6 +4,8 @@
 //! README for the command line and `docs/` for operations.
 //!
 //! # Layout
+//! - [`cluster`]: the library's [`Cluster`]: one Rust program as primary and workers, with
+//!   lifecycle events and messages (Node's cluster module).
 //! - [`config`]: the validated [`Config`] of a cluster, and the parsers for its values.
 //! - [`primary`]: the supervisor: slots, the worker lifecycle, restarts, shutdown, signals.
 //! - [`balance`]: the listening sockets and how workers share them (`shared`, `reuseport`).
@@ -19,6 +21,7 @@
 #![deny(unsafe_code)]
 
 pub mod balance;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod ipc;
@@ -29,5 +32,6 @@ pub mod state;
 mod sys;
 pub mod worker;
 
+pub use cluster::{role, Cluster, ClusterEvent, Primary, Role};
 pub use config::Config;
 pub use worker::Worker;

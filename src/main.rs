@@ -7,23 +7,14 @@ mod commands;
 use std::process::ExitCode;
 
 use clap::Parser;
-use herdsman::control::server::ControlError;
 use herdsman::primary::{self, ConfigReader, RunError};
-use herdsman::state::StateError;
 use tokio::sync::mpsc;
 
 use cli::{Cli, Command, RunArgs};
 
-/// A runtime failure: the primary could not keep running; or a requested operation failed.
-const EXIT_FAILED: u8 = 1;
-/// A usage or configuration error (clap uses 2 for usage errors too).
-const EXIT_USAGE: u8 = 2;
-/// Start-up failed: the listening address (or the cluster's name) is taken or cannot be used.
-const EXIT_BIND: u8 = 3;
-/// Start-up failed: no worker became ready.
-const EXIT_NO_WORKER_READY: u8 = 4;
-/// No such cluster is running, or its control socket cannot be reached.
-const EXIT_NOT_RUNNING: u8 = 5;
+use herdsman::primary::exit::{
+    FAILED as EXIT_FAILED, NOT_RUNNING as EXIT_NOT_RUNNING, USAGE as EXIT_USAGE,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -68,15 +59,7 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("herdsman: error: {}", error_chain(&error));
-            ExitCode::from(match error {
-                RunError::Bind(_) | RunError::Control(ControlError::NameTaken { .. }) => EXIT_BIND,
-                RunError::Control(ControlError::Io { .. }) => EXIT_FAILED,
-                RunError::StartupFailed(_) => EXIT_NO_WORKER_READY,
-                RunError::Setup(_) => EXIT_FAILED,
-                RunError::State(StateError::Listen { .. }) => EXIT_BIND,
-                RunError::State(StateError::File(_)) => EXIT_USAGE,
-                RunError::State(StateError::Thread(_)) => EXIT_FAILED,
-            })
+            ExitCode::from(error.exit_code())
         }
     }
 }

@@ -27,6 +27,25 @@ pub const EXIT_NOT_FOUND: i32 = 127;
 /// Exit code when the command was found but could not be executed.
 pub const EXIT_CANNOT_EXECUTE: i32 = 126;
 
+/// The argument that makes a process the shim: the primary starts every worker as
+/// `/proc/self/exe __exec-shim -- COMMAND…`, which is `herdsman` for the CLI and the program
+/// itself for the library's `Cluster`.
+pub const SHIM_ARG: &str = "__exec-shim";
+
+/// When this process was started as the shim, becomes the command (returning only the exit
+/// code of a failure); `None` otherwise.
+pub fn exec_if_requested() -> Option<i32> {
+    let mut args = std::env::args_os().skip(1);
+    if args.next()? != SHIM_ARG {
+        return None;
+    }
+    let mut command: Vec<OsString> = args.collect();
+    if command.first().is_some_and(|arg| arg == "--") {
+        command.remove(0);
+    }
+    Some(exec(&command))
+}
+
 /// Becomes `command`; returns only on failure, with the exit code to use.
 pub fn exec(command: &[OsString]) -> i32 {
     let Some((program, args)) = command.split_first() else {

@@ -197,3 +197,34 @@ pub fn take_inherited_listener() -> io::Result<Option<std::net::TcpListener>> {
     )?;
     Ok(Some(listener))
 }
+
+/// The worker's end of the IPC channel (`HERDSMAN_IPC_FD`), taken once; `None` without one.
+pub fn take_ipc_channel() -> io::Result<Option<std::os::unix::net::UnixStream>> {
+    use std::os::fd::FromRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    let Some(fd) = std::env::var("HERDSMAN_IPC_FD")
+        .ok()
+        .and_then(|fd| fd.parse::<RawFd>().ok())
+        .filter(|fd| *fd > 2)
+    else {
+        return Ok(None);
+    };
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Ok(None);
+    }
+    // Only an fd that really is a socket is wrapped (a stale variable must not adopt a file).
+    // SAFETY: fstat on a number only reads metadata; it fails harmlessly if `fd` is not open.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut stat) } != 0 || stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Ok(None);
+    }
+    // SAFETY: herdsman passed `fd` to this process as its end of the channel, it is a socket
+    // (checked above), and the flag makes sure it is owned only once.
+    let channel = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    nix::fcntl::fcntl(
+        &channel,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )?;
+    Ok(Some(channel))
+}

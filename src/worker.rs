@@ -15,6 +15,13 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::ipc::frame::Decoder;
 
 /// This worker, as herdsman started it.
 #[derive(Debug, Clone)]
@@ -24,6 +31,24 @@ pub struct Worker {
     generation: u64,
     name: String,
     state_url: Option<String>,
+    /// The IPC channel, opened on first use (it needs the tokio runtime).
+    ipc: Arc<OnceLock<Option<Channel>>>,
+    /// Tell herdsman the worker is ready as soon as it takes the listener (the library's
+    /// cluster does, unless `manual_ready`).
+    ready_on_listen: bool,
+}
+
+/// A message from the primary (`from: None`) or from another worker's slot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub data: Value,
+    pub from: Option<usize>,
+}
+
+#[derive(Debug)]
+struct Channel {
+    lines: mpsc::UnboundedSender<Vec<u8>>,
+    incoming: Mutex<Option<mpsc::UnboundedReceiver<Message>>>,
 }
 
 /// Why [`Worker::state`] has no client to give.
@@ -61,7 +86,64 @@ impl Worker {
                 .or_else(|_| std::env::var("REDIS_URL"))
                 .ok()
                 .filter(|url| !url.is_empty()),
+            ipc: Arc::new(OnceLock::new()),
+            ready_on_listen: false,
         }
+    }
+
+    /// Whether [`Worker::listener`] also calls [`Worker::ready`].
+    pub fn ready_on_listen(self, ready_on_listen: bool) -> Worker {
+        Worker {
+            ready_on_listen,
+            ..self
+        }
+    }
+
+    fn channel(&self) -> Option<&Channel> {
+        self.ipc.get_or_init(open_channel).as_ref()
+    }
+
+    /// Whether this worker has an IPC channel (`herdsman run --ipc`, or the library's cluster).
+    pub fn has_channel(&self) -> bool {
+        self.channel().is_some()
+    }
+
+    fn send_frame(&self, frame: Value) -> bool {
+        let Some(channel) = self.channel() else {
+            return false;
+        };
+        let mut line = serde_json::to_vec(&frame).unwrap_or_default();
+        line.push(b'\n');
+        channel.lines.send(line).is_ok()
+    }
+
+    /// Sends `data` to the primary; false without a channel. Must be called inside a tokio
+    /// runtime.
+    pub fn send(&self, data: impl serde::Serialize) -> bool {
+        let data = serde_json::to_value(data).unwrap_or(Value::Null);
+        self.send_frame(serde_json::json!({ "type": "message", "data": data }))
+    }
+
+    /// Sends `data` to the worker in `slot`, through the primary.
+    pub fn send_to(&self, slot: usize, data: impl serde::Serialize) -> bool {
+        let data = serde_json::to_value(data).unwrap_or(Value::Null);
+        self.send_frame(serde_json::json!({ "type": "message", "data": data, "to": slot }))
+    }
+
+    /// Sends `data` to every other worker, through the primary.
+    pub fn broadcast(&self, data: impl serde::Serialize) -> bool {
+        let data = serde_json::to_value(data).unwrap_or(Value::Null);
+        self.send_frame(serde_json::json!({ "type": "message", "data": data, "to": "all" }))
+    }
+
+    /// The messages sent to this worker, in order; `None` without a channel, or after the first
+    /// call (there is one stream).
+    pub fn messages(&self) -> Option<mpsc::UnboundedReceiver<Message>> {
+        self.channel()?
+            .incoming
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take()
     }
 
     /// The worker's slot, 1 to N; a replacement keeps its slot.
@@ -101,13 +183,21 @@ impl Worker {
             }
         };
         listener.set_nonblocking(true)?;
-        tokio::net::TcpListener::from_std(listener)
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        // The socket is listening: connections wait in its queue until the server accepts.
+        if self.ready_on_listen {
+            self.ready()?;
+        }
+        Ok(listener)
     }
 
     /// Tells herdsman this worker is ready for connections (`READY=1` on `NOTIFY_SOCKET`); a
     /// no-op without herdsman. With `--ready delay` herdsman also counts it ready after the
     /// delay; with `--ready notify` only this counts.
     pub fn ready(&self) -> io::Result<()> {
+        if self.send_frame(serde_json::json!({ "type": "ready" })) {
+            return Ok(());
+        }
         let Ok(path) = std::env::var("NOTIFY_SOCKET") else {
             return Ok(());
         };
@@ -129,6 +219,46 @@ impl Worker {
             .await
             .map_err(|source| StateError::Connect { url, source })
     }
+}
+
+fn open_channel() -> Option<Channel> {
+    let stream = crate::sys::take_ipc_channel().ok()??;
+    stream.set_nonblocking(true).ok()?;
+    let (mut reader, mut writer) = tokio::net::UnixStream::from_std(stream).ok()?.into_split();
+    let (lines, mut queue) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (deliver, incoming) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(line) = queue.recv().await {
+            if writer.write_all(&line).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut decoder = Decoder::default();
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut values = Vec::new();
+        while let Ok(read) = reader.read(&mut buffer).await {
+            if read == 0 || decoder.feed(&buffer[..read], &mut values).is_err() {
+                break;
+            }
+            for value in values.drain(..) {
+                if value.get("type").and_then(Value::as_str) != Some("message") {
+                    continue;
+                }
+                let from = value
+                    .get("from")
+                    .and_then(Value::as_u64)
+                    .map(|slot| slot as usize);
+                let data = value.get("data").cloned().unwrap_or(Value::Null);
+                let _ = deliver.send(Message { data, from });
+            }
+        }
+    });
+    Some(Channel {
+        lines,
+        incoming: Mutex::new(Some(incoming)),
+    })
 }
 
 /// Resolves when the worker is asked to stop: SIGTERM (herdsman's default `--stop-signal`) or

@@ -7,6 +7,7 @@ mod examples;
 mod failures;
 mod ipc;
 mod languages;
+mod library;
 mod logs;
 mod reload;
 mod run;

@@ -109,9 +109,11 @@ impl Supervisor {
             FromWorker::Message { data, to } => {
                 let shown = frame::shorten(&data);
                 match to {
-                    Target::Primary => self
-                        .logger
-                        .info(format!("worker {slot} (pid {pid}) message: {shown}")),
+                    Target::Primary => {
+                        self.logger
+                            .info(format!("worker {slot} (pid {pid}) message: {shown}"));
+                        self.observe(crate::cluster::ClusterEvent::Message { slot, pid, data });
+                    }
                     target => {
                         let delivered = self.send_message(&target, &data, Some(slot), Some(uid));
                         self.logger.info(format!(

@@ -155,6 +155,36 @@ pub enum RunError {
     State(#[from] StateError),
 }
 
+/// The exit codes of `herdsman` and of programs built on [`crate::Cluster`] (README, "Exit
+/// codes").
+pub mod exit {
+    /// A runtime failure: the primary could not keep running; or a requested operation failed.
+    pub const FAILED: u8 = 1;
+    /// A usage or configuration error (clap uses 2 for usage errors too).
+    pub const USAGE: u8 = 2;
+    /// Start-up failed: the listening address (or the cluster's name) is taken or unusable.
+    pub const BIND: u8 = 3;
+    /// Start-up failed: no worker became ready.
+    pub const NO_WORKER_READY: u8 = 4;
+    /// No such cluster is running, or its control socket cannot be reached.
+    pub const NOT_RUNNING: u8 = 5;
+}
+
+impl RunError {
+    /// The exit code this failure ends the primary with.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Bind(_) | RunError::Control(ControlError::NameTaken { .. }) => exit::BIND,
+            RunError::Control(ControlError::Io { .. }) => exit::FAILED,
+            RunError::StartupFailed(_) => exit::NO_WORKER_READY,
+            RunError::Setup(_) => exit::FAILED,
+            RunError::State(StateError::Listen { .. }) => exit::BIND,
+            RunError::State(StateError::File(_)) => exit::USAGE,
+            RunError::State(StateError::Thread(_)) => exit::FAILED,
+        }
+    }
+}
+
 /// Where workers find the shared state, as the supervisor hands it out and reports it.
 #[derive(Debug, Clone, Default)]
 pub struct SharedState {
@@ -205,6 +235,17 @@ pub async fn run(
     intents: mpsc::UnboundedSender<Intent>,
     reread: Option<ConfigReader>,
 ) -> Result<(), RunError> {
+    run_observed(config, intents_rx, intents, reread, None).await
+}
+
+/// [`run`], reporting every worker's lifecycle to `observer` (the library's event handler).
+pub async fn run_observed(
+    config: Config,
+    intents_rx: mpsc::UnboundedReceiver<Intent>,
+    intents: mpsc::UnboundedSender<Intent>,
+    reread: Option<ConfigReader>,
+    observer: Option<mpsc::UnboundedSender<crate::cluster::ClusterEvent>>,
+) -> Result<(), RunError> {
     let listeners = Listeners::bind(config.address, config.balance, config.workers)?;
     let (control, name) = ControlSocket::bind(&config.name, config.name_is_explicit)?;
     let config = Config { name, ..config };
@@ -234,7 +275,9 @@ pub async fn run(
     let control_task = control.serve(intents, hub);
     let (supervisor, events) =
         Supervisor::new(config, listeners, logger.clone(), spawner, dir, reread);
-    let supervisor = supervisor.with_shared_state(shared_state);
+    let supervisor = supervisor
+        .with_shared_state(shared_state)
+        .with_observer(observer);
     let result = supervisor.supervise(events, intents_rx).await;
     // The workers are gone: nothing writes any more; flush and sync the state file.
     if let Some(store) = store {

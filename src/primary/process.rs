@@ -29,7 +29,7 @@ use super::spawn::Spawner;
 use super::Event;
 use crate::balance::Side;
 use crate::ipc::{self, IpcMode};
-use crate::shim::{SHIM_FDS_ENV, SHIM_LISTEN_COUNT_ENV};
+use crate::shim::{SHIM_ARG, SHIM_FDS_ENV, SHIM_LISTEN_COUNT_ENV};
 use crate::sys;
 
 /// How long the watch task waits for a dead worker's output to drain, for the crash report.
@@ -140,7 +140,7 @@ impl Worker {
         let mut command = Command::new("/proc/self/exe");
         command
             .arg0("herdsman")
-            .arg("__exec-shim")
+            .arg(SHIM_ARG)
             .arg("--")
             .args(&launch.spec.command)
             // The app's own variables first, so that herdsman's below always win.

@@ -19,6 +19,7 @@ use super::restart::{ExitReason, RestartPolicy};
 use super::spawn::Spawner;
 use super::{ConfigReader, Event, Intent, RunError};
 use crate::balance::{Listeners, Side};
+use crate::cluster::ClusterEvent;
 use crate::config::{Config, ReadyMode};
 use crate::control::protocol::{Reply, ScaleTarget};
 use crate::runtime_dir::PrimaryDir;
@@ -92,6 +93,8 @@ pub(super) struct Supervisor {
     pub last_generation: u64,
     pub reload: Option<Reload>,
     pub shared_state: super::SharedState,
+    /// Where lifecycle events go (the library's `Cluster::on_event`).
+    pub observer: Option<mpsc::UnboundedSender<ClusterEvent>>,
     pub queued_reload: Option<QueuedReload>,
     /// A worker count to scale to once the current reload is done (changed in herdsman.toml).
     pub pending_scale: Option<usize>,
@@ -147,8 +150,20 @@ impl Supervisor {
             steering_failed: false,
             service_manager: ServiceManager::from_env(),
             shared_state: super::SharedState::default(),
+            observer: None,
         };
         (supervisor, events_rx)
+    }
+
+    pub fn with_observer(self, observer: Option<mpsc::UnboundedSender<ClusterEvent>>) -> Self {
+        Supervisor { observer, ..self }
+    }
+
+    /// Reports a lifecycle event to the library's handler, if there is one.
+    pub fn observe(&self, event: ClusterEvent) {
+        if let Some(observer) = &self.observer {
+            let _ = observer.send(event);
+        }
     }
 
     /// Hands workers the shared state's URL, and reports the store in `status`.
@@ -258,6 +273,10 @@ impl Supervisor {
                     "worker {slot} (pid {}) starting, generation {}",
                     worker.pid, worker.generation
                 ));
+                self.observe(ClusterEvent::Fork {
+                    slot,
+                    pid: worker.pid,
+                });
                 if self.config.ready == ReadyMode::Delay {
                     self.after(self.config.ready_delay, Event::ReadyDelayElapsed { uid });
                 }
@@ -355,6 +374,17 @@ impl Supervisor {
                 };
                 let worker = self.workers.remove(index);
                 let slot = worker.slot;
+                let (code, signal) = match reason {
+                    ExitReason::Code(code) => (Some(code), None),
+                    ExitReason::Signal(signal) => (None, Some(signal)),
+                    ExitReason::Unknown => (None, None),
+                };
+                self.observe(ClusterEvent::Exit {
+                    slot,
+                    pid: worker.pid,
+                    code,
+                    signal,
+                });
                 self.steer();
                 self.on_exit(worker, reason, tail).await;
                 self.ensure_occupied(slot);
@@ -372,6 +402,8 @@ impl Supervisor {
         worker.state = WorkerState::Ready;
         let (slot, pid, replaces) = (worker.slot, worker.pid, worker.replaces);
         self.logger.info(format!("worker {slot} (pid {pid}) ready"));
+        self.observe(ClusterEvent::Online { slot, pid });
+        self.observe(ClusterEvent::Listening { slot, pid });
         if let Some(old) = replaces {
             self.on_replacement_ready(uid, old).await;
         }
@@ -413,6 +445,8 @@ impl Supervisor {
         worker.state = WorkerState::Draining;
         worker.stop_reason = Some(reason);
         worker.signal(stop_signal);
+        let (slot, pid) = (worker.slot, worker.pid);
+        self.observe(ClusterEvent::Disconnect { slot, pid });
         self.after(kill_timeout, Event::KillDeadline { uid });
         self.steer();
     }

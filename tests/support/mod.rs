@@ -240,6 +240,8 @@ pub struct ClusterBuilder {
     env: Vec<(String, String)>,
     command: Vec<String>,
     wait_listening: bool,
+    /// A program built on `herdsman::Cluster`, run directly instead of `herdsman run`.
+    program: Option<PathBuf>,
 }
 
 pub fn cluster() -> ClusterBuilder {
@@ -250,6 +252,7 @@ pub fn cluster() -> ClusterBuilder {
         env: Vec::new(),
         command: vec![testserver_bin().display().to_string()],
         wait_listening: true,
+        program: None,
     }
 }
 
@@ -281,6 +284,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Runs `program` (built on `herdsman::Cluster`) itself as the primary, on `HOST` and
+    /// `PORT`, instead of `herdsman run`.
+    pub fn program(mut self, program: PathBuf) -> Self {
+        self.program = Some(program);
+        self
+    }
+
     /// Do not wait for the `listening on` line (for clusters expected to fail before it).
     pub fn no_wait(mut self) -> Self {
         self.wait_listening = false;
@@ -288,16 +298,26 @@ impl ClusterBuilder {
     }
 
     pub fn start(self) -> Cluster {
-        let mut command = Command::new(herdsman_bin());
         let runtime_dir = self.runtime_dir.unwrap_or_else(RuntimeDir::new);
         let port = self.port.to_string();
-        command
-            .arg("run")
-            .args(["--host", "127.0.0.1", "--port", &port]);
-        command.args(&self.args);
-        if !self.command.is_empty() {
-            command.arg("--").args(&self.command);
-        }
+        let mut command = match &self.program {
+            Some(program) => {
+                let mut command = Command::new(program);
+                command.env("HOST", "127.0.0.1").env("PORT", &port);
+                command
+            }
+            None => {
+                let mut command = Command::new(herdsman_bin());
+                command
+                    .arg("run")
+                    .args(["--host", "127.0.0.1", "--port", &port]);
+                command.args(&self.args);
+                if !self.command.is_empty() {
+                    command.arg("--").args(&self.command);
+                }
+                command
+            }
+        };
         // The test's own variables last, so that a test may set HERDSMAN_WORKERS.
         command
             .env_remove("HERDSMAN_WORKERS")

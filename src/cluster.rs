@@ -1,0 +1,370 @@
+//! `herdsman::Cluster`: one Rust program that is both the primary and its workers, as Node's
+//! cluster module makes one script both. In the primary, [`Cluster::run`] runs herdsman's
+//! supervisor (the same one as `herdsman run`) with the current binary, re-executed, as the
+//! worker command; in a worker it runs the closure given to it on a tokio runtime.
+//!
+//! ```no_run
+//! use herdsman::{Cluster, ClusterEvent};
+//!
+//! fn main() -> std::process::ExitCode {
+//!     Cluster::new()
+//!         .workers(4)
+//!         .on_event(|primary, event| {
+//!             if let ClusterEvent::Message { slot, data, .. } = event {
+//!                 primary.send(*slot, serde_json::json!({ "thanks": data }));
+//!             }
+//!         })
+//!         .run(|mut worker| async move {
+//!             let listener = worker.listener()?;   // shared port; ready from here on
+//!             worker.send(serde_json::json!({ "hello": worker.id() }));
+//!             # let _ = listener;
+//!             herdsman::worker::shutdown().await;
+//!             Ok(())
+//!         })
+//! }
+//! ```
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{Balance, LogFormat, ReadyMode, RunSettings, WorkerCount};
+use crate::ipc::frame::Target;
+use crate::ipc::IpcMode;
+use crate::primary::{self, Intent};
+use crate::state::{StateMode, StoreOptions};
+use crate::worker::Worker;
+
+/// Which side of the cluster this process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Worker,
+}
+
+/// Whether this process is a worker started by herdsman (`HERDSMAN_WORKER_ID` is set) or the
+/// primary; Node's `cluster.isPrimary`.
+pub fn role() -> Role {
+    if std::env::var_os("HERDSMAN_WORKER_ID").is_some() {
+        Role::Worker
+    } else {
+        Role::Primary
+    }
+}
+
+/// What happens to workers, named as in Node's cluster module, in this order for each worker:
+/// `Fork` → `Online` → `Listening` → (`Message`…) → `Disconnect` → `Exit`. A worker that dies
+/// unasked goes from any point straight to `Exit`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClusterEvent {
+    /// The worker process was started.
+    Fork { slot: usize, pid: u32 },
+    /// The worker runs (it said it is ready).
+    Online { slot: usize, pid: u32 },
+    /// The worker serves the shared port and gets connections.
+    Listening { slot: usize, pid: u32 },
+    /// The worker sent the primary a message.
+    Message { slot: usize, pid: u32, data: Value },
+    /// The primary asked the worker to stop (shutdown, reload, scale down).
+    Disconnect { slot: usize, pid: u32 },
+    /// The worker exited: its exit code, or the signal that ended it.
+    Exit {
+        slot: usize,
+        pid: u32,
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+}
+
+/// The primary, as event handlers see it: send to workers, reload, stop.
+#[derive(Debug, Clone)]
+pub struct Primary {
+    intents: mpsc::UnboundedSender<Intent>,
+}
+
+impl Primary {
+    fn send_to(&self, to: Target, data: Value) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.intents.send(Intent::Send { to, data, reply });
+    }
+
+    /// Sends `data` to the worker in `slot`.
+    pub fn send(&self, slot: usize, data: impl serde::Serialize) {
+        let data = serde_json::to_value(data).unwrap_or(Value::Null);
+        self.send_to(Target::Slot(slot), data);
+    }
+
+    /// Sends `data` to every worker.
+    pub fn broadcast(&self, data: impl serde::Serialize) {
+        let data = serde_json::to_value(data).unwrap_or(Value::Null);
+        self.send_to(Target::All, data);
+    }
+
+    /// Replaces `slot`'s worker gracefully, new before old (Node's `worker.disconnect()` with
+    /// a replacement, so capacity never drops).
+    pub fn restart(&self, slot: usize) {
+        let _ = self.intents.send(Intent::Restart {
+            slot,
+            progress: None,
+        });
+    }
+
+    /// A rolling reload of every worker.
+    pub fn reload(&self) {
+        let _ = self.intents.send(Intent::Reload {
+            parallel: 1,
+            progress: None,
+        });
+    }
+
+    /// Stops the cluster gracefully; [`Cluster::run`] then returns.
+    pub fn stop(&self) {
+        let _ = self.intents.send(Intent::Stop { fast: false });
+    }
+}
+
+type EventHandler = Box<dyn FnMut(&Primary, &ClusterEvent) + Send>;
+
+/// How to run the cluster; see the module documentation.
+pub struct Cluster {
+    workers: Option<WorkerCount>,
+    host: String,
+    port: Option<u16>,
+    balance: Balance,
+    ready_timeout: Duration,
+    kill_timeout: Duration,
+    name: Option<String>,
+    state: StateMode,
+    manual_ready: bool,
+    on_event: Option<EventHandler>,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster::new()
+    }
+}
+
+impl Cluster {
+    /// A worker per CPU (or `$HERDSMAN_WORKERS`) on `$HOST:$PORT` (default `0.0.0.0:8000`).
+    pub fn new() -> Cluster {
+        Cluster {
+            workers: None,
+            host: "0.0.0.0".into(),
+            port: None,
+            balance: Balance::Reuseport,
+            ready_timeout: Duration::from_secs(30),
+            kill_timeout: Duration::from_secs(10),
+            name: None,
+            state: StateMode::Embedded,
+            manual_ready: false,
+            on_event: None,
+        }
+    }
+
+    /// Exactly `count` workers (`$HERDSMAN_WORKERS` still overrides, as for the CLI).
+    pub fn workers(mut self, count: usize) -> Self {
+        self.workers = Some(WorkerCount::Exactly(count.max(1)));
+        self
+    }
+
+    /// One worker per CPU.
+    pub fn per_core(mut self) -> Self {
+        self.workers = Some(WorkerCount::Max);
+        self
+    }
+
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    /// The port (`$PORT` overrides; 0 picks a free one, printed on start).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    pub fn balance(mut self, balance: Balance) -> Self {
+        self.balance = balance;
+        self
+    }
+
+    /// How long a new worker may take to be ready.
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// How long a stopping worker may take before it is killed.
+    pub fn kill_timeout(mut self, timeout: Duration) -> Self {
+        self.kill_timeout = timeout;
+        self
+    }
+
+    /// Names the cluster for `herdsman status NAME` and the other commands.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Where shared state lives (default: the embedded store).
+    pub fn state(mut self, state: StateMode) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// Workers call [`Worker::ready`] themselves (after warming up) instead of being ready as
+    /// soon as they take the listener.
+    pub fn manual_ready(mut self) -> Self {
+        self.manual_ready = true;
+        self
+    }
+
+    /// Called in the primary for every [`ClusterEvent`], with a [`Primary`] handle.
+    pub fn on_event(
+        mut self,
+        handler: impl FnMut(&Primary, &ClusterEvent) + Send + 'static,
+    ) -> Self {
+        self.on_event = Some(Box::new(handler));
+        self
+    }
+
+    /// Runs the cluster: in the primary until it is stopped (SIGTERM, Ctrl-C, `herdsman stop`),
+    /// in a worker until `worker` returns. The exit code follows the CLI's (README, "Exit
+    /// codes"); a worker whose closure fails exits 1 after printing the error.
+    pub fn run<F, Fut>(self, worker: F) -> ExitCode
+    where
+        F: FnOnce(Worker) -> Fut,
+        Fut: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+    {
+        // A worker starts as this program in the role of herdsman's exec shim, which becomes
+        // the worker (this program again) with the sockets in place.
+        if let Some(code) = crate::shim::exec_if_requested() {
+            return ExitCode::from(code as u8);
+        }
+        match role() {
+            Role::Worker => run_worker(self.manual_ready, worker),
+            Role::Primary => self.run_primary(),
+        }
+    }
+
+    fn run_primary(mut self) -> ExitCode {
+        let command: Vec<OsString> = match std::env::current_exe() {
+            Ok(exe) => std::iter::once(exe.into_os_string())
+                .chain(std::env::args_os().skip(1))
+                .collect(),
+            Err(error) => {
+                eprintln!("herdsman: error: cannot find this program's own path: {error}");
+                return ExitCode::from(primary::exit::FAILED);
+            }
+        };
+        let env_number = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+        let workers = match env_number("HERDSMAN_WORKERS").map(|text| text.parse()) {
+            Some(Ok(count)) => count,
+            Some(Err(error)) => {
+                eprintln!("herdsman: error: $HERDSMAN_WORKERS: {error}");
+                return ExitCode::from(primary::exit::USAGE);
+            }
+            None => self.workers.unwrap_or(WorkerCount::Max),
+        };
+        let port = match env_number("PORT").map(|text| text.parse::<u16>()) {
+            Some(Ok(port)) => port,
+            Some(Err(_)) => {
+                eprintln!("herdsman: error: $PORT is not a port number");
+                return ExitCode::from(primary::exit::USAGE);
+            }
+            None => self.port.unwrap_or(8000),
+        };
+        let host = env_number("HOST").unwrap_or_else(|| self.host.clone());
+        let settings = RunSettings {
+            command,
+            workers,
+            host,
+            port,
+            balance: self.balance,
+            ready: ReadyMode::Notify,
+            ready_delay: Duration::from_secs(1),
+            ready_timeout: self.ready_timeout,
+            stop_signal: nix::sys::signal::Signal::SIGTERM,
+            kill_timeout: self.kill_timeout,
+            name: self.name.clone(),
+            log_format: LogFormat::Text,
+            env: Vec::new(),
+            state: self.state.clone(),
+            store: StoreOptions::default(),
+            ipc: IpcMode::On,
+        };
+        let config = match settings.validate() {
+            Ok(config) => config,
+            Err(error) => {
+                eprintln!("herdsman: error: {error}");
+                return ExitCode::from(primary::exit::USAGE);
+            }
+        };
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                eprintln!("herdsman: error: cannot start the async runtime: {error}");
+                return ExitCode::from(primary::exit::FAILED);
+            }
+        };
+        let handler = self.on_event.take();
+        let result = runtime.block_on(async move {
+            let (intents, intents_rx) = mpsc::unbounded_channel();
+            let _signals =
+                primary::forward_signals(intents.clone()).map_err(primary::RunError::Setup)?;
+            let (observer, mut events) = mpsc::unbounded_channel();
+            if let Some(mut handler) = handler {
+                let primary = Primary {
+                    intents: intents.clone(),
+                };
+                tokio::spawn(async move {
+                    while let Some(event) = events.recv().await {
+                        handler(&primary, &event);
+                    }
+                });
+            }
+            primary::run_observed(config, intents_rx, intents, None, Some(observer)).await
+        });
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("herdsman: error: {error}");
+                ExitCode::from(error.exit_code())
+            }
+        }
+    }
+}
+
+fn run_worker<F, Fut>(manual_ready: bool, worker: F) -> ExitCode
+where
+    F: FnOnce(Worker) -> Fut,
+    Fut: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("worker: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let handle = Worker::from_env().ready_on_listen(!manual_ready);
+    match runtime.block_on(worker(handle)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("worker: {error}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The Rust library (issue 4): one program as primary and workers (`herdsman::Cluster`),
+//! lifecycle events in Node's order, and messages both ways, exactly once.
+
+use std::collections::BTreeMap;
+
+use nix::sys::signal::Signal;
+
+use crate::support::{cluster, example_bin, Cluster};
+
+fn basic(workers: &str) -> Cluster {
+    let cluster = cluster()
+        .program(example_bin("basic"))
+        .env("HERDSMAN_WORKERS", workers)
+        .start();
+    cluster.wait_ready(workers.parse().unwrap());
+    cluster
+}
+
+/// The events the primary printed, per pid, in order: `fork`, `online`, ….
+fn events_by_pid(cluster: &Cluster) -> BTreeMap<u32, Vec<String>> {
+    let mut events: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for line in cluster.stdout.snapshot() {
+        let Some(rest) = line.strip_prefix("event ") else {
+            continue;
+        };
+        let name = rest.split(' ').next().unwrap().to_string();
+        let pid: u32 = rest
+            .split("pid=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        events.entry(pid).or_default().push(name);
+    }
+    events
+}
+
+#[test]
+fn one_program_is_primary_and_workers_with_events_in_order_and_messages_once() {
+    let mut cluster = basic("2");
+    // Both ways: each worker greets the primary, the primary welcomes each worker, once.
+    for slot in 1..=2 {
+        cluster
+            .stdout
+            .wait_for(&format!("event message slot={slot} "));
+        cluster.stdout.wait_for(&format!(
+            "worker {slot} got {{\"welcome\":{slot}}} from None"
+        ));
+    }
+    let response = cluster.get("/").unwrap();
+    assert_eq!(response.field("welcomed"), "true");
+    // The workers are this same program, re-executed: their pids are children serving the port.
+    let pids: Vec<u32> = cluster.ready_pids(2);
+    for pid in &pids {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        assert_eq!(exe, example_bin("basic"));
+    }
+    cluster.signal(Signal::SIGTERM);
+    assert_eq!(cluster.wait_exit().code(), Some(0), "{}", cluster.log());
+    let events = events_by_pid(&cluster);
+    for pid in &pids {
+        assert_eq!(
+            events[pid],
+            [
+                "fork",
+                "online",
+                "listening",
+                "message",
+                "disconnect",
+                "exit"
+            ],
+            "pid {pid}"
+        );
+    }
+    assert_eq!(
+        cluster
+            .stdout
+            .count(|line| line.contains("got {\"welcome\"")),
+        2,
+        "each welcome arrived once"
+    );
+    assert_eq!(
+        cluster
+            .stdout
+            .count(|line| line.starts_with("event message")),
+        2
+    );
+}
+
+#[test]
+fn a_crashed_worker_goes_straight_to_exit_and_is_replaced() {
+    let cluster = basic("1");
+    let first = cluster.ready_pids(1)[0];
+    let _ = cluster.get("/crash");
+    cluster.stdout.wait_for(&format!(
+        "event exit slot=1 pid={first} code=Some(3) signal=None"
+    ));
+    let line = cluster
+        .stdout
+        .wait_for_count(2, |line| line.starts_with("event listening slot=1"))
+        .pop()
+        .unwrap();
+    let second: u32 = line.split("pid=").nth(1).unwrap().parse().unwrap();
+    assert_ne!(second, first);
+    let events = events_by_pid(&cluster);
+    assert_eq!(
+        events[&first],
+        ["fork", "online", "listening", "message", "exit"]
+    );
+    assert_eq!(&events[&second][..3], ["fork", "online", "listening"]);
+    assert_eq!(cluster.get("/").unwrap().pid(), second);
+}
