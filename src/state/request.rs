@@ -194,36 +194,18 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
             return Some(args);
         }
         let mut current = Vec::new();
-        let mut in_double = false;
-        let mut in_single = false;
+        // The quote the current argument is inside, if any.
+        let mut quote: Option<u8> = None;
         loop {
             let Some(&byte) = line.get(i) else {
-                if in_double || in_single {
+                if quote.is_some() {
                     return None;
                 }
                 break;
             };
-            if in_double {
-                if byte == b'\\' && i + 3 < line.len() && line[i + 1] == b'x' {
-                    if let (Some(high), Some(low)) = (hex(line[i + 2]), hex(line[i + 3])) {
-                        current.push(high * 16 + low);
-                        i += 4;
-                        continue;
-                    }
-                }
-                if byte == b'\\' && i + 1 < line.len() {
-                    current.push(match line[i + 1] {
-                        b'n' => b'\n',
-                        b'r' => b'\r',
-                        b't' => b'\t',
-                        b'b' => 8,
-                        b'a' => 7,
-                        other => other,
-                    });
-                    i += 2;
-                    continue;
-                }
-                if byte == b'"' {
+            match quote {
+                Some(open) if byte == open => {
+                    // A closing quote must end the argument.
                     if line
                         .get(i + 1)
                         .is_some_and(|next| !next.is_ascii_whitespace())
@@ -233,31 +215,40 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                     i += 1;
                     break;
                 }
-                current.push(byte);
-            } else if in_single {
-                if byte == b'\\' && line.get(i + 1) == Some(&b'\'') {
+                Some(b'"') if byte == b'\\' && i + 1 < line.len() => {
+                    let escaped = (line[i + 1] == b'x' && i + 3 < line.len())
+                        .then(|| hex(line[i + 2]).zip(hex(line[i + 3])))
+                        .flatten();
+                    match escaped {
+                        Some((high, low)) => {
+                            current.push(high * 16 + low);
+                            i += 4;
+                        }
+                        None => {
+                            current.push(match line[i + 1] {
+                                b'n' => b'\n',
+                                b'r' => b'\r',
+                                b't' => b'\t',
+                                b'b' => 8,
+                                b'a' => 7,
+                                other => other,
+                            });
+                            i += 2;
+                        }
+                    }
+                    continue;
+                }
+                Some(_) if byte == b'\\' && line.get(i + 1) == Some(&b'\'') => {
                     current.push(b'\'');
                     i += 2;
                     continue;
                 }
-                if byte == b'\'' {
-                    if line
-                        .get(i + 1)
-                        .is_some_and(|next| !next.is_ascii_whitespace())
-                    {
-                        return None;
-                    }
-                    i += 1;
-                    break;
-                }
-                current.push(byte);
-            } else {
-                match byte {
+                Some(_) => current.push(byte),
+                None => match byte {
                     b' ' | b'\n' | b'\r' | b'\t' | 0 => break,
-                    b'"' => in_double = true,
-                    b'\'' => in_single = true,
+                    b'"' | b'\'' => quote = Some(byte),
                     _ => current.push(byte),
-                }
+                },
             }
             i += 1;
         }
@@ -301,6 +292,21 @@ mod tests {
         for chunk in 1..input.len() {
             assert_eq!(parse_all(input, chunk).unwrap(), whole, "chunk {chunk}");
         }
+    }
+
+    #[test]
+    fn quotes_split_like_redis_cli() {
+        assert_eq!(
+            split_args(br#"set 'it\'s' "a\"b\n" plain"#),
+            Some(vec![
+                b"set".to_vec(),
+                b"it's".to_vec(),
+                b"a\"b\n".to_vec(),
+                b"plain".to_vec()
+            ])
+        );
+        assert_eq!(split_args(br#"get "a"b"#), None);
+        assert_eq!(split_args(b"get 'a"), None);
     }
 
     #[test]
