@@ -306,41 +306,20 @@ impl Cluster {
                 return ExitCode::from(primary::exit::USAGE);
             }
         };
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(runtime) => runtime,
-            Err(error) => {
-                eprintln!("herdsman: error: cannot start the async runtime: {error}");
-                return ExitCode::from(primary::exit::FAILED);
-            }
-        };
         let handler = self.on_event.take();
-        let result = runtime.block_on(async move {
-            let (intents, intents_rx) = mpsc::unbounded_channel();
-            let _signals =
-                primary::forward_signals(intents.clone()).map_err(primary::RunError::Setup)?;
+        primary::run_to_exit(config, None, |intents| {
+            let mut handler = handler?;
+            let primary = Primary {
+                intents: intents.clone(),
+            };
             let (observer, mut events) = mpsc::unbounded_channel();
-            if let Some(mut handler) = handler {
-                let primary = Primary {
-                    intents: intents.clone(),
-                };
-                tokio::spawn(async move {
-                    while let Some(event) = events.recv().await {
-                        handler(&primary, &event);
-                    }
-                });
-            }
-            primary::run_observed(config, intents_rx, intents, None, Some(observer)).await
-        });
-        match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("herdsman: error: {error}");
-                ExitCode::from(error.exit_code())
-            }
-        }
+            tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    handler(&primary, &event);
+                }
+            });
+            Some(observer)
+        })
     }
 }
 

@@ -7,8 +7,7 @@ mod commands;
 use std::process::ExitCode;
 
 use clap::Parser;
-use herdsman::primary::{self, ConfigReader, RunError};
-use tokio::sync::mpsc;
+use herdsman::primary::{self, ConfigReader};
 
 use cli::{Cli, Command, RunArgs};
 
@@ -39,42 +38,5 @@ fn run(args: RunArgs) -> ExitCode {
         let flags = flags.clone();
         Box::new(move || flags.load().map_err(|error| error.to_string())) as ConfigReader
     });
-    // One thread is plenty: the primary never touches the data path in these balance modes.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("herdsman: error: cannot start the async runtime: {error}");
-            return ExitCode::from(EXIT_FAILED);
-        }
-    };
-    let result = runtime.block_on(async {
-        let (intents, intents_rx) = mpsc::unbounded_channel();
-        let _signals = primary::forward_signals(intents.clone()).map_err(RunError::Setup)?;
-        primary::run(config, intents_rx, intents, reread).await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("herdsman: error: {}", error_chain(&error));
-            ExitCode::from(error.exit_code())
-        }
-    }
-}
-
-/// The error and its causes, `: `-separated, skipping causes its message already includes.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    primary::run_to_exit(config, reread, |_| None)
 }

@@ -225,6 +225,58 @@ fn describe_store(store: &StateStore, file: Option<&std::path::Path>) -> String 
     )
 }
 
+/// Runs the primary to the end on a single-threaded runtime of its own, with the operating
+/// system's signals mapped to intents; prints why it failed, and returns the exit code. Both
+/// `herdsman run` and [`crate::Cluster::run`] end here. `observe`, given the intents sender
+/// (inside the runtime), may return where lifecycle events should go.
+pub fn run_to_exit(
+    config: Config,
+    reread: Option<ConfigReader>,
+    observe: impl FnOnce(
+        &mpsc::UnboundedSender<Intent>,
+    ) -> Option<mpsc::UnboundedSender<crate::cluster::ClusterEvent>>,
+) -> std::process::ExitCode {
+    // One thread is plenty: the primary never touches the data path in these balance modes.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("herdsman: error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::from(exit::FAILED);
+        }
+    };
+    let result = runtime.block_on(async {
+        let (intents, intents_rx) = mpsc::unbounded_channel();
+        let _signals = forward_signals(intents.clone()).map_err(RunError::Setup)?;
+        let observer = observe(&intents);
+        run_observed(config, intents_rx, intents, reread, observer).await
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("herdsman: error: {}", error_chain(&error));
+            std::process::ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+/// The error and its causes, `: `-separated, skipping causes its message already includes.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Runs the cluster described by `config` until a stop intent arrives and every worker has
 /// exited, or until start-up fails. The address and the control socket are bound first, so a
 /// taken port or name fails at once. `reread`, when given, is how `reload` reads the
