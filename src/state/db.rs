@@ -136,7 +136,22 @@ impl Db {
 
     /// Stores `value` at `key`, replacing any value; the deadline is `expires_at`.
     pub fn set(&mut self, key: &[u8], value: Value, expires_at: Option<i64>) {
-        self.remove_entry(key);
+        match self.keys.get_index_of(key) {
+            Some(index) => self.overwrite(index, value, Some(expires_at)),
+            None => self.insert_new(key, value, expires_at),
+        }
+    }
+
+    /// Replaces the value at `key`, keeping its deadline (or stores it, if there is no such
+    /// key).
+    pub fn replace_value(&mut self, key: &[u8], value: Value) {
+        match self.keys.get_index_of(key) {
+            Some(index) => self.overwrite(index, value, None),
+            None => self.insert_new(key, value, None),
+        }
+    }
+
+    fn insert_new(&mut self, key: &[u8], value: Value, expires_at: Option<i64>) {
         let key = Bytes::copy_from_slice(key);
         self.used_memory += ENTRY_OVERHEAD + key.len() + value.cost();
         if let Some(at) = expires_at {
@@ -145,15 +160,18 @@ impl Db {
         self.keys.insert(key, Entry { value, expires_at });
     }
 
-    /// Replaces the value at `key` in place, keeping its deadline (or stores it, if there is no
-    /// such key).
-    pub fn replace_value(&mut self, key: &[u8], value: Value) {
-        let Some(entry) = self.keys.get_mut(key) else {
-            self.set(key, value, None);
-            return;
-        };
+    /// Replaces the entry at `index` in place (the key keeps its place and its allocation);
+    /// `deadline` is the new deadline, or `None` to keep the current one.
+    fn overwrite(&mut self, index: usize, value: Value, deadline: Option<Option<i64>>) {
+        let (key, entry) = self
+            .keys
+            .get_index_mut(index)
+            .expect("the index was just looked up");
         self.used_memory = (self.used_memory + value.cost()).saturating_sub(entry.value.cost());
         entry.value = value;
+        if let Some(expires_at) = deadline {
+            move_deadline(&mut self.deadlines, key, entry, expires_at);
+        }
     }
 
     /// Removes `key`; its entry if it was there (expired or not).
@@ -178,13 +196,7 @@ impl Db {
         let Some((_, stored_key, entry)) = self.keys.get_full_mut(key) else {
             return false;
         };
-        if let Some(old) = entry.expires_at {
-            self.deadlines.remove(&(old, stored_key.clone()));
-        }
-        if let Some(at) = expires_at {
-            self.deadlines.insert((at, stored_key.clone()));
-        }
-        entry.expires_at = expires_at;
+        move_deadline(&mut self.deadlines, stored_key, entry, expires_at);
         true
     }
 
@@ -268,6 +280,25 @@ impl Db {
     }
 }
 
+/// Gives `entry` (stored at `key`) the deadline `expires_at`, in the entry and in the index.
+fn move_deadline(
+    deadlines: &mut BTreeSet<(i64, Bytes)>,
+    key: &Bytes,
+    entry: &mut Entry,
+    expires_at: Option<i64>,
+) {
+    if entry.expires_at == expires_at {
+        return;
+    }
+    if let Some(old) = entry.expires_at {
+        deadlines.remove(&(old, key.clone()));
+    }
+    if let Some(at) = expires_at {
+        deadlines.insert((at, key.clone()));
+    }
+    entry.expires_at = expires_at;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +336,23 @@ mod tests {
                 "k{i} was skipped"
             );
         }
+    }
+
+    #[test]
+    fn overwriting_in_place_keeps_the_deadline_index_and_memory_exact() {
+        let mut db = Db::default();
+        db.set(b"k", text("short"), Some(10));
+        let first = db.used_memory();
+        db.set(b"k", text("longer value"), Some(20));
+        assert_eq!(db.used_memory(), first + 7);
+        assert_eq!(db.expiring(), 1);
+        db.replace_value(b"k", text("v"));
+        assert_eq!(db.get(b"k", Now(15)).unwrap().expires_at, Some(20));
+        db.set(b"k", text("v"), None);
+        assert_eq!(db.expiring(), 0);
+        assert_eq!(db.expire_due(Now(100), 10), 0);
+        db.remove(b"k", Now(100));
+        assert_eq!(db.used_memory(), 0);
     }
 
     #[test]
