@@ -101,7 +101,9 @@ pub fn set(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     } else {
         None
     };
-    let found = ctx.entry(key).is_some();
+    // One lookup for both questions: is the key there, and what is its deadline.
+    let current_deadline = ctx.entry(key).map(|entry| entry.expires_at);
+    let found = current_deadline.is_some();
     if (options.nx && found) || (options.xx && !found) {
         if options.get {
             ctx.out.maybe_bulk(old.as_deref());
@@ -111,7 +113,7 @@ pub fn set(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         return Ok(());
     }
     let expires_at = if options.keep_ttl {
-        ctx.entry(key).and_then(|entry| entry.expires_at)
+        current_deadline.flatten()
     } else {
         expires_at
     };
