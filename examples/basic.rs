@@ -1,39 +1,55 @@
-//! The primary and its workers in one program: roles, messages both ways, and the lifecycle
+//! The primary and its workers in one program: roles, messages every way, and the lifecycle
 //! events Node's cluster module has (fork, online, listening, message, disconnect, exit).
 //!
 //!   cargo run --example basic                  # a worker per CPU on port 8000
 //!   HERDSMAN_WORKERS=2 PORT=0 cargo run --example basic
-//!   curl localhost:8000/          → {"worker":1,"pid":4121,"welcomed":true}
-//!   curl localhost:8000/crash     → that worker exits 3; the primary starts another
 //!
-//! The primary prints each event as `event NAME slot=N pid=P …`; workers print what they get.
+//! | request | what happens |
+//! |---|---|
+//! | `GET /` | `{"worker":1,"pid":4121,"welcomed":true}` |
+//! | `GET /announce/TEXT` | worker → primary, which broadcasts `{"announcement":TEXT}` to every worker |
+//! | `GET /shout/TEXT` | worker → every other worker (`Worker::broadcast`) |
+//! | `GET /tell/SLOT/TEXT` | worker → the worker in SLOT (`Worker::send_to`), routed by the primary |
+//! | `GET /roll_call` | worker → primary, which sends `{"roll_call":N}` to each of its N workers |
+//! | `GET /retire` | worker → primary, which disconnects it gracefully; a new worker takes the slot |
+//! | `GET /crash` | that worker exits 3; the primary starts another |
+//!
+//! The primary prints each event as `event NAME slot=N pid=P …`; workers print each message they
+//! get as `worker N got DATA from SENDER`.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use herdsman::{Cluster, ClusterEvent};
+use herdsman::{Cluster, ClusterEvent, Worker};
 use serde_json::{json, Value};
 
+/// One line per event: its name, slot and pid, and what else it carries.
 fn describe(event: &ClusterEvent) -> String {
+    let mut line = format!(
+        "event {} slot={} pid={}",
+        event.name(),
+        event.slot(),
+        event.pid()
+    );
     match event {
-        ClusterEvent::Fork { slot, pid } => format!("event fork slot={slot} pid={pid}"),
-        ClusterEvent::Online { slot, pid } => format!("event online slot={slot} pid={pid}"),
-        ClusterEvent::Listening { slot, pid } => format!("event listening slot={slot} pid={pid}"),
-        ClusterEvent::Message { slot, pid, data } => {
-            format!("event message slot={slot} pid={pid} data={data}")
-        }
-        ClusterEvent::Disconnect { slot, pid } => format!("event disconnect slot={slot} pid={pid}"),
+        ClusterEvent::Message { data, .. } => line += &format!(" data={data}"),
         ClusterEvent::Exit {
-            slot,
-            pid,
             code,
             signal,
-        } => format!("event exit slot={slot} pid={pid} code={code:?} signal={signal:?}"),
+            exited_after_disconnect,
+            ..
+        } => {
+            line += &format!(
+                " code={code:?} signal={signal:?} exited_after_disconnect={exited_after_disconnect}"
+            )
+        }
+        _ => {}
     }
+    line
 }
 
 fn main() -> ExitCode {
@@ -41,11 +57,26 @@ fn main() -> ExitCode {
         .name("basic")
         .on_event(|primary, event| {
             println!("{}", describe(event));
-            // Answer every worker's greeting: primary → worker.
-            if let ClusterEvent::Message { slot, data, .. } = event {
-                if data.get("hello").is_some() {
-                    primary.send(*slot, json!({ "welcome": slot }));
-                }
+            let ClusterEvent::Message { slot, data, .. } = event else {
+                return;
+            };
+            if data.get("hello").is_some() {
+                // Primary → one worker.
+                primary.send(*slot, json!({ "welcome": slot }));
+            } else if let Some(text) = data.get("announce") {
+                // Primary → every worker.
+                primary.broadcast(json!({ "announcement": text }));
+            } else if data.get("roll_call").is_some() {
+                // The worker list is an answer from the supervisor: wait for it off this callback.
+                let primary = primary.clone();
+                tokio::spawn(async move {
+                    let workers = primary.workers().await;
+                    for worker in &workers {
+                        worker.send(json!({ "roll_call": workers.len() }));
+                    }
+                });
+            } else if data.get("retire").is_some() {
+                primary.worker_of(event).disconnect();
             }
         })
         .run(|mut worker| async move {
@@ -57,15 +88,22 @@ fn main() -> ExitCode {
             tokio::spawn(async move {
                 while let Some(message) = messages.recv().await {
                     println!("worker {id} got {} from {:?}", message.data, message.from);
-                    flag.store(true, Ordering::SeqCst);
+                    if message.data.get("welcome").is_some() {
+                        flag.store(true, Ordering::SeqCst);
+                    }
                 }
             });
             // Worker → primary.
             worker.send(json!({ "hello": id }));
             let app = Router::new()
                 .route("/", get(hello))
+                .route("/announce/{text}", get(announce))
+                .route("/shout/{text}", get(shout))
+                .route("/tell/{slot}/{text}", get(tell))
+                .route("/roll_call", get(roll_call))
+                .route("/retire", get(retire))
                 .route("/crash", get(crash))
-                .with_state((id, welcomed));
+                .with_state(App { worker, welcomed });
             axum::serve(listener, app)
                 .with_graceful_shutdown(herdsman::worker::shutdown())
                 .await?;
@@ -73,12 +111,45 @@ fn main() -> ExitCode {
         })
 }
 
-async fn hello(State((worker, welcomed)): State<(usize, Arc<AtomicBool>)>) -> Json<Value> {
-    Json(json!({
-        "worker": worker,
-        "pid": std::process::id(),
-        "welcomed": welcomed.load(Ordering::SeqCst),
-    }))
+#[derive(Clone)]
+struct App {
+    worker: Worker,
+    welcomed: Arc<AtomicBool>,
+}
+
+impl App {
+    fn answer(&self, sent: bool) -> Json<Value> {
+        Json(json!({
+            "worker": self.worker.id(),
+            "pid": std::process::id(),
+            "welcomed": self.welcomed.load(Ordering::SeqCst),
+            "sent": sent,
+        }))
+    }
+}
+
+async fn hello(State(app): State<App>) -> Json<Value> {
+    app.answer(false)
+}
+
+async fn announce(State(app): State<App>, Path(text): Path<String>) -> Json<Value> {
+    app.answer(app.worker.send(json!({ "announce": text })))
+}
+
+async fn shout(State(app): State<App>, Path(text): Path<String>) -> Json<Value> {
+    app.answer(app.worker.broadcast(json!({ "shout": text })))
+}
+
+async fn tell(State(app): State<App>, Path((slot, text)): Path<(usize, String)>) -> Json<Value> {
+    app.answer(app.worker.send_to(slot, json!({ "note": text })))
+}
+
+async fn roll_call(State(app): State<App>) -> Json<Value> {
+    app.answer(app.worker.send(json!({ "roll_call": true })))
+}
+
+async fn retire(State(app): State<App>) -> Json<Value> {
+    app.answer(app.worker.send(json!({ "retire": true })))
 }
 
 async fn crash() -> &'static str {

@@ -26,6 +26,7 @@
 
 use std::ffi::OsString;
 use std::future::Future;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -33,9 +34,10 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Balance, LogFormat, ReadyMode, RunSettings, WorkerCount};
+use crate::control::protocol::{ClusterStatus, ScaleTarget};
 use crate::ipc::frame::Target;
 use crate::ipc::IpcMode;
-use crate::primary::{self, Intent};
+use crate::primary::{self, Intent, WorkerAction};
 use crate::state::{StateMode, StoreOptions};
 use crate::worker::Worker;
 
@@ -77,13 +79,120 @@ pub enum ClusterEvent {
         pid: u32,
         code: Option<i32>,
         signal: Option<i32>,
+        /// Whether the primary had asked it to go (stop, reload, scale, disconnect, kill)
+        /// rather than it dying on its own (Node's `worker.exitedAfterDisconnect`).
+        exited_after_disconnect: bool,
     },
 }
 
-/// The primary, as event handlers see it: send to workers, reload, stop.
+impl ClusterEvent {
+    /// The slot of the worker the event is about.
+    pub fn slot(&self) -> usize {
+        match self {
+            ClusterEvent::Fork { slot, .. }
+            | ClusterEvent::Online { slot, .. }
+            | ClusterEvent::Listening { slot, .. }
+            | ClusterEvent::Message { slot, .. }
+            | ClusterEvent::Disconnect { slot, .. }
+            | ClusterEvent::Exit { slot, .. } => *slot,
+        }
+    }
+
+    /// The pid of the worker the event is about.
+    pub fn pid(&self) -> u32 {
+        match self {
+            ClusterEvent::Fork { pid, .. }
+            | ClusterEvent::Online { pid, .. }
+            | ClusterEvent::Listening { pid, .. }
+            | ClusterEvent::Message { pid, .. }
+            | ClusterEvent::Disconnect { pid, .. }
+            | ClusterEvent::Exit { pid, .. } => *pid,
+        }
+    }
+
+    /// Node's name for the event: `fork`, `online`, `listening`, `message`, `disconnect`, `exit`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClusterEvent::Fork { .. } => "fork",
+            ClusterEvent::Online { .. } => "online",
+            ClusterEvent::Listening { .. } => "listening",
+            ClusterEvent::Message { .. } => "message",
+            ClusterEvent::Disconnect { .. } => "disconnect",
+            ClusterEvent::Exit { .. } => "exit",
+        }
+    }
+}
+
+/// The events of a cluster as a stream, for [`Cluster::primary`]: `recv` gives them in order
+/// and `None` once the cluster has stopped.
+#[derive(Debug)]
+pub struct ClusterEvents(mpsc::UnboundedReceiver<ClusterEvent>);
+
+impl ClusterEvents {
+    /// The next event; `None` after the last worker of a stopped cluster exited.
+    pub async fn recv(&mut self) -> Option<ClusterEvent> {
+        self.0.recv().await
+    }
+}
+
+/// The primary, as event handlers see it: its workers, messages, reload, scale, stop.
+///
+/// Every method only asks the supervisor, which acts on it next, in order with everything
+/// else it does; none of them waits for the outcome (the events tell it).
 #[derive(Debug, Clone)]
 pub struct Primary {
     intents: mpsc::UnboundedSender<Intent>,
+}
+
+/// The primary's handle on one worker (Node's `Worker` object in the primary): send it a
+/// message, disconnect it, kill it. The cluster keeps its worker count, so a slot whose worker
+/// was disconnected or killed gets a new one; [`Primary::scale`] changes the count.
+#[derive(Debug, Clone)]
+pub struct WorkerHandle {
+    primary: Primary,
+    slot: usize,
+    pid: Option<u32>,
+}
+
+fn to_json(data: impl serde::Serialize) -> Value {
+    serde_json::to_value(data).unwrap_or(Value::Null)
+}
+
+impl WorkerHandle {
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// The process this handle is pinned to; `None` for [`Primary::worker`], which acts on
+    /// whichever worker serves the slot at the time.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    fn act(&self, action: WorkerAction) {
+        let _ = self.primary.intents.send(Intent::Worker {
+            slot: self.slot,
+            pid: self.pid,
+            action,
+        });
+    }
+
+    /// Sends `data` to this worker (its [`crate::worker::Worker::messages`]).
+    pub fn send(&self, data: impl serde::Serialize) {
+        self.act(WorkerAction::Send(to_json(data)));
+    }
+
+    /// Stops this worker gracefully: no new connections, the stop signal, killed after the
+    /// kill timeout; then a new worker takes the slot. [`Primary::restart`] starts the new
+    /// worker first instead, so that the slot never goes without one.
+    pub fn disconnect(&self) {
+        self.act(WorkerAction::Disconnect);
+    }
+
+    /// Kills this worker (SIGKILL) now; a new worker takes the slot at once.
+    pub fn kill(&self) {
+        self.act(WorkerAction::Kill);
+    }
 }
 
 impl Primary {
@@ -92,16 +201,66 @@ impl Primary {
         let _ = self.intents.send(Intent::Send { to, data, reply });
     }
 
-    /// Sends `data` to the worker in `slot`.
+    /// The cluster's state, as `herdsman status` shows it: every slot with its worker's pid,
+    /// generation, state, uptime, restarts, CPU and memory.
+    pub async fn status(&self) -> Option<ClusterStatus> {
+        let (reply, status) = oneshot::channel();
+        self.intents.send(Intent::Status(reply)).ok()?;
+        status.await.ok()
+    }
+
+    /// A handle on every running worker, by slot, each pinned to its process.
+    pub async fn workers(&self) -> Vec<WorkerHandle> {
+        let Some(status) = self.status().await else {
+            return Vec::new();
+        };
+        status
+            .slots
+            .iter()
+            .filter_map(|slot| {
+                Some(WorkerHandle {
+                    primary: self.clone(),
+                    slot: slot.slot,
+                    pid: Some(slot.pid?),
+                })
+            })
+            .collect()
+    }
+
+    /// A handle on whichever worker serves `slot` when it is used.
+    pub fn worker(&self, slot: usize) -> WorkerHandle {
+        WorkerHandle {
+            primary: self.clone(),
+            slot,
+            pid: None,
+        }
+    }
+
+    /// A handle on the worker `event` is about (that process, not a later one in its slot).
+    pub fn worker_of(&self, event: &ClusterEvent) -> WorkerHandle {
+        WorkerHandle {
+            primary: self.clone(),
+            slot: event.slot(),
+            pid: Some(event.pid()),
+        }
+    }
+
+    /// Sends `data` to the worker serving `slot`.
     pub fn send(&self, slot: usize, data: impl serde::Serialize) {
-        let data = serde_json::to_value(data).unwrap_or(Value::Null);
-        self.send_to(Target::Slot(slot), data);
+        self.send_to(Target::Slot(slot), to_json(data));
     }
 
     /// Sends `data` to every worker.
     pub fn broadcast(&self, data: impl serde::Serialize) {
-        let data = serde_json::to_value(data).unwrap_or(Value::Null);
-        self.send_to(Target::All, data);
+        self.send_to(Target::All, to_json(data));
+    }
+
+    /// Changes the number of workers to `count` (new slots start, the highest slots retire).
+    pub fn scale(&self, count: usize) {
+        let _ = self.intents.send(Intent::Scale {
+            target: ScaleTarget::To(count),
+            reply: None,
+        });
     }
 
     /// Replaces `slot`'s worker gracefully, new before old (Node's `worker.disconnect()` with
@@ -128,6 +287,8 @@ impl Primary {
 }
 
 type EventHandler = Box<dyn FnMut(&Primary, &ClusterEvent) + Send>;
+type PrimaryTask =
+    Box<dyn FnOnce(Primary, ClusterEvents) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// How to run the cluster; see the module documentation.
 pub struct Cluster {
@@ -140,7 +301,9 @@ pub struct Cluster {
     name: Option<String>,
     state: StateMode,
     manual_ready: bool,
+    worker_threads: Option<usize>,
     on_event: Option<EventHandler>,
+    primary_task: Option<PrimaryTask>,
 }
 
 impl Default for Cluster {
@@ -162,7 +325,9 @@ impl Cluster {
             name: None,
             state: StateMode::Embedded,
             manual_ready: false,
+            worker_threads: None,
             on_event: None,
+            primary_task: None,
         }
     }
 
@@ -225,12 +390,50 @@ impl Cluster {
         self
     }
 
+    /// The threads of each worker's tokio runtime (default: one per CPU). `1` gives each
+    /// worker a single-threaded runtime, the shape of a Node, Python or Ruby worker: then the
+    /// cluster is what spreads the work over the cores.
+    pub fn worker_threads(mut self, threads: usize) -> Self {
+        self.worker_threads = Some(threads.max(1));
+        self
+    }
+
     /// Called in the primary for every [`ClusterEvent`], with a [`Primary`] handle.
     pub fn on_event(
         mut self,
         handler: impl FnMut(&Primary, &ClusterEvent) + Send + 'static,
     ) -> Self {
         self.on_event = Some(Box::new(handler));
+        self
+    }
+
+    /// Runs `task` in the primary, on the primary's runtime, with a [`Primary`] handle and the
+    /// cluster's events as a stream: the async alternative to [`Cluster::on_event`] (both may
+    /// be given; each sees every event). The cluster keeps running when `task` returns;
+    /// [`Primary::stop`] stops it.
+    ///
+    /// ```no_run
+    /// # use herdsman::{Cluster, ClusterEvent};
+    /// # fn main() -> std::process::ExitCode {
+    /// Cluster::new()
+    ///     .primary(|primary, mut events| async move {
+    ///         while let Some(event) = events.recv().await {
+    ///             if let ClusterEvent::Exit { exited_after_disconnect: false, slot, .. } = event {
+    ///                 eprintln!("worker {slot} died; {} workers now", primary.workers().await.len());
+    ///             }
+    ///         }
+    ///     })
+    ///     .run(|mut worker| async move { Ok(()) })
+    /// # }
+    /// ```
+    pub fn primary<F, Fut>(mut self, task: F) -> Self
+    where
+        F: FnOnce(Primary, ClusterEvents) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.primary_task = Some(Box::new(move |primary, events| {
+            Box::pin(task(primary, events))
+        }));
         self
     }
 
@@ -248,7 +451,7 @@ impl Cluster {
             return ExitCode::from(code as u8);
         }
         match role() {
-            Role::Worker => run_worker(self.manual_ready, worker),
+            Role::Worker => run_worker(self.manual_ready, self.worker_threads, worker),
             Role::Primary => self.run_primary(),
         }
     }
@@ -306,16 +509,29 @@ impl Cluster {
                 return ExitCode::from(primary::exit::USAGE);
             }
         };
-        let handler = self.on_event.take();
+        let (mut handler, task) = (self.on_event.take(), self.primary_task.take());
         primary::run_to_exit(config, None, |intents| {
-            let mut handler = handler?;
+            if handler.is_none() && task.is_none() {
+                return None;
+            }
             let primary = Primary {
                 intents: intents.clone(),
             };
             let (observer, mut events) = mpsc::unbounded_channel();
+            let stream = task.map(|task| {
+                let (sender, receiver) = mpsc::unbounded_channel();
+                tokio::spawn(task(primary.clone(), ClusterEvents(receiver)));
+                sender
+            });
+            // One dispatcher, so that the callback and the stream see events in the same order.
             tokio::spawn(async move {
                 while let Some(event) = events.recv().await {
-                    handler(&primary, &event);
+                    if let Some(handler) = &mut handler {
+                        handler(&primary, &event);
+                    }
+                    if let Some(stream) = &stream {
+                        let _ = stream.send(event);
+                    }
                 }
             });
             Some(observer)
@@ -323,15 +539,21 @@ impl Cluster {
     }
 }
 
-fn run_worker<F, Fut>(manual_ready: bool, worker: F) -> ExitCode
+fn run_worker<F, Fut>(manual_ready: bool, threads: Option<usize>, worker: F) -> ExitCode
 where
     F: FnOnce(Worker) -> Fut,
     Fut: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("worker: cannot start the async runtime: {error}");

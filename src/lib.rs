@@ -32,6 +32,6 @@ pub mod state;
 mod sys;
 pub mod worker;
 
-pub use cluster::{role, Cluster, ClusterEvent, Primary, Role};
+pub use cluster::{role, Cluster, ClusterEvent, ClusterEvents, Primary, Role, WorkerHandle};
 pub use config::Config;
 pub use worker::Worker;

@@ -113,3 +113,99 @@ fn a_crashed_worker_goes_straight_to_exit_and_is_replaced() {
     assert_eq!(&events[&second][..3], ["fork", "online", "listening"]);
     assert_eq!(cluster.get("/").unwrap().pid(), second);
 }
+
+/// The answering worker's slot, from the example's JSON.
+fn slot_of(response: &crate::support::Response) -> usize {
+    response.field("worker").parse().unwrap()
+}
+
+#[test]
+fn broadcasts_worker_to_worker_messages_and_roll_calls_arrive_exactly_once() {
+    let mut cluster = basic("2");
+    for slot in 1..=2 {
+        cluster.stdout.wait_for(&format!(
+            "worker {slot} got {{\"welcome\":{slot}}} from None"
+        ));
+    }
+    // Primary → every worker.
+    cluster.get("/announce/hi").unwrap();
+    for slot in 1..=2 {
+        cluster.stdout.wait_for(&format!(
+            "worker {slot} got {{\"announcement\":\"hi\"}} from None"
+        ));
+    }
+    // Worker → every other worker.
+    let shouter = slot_of(&cluster.get("/shout/yo").unwrap());
+    let other = 3 - shouter;
+    cluster.stdout.wait_for(&format!(
+        "worker {other} got {{\"shout\":\"yo\"}} from Some({shouter})"
+    ));
+    // Worker → one worker: tell slot 1 from whichever worker answers, until slot 2 did.
+    let note = (0..200)
+        .find(|attempt| {
+            let response = cluster.get(&format!("/tell/1/note{attempt}")).unwrap();
+            slot_of(&response) == 2
+        })
+        .expect("a connection reached worker 2");
+    cluster.stdout.wait_for(&format!(
+        "worker 1 got {{\"note\":\"note{note}\"}} from Some(2)"
+    ));
+    // The primary's worker list: one handle per worker, each pinned to its process.
+    cluster.get("/roll_call").unwrap();
+    for slot in 1..=2 {
+        cluster
+            .stdout
+            .wait_for(&format!("worker {slot} got {{\"roll_call\":2}} from None"));
+    }
+
+    cluster.signal(Signal::SIGTERM);
+    assert_eq!(cluster.wait_exit().code(), Some(0), "{}", cluster.log());
+    let count = |text: &str| cluster.stdout.count(|line| line.contains(text));
+    assert_eq!(count("got {\"announcement\":\"hi\"} from None"), 2);
+    assert_eq!(
+        count("got {\"shout\":\"yo\"}"),
+        1,
+        "not back to the shouter"
+    );
+    assert_eq!(count(&format!("got {{\"note\":\"note{note}\"}}")), 1);
+    assert_eq!(count("got {\"roll_call\":2}"), 2);
+}
+
+#[test]
+fn a_disconnected_worker_drains_exits_asked_for_and_its_slot_is_refilled() {
+    let cluster = basic("2");
+    cluster.wait_ready(2);
+    let response = cluster.get("/retire").unwrap();
+    let (slot, pid) = (slot_of(&response), response.pid());
+    cluster
+        .stdout
+        .wait_for(&format!("event disconnect slot={slot} pid={pid}"));
+    cluster.stdout.wait_for(&format!(
+        "event exit slot={slot} pid={pid} code=Some(0) signal=None exited_after_disconnect=true"
+    ));
+    cluster.stderr.wait_for(&format!(
+        "worker {slot} (pid {pid}) disconnecting, as asked"
+    ));
+    let (new_slot, new_pid) = cluster.wait_ready(3)[2];
+    assert_eq!(new_slot, slot);
+    assert_ne!(new_pid, pid);
+    let events = events_by_pid(&cluster);
+    assert_eq!(
+        events[&pid],
+        [
+            "fork",
+            "online",
+            "listening",
+            "message",
+            "message",
+            "disconnect",
+            "exit"
+        ]
+    );
+    // Asked for, so not a failure: no restart is counted.
+    assert!(
+        !cluster.log().contains("restarting"),
+        "a disconnect is not a crash:\n{}",
+        cluster.log()
+    );
+}

@@ -6,9 +6,12 @@
 //! connections can be steered to it while the old worker finishes the ones already in its own
 //! queue, and the old worker is stopped only once that queue is empty.
 //!
-//! The primary keeps every socket open for its whole life: a connection that waits in a
+//! The primary keeps every socket open until the cluster stops: a connection that waits in a
 //! listening socket's queue is reset by the kernel when the last fd of that socket closes, so a
-//! worker that crashes or restarts must never take the only copy with it.
+//! worker that crashes or restarts must never take the only copy with it. When the cluster
+//! stops, the primary closes its copies ([`Listeners::close`]): once the draining workers let
+//! go of theirs, new connections are refused at once, instead of waiting in a queue that no
+//! one will serve until the primary exits.
 //!
 //! Sockets are left in blocking mode, as systemd hands them over: the mode belongs to the shared
 //! open file description, and each worker's runtime sets the mode it wants.
@@ -129,10 +132,19 @@ impl Listeners {
         }
     }
 
+    /// Closes the primary's copies of the sockets, for good (the cluster is stopping); workers
+    /// keep theirs until they let go.
+    pub fn close(&mut self) {
+        self.sockets.clear();
+    }
+
     /// Sends new connections only to the sockets `targets` (sorted; reuseport only: with one
     /// shared socket only running workers accept anyway). Empty lets the kernel hash over all.
     pub fn steer(&mut self, targets: &[(usize, Side)]) -> io::Result<()> {
-        if self.balance != Balance::Reuseport || self.steered_to == targets {
+        if self.balance != Balance::Reuseport
+            || self.steered_to == targets
+            || self.sockets.is_empty()
+        {
             return Ok(());
         }
         let indexes: Vec<u32> = targets
@@ -150,14 +162,14 @@ impl Listeners {
         if self.balance != Balance::Reuseport {
             return None;
         }
-        let fd = self.sockets[self.index(slot, side)].as_raw_fd();
+        let fd = self.sockets.get(self.index(slot, side))?.as_raw_fd();
         // An error (which getsockopt on our own socket does not give) reads as "nothing queued".
         Some(crate::sys::listen_queue_length(fd).unwrap_or(0))
     }
 
-    /// The socket a worker of `slot` (1-based) on `side` inherits as fd 3.
-    pub fn fd_for(&self, slot: usize, side: Side) -> RawFd {
-        self.sockets[self.index(slot, side)].as_raw_fd()
+    /// The socket a worker of `slot` (1-based) on `side` inherits as fd 3; `None` once closed.
+    pub fn fd_for(&self, slot: usize, side: Side) -> Option<RawFd> {
+        Some(self.sockets.get(self.index(slot, side))?.as_raw_fd())
     }
 }
 
@@ -260,6 +272,20 @@ mod tests {
         drop(clients);
         let shared = Listeners::bind("127.0.0.1:0".parse().unwrap(), Balance::Shared, 2).unwrap();
         assert_eq!(shared.queued(1, A), None);
+    }
+
+    #[test]
+    fn once_closed_new_connections_are_refused() {
+        let mut listeners =
+            Listeners::bind("127.0.0.1:0".parse().unwrap(), Balance::Reuseport, 2).unwrap();
+        let address = listeners.local_addr();
+        std::net::TcpStream::connect(address).expect("listening");
+        listeners.close();
+        assert_eq!(listeners.fd_for(1, A), None);
+        assert_eq!(listeners.queued(1, A), None);
+        listeners.steer(&[(1, A)]).expect("nothing to steer");
+        let refused = std::net::TcpStream::connect(address).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
     }
 
     #[test]

@@ -107,19 +107,25 @@ impl Supervisor {
         match frame {
             FromWorker::Ready => self.mark_ready(uid).await,
             FromWorker::Message { data, to } => {
-                let shown = frame::shorten(&data);
+                // Messages are the log's under `herdsman run`; a program built on the library
+                // gets them as events instead, and may send many (heartbeats, counters).
+                let shown = self.observer.is_none().then(|| frame::shorten(&data));
                 match to {
                     Target::Primary => {
-                        self.logger
-                            .info(format!("worker {slot} (pid {pid}) message: {shown}"));
+                        if let Some(shown) = shown {
+                            self.logger
+                                .info(format!("worker {slot} (pid {pid}) message: {shown}"));
+                        }
                         self.observe(crate::cluster::ClusterEvent::Message { slot, pid, data });
                     }
                     target => {
                         let delivered = self.send_message(&target, &data, Some(slot), Some(uid));
-                        self.logger.info(format!(
-                            "worker {slot} (pid {pid}) message to {}: {shown} (delivered to {delivered})",
-                            describe(&target)
-                        ));
+                        if let Some(shown) = shown {
+                            self.logger.info(format!(
+                                "worker {slot} (pid {pid}) message to {}: {shown} (delivered to {delivered})",
+                                describe(&target)
+                            ));
+                        }
                     }
                 }
             }

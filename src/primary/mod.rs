@@ -130,6 +130,35 @@ pub enum Intent {
         data: serde_json::Value,
         reply: oneshot::Sender<usize>,
     },
+    /// Act on one worker: the one with `pid` in `slot`, or the slot's serving worker (the
+    /// library's `WorkerHandle`).
+    Worker {
+        slot: usize,
+        pid: Option<u32>,
+        action: WorkerAction,
+    },
+}
+
+/// What the program asks of one worker.
+#[derive(Debug)]
+pub enum WorkerAction {
+    /// A message over its IPC channel.
+    Send(serde_json::Value),
+    /// Stop it gracefully (steered away from, stop signal, killed after the kill timeout); the
+    /// slot gets a new worker once it has exited.
+    Disconnect,
+    /// SIGKILL now; the slot gets a new worker at once.
+    Kill,
+}
+
+impl std::fmt::Display for WorkerAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WorkerAction::Send(_) => "send",
+            WorkerAction::Disconnect => "disconnect",
+            WorkerAction::Kill => "kill",
+        })
+    }
 }
 
 /// The time now as RFC 3339 (UTC, milliseconds), as log lines carry it.

@@ -110,6 +110,18 @@ pub enum StopReason {
     Aborted,
     /// Its slot was removed (scale down).
     ScaleDown,
+    /// The program asked for it to go (`WorkerHandle::disconnect`); the slot is refilled.
+    Disconnected,
+    /// The program killed it (`WorkerHandle::kill`); the slot is refilled.
+    Killed,
+}
+
+impl StopReason {
+    /// Whether the worker's exit was asked for, rather than a failure (Node's
+    /// `worker.exitedAfterDisconnect`).
+    pub fn was_requested(self) -> bool {
+        !matches!(self, StopReason::NotReady)
+    }
 }
 
 impl Worker {

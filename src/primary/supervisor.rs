@@ -17,7 +17,7 @@ use super::reload::{QueuedReload, Reload};
 use super::report::workers;
 use super::restart::{ExitReason, RestartPolicy};
 use super::spawn::Spawner;
-use super::{ConfigReader, Event, Intent, RunError};
+use super::{ConfigReader, Event, Intent, RunError, WorkerAction};
 use crate::balance::{Listeners, Side};
 use crate::cluster::ClusterEvent;
 use crate::config::{Config, ReadyMode};
@@ -247,12 +247,14 @@ impl Supervisor {
         spec: Arc<LaunchSpec>,
         replaces: Option<u64>,
     ) -> Option<u64> {
-        let uid = self.next_uid;
-        self.next_uid += 1;
         let side = match replaces {
             Some(_) => self.slots[slot - 1].side.other(),
             None => self.slots[slot - 1].side,
         };
+        // Closed: the cluster is stopping, and no worker starts any more.
+        let listen_fd = self.listeners.fd_for(slot, side)?;
+        let uid = self.next_uid;
+        self.next_uid += 1;
         let launch = super::process::Launch {
             uid,
             slot,
@@ -260,7 +262,7 @@ impl Supervisor {
             workers: self.config.workers,
             port: self.listeners.local_addr().port(),
             side,
-            listen_fd: self.listeners.fd_for(slot, side),
+            listen_fd,
             notify_path: self.dir.path().join(format!("notify-{uid}")),
             name: &self.config.name,
             state_url: self.shared_state.url.as_deref(),
@@ -384,6 +386,9 @@ impl Supervisor {
                     pid: worker.pid,
                     code,
                     signal,
+                    exited_after_disconnect: worker
+                        .stop_reason
+                        .is_some_and(StopReason::was_requested),
                 });
                 self.steer();
                 self.on_exit(worker, reason, tail).await;
@@ -476,7 +481,13 @@ impl Supervisor {
         let (slot, pid) = (worker.slot, worker.pid);
         let requested = matches!(
             worker.stop_reason,
-            Some(StopReason::Shutdown | StopReason::Replaced | StopReason::ScaleDown)
+            Some(
+                StopReason::Shutdown
+                    | StopReason::Replaced
+                    | StopReason::ScaleDown
+                    | StopReason::Disconnected
+                    | StopReason::Killed
+            )
         );
         if requested || self.phase == Phase::Stopping {
             self.logger
@@ -538,6 +549,59 @@ impl Supervisor {
             Intent::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            Intent::Worker { slot, pid, action } => self.act_on_worker(slot, pid, action),
+        }
+    }
+
+    /// Sends to, disconnects or kills one worker: the one with `pid` in `slot`, or the slot's
+    /// serving worker. A worker that is gone by now is left alone (its slot has a new one).
+    fn act_on_worker(&mut self, slot: usize, pid: Option<u32>, action: WorkerAction) {
+        let found = match pid {
+            Some(pid) => self
+                .workers
+                .iter()
+                .find(|worker| worker.slot == slot && worker.pid == pid),
+            None => self
+                .serving_worker(slot)
+                .or_else(|| self.workers.iter().rfind(|worker| worker.slot == slot)),
+        };
+        let Some(worker) = found else {
+            let which = pid.map_or(String::new(), |pid| format!(" (pid {pid})"));
+            self.logger.warn(format!(
+                "worker {slot}{which} is not running; nothing to {action}"
+            ));
+            return;
+        };
+        let (uid, pid) = (worker.uid, worker.pid);
+        match action {
+            WorkerAction::Send(data) => {
+                if !worker
+                    .ipc
+                    .as_ref()
+                    .is_some_and(|channel| channel.send(&data, None))
+                {
+                    self.logger
+                        .warn(format!("worker {slot} (pid {pid}) has no IPC channel"));
+                }
+            }
+            WorkerAction::Disconnect => {
+                self.logger
+                    .info(format!("worker {slot} (pid {pid}) disconnecting, as asked"));
+                self.retire_worker(uid, StopReason::Disconnected);
+            }
+            WorkerAction::Kill => {
+                self.logger
+                    .info(format!("worker {slot} (pid {pid}) killed, as asked"));
+                if let Some(worker) = self.worker_mut(uid) {
+                    worker.stop_reason = Some(StopReason::Killed);
+                    worker.signal(Signal::SIGKILL);
+                    if worker.state != WorkerState::Draining {
+                        worker.state = WorkerState::Draining;
+                        self.observe(ClusterEvent::Disconnect { slot, pid });
+                    }
+                }
+                self.steer();
+            }
         }
     }
 
@@ -559,6 +623,7 @@ impl Supervisor {
             let count = workers(self.workers.len());
             self.logger.warn(format!("stopping now: killing {count}"));
             self.kill_all();
+            self.listeners.close();
             return;
         }
         if already_stopping {
@@ -576,6 +641,9 @@ impl Supervisor {
         for uid in uids {
             self.stop_worker(uid, StopReason::Shutdown);
         }
+        // Workers let go of the listening sockets as they stop accepting; then new connections
+        // are refused rather than queued for no one.
+        self.listeners.close();
     }
 }
 
