@@ -1,8 +1,8 @@
 //! A users REST API whose data lives in herdsman's shared-state store, so a user created through
 //! one worker is there for every other (per-worker memory would lose that). The README's main job.
 //!
-//!   cargo build --release --bins --examples
-//!   target/release/herdsman run --workers max --port 8000 -- target/release/examples/api_server
+//!   cargo run --release --example api_server      # a worker per CPU on port 8000
+//!   herdsman run --workers max --port 8000 -- target/release/examples/api_server   # the same
 //!
 //! | request | answers |
 //! |---|---|
@@ -15,13 +15,15 @@
 //!
 //! Storage: `user:ID` is a hash (name, email), `users` the set of ids, `users:next_id` the counter.
 
+use std::process::ExitCode;
+
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use herdsman::Worker;
+use herdsman::{Cluster, Worker};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde_json::{json, Map, Value};
@@ -229,18 +231,21 @@ async fn health(State(app): State<App>) -> Json<Value> {
     Json(json!({ "status": "ok", "worker": app.worker.id() }))
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut worker = Worker::from_env();
-    let listener = worker.listener()?;
-    let state = worker.state().await?;
-    let app = Router::new()
-        .route("/users", get(list).post(create))
-        .route("/users/{id}", get(show).put(update).delete(remove))
-        .route("/health", get(health))
-        .with_state(App { worker, state });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(herdsman::worker::shutdown())
-        .await?;
-    Ok(())
+fn main() -> ExitCode {
+    Cluster::new()
+        .name("api_server")
+        .run(|mut worker| async move {
+            // Connected to the store before taking the listener, which makes the worker ready.
+            let state = worker.state().await?;
+            let listener = worker.listener()?;
+            let app = Router::new()
+                .route("/users", get(list).post(create))
+                .route("/users/{id}", get(show).put(update).delete(remove))
+                .route("/health", get(health))
+                .with_state(App { worker, state });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(herdsman::worker::shutdown())
+                .await?;
+            Ok(())
+        })
 }

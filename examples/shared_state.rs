@@ -2,16 +2,18 @@
 //! shared-state store (the workers do not share memory). Every worker sees the same figures,
 //! whichever answers. The same code works with a real Redis (`--state redis://…`).
 //!
-//!   cargo build --release --examples
-//!   herdsman run --workers max --port 8000 -- target/release/examples/shared_state
+//!   cargo run --example shared_state       # a worker per CPU on port 8000
+//!   herdsman run --workers max --state redis://127.0.0.1:6379 -- target/debug/examples/shared_state
 //!   curl localhost:8000/          → {"visits":1,"worker":2,"pid":4121}
 //!   curl localhost:8000/history   → the last 20 requests, newest first, from every worker
+
+use std::process::ExitCode;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use herdsman::Worker;
+use herdsman::{Cluster, Worker};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde_json::{json, Value};
@@ -63,17 +65,20 @@ async fn history(State(mut app): State<App>) -> Reply {
     Ok(Json(Value::Array(entries)))
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut worker = Worker::from_env();
-    let listener = worker.listener()?;
-    let state = worker.state().await?;
-    let app = Router::new()
-        .route("/", get(visit))
-        .route("/history", get(history))
-        .with_state(App { worker, state });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(herdsman::worker::shutdown())
-        .await?;
-    Ok(())
+fn main() -> ExitCode {
+    Cluster::new()
+        .name("shared_state")
+        .run(|mut worker| async move {
+            // Connected to the store before taking the listener, which makes the worker ready.
+            let state = worker.state().await?;
+            let listener = worker.listener()?;
+            let app = Router::new()
+                .route("/", get(visit))
+                .route("/history", get(history))
+                .with_state(App { worker, state });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(herdsman::worker::shutdown())
+                .await?;
+            Ok(())
+        })
 }

@@ -543,3 +543,16 @@ pub fn column(status: &serde_json::Value, field: &str) -> Vec<u64> {
         })
         .collect()
 }
+
+/// Calls `check` until it gives a value (every 20 ms, for at most [`DEADLINE`]); panics with
+/// `what` when it never does.
+pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {DEADLINE:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
