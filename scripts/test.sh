@@ -44,3 +44,5 @@ fi
 
 # `cargo test` builds the examples too; the integration tests run examples/testserver.
 cargo test --all-targets --no-fail-fast
+# The API documentation's examples compile (`--all-targets` leaves doc tests out).
+cargo test --doc
