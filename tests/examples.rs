@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 
 use crate::support::{
     cluster, eventually, example_bin, http_get, http_request, load_loop, parse_worker_line,
-    wait_all_gone, Cluster, Response, DEADLINE,
+    wait_all_gone, word_after, Cluster, Response, DEADLINE,
 };
 
 /// Starts examples/NAME as a program of its own with `workers` workers on 127.0.0.1, port 0,
@@ -42,13 +42,7 @@ fn stop(cluster: Cluster) -> Cluster {
 
 /// Asserts that the stopping cluster exits 0 and leaves no worker behind.
 fn stopped(mut cluster: Cluster) -> Cluster {
-    let pids: Vec<u32> = cluster
-        .stderr
-        .snapshot()
-        .iter()
-        .filter(|line| line.starts_with("herdsman: worker ") && line.ends_with(" ready"))
-        .map(|line| parse_worker_line(line).1)
-        .collect();
+    let pids = cluster.pids_ready_so_far();
     assert_eq!(cluster.wait_exit().code(), Some(0), "{}", cluster.log());
     wait_all_gone(&pids);
     cluster
@@ -218,13 +212,9 @@ fn http_server_keeps_serving_through_a_crash_a_panic_and_a_hang() {
     // A panic: that one request gets no answer; the worker lives on and serves.
     assert!(cluster.get("/panic").is_err(), "a panicked request is cut");
     let line = cluster.stderr.wait_for("panicked at");
-    let panicked: u32 = line[1..]
-        .split(']')
-        .next()
-        .unwrap()
-        .split(':')
-        .nth(1)
-        .unwrap()
+    // `[SLOT:PID] thread '…' panicked at …`
+    let panicked: u32 = word_after(&line, ":")
+        .trim_end_matches(']')
         .parse()
         .unwrap();
     eventually("the worker that panicked answers again", || {
@@ -264,16 +254,7 @@ fn load_balancing_shows_each_workers_share_live() {
     let counts: Vec<u64> = line
         .split(" | ")
         .skip(1)
-        .map(|part| {
-            part.split(": ")
-                .nth(1)
-                .unwrap()
-                .split(' ')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
+        .map(|part| word_after(part, ": ").parse().unwrap())
         .collect();
     assert_eq!(counts.len(), 2, "{line}");
     assert_eq!(counts.iter().sum::<u64>(), 200, "{line}");
@@ -415,13 +396,7 @@ fn performance_prints_single_process_and_cluster_side_by_side() {
         "{log}"
     );
     assert!(log.contains("herdsman: listening on 127.0.0.1:"), "{log}");
-    let workers: Vec<u32> = run
-        .stderr
-        .snapshot()
-        .iter()
-        .filter(|line| line.starts_with("herdsman: worker ") && line.ends_with(" ready"))
-        .map(|line| parse_worker_line(line).1)
-        .collect();
+    let workers = run.pids_ready_so_far();
     assert_eq!(workers.len(), 2);
     wait_all_gone(&workers);
 }

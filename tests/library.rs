@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use nix::sys::signal::Signal;
 
-use crate::support::{cluster, example_bin, Cluster};
+use crate::support::{cluster, example_bin, word_after, Cluster};
 
 fn basic(workers: &str) -> Cluster {
     let cluster = cluster()
@@ -24,15 +24,7 @@ fn events_by_pid(cluster: &Cluster) -> BTreeMap<u32, Vec<String>> {
             continue;
         };
         let name = rest.split(' ').next().unwrap().to_string();
-        let pid: u32 = rest
-            .split("pid=")
-            .nth(1)
-            .unwrap()
-            .split(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let pid: u32 = word_after(rest, "pid=").parse().unwrap();
         events.entry(pid).or_default().push(name);
     }
     events
@@ -103,7 +95,7 @@ fn a_crashed_worker_goes_straight_to_exit_and_is_replaced() {
         .wait_for_count(2, |line| line.starts_with("event listening slot=1"))
         .pop()
         .unwrap();
-    let second: u32 = line.split("pid=").nth(1).unwrap().parse().unwrap();
+    let second: u32 = word_after(&line, "pid=").parse().unwrap();
     assert_ne!(second, first);
     let events = events_by_pid(&cluster);
     assert_eq!(

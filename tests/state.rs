@@ -444,13 +444,7 @@ fn workers_get_the_store_url_a_redis_url_or_nothing() {
     assert_eq!(mode.unwrap(), 0o600);
     // The same store over loopback TCP, on the port the primary printed.
     let line = embedded.stderr.wait_for("state store on");
-    let tcp: std::net::SocketAddr = line
-        .split("redis://")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
+    let tcp: std::net::SocketAddr = crate::support::word_after(&line, "redis://")
         .parse()
         .unwrap();
     let mut over_tcp = RespClient::tcp(tcp);

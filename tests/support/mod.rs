@@ -344,13 +344,7 @@ impl ClusterBuilder {
         if self.wait_listening {
             // Text (`herdsman: listening on A (…)`) or JSON (`"line":"listening on A (…)"`).
             let line = cluster.stderr.wait_for("listening on ");
-            let address = line
-                .split("listening on ")
-                .nth(1)
-                .unwrap()
-                .split(' ')
-                .next()
-                .unwrap();
+            let address = word_after(&line, "listening on ");
             cluster.address = Some(address.parse().expect("listening address"));
         }
         cluster
@@ -366,6 +360,15 @@ pub struct Cluster {
     address: Option<SocketAddr>,
     exit: Option<ExitStatus>,
     pub runtime_dir: RuntimeDir,
+}
+
+/// The word (up to a space) that follows the first `marker` in `line`; panics without one.
+pub fn word_after<'a>(line: &'a str, marker: &str) -> &'a str {
+    let rest = line
+        .split_once(marker)
+        .unwrap_or_else(|| panic!("no `{marker}` in {line:?}"))
+        .1;
+    rest.split(' ').next().unwrap()
 }
 
 /// `worker SLOT (pid PID) ready` → (slot, pid).
@@ -403,6 +406,16 @@ impl Cluster {
         self.wait_ready(count)
             .into_iter()
             .map(|(_, pid)| pid)
+            .collect()
+    }
+
+    /// The pids of every worker that has reported ready so far.
+    pub fn pids_ready_so_far(&self) -> Vec<u32> {
+        self.stderr
+            .snapshot()
+            .iter()
+            .filter(|line| line.starts_with("herdsman: worker ") && line.ends_with(" ready"))
+            .map(|line| parse_worker_line(line).1)
             .collect()
     }
 
