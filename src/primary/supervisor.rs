@@ -573,6 +573,14 @@ impl Supervisor {
             return;
         };
         let (uid, pid) = (worker.uid, worker.pid);
+        if worker.replaces.is_some() && !matches!(action, WorkerAction::Send(_)) {
+            // Stopping it would leave the reload it belongs to waiting for it.
+            self.logger.warn(format!(
+                "worker {slot} (pid {pid}) is a replacement still starting (reload, restart); \
+                 not going to {action} it"
+            ));
+            return;
+        }
         match action {
             WorkerAction::Send(data) => {
                 if !worker
@@ -593,7 +601,9 @@ impl Supervisor {
                 self.logger
                     .info(format!("worker {slot} (pid {pid}) killed, as asked"));
                 if let Some(worker) = self.worker_mut(uid) {
-                    worker.stop_reason = Some(StopReason::Killed);
+                    // A worker already on its way out keeps its reason (a replaced worker's
+                    // exit completes its slot's replacement).
+                    worker.stop_reason.get_or_insert(StopReason::Killed);
                     worker.signal(Signal::SIGKILL);
                     if worker.state != WorkerState::Draining {
                         worker.state = WorkerState::Draining;
