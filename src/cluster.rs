@@ -263,8 +263,8 @@ impl Primary {
         });
     }
 
-    /// Replaces `slot`'s worker gracefully, new before old (Node's `worker.disconnect()` with
-    /// a replacement, so capacity never drops).
+    /// Replaces `slot`'s worker gracefully, new before old, so that the slot never goes
+    /// without a ready worker (as `herdsman restart NAME SLOT`).
     pub fn restart(&self, slot: usize) {
         let _ = self.intents.send(Intent::Restart {
             slot,

@@ -479,16 +479,10 @@ impl Supervisor {
 
     async fn on_exit(&mut self, worker: Worker, reason: ExitReason, tail: Vec<String>) {
         let (slot, pid) = (worker.slot, worker.pid);
-        let requested = matches!(
-            worker.stop_reason,
-            Some(
-                StopReason::Shutdown
-                    | StopReason::Replaced
-                    | StopReason::ScaleDown
-                    | StopReason::Disconnected
-                    | StopReason::Killed
-            )
-        );
+        // An aborted replacement is not: it is reported below as its reload's failure.
+        let requested = worker
+            .stop_reason
+            .is_some_and(|reason| reason.was_requested() && reason != StopReason::Aborted);
         if requested || self.phase == Phase::Stopping {
             self.logger
                 .info(format!("worker {slot} (pid {pid}) {reason}"));
