@@ -398,7 +398,9 @@ impl Cluster {
         self
     }
 
-    /// Called in the primary for every [`ClusterEvent`], with a [`Primary`] handle.
+    /// Called in the primary for every [`ClusterEvent`], with a [`Primary`] handle. It runs on
+    /// the primary's single-threaded runtime, beside the supervisor: keep it quick, and
+    /// `tokio::spawn` anything that waits (such as [`Primary::workers`]).
     pub fn on_event(
         mut self,
         handler: impl FnMut(&Primary, &ClusterEvent) + Send + 'static,
@@ -409,8 +411,9 @@ impl Cluster {
 
     /// Runs `task` in the primary, on the primary's runtime, with a [`Primary`] handle and the
     /// cluster's events as a stream: the async alternative to [`Cluster::on_event`] (both may
-    /// be given; each sees every event). The cluster keeps running when `task` returns;
-    /// [`Primary::stop`] stops it.
+    /// be given; each sees every event). Events wait in the stream until read, so read them
+    /// (or drop the stream). The cluster keeps running when `task` returns; [`Primary::stop`]
+    /// stops it.
     ///
     /// ```no_run
     /// # use herdsman::{Cluster, ClusterEvent};
