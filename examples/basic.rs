@@ -12,6 +12,7 @@
 //! | `GET /tell/SLOT/TEXT` | worker → the worker in SLOT (`Worker::send_to`), routed by the primary |
 //! | `GET /roll_call` | worker → primary, which sends `{"roll_call":N}` to each of its N workers |
 //! | `GET /retire` | worker → primary, which disconnects it gracefully; a new worker takes the slot |
+//! | `GET /scale/N`, `GET /restart/SLOT`, `GET /stop` | worker → primary, which scales to N workers, replaces SLOT's worker (new first), or stops the cluster |
 //! | `GET /crash` | that worker exits 3; the primary starts another |
 //!
 //! The primary prints each event as `event NAME slot=N pid=P …`; workers print each message they
@@ -77,6 +78,12 @@ fn main() -> ExitCode {
                 });
             } else if data.get("retire").is_some() {
                 primary.worker_of(event).disconnect();
+            } else if let Some(count) = data.get("scale").and_then(Value::as_u64) {
+                primary.scale(count as usize);
+            } else if let Some(slot) = data.get("restart").and_then(Value::as_u64) {
+                primary.restart(slot as usize);
+            } else if data.get("stop").is_some() {
+                primary.stop();
             }
         })
         .run(|mut worker| async move {
@@ -102,6 +109,9 @@ fn main() -> ExitCode {
                 .route("/tell/{slot}/{text}", get(tell))
                 .route("/roll_call", get(roll_call))
                 .route("/retire", get(retire))
+                .route("/scale/{count}", get(scale))
+                .route("/restart/{slot}", get(restart))
+                .route("/stop", get(stop))
                 .route("/crash", get(crash))
                 .with_state(App { worker, welcomed });
             axum::serve(listener, app)
@@ -150,6 +160,18 @@ async fn roll_call(State(app): State<App>) -> Json<Value> {
 
 async fn retire(State(app): State<App>) -> Json<Value> {
     app.answer(app.worker.send(json!({ "retire": true })))
+}
+
+async fn scale(State(app): State<App>, Path(count): Path<usize>) -> Json<Value> {
+    app.answer(app.worker.send(json!({ "scale": count })))
+}
+
+async fn restart(State(app): State<App>, Path(slot): Path<usize>) -> Json<Value> {
+    app.answer(app.worker.send(json!({ "restart": slot })))
+}
+
+async fn stop(State(app): State<App>) -> Json<Value> {
+    app.answer(app.worker.send(json!({ "stop": true })))
 }
 
 async fn crash() -> &'static str {

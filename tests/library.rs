@@ -201,3 +201,40 @@ fn a_disconnected_worker_drains_exits_asked_for_and_its_slot_is_refilled() {
         cluster.log()
     );
 }
+
+#[test]
+fn the_primary_scales_restarts_and_stops_when_its_program_asks() {
+    let mut cluster = basic("2");
+    let first: Vec<(usize, u32)> = cluster.wait_ready(2);
+    cluster.get("/scale/3").unwrap();
+    let (slot, _) = cluster.wait_ready(3)[2];
+    assert_eq!(slot, 3);
+
+    let slot_1 = first.iter().find(|(slot, _)| *slot == 1).unwrap().1;
+    cluster.get("/restart/1").unwrap();
+    let (slot, replacement) = cluster.wait_ready(4)[3];
+    assert_eq!(slot, 1);
+    // New before old: the old worker is asked to go only once its replacement is ready.
+    cluster.stdout.wait_for(&format!(
+        "event exit slot=1 pid={slot_1} code=Some(0) signal=None exited_after_disconnect=true"
+    ));
+    let events = cluster.stdout.snapshot();
+    let position = |text: &str| {
+        events
+            .iter()
+            .position(|line| line.starts_with(text))
+            .unwrap()
+    };
+    assert!(
+        position(&format!("event listening slot=1 pid={replacement}"))
+            < position(&format!("event disconnect slot=1 pid={slot_1}"))
+    );
+
+    cluster.get("/stop").unwrap();
+    assert_eq!(cluster.wait_exit().code(), Some(0), "{}", cluster.log());
+    let events = events_by_pid(&cluster);
+    assert_eq!(events.len(), 4, "{events:?}");
+    for (pid, names) in &events {
+        assert_eq!(names.last().unwrap(), "exit", "{pid}: {names:?}");
+    }
+}
