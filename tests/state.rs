@@ -313,17 +313,21 @@ fn the_state_file_survives_a_sigkill_of_the_primary_and_is_compacted() {
     let dir = RuntimeDir::new();
     let file = dir.path().join("state.aof");
     let file_arg = file.display().to_string();
-    let mut first = cluster()
-        .runtime_dir(&dir)
-        .args(&[
-            "--workers",
-            "1",
-            "--ready-delay",
-            "100ms",
-            "--state-file",
-            &file_arg,
-        ])
-        .start();
+    // The same cluster twice: before and after the SIGKILL.
+    let start = || {
+        cluster()
+            .runtime_dir(&dir)
+            .args(&[
+                "--workers",
+                "1",
+                "--ready-delay",
+                "100ms",
+                "--state-file",
+                &file_arg,
+            ])
+            .start()
+    };
+    let mut first = start();
     first.wait_ready(1);
     let mut client = RespClient::unix(&state_socket(&first));
     for _ in 0..2000 {
@@ -352,17 +356,7 @@ fn the_state_file_survives_a_sigkill_of_the_primary_and_is_compacted() {
     first.signal(Signal::SIGKILL);
     first.wait_exit();
 
-    let second = cluster()
-        .runtime_dir(&dir)
-        .args(&[
-            "--workers",
-            "1",
-            "--ready-delay",
-            "100ms",
-            "--state-file",
-            &file_arg,
-        ])
-        .start();
+    let second = start();
     second.wait_ready(1);
     let line = second.stderr.wait_for("state store on");
     assert!(
