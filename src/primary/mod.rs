@@ -6,6 +6,7 @@
 //! - `supervisor`: the one task that owns every slot and worker: start, readiness, stop, and the
 //!   event loop that the other modules' `impl Supervisor` blocks serve.
 //! - `steering`: where new connections go, and retiring a worker without failing one.
+//! - `rescue`: connections queued on a socket no worker holds, relayed to ready workers.
 //! - `failure`: crash restarts and start-up failure.
 //! - `reload`: rolling reloads and single-slot restarts, new worker before old.
 //! - `scale`: adding and retiring slots at run time.
@@ -31,6 +32,7 @@ mod notify;
 mod process;
 mod reload;
 mod report;
+mod rescue;
 mod restart;
 mod scale;
 mod signals;
@@ -87,6 +89,8 @@ pub enum Event {
     RetireCheck {
         uid: u64,
     },
+    /// Time to look for connections queued on sockets no worker holds (see `rescue`).
+    RescueSweep,
     /// A frame on a worker's IPC channel.
     Ipc {
         uid: u64,

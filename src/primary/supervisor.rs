@@ -109,6 +109,8 @@ pub(super) struct Supervisor {
     pub steering_failed: bool,
     /// systemd (or another manager) waiting for the primary's `READY=1`, if any.
     pub service_manager: Option<ServiceManager>,
+    /// Connections stranded on sockets no worker holds, relayed to ready workers.
+    pub rescue: super::rescue::Rescue,
 }
 
 impl Supervisor {
@@ -149,6 +151,7 @@ impl Supervisor {
             failure: None,
             steering_failed: false,
             service_manager: ServiceManager::from_env(),
+            rescue: Default::default(),
             shared_state: super::SharedState::default(),
             observer: None,
         };
@@ -221,19 +224,10 @@ impl Supervisor {
         }
     }
 
-    /// Starts a worker in `slot` running the slot's spec, on the slot's side (where the
-    /// connections queued for a worker that died wait for it) unless a worker still leaving
-    /// the slot uses that side.
+    /// Starts a worker in `slot` running the slot's spec, on the side
+    /// [`Supervisor::side_for_new_worker`] picks.
     pub async fn start_worker(&mut self, slot: usize) -> Option<u64> {
-        let history = &self.slots[slot - 1];
-        let side = history.side;
-        if self
-            .workers
-            .iter()
-            .any(|worker| worker.slot == slot && worker.side == side)
-        {
-            self.slots[slot - 1].side = side.other();
-        }
+        self.slots[slot - 1].side = self.side_for_new_worker(slot);
         let spec = self.slots[slot - 1].spec.clone();
         self.start_worker_with(slot, spec, None).await
     }
@@ -368,6 +362,7 @@ impl Supervisor {
                 }
             }
             Event::RetireCheck { uid } => self.retire_check(uid),
+            Event::RescueSweep => self.sweep_stranded(),
             Event::Ipc { uid, frame } => self.on_ipc(uid, frame).await,
             Event::IpcClosed { uid, reason } => self.on_ipc_closed(uid, reason),
             Event::Exited { uid, reason, tail } => {
