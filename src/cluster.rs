@@ -354,6 +354,7 @@ impl Cluster {
         self
     }
 
+    /// How workers share the port (`$HERDSMAN_BALANCE`, `shared` or `reuseport`, overrides).
     pub fn balance(mut self, balance: Balance) -> Self {
         self.balance = balance;
         self
@@ -487,12 +488,23 @@ impl Cluster {
             None => self.port.unwrap_or(8000),
         };
         let host = env_number("HOST").unwrap_or_else(|| self.host.clone());
+        let balance = match env_number("HERDSMAN_BALANCE").as_deref() {
+            None => self.balance,
+            Some("shared") => Balance::Shared,
+            Some("reuseport") => Balance::Reuseport,
+            Some(other) => {
+                eprintln!(
+                    "herdsman: error: $HERDSMAN_BALANCE is `{other}`; use `shared` or `reuseport`"
+                );
+                return ExitCode::from(primary::exit::USAGE);
+            }
+        };
         let settings = RunSettings {
             command,
             workers,
             host,
             port,
-            balance: self.balance,
+            balance,
             ready: ReadyMode::Notify,
             ready_delay: Duration::from_secs(1),
             ready_timeout: self.ready_timeout,
