@@ -1,5 +1,6 @@
 //! No connection the kernel queued is stranded (issue 11, §3): connections waiting on the socket
-//! of a worker that died are served, by the primary relaying them to a ready worker.
+//! of a worker that died are served, by the primary relaying them to a ready worker; and a
+//! library worker that stops serves every connection it accepted.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -205,4 +206,37 @@ fn connections_queued_for_a_killed_worker_are_served_within_a_second() {
         "{relayed}"
     );
     burning.join().unwrap();
+}
+
+/// `herdsman::Worker`'s graceful shutdown with one shared queue, under clients that open a
+/// connection per request: 20 reloads fail no request (the stopping worker used to close the
+/// connections it had just accepted, about ten per reload under wrk).
+#[test]
+fn library_workers_sharing_one_queue_lose_no_request_over_20_reloads() {
+    let cluster = cluster()
+        .program(example_bin("zero_downtime"))
+        .env("HERDSMAN_WORKERS", "2")
+        .env("HERDSMAN_BALANCE", "shared")
+        .env("WARM_UP_MS", "50")
+        .env("DRAIN_MS", "100")
+        .start();
+    assert!(
+        cluster.stderr.snapshot()[0].ends_with("(2 workers, balance shared)"),
+        "{}",
+        cluster.log()
+    );
+    cluster.wait_ready(2);
+    let clients: Vec<_> = (0..4)
+        .map(|_| load_loop(cluster.address(), false))
+        .collect();
+    for reload in 1..=20 {
+        let output = cluster.herdsman(&["reload", "zero_downtime"]);
+        assert_eq!(output.code, Some(0), "reload {reload}: {output:?}");
+    }
+    let reports: Vec<LoadReport> = clients.into_iter().map(|client| client.finish(1)).collect();
+    let failures: Vec<&String> = reports.iter().flat_map(|report| &report.failures).collect();
+    let ok: usize = reports.iter().map(|report| report.ok).sum();
+    assert_eq!(failures, Vec::<&String>::new(), "{ok} requests answered");
+    assert!(ok >= 200, "only {ok} requests answered over 20 reloads");
+    assert_eq!(status_json(&cluster, "zero_downtime")["generation"], 21);
 }
