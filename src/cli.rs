@@ -175,7 +175,8 @@ pub struct RunArgs {
     #[arg(long, value_parser = config::parse_duration)]
     pub kill_timeout: Option<Duration>,
 
-    /// Name of the cluster, for `herdsman status NAME` [default: the command's file name]
+    /// Name of the cluster, for `herdsman status NAME` [default: the script's name for
+    /// node, python… (`node server.js` → `server`), else the command's file name]
     #[arg(long)]
     pub name: Option<String>,
 

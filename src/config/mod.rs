@@ -306,7 +306,7 @@ impl RunSettings {
         let name = match self.name {
             Some(name) if valid_name(&name) => name,
             Some(name) => return Err(ConfigError::BadName(name)),
-            None => name_from_command(&self.command[0]),
+            None => name_from_command(&self.command),
         };
         if self.ready == ReadyMode::Delay && self.ready_timeout <= self.ready_delay {
             return Err(ConfigError::ReadyTimeoutTooShort {
@@ -429,12 +429,37 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
-/// `node` for `/usr/bin/node`, with anything a name may not hold replaced by `-`.
-fn name_from_command(program: &OsString) -> String {
-    let base = std::path::Path::new(program)
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
+/// Programs that run a script named in their arguments: a cluster of `node server.js` is named
+/// after the script (`server`), not after the interpreter every Node app shares.
+const INTERPRETERS: &[&str] = &[
+    "node", "nodejs", "bun", "deno", "python", "python3", "ruby", "perl", "php",
+];
+
+/// `server` for `node server.js`, `python3 -m app.main` → `app.main`, `gunicorn` for
+/// `/usr/bin/gunicorn app:app`; anything a name may not hold becomes `-`.
+fn name_from_command(command: &[OsString]) -> String {
+    let file_name = |part: &OsString, stem: bool| {
+        let path = std::path::Path::new(part);
+        let name = if stem {
+            path.file_stem()
+        } else {
+            path.file_name()
+        };
+        name.map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let program = file_name(&command[0], false);
+    // `python3.12` runs scripts as `python3` does.
+    let family = program.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    let script = INTERPRETERS
+        .contains(&family)
+        .then(|| script_name(&command[1..]))
+        .flatten();
+    let base = match script {
+        Some(Script::Module(module)) => module.to_string_lossy().into_owned(),
+        Some(Script::File(path)) => file_name(path, true),
+        None => program,
+    };
     let name: String = base
         .chars()
         .map(|c| {
@@ -451,6 +476,29 @@ fn name_from_command(program: &OsString) -> String {
     } else {
         name
     }
+}
+
+enum Script<'a> {
+    File(&'a OsString),
+    /// `python -m MODULE`.
+    Module(&'a OsString),
+}
+
+/// The script an interpreter runs: its first argument that is not an option (after `run`, for
+/// `deno run` and `bun run`), or the module of `-m`.
+fn script_name(args: &[OsString]) -> Option<Script<'_>> {
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        if text == "-m" {
+            return args.next().map(Script::Module);
+        }
+        if text == "run" || text.starts_with('-') {
+            continue;
+        }
+        return Some(Script::File(arg));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -495,8 +543,22 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(name_from_command(&"/usr/bin/node".into()), "node");
-        assert_eq!(name_from_command(&"my app!".into()), "my-app-");
+        let name = |command: &[&str]| {
+            let command: Vec<OsString> = command.iter().map(OsString::from).collect();
+            name_from_command(&command)
+        };
+        assert_eq!(name(&["/usr/bin/node"]), "node");
+        assert_eq!(name(&["node", "server.js"]), "server");
+        assert_eq!(
+            name(&["node", "--max-old-space-size=512", "src/app.mjs"]),
+            "app"
+        );
+        assert_eq!(name(&["/usr/bin/python3.12", "-u", "api.py"]), "api");
+        assert_eq!(name(&["python3", "-m", "http.server"]), "http.server");
+        assert_eq!(name(&["deno", "run", "--allow-net", "main.ts"]), "main");
+        assert_eq!(name(&["gunicorn", "app:app"]), "gunicorn");
+        assert_eq!(name(&["./target/release/api", "serve"]), "api");
+        assert_eq!(name(&["my app!"]), "my-app-");
         assert!(valid_name("api-server_2.v1"));
         assert!(!valid_name("a/b"));
         assert!(!valid_name(""));
