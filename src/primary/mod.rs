@@ -29,6 +29,7 @@ mod log_hub;
 mod logs;
 mod notify;
 mod process;
+mod ready_hint;
 mod reload;
 mod report;
 mod restart;
@@ -75,6 +76,10 @@ pub enum Event {
         uid: u64,
     },
     ReadyTimeout {
+        uid: u64,
+    },
+    /// Time to name a worker still silent under `--ready notify`.
+    ReadyHint {
         uid: u64,
     },
     KillDeadline {
