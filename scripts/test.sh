@@ -38,6 +38,17 @@ if ! python3 -c 'import redis' 2>/dev/null; then
         python3 -m pip install --quiet redis
     fi
 fi
+# The README's Python lines run gunicorn and uvicorn (tests/readme.rs).
+for server in gunicorn:gunicorn uvicorn:python3-uvicorn; do
+    if ! command -v "${server%%:*}" >/dev/null 2>&1; then
+        echo "test.sh: installing ${server%%:*} (for the README's Python lines)" >&2
+        if [ "$(command -v python3)" = /usr/bin/python3 ]; then
+            install_package "${server#*:}"
+        else
+            python3 -m pip install --quiet "${server%%:*}"
+        fi
+    fi
+done
 if [ ! -d examples/node/node_modules ]; then
     (cd examples/node && npm ci --no-audit --no-fund --silent)
 fi

@@ -32,10 +32,22 @@ fn project_dir(runtime_dir: &RuntimeDir) -> std::path::PathBuf {
     dir
 }
 
-/// Three reloads while four keep-alive clients run: every request is answered, and no client
-/// had to send one again.
-fn three_reloads_under_keep_alive_load(cluster: &Cluster, name: &str, workers: usize) {
-    cluster.wait_ready(workers);
+/// How a server may treat a keep-alive connection that is idle when it stops.
+#[derive(Clone, Copy, PartialEq)]
+enum IdleClose {
+    /// Never under a request on its way: a client that does not retry (wrk, ab, a POST) sees
+    /// no error either. The polite drain.
+    Never,
+    /// At once (uvicorn, Node's `server.close()`): clients that send again on a new connection
+    /// what a reused one lost before any answer (curl, Go, browsers, [`KeepAliveClient`]) see
+    /// no error; others do.
+    AtOnce,
+}
+
+/// Three reloads while four keep-alive clients run: every request is answered, and (for a
+/// polite server) no client had to send one again.
+fn three_reloads_under_keep_alive_load(cluster: &Cluster, name: &str, idle: IdleClose) {
+    cluster.wait_ready(2);
     let loads: Vec<LoadLoop> = (0..4).map(|_| load_loop(cluster.address(), true)).collect();
     for reload in 1..=3 {
         let output = cluster.herdsman(&["reload", name]);
@@ -43,11 +55,16 @@ fn three_reloads_under_keep_alive_load(cluster: &Cluster, name: &str, workers: u
     }
     for load in loads {
         let report = load.finish(200);
+        let retries = match idle {
+            IdleClose::Never => report.retries,
+            IdleClose::AtOnce => 0,
+        };
         assert_eq!(
-            (report.failures, report.retries),
+            (report.failures, retries),
             (Vec::<String>::new(), 0),
-            "{} ok; log:\n{}",
+            "{} ok, {} sent again; log:\n{}",
             report.ok,
+            report.retries,
             cluster.log()
         );
     }
@@ -64,5 +81,98 @@ fn readme_node_server_reloads_under_keep_alive_load_without_a_failed_request() {
         .args(&["-w", "2", "--ready-delay", "300ms"])
         .command(&["node", "server.js"])
         .start();
-    three_reloads_under_keep_alive_load(&cluster, "server", 2);
+    three_reloads_under_keep_alive_load(&cluster, "server", IdleClose::Never);
+}
+
+/// The commands of the README's block `name`: each `herdsman run -- COMMAND` line's COMMAND.
+fn readme_commands(name: &str) -> Vec<Vec<String>> {
+    readme_block(name)
+        .lines()
+        .map(|line| {
+            let command = line
+                .split_once("herdsman run -- ")
+                .unwrap_or_else(|| panic!("not a `herdsman run -- …` line: {line:?}"))
+                .1;
+            command.split_whitespace().map(String::from).collect()
+        })
+        .collect()
+}
+
+/// A WSGI app (gunicorn) and an ASGI app (uvicorn), both `app:app`, answering the pid.
+const WSGI_APP: &str = r#"
+import json, os
+def app(environ, start_response):
+    body = json.dumps({"pid": os.getpid()}).encode()
+    start_response("200 OK", [("content-type", "application/json"), ("content-length", str(len(body)))])
+    return [body]
+"#;
+
+const ASGI_APP: &str = r#"
+import json, os
+async def app(scope, receive, send):
+    assert scope["type"] == "http"
+    body = json.dumps({"pid": os.getpid()}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+"#;
+
+/// Runs the README's Python line for `program` in a project holding `app.py` (or, for
+/// `python3 server.py`, examples/python/server.py), through 3 reloads under keep-alive load.
+fn readme_python_line_reloads_without_a_failed_request(
+    program: &str,
+    app: Option<&str>,
+    idle: IdleClose,
+) {
+    let commands = readme_commands("python");
+    let command = commands
+        .iter()
+        .find(|command| command[0] == program)
+        .unwrap_or_else(|| panic!("the README's Python block has no {program} line"));
+    let runtime_dir = RuntimeDir::new();
+    let dir = project_dir(&runtime_dir);
+    match app {
+        Some(app) => std::fs::write(dir.join("app.py"), app).unwrap(),
+        None => std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/server.py"),
+            dir.join("server.py"),
+        )
+        .map(|_| ())
+        .unwrap(),
+    }
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    let cluster = cluster()
+        .runtime_dir(&runtime_dir)
+        .current_dir(&dir)
+        .args(&["-w", "2", "--name", "py"])
+        .command(&command)
+        .start();
+    three_reloads_under_keep_alive_load(&cluster, "py", idle);
+}
+
+#[test]
+fn readme_gunicorn_line_reloads_under_keep_alive_load_without_a_failed_request() {
+    readme_python_line_reloads_without_a_failed_request(
+        "gunicorn",
+        Some(WSGI_APP),
+        IdleClose::Never,
+    );
+}
+
+/// uvicorn closes idle keep-alive connections the moment it stops, and no flag changes that;
+/// the README says so.
+#[test]
+fn readme_uvicorn_line_reloads_under_keep_alive_load_without_a_failed_request_for_retrying_clients()
+{
+    readme_python_line_reloads_without_a_failed_request(
+        "uvicorn",
+        Some(ASGI_APP),
+        IdleClose::AtOnce,
+    );
+}
+
+#[test]
+fn readme_python_server_line_reloads_under_keep_alive_load_without_a_failed_request() {
+    readme_python_line_reloads_without_a_failed_request("python3", None, IdleClose::Never);
 }
