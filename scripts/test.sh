@@ -23,6 +23,8 @@ install_missing() {
 install_missing node nodejs
 install_missing npm npm
 install_missing python3 python3
+# The README's Go server is built and run as written (tests/readme.rs).
+install_missing go golang-go
 # The control-socket test runs a client as `nobody`; the colour test needs a pseudo-terminal.
 install_missing setpriv util-linux
 install_missing script bsdutils

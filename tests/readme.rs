@@ -1,7 +1,8 @@
-//! What a newcomer copies from the README works (issue 11 §4): the server code in README.md is
-//! read from README.md itself, from the code block after a `<!-- readme-test: NAME … -->`
-//! marker, and run under
-//! herdsman through reloads under keep-alive load.
+//! What a newcomer copies from the README works (issue 11 §4): the server code and commands in
+//! README.md are read from README.md itself, from the code block after a
+//! `<!-- readme-test: NAME … -->` marker, and run under herdsman through 3 reloads under
+//! keep-alive load: the Quick start's `server.js`, the Python lines (gunicorn, uvicorn, the
+//! standard library's server) and the Go `main.go`.
 
 use crate::support::*;
 
@@ -175,4 +176,27 @@ fn readme_uvicorn_line_reloads_under_keep_alive_load_without_a_failed_request_fo
 #[test]
 fn readme_python_server_line_reloads_under_keep_alive_load_without_a_failed_request() {
     readme_python_line_reloads_without_a_failed_request("python3", None, IdleClose::Never);
+}
+
+#[test]
+fn readme_go_server_reloads_under_keep_alive_load_without_a_failed_request() {
+    let runtime_dir = RuntimeDir::new();
+    let dir = project_dir(&runtime_dir);
+    std::fs::write(dir.join("main.go"), readme_block("main.go")).unwrap();
+    // As the README says: `go build -o server main.go`, then `herdsman run -- ./server`.
+    let build = std::process::Command::new("go")
+        .args(["build", "-o", "server", "main.go"])
+        .current_dir(&dir)
+        .env("GOCACHE", runtime_dir.path().join("go-cache"))
+        .env("GO111MODULE", "off")
+        .output()
+        .expect("run go (scripts/test.sh installs it)");
+    assert!(build.status.success(), "go build: {build:?}");
+    let cluster = cluster()
+        .runtime_dir(&runtime_dir)
+        .current_dir(&dir)
+        .args(&["-w", "2", "--ready-delay", "300ms"])
+        .command(&["./server"])
+        .start();
+    three_reloads_under_keep_alive_load(&cluster, "server", IdleClose::Never);
 }
