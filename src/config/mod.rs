@@ -156,6 +156,9 @@ pub struct Config {
     pub store: StoreOptions,
     /// Whether workers get an IPC channel (`--ipc`), and in which dialect.
     pub ipc: IpcMode,
+    /// Whether the log says what `--ready notify` waits for, and names a worker still silent
+    /// (`herdsman run`; a `Cluster` program's workers signal by themselves).
+    pub explain_ready_notify: bool,
 }
 
 /// A configuration that cannot run, with what to do about it.
@@ -334,6 +337,7 @@ impl RunSettings {
             state: self.state,
             store: self.store,
             ipc: self.ipc,
+            explain_ready_notify: true,
         })
     }
 

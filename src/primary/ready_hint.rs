@@ -24,7 +24,7 @@ impl Supervisor {
 
     /// Says at start what `--ready notify` waits for.
     pub(super) fn announce_ready_mode(&self) {
-        if self.config.ready == ReadyMode::Notify {
+        if self.config.ready == ReadyMode::Notify && self.config.explain_ready_notify {
             self.logger.info(format!(
                 "--ready notify: a worker is ready once it sends {}; waiting up to {} for each",
                 self.ready_signal(),
@@ -35,7 +35,10 @@ impl Supervisor {
 
     /// Schedules the hint for worker `uid`, when it could come before the ready timeout.
     pub(super) fn schedule_ready_hint(&self, uid: u64) {
-        if self.config.ready == ReadyMode::Notify && self.config.ready_timeout > HINT_AFTER * 2 {
+        if self.config.ready == ReadyMode::Notify
+            && self.config.explain_ready_notify
+            && self.config.ready_timeout > HINT_AFTER * 2
+        {
             self.after(HINT_AFTER, super::Event::ReadyHint { uid });
         }
     }
