@@ -9,6 +9,7 @@ mod ipc;
 mod languages;
 mod library;
 mod logs;
+mod orphans;
 mod reload;
 mod run;
 mod shutdown;

@@ -15,7 +15,7 @@
 //! - `restart`: when a crashed worker comes back (backoff), and how a worker ended.
 //! - `ipc`: each worker's IPC channel: frames in, messages routed, `herdsman send`.
 //! - `notify`: sd_notify, from workers and to the primary's own service manager.
-//! - `spawn`: the thread every worker is forked from (for `PR_SET_PDEATHSIG`).
+//! - `spawn`: the thread every worker's keeper is forked from, and the reaper of orphans.
 //! - `logs`: the primary's messages and the workers' output, line by line.
 //! - `log_hub`: the ring of recent lines and the followers of new ones (`herdsman logs`).
 //! - `signals`: operating-system signals mapped to intents.
@@ -54,6 +54,7 @@ pub use log_hub::LogHub;
 use notify::Notice;
 use restart::ExitReason;
 pub use signals::forward_signals;
+pub use spawn::adopt_orphans;
 use spawn::Spawner;
 use supervisor::Supervisor;
 
