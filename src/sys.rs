@@ -290,10 +290,10 @@ pub fn take_ipc_channel() -> io::Result<Option<std::os::unix::net::UnixStream>> 
     Ok(Some(channel))
 }
 
-/// The children of process `pid` (of all its threads), from `/proc/PID/task/*/children`;
+/// The children of this process (of all its threads), from `/proc/self/task/*/children`;
 /// `None` when /proc cannot say (not mounted, or a kernel without `CONFIG_PROC_CHILDREN`).
-pub fn children_of(pid: libc::pid_t) -> Option<Vec<libc::pid_t>> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+pub fn own_children() -> Option<Vec<libc::pid_t>> {
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
     let mut children = Vec::new();
     for task in tasks.flatten() {
         let list = std::fs::read_to_string(task.path().join("children")).ok()?;

@@ -141,7 +141,7 @@ async fn reap_orphans(started: Started) {
 
 fn reap_unknown(started: &Started) {
     let pids = started.0.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(children) = sys::children_of(std::process::id() as libc::pid_t) else {
+    let Some(children) = sys::own_children() else {
         return;
     };
     for child in children {

@@ -211,10 +211,9 @@ fn reap_until_worker(worker: Pid) -> Option<WaitStatus> {
 /// Kills every descendant of this process and reaps them all (the worker included). A killed
 /// child's own children are reparented here (subreaper), and are found on the next round.
 fn kill_descendants() {
-    let me = nix::unistd::getpid();
     let started = Instant::now();
     loop {
-        let children = sys::children_of(me.as_raw());
+        let children = sys::own_children();
         if let Some(children) = &children {
             for &child in children {
                 let _ = kill(Pid::from_raw(child), Signal::SIGKILL);
