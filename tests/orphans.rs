@@ -282,3 +282,40 @@ fn a_worker_killed_by_sigsegv_is_reported_as_such() {
         .stderr
         .wait_for(&format!("worker 1 (pid {pid}) was killed by SIGSEGV"));
 }
+
+/// A keeper that cannot act (stopped here) does not keep a worker past the kill timeout: the
+/// primary kills the keeper, and the kernel its worker (`PR_SET_PDEATHSIG`).
+#[test]
+fn a_stopped_keeper_does_not_hold_up_the_kill_timeout() {
+    let mut cluster = cluster()
+        .args(&[
+            "-w",
+            "1",
+            "--ready-delay",
+            "100ms",
+            "--kill-timeout",
+            "500ms",
+        ])
+        .env("TESTSERVER_IGNORE_TERM", "1")
+        .start();
+    let worker = cluster.ready_pids(1)[0];
+    let keepers = children_of(cluster.pid());
+    assert_eq!(keepers.len(), 1, "one keeper: {keepers:?}");
+    let keeper = *keepers.first().unwrap();
+    assert_eq!(
+        children_of(keeper),
+        BTreeSet::from([worker]),
+        "the keeper's child is the worker"
+    );
+    kill(Pid::from_raw(keeper as i32), Signal::SIGSTOP).unwrap();
+    cluster.signal(Signal::SIGTERM);
+    assert_eq!(cluster.wait_exit().code(), Some(0), "{}", cluster.log());
+    wait_all_gone(&[keeper, worker]);
+    assert!(
+        cluster
+            .log()
+            .contains(&format!("worker 1 (pid {worker}) was killed by SIGKILL")),
+        "{}",
+        cluster.log()
+    );
+}

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::process::Child;
 use tokio::sync::mpsc;
@@ -45,6 +45,9 @@ const OUTPUT_DRAIN: Duration = Duration::from_millis(250);
 
 /// How long the primary waits for a keeper to report its worker's pid (it forks at once).
 const PID_REPORT: Duration = Duration::from_secs(5);
+
+/// How long a keeper asked to SIGKILL its worker may take to end before it is killed itself.
+const KEEPER_GRACE: Duration = Duration::from_secs(2);
 
 /// Where a worker is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,20 +281,38 @@ async fn worker_pid(control: &mut tokio::io::BufReader<UnixStream>) -> Option<u3
 
 async fn watch(
     mut child: Child,
-    control: UnixStream,
+    mut control: UnixStream,
     uid: u64,
     mut signals: mpsc::UnboundedReceiver<Signal>,
     outputs: [Option<JoinHandle<()>>; 2],
     tail: Tail,
     events: mpsc::UnboundedSender<Event>,
 ) {
+    // Set once a SIGKILL was asked for: the keeper itself is killed if it has not ended by then.
+    let mut keeper_deadline: Option<Instant> = None;
     let status = loop {
+        let overdue = async {
+            match keeper_deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             status = child.wait() => break status,
             Some(signal) = signals.recv() => {
                 // One byte, the signal's number; the keeper sends it to the worker's group.
-                // A full buffer or a keeper already gone: nothing left to signal.
-                let _ = control.try_write(&[signal as i32 as u8]);
+                // A keeper already gone has nothing left to signal.
+                let byte = [signal as i32 as u8];
+                let _ = tokio::time::timeout(KEEPER_GRACE, control.write_all(&byte)).await;
+                if signal == Signal::SIGKILL && keeper_deadline.is_none() {
+                    keeper_deadline = Some(Instant::now() + KEEPER_GRACE);
+                }
+            }
+            () = overdue => {
+                // A keeper that does not act on SIGKILL (stopped, stuck): the kernel's
+                // PR_SET_PDEATHSIG then kills its worker.
+                let _ = child.start_kill();
+                keeper_deadline = None;
             }
         }
     };
