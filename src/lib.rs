@@ -15,7 +15,8 @@
 //! - [`worker`]: the worker side of the library: [`Worker`] (slot, listener, readiness, shared
 //!   state), its [`worker::Listener`], and a graceful shutdown that serves every connection it
 //!   accepted.
-//! - [`shim`]: the exec step between fork and the worker command (socket activation variables).
+//! - [`shim`]: the exec step between fork and the worker command (socket activation variables),
+//!   and the worker's keeper, which makes sure nothing the worker starts outlives the primary.
 //! - `runtime_dir`: the per-user private directory for the primary's sockets.
 //! - `sys`: the few raw syscalls, the only place with `unsafe`.
 
