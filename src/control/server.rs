@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::protocol::{LogLine, Reply, Request};
-use crate::primary::{Intent, LogHub};
+use crate::primary::{Delivered, Intent, LogHub, INBOX_BYTES};
 use crate::runtime_dir;
 
 /// A request line longer than this is refused.
@@ -246,7 +246,22 @@ async fn handle(stream: UnixStream, intents: mpsc::UnboundedSender<Intent>, hub:
                 reply,
             });
             match delivered.await {
-                Ok(0) => {
+                Ok(Delivered { queued: 0, dropped }) if dropped > 0 => {
+                    let which = if to != "all" {
+                        format!("worker {to}")
+                    } else if dropped == 1 {
+                        "1 worker".to_string()
+                    } else {
+                        format!("{dropped} workers")
+                    };
+                    let message = format!(
+                        "not sent: the IPC inbox of {which} is full ({} unread: not read \
+                         from), so the message was dropped",
+                        inbox_size()
+                    );
+                    client.finish(false, message).await
+                }
+                Ok(Delivered { queued: 0, .. }) => {
                     let message = if to == "all" {
                         "no worker has an IPC channel (start the cluster with --ipc or --ipc node)"
                             .to_string()
@@ -255,10 +270,17 @@ async fn handle(stream: UnixStream, intents: mpsc::UnboundedSender<Intent>, hub:
                     };
                     client.finish(false, message).await
                 }
-                Ok(count) => {
-                    let workers = if count == 1 { "worker" } else { "workers" };
+                Ok(Delivered { queued, dropped }) => {
+                    let workers = if queued == 1 { "worker" } else { "workers" };
+                    let dropped = match dropped {
+                        0 => String::new(),
+                        count => format!(
+                            "; dropped for {count} whose IPC inbox is full ({} unread)",
+                            inbox_size()
+                        ),
+                    };
                     client
-                        .finish(true, format!("sent to {count} {workers}"))
+                        .finish(true, format!("sent to {queued} {workers}{dropped}"))
                         .await
                 }
                 Err(_) => client.finish(false, "the primary is stopping".into()).await,
@@ -339,4 +361,8 @@ impl Client<'_> {
         self.finish(false, "the primary stopped before the request ended".into())
             .await;
     }
+}
+
+fn inbox_size() -> String {
+    format!("{} MiB", INBOX_BYTES / (1024 * 1024))
 }

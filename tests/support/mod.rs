@@ -94,7 +94,23 @@ impl Lines {
 
     /// Waits until `count` lines satisfy `matches`; returns them.
     pub fn wait_for_count(&self, count: usize, matches: impl Fn(&str) -> bool) -> Vec<String> {
-        let deadline = Instant::now() + DEADLINE;
+        self.wait_for_count_within(DEADLINE, count, matches)
+    }
+
+    /// Waits for the first line containing `text`, for longer than [`DEADLINE`] (a test that
+    /// pushes hundreds of megabytes through the primary).
+    pub fn wait_for_within(&self, within: Duration, text: &str) -> String {
+        self.wait_for_count_within(within, 1, |line| line.contains(text))
+            .remove(0)
+    }
+
+    fn wait_for_count_within(
+        &self,
+        within: Duration,
+        count: usize,
+        matches: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let deadline = Instant::now() + within;
         let (state, changed) = &*self.0;
         let mut state = state.lock().unwrap();
         loop {
@@ -242,6 +258,8 @@ pub struct ClusterBuilder {
     wait_listening: bool,
     /// A program built on `herdsman::Cluster`, run directly instead of `herdsman run`.
     program: Option<PathBuf>,
+    /// An address-space limit for the primary (and so its workers), in bytes.
+    memory_limit: Option<u64>,
 }
 
 pub fn cluster() -> ClusterBuilder {
@@ -253,6 +271,7 @@ pub fn cluster() -> ClusterBuilder {
         command: vec![testserver_bin().display().to_string()],
         wait_listening: true,
         program: None,
+        memory_limit: None,
     }
 }
 
@@ -291,6 +310,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// Runs the primary under `prlimit --as=BYTES` (its workers inherit the limit), so that a
+    /// test of a memory bound stops at a ceiling instead of eating the machine when the bound
+    /// regresses. The primary keeps the pid `Cluster::pid` gives (prlimit execs it).
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
     /// Do not wait for the `listening on` line (for clusters expected to fail before it).
     pub fn no_wait(mut self) -> Self {
         self.wait_listening = false;
@@ -307,7 +334,14 @@ impl ClusterBuilder {
                 command
             }
             None => {
-                let mut command = Command::new(herdsman_bin());
+                let mut command = match self.memory_limit {
+                    Some(bytes) => {
+                        let mut prlimit = Command::new("prlimit");
+                        prlimit.arg(format!("--as={bytes}")).arg(herdsman_bin());
+                        prlimit
+                    }
+                    None => Command::new(herdsman_bin()),
+                };
                 command
                     .arg("run")
                     .args(["--host", "127.0.0.1", "--port", &port]);
@@ -568,4 +602,20 @@ pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         assert!(Instant::now() < deadline, "{what}: not within {DEADLINE:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A figure of `/proc/PID/status` in bytes (`VmRSS`, `VmHWM`: the peak resident size).
+pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|error| panic!("read /proc/{pid}/status: {error}"));
+    let line = status
+        .lines()
+        .find(|line| line.starts_with(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("bad line {line:?}"));
+    kib * 1024
 }

@@ -1,0 +1,127 @@
+//! Every per-client queue of the primary is bounded (issue 10): a worker that never reads its IPC
+//! channel, an output nobody reads, oversized control requests. Each memory test runs the primary
+//! under `prlimit --as`, so that a regression stops at that ceiling instead of eating the machine,
+//! and asserts the primary's peak resident size (`VmHWM`) stays far below it.
+
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::support::*;
+
+/// The address space the primary may use: a regression fails against this, not the machine.
+const ADDRESS_SPACE: u64 = 1024 * 1024 * 1024;
+/// The peak resident size the primary must stay under.
+const RSS_CEILING: u64 = 40 * 1024 * 1024;
+/// How long the floods below may take: a debug build moves about 7 MB/s of messages.
+const FLOOD_DEADLINE: Duration = Duration::from_secs(90);
+
+/// Slot 2 sends slot 1 `FLOOD` messages of 64 KB through the primary once it gets SIGUSR1; slot 1
+/// reads nothing until it gets SIGUSR1, then counts what it reads until `"after"`.
+const FLOOD_WORKER: &str = r#"
+import json, os, signal, socket, time
+channel = socket.socket(fileno=int(os.environ["HERDSMAN_IPC_FD"]))
+me = int(os.environ["HERDSMAN_WORKER_ID"])
+go = False
+def start(*_):
+    global go
+    go = True
+signal.signal(signal.SIGUSR1, start)
+channel.sendall(b'{"type":"ready"}\n')
+while not go:
+    time.sleep(0.02)
+if me == 2:
+    frame = (json.dumps({"type": "message", "data": "x" * 65000, "to": 1}) + "\n").encode()
+    for _ in range(int(os.environ["FLOOD"])):
+        channel.sendall(frame)
+    print("flood sent", flush=True)
+else:
+    count = 0
+    for line in channel.makefile("rb"):
+        if json.loads(line)["data"] == "after":
+            print(f"got after after {count} messages", flush=True)
+        else:
+            count += 1
+time.sleep(600)
+"#;
+
+/// 104 MB of messages.
+const FLOOD: u64 = 1600;
+
+#[test]
+fn a_worker_that_never_reads_its_ipc_channel_gets_messages_dropped_not_queued() {
+    let cluster = cluster()
+        .memory_limit(ADDRESS_SPACE)
+        .args(&[
+            "--workers",
+            "2",
+            "--ready",
+            "notify",
+            "--ipc",
+            "--name",
+            "flood",
+        ])
+        .env("FLOOD", &FLOOD.to_string())
+        .command(&["python3", "-c", FLOOD_WORKER])
+        .start();
+    let mut ready = cluster.wait_ready(2);
+    ready.sort();
+    let (reader, sender) = (ready[0].1, ready[1].1);
+    kill(Pid::from_raw(sender as i32), Signal::SIGUSR1).unwrap();
+    // 104 MB went through the primary to a worker that reads nothing.
+    cluster.stdout.wait_for_within(FLOOD_DEADLINE, "flood sent");
+    assert!(alive(cluster.pid()), "the primary died:\n{}", cluster.log());
+    let peak = proc_status_bytes(cluster.pid(), "VmHWM");
+    assert!(
+        peak < RSS_CEILING,
+        "the primary's peak RSS is {peak} bytes after {FLOOD} messages of 65 kB to a worker that \
+         does not read"
+    );
+    let full = format!(
+        "herdsman: worker 1 (pid {reader}) does not read its IPC channel: its inbox is full (4.0 \
+         MiB unread); dropping messages to it until it reads"
+    );
+    cluster.stderr.wait_for(&full);
+    assert_eq!(cluster.stderr.count(|line| line == full), 1, "logged once");
+    let routed_dropped = cluster.stderr.wait_for("(delivered to 0, dropped for 1)");
+    assert!(
+        routed_dropped.contains("worker 2 (pid "),
+        "{routed_dropped}"
+    );
+    // `herdsman send` says the message was dropped, and why. (Larger than the flood's messages,
+    // so that it cannot fit in what room their last one left.)
+    let mut attempts = 1;
+    let probe = format!("\"{}\"", "y".repeat(65400));
+    let output = cluster.herdsman(&["send", "flood", "1", &probe]);
+    assert_eq!(output.code, Some(1), "{output:?}");
+    assert_eq!(
+        output.stderr.trim(),
+        "herdsman: error: not sent: the IPC inbox of worker 1 is full (4 MiB unread: not read \
+         from), so the message was dropped",
+        "{output:?}"
+    );
+    // Once the worker reads, messages reach it again, and the drops are counted in the log.
+    kill(Pid::from_raw(reader as i32), Signal::SIGUSR1).unwrap();
+    loop {
+        attempts += 1;
+        let output = cluster.herdsman(&["send", "flood", "1", r#""after""#]);
+        if output.code == Some(0) {
+            assert_eq!(output.stdout.trim(), "sent to 1 worker");
+            break;
+        }
+        assert!(attempts < 200, "the inbox never emptied: {output:?}");
+    }
+    let got = cluster.stdout.wait_for("got after after ");
+    let received: u64 = word_after(&got, "got after after ").parse().unwrap();
+    let again = cluster.stderr.wait_for("reads its IPC channel again; ");
+    let dropped: u64 = word_after(&again, "again; ").parse().unwrap();
+    assert!(
+        again.starts_with(&format!("herdsman: worker 1 (pid {reader}) reads its IPC")),
+        "{again}"
+    );
+    // Every message either reached the worker or was counted as dropped: the flood, plus the
+    // sends refused while the inbox was full (the last `after` went through).
+    assert_eq!(received + dropped, FLOOD + attempts - 1, "{got} / {again}");
+    assert!(received > 0 && dropped > FLOOD / 2, "{got} / {again}");
+}
