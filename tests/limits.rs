@@ -125,3 +125,87 @@ fn a_worker_that_never_reads_its_ipc_channel_gets_messages_dropped_not_queued() 
     assert_eq!(received + dropped, FLOOD + attempts - 1, "{got} / {again}");
     assert!(received > 0 && dropped > FLOOD / 2, "{got} / {again}");
 }
+
+/// Sends the primary `MESSAGES` IPC messages (each logged by the primary), then creates `DONE`.
+const CHATTY_WORKER: &str = r#"
+import os, socket
+channel = socket.socket(fileno=int(os.environ["HERDSMAN_IPC_FD"]))
+channel.sendall(b'{"type":"ready"}\n')
+total, batch = int(os.environ["MESSAGES"]), 10000
+for start in range(0, total, batch):
+    channel.sendall(b"".join(b'{"type":"message","data":%d}\n' % n for n in range(start, start + batch)))
+open(os.environ["DONE"], "w").close()
+channel.recv(1)
+"#;
+
+/// On a primary without the bound, these take 70 MB or more.
+const MESSAGES: u64 = 200_000;
+
+#[test]
+fn the_primary_drops_and_counts_its_own_log_lines_when_nobody_reads_its_output() {
+    let done = tempfile_path("chatty-done");
+    let mut cluster = cluster()
+        .memory_limit(ADDRESS_SPACE)
+        .hold_stderr()
+        .args(&[
+            "--workers",
+            "1",
+            "--ready",
+            "notify",
+            "--ipc",
+            "--name",
+            "chatty",
+        ])
+        .env("MESSAGES", &MESSAGES.to_string())
+        .env("DONE", done.to_str().unwrap())
+        .command(&["python3", "-c", CHATTY_WORKER])
+        .start();
+    // Each message becomes a line on the primary's stderr, which nobody reads.
+    let deadline = std::time::Instant::now() + FLOOD_DEADLINE;
+    while !done.exists() {
+        assert!(
+            alive(cluster.pid()),
+            "the primary died (exit {:?})",
+            cluster.child.try_wait()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never finished"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let peak = proc_status_bytes(cluster.pid(), "VmHWM");
+    assert!(
+        peak < RSS_CEILING,
+        "the primary's peak RSS is {peak} bytes after {MESSAGES} log lines it could not write"
+    );
+    // Once its output is read, the primary catches up and says how many lines it dropped; with
+    // the lines it did write, that is every message.
+    cluster.read_stderr();
+    let is_message = |line: &str| line.contains(") message: ");
+    let dropped_in = |line: &str| -> u64 {
+        line.strip_prefix("herdsman: ")
+            .and_then(|rest| rest.split_once(" log lines dropped: herdsman's output was not read"))
+            .map_or(0, |(count, _)| count.parse().unwrap())
+    };
+    let (written, dropped) = eventually("every message written or counted as dropped", || {
+        let lines = cluster.stderr.snapshot();
+        let written = lines.iter().filter(|line| is_message(line)).count() as u64;
+        let dropped: u64 = lines.iter().map(|line| dropped_in(line)).sum();
+        (written + dropped == MESSAGES).then_some((written, dropped))
+    });
+    assert!(
+        dropped > MESSAGES / 2,
+        "{written} written, {dropped} dropped"
+    );
+    // Nothing else was lost: the start-up lines came before the flood.
+    cluster.stderr.wait_for("worker 1 (pid ");
+    let status = status_json(&cluster, "chatty");
+    assert_eq!(status["slots"][0]["state"], "ready");
+    let _ = std::fs::remove_file(&done);
+}
+
+/// A path in the temporary directory, unique to this test process.
+fn tempfile_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("herdsman-{name}-{}", std::process::id()))
+}

@@ -260,6 +260,8 @@ pub struct ClusterBuilder {
     program: Option<PathBuf>,
     /// An address-space limit for the primary (and so its workers), in bytes.
     memory_limit: Option<u64>,
+    /// Leave the primary's stderr pipe unread until `Cluster::read_stderr`.
+    hold_stderr: bool,
 }
 
 pub fn cluster() -> ClusterBuilder {
@@ -272,6 +274,7 @@ pub fn cluster() -> ClusterBuilder {
         wait_listening: true,
         program: None,
         memory_limit: None,
+        hold_stderr: false,
     }
 }
 
@@ -315,6 +318,14 @@ impl ClusterBuilder {
     /// regresses. The primary keeps the pid `Cluster::pid` gives (prlimit execs it).
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Keeps the primary's stderr a pipe that nobody reads (full after 64 KiB) until
+    /// [`Cluster::read_stderr`]; implies [`ClusterBuilder::no_wait`].
+    pub fn hold_stderr(mut self) -> Self {
+        self.hold_stderr = true;
+        self.wait_listening = false;
         self
     }
 
@@ -365,8 +376,12 @@ impl ClusterBuilder {
         let started = Instant::now();
         let mut child = command.spawn().expect("start herdsman");
         let stdout = Lines::read_from(child.stdout.take().unwrap());
-        let stderr = Lines::read_from(child.stderr.take().unwrap());
+        let (stderr, held_stderr) = match self.hold_stderr {
+            true => (Lines::default(), child.stderr.take()),
+            false => (Lines::read_from(child.stderr.take().unwrap()), None),
+        };
         let mut cluster = Cluster {
+            held_stderr,
             child,
             started,
             stdout,
@@ -387,6 +402,8 @@ impl ClusterBuilder {
 
 /// A running `herdsman run`; killed (SIGKILL) on drop if the test did not stop it.
 pub struct Cluster {
+    /// The stderr pipe, while a test holds it unread (`ClusterBuilder::hold_stderr`).
+    held_stderr: Option<std::process::ChildStderr>,
     pub child: Child,
     pub started: Instant,
     pub stdout: Lines,
@@ -488,6 +505,12 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Starts reading the stderr pipe held unread so far (`ClusterBuilder::hold_stderr`).
+    pub fn read_stderr(&mut self) {
+        let pipe = self.held_stderr.take().expect("stderr held unread");
+        self.stderr = Lines::read_from(pipe);
     }
 
     /// The primary's stderr so far, for assertion messages.
