@@ -209,3 +209,102 @@ fn the_primary_drops_and_counts_its_own_log_lines_when_nobody_reads_its_output()
 fn tempfile_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("herdsman-{name}-{}", std::process::id()))
 }
+
+/// Sends `request` on a new connection to `socket` and reads the whole answer; an error (a
+/// reset) is returned, not hidden.
+fn exchange(socket: &std::path::Path, request: &[u8]) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(DEADLINE))?;
+    stream.write_all(request)?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+fn result_message(answer: &str) -> String {
+    let reply: serde_json::Value =
+        serde_json::from_str(answer.trim()).unwrap_or_else(|error| panic!("{error}: {answer:?}"));
+    assert_eq!(reply["type"], "result", "{answer}");
+    assert_eq!(reply["ok"], false, "{answer}");
+    reply["message"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn oversized_and_several_line_control_requests_get_an_answer_not_a_reset() {
+    let cluster = cluster()
+        .args(&["-w", "1", "--name", "big", "--ready-delay", "100ms"])
+        .start();
+    cluster.wait_ready(1);
+    let socket = cluster.runtime_dir.path().join("herdsman/big.sock");
+    let too_large = "request too large: 65536 bytes without an end of line; the limit is 64 KiB \
+                     per request, one JSON object on one line (send a long message in parts)";
+    for size in [64 * 1024, 64 * 1024 + 1, 300 * 1024, 4 * 1024 * 1024] {
+        let mut request = br#"{"command":"send","to":"1","data":""#.to_vec();
+        request.resize(size, b'x');
+        for attempt in 0..10 {
+            let answer = exchange(&socket, &request)
+                .unwrap_or_else(|error| panic!("{size} bytes, attempt {attempt}: {error}"));
+            assert_eq!(result_message(&answer), too_large, "{size} bytes");
+        }
+    }
+    let two = b"{\"command\":\"status\"}\n{\"command\":\"status\"}\n";
+    for attempt in 0..10 {
+        let answer = exchange(&socket, two).unwrap_or_else(|error| panic!("{attempt}: {error}"));
+        assert_eq!(
+            result_message(&answer),
+            "bad request: more than one line; send one request per connection, as one JSON \
+             object on one line"
+        );
+    }
+    // Unknown fields are refused, by name, on every request (`status` and `stop` included).
+    for (request, field) in [
+        ("{\"command\":\"status\",\"verbose\":true}\n", "verbose"),
+        ("{\"command\":\"stop\",\"fast\":true}\n", "fast"),
+        ("{\"command\":\"logs\",\"folow\":true}\n", "folow"),
+    ] {
+        let message = result_message(&exchange(&socket, request.as_bytes()).unwrap());
+        assert!(
+            message.starts_with(&format!("bad request: unknown field `{field}`")),
+            "{request}: {message}"
+        );
+    }
+    // A request just under the limit is served; the cluster is undisturbed.
+    let mut padded = b"{\"command\":\"status\"".to_vec();
+    padded.resize(64 * 1024 - 2, b' ');
+    padded.extend(b"}\n");
+    let answer = exchange(&socket, &padded).unwrap();
+    assert!(answer.starts_with("{\"type\":\"status\""), "{answer}");
+    assert_eq!(status_json(&cluster, "big")["state"], "running");
+}
+
+#[test]
+fn control_connections_beyond_the_limit_are_told_the_primary_is_busy() {
+    use std::io::Read;
+    let cluster = cluster()
+        .args(&["-w", "1", "--name", "busy", "--ready-delay", "100ms"])
+        .start();
+    cluster.wait_ready(1);
+    let socket = cluster.runtime_dir.path().join("herdsman/busy.sock");
+    // 64 clients that connect and say nothing hold every connection the primary serves.
+    let idle: Vec<_> = (0..64)
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap())
+        .collect();
+    let mut extra = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = String::new();
+    extra.read_to_string(&mut answer).unwrap();
+    assert_eq!(
+        result_message(&answer),
+        "busy: 64 control connections are open, the most the primary serves at once \
+         (`herdsman logs -f` holds one each); close some and try again"
+    );
+    drop(idle);
+    // Once they have gone, requests are served again.
+    eventually("the primary serves control requests again", || {
+        let answer = exchange(&socket, b"{\"command\":\"status\"}\n").ok()?;
+        answer.starts_with("{\"type\":\"status\"").then_some(())
+    });
+}
