@@ -423,10 +423,13 @@ async fn write_loop(formatter: Formatter, mut queues: Queues, hub: Arc<LogHub>) 
     let (mut primary_open, mut workers_open) = (true, true);
     let mut last_report = tokio::time::Instant::now();
     while primary_open || workers_open {
+        let dropping = queues.dropped.load(Ordering::Relaxed) > 0;
         let first = tokio::select! {
             biased;
             record = queues.primary.recv(), if primary_open => record.or_else(|| { primary_open = false; None }),
             record = queues.workers.recv(), if workers_open => record.or_else(|| { workers_open = false; None }),
+            // Lines were dropped and nothing else comes: the writer has caught up.
+            () = tokio::time::sleep(DROP_REPORT_EVERY), if dropping => queues.drop_report(),
         };
         let Some(first) = first else { continue };
         let mut batch = vec![first];

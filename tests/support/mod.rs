@@ -495,7 +495,9 @@ impl Cluster {
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 self.exit = Some(status);
-                self.stderr.wait_closed();
+                if self.held_stderr.is_none() {
+                    self.stderr.wait_closed();
+                }
                 return status;
             }
             assert!(
