@@ -10,6 +10,8 @@ mod languages;
 mod library;
 mod limits;
 mod logs;
+mod messages;
+mod readme;
 mod reload;
 mod run;
 mod shutdown;

@@ -262,6 +262,8 @@ pub struct ClusterBuilder {
     memory_limit: Option<u64>,
     /// Leave the primary's stderr pipe unread until `Cluster::read_stderr`.
     hold_stderr: bool,
+    /// The primary's working directory (default: the test's own).
+    current_dir: Option<PathBuf>,
 }
 
 pub fn cluster() -> ClusterBuilder {
@@ -275,6 +277,7 @@ pub fn cluster() -> ClusterBuilder {
         program: None,
         memory_limit: None,
         hold_stderr: false,
+        current_dir: None,
     }
 }
 
@@ -329,6 +332,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// Runs the primary (and so its workers) in `dir`, as a user who typed the command there.
+    pub fn current_dir(mut self, dir: &std::path::Path) -> Self {
+        self.current_dir = Some(dir.to_path_buf());
+        self
+    }
+
     /// Do not wait for the `listening on` line (for clusters expected to fail before it).
     pub fn no_wait(mut self) -> Self {
         self.wait_listening = false;
@@ -369,6 +378,9 @@ impl ClusterBuilder {
             .env("NO_COLOR", "1")
             .envs(self.env);
         command.env("XDG_RUNTIME_DIR", runtime_dir.path());
+        if let Some(dir) = &self.current_dir {
+            command.current_dir(dir);
+        }
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
