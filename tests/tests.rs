@@ -11,6 +11,7 @@ mod library;
 mod limits;
 mod logs;
 mod messages;
+mod orphans;
 mod readme;
 mod reload;
 mod run;
