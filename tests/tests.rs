@@ -8,6 +8,7 @@ mod failures;
 mod ipc;
 mod languages;
 mod library;
+mod limits;
 mod logs;
 mod messages;
 mod orphans;

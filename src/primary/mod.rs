@@ -55,6 +55,7 @@ use crate::control::protocol::{ClusterStatus, Reply, ScaleTarget};
 use crate::control::server::{ControlError, ControlSocket};
 use crate::runtime_dir::PrimaryDir;
 use crate::state::{StateError, StateMode, StateStore};
+pub use ipc::{Delivered, INBOX_BYTES};
 pub use log_hub::LogHub;
 use notify::Notice;
 use restart::ExitReason;
@@ -136,11 +137,12 @@ pub enum Intent {
         reply: Option<oneshot::Sender<Result<String, String>>>,
     },
     Status(oneshot::Sender<ClusterStatus>),
-    /// Send a message to workers over their IPC channels; the reply is how many got it.
+    /// Send a message to workers over their IPC channels; the reply is how many got it, and
+    /// how many had it dropped (their inbox full).
     Send {
         to: crate::ipc::frame::Target,
         data: serde_json::Value,
-        reply: oneshot::Sender<usize>,
+        reply: oneshot::Sender<ipc::Delivered>,
     },
     /// Act on one worker: the one with `pid` in `slot`, or the slot's serving worker (the
     /// library's `WorkerHandle`).

@@ -584,11 +584,7 @@ impl Supervisor {
         }
         match action {
             WorkerAction::Send(data) => {
-                if !worker
-                    .ipc
-                    .as_ref()
-                    .is_some_and(|channel| channel.send(&data, None))
-                {
+                if self.deliver(worker, &data, None) == super::ipc::Delivery::Closed {
                     self.logger
                         .warn(format!("worker {slot} (pid {pid}) has no IPC channel"));
                 }
