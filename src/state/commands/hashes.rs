@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::{int_arg, Ctx, Fail, Outcome};
 use crate::state::db::item_cost;
-use crate::state::number::{self, parse_float};
+use crate::state::number::{self, parse_float, LongDouble};
 use crate::state::reply::text;
 
 /// Sets field/value pairs; how many fields are new.
@@ -146,15 +146,15 @@ pub fn hincrby(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
 
 pub fn hincrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let by = parse_float(&args[3]).ok_or(Fail::from(text::NOT_FLOAT))?;
+    if !by.is_finite() {
+        return Err("ERR value is NaN or Infinity".into());
+    }
     let current = match ctx
         .hash(&args[1])?
         .and_then(|hash| hash.get(args[2].as_ref()))
     {
         Some(value) => parse_float(value).ok_or(Fail::from("ERR hash value is not a float"))?,
-        None => number::Float::Decimal {
-            mantissa: 0,
-            scale: 0,
-        },
+        None => LongDouble::ZERO,
     };
     let sum = current
         .add(by)
