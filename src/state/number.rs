@@ -72,7 +72,10 @@ pub fn parse_float(text: &[u8]) -> Option<LongDouble> {
     };
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
     let digits_ok = !(whole.is_empty() && fraction.is_empty())
-        && whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit());
+        && whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit());
     let exponent_ok = exponent.is_none_or(|e| {
         let e = e.strip_prefix(['+', '-']).unwrap_or(e);
         !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())
@@ -120,7 +123,11 @@ impl LongDouble {
         let biased = (bits >> 64 & 0x7fff) as i32;
         let significand = bits as u64;
         // value = significand × 2^exponent
-        let exponent = if biased == 0 { 1 - 16383 - 63 } else { biased - 16383 - 63 };
+        let exponent = if biased == 0 {
+            1 - 16383 - 63
+        } else {
+            biased - 16383 - 63
+        };
         let (whole, fraction) = fixed_17(significand, exponent);
         let mut text = String::new();
         if negative {
@@ -201,6 +208,38 @@ fn big_shifted(significand: u64, mut shift: u32) -> String {
     text
 }
 
+/// A double as C's `%.17g` prints it (Redis 7.0's `addReplyDouble`), `inf`/`-inf` for the
+/// infinities.
+#[allow(dead_code)] // sorted-set scores will use it
+pub fn format_double(value: f64) -> String {
+    if value.is_infinite() {
+        return if value > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    if value.is_nan() {
+        return "nan".into();
+    }
+    if value == 0.0 {
+        return if value.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    // 17 significant digits, rounded once; then %g's choice of notation.
+    let scientific = format!("{value:.16e}");
+    let (mantissa, exponent) = scientific.split_once('e').expect("{:e} has an exponent");
+    let exponent: i32 = exponent.parse().expect("a decimal exponent");
+    let trim = |text: &str| -> String {
+        if text.contains('.') {
+            text.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            text.to_string()
+        }
+    };
+    if !(-4..17).contains(&exponent) {
+        let sign = if exponent < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trim(mantissa), exponent.abs())
+    } else {
+        trim(&format!("{value:.*}", (16 - exponent) as usize))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,7 +277,10 @@ mod tests {
         assert_eq!(sum("0", "0.024390243902439025"), "0.02439024390243902");
         assert_eq!(sum("0.02439024390243902", "-0.024390243902439025"), "0");
         assert_eq!(sum("3000", "0.1"), "3000.10000000000000009");
-        assert_eq!(sum("3000.10000000000000009", "0.2"), "3000.30000000000000004");
+        assert_eq!(
+            sum("3000.10000000000000009", "0.2"),
+            "3000.30000000000000004"
+        );
         assert_eq!(sum("0", "1e-20"), "0");
         assert_eq!(sum("10", "0.5"), "10.5");
         assert_eq!(sum("5.0e3", "2.0e2"), "5200");
@@ -250,5 +292,16 @@ mod tests {
         assert_eq!(parse_float(b"1e-99999").map(LongDouble::format), None);
         assert_eq!(parse_float(b"1e99999").map(LongDouble::format), None);
         assert!(!parse_float(b"+inf").unwrap().is_finite());
+    }
+
+    #[test]
+    fn doubles_print_like_printf_17g() {
+        assert_eq!(format_double(1.5), "1.5");
+        assert_eq!(format_double(0.1), "0.10000000000000001");
+        assert_eq!(format_double(100.0), "100");
+        assert_eq!(format_double(1e20), "1e+20");
+        assert_eq!(format_double(1.25e-5), "1.2500000000000001e-05");
+        assert_eq!(format_double(-2.0), "-2");
+        assert_eq!(format_double(f64::INFINITY), "inf");
     }
 }

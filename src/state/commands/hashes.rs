@@ -84,14 +84,18 @@ pub fn hmget(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
 
 pub fn hgetall(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let Some(hash) = ctx.hash(&args[1])? else {
-        ctx.out.bulks([]);
+        ctx.out.map_header(0);
         return Ok(());
     };
-    let items: Vec<Bytes> = hash
+    let items: Vec<(Bytes, Bytes)> = hash
         .iter()
-        .flat_map(|(field, value)| [field.clone(), value.clone()])
+        .map(|(field, value)| (field.clone(), value.clone()))
         .collect();
-    ctx.out.bulks(items.iter().map(|item| item.as_ref()));
+    ctx.out.map_of(
+        items
+            .iter()
+            .map(|(field, value)| (field.as_ref(), value.as_ref())),
+    );
     Ok(())
 }
 
@@ -192,5 +196,61 @@ pub fn hvals(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         .map(|hash| hash.values().cloned().collect())
         .unwrap_or_default();
     ctx.out.bulks(values.iter().map(|value| value.as_ref()));
+    Ok(())
+}
+
+/// `HRANDFIELD key [count [WITHVALUES]]`.
+pub fn hrandfield(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
+    let with_values = match args.get(3) {
+        None => false,
+        Some(arg) if args.len() == 4 && arg.eq_ignore_ascii_case(b"withvalues") => true,
+        Some(_) => return Err(text::SYNTAX.into()),
+    };
+    let count = args.get(2).map(|arg| int_arg(arg)).transpose()?;
+    if let Some(count) = count {
+        if with_values && !(-(i64::MAX / 2)..=i64::MAX / 2).contains(&count) {
+            return Err("ERR value is out of range".into());
+        }
+    }
+    let resp3 = ctx.out.resp3;
+    let Some(hash) = ctx.hash(&args[1])? else {
+        match count {
+            Some(_) => ctx.out.bulks([]),
+            None => ctx.out.null(),
+        }
+        return Ok(());
+    };
+    let picked: Vec<(Bytes, Bytes)> = match count {
+        None => vec![super::random_below(hash.len())],
+        Some(count) if count < 0 => (0..count.unsigned_abs())
+            .map(|_| super::random_below(hash.len()))
+            .collect(),
+        Some(count) => super::pick_distinct(hash.len(), count as usize),
+    }
+    .into_iter()
+    .filter_map(|index| hash.get_index(index))
+    .map(|(field, value)| (field.clone(), value.clone()))
+    .collect();
+    let out = &mut *ctx.out;
+    match count {
+        None => out.bulk(&picked[0].0),
+        Some(_) if with_values && resp3 => {
+            // RESP3: an array of [field, value] pairs, as Redis 7.0.
+            out.array_header(picked.len());
+            for (field, value) in &picked {
+                out.array_header(2);
+                out.bulk(field);
+                out.bulk(value);
+            }
+        }
+        Some(_) if with_values => {
+            out.array_header(picked.len() * 2);
+            for (field, value) in &picked {
+                out.bulk(field);
+                out.bulk(value);
+            }
+        }
+        Some(_) => out.bulks(picked.iter().map(|(field, _)| field.as_ref())),
+    }
     Ok(())
 }

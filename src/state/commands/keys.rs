@@ -5,7 +5,6 @@ use bytes::Bytes;
 use super::{int_arg, Ctx, Fail, Outcome};
 use crate::state::glob;
 use crate::state::reply::text;
-use redis_protocol::resp2::types::BorrowedFrame;
 
 pub fn del(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let mut removed = 0;
@@ -199,15 +198,9 @@ pub fn scan(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
                     .as_deref()
                     .is_none_or(|name| name == entry.value.type_name().as_bytes())
         });
-    let next = next.to_string();
-    let keys: Vec<BorrowedFrame> = keys
-        .iter()
-        .map(|key| BorrowedFrame::BulkString(key))
-        .collect();
-    ctx.out.frames(&[
-        BorrowedFrame::BulkString(next.as_bytes()),
-        BorrowedFrame::Array(&keys),
-    ]);
+    ctx.out.array_header(2);
+    ctx.out.bulk(next.to_string().as_bytes());
+    ctx.out.bulks(keys.iter().map(|key| key.as_ref()));
     Ok(())
 }
 
