@@ -13,3 +13,4 @@ mod reload;
 mod run;
 mod shutdown;
 mod state;
+mod state_dialect;
