@@ -52,8 +52,15 @@ pub async fn serve<R, W>(
                 loop {
                     match parser.next(&mut input) {
                         Ok(Some(args)) => {
-                            let mark = out.buf.len();
+                            // Pub/sub confirmations are pushed even when replies are off, as
+                            // in Redis (published messages never pass through here).
+                            let mark = if is_subscription(&args[0]) {
+                                usize::MAX
+                            } else {
+                                out.buf.len()
+                            };
                             commands::dispatch(&mut store, &mut client, &mut out, args);
+                            let mark = mark.min(out.buf.len());
                             // CLIENT REPLY OFF / SKIP: the reply is dropped.
                             match client.reply {
                                 ReplyMode::On => {}
@@ -111,4 +118,16 @@ pub async fn serve<R, W>(
     let mut store = store.borrow_mut();
     pubsub_forget(&mut store, &mut client);
     store.unregister(&mut client);
+}
+
+/// (P)SUBSCRIBE and (P)UNSUBSCRIBE, whose confirmations CLIENT REPLY does not silence.
+fn is_subscription(name: &[u8]) -> bool {
+    [
+        &b"subscribe"[..],
+        b"unsubscribe",
+        b"psubscribe",
+        b"punsubscribe",
+    ]
+    .iter()
+    .any(|command| name.eq_ignore_ascii_case(command))
 }

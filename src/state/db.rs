@@ -157,6 +157,11 @@ impl Db {
             .is_some_and(|entry| entry.expires_at.is_none_or(|at| at > now.0))
     }
 
+    /// The key at position `index` (below [`Db::len`]), expired or not.
+    pub fn key_at(&self, index: usize) -> &Bytes {
+        self.keys.get_index(index).expect("index below len").0
+    }
+
     pub fn contains(&mut self, key: &[u8], now: Now) -> bool {
         self.get(key, now).is_some()
     }

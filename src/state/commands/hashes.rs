@@ -208,7 +208,12 @@ pub fn hrandfield(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     };
     let count = args.get(2).map(|arg| int_arg(arg)).transpose()?;
     if let Some(count) = count {
-        if with_values && !(-(i64::MAX / 2)..=i64::MAX / 2).contains(&count) {
+        if count == i64::MIN {
+            return Err(super::MIN_COUNT.into());
+        }
+        if (with_values && !(-(i64::MAX / 2)..=i64::MAX / 2).contains(&count))
+            || (count < 0 && count.unsigned_abs() > super::MAX_RANDOM_REPEATS)
+        {
             return Err("ERR value is out of range".into());
         }
     }
@@ -252,5 +257,35 @@ pub fn hrandfield(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         }
         Some(_) => out.bulks(picked.iter().map(|(field, _)| field.as_ref())),
     }
+    Ok(())
+}
+
+pub fn hstrlen(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
+    let len = ctx
+        .hash(&args[1])?
+        .and_then(|hash| hash.get(args[2].as_ref()))
+        .map_or(0, Bytes::len);
+    ctx.out.int(len as i64);
+    Ok(())
+}
+
+pub fn hscan(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
+    let options = super::keys::scan_options(args)?;
+    let Some(hash) = ctx.hash(&args[1])? else {
+        super::keys::scan_reply(ctx, 0, &[]);
+        return Ok(());
+    };
+    let (range, next) = super::keys::scan_step(hash.len(), options.cursor, options.count);
+    let items: Vec<Bytes> = range
+        .rev()
+        .filter_map(|index| hash.get_index(index))
+        .filter(|(field, _)| {
+            options
+                .pattern
+                .is_none_or(|pattern| crate::state::glob::matches(pattern, field))
+        })
+        .flat_map(|(field, value)| [field.clone(), value.clone()])
+        .collect();
+    super::keys::scan_reply(ctx, next, &items);
     Ok(())
 }

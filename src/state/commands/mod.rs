@@ -177,6 +177,9 @@ static COMMANDS: &[Spec] = &[
     spec!("type", 2, 0, keys::type_of, KEY),
     spec!("scan", -2, 0, keys::scan, NO_KEYS),
     spec!("keys", 2, 0, keys::keys, NO_KEYS),
+    spec!("randomkey", 1, 0, keys::randomkey, NO_KEYS),
+    spec!("expiretime", 2, 0, keys::expiretime, KEY),
+    spec!("pexpiretime", 2, 0, keys::pexpiretime, KEY),
     spec!("rename", 3, WRITE, keyspace::rename, (1, 2, 1)),
     spec!("renamenx", 3, WRITE, keyspace::renamenx, (1, 2, 1)),
     spec!("copy", -3, WRITE | DENY_OOM, keyspace::copy, (1, 2, 1)),
@@ -202,6 +205,8 @@ static COMMANDS: &[Spec] = &[
     spec!("hkeys", 2, 0, hashes::hkeys, KEY),
     spec!("hvals", 2, 0, hashes::hvals, KEY),
     spec!("hrandfield", -2, 0, hashes::hrandfield, KEY),
+    spec!("hstrlen", 3, 0, hashes::hstrlen, KEY),
+    spec!("hscan", -3, 0, hashes::hscan, KEY),
     // lists
     spec!("lpush", -3, WRITE | DENY_OOM, lists::lpush, KEY),
     spec!("rpush", -3, WRITE | DENY_OOM, lists::rpush, KEY),
@@ -218,6 +223,7 @@ static COMMANDS: &[Spec] = &[
     spec!("sismember", 3, 0, sets::sismember, KEY),
     spec!("scard", 2, 0, sets::scard, KEY),
     spec!("smismember", -3, 0, sets::smismember, KEY),
+    spec!("sscan", -3, 0, sets::sscan, KEY),
     spec!("spop", -2, WRITE, sets::spop, KEY),
     spec!("srandmember", -2, 0, sets::srandmember, KEY),
     spec!("smove", 4, WRITE, sets::smove, (1, 2, 1)),
@@ -425,6 +431,14 @@ pub fn pick_distinct(len: usize, count: usize) -> Vec<usize> {
     indexes.truncate(count);
     indexes
 }
+
+/// Most members SRANDMEMBER or HRANDFIELD repeat for a negative count: a reply past this would
+/// only grow the primary (Redis would build it; here it is refused as out of range).
+pub const MAX_RANDOM_REPEATS: u64 = 10_000_000;
+
+/// Redis's error for a count of -2^63 (it cannot be negated).
+pub const MIN_COUNT: &str =
+    "ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807";
 
 /// An integer argument, or Redis's error.
 pub fn int_arg(arg: &[u8]) -> Result<i64, Fail> {

@@ -44,7 +44,7 @@ pub fn setrange(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         ctx.out.int(current.map_or(0, |value| value.len() as i64));
         return Ok(());
     }
-    if offset + patch.len() as i64 > MAX_STRING {
+    if offset.saturating_add(patch.len() as i64) > MAX_STRING {
         return Err("ERR string exceeds maximum allowed size (proto-max-bulk-len)".into());
     }
     let mut value = current.map(|value| value.to_vec()).unwrap_or_default();
@@ -150,7 +150,8 @@ pub fn lcs(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         return Err("ERR If you want both the length and indexes, please just use IDX.".into());
     }
     let (alen, blen) = (a.len(), b.len());
-    if (alen + 1).saturating_mul(blen + 1) > 512 * 1024 * 1024 {
+    // Redis's bound on the table (4 bytes a cell, at most proto-max-bulk-len).
+    if (alen + 1).saturating_mul(blen + 1).saturating_mul(4) > MAX_STRING as usize {
         return Err(
             "ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len".into(),
         );

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use indexmap::IndexSet;
 
-use super::{int_arg, Ctx, Fail, Outcome};
+use super::{Ctx, Fail, Outcome};
 use crate::state::db::Value;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -111,10 +111,9 @@ pub fn sintercard(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     while i < args.len() {
         match (args[i].to_ascii_lowercase().as_slice(), args.get(i + 1)) {
             (b"limit", Some(value)) => {
-                let value = int_arg(value)?;
-                if value < 0 {
-                    return Err("ERR LIMIT can't be negative".into());
-                }
+                let value = crate::state::number::parse_i64(value)
+                    .filter(|value| *value >= 0)
+                    .ok_or(Fail::from("ERR LIMIT can't be negative"))?;
                 limit = value as usize;
                 i += 2;
             }

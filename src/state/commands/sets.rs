@@ -136,6 +136,9 @@ pub fn srandmember(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     }
     let count = args.get(2).map(|arg| count_arg(arg)).transpose()?;
     if count == Some(i64::MIN) {
+        return Err(super::MIN_COUNT.into());
+    }
+    if count.is_some_and(|count| count < 0 && count.unsigned_abs() > super::MAX_RANDOM_REPEATS) {
         return Err("ERR value is out of range".into());
     }
     let Some(set) = ctx.set(&args[1])? else {
@@ -183,5 +186,26 @@ pub fn smove(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     }
     ctx.changed();
     ctx.out.int(1);
+    Ok(())
+}
+
+pub fn sscan(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
+    let options = super::keys::scan_options(args)?;
+    let Some(set) = ctx.set(&args[1])? else {
+        super::keys::scan_reply(ctx, 0, &[]);
+        return Ok(());
+    };
+    let (range, next) = super::keys::scan_step(set.len(), options.cursor, options.count);
+    let members: Vec<Bytes> = range
+        .rev()
+        .filter_map(|index| set.get_index(index))
+        .filter(|member| {
+            options
+                .pattern
+                .is_none_or(|pattern| crate::state::glob::matches(pattern, member))
+        })
+        .cloned()
+        .collect();
+    super::keys::scan_reply(ctx, next, &members);
     Ok(())
 }
