@@ -9,6 +9,8 @@ mod ipc;
 mod languages;
 mod library;
 mod logs;
+mod messages;
+mod readme;
 mod reload;
 mod run;
 mod shutdown;
