@@ -98,9 +98,13 @@ fn hello_and_client_info_answer_in_redis_7_format_in_both_protocols() {
         assert_eq!(addr, &format!("{}:0", socket.display()));
     }
     // CLIENT LIST shows every client, one line each, this one with its name.
-    let _other = RespClient::unix(&socket);
+    // (A reply means the store has accepted and listed the other connection.)
+    let mut other = RespClient::unix(&socket);
+    other.call("PING");
     let list = text_of(&ours.call("CLIENT LIST"));
-    assert_eq!(list.lines().count(), 2, "{list}");
+    let lines = list.lines().filter(|line| line.starts_with("id=")).count();
+    assert_eq!(lines, 2, "{list}");
+    assert!(list.ends_with("\n\r\n") || list.ends_with("\n"), "{list:?}");
     assert!(list.contains(" name=app "), "{list}");
 }
 
