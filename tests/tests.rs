@@ -16,3 +16,4 @@ mod run;
 mod shutdown;
 mod state;
 mod state_dialect;
+mod state_differential;

@@ -296,7 +296,8 @@ fn refused(name: &str) -> Fail {
         "databases",
     ];
     if managed.contains(&name) {
-        format!("ERR the embedded store is configured by herdsman's flags (--state-max-memory, --state-file); CONFIG SET {name} is not supported").into()
+        // Redis's shape for a refused value, so clients and tests recognise it.
+        format!("ERR CONFIG SET failed (possibly related to argument '{name}') - herdsman's flags set it (--state-max-memory, --state-file), not CONFIG SET").into()
     } else {
         format!("ERR Unknown option or number of arguments for CONFIG SET - '{name}'").into()
     }
