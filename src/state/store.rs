@@ -266,7 +266,12 @@ impl Store {
             tracked[*db] = true;
         }
         for (index, tracking) in tracked.into_iter().enumerate() {
-            self.db_at(index).tracking = tracking;
+            let db = self.db_at(index);
+            db.tracking = tracking;
+            if !tracking {
+                // Changes seen for watchers that are gone must not reach later ones.
+                db.touched.clear();
+            }
         }
     }
 
