@@ -10,6 +10,7 @@ mod languages;
 mod library;
 mod logs;
 mod messages;
+mod orphans;
 mod readme;
 mod reload;
 mod run;
