@@ -283,6 +283,9 @@ fn the_state_file_survives_a_sigkill_of_the_primary_and_is_compacted() {
         "RPUSH queue a b c",
         "HSET session:1 user ada",
         "SADD online 1 2",
+        "ZADD board 1.5 ada 0.1 bob 3 cy -inf floor",
+        "ZINCRBY board 2 bob",
+        "ZPOPMAX board",
         "SET temporary v EX 1000",
         "SET gone v PX 1",
         "MULTI",
@@ -292,6 +295,11 @@ fn the_state_file_survives_a_sigkill_of_the_primary_and_is_compacted() {
     ] {
         client.call(line);
     }
+    let board = client.text("ZRANGE board 0 -1 WITHSCORES");
+    assert_eq!(
+        board,
+        "*6\\r\\n$5\\r\\nfloor\\r\\n$4\\r\\n-inf\\r\\n$3\\r\\nada\\r\\n$3\\r\\n1.5\\r\\n$3\\r\\nbob\\r\\n$18\\r\\n2.1000000000000001\\r\\n"
+    );
     let acknowledged = client.text("INCR visits");
     assert_eq!(acknowledged, ":2001\\r\\n");
     let logged = std::fs::metadata(&file).unwrap().len();
@@ -317,11 +325,22 @@ fn the_state_file_survives_a_sigkill_of_the_primary_and_is_compacted() {
     assert_eq!(client.text("TTL temporary"), ":1000\\r\\n");
     assert_eq!(client.text("EXISTS gone"), ":0\\r\\n");
     assert_eq!(client.text("GET price"), "$3\\r\\n0.3\\r\\n");
+    assert_eq!(client.text("ZRANGE board 0 -1 WITHSCORES"), board);
     let compacted = std::fs::metadata(&file).unwrap().len();
     assert!(
         compacted * 10 < logged,
         "2001 INCRs should compact to one SET: {logged} → {compacted} bytes"
     );
+    // The compacted file replays to the same sorted set.
+    drop(client);
+    let mut second = second;
+    second.signal(Signal::SIGKILL);
+    second.wait_exit();
+    let third = start();
+    third.wait_ready(1);
+    let mut client = RespClient::unix(&state_socket(&third));
+    assert_eq!(client.text("ZRANGE board 0 -1 WITHSCORES"), board);
+    assert_eq!(client.text("TYPE board"), "+zset\\r\\n");
 }
 
 #[test]

@@ -258,6 +258,17 @@ fn compact(path: &Path, store: &Store) -> io::Result<u64> {
                 let items: Vec<&[u8]> = set.iter().map(|item| item.as_ref()).collect();
                 write_chunks(&mut out, b"SADD", key, &items);
             }
+            Value::ZSet(zset) => {
+                let scores: Vec<(String, &Bytes)> = zset
+                    .iter()
+                    .map(|(member, score)| (super::number::format_double(score), member))
+                    .collect();
+                let items: Vec<&[u8]> = scores
+                    .iter()
+                    .flat_map(|(score, member)| [score.as_bytes(), member.as_ref()])
+                    .collect();
+                write_chunks(&mut out, b"ZADD", key, &items);
+            }
             Value::Hash(hash) => {
                 let items: Vec<&[u8]> = hash
                     .iter()
@@ -294,7 +305,7 @@ fn compact(path: &Path, store: &Store) -> io::Result<u64> {
 }
 
 fn write_chunks(out: &mut Vec<u8>, command: &[u8], key: &[u8], items: &[&[u8]]) {
-    let per_command = if command == b"HSET" {
+    let per_command = if command == b"HSET" || command == b"ZADD" {
         ITEMS_PER_COMMAND * 2
     } else {
         ITEMS_PER_COMMAND

@@ -26,6 +26,7 @@ pub enum Value {
     Hash(Box<IndexMap<Bytes, Bytes>>),
     List(VecDeque<Bytes>),
     Set(Box<IndexSet<Bytes>>),
+    ZSet(Box<super::zset::ZSet>),
 }
 
 impl Value {
@@ -35,6 +36,7 @@ impl Value {
             Value::Hash(_) => "hash",
             Value::List(_) => "list",
             Value::Set(_) => "set",
+            Value::ZSet(_) => "zset",
         }
     }
 
@@ -45,6 +47,7 @@ impl Value {
             Value::Hash(hash) => hash.iter().map(|(f, v)| item_cost(f) + item_cost(v)).sum(),
             Value::List(list) => list.iter().map(|item| item_cost(item)).sum(),
             Value::Set(set) => set.iter().map(|item| item_cost(item)).sum(),
+            Value::ZSet(zset) => zset.cost(),
         }
     }
 
@@ -54,6 +57,7 @@ impl Value {
             Value::Hash(hash) => hash.is_empty(),
             Value::List(list) => list.is_empty(),
             Value::Set(set) => set.is_empty(),
+            Value::ZSet(zset) => zset.is_empty(),
         }
     }
 }

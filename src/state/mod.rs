@@ -32,6 +32,7 @@ mod request;
 mod server;
 mod stats;
 mod store;
+mod zset;
 
 use std::io;
 use std::net::SocketAddr;

@@ -210,7 +210,6 @@ fn big_shifted(significand: u64, mut shift: u32) -> String {
 
 /// A double as C's `%.17g` prints it (Redis 7.0's `addReplyDouble`), `inf`/`-inf` for the
 /// infinities.
-#[allow(dead_code)] // sorted-set scores will use it
 pub fn format_double(value: f64) -> String {
     if value.is_infinite() {
         return if value > 0.0 { "inf" } else { "-inf" }.into();

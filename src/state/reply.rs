@@ -172,7 +172,6 @@ impl Out {
     }
 
     /// A double as Redis's `addReplyDouble`: `,` in RESP3, a bulk string in RESP2, `%.17g`.
-    #[allow(dead_code)] // sorted-set scores will use it
     pub fn double(&mut self, value: f64) {
         let text = super::number::format_double(value);
         if self.resp3 {

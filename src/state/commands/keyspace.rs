@@ -158,6 +158,15 @@ fn encoding(ctx: &Ctx, value: &Value) -> &'static str {
             }
         }
         Value::List(_) => "quicklist",
+        Value::ZSet(zset) => {
+            let entries = knob(ctx, "zset-max-listpack-entries", 128);
+            let size = knob(ctx, "zset-max-listpack-value", 64);
+            if zset.len() <= entries && zset.iter().all(|(member, _)| member.len() <= size) {
+                "listpack"
+            } else {
+                "skiplist"
+            }
+        }
         Value::Set(set) => {
             let entries = knob(ctx, "set-max-intset-entries", 512);
             if set.len() <= entries

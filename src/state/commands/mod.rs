@@ -2,7 +2,8 @@
 //! in Redis's order (unknown command, arity, memory, pub/sub context, transaction queueing)
 //! before running it. One file per family: `strings`, `ranges` (GETRANGE, SETRANGE, LCS, GETEX),
 //! `bits` (bitmaps), `keys`, `keyspace` (RENAME, COPY, MOVE, SWAPDB, OBJECT, MEMORY), `hashes`,
-//! `lists`, `sets`, `set_algebra`, `pubsub`, `server` (connection), `client`, `info` (INFO,
+//! `lists`, `sets`, `set_algebra`, `zsets` (sorted sets), `zset_ranges` (ZRANGE and the
+//! range removals), `zset_algebra` (ZUNION, ZINTER, ZDIFF), `pubsub`, `server` (connection), `client`, `info` (INFO,
 //! CONFIG), `transaction` (MULTI, EXEC, WATCH).
 
 mod bits;
@@ -20,6 +21,9 @@ mod sets;
 mod strings;
 mod table;
 mod transaction;
+mod zset_algebra;
+mod zset_ranges;
+mod zsets;
 
 pub use table::Table;
 
@@ -187,6 +191,7 @@ macro_rules! collection_access {
 collection_access!(hash, hash_mut, Hash, IndexMap<Bytes, Bytes>);
 collection_access!(list, list_mut, List, VecDeque<Bytes>);
 collection_access!(set, set_mut, Set, IndexSet<Bytes>);
+collection_access!(zset, zset_mut, ZSet, crate::state::zset::ZSet);
 
 thread_local! {
     static RANDOM: std::cell::Cell<u64> = std::cell::Cell::new(seed());

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use super::{
     bits, client, hashes, info, keys, keyspace, lists, pubsub, ranges, server, set_algebra, sets,
-    strings, transaction, Spec, DENY_OOM, NO_QUEUE, PUBSUB, WRITE,
+    strings, transaction, zset_algebra, zset_ranges, zsets, Spec, DENY_OOM, NO_QUEUE, PUBSUB,
+    WRITE,
 };
 
 macro_rules! spec {
@@ -171,6 +172,81 @@ static COMMANDS: &[Spec] = &[
         ALL_KEYS
     ),
     spec!("sintercard", -3, 0, set_algebra::sintercard, NO_KEYS),
+    // sorted sets
+    spec!("zadd", -4, WRITE | DENY_OOM, zsets::zadd, KEY),
+    spec!("zincrby", 4, WRITE | DENY_OOM, zsets::zincrby, KEY),
+    spec!("zcard", 2, 0, zsets::zcard, KEY),
+    spec!("zscore", 3, 0, zsets::zscore, KEY),
+    spec!("zmscore", -3, 0, zsets::zmscore, KEY),
+    spec!("zrem", -3, WRITE, zsets::zrem, KEY),
+    spec!("zrank", 3, 0, zsets::zrank, KEY),
+    spec!("zrevrank", 3, 0, zsets::zrevrank, KEY),
+    spec!("zpopmin", -2, WRITE, zsets::zpopmin, KEY),
+    spec!("zpopmax", -2, WRITE, zsets::zpopmax, KEY),
+    spec!("zmpop", -4, WRITE, zsets::zmpop, NO_KEYS),
+    spec!("zrandmember", -2, 0, zsets::zrandmember, KEY),
+    spec!("zscan", -3, 0, zsets::zscan, KEY),
+    spec!("zrange", -4, 0, zset_ranges::zrange, KEY),
+    spec!("zrevrange", -4, 0, zset_ranges::zrevrange, KEY),
+    spec!("zrangebyscore", -4, 0, zset_ranges::zrangebyscore, KEY),
+    spec!(
+        "zrevrangebyscore",
+        -4,
+        0,
+        zset_ranges::zrevrangebyscore,
+        KEY
+    ),
+    spec!("zrangebylex", -4, 0, zset_ranges::zrangebylex, KEY),
+    spec!("zrevrangebylex", -4, 0, zset_ranges::zrevrangebylex, KEY),
+    spec!(
+        "zrangestore",
+        -5,
+        WRITE | DENY_OOM,
+        zset_ranges::zrangestore,
+        (1, 2, 1)
+    ),
+    spec!("zcount", 4, 0, zset_ranges::zcount, KEY),
+    spec!("zlexcount", 4, 0, zset_ranges::zlexcount, KEY),
+    spec!(
+        "zremrangebyrank",
+        4,
+        WRITE,
+        zset_ranges::zremrangebyrank,
+        KEY
+    ),
+    spec!(
+        "zremrangebyscore",
+        4,
+        WRITE,
+        zset_ranges::zremrangebyscore,
+        KEY
+    ),
+    spec!("zremrangebylex", 4, WRITE, zset_ranges::zremrangebylex, KEY),
+    spec!("zunion", -3, 0, zset_algebra::zunion, NO_KEYS),
+    spec!("zinter", -3, 0, zset_algebra::zinter, NO_KEYS),
+    spec!("zdiff", -3, 0, zset_algebra::zdiff, NO_KEYS),
+    spec!(
+        "zunionstore",
+        -4,
+        WRITE | DENY_OOM,
+        zset_algebra::zunionstore,
+        KEY
+    ),
+    spec!(
+        "zinterstore",
+        -4,
+        WRITE | DENY_OOM,
+        zset_algebra::zinterstore,
+        KEY
+    ),
+    spec!(
+        "zdiffstore",
+        -4,
+        WRITE | DENY_OOM,
+        zset_algebra::zdiffstore,
+        KEY
+    ),
+    spec!("zintercard", -3, 0, zset_algebra::zintercard, NO_KEYS),
     // pub/sub
     spec!("publish", 3, 0, pubsub::publish, NO_KEYS),
     spec!("subscribe", -2, PUBSUB, pubsub::subscribe, NO_KEYS),
