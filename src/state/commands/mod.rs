@@ -2,7 +2,7 @@
 //! in Redis's order (unknown command, arity, memory, pub/sub context, transaction queueing)
 //! before running it. One file per family: `strings`, `ranges` (GETRANGE, SETRANGE, LCS, GETEX),
 //! `bits` (bitmaps), `keys`, `keyspace` (RENAME, COPY, MOVE, SWAPDB, OBJECT, MEMORY), `hashes`,
-//! `lists`, `sets`, `set_algebra`, `zsets` (sorted sets), `zset_ranges` (ZRANGE and the
+//! `lists`, `list_moves` (LINSERT, LPOS, LMOVE, LMPOP…), `sets`, `set_algebra`, `zsets` (sorted sets), `zset_ranges` (ZRANGE and the
 //! range removals), `zset_algebra` (ZUNION, ZINTER, ZDIFF), `pubsub`, `server` (connection), `client`, `info` (INFO,
 //! CONFIG), `transaction` (MULTI, EXEC, WATCH).
 
@@ -12,6 +12,7 @@ mod hashes;
 mod info;
 mod keys;
 mod keyspace;
+mod list_moves;
 mod lists;
 mod pubsub;
 mod ranges;

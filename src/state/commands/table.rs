@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 
 use super::{
-    bits, client, hashes, info, keys, keyspace, lists, pubsub, ranges, server, set_algebra, sets,
-    strings, transaction, zset_algebra, zset_ranges, zsets, Spec, DENY_OOM, NO_QUEUE, PUBSUB,
-    WRITE,
+    bits, client, hashes, info, keys, keyspace, list_moves, lists, pubsub, ranges, server,
+    set_algebra, sets, strings, transaction, zset_algebra, zset_ranges, zsets, Spec, DENY_OOM,
+    NO_QUEUE, PUBSUB, WRITE,
 };
 
 macro_rules! spec {
@@ -136,6 +136,21 @@ static COMMANDS: &[Spec] = &[
     spec!("llen", 2, 0, lists::llen, KEY),
     spec!("ltrim", 4, WRITE, lists::ltrim, KEY),
     spec!("lindex", 3, 0, lists::lindex, KEY),
+    spec!("lpushx", -3, WRITE | DENY_OOM, list_moves::lpushx, KEY),
+    spec!("rpushx", -3, WRITE | DENY_OOM, list_moves::rpushx, KEY),
+    spec!("lset", 4, WRITE | DENY_OOM, list_moves::lset, KEY),
+    spec!("linsert", 5, WRITE | DENY_OOM, list_moves::linsert, KEY),
+    spec!("lrem", 4, WRITE, list_moves::lrem, KEY),
+    spec!("lpos", -3, 0, list_moves::lpos, KEY),
+    spec!("lmove", 5, WRITE | DENY_OOM, list_moves::lmove, (1, 2, 1)),
+    spec!(
+        "rpoplpush",
+        3,
+        WRITE | DENY_OOM,
+        list_moves::rpoplpush,
+        (1, 2, 1)
+    ),
+    spec!("lmpop", -4, WRITE, list_moves::lmpop, NO_KEYS),
     // sets
     spec!("sadd", -3, WRITE | DENY_OOM, sets::sadd, KEY),
     spec!("srem", -3, WRITE, sets::srem, KEY),

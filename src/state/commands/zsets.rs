@@ -320,17 +320,24 @@ pub fn positive_arg(arg: &[u8], what: &str) -> Result<usize, Fail> {
     }
 }
 
-/// ZMPOP's arguments after the command name: the keys, MAX or MIN, the count.
-pub fn mpop_args(args: &[Bytes]) -> Result<(&[Bytes], bool, usize), Fail> {
+/// ZMPOP's and LMPOP's arguments after the command name: the keys, which end (`ends`: the words
+/// for the low and the high end; true for the high one), the count.
+pub fn mpop_args<'a>(
+    args: &'a [Bytes],
+    ends: [&[u8]; 2],
+) -> Result<(&'a [Bytes], bool, usize), Fail> {
     let numkeys = positive_arg(&args[0], "numkeys")?;
     let where_at = numkeys.checked_add(1).filter(|&at| at < args.len());
     let Some(where_at) = where_at else {
         return Err(text::SYNTAX.into());
     };
-    let max = match args[where_at].to_ascii_lowercase().as_slice() {
-        b"min" => false,
-        b"max" => true,
-        _ => return Err(text::SYNTAX.into()),
+    let word = args[where_at].to_ascii_lowercase();
+    let max = if word == ends[0] {
+        false
+    } else if word == ends[1] {
+        true
+    } else {
+        return Err(text::SYNTAX.into());
     };
     let count = match &args[where_at + 1..] {
         [] => 1,
@@ -341,7 +348,7 @@ pub fn mpop_args(args: &[Bytes]) -> Result<(&[Bytes], bool, usize), Fail> {
 }
 
 pub fn zmpop(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
-    let (keys, max, count) = mpop_args(&args[1..])?;
+    let (keys, max, count) = mpop_args(&args[1..], [b"min", b"max"])?;
     for key in keys {
         if ctx.zset(key)?.is_none() {
             continue;
