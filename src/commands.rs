@@ -197,6 +197,13 @@ fn status(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
         status.reloads,
         short_duration(status.uptime_ms)
     );
+    for foreign in &status.foreign_listeners {
+        let worker = foreign
+            .slot
+            .map(|slot| format!(" (worker {slot} binds the port itself)"))
+            .unwrap_or_default();
+        println!("warning: {}{worker}", foreign.description);
+    }
     println!(
         "{:>4}  {:>7}  {:>3}  {:<9} {:>8}  {:>8}  {:>6}  {:>9}  LAST EXIT",
         "SLOT", "PID", "GEN", "STATE", "UPTIME", "RESTARTS", "CPU", "MEMORY"

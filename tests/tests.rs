@@ -9,6 +9,7 @@ mod ipc;
 mod languages;
 mod library;
 mod logs;
+mod port_group;
 mod reload;
 mod run;
 mod shutdown;

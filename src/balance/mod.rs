@@ -15,6 +15,9 @@
 //!
 //! Sockets are left in blocking mode, as systemd hands them over: the mode belongs to the shared
 //! open file description, and each worker's runtime sets the mode it wants.
+//!
+//! The port is the cluster's alone: a foreign socket that would take some of its connections is
+//! refused at start-up, and one that appears later is reported (see `port_group`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -24,7 +27,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Balance;
 
+mod port_group;
 mod reuseport;
+mod sock_diag;
+
+pub use port_group::{Foreign, GroupChange, WATCH_INTERVAL};
+pub use sock_diag::parent_pid;
 
 /// The listen backlog asked for; the kernel caps it at `net.core.somaxconn`.
 const BACKLOG: i32 = 2048;
@@ -48,46 +56,120 @@ pub struct Listeners {
     /// `Shared`: one socket. `Reuseport`: two per slot, index `2 × (slot − 1) + side`, which is
     /// also their order in the kernel's group (the order in which they started listening).
     sockets: Vec<Socket>,
-    /// The sockets new connections go to (reuseport), as last given to [`Listeners::steer`].
-    steered_to: Vec<(usize, Side)>,
+    /// The inode of each of `sockets`, as `sock_diag` and `/proc/PID/fd` name them.
+    inodes: Vec<u64>,
+    /// The sockets new connections go to (reuseport), as last given to [`Listeners::steer`];
+    /// `None` when the program must be attached again whatever the targets.
+    steered_to: Option<Vec<(usize, Side)>>,
+    /// The netlink socket that lists the listeners on the port; opened on first use.
+    diag: Option<sock_diag::SockDiag>,
+    /// The foreign sockets on the port, as last reported by [`Listeners::check_group`].
+    foreign: Vec<Foreign>,
+    /// Looks at the port that failed in a row (reported once per run of failures).
+    watch_failures: u32,
 }
 
-/// The listening address could not be bound.
+/// The listening address could not be bound, or is not the cluster's alone.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {address}: {source}{hint}")]
+#[error("cannot listen on {address}: {reason}")]
 pub struct BindError {
     pub address: SocketAddr,
     #[source]
     pub source: io::Error,
-    hint: &'static str,
+    /// What happened and what to do, for people.
+    reason: String,
 }
 
 impl BindError {
     fn new(address: SocketAddr, source: io::Error) -> Self {
         let hint = match source.kind() {
-            io::ErrorKind::AddrInUse => {
-                " — another process listens there; stop it or pick another --port (0 = any free port)"
-            }
+            io::ErrorKind::AddrInUse => match holders_of(address).first() {
+                Some(holder) => format!(
+                    " — {} listens there; {} (0 = any free port)",
+                    holder.who(),
+                    holder.remedy()
+                ),
+                None => " — another process listens there; stop it or pick another --port (0 = \
+                         any free port)"
+                    .into(),
+            },
             io::ErrorKind::PermissionDenied => {
                 " — ports below 1024 need root or CAP_NET_BIND_SERVICE; pick a --port from 1024 up"
+                    .into()
             }
             io::ErrorKind::AddrNotAvailable => {
-                " — no interface of this machine has that address; check --host"
+                " — no interface of this machine has that address; check --host".into()
             }
-            _ => "",
+            _ => String::new(),
         };
         BindError {
             address,
+            reason: format!("{source}{hint}"),
             source,
-            hint,
+        }
+    }
+
+    /// `foreign` (not empty) would take some of the cluster's connections.
+    fn shared_with(address: SocketAddr, foreign: &[Foreign]) -> Self {
+        let first = &foreign[0];
+        let more = match foreign.len() {
+            1 => String::new(),
+            2 => " (and 1 other socket)".into(),
+            n => format!(" (and {} other sockets)", n - 1),
+        };
+        let reason = match &first.cluster {
+            Some(_) => format!(
+                "{} already serves this port{more}; {} (0 = any free port)",
+                first.who(),
+                first.remedy()
+            ),
+            None => format!(
+                "{} {}{more}, so the kernel would give it a share of the cluster's connections; \
+                 {} (0 = any free port)",
+                first.who(),
+                first.effect(),
+                first.remedy()
+            ),
+        };
+        BindError {
+            address,
+            source: io::Error::new(io::ErrorKind::AddrInUse, reason.clone()),
+            reason,
         }
     }
 }
 
+/// Whoever listens on an address that overlaps `address` (for an "address in use" message).
+fn holders_of(address: SocketAddr) -> Vec<Foreign> {
+    let Ok(listeners) =
+        sock_diag::SockDiag::open().and_then(|mut diag| diag.listeners(address.port()))
+    else {
+        return Vec::new();
+    };
+    let overlapping = listeners
+        .into_iter()
+        .filter(|listener| {
+            sock_diag::takes_connections_of(address, listener.address)
+                || sock_diag::takes_connections_of(listener.address, address)
+        })
+        .map(|listener| (listener, false))
+        .collect();
+    Foreign::identify(overlapping)
+}
+
 impl Listeners {
     /// Binds `address` for `slots` workers. With port 0 the kernel picks a free port, which every
-    /// later socket of the cluster reuses.
+    /// later socket of the cluster reuses. With `reuseport`, fails if a foreign socket would take
+    /// some of the cluster's connections (see `port_group`): looked for before the first socket
+    /// listens, so that a second cluster never joins the first's group, and again after the last.
     pub fn bind(address: SocketAddr, balance: Balance, slots: usize) -> Result<Self, BindError> {
+        let mut diag = match balance {
+            Balance::Reuseport => sock_diag::SockDiag::open().ok(),
+            Balance::Shared => None,
+        };
+        if let Some(diag) = diag.as_mut().filter(|_| address.port() != 0) {
+            refuse_foreign(address, &[], diag)?;
+        }
         let first = bind_one(address, balance)?;
         let bound = first
             .local_addr()
@@ -97,10 +179,18 @@ impl Listeners {
         let mut listeners = Listeners {
             balance,
             address: bound,
+            inodes: vec![inode(&first)],
             sockets: vec![first],
-            steered_to: Vec::new(),
+            steered_to: None,
+            diag: None,
+            foreign: Vec::new(),
+            watch_failures: 0,
         };
         listeners.ensure_slots(slots)?;
+        if let Some(diag) = diag.as_mut() {
+            refuse_foreign(bound, &listeners.inodes, diag)?;
+        }
+        listeners.diag = diag;
         Ok(listeners)
     }
 
@@ -110,10 +200,26 @@ impl Listeners {
     }
 
     /// Makes sure sockets exist for every slot up to `slots` (reuseport opens two per slot).
+    /// Refused while a foreign socket is in the cluster's group: a socket added behind it would
+    /// move when it leaves (see `port_group`).
     pub fn ensure_slots(&mut self, slots: usize) -> Result<(), BindError> {
-        if self.balance == Balance::Reuseport {
-            while self.sockets.len() < 2 * slots {
-                self.sockets.push(bind_one(self.address, self.balance)?);
+        if self.balance != Balance::Reuseport {
+            return Ok(());
+        }
+        while self.sockets.len() < 2 * slots {
+            if let Some(diag) = self.diag.as_mut() {
+                refuse_foreign_in_group(self.address, &self.inodes, diag)?;
+            }
+            let socket = bind_one(self.address, self.balance)?;
+            self.inodes.push(inode(&socket));
+            self.sockets.push(socket);
+            if let Some(diag) = self.diag.as_mut() {
+                // One that joined between the look and the listen is ahead of the new socket.
+                if let Err(error) = refuse_foreign_in_group(self.address, &self.inodes, diag) {
+                    self.sockets.pop();
+                    self.inodes.pop();
+                    return Err(error);
+                }
             }
         }
         Ok(())
@@ -142,7 +248,7 @@ impl Listeners {
     /// shared socket only running workers accept anyway). Empty lets the kernel hash over all.
     pub fn steer(&mut self, targets: &[(usize, Side)]) -> io::Result<()> {
         if self.balance != Balance::Reuseport
-            || self.steered_to == targets
+            || self.steered_to.as_deref() == Some(targets)
             || self.sockets.is_empty()
         {
             return Ok(());
@@ -152,8 +258,62 @@ impl Listeners {
             .map(|&(slot, side)| self.index(slot, side) as u32)
             .collect();
         reuseport::steer(self.sockets[0].as_raw_fd(), &indexes)?;
-        self.steered_to = targets.to_vec();
+        // While a foreign socket is in the group it may attach a program of its own: attach ours
+        // again on every look.
+        let alone = !self.foreign.iter().any(|foreign| foreign.in_group);
+        self.steered_to = alone.then(|| targets.to_vec());
         Ok(())
+    }
+
+    /// Looks at who else listens on the port (reuseport), and reports what changed since the
+    /// last look. Once a foreign socket has left the group, the next [`Listeners::steer`]
+    /// attaches the program again, in case it had replaced ours.
+    pub fn check_group(&mut self) -> io::Result<GroupChange> {
+        if self.balance != Balance::Reuseport || self.sockets.is_empty() {
+            return Ok(GroupChange::default());
+        }
+        let port = self.address.port();
+        let listed = match self.diag.as_mut() {
+            Some(diag) => diag.listeners(port),
+            None => {
+                sock_diag::SockDiag::open().and_then(|diag| self.diag.insert(diag).listeners(port))
+            }
+        };
+        let listeners = match listed {
+            Ok(listeners) => listeners,
+            Err(error) => {
+                // A socket that failed once may be broken: open a new one next time.
+                self.diag = None;
+                self.watch_failures += 1;
+                if self.watch_failures == 1 {
+                    return Err(error);
+                }
+                return Ok(GroupChange::default());
+            }
+        };
+        self.watch_failures = 0;
+        let found = port_group::foreign_listeners(self.address, &self.inodes, listeners);
+        let (known, new): (Vec<_>, Vec<_>) = found.into_iter().partition(|(listener, _)| {
+            self.foreign
+                .iter()
+                .any(|foreign| foreign.inode == listener.inode)
+        });
+        let still: Vec<u64> = known.iter().map(|(listener, _)| listener.inode).collect();
+        let (kept, left): (Vec<_>, Vec<_>) = std::mem::take(&mut self.foreign)
+            .into_iter()
+            .partition(|foreign| still.contains(&foreign.inode));
+        let joined = Foreign::identify(new);
+        self.foreign = kept;
+        self.foreign.extend(joined.iter().cloned());
+        if !left.is_empty() {
+            self.steered_to = None;
+        }
+        Ok(GroupChange { joined, left })
+    }
+
+    /// The foreign sockets on the port, as of the last [`Listeners::check_group`].
+    pub fn foreign(&self) -> &[Foreign] {
+        &self.foreign
     }
 
     /// How many connections wait in the accept queue of one socket (reuseport); `None` with one
@@ -173,20 +333,88 @@ impl Listeners {
     }
 }
 
+/// Fails if a foreign socket would take some of the connections of `address`.
+fn refuse_foreign(
+    address: SocketAddr,
+    inodes: &[u64],
+    diag: &mut sock_diag::SockDiag,
+) -> Result<(), BindError> {
+    // Not being able to look is no reason not to serve.
+    let Ok(listeners) = diag.listeners(address.port()) else {
+        return Ok(());
+    };
+    let found = port_group::foreign_listeners(address, inodes, listeners);
+    if found.is_empty() {
+        return Ok(());
+    }
+    if inodes.is_empty() {
+        // Before the cluster's first socket: one that does not share the port (no
+        // SO_REUSEPORT, another user's) is the plain "address in use". Binding without
+        // listening joins no group.
+        if let Err(error) = bind_socket(address, Balance::Reuseport) {
+            return Err(BindError::new(address, error));
+        }
+    }
+    Err(BindError::shared_with(address, &Foreign::identify(found)))
+}
+
+/// Fails if a foreign socket is in the group of `address` (one on a more specific address does
+/// not move the cluster's sockets).
+fn refuse_foreign_in_group(
+    address: SocketAddr,
+    inodes: &[u64],
+    diag: &mut sock_diag::SockDiag,
+) -> Result<(), BindError> {
+    let Ok(listeners) = diag.listeners(address.port()) else {
+        return Ok(());
+    };
+    let found: Vec<_> = port_group::foreign_listeners(address, inodes, listeners)
+        .into_iter()
+        .filter(|(_, in_group)| *in_group)
+        .collect();
+    if found.is_empty() {
+        return Ok(());
+    }
+    let foreign = Foreign::identify(found);
+    let first = &foreign[0];
+    let reason = format!(
+        "no socket is added while {} {}: behind it in the kernel's group, a new socket would move \
+         when it leaves, and steering could no longer tell the cluster's sockets apart; stop it \
+         first",
+        first.who(),
+        first.effect()
+    );
+    Err(BindError {
+        address,
+        source: io::Error::new(io::ErrorKind::AddrInUse, reason.clone()),
+        reason,
+    })
+}
+
+/// The inode of `socket` (`socket:[INODE]`).
+fn inode(socket: &Socket) -> u64 {
+    nix::sys::stat::fstat(socket).map_or(0, |stat| stat.st_ino)
+}
+
 fn bind_one(address: SocketAddr, balance: Balance) -> Result<Socket, BindError> {
     let error = |source| BindError::new(address, source);
+    let socket = bind_socket(address, balance).map_err(error)?;
+    socket.listen(BACKLOG).map_err(error)?;
+    Ok(socket)
+}
+
+/// A socket bound to `address`, not listening yet.
+fn bind_socket(address: SocketAddr, balance: Balance) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(address),
         Type::STREAM,
         Some(Protocol::TCP),
-    )
-    .map_err(error)?;
-    socket.set_reuse_address(true).map_err(error)?;
+    )?;
+    socket.set_reuse_address(true)?;
     if balance == Balance::Reuseport {
-        socket.set_reuse_port(true).map_err(error)?;
+        socket.set_reuse_port(true)?;
     }
-    socket.bind(&address.into()).map_err(error)?;
-    socket.listen(BACKLOG).map_err(error)?;
+    socket.bind(&address.into())?;
     Ok(socket)
 }
 

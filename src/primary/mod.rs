@@ -6,6 +6,7 @@
 //! - `supervisor`: the one task that owns every slot and worker: start, readiness, stop, and the
 //!   event loop that the other modules' `impl Supervisor` blocks serve.
 //! - `steering`: where new connections go, and retiring a worker without failing one.
+//! - `port_watch`: foreign sockets on the cluster's port, reported while the cluster runs.
 //! - `failure`: crash restarts and start-up failure.
 //! - `reload`: rolling reloads and single-slot restarts, new worker before old.
 //! - `scale`: adding and retiring slots at run time.
@@ -28,6 +29,7 @@ mod ipc;
 mod log_hub;
 mod logs;
 mod notify;
+mod port_watch;
 mod process;
 mod reload;
 mod report;
@@ -97,6 +99,8 @@ pub enum Event {
         uid: u64,
         reason: Option<String>,
     },
+    /// Time to look for foreign sockets on the cluster's port (reuseport).
+    PortGroupCheck,
 }
 
 /// Where progress lines and the result of a long request go.

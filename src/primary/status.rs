@@ -113,6 +113,7 @@ impl Supervisor {
                 .map(|part| part.to_string_lossy().into_owned())
                 .collect(),
             slots: rows,
+            foreign_listeners: self.foreign_status(),
             shared_state: self.shared_state.url.as_ref().map(|url| {
                 let figures = self
                     .shared_state

@@ -194,6 +194,7 @@ impl Supervisor {
         }
         // Before any worker runs, so that no connection is hashed to a socket no worker will use.
         self.steer();
+        self.watch_port_group();
         for slot in 1..=self.config.workers {
             self.start_worker(slot).await;
         }
@@ -370,6 +371,7 @@ impl Supervisor {
             Event::RetireCheck { uid } => self.retire_check(uid),
             Event::Ipc { uid, frame } => self.on_ipc(uid, frame).await,
             Event::IpcClosed { uid, reason } => self.on_ipc_closed(uid, reason),
+            Event::PortGroupCheck => self.check_port_group(),
             Event::Exited { uid, reason, tail } => {
                 let Some(index) = self.workers.iter().position(|worker| worker.uid == uid) else {
                     return;
