@@ -170,6 +170,15 @@ fn a_foreign_listener_that_joins_later_is_reported_and_steering_recovers_once_it
         "{}",
         text.stdout
     );
+    // A socket added now would sit behind the foreign one and move when it leaves.
+    let scaled = cluster.herdsman(&["scale", "joined", "+1"]);
+    assert_eq!(scaled.code, Some(1), "{scaled:?}");
+    assert!(
+        scaled
+            .stderr
+            .contains(&format!("no socket is added while pid {pid} (`")),
+        "{scaled:?}"
+    );
 
     let left_at = Instant::now();
     foreign.stop();
