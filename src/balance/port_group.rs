@@ -154,7 +154,8 @@ fn herdsman_primaries() -> Vec<(u32, String)> {
                 .trim()
                 .parse()
                 .ok()?;
-            Some((pid, name))
+            // A lock file outlives its primary; only a held lock names a running one.
+            crate::control::client::is_running(&name).then_some((pid, name))
         })
         .collect()
 }
