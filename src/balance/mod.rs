@@ -516,6 +516,48 @@ mod tests {
         assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
     }
 
+    /// A socket of this process on `port` with SO_REUSEPORT: foreign to the listeners.
+    fn foreign_listener(port: u16) -> Socket {
+        bind_one(SocketAddr::from(([127, 0, 0, 1], port)), Balance::Reuseport).unwrap()
+    }
+
+    #[test]
+    fn a_foreign_reuseport_socket_is_refused_at_start_and_reported_later() {
+        let foreign = foreign_listener(0);
+        let address = foreign.local_addr().unwrap().as_socket().unwrap();
+        let error = Listeners::bind(address, Balance::Reuseport, 2).unwrap_err();
+        let message = error.to_string();
+        let me = format!("pid {} (`", std::process::id());
+        assert!(message.contains(&me), "{message}");
+        assert!(
+            message.contains("with SO_REUSEPORT too, in the cluster's port group"),
+            "{message}"
+        );
+        drop(foreign);
+
+        let mut listeners = Listeners::bind(address, Balance::Reuseport, 2).unwrap();
+        assert!(listeners.check_group().unwrap().is_empty());
+        let foreign = foreign_listener(address.port());
+        let change = listeners.check_group().unwrap();
+        assert_eq!(change.joined.len(), 1);
+        assert!(change.joined[0].in_group);
+        assert_eq!(change.joined[0].owner().unwrap().pid, std::process::id());
+        assert_eq!(listeners.foreign().len(), 1);
+        assert!(listeners.check_group().unwrap().is_empty(), "reported once");
+        let refused = listeners.ensure_slots(3).unwrap_err().to_string();
+        assert!(refused.contains("no socket is added while"), "{refused}");
+        assert_eq!(listeners.sockets.len(), 4);
+        // Behind the cluster's sockets, it gets no connection while steered.
+        listeners.steer(&[(1, A)]).unwrap();
+        assert_eq!(queued_per_slot(&listeners, 20), [20, 0, 0, 0]);
+        drop(foreign);
+        let change = listeners.check_group().unwrap();
+        assert_eq!((change.joined.len(), change.left.len()), (0, 1));
+        assert!(listeners.foreign().is_empty());
+        listeners.ensure_slots(3).unwrap();
+        assert_eq!(listeners.sockets.len(), 6);
+    }
+
     #[test]
     fn shared_hands_every_slot_the_same_socket() {
         let listeners =
