@@ -67,6 +67,8 @@ pub struct Listeners {
     foreign: Vec<Foreign>,
     /// Looks at the port that failed in a row (reported once per run of failures).
     watch_failures: u32,
+    /// The indexes of the cluster's own sockets that were found no longer listening.
+    lost: Vec<usize>,
 }
 
 /// The listening address could not be bound, or is not the cluster's alone.
@@ -185,6 +187,7 @@ impl Listeners {
             diag: None,
             foreign: Vec::new(),
             watch_failures: 0,
+            lost: Vec::new(),
         };
         listeners.ensure_slots(slots)?;
         if let Some(diag) = diag.as_mut() {
@@ -292,6 +295,19 @@ impl Listeners {
             }
         };
         self.watch_failures = 0;
+        let missing: Vec<usize> = (0..self.inodes.len())
+            .filter(|&index| {
+                !listeners
+                    .iter()
+                    .any(|listener| listener.inode == self.inodes[index])
+            })
+            .collect();
+        let lost = missing
+            .iter()
+            .filter(|index| !self.lost.contains(index))
+            .map(|index| index / 2 + 1)
+            .collect();
+        self.lost = missing;
         let found = port_group::foreign_listeners(self.address, &self.inodes, listeners);
         let (known, new): (Vec<_>, Vec<_>) = found.into_iter().partition(|(listener, _)| {
             self.foreign
@@ -308,7 +324,7 @@ impl Listeners {
         if !left.is_empty() {
             self.steered_to = None;
         }
-        Ok(GroupChange { joined, left })
+        Ok(GroupChange { joined, left, lost })
     }
 
     /// The foreign sockets on the port, as of the last [`Listeners::check_group`].
@@ -556,6 +572,13 @@ mod tests {
         assert!(listeners.foreign().is_empty());
         listeners.ensure_slots(3).unwrap();
         assert_eq!(listeners.sockets.len(), 6);
+        // shutdown() by any holder stops one of the cluster's own sockets.
+        listeners.sockets[3]
+            .shutdown(std::net::Shutdown::Read)
+            .unwrap();
+        let change = listeners.check_group().unwrap();
+        assert_eq!(change.lost, [2]);
+        assert!(listeners.check_group().unwrap().is_empty(), "reported once");
     }
 
     #[test]

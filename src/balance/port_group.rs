@@ -165,11 +165,15 @@ fn herdsman_primaries() -> Vec<(u32, String)> {
 pub struct GroupChange {
     pub joined: Vec<Foreign>,
     pub left: Vec<Foreign>,
+    /// The slots one of whose own sockets stopped listening: a process holding it called
+    /// `shutdown()` on it, which stops it for all. The kernel then moved another socket into its
+    /// place, which the steering program cannot follow.
+    pub lost: Vec<usize>,
 }
 
 impl GroupChange {
     pub fn is_empty(&self) -> bool {
-        self.joined.is_empty() && self.left.is_empty()
+        self.joined.is_empty() && self.left.is_empty() && self.lost.is_empty()
     }
 }
 

@@ -43,6 +43,16 @@ impl Supervisor {
                     let line = self.describe_joined(foreign);
                     self.logger.warn(line);
                 }
+                for slot in &change.lost {
+                    self.logger.error(format!(
+                        "a listening socket of slot {slot} stopped listening: a process that holds \
+                         it called shutdown() on it, which stops it for every holder and drops its \
+                         queue; the kernel moved another of the cluster's sockets into its place \
+                         in the port group, so steering may now send new connections where no \
+                         worker accepts — restart the cluster, and keep the app from shutting \
+                         down its inherited socket (closing it is enough)"
+                    ));
+                }
                 for foreign in &change.left {
                     let rest = if self.listeners.foreign().is_empty() {
                         "the port is the cluster's alone again"
