@@ -16,6 +16,8 @@
 //! - `restart`: when a crashed worker comes back (backoff), and how a worker ended.
 //! - `ipc`: each worker's IPC channel: frames in, messages routed, `herdsman send`.
 //! - `notify`: sd_notify, from workers and to the primary's own service manager.
+//! - `ready_hint`: under `--ready notify`, what the primary waits for, and a hint for a worker
+//!   that stays silent.
 //! - `spawn`: the thread every worker is forked from (for `PR_SET_PDEATHSIG`).
 //! - `logs`: the primary's messages and the workers' output, line by line.
 //! - `log_hub`: the ring of recent lines and the followers of new ones (`herdsman logs`).
@@ -31,6 +33,7 @@ mod logs;
 mod notify;
 mod port_watch;
 mod process;
+mod ready_hint;
 mod reload;
 mod report;
 mod restart;
@@ -77,6 +80,10 @@ pub enum Event {
         uid: u64,
     },
     ReadyTimeout {
+        uid: u64,
+    },
+    /// Time to name a worker still silent under `--ready notify`.
+    ReadyHint {
         uid: u64,
     },
     KillDeadline {

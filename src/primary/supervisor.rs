@@ -109,6 +109,8 @@ pub(super) struct Supervisor {
     pub steering_failed: bool,
     /// systemd (or another manager) waiting for the primary's `READY=1`, if any.
     pub service_manager: Option<ServiceManager>,
+    /// Whether the `--ready notify` hint was given (once per cluster).
+    pub ready_hint_given: bool,
 }
 
 impl Supervisor {
@@ -148,6 +150,7 @@ impl Supervisor {
             started_at: Instant::now(),
             failure: None,
             steering_failed: false,
+            ready_hint_given: false,
             service_manager: ServiceManager::from_env(),
             shared_state: super::SharedState::default(),
             observer: None,
@@ -192,6 +195,7 @@ impl Supervisor {
         if let Some(announcement) = &self.shared_state.announcement {
             self.logger.info(announcement.clone());
         }
+        self.announce_ready_mode();
         // Before any worker runs, so that no connection is hashed to a socket no worker will use.
         self.steer();
         self.watch_port_group();
@@ -205,8 +209,9 @@ impl Supervisor {
             }
             if self.reload.is_none() && self.phase != Phase::Stopping {
                 if let Some(count) = self.pending_scale.take() {
-                    let result = self.scale(ScaleTarget::To(count)).await;
-                    self.log_result(result);
+                    if let Err(refused) = self.scale(ScaleTarget::To(count)).await {
+                        self.logger.warn(refused);
+                    }
                 }
                 if let Some(queued) = self.queued_reload.take() {
                     self.begin_reload(queued.parallel, queued.listeners).await;
@@ -284,6 +289,7 @@ impl Supervisor {
                     self.after(self.config.ready_delay, Event::ReadyDelayElapsed { uid });
                 }
                 self.after(self.config.ready_timeout, Event::ReadyTimeout { uid });
+                self.schedule_ready_hint(uid);
                 self.workers.push(worker);
                 self.steer();
                 Some(uid)
@@ -348,6 +354,7 @@ impl Supervisor {
             Event::Notified { .. } => {}
             Event::ReadyDelayElapsed { uid } => self.mark_ready(uid).await,
             Event::ReadyTimeout { uid } => self.on_ready_timeout(uid),
+            Event::ReadyHint { uid } => self.on_ready_hint(uid),
             Event::KillDeadline { uid } => {
                 let kill_timeout = self.config.kill_timeout;
                 if let Some(worker) = self.worker_mut(uid) {
@@ -535,7 +542,12 @@ impl Supervisor {
                     Some(reply) => {
                         let _ = reply.send(result);
                     }
-                    None => self.log_result(result),
+                    // A signal's or the library's scale: what it did is logged already.
+                    None => {
+                        if let Err(refused) = result {
+                            self.logger.warn(refused);
+                        }
+                    }
                 }
             }
             Intent::Send { to, data, reply } => {
@@ -608,13 +620,6 @@ impl Supervisor {
                 }
                 self.steer();
             }
-        }
-    }
-
-    fn log_result(&self, result: Result<String, String>) {
-        match result {
-            Ok(message) => self.logger.info(message),
-            Err(message) => self.logger.warn(message),
         }
     }
 
