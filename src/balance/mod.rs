@@ -58,9 +58,11 @@ pub struct Listeners {
     sockets: Vec<Socket>,
     /// The inode of each of `sockets`, as `sock_diag` and `/proc/PID/fd` name them.
     inodes: Vec<u64>,
-    /// The sockets new connections go to (reuseport), as last given to [`Listeners::steer`];
-    /// `None` when the program must be attached again whatever the targets.
-    steered_to: Option<Vec<(usize, Side)>>,
+    /// The sockets new connections go to (reuseport), as last given to [`Listeners::steer`].
+    steered_to: Vec<(usize, Side)>,
+    /// The program must be attached again whatever the targets: a foreign socket in the group
+    /// may have replaced it.
+    reattach: bool,
     /// The netlink socket that lists the listeners on the port; opened on first use.
     diag: Option<sock_diag::SockDiag>,
     /// The foreign sockets on the port, as last reported by [`Listeners::check_group`].
@@ -183,7 +185,8 @@ impl Listeners {
             address: bound,
             inodes: vec![inode(&first)],
             sockets: vec![first],
-            steered_to: None,
+            steered_to: Vec::new(),
+            reattach: true,
             diag: None,
             foreign: Vec::new(),
             watch_failures: 0,
@@ -251,7 +254,7 @@ impl Listeners {
     /// shared socket only running workers accept anyway). Empty lets the kernel hash over all.
     pub fn steer(&mut self, targets: &[(usize, Side)]) -> io::Result<()> {
         if self.balance != Balance::Reuseport
-            || self.steered_to.as_deref() == Some(targets)
+            || (!self.reattach && self.steered_to == targets)
             || self.sockets.is_empty()
         {
             return Ok(());
@@ -263,8 +266,8 @@ impl Listeners {
         reuseport::steer(self.sockets[0].as_raw_fd(), &indexes)?;
         // While a foreign socket is in the group it may attach a program of its own: attach ours
         // again on every look.
-        let alone = !self.foreign.iter().any(|foreign| foreign.in_group);
-        self.steered_to = alone.then(|| targets.to_vec());
+        self.reattach = self.foreign.iter().any(|foreign| foreign.in_group);
+        self.steered_to = targets.to_vec();
         Ok(())
     }
 
@@ -322,7 +325,7 @@ impl Listeners {
         self.foreign = kept;
         self.foreign.extend(joined.iter().cloned());
         if !left.is_empty() {
-            self.steered_to = None;
+            self.reattach = true;
         }
         Ok(GroupChange { joined, left, lost })
     }
