@@ -37,11 +37,12 @@
 //! look for the processes holding them (`/proc/*/fd`) and for the herdsman cluster whose primary
 //! is one of them (its `NAME.lock` in the runtime directory holds the primary's pid).
 
+use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use std::net::SocketAddr;
-
-use super::sock_diag::{self, Owner, PortListener};
+use super::sock_diag::{self, Owner, PortListener, SockDiag};
+use super::{bind_socket, Balance, BindError, Listeners};
 
 /// How often the primary lists the sockets on its port.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(250);
@@ -195,4 +196,173 @@ pub fn foreign_listeners(
             (listener, in_group)
         })
         .collect()
+}
+
+impl BindError {
+    /// `foreign` (not empty) would take some of the cluster's connections.
+    fn shared_with(address: SocketAddr, foreign: &[Foreign]) -> Self {
+        let first = &foreign[0];
+        let more = match foreign.len() {
+            1 => String::new(),
+            2 => " (and 1 other socket)".into(),
+            n => format!(" (and {} other sockets)", n - 1),
+        };
+        let reason = match &first.cluster {
+            Some(_) => format!(
+                "{} already serves this port{more}; {} (0 = any free port)",
+                first.who(),
+                first.remedy()
+            ),
+            None => format!(
+                "{} {}{more}, so the kernel would give it a share of the cluster's connections; \
+                 {} (0 = any free port)",
+                first.who(),
+                first.effect(),
+                first.remedy()
+            ),
+        };
+        BindError {
+            address,
+            source: io::Error::new(io::ErrorKind::AddrInUse, reason.clone()),
+            reason,
+        }
+    }
+}
+
+/// Whoever listens on an address that overlaps `address` (for an "address in use" message).
+pub(super) fn holders_of(address: SocketAddr) -> Vec<Foreign> {
+    let Ok(listeners) = SockDiag::open().and_then(|mut diag| diag.listeners(address.port())) else {
+        return Vec::new();
+    };
+    let overlapping = listeners
+        .into_iter()
+        .filter(|listener| {
+            sock_diag::takes_connections_of(address, listener.address)
+                || sock_diag::takes_connections_of(listener.address, address)
+        })
+        .map(|listener| (listener, false))
+        .collect();
+    Foreign::identify(overlapping)
+}
+
+impl Listeners {
+    /// Looks at who else listens on the port (reuseport), and reports what changed since the
+    /// last look. Once a foreign socket has left the group, the next [`Listeners::steer`]
+    /// attaches the program again, in case it had replaced ours.
+    pub fn check_group(&mut self) -> io::Result<GroupChange> {
+        if self.balance != Balance::Reuseport || self.sockets.is_empty() {
+            return Ok(GroupChange::default());
+        }
+        let port = self.address.port();
+        let listed = match self.diag.as_mut() {
+            Some(diag) => diag.listeners(port),
+            None => SockDiag::open().and_then(|diag| self.diag.insert(diag).listeners(port)),
+        };
+        let listeners = match listed {
+            Ok(listeners) => listeners,
+            Err(error) => {
+                // A socket that failed once may be broken: open a new one next time.
+                self.diag = None;
+                self.watch_failures += 1;
+                if self.watch_failures == 1 {
+                    return Err(error);
+                }
+                return Ok(GroupChange::default());
+            }
+        };
+        self.watch_failures = 0;
+        let missing: Vec<usize> = (0..self.inodes.len())
+            .filter(|&index| {
+                !listeners
+                    .iter()
+                    .any(|listener| listener.inode == self.inodes[index])
+            })
+            .collect();
+        let lost = missing
+            .iter()
+            .filter(|index| !self.lost.contains(index))
+            .map(|index| index / 2 + 1)
+            .collect();
+        self.lost = missing;
+        let found = foreign_listeners(self.address, &self.inodes, listeners);
+        let (known, new): (Vec<_>, Vec<_>) = found.into_iter().partition(|(listener, _)| {
+            self.foreign
+                .iter()
+                .any(|foreign| foreign.inode == listener.inode)
+        });
+        let still: Vec<u64> = known.iter().map(|(listener, _)| listener.inode).collect();
+        let (kept, left): (Vec<_>, Vec<_>) = std::mem::take(&mut self.foreign)
+            .into_iter()
+            .partition(|foreign| still.contains(&foreign.inode));
+        let joined = Foreign::identify(new);
+        self.foreign = kept;
+        self.foreign.extend(joined.iter().cloned());
+        if !left.is_empty() {
+            self.reattach = true;
+        }
+        Ok(GroupChange { joined, left, lost })
+    }
+
+    /// The foreign sockets on the port, as of the last [`Listeners::check_group`].
+    pub fn foreign(&self) -> &[Foreign] {
+        &self.foreign
+    }
+}
+
+/// Fails if a foreign socket would take some of the connections of `address`.
+pub(super) fn refuse_foreign(
+    address: SocketAddr,
+    inodes: &[u64],
+    diag: &mut SockDiag,
+) -> Result<(), BindError> {
+    // Not being able to look is no reason not to serve.
+    let Ok(listeners) = diag.listeners(address.port()) else {
+        return Ok(());
+    };
+    let found = foreign_listeners(address, inodes, listeners);
+    if found.is_empty() {
+        return Ok(());
+    }
+    if inodes.is_empty() {
+        // Before the cluster's first socket: one that does not share the port (no
+        // SO_REUSEPORT, another user's) is the plain "address in use". Binding without
+        // listening joins no group.
+        if let Err(error) = bind_socket(address, Balance::Reuseport) {
+            return Err(BindError::new(address, error));
+        }
+    }
+    Err(BindError::shared_with(address, &Foreign::identify(found)))
+}
+
+/// Fails if a foreign socket is in the group of `address` (one on a more specific address does
+/// not move the cluster's sockets).
+pub(super) fn refuse_foreign_in_group(
+    address: SocketAddr,
+    inodes: &[u64],
+    diag: &mut SockDiag,
+) -> Result<(), BindError> {
+    let Ok(listeners) = diag.listeners(address.port()) else {
+        return Ok(());
+    };
+    let found: Vec<_> = foreign_listeners(address, inodes, listeners)
+        .into_iter()
+        .filter(|(_, in_group)| *in_group)
+        .collect();
+    if found.is_empty() {
+        return Ok(());
+    }
+    let foreign = Foreign::identify(found);
+    let first = &foreign[0];
+    let reason = format!(
+        "no socket is added while {} {}: behind it in the kernel's group, a new socket would move \
+         when it leaves, and steering could no longer tell the cluster's sockets apart; stop it \
+         first",
+        first.who(),
+        first.effect()
+    );
+    Err(BindError {
+        address,
+        source: io::Error::new(io::ErrorKind::AddrInUse, reason.clone()),
+        reason,
+    })
 }
