@@ -27,6 +27,9 @@ install_missing python3 python3
 install_missing go golang-go
 # The control-socket test runs a client as `nobody`; the colour test needs a pseudo-terminal.
 install_missing setpriv util-linux
+# The pid-1 test runs herdsman under unshare and enters its namespace with nsenter.
+install_missing unshare util-linux
+install_missing nsenter util-linux
 install_missing script bsdutils
 # The shared-state tests compare the embedded store with a real redis-server.
 install_missing redis-server redis-server

@@ -10,6 +10,7 @@ mod languages;
 mod library;
 mod logs;
 mod messages;
+mod orphans;
 mod port_group;
 mod readme;
 mod reload;

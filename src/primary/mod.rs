@@ -18,7 +18,7 @@
 //! - `notify`: sd_notify, from workers and to the primary's own service manager.
 //! - `ready_hint`: under `--ready notify`, what the primary waits for, and a hint for a worker
 //!   that stays silent.
-//! - `spawn`: the thread every worker is forked from (for `PR_SET_PDEATHSIG`).
+//! - `spawn`: the thread every worker's keeper is forked from, and the reaper of orphans.
 //! - `logs`: the primary's messages and the workers' output, line by line.
 //! - `log_hub`: the ring of recent lines and the followers of new ones (`herdsman logs`).
 //! - `signals`: operating-system signals mapped to intents.
@@ -59,6 +59,7 @@ pub use log_hub::LogHub;
 use notify::Notice;
 use restart::ExitReason;
 pub use signals::forward_signals;
+pub use spawn::adopt_orphans;
 use spawn::Spawner;
 use supervisor::Supervisor;
 
