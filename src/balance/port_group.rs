@@ -208,8 +208,9 @@ impl BindError {
             n => format!(" (and {} other sockets)", n - 1),
         };
         let reason = match &first.cluster {
+            // Its other sockets are the same cluster's.
             Some(_) => format!(
-                "{} already serves this port{more}; {} (0 = any free port)",
+                "{} already serves this port; {} (0 = any free port)",
                 first.who(),
                 first.remedy()
             ),

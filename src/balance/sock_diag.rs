@@ -199,6 +199,10 @@ pub fn command_line(pid: u32) -> String {
         .split('\0')
         .filter(|part| !part.is_empty())
         .collect::<Vec<_>>()
+        .join(" ")
+        // One line, whatever the arguments hold (`python3 -c` with a script, say).
+        .split_whitespace()
+        .collect::<Vec<_>>()
         .join(" ");
     if text.chars().count() > 120 {
         text = text.chars().take(119).collect::<String>() + "…";
