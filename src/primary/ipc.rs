@@ -23,6 +23,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 
 use super::process::Worker;
 use super::supervisor::Supervisor;
@@ -74,19 +75,21 @@ pub struct Delivered {
 
 impl Channel {
     /// Makes the socketpair: the primary's end starts serving; the worker's end is returned,
-    /// to be passed to the worker and dropped here once it is spawned.
+    /// to be passed to the worker and dropped here once it is spawned, with the reader's task,
+    /// which ends once the worker's last frame is reported (its exit waits for that, so that a
+    /// message sent just before the end comes before `exit`, as in Node).
     pub fn open(
         uid: u64,
         mode: IpcMode,
         events: mpsc::UnboundedSender<Event>,
-    ) -> io::Result<(Channel, StdUnixStream)> {
+    ) -> io::Result<(Channel, StdUnixStream, JoinHandle<()>)> {
         let (ours, theirs) = StdUnixStream::pair()?;
         ours.set_nonblocking(true)?;
         let (reader, writer) = UnixStream::from_std(ours)?.into_split();
         let node = mode == IpcMode::Node;
         let (frames, queue) = mpsc::unbounded_channel();
         let unhandled = Arc::new(Semaphore::new(UNHANDLED_FRAMES));
-        tokio::spawn(read(reader, uid, node, events, unhandled.clone()));
+        let reading = tokio::spawn(read(reader, uid, node, events, unhandled.clone()));
         tokio::spawn(write(writer, queue));
         let channel = Channel {
             frames,
@@ -96,7 +99,7 @@ impl Channel {
             dropped: AtomicU64::new(0),
             dropped_bytes: AtomicU64::new(0),
         };
-        Ok((channel, theirs))
+        Ok((channel, theirs, reading))
     }
 
     /// Queues `data` for the worker if its inbox has room.
@@ -360,7 +363,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_inbox_drops_whole_messages_and_counts_them() {
         let (events, _events) = mpsc::unbounded_channel();
-        let (channel, worker_end) = Channel::open(1, IpcMode::On, events).unwrap();
+        let (channel, worker_end, _reader) = Channel::open(1, IpcMode::On, events).unwrap();
         let message = Value::String("x".repeat(64 * 1024));
         // Nobody reads the worker's end: the kernel's buffer fills, then the inbox.
         let mut queued = 0;
