@@ -10,6 +10,7 @@ mod languages;
 mod library;
 mod logs;
 mod reload;
+mod restarts;
 mod run;
 mod shutdown;
 mod state;

@@ -28,7 +28,13 @@ impl Supervisor {
     pub async fn on_failure(&mut self, slot: usize, exit: LastExit) {
         let policy = &self.policy;
         let history = &mut self.slots[slot - 1];
-        if !exit.never_ready && exit.uptime >= policy.healthy_uptime {
+        // A worker that served for a while proves the command works: its death (the OOM killer,
+        // an operator) starts the count over and is restarted at once. Measured per worker from
+        // its readiness, so that reloads, which replace workers, never keep it from resetting.
+        if exit
+            .ready_for
+            .is_some_and(|ready_for| ready_for >= policy.healthy_uptime)
+        {
             history.failures = 0;
             history.errored = false;
         }
@@ -64,6 +70,7 @@ impl Supervisor {
         } else {
             self.logger.warn(format!("{what}; {when}"));
         }
+        self.check_started();
         if delay.is_zero() {
             Box::pin(self.start_worker(slot)).await;
         } else {
@@ -72,10 +79,13 @@ impl Supervisor {
         }
     }
 
-    /// Start-up has failed when no worker was ever ready and either every slot failed twice in
+    /// Start-up has failed when no worker is ready and either every slot failed twice in
     /// a row (the command cannot work) or a worker never signalled readiness in time (waiting
     /// longer would not help).
     pub fn startup_has_failed(&self, exit: &LastExit) -> bool {
+        if !self.ready_slots().is_empty() {
+            return false;
+        }
         exit.stop_reason == Some(StopReason::NotReady)
             || self.slots[..self.config.workers]
                 .iter()

@@ -83,6 +83,8 @@ pub struct Worker {
     /// its queue before it is asked to stop.
     pub leaving_since: Option<Instant>,
     pub started_at: Instant,
+    /// When it became ready (the restart policy counts a failure by how long it served).
+    pub ready_at: Option<Instant>,
     /// Set when the primary decided to stop this worker; why, for the exit log line.
     pub stop_reason: Option<StopReason>,
     /// While this worker is a replacement that is not ready yet: the worker it will replace.
@@ -221,6 +223,7 @@ impl Worker {
             generation: launch.spec.generation,
             state: WorkerState::Starting,
             started_at: Instant::now(),
+            ready_at: None,
             stop_reason: None,
             replaces: None,
             status: None,

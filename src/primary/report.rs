@@ -86,7 +86,7 @@ mod tests {
             uptime: Duration::from_millis(80),
             at: std::time::SystemTime::now(),
             tail: tail.iter().map(|line| line.to_string()).collect(),
-            never_ready: true,
+            ready_for: None,
             stop_reason: None,
         }
     }

@@ -96,7 +96,11 @@ impl Supervisor {
                 });
             }
         }
+        let degraded = self.phase != Phase::Stopping
+            && self.phase != Phase::Starting
+            && self.ready_slots().len() < self.config.workers;
         ClusterStatus {
+            degraded,
             name: self.config.name.clone(),
             pid: std::process::id(),
             address: self.listeners.local_addr().to_string(),

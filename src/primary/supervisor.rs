@@ -28,7 +28,8 @@ pub use super::process::StopReason;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Phase {
-    /// No worker has been ready yet.
+    /// Until every slot has had a ready worker or is crash-looping (see
+    /// [`Supervisor::check_started`]).
     Starting,
     Running,
     Stopping,
@@ -39,7 +40,7 @@ pub(super) enum Phase {
 pub(super) struct SlotHistory {
     /// What this slot's workers run; a reload moves slots to the new spec one by one.
     pub spec: Arc<LaunchSpec>,
-    /// Failures in a row; reset by a worker that stayed up for the healthy uptime.
+    /// Failures in a row; reset by the death of a worker that was ready for the healthy uptime.
     pub failures: u32,
     pub restarts: u32,
     pub errored: bool,
@@ -71,7 +72,8 @@ pub(super) struct LastExit {
     pub uptime: Duration,
     pub at: SystemTime,
     pub tail: Vec<String>,
-    pub never_ready: bool,
+    /// How long the worker had been ready when it ended; `None` if it never was.
+    pub ready_for: Option<Duration>,
     pub stop_reason: Option<StopReason>,
 }
 
@@ -298,7 +300,7 @@ impl Supervisor {
                         uptime: Duration::ZERO,
                         at: SystemTime::now(),
                         tail: vec![error.to_string()],
-                        never_ready: true,
+                        ready_for: None,
                         stop_reason: None,
                     };
                     Box::pin(self.on_failure(slot, exit)).await;
@@ -405,6 +407,7 @@ impl Supervisor {
             return;
         }
         worker.state = WorkerState::Ready;
+        worker.ready_at = Some(Instant::now());
         let (slot, pid, replaces) = (worker.slot, worker.pid, worker.replaces);
         self.logger.info(format!("worker {slot} (pid {pid}) ready"));
         self.observe(ClusterEvent::Online { slot, pid });
@@ -413,12 +416,44 @@ impl Supervisor {
             self.on_replacement_ready(uid, old).await;
         }
         self.steer();
-        if self.phase == Phase::Starting && self.ready_slots().len() >= self.config.workers {
-            self.phase = Phase::Running;
-            let ready = workers(self.config.workers);
-            self.logger.info(format!("all {ready} ready"));
-            self.notify_service_manager(&format!("READY=1\nSTATUS={ready} ready"));
+        self.check_started();
+    }
+
+    /// Start-up is over once every slot has a ready worker or is crash-looping (`errored`) while
+    /// another serves: the cluster runs (degraded, when some slot is errored), and a service
+    /// manager waiting for the primary's `READY=1` gets it, so that one broken slot does not
+    /// hold up (under systemd: fail) the ones that serve.
+    pub fn check_started(&mut self) {
+        if self.phase != Phase::Starting {
+            return;
         }
+        let ready = self.ready_slots();
+        let count = self.config.workers;
+        let errored: Vec<usize> = (1..=count)
+            .filter(|slot| !ready.contains(slot) && self.slots[slot - 1].errored)
+            .collect();
+        if ready.is_empty() || ready.len() + errored.len() < count {
+            return;
+        }
+        self.phase = Phase::Running;
+        let status = if errored.is_empty() {
+            let status = format!("all {} ready", workers(count));
+            self.logger.info(&status);
+            status
+        } else {
+            let slots = errored
+                .iter()
+                .map(|slot| slot.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let status = format!(
+                "{} of {count} workers ready; running degraded, slot {slots} crash-looping",
+                ready.len()
+            );
+            self.logger.warn(&status);
+            status
+        };
+        self.notify_service_manager(&format!("READY=1\nSTATUS={status}"));
     }
 
     fn on_ready_timeout(&mut self, uid: u64) {
@@ -498,8 +533,10 @@ impl Supervisor {
             uptime: worker.uptime(),
             at: SystemTime::now(),
             tail,
-            never_ready: worker.state == WorkerState::Starting
-                || worker.stop_reason == Some(StopReason::NotReady),
+            ready_for: worker
+                .ready_at
+                .filter(|_| worker.stop_reason != Some(StopReason::NotReady))
+                .map(|at| at.elapsed()),
             stop_reason: worker.stop_reason,
         };
         if worker.replaces.is_some() {
