@@ -38,6 +38,16 @@ if ! python3 -c 'import redis' 2>/dev/null; then
         python3 -m pip install --quiet redis
     fi
 fi
+# The readiness tests run real gunicorn and uvicorn (tests/python_servers.rs), pinned.
+if ! command -v gunicorn >/dev/null 2>&1 || ! command -v uvicorn >/dev/null 2>&1; then
+    echo "test.sh: installing gunicorn and uvicorn (for tests/python_servers.rs)" >&2
+    if [ "$(command -v python3)" = /usr/bin/python3 ]; then
+        install_package gunicorn
+        install_package uvicorn
+    else
+        python3 -m pip install --quiet gunicorn==23.0.0 uvicorn==0.32.1
+    fi
+fi
 if [ ! -d examples/node/node_modules ]; then
     (cd examples/node && npm ci --no-audit --no-fund --silent)
 fi

@@ -154,12 +154,14 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub balance: Option<BalanceArg>,
 
-    /// When a new worker counts as ready: `delay` = READY=1 on $NOTIFY_SOCKET or after
-    /// --ready-delay; `notify` = READY=1 only [default: delay]
+    /// When a new worker counts as ready: `delay` = --ready-delay after its start, and after
+    /// its READY=1 on $NOTIFY_SOCKET if it sends one; `notify` = --ready-delay after its
+    /// READY=1 [default: delay]
     #[arg(long, value_enum)]
     pub ready: Option<ReadyArg>,
 
-    /// With --ready delay: how long a worker must stay up to count as ready [default: 1s]
+    /// How long a worker must stay up, after its start and after its READY=1, to count as ready
+    /// [default: 1s]
     #[arg(long, value_parser = config::parse_duration)]
     pub ready_delay: Option<Duration>,
 

@@ -9,6 +9,7 @@ mod ipc;
 mod languages;
 mod library;
 mod logs;
+mod python_servers;
 mod reload;
 mod restarts;
 mod run;

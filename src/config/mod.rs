@@ -53,9 +53,10 @@ impl fmt::Display for Balance {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReadyMode {
-    /// `READY=1` on `NOTIFY_SOCKET`, or else after `--ready-delay`.
+    /// `--ready-delay` after the start, and after `READY=1` on `NOTIFY_SOCKET` if the command
+    /// sends one.
     Delay,
-    /// `READY=1` on `NOTIFY_SOCKET` only, within `--ready-timeout`.
+    /// `READY=1` on `NOTIFY_SOCKET` only (then `--ready-delay` alive), within `--ready-timeout`.
     Notify,
 }
 

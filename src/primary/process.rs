@@ -83,6 +83,9 @@ pub struct Worker {
     /// its queue before it is asked to stop.
     pub leaving_since: Option<Instant>,
     pub started_at: Instant,
+    /// When it first said it was ready (`READY=1`, IPC `ready`): it is ready once it has stayed
+    /// up `--ready-delay` more.
+    pub ready_signal_at: Option<Instant>,
     /// When it became ready (the restart policy counts a failure by how long it served).
     pub ready_at: Option<Instant>,
     /// Set when the primary decided to stop this worker; why, for the exit log line.
@@ -223,6 +226,7 @@ impl Worker {
             generation: launch.spec.generation,
             state: WorkerState::Starting,
             started_at: Instant::now(),
+            ready_signal_at: None,
             ready_at: None,
             stop_reason: None,
             replaces: None,

@@ -430,6 +430,10 @@ impl Supervisor {
         needs_restart("state", old.state != new.state || old.store != new.store);
         needs_restart("ipc", old.ipc != new.ipc);
         let workers = (new.workers != old.workers).then_some(new.workers);
+        if new.command != old.command {
+            // Whether the new command signals readiness is for its own workers to show.
+            self.command_signals_ready = false;
+        }
         self.config = Config {
             command: new.command,
             env: new.env,

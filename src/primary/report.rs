@@ -24,10 +24,21 @@ pub fn describe_exit(slot: usize, exit: &LastExit) -> String {
             exit.pid, exit.reason
         ),
         _ if exit.pid == 0 => format!("worker {slot} could not be started"),
-        _ => format!(
-            "worker {slot} (pid {}) {} after {uptime}",
-            exit.pid, exit.reason
-        ),
+        _ => {
+            let mut text = format!(
+                "worker {slot} (pid {}) {} after {uptime}",
+                exit.pid, exit.reason
+            );
+            if let Some(before) = exit.said_ready_before {
+                let before =
+                    humantime::format_duration(Duration::from_millis(before.as_millis() as u64));
+                text.push_str(&format!(
+                    ", {before} after it said it was ready (not counted: a worker must stay up \
+                     --ready-delay after saying so)"
+                ));
+            }
+            text
+        }
     }
 }
 
@@ -87,6 +98,7 @@ mod tests {
             at: std::time::SystemTime::now(),
             tail: tail.iter().map(|line| line.to_string()).collect(),
             ready_for: None,
+            said_ready_before: None,
             stop_reason: None,
         }
     }

@@ -74,6 +74,8 @@ pub(super) struct LastExit {
     pub tail: Vec<String>,
     /// How long the worker had been ready when it ended; `None` if it never was.
     pub ready_for: Option<Duration>,
+    /// A worker that said it was ready but ended before that counted: how long after saying it.
+    pub said_ready_before: Option<Duration>,
     pub stop_reason: Option<StopReason>,
 }
 
@@ -111,6 +113,11 @@ pub(super) struct Supervisor {
     pub steering_failed: bool,
     /// systemd (or another manager) waiting for the primary's `READY=1`, if any.
     pub service_manager: Option<ServiceManager>,
+    /// Some worker of the current command said it was ready (`READY=1`, IPC `ready`): with
+    /// `--ready delay`, later workers are ready only once they say so too, and the delay after.
+    pub command_signals_ready: bool,
+    /// Some worker died after being ready for the healthy uptime: start-up is over for good.
+    pub served_healthy: bool,
 }
 
 impl Supervisor {
@@ -151,6 +158,8 @@ impl Supervisor {
             failure: None,
             steering_failed: false,
             service_manager: ServiceManager::from_env(),
+            command_signals_ready: false,
+            served_healthy: false,
             shared_state: super::SharedState::default(),
             observer: None,
         };
@@ -301,6 +310,7 @@ impl Supervisor {
                         at: SystemTime::now(),
                         tail: vec![error.to_string()],
                         ready_for: None,
+                        said_ready_before: None,
                         stop_reason: None,
                     };
                     Box::pin(self.on_failure(slot, exit)).await;
@@ -337,7 +347,7 @@ impl Supervisor {
             Event::Notified {
                 uid,
                 notice: Notice::Ready,
-            } => self.mark_ready(uid).await,
+            } => self.on_ready_signal(uid).await,
             Event::Notified {
                 uid,
                 notice: Notice::Status(status),
@@ -347,7 +357,7 @@ impl Supervisor {
                 }
             }
             Event::Notified { .. } => {}
-            Event::ReadyDelayElapsed { uid } => self.mark_ready(uid).await,
+            Event::ReadyDelayElapsed { uid } => self.ready_check(uid).await,
             Event::ReadyTimeout { uid } => self.on_ready_timeout(uid),
             Event::KillDeadline { uid } => {
                 let kill_timeout = self.config.kill_timeout;
@@ -399,7 +409,54 @@ impl Supervisor {
         }
     }
 
-    pub(super) async fn mark_ready(&mut self, uid: u64) {
+    /// A worker said it is ready (`READY=1`, an IPC `ready`). That does not count until it has
+    /// stayed up `--ready-delay` more: gunicorn, for one, sends `READY=1` from its arbiter before
+    /// its worker has imported the app, and an app that fails at import dies within moments.
+    ///
+    /// With `--ready delay`, the first such signal teaches that this command sends one: later
+    /// workers wait for theirs. A worker already ready by the delay when its signal comes (a
+    /// slow start) is not taken back, but should it die within `--ready-delay` of the signal,
+    /// it counts as never ready (restart policy, start-up failure).
+    pub(super) async fn on_ready_signal(&mut self, uid: u64) {
+        let delay = self.config.ready_delay;
+        self.command_signals_ready = true;
+        let Some(worker) = self.worker_mut(uid) else {
+            return;
+        };
+        if worker.ready_signal_at.is_some() || worker.state == WorkerState::Draining {
+            return;
+        }
+        worker.ready_signal_at = Some(Instant::now());
+        if worker.state != WorkerState::Starting {
+            return;
+        }
+        if delay.is_zero() {
+            self.ready_check(uid).await;
+        } else {
+            self.after(delay, Event::ReadyDelayElapsed { uid });
+        }
+    }
+
+    /// Marks worker `uid` ready if it has earned it: `--ready-delay` after its readiness signal
+    /// and, with `--ready delay`, after its start; with `--ready delay` and no signal, after its
+    /// start alone. Called when either delay has elapsed.
+    async fn ready_check(&mut self, uid: u64) {
+        let (mode, delay) = (self.config.ready, self.config.ready_delay);
+        let Some(worker) = self.workers.iter().find(|worker| worker.uid == uid) else {
+            return;
+        };
+        // The signal comes after the start, so a delay elapsed since it has elapsed since both.
+        let since = match (worker.ready_signal_at, mode) {
+            (Some(signal), _) => signal,
+            (None, ReadyMode::Delay) if !self.command_signals_ready => worker.started_at,
+            (None, _) => return,
+        };
+        if since.elapsed() >= delay {
+            self.mark_ready(uid).await;
+        }
+    }
+
+    async fn mark_ready(&mut self, uid: u64) {
         let Some(worker) = self.worker_mut(uid) else {
             return;
         };
@@ -437,9 +494,8 @@ impl Supervisor {
         }
         self.phase = Phase::Running;
         let status = if errored.is_empty() {
-            let status = format!("all {} ready", workers(count));
-            self.logger.info(&status);
-            status
+            self.logger.info(format!("all {} ready", workers(count)));
+            format!("{} ready", workers(count))
         } else {
             let slots = errored
                 .iter()
@@ -461,7 +517,8 @@ impl Supervisor {
         let Some(worker) = self.worker_mut(uid) else {
             return;
         };
-        if worker.state != WorkerState::Starting {
+        // One that said it is ready in time finishes its probation (`--ready-delay`).
+        if worker.state != WorkerState::Starting || worker.ready_signal_at.is_some() {
             return;
         }
         let (slot, pid) = (worker.slot, worker.pid);
@@ -527,6 +584,10 @@ impl Supervisor {
             }
             return;
         }
+        // It said it was ready, but did not stay up for the ready delay after: that did not count.
+        let said_just_now = worker
+            .ready_signal_at
+            .is_some_and(|at| at.elapsed() < self.config.ready_delay);
         let exit = LastExit {
             pid,
             reason,
@@ -535,7 +596,11 @@ impl Supervisor {
             tail,
             ready_for: worker
                 .ready_at
-                .filter(|_| worker.stop_reason != Some(StopReason::NotReady))
+                .filter(|_| worker.stop_reason != Some(StopReason::NotReady) && !said_just_now)
+                .map(|at| at.elapsed()),
+            said_ready_before: worker
+                .ready_signal_at
+                .filter(|_| worker.ready_at.is_none() || said_just_now)
                 .map(|at| at.elapsed()),
             stop_reason: worker.stop_reason,
         };
