@@ -177,6 +177,11 @@ pub struct RunArgs {
     #[arg(long, value_parser = config::parse_duration)]
     pub kill_timeout: Option<Duration>,
 
+    /// A ready worker that leaves a connection unaccepted on the cluster's socket this long is
+    /// reported `not accepting` and replaced [default: 5s]
+    #[arg(long, value_parser = config::parse_duration)]
+    pub accept_timeout: Option<Duration>,
+
     /// Name of the cluster, for `herdsman status NAME` [default: the command's file name]
     #[arg(long)]
     pub name: Option<String>,
@@ -262,6 +267,7 @@ impl RunArgs {
             ready_timeout: self.ready_timeout,
             stop_signal: self.stop_signal,
             kill_timeout: self.kill_timeout,
+            accept_timeout: self.accept_timeout,
             name: self.name,
             log_format: self.log_format.map(|format| match format {
                 LogFormatArg::Text => LogFormat::Text,

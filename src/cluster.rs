@@ -500,6 +500,7 @@ impl Cluster {
             ready_timeout: self.ready_timeout,
             stop_signal: nix::sys::signal::Signal::SIGTERM,
             kill_timeout: self.kill_timeout,
+            accept_timeout: Duration::from_secs(5),
             name: self.name.clone(),
             log_format: LogFormat::Text,
             env: Vec::new(),

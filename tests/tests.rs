@@ -2,6 +2,7 @@
 
 mod support;
 
+mod accepting;
 mod control;
 mod examples;
 mod failures;

@@ -167,6 +167,16 @@ impl Listeners {
         Some(crate::sys::listen_queue_length(fd).unwrap_or(0))
     }
 
+    /// With `--balance shared`: the length of the one socket's accept queue (`None` otherwise,
+    /// or once closed).
+    pub fn shared_queued(&self) -> Option<u32> {
+        if self.balance != Balance::Shared {
+            return None;
+        }
+        let fd = self.sockets.first()?.as_raw_fd();
+        Some(crate::sys::listen_queue_length(fd).unwrap_or(0))
+    }
+
     /// The socket a worker of `slot` (1-based) on `side` inherits as fd 3; `None` once closed.
     pub fn fd_for(&self, slot: usize, side: Side) -> Option<RawFd> {
         Some(self.sockets.get(self.index(slot, side))?.as_raw_fd())

@@ -148,6 +148,8 @@ pub struct Config {
     pub ready_timeout: Duration,
     pub stop_signal: Signal,
     pub kill_timeout: Duration,
+    /// A ready worker that leaves a connection unaccepted in its queue this long is replaced.
+    pub accept_timeout: Duration,
     pub log_format: LogFormat,
     /// Where workers' shared state lives (`--state`), and how the embedded store runs.
     pub state: StateMode,
@@ -197,6 +199,7 @@ pub struct RunFlags {
     pub ready_timeout: Option<Duration>,
     pub stop_signal: Option<Signal>,
     pub kill_timeout: Option<Duration>,
+    pub accept_timeout: Option<Duration>,
     pub name: Option<String>,
     pub log_format: Option<LogFormat>,
     pub state: Option<StateMode>,
@@ -256,6 +259,10 @@ impl RunFlags {
                 .kill_timeout
                 .or(file.kill_timeout)
                 .unwrap_or(Duration::from_secs(10)),
+            accept_timeout: flags
+                .accept_timeout
+                .or(file.accept_timeout)
+                .unwrap_or(Duration::from_secs(5)),
             name: flags.name.or(file.name),
             log_format: flags
                 .log_format
@@ -287,6 +294,7 @@ pub struct RunSettings {
     pub ready_timeout: Duration,
     pub stop_signal: Signal,
     pub kill_timeout: Duration,
+    pub accept_timeout: Duration,
     pub name: Option<String>,
     pub log_format: LogFormat,
     pub env: Vec<(String, String)>,
@@ -328,6 +336,7 @@ impl RunSettings {
             ready_timeout: self.ready_timeout,
             stop_signal: self.stop_signal,
             kill_timeout: self.kill_timeout,
+            accept_timeout: self.accept_timeout,
             log_format: self.log_format,
             state: self.state,
             store: self.store,
@@ -515,6 +524,7 @@ mod tests {
             ready_timeout: Duration::from_secs(30),
             stop_signal: Signal::SIGTERM,
             kill_timeout: Duration::from_secs(10),
+            accept_timeout: Duration::from_secs(5),
             name: None,
             log_format: LogFormat::Text,
             env: Vec::new(),

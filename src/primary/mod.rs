@@ -6,6 +6,7 @@
 //! - `supervisor`: the one task that owns every slot and worker: start, readiness, stop, and the
 //!   event loop that the other modules' `impl Supervisor` blocks serve.
 //! - `steering`: where new connections go, and retiring a worker without failing one.
+//! - `accepting`: a ready worker that leaves connections in its queue is replaced.
 //! - `failure`: crash restarts and start-up failure.
 //! - `reload`: rolling reloads and single-slot restarts, new worker before old.
 //! - `scale`: adding and retiring slots at run time.
@@ -23,6 +24,7 @@
 //! Worker lifecycle: `starting → ready → draining → exited`. A slot whose worker died waits in
 //! backoff before the next one starts, and is `errored` while it crash-loops.
 
+mod accepting;
 mod failure;
 mod ipc;
 mod log_hub;
@@ -83,6 +85,8 @@ pub enum Event {
     RespawnDue {
         slot: usize,
     },
+    /// Time to sample the accept queues of ready workers (`accepting`).
+    AcceptCheck,
     /// Time to check whether a leaving worker's queue is empty (reload, scale down).
     RetireCheck {
         uid: u64,

@@ -409,6 +409,11 @@ impl Supervisor {
             duration(new.kill_timeout),
         );
         change(
+            "accept_timeout",
+            duration(old.accept_timeout),
+            duration(new.accept_timeout),
+        );
+        change(
             "stop_signal",
             old.stop_signal.to_string(),
             new.stop_signal.to_string(),
@@ -441,6 +446,7 @@ impl Supervisor {
             ready_delay: new.ready_delay,
             ready_timeout: new.ready_timeout,
             kill_timeout: new.kill_timeout,
+            accept_timeout: new.accept_timeout,
             stop_signal: new.stop_signal,
             ..self.config.clone()
         };

@@ -23,6 +23,10 @@ pub fn describe_exit(slot: usize, exit: &LastExit) -> String {
             "worker {slot} (pid {}) was not ready in time and was stopped ({})",
             exit.pid, exit.reason
         ),
+        Some(StopReason::NotAccepting) => format!(
+            "worker {slot} (pid {}) was not accepting connections and was stopped ({})",
+            exit.pid, exit.reason
+        ),
         _ if exit.pid == 0 => format!("worker {slot} could not be started"),
         _ => {
             let mut text = format!(
@@ -63,6 +67,13 @@ pub fn startup_hint(exit: &LastExit, config: &Config, port: u16) -> String {
         return "with --ready notify a worker must send READY=1 to $NOTIFY_SOCKET (sd_notify) \
                 within --ready-timeout; make the app notify, or use --ready delay"
             .into();
+    }
+    if exit.stop_reason == Some(StopReason::NotAccepting) {
+        return format!(
+            "the worker never accepted a connection on the socket it inherits (fd 3, LISTEN_FDS) \
+             for port {port}; it may listen on a port of its own: make it use the inherited \
+             socket as the README shows for your language"
+        );
     }
     if exit.reason == ExitReason::Code(crate::shim::EXIT_NOT_FOUND) {
         return format!(

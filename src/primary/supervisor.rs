@@ -116,8 +116,10 @@ pub(super) struct Supervisor {
     /// Some worker of the current command said it was ready (`READY=1`, IPC `ready`): with
     /// `--ready delay`, later workers are ready only once they say so too, and the delay after.
     pub command_signals_ready: bool,
-    /// Some worker died after being ready for the healthy uptime: start-up is over for good.
+    /// Some worker was ready for the healthy uptime: start-up is over for good.
     pub served_healthy: bool,
+    /// The shared queue's stall (`--balance shared`, see `accepting`).
+    pub shared_accept_stall: super::accepting::Stall,
 }
 
 impl Supervisor {
@@ -160,6 +162,7 @@ impl Supervisor {
             service_manager: ServiceManager::from_env(),
             command_signals_ready: false,
             served_healthy: false,
+            shared_accept_stall: None,
             shared_state: super::SharedState::default(),
             observer: None,
         };
@@ -208,6 +211,7 @@ impl Supervisor {
         for slot in 1..=self.config.workers {
             self.start_worker(slot).await;
         }
+        self.after(self.accept_poll(), Event::AcceptCheck);
         while self.phase != Phase::Stopping || !self.workers.is_empty() {
             tokio::select! {
                 Some(event) = events.recv() => self.on_event(event).await,
@@ -380,6 +384,7 @@ impl Supervisor {
                 }
             }
             Event::RetireCheck { uid } => self.retire_check(uid),
+            Event::AcceptCheck => self.check_accepting(),
             Event::Ipc { uid, frame } => self.on_ipc(uid, frame).await,
             Event::IpcClosed { uid, reason } => self.on_ipc_closed(uid, reason),
             Event::Exited { uid, reason, tail } => {
@@ -596,7 +601,12 @@ impl Supervisor {
             tail,
             ready_for: worker
                 .ready_at
-                .filter(|_| worker.stop_reason != Some(StopReason::NotReady) && !said_just_now)
+                .filter(|_| {
+                    !matches!(
+                        worker.stop_reason,
+                        Some(StopReason::NotReady | StopReason::NotAccepting)
+                    ) && !said_just_now
+                })
                 .map(|at| at.elapsed()),
             said_ready_before: worker
                 .ready_signal_at
