@@ -23,8 +23,13 @@ install_missing() {
 install_missing node nodejs
 install_missing npm npm
 install_missing python3 python3
+# The README's Go server is built and run as written (tests/readme.rs).
+install_missing go golang-go
 # The control-socket test runs a client as `nobody`; the colour test needs a pseudo-terminal.
 install_missing setpriv util-linux
+# The pid-1 test runs herdsman under unshare and enters its namespace with nsenter.
+install_missing unshare util-linux
+install_missing nsenter util-linux
 install_missing script bsdutils
 # The shared-state tests compare the embedded store with a real redis-server.
 install_missing redis-server redis-server
@@ -38,9 +43,10 @@ if ! python3 -c 'import redis' 2>/dev/null; then
         python3 -m pip install --quiet redis
     fi
 fi
-# The readiness tests run real gunicorn and uvicorn (tests/python_servers.rs), pinned.
+# The readiness tests (tests/python_servers.rs) and the README's Python lines (tests/readme.rs)
+# run real gunicorn and uvicorn, pinned.
 if ! command -v gunicorn >/dev/null 2>&1 || ! command -v uvicorn >/dev/null 2>&1; then
-    echo "test.sh: installing gunicorn and uvicorn (for tests/python_servers.rs)" >&2
+    echo "test.sh: installing gunicorn and uvicorn (for tests/python_servers.rs, tests/readme.rs)" >&2
     if [ "$(command -v python3)" = /usr/bin/python3 ]; then
         install_package gunicorn
         install_package uvicorn

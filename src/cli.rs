@@ -155,8 +155,9 @@ pub struct RunArgs {
     pub balance: Option<BalanceArg>,
 
     /// When a new worker counts as ready: `delay` = --ready-delay after its start, and after
-    /// its READY=1 on $NOTIFY_SOCKET if it sends one; `notify` = --ready-delay after its
-    /// READY=1 [default: delay]
+    /// its ready signal if it sends one (READY=1 on $NOTIFY_SOCKET; with --ipc, a `ready` frame
+    /// or process.send('ready')); `notify` = --ready-delay after its ready signal
+    /// [default: delay]
     #[arg(long, value_enum)]
     pub ready: Option<ReadyArg>,
 
@@ -182,7 +183,8 @@ pub struct RunArgs {
     #[arg(long, value_parser = config::parse_duration)]
     pub accept_timeout: Option<Duration>,
 
-    /// Name of the cluster, for `herdsman status NAME` [default: the command's file name]
+    /// Name of the cluster, for `herdsman status NAME` [default: the script's name for
+    /// node, python… (`node server.js` → `server`), else the command's file name]
     #[arg(long)]
     pub name: Option<String>,
 

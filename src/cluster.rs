@@ -509,7 +509,12 @@ impl Cluster {
             ipc: IpcMode::On,
         };
         let config = match settings.validate() {
-            Ok(config) => config,
+            // The library's workers are ready by its own signal (taking the listener, or
+            // `worker.ready()`), not by `--ready notify`, which the CLI explains.
+            Ok(config) => crate::config::Config {
+                explain_ready_notify: false,
+                ..config
+            },
             Err(error) => {
                 eprintln!("herdsman: error: {error}");
                 return ExitCode::from(primary::exit::USAGE);

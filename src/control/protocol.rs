@@ -57,16 +57,29 @@ pub enum ScaleTarget {
 }
 
 impl ScaleTarget {
-    /// The worker count this asks for, starting from `current`; at least 1.
-    pub fn resolve(self, current: usize) -> usize {
+    /// The worker count this asks for, starting from `current`; an error, saying what to do
+    /// instead, when that would leave no worker (as `scale 0` is refused).
+    pub fn resolve(self, current: usize) -> Result<usize, String> {
         match self {
-            ScaleTarget::To(count) => count,
-            ScaleTarget::Add(more) => current.saturating_add(more),
-            ScaleTarget::Remove(fewer) => current.saturating_sub(fewer),
+            ScaleTarget::To(0) => Err(NO_WORKER_LEFT.into()),
+            ScaleTarget::To(count) => Ok(count),
+            ScaleTarget::Add(more) => Ok(current.saturating_add(more)),
+            ScaleTarget::Remove(fewer) if fewer >= current => Err(format!(
+                "`scale -{fewer}` would leave no worker (the cluster has {current}); {}",
+                match current {
+                    1 => "a cluster needs at least 1: use `herdsman stop` to stop it".to_string(),
+                    _ => format!(
+                        "a cluster needs at least 1: `scale -{}` leaves 1, `herdsman stop` stops it",
+                        current - 1
+                    ),
+                }
+            )),
+            ScaleTarget::Remove(fewer) => Ok(current - fewer),
         }
-        .max(1)
     }
 }
+
+const NO_WORKER_LEFT: &str = "a cluster needs at least 1 worker; use `herdsman stop` to stop it";
 
 impl std::str::FromStr for ScaleTarget {
     type Err = String;
@@ -81,9 +94,7 @@ impl std::str::FromStr for ScaleTarget {
             Some(b'+') => Ok(ScaleTarget::Add(number(&text[1..])?)),
             Some(b'-') => Ok(ScaleTarget::Remove(number(&text[1..])?)),
             _ => match number(text)? {
-                0 => {
-                    Err("a cluster needs at least 1 worker; use `herdsman stop` to stop it".into())
-                }
+                0 => Err(NO_WORKER_LEFT.into()),
                 count => Ok(ScaleTarget::To(count)),
             },
         }
@@ -223,7 +234,23 @@ mod tests {
             .parse::<ScaleTarget>()
             .unwrap_err()
             .contains("not a worker count"));
-        assert_eq!(ScaleTarget::Remove(5).resolve(3), 1);
-        assert_eq!(ScaleTarget::Add(2).resolve(3), 5);
+        assert_eq!(
+            ScaleTarget::Remove(5).resolve(2),
+            Err(
+                "`scale -5` would leave no worker (the cluster has 2); a cluster needs at \
+                 least 1: `scale -1` leaves 1, `herdsman stop` stops it"
+                    .into()
+            )
+        );
+        assert_eq!(
+            ScaleTarget::Remove(1).resolve(1),
+            Err(
+                "`scale -1` would leave no worker (the cluster has 1); a cluster needs at \
+                 least 1: use `herdsman stop` to stop it"
+                    .into()
+            )
+        );
+        assert_eq!(ScaleTarget::Remove(2).resolve(3), Ok(1));
+        assert_eq!(ScaleTarget::Add(2).resolve(3), Ok(5));
     }
 }

@@ -16,7 +16,9 @@
 //! - `restart`: when a crashed worker comes back (backoff), and how a worker ended.
 //! - `ipc`: each worker's IPC channel: frames in, messages routed, `herdsman send`.
 //! - `notify`: sd_notify, from workers and to the primary's own service manager.
-//! - `spawn`: the thread every worker is forked from (for `PR_SET_PDEATHSIG`).
+//! - `ready_hint`: under `--ready notify`, what the primary waits for, and a hint for a worker
+//!   that stays silent.
+//! - `spawn`: the thread every worker's keeper is forked from, and the reaper of orphans.
 //! - `logs`: the primary's messages and the workers' output, line by line.
 //! - `log_hub`: the ring of recent lines and the followers of new ones (`herdsman logs`).
 //! - `signals`: operating-system signals mapped to intents.
@@ -31,6 +33,7 @@ mod log_hub;
 mod logs;
 mod notify;
 mod process;
+mod ready_hint;
 mod reload;
 mod report;
 mod restart;
@@ -56,6 +59,7 @@ pub use log_hub::LogHub;
 use notify::Notice;
 use restart::ExitReason;
 pub use signals::forward_signals;
+pub use spawn::adopt_orphans;
 use spawn::Spawner;
 use supervisor::Supervisor;
 
@@ -77,6 +81,10 @@ pub enum Event {
         uid: u64,
     },
     ReadyTimeout {
+        uid: u64,
+    },
+    /// Time to name a worker still silent under `--ready notify`.
+    ReadyHint {
         uid: u64,
     },
     KillDeadline {

@@ -120,6 +120,8 @@ pub(super) struct Supervisor {
     pub served_healthy: bool,
     /// The shared queue's stall (`--balance shared`, see `accepting`).
     pub shared_accept_stall: super::accepting::Stall,
+    /// Whether the `--ready notify` hint was given (once per cluster).
+    pub ready_hint_given: bool,
 }
 
 impl Supervisor {
@@ -159,6 +161,7 @@ impl Supervisor {
             started_at: Instant::now(),
             failure: None,
             steering_failed: false,
+            ready_hint_given: false,
             service_manager: ServiceManager::from_env(),
             command_signals_ready: false,
             served_healthy: false,
@@ -206,6 +209,7 @@ impl Supervisor {
         if let Some(announcement) = &self.shared_state.announcement {
             self.logger.info(announcement.clone());
         }
+        self.announce_ready_mode();
         // Before any worker runs, so that no connection is hashed to a socket no worker will use.
         self.steer();
         for slot in 1..=self.config.workers {
@@ -219,8 +223,9 @@ impl Supervisor {
             }
             if self.reload.is_none() && self.phase != Phase::Stopping {
                 if let Some(count) = self.pending_scale.take() {
-                    let result = self.scale(ScaleTarget::To(count)).await;
-                    self.log_result(result);
+                    if let Err(refused) = self.scale(ScaleTarget::To(count)).await {
+                        self.logger.warn(refused);
+                    }
                 }
                 if let Some(queued) = self.queued_reload.take() {
                     self.begin_reload(queued.parallel, queued.listeners).await;
@@ -298,6 +303,7 @@ impl Supervisor {
                     self.after(self.config.ready_delay, Event::ReadyDelayElapsed { uid });
                 }
                 self.after(self.config.ready_timeout, Event::ReadyTimeout { uid });
+                self.schedule_ready_hint(uid);
                 self.workers.push(worker);
                 self.steer();
                 Some(uid)
@@ -363,6 +369,7 @@ impl Supervisor {
             Event::Notified { .. } => {}
             Event::ReadyDelayElapsed { uid } => self.ready_check(uid).await,
             Event::ReadyTimeout { uid } => self.on_ready_timeout(uid),
+            Event::ReadyHint { uid } => self.on_ready_hint(uid),
             Event::KillDeadline { uid } => {
                 let kill_timeout = self.config.kill_timeout;
                 if let Some(worker) = self.worker_mut(uid) {
@@ -645,7 +652,12 @@ impl Supervisor {
                     Some(reply) => {
                         let _ = reply.send(result);
                     }
-                    None => self.log_result(result),
+                    // A signal's or the library's scale: what it did is logged already.
+                    None => {
+                        if let Err(refused) = result {
+                            self.logger.warn(refused);
+                        }
+                    }
                 }
             }
             Intent::Send { to, data, reply } => {
@@ -718,13 +730,6 @@ impl Supervisor {
                 }
                 self.steer();
             }
-        }
-    }
-
-    fn log_result(&self, result: Result<String, String>) {
-        match result {
-            Ok(message) => self.logger.info(message),
-            Err(message) => self.logger.warn(message),
         }
     }
 

@@ -242,6 +242,8 @@ pub struct ClusterBuilder {
     wait_listening: bool,
     /// A program built on `herdsman::Cluster`, run directly instead of `herdsman run`.
     program: Option<PathBuf>,
+    /// The primary's working directory (default: the test's own).
+    current_dir: Option<PathBuf>,
 }
 
 pub fn cluster() -> ClusterBuilder {
@@ -253,6 +255,7 @@ pub fn cluster() -> ClusterBuilder {
         command: vec![testserver_bin().display().to_string()],
         wait_listening: true,
         program: None,
+        current_dir: None,
     }
 }
 
@@ -291,6 +294,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// Runs the primary (and so its workers) in `dir`, as a user who typed the command there.
+    pub fn current_dir(mut self, dir: &std::path::Path) -> Self {
+        self.current_dir = Some(dir.to_path_buf());
+        self
+    }
+
     /// Do not wait for the `listening on` line (for clusters expected to fail before it).
     pub fn no_wait(mut self) -> Self {
         self.wait_listening = false;
@@ -324,6 +333,9 @@ impl ClusterBuilder {
             .env("NO_COLOR", "1")
             .envs(self.env);
         command.env("XDG_RUNTIME_DIR", runtime_dir.path());
+        if let Some(dir) = &self.current_dir {
+            command.current_dir(dir);
+        }
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
