@@ -7,6 +7,7 @@
 //!   event loop that the other modules' `impl Supervisor` blocks serve.
 //! - `steering`: where new connections go, and retiring a worker without failing one.
 //! - `accepting`: a ready worker that leaves connections in its queue is replaced.
+//! - `readiness`: when a starting worker counts as ready, and when start-up is over.
 //! - `failure`: crash restarts and start-up failure.
 //! - `reload`: rolling reloads and single-slot restarts, new worker before old.
 //! - `scale`: adding and retiring slots at run time.
@@ -33,6 +34,7 @@ mod log_hub;
 mod logs;
 mod notify;
 mod process;
+mod readiness;
 mod ready_hint;
 mod reload;
 mod report;
