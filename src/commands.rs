@@ -113,7 +113,7 @@ impl From<ClientError> for Failure {
 
 fn fetch_status(name: &str) -> Result<ClusterStatus, Failure> {
     let mut found = None;
-    let result = client::request(name, &Request::Status, |reply| {
+    let result = client::request(name, &Request::Status {}, |reply| {
         if let Reply::Status(status) = reply {
             found = Some(status.clone());
         }
@@ -339,7 +339,7 @@ fn scale(name: Option<&str>, target: ScaleTarget, json: bool) -> Result<ExitCode
 fn stop(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
     let name = client::resolve(name)?;
     let pid = fetch_status(&name)?.pid;
-    client::request(&name, &Request::Stop, |reply| emit(reply, json))?;
+    client::request(&name, &Request::Stop {}, |reply| emit(reply, json))?;
     // The connection closes as the primary exits; wait until its process is gone too.
     let deadline = Instant::now() + STOP_WAIT;
     while process_alive(pid) {

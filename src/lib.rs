@@ -13,7 +13,8 @@
 //! - [`control`]: the control socket: protocol, the primary's server, the CLI's client.
 //! - [`state`]: the shared-state store, a Redis-protocol database embedded in the primary.
 //! - [`worker`]: the worker side of the library: [`Worker`] (slot, listener, readiness, shared
-//!   state) and the shutdown signal.
+//!   state), its [`worker::Listener`], and a graceful shutdown that serves every connection it
+//!   accepted.
 //! - [`shim`]: the exec step between fork and the worker command (socket activation variables),
 //!   and the worker's keeper, which makes sure nothing the worker starts outlives the primary.
 //! - `runtime_dir`: the per-user private directory for the primary's sockets.

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Request {
-    Status,
+    /// Struct variants, even without fields: serde refuses unknown fields only in those.
+    Status {},
     Reload {
         #[serde(default = "one")]
         parallel: usize,
@@ -22,7 +23,7 @@ pub enum Request {
     Scale {
         to: ScaleTarget,
     },
-    Stop,
+    Stop {},
     /// Send `data` to a slot's worker (`to`: `"3"`) or to every worker (`"all"`) over the IPC
     /// channel (`--ipc`).
     Send {
@@ -219,6 +220,27 @@ mod tests {
             }
         );
         assert!(serde_json::from_str::<Request>(r#"{"command":"explode"}"#).is_err());
+        assert_eq!(
+            serde_json::to_string(&Request::Status {}).unwrap(),
+            r#"{"command":"status"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"command":"stop"}"#).unwrap(),
+            Request::Stop {}
+        );
+        for (request, field) in [
+            (r#"{"command":"status","verbose":true}"#, "verbose"),
+            (r#"{"command":"stop","fast":true}"#, "fast"),
+            (r#"{"command":"reload","paralel":2}"#, "paralel"),
+        ] {
+            let error = serde_json::from_str::<Request>(request).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .starts_with(&format!("unknown field `{field}`")),
+                "{request}: {error}"
+            );
+        }
     }
 
     #[test]

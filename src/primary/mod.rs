@@ -8,6 +8,7 @@
 //! - `steering`: where new connections go, and retiring a worker without failing one.
 //! - `accepting`: a ready worker that leaves connections in its queue is replaced.
 //! - `readiness`: when a starting worker counts as ready, and when start-up is over.
+//! - `rescue`: connections queued on a socket no worker holds, relayed to ready workers.
 //! - `failure`: crash restarts and start-up failure.
 //! - `reload`: rolling reloads and single-slot restarts, new worker before old.
 //! - `scale`: adding and retiring slots at run time.
@@ -38,6 +39,7 @@ mod readiness;
 mod ready_hint;
 mod reload;
 mod report;
+mod rescue;
 mod restart;
 mod scale;
 mod signals;
@@ -57,6 +59,7 @@ use crate::control::protocol::{ClusterStatus, Reply, ScaleTarget};
 use crate::control::server::{ControlError, ControlSocket};
 use crate::runtime_dir::PrimaryDir;
 use crate::state::{StateError, StateMode, StateStore};
+pub use ipc::{Delivered, INBOX_BYTES};
 pub use log_hub::LogHub;
 use notify::Notice;
 use restart::ExitReason;
@@ -101,6 +104,8 @@ pub enum Event {
     RetireCheck {
         uid: u64,
     },
+    /// Time to look for connections queued on sockets no worker holds (see `rescue`).
+    RescueSweep,
     /// A frame on a worker's IPC channel.
     Ipc {
         uid: u64,
@@ -138,11 +143,12 @@ pub enum Intent {
         reply: Option<oneshot::Sender<Result<String, String>>>,
     },
     Status(oneshot::Sender<ClusterStatus>),
-    /// Send a message to workers over their IPC channels; the reply is how many got it.
+    /// Send a message to workers over their IPC channels; the reply is how many got it, and
+    /// how many had it dropped (their inbox full).
     Send {
         to: crate::ipc::frame::Target,
         data: serde_json::Value,
-        reply: oneshot::Sender<usize>,
+        reply: oneshot::Sender<ipc::Delivered>,
     },
     /// Act on one worker: the one with `pid` in `slot`, or the slot's serving worker (the
     /// library's `WorkerHandle`).

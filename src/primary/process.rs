@@ -39,7 +39,8 @@ use crate::ipc::{self, IpcMode};
 use crate::shim::{SHIM_ARG, SHIM_CONTROL_FD_ENV, SHIM_FDS_ENV, SHIM_LISTEN_COUNT_ENV};
 use crate::sys;
 
-/// How long the watch task waits for a dead worker's output to drain, for the crash report.
+/// How long the watch task waits for a dead worker's output (for the crash report) and its last
+/// IPC frames (reported before its exit) to drain.
 /// Bounded because a process the worker left behind could hold the pipes open.
 const OUTPUT_DRAIN: Duration = Duration::from_millis(250);
 
@@ -165,7 +166,7 @@ impl Worker {
             mode => Some(Channel::open(launch.uid, mode, events.clone())?),
         };
         let mut inherited = vec![launch.listen_fd];
-        inherited.extend(channel.as_ref().map(|(_, theirs)| theirs.as_raw_fd()));
+        inherited.extend(channel.as_ref().map(|(_, theirs, _)| theirs.as_raw_fd()));
         // Only the primary holds `keeper_control` (close-on-exec): the keeper reads end of file
         // on its end when the primary is gone.
         let (keeper_control, keeper_end) = std::os::unix::net::UnixStream::pair()?;
@@ -222,7 +223,10 @@ impl Worker {
         let spawned = spawner.spawn(command).await;
         // The keeper has its copies of its ends (or failed to start); ours go.
         drop(keeper_end);
-        let ipc = channel.map(|(channel, _theirs)| channel);
+        let (ipc, ipc_reader) = match channel {
+            Some((channel, _theirs, reader)) => (Some(channel), Some(reader)),
+            None => (None, None),
+        };
         let mut child = spawned?;
         let keeper_pid = child
             .id()
@@ -236,6 +240,7 @@ impl Worker {
 
         let tail = Tail::default();
         let outputs = [
+            ipc_reader,
             child
                 .stdout
                 .take()
@@ -296,7 +301,7 @@ async fn watch(
     mut control: UnixStream,
     uid: u64,
     mut signals: mpsc::UnboundedReceiver<Signal>,
-    outputs: [Option<JoinHandle<()>>; 2],
+    outputs: [Option<JoinHandle<()>>; 3],
     tail: Tail,
     events: mpsc::UnboundedSender<Event>,
 ) {

@@ -120,6 +120,8 @@ pub(super) struct Supervisor {
     pub served_healthy: bool,
     /// The shared queue's stall (`--balance shared`, see `accepting`).
     pub shared_accept_stall: super::accepting::Stall,
+    /// Connections stranded on sockets no worker holds, relayed to ready workers.
+    pub rescue: super::rescue::Rescue,
     /// Whether the `--ready notify` hint was given (once per cluster).
     pub ready_hint_given: bool,
 }
@@ -166,6 +168,7 @@ impl Supervisor {
             command_signals_ready: false,
             served_healthy: false,
             shared_accept_stall: None,
+            rescue: Default::default(),
             shared_state: super::SharedState::default(),
             observer: None,
         };
@@ -241,19 +244,10 @@ impl Supervisor {
         }
     }
 
-    /// Starts a worker in `slot` running the slot's spec, on the slot's side (where the
-    /// connections queued for a worker that died wait for it) unless a worker still leaving
-    /// the slot uses that side.
+    /// Starts a worker in `slot` running the slot's spec, on the side
+    /// [`Supervisor::side_for_new_worker`] picks.
     pub async fn start_worker(&mut self, slot: usize) -> Option<u64> {
-        let history = &self.slots[slot - 1];
-        let side = history.side;
-        if self
-            .workers
-            .iter()
-            .any(|worker| worker.slot == slot && worker.side == side)
-        {
-            self.slots[slot - 1].side = side.other();
-        }
+        self.slots[slot - 1].side = self.side_for_new_worker(slot);
         let spec = self.slots[slot - 1].spec.clone();
         self.start_worker_with(slot, spec, None).await
     }
@@ -392,6 +386,7 @@ impl Supervisor {
             }
             Event::RetireCheck { uid } => self.retire_check(uid),
             Event::AcceptCheck => self.check_accepting(),
+            Event::RescueSweep => self.sweep_stranded(),
             Event::Ipc { uid, frame } => self.on_ipc(uid, frame).await,
             Event::IpcClosed { uid, reason } => self.on_ipc_closed(uid, reason),
             Event::Exited { uid, reason, tail } => {
@@ -581,11 +576,7 @@ impl Supervisor {
         }
         match action {
             WorkerAction::Send(data) => {
-                if !worker
-                    .ipc
-                    .as_ref()
-                    .is_some_and(|channel| channel.send(&data, None))
-                {
+                if self.deliver(worker, &data, None) == super::ipc::Delivery::Closed {
                     self.logger
                         .warn(format!("worker {slot} (pid {pid}) has no IPC channel"));
                 }
