@@ -21,3 +21,5 @@ mod restarts;
 mod run;
 mod shutdown;
 mod state;
+mod state_dialect;
+mod state_differential;
