@@ -161,13 +161,23 @@ fn ls(json: bool) -> Result<ExitCode, Failure> {
             status.name,
             status.pid,
             status.address,
-            status.state,
+            shown_state(&status),
             format!("{ready}/{}", status.workers),
             status.generation,
             short_duration(status.uptime_ms),
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The cluster's state as `status` and `ls` print it: `running (degraded)` when a slot lacks a
+/// ready worker.
+fn shown_state(status: &ClusterStatus) -> String {
+    if status.degraded {
+        format!("{} (degraded)", status.state)
+    } else {
+        status.state.clone()
+    }
 }
 
 fn status(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
@@ -186,7 +196,7 @@ fn status(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
         status.pid,
         status.address,
         status.balance,
-        status.state,
+        shown_state(&status),
         status.generation,
         status.reloads,
         short_duration(status.uptime_ms)

@@ -153,9 +153,9 @@ fn worker_that_never_notifies_fails_start_up_in_notify_mode() {
 
 #[test]
 fn notify_readiness_is_attributed_to_the_worker_that_sent_it() {
-    // A ready delay far longer than the test: the ready lines can only come from READY=1.
+    // With --ready notify, the ready lines can only come from READY=1.
     let cluster = cluster()
-        .args(&["-w", "2", "--ready-delay", "10m", "--ready-timeout", "20m"])
+        .args(&["-w", "2", "--ready", "notify", "--ready-delay", "100ms"])
         .env("TESTSERVER_NOTIFY", "1")
         .env("TESTSERVER_NOTIFY_DELAY_MS", "50")
         .start();

@@ -246,6 +246,16 @@ impl Listeners {
         Some(crate::sys::listen_queue_length(fd).unwrap_or(0))
     }
 
+    /// With `--balance shared`: the length of the one socket's accept queue (`None` otherwise,
+    /// or once closed).
+    pub fn shared_queued(&self) -> Option<u32> {
+        if self.balance != Balance::Shared {
+            return None;
+        }
+        let fd = self.sockets.first()?.as_raw_fd();
+        Some(crate::sys::listen_queue_length(fd).unwrap_or(0))
+    }
+
     /// How many slots have sockets (reuseport: also those of slots removed by a scale-down,
     /// whose sockets stay open); 1 with one shared socket.
     pub fn slots(&self) -> usize {

@@ -138,6 +138,10 @@ pub struct ClusterStatus {
     pub balance: String,
     /// `starting`, `running`, `reloading` or `stopping`.
     pub state: String,
+    /// Running (or reloading) with fewer ready workers than slots: a slot is crash-looping,
+    /// waiting to restart or not accepting.
+    #[serde(default)]
+    pub degraded: bool,
     /// The slots the cluster should have.
     pub workers: usize,
     /// The generation new workers get; increases with every reload.
