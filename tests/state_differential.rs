@@ -51,15 +51,6 @@ fn embedded_store_replies_byte_for_byte_like_redis_server() {
         // The second connection of `[2] ` lines, opened on first use.
         let mut second: Option<(RespClient, RespClient)> = None;
         for line in &lines {
-            if line == "<" {
-                let (got, expected) = (ours.read_reply(), theirs.read_reply());
-                assert_eq!(
-                    got.as_deref().map(printable),
-                    expected.as_deref().map(printable),
-                    "[{name}] the next reply"
-                );
-                continue;
-            }
             if let Some(line) = line.strip_prefix("% ") {
                 let (command, fields) = line.split_once(" | ").expect("% COMMAND | FIELDS");
                 let (got, expected) = (ours.call(command), theirs.call(command));
@@ -84,6 +75,23 @@ fn embedded_store_replies_byte_for_byte_like_redis_server() {
                 }
                 None => (&mut ours, &mut theirs, line.as_str()),
             };
+            if line == "<" {
+                let (got, expected) = (ours.read_reply(), theirs.read_reply());
+                assert_eq!(
+                    got.as_deref().map(printable),
+                    expected.as_deref().map(printable),
+                    "[{name}] the next reply"
+                );
+                continue;
+            }
+            if let Some(command) = line.strip_prefix("> ") {
+                // Sent without waiting: a blocking command, answered by a later `<`.
+                let args = herdsman::state::split_args(command.as_bytes()).expect("well quoted");
+                let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                theirs.send(&args);
+                ours.send(&args);
+                continue;
+            }
             let (unordered, command) = match line.strip_prefix("~ ") {
                 Some(command) => (true, command),
                 None => (false, line),

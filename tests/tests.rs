@@ -22,5 +22,6 @@ mod restarts;
 mod run;
 mod shutdown;
 mod state;
+mod state_blocking;
 mod state_dialect;
 mod state_differential;

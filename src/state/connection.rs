@@ -12,7 +12,7 @@ use super::clients::Peer;
 use super::commands::{self, pubsub_forget};
 use super::reply::Out;
 use super::request::RequestParser;
-use super::store::{ReplyMode, Store};
+use super::store::{Client, ReplyMode, Store};
 
 /// How much a connection may hold of requests not yet complete, at most.
 #[derive(Debug, Clone, Copy)]
@@ -43,62 +43,36 @@ pub async fn serve<R, W>(
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut out = Out::default();
     loop {
+        let deadline = client.blocked.as_ref().and_then(|blocked| blocked.deadline);
         tokio::select! {
             read = reader.read_buf(&mut input) => {
                 if !matches!(read, Ok(n) if n > 0) {
                     break;
                 }
-                let mut store = store.borrow_mut();
-                loop {
-                    match parser.next(&mut input) {
-                        Ok(Some(args)) => {
-                            // Pub/sub confirmations are pushed even when replies are off, as
-                            // in Redis (published messages never pass through here).
-                            let mark = if is_subscription(&args[0]) {
-                                usize::MAX
-                            } else {
-                                out.buf.len()
-                            };
-                            commands::dispatch(&mut store, &mut client, &mut out, args);
-                            let mark = mark.min(out.buf.len());
-                            // CLIENT REPLY OFF / SKIP: the reply is dropped.
-                            match client.reply {
-                                ReplyMode::On => {}
-                                ReplyMode::Off => out.buf.truncate(mark),
-                                ReplyMode::SkipNext => {
-                                    out.buf.truncate(mark);
-                                    client.reply = ReplyMode::Skip;
-                                }
-                                ReplyMode::Skip => {
-                                    out.buf.truncate(mark);
-                                    client.reply = ReplyMode::On;
-                                }
-                            }
-                            if client.close_after_reply {
-                                break;
-                            }
-                        }
-                        Ok(None) => {
-                            if parser.pending_bytes() + input.len() > limits.max_pending {
-                                out.error(&format!(
-                                    "ERR Protocol error: request larger than {} bytes",
-                                    limits.max_pending
-                                ));
-                                client.close_after_reply = true;
-                            }
-                            break;
-                        }
-                        Err(error) => {
-                            out.error(&format!("ERR Protocol error: {}", error.0));
-                            client.close_after_reply = true;
-                            break;
-                        }
+                if client.blocked.is_none() {
+                    let mut store = store.borrow_mut();
+                    run_pending(&mut store, &mut client, &mut out, &mut parser, &mut input, limits);
+                } else if input.len() > limits.max_pending {
+                    break;
+                }
+            }
+            () = mailbox.notify.notified() => {
+                if client.blocked.is_some() {
+                    let mut store = store.borrow_mut();
+                    match mailbox.unblock.take() {
+                        Some(error) => end_block(&mut store, &mut client, &mut out, error),
+                        None => retry_blocked(&mut store, &mut client, &mut out),
+                    }
+                    if client.blocked.is_none() {
+                        run_pending(&mut store, &mut client, &mut out, &mut parser, &mut input, limits);
                     }
                 }
-                // Logged before it is acknowledged: a reply means the write reached the file.
-                store.flush_log();
             }
-            () = mailbox.notify.notified() => {}
+            () = sleep_until(deadline) => {
+                let mut store = store.borrow_mut();
+                end_block(&mut store, &mut client, &mut out, false);
+                run_pending(&mut store, &mut client, &mut out, &mut parser, &mut input, limits);
+            }
         }
         if mailbox.overflowed() || mailbox.killed.get() {
             break;
@@ -116,8 +90,123 @@ pub async fn serve<R, W>(
     }
     let _ = writer.shutdown().await;
     let mut store = store.borrow_mut();
+    release(&mut store, &client);
     pubsub_forget(&mut store, &mut client);
     store.unregister(&mut client);
+}
+
+/// Waits until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs the complete requests in `input` until it runs out or a command blocks.
+fn run_pending(
+    store: &mut Store,
+    client: &mut Client,
+    out: &mut Out,
+    parser: &mut RequestParser,
+    input: &mut BytesMut,
+    limits: Limits,
+) {
+    while client.blocked.is_none() {
+        match parser.next(input) {
+            Ok(Some(args)) => {
+                run_one(store, client, out, args);
+                if client.close_after_reply {
+                    break;
+                }
+            }
+            Ok(None) => {
+                if parser.pending_bytes() + input.len() > limits.max_pending {
+                    out.error(&format!(
+                        "ERR Protocol error: request larger than {} bytes",
+                        limits.max_pending
+                    ));
+                    client.close_after_reply = true;
+                }
+                break;
+            }
+            Err(error) => {
+                out.error(&format!("ERR Protocol error: {}", error.0));
+                client.close_after_reply = true;
+                break;
+            }
+        }
+    }
+    // Logged before it is acknowledged: a reply means the write reached the file.
+    store.flush_log();
+}
+
+/// Runs one request, honouring `CLIENT REPLY`.
+fn run_one(store: &mut Store, client: &mut Client, out: &mut Out, args: &[bytes::Bytes]) {
+    // Pub/sub confirmations are pushed even when replies are off, as in Redis (published
+    // messages never pass through here).
+    let mark = if is_subscription(&args[0]) {
+        usize::MAX
+    } else {
+        out.buf.len()
+    };
+    commands::dispatch(store, client, out, args);
+    let mark = mark.min(out.buf.len());
+    // CLIENT REPLY OFF / SKIP: the reply is dropped.
+    match client.reply {
+        ReplyMode::On => {}
+        ReplyMode::Off => out.buf.truncate(mark),
+        ReplyMode::SkipNext => {
+            out.buf.truncate(mark);
+            client.reply = ReplyMode::Skip;
+        }
+        ReplyMode::Skip => {
+            out.buf.truncate(mark);
+            client.reply = ReplyMode::On;
+        }
+    }
+}
+
+/// Runs a blocked command again after a wake-up; it either serves or stays blocked.
+fn retry_blocked(store: &mut Store, client: &mut Client, out: &mut Out) {
+    let Some(blocked) = client.blocked.take() else {
+        return;
+    };
+    client.retrying = true;
+    run_one(store, client, out, &blocked.args);
+    client.retrying = false;
+    if client.blocked.is_none() {
+        release(store, client);
+    }
+    store.flush_log();
+}
+
+/// The client is no longer blocked: the next waiter on a key that is ready is woken.
+fn release(store: &mut Store, client: &Client) {
+    let keys = store.waiting.release(client.id);
+    let mut ready = Vec::new();
+    for (db, key) in keys {
+        if db == client.db {
+            ready.push(key);
+        }
+    }
+    if !ready.is_empty() {
+        store.select(client.db);
+        commands::wake_ready(store, client.db, &ready);
+    }
+}
+
+/// Ends a block: the timeout's null reply, or `CLIENT UNBLOCK … ERROR`'s error.
+fn end_block(store: &mut Store, client: &mut Client, out: &mut Out, error: bool) {
+    if client.blocked.take().is_none() {
+        return;
+    }
+    release(store, client);
+    if error {
+        out.error("UNBLOCKED client unblocked via CLIENT UNBLOCK");
+    } else {
+        out.null_array();
+    }
 }
 
 /// (P)SUBSCRIBE and (P)UNSUBSCRIBE, whose confirmations CLIENT REPLY does not silence.

@@ -21,6 +21,7 @@
 //! `MULTI`/`EXEC` is atomic without locks.
 
 mod append_only;
+mod blocking;
 mod clients;
 mod commands;
 mod connection;

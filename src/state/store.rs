@@ -45,6 +45,8 @@ pub struct Store {
     /// What CONFIG SET was given (Redis's encoding knobs).
     pub settings: HashMap<String, String>,
     pub pubsub: PubSub,
+    /// Clients blocked in BLPOP and the like.
+    pub waiting: super::blocking::Waiting,
     pub table: Table,
     pub max_memory: Option<usize>,
     pub started: Instant,
@@ -70,6 +72,7 @@ impl Store {
             stats: Default::default(),
             settings: HashMap::new(),
             pubsub: PubSub::default(),
+            waiting: Default::default(),
             table: Table::new(),
             max_memory,
             started: Instant::now(),
@@ -357,6 +360,13 @@ pub struct Client {
     pub mailbox: Rc<Mailbox>,
     /// Close the connection once the pending replies are written (`QUIT`, protocol errors).
     pub close_after_reply: bool,
+    /// Running the commands of an `EXEC`: blocking commands do not block.
+    pub in_exec: bool,
+    /// Blocked in BLPOP or the like: what to run again when woken.
+    pub blocked: Option<super::blocking::Blocked>,
+    /// Running a blocked command again: a key now of another type keeps it blocked (as in
+    /// Redis) instead of failing it.
+    pub retrying: bool,
 }
 
 impl Client {
@@ -375,6 +385,9 @@ impl Client {
             patterns: IndexSet::new(),
             mailbox,
             close_after_reply: false,
+            in_exec: false,
+            blocked: None,
+            retrying: false,
         }
     }
 
@@ -390,6 +403,8 @@ pub struct Mailbox {
     pub resp3: Cell<bool>,
     /// `CLIENT KILL` asked its connection to close.
     pub killed: Cell<bool>,
+    /// `CLIENT UNBLOCK` asked its blocked command to end: `Some(true)` with an error.
+    pub unblock: Cell<Option<bool>>,
     queue: RefCell<VecDeque<Bytes>>,
     queued_bytes: Cell<usize>,
     overflowed: Cell<bool>,

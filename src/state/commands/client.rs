@@ -98,17 +98,26 @@ pub fn client(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
             if args.len() > 4 {
                 return Err(text::SYNTAX.into());
             }
-            int_arg(&args[2])?;
+            let id = int_arg(&args[2])?;
+            let mut error = false;
             if let Some(reason) = args.get(3) {
-                if !matches!(
-                    reason.to_ascii_lowercase().as_slice(),
-                    b"timeout" | b"error"
-                ) {
-                    return Err("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR".into());
+                match reason.to_ascii_lowercase().as_slice() {
+                    b"timeout" => {}
+                    b"error" => error = true,
+                    _ => return Err("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR".into()),
                 }
             }
-            // No command blocks in this store (yet): no client is blocked.
-            ctx.out.int(0);
+            match u64::try_from(id)
+                .ok()
+                .and_then(|id| ctx.store.waiting.mailbox(id))
+            {
+                Some(mailbox) => {
+                    mailbox.unblock.set(Some(error));
+                    mailbox.notify.notify_one();
+                    ctx.out.int(1);
+                }
+                None => ctx.out.int(0),
+            }
         }
         "pause" => {
             let timeout = int_arg(&args[2])?;

@@ -67,8 +67,10 @@ fn section(store: &Store, name: &str, out: &mut String) {
         ),
         "clients" => write!(
             out,
-            "connected_clients:{}\r\ncluster_connections:0\r\nmaxclients:10000\r\nclient_recent_max_input_buffer:0\r\nclient_recent_max_output_buffer:0\r\nblocked_clients:0\r\ntracking_clients:0\r\nclients_in_timeout_table:0\r\n",
-            store.connected_clients
+            "connected_clients:{}\r\ncluster_connections:0\r\nmaxclients:10000\r\nclient_recent_max_input_buffer:0\r\nclient_recent_max_output_buffer:0\r\nblocked_clients:{}\r\ntracking_clients:0\r\nclients_in_timeout_table:{}\r\n",
+            store.connected_clients,
+            store.waiting.len(),
+            store.waiting.len()
         ),
         "memory" => write!(
             out,

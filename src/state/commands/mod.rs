@@ -2,11 +2,12 @@
 //! in Redis's order (unknown command, arity, memory, pub/sub context, transaction queueing)
 //! before running it. One file per family: `strings`, `ranges` (GETRANGE, SETRANGE, LCS, GETEX),
 //! `bits` (bitmaps), `keys`, `keyspace` (RENAME, COPY, MOVE, SWAPDB, OBJECT, MEMORY), `hashes`,
-//! `lists`, `list_moves` (LINSERT, LPOS, LMOVE, LMPOP…), `sets`, `set_algebra`, `zsets` (sorted sets), `zset_ranges` (ZRANGE and the
+//! `lists`, `list_moves` (LINSERT, LPOS, LMOVE, LMPOP…), `blocking` (BLPOP, BZPOPMIN, …), `sets`, `set_algebra`, `zsets` (sorted sets), `zset_ranges` (ZRANGE and the
 //! range removals), `zset_algebra` (ZUNION, ZINTER, ZDIFF), `pubsub`, `server` (connection), `client`, `info` (INFO,
 //! CONFIG), `transaction` (MULTI, EXEC, WATCH).
 
 mod bits;
+mod blocking;
 mod client;
 mod hashes;
 mod info;
@@ -339,6 +340,7 @@ fn refusal(store: &Store, client: &Client, spec: &'static Spec, args: &[Bytes]) 
 /// Runs a command that passed the checks, and logs what it changed.
 fn run(store: &mut Store, client: &mut Client, out: &mut Out, spec: &Spec, args: &[Bytes]) {
     store.select(client.db);
+    let db = client.db;
     let started = std::time::Instant::now();
     let mut ctx = Ctx {
         store,
@@ -367,6 +369,10 @@ fn run(store: &mut Store, client: &mut Client, out: &mut Out, spec: &Spec, args:
             db.touched.retain(|key| expired.contains(key));
         }
     }
+    if spec.flags & WRITE != 0 && !matches!(changed, Changed::Nothing) && !store.waiting.is_empty()
+    {
+        wake_waiters(store, db, args);
+    }
     store.process_touched();
     if store.log.is_none() {
         store.forget_expired();
@@ -380,6 +386,31 @@ fn run(store: &mut Store, client: &mut Client, out: &mut Out, spec: &Spec, args:
             for command in commands {
                 store.log_command(&command);
             }
+        }
+    }
+}
+
+/// Wakes the first client blocked on each key in `args` that now holds a list or sorted set
+/// with something in it.
+fn wake_waiters(store: &mut Store, db: usize, args: &[Bytes]) {
+    wake_ready(store, db, &args[1..]);
+}
+
+/// Wakes the first client blocked on each of `keys` (in the selected database `db`) that holds
+/// something to pop.
+pub fn wake_ready(store: &mut Store, db: usize, keys: &[Bytes]) {
+    let now = Now(super::db::now_ms());
+    for key in keys {
+        if !store.waiting.is_waited(db, key) {
+            continue;
+        }
+        let ready = match store.db.get(key, now).map(|entry| &entry.value) {
+            Some(Value::List(list)) => !list.is_empty(),
+            Some(Value::ZSet(zset)) => !zset.is_empty(),
+            _ => false,
+        };
+        if ready {
+            store.waiting.wake(db, key);
         }
     }
 }

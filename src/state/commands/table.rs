@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 
 use super::{
-    bits, client, hashes, info, keys, keyspace, list_moves, lists, pubsub, ranges, server,
-    set_algebra, sets, strings, transaction, zset_algebra, zset_ranges, zsets, Spec, DENY_OOM,
-    NO_QUEUE, PUBSUB, WRITE,
+    bits, blocking, client, hashes, info, keys, keyspace, list_moves, lists, pubsub, ranges,
+    server, set_algebra, sets, strings, transaction, zset_algebra, zset_ranges, zsets, Spec,
+    DENY_OOM, NO_QUEUE, PUBSUB, WRITE,
 };
 
 macro_rules! spec {
@@ -151,6 +151,20 @@ static COMMANDS: &[Spec] = &[
         (1, 2, 1)
     ),
     spec!("lmpop", -4, WRITE, list_moves::lmpop, NO_KEYS),
+    spec!("blpop", -3, WRITE, blocking::blpop, (1, -2, 1)),
+    spec!("brpop", -3, WRITE, blocking::brpop, (1, -2, 1)),
+    spec!("blmove", 6, WRITE | DENY_OOM, blocking::blmove, (1, 2, 1)),
+    spec!(
+        "brpoplpush",
+        4,
+        WRITE | DENY_OOM,
+        blocking::brpoplpush,
+        (1, 2, 1)
+    ),
+    spec!("blmpop", -5, WRITE, blocking::blmpop, NO_KEYS),
+    spec!("bzpopmin", -3, WRITE, blocking::bzpopmin, (1, -2, 1)),
+    spec!("bzpopmax", -3, WRITE, blocking::bzpopmax, (1, -2, 1)),
+    spec!("bzmpop", -5, WRITE, blocking::bzmpop, NO_KEYS),
     // sets
     spec!("sadd", -3, WRITE | DENY_OOM, sets::sadd, KEY),
     spec!("srem", -3, WRITE, sets::srem, KEY),

@@ -68,6 +68,7 @@ pub fn exec(ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
         ctx.store.log_command(&[&b"MULTI"[..]]);
     }
     let body_start = ctx.store.log.as_ref().map_or(0, Vec::len);
+    ctx.client.in_exec = true;
     for args in &queued {
         let spec = ctx
             .store
@@ -76,6 +77,7 @@ pub fn exec(ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
             .expect("queued commands were looked up");
         run(ctx.store, ctx.client, ctx.out, spec, args);
     }
+    ctx.client.in_exec = false;
     if let Some(log) = &mut ctx.store.log {
         if log.len() == body_start {
             log.truncate(log_start);

@@ -1,0 +1,86 @@
+//! Blocking commands in the embedded store (issue 14): first blocked, first served, per key;
+//! `CLIENT UNBLOCK`; timeouts; a blocked client that disconnects is forgotten.
+
+use std::time::{Duration, Instant};
+
+use crate::support::cluster;
+use crate::support::resp::{printable, state_socket, RespClient};
+
+fn state_cluster() -> crate::support::Cluster {
+    let cluster = cluster()
+        .args(&["--workers", "1", "--ready-delay", "100ms"])
+        .start();
+    cluster.wait_ready(1);
+    cluster
+}
+
+/// Waits until the store reports `count` blocked clients.
+fn wait_blocked(client: &mut RespClient, count: usize) {
+    crate::support::eventually(&format!("{count} blocked clients"), || {
+        client
+            .text("INFO clients")
+            .contains(&format!("blocked_clients:{count}\\r\\n"))
+            .then_some(())
+    });
+}
+
+#[test]
+fn blocked_clients_are_served_first_come_first_served_and_can_be_unblocked() {
+    let cluster = state_cluster();
+    let socket = state_socket(&cluster);
+    let mut control = RespClient::unix(&socket);
+    let mut first = RespClient::unix(&socket);
+    let mut second = RespClient::unix(&socket);
+    first.send(&[b"BLPOP", b"jobs", b"0"]);
+    wait_blocked(&mut control, 1);
+    second.send(&[b"BLPOP", b"other", b"jobs", b"0"]);
+    wait_blocked(&mut control, 2);
+    assert_eq!(control.text("RPUSH jobs one two"), ":2\\r\\n");
+    let reply = |client: &mut RespClient| printable(&client.read_reply().unwrap());
+    assert_eq!(
+        reply(&mut first),
+        "*2\\r\\n$4\\r\\njobs\\r\\n$3\\r\\none\\r\\n"
+    );
+    assert_eq!(
+        reply(&mut second),
+        "*2\\r\\n$4\\r\\njobs\\r\\n$3\\r\\ntwo\\r\\n"
+    );
+    wait_blocked(&mut control, 0);
+    assert_eq!(control.text("EXISTS jobs"), ":0\\r\\n");
+
+    // CLIENT UNBLOCK: as a timeout, or with an error; a request pipelined behind the blocked
+    // command runs after it.
+    let id = first.text("CLIENT ID");
+    let id = id
+        .trim_start_matches(':')
+        .trim_end_matches("\\r\\n")
+        .to_string();
+    first.send(&[b"BZPOPMIN", b"board", b"0"]);
+    first.send(&[b"PING"]);
+    wait_blocked(&mut control, 1);
+    assert_eq!(control.text(&format!("CLIENT UNBLOCK {id}")), ":1\\r\\n");
+    assert_eq!(reply(&mut first), "*-1\\r\\n");
+    assert_eq!(reply(&mut first), "+PONG\\r\\n");
+    first.send(&[b"BLMOVE", b"a", b"b", b"LEFT", b"LEFT", b"0"]);
+    wait_blocked(&mut control, 1);
+    assert_eq!(
+        control.text(&format!("CLIENT UNBLOCK {id} ERROR")),
+        ":1\\r\\n"
+    );
+    assert_eq!(
+        reply(&mut first),
+        "-UNBLOCKED client unblocked via CLIENT UNBLOCK\\r\\n"
+    );
+    assert_eq!(control.text(&format!("CLIENT UNBLOCK {id}")), ":0\\r\\n");
+
+    // A timeout in seconds, as a double; a blocked client that disconnects is forgotten.
+    let started = Instant::now();
+    assert_eq!(first.text("BRPOP nothing 0.2"), "*-1\\r\\n");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    second.send(&[b"BLPOP", b"gone", b"0"]);
+    wait_blocked(&mut control, 1);
+    drop(second);
+    wait_blocked(&mut control, 0);
+    assert_eq!(control.text("RPUSH gone x"), ":1\\r\\n");
+    assert_eq!(control.text("LLEN gone"), ":1\\r\\n");
+}
