@@ -5,6 +5,7 @@ mod support;
 mod control;
 mod examples;
 mod failures;
+mod hostile;
 mod ipc;
 mod languages;
 mod library;

@@ -1,0 +1,96 @@
+//! Hostile input and exhausted resources (issue 10): no request, client or damaged file may take
+//! the primary down. Tests that could eat the machine when they regress run the primary under an
+//! address-space ceiling (`prlimit --as`), so a regression stops there instead.
+
+use std::process::Command;
+
+use crate::support::resp::{printable, state_socket, RedisServer, RespClient};
+use crate::support::{cluster, Cluster, RuntimeDir};
+
+fn state_cluster(args: &[&str]) -> Cluster {
+    let cluster = cluster()
+        .args(&["--workers", "1", "--ready-delay", "100ms"])
+        .args(args)
+        .start();
+    cluster.wait_ready(1);
+    cluster
+}
+
+/// A field of /proc/PID/status, in KiB (`VmRSS`, `VmSize`).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} for pid {pid}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Caps the address space of the running process `pid` at its current size plus `extra_mib`: a
+/// runaway allocation then fails (and the process aborts) at the ceiling.
+fn cap_address_space(pid: u32, extra_mib: u64) {
+    let ceiling = (status_kib(pid, "VmSize") + extra_mib * 1024) * 1024;
+    let status = Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--as={ceiling}:{ceiling}"),
+        ])
+        .status()
+        .expect("run prlimit (util-linux)");
+    assert!(status.success(), "prlimit --pid {pid} failed");
+}
+
+/// Issue 10: an inline command holding an unquoted NUL byte sent the store thread into an endless
+/// loop that pushed empty arguments, until the primary (and every worker with it) died of OOM.
+/// Now, as in Redis, a line holding a NUL never completes: the connection waits for more, and past
+/// 64 KiB gets Redis's "too big inline request" and is closed. Nobody else notices.
+#[test]
+fn a_nul_byte_in_an_inline_command_neither_hangs_nor_grows_the_primary() {
+    let dir = RuntimeDir::new();
+    let redis = RedisServer::start(&dir);
+    let cluster = state_cluster(&[]);
+    let socket = state_socket(&cluster);
+    let primary = cluster.pid();
+    cap_address_space(primary, 1024);
+    let rss_before = status_kib(primary, "VmRSS");
+    let mut bystander = RespClient::unix(&socket);
+    let payloads: [&[u8]; 4] = [b"\x00\r\n", b"GET a\x00b\r\n", b"\x00\n", b"*1\x00\r\n"];
+    for payload in payloads {
+        let mut ours = RespClient::unix(&socket);
+        let mut theirs = RespClient::unix(&redis.socket);
+        ours.send_raw(payload);
+        theirs.send_raw(payload);
+        // The incomplete line is bounded: past 64 KiB, the same error as redis-server's. (Before
+        // the fix, the store thread looped on the payload until the ceiling aborted the primary.)
+        let filler = vec![b'x'; 64 * 1024];
+        ours.send_raw(&filler);
+        theirs.send_raw(&filler);
+        let (got, expected) = (ours.read_reply(), theirs.read_reply());
+        assert_eq!(
+            got.as_deref().map(printable),
+            expected.as_deref().map(printable),
+            "after {}",
+            printable(payload)
+        );
+        // The store thread is free: another client is answered at once.
+        assert_eq!(
+            bystander.text("PING"),
+            "+PONG\\r\\n",
+            "after {}",
+            printable(payload)
+        );
+        assert!(ours.is_closed(), "still open after {}", printable(payload));
+    }
+    // Closed without a reply: nothing left behind.
+    for payload in payloads {
+        let mut client = RespClient::unix(&socket);
+        client.send_raw(payload);
+        drop(client);
+    }
+    assert_eq!(bystander.text("PING"), "+PONG\\r\\n");
+    let grown_mib = status_kib(primary, "VmRSS").saturating_sub(rss_before) / 1024;
+    assert!(grown_mib < 64, "the primary grew by {grown_mib} MiB");
+    assert_eq!(cluster.ready_pids(1).len(), 1);
+    assert!(crate::support::alive(primary));
+}
