@@ -94,3 +94,41 @@ fn a_nul_byte_in_an_inline_command_neither_hangs_nor_grows_the_primary() {
     assert_eq!(cluster.ready_pids(1).len(), 1);
     assert!(crate::support::alive(primary));
 }
+
+/// Issue 10: a `*-5` record in the middle of the state file was skipped silently (the parser
+/// skips empty requests from clients, as Redis does). In the file it is damage, as any other.
+#[test]
+fn a_record_that_no_store_writes_stops_the_start_with_its_offset() {
+    let dir = RuntimeDir::new();
+    let file = dir.path().join("state.aof");
+    let file_arg = file.display().to_string();
+    let set_a = b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n";
+    let set_b = b"*3\r\n$3\r\nSET\r\n$1\r\nb\r\n$1\r\n2\r\n";
+    let damages: [(&[u8], &str); 4] = [
+        (b"*-5\r\n", "invalid multibulk length"),
+        (b"*0\r\n", "invalid multibulk length"),
+        (b"\r\n", "expected '*', got '\\r'"),
+        (b"SET c 3\r\n", "expected '*', got 'S'"),
+    ];
+    for (damage, reason) in damages {
+        let mut contents = set_a.to_vec();
+        contents.extend_from_slice(damage);
+        contents.extend_from_slice(set_b);
+        std::fs::write(&file, &contents).unwrap();
+        let mut damaged = cluster()
+            .runtime_dir(&dir)
+            .args(&["--workers", "1", "--state-file", &file_arg])
+            .no_wait()
+            .start();
+        let status = damaged.wait_exit();
+        let log = damaged.log();
+        assert_eq!(status.code(), Some(2), "{log}");
+        let expected = format!(
+            "state file: {file_arg} is damaged at byte {}: {reason}; to start anyway",
+            set_a.len()
+        );
+        assert!(log.contains(&expected), "expected {expected:?} in:\n{log}");
+        // Nothing was changed: the file is as it was, for the user to decide.
+        assert_eq!(std::fs::read(&file).unwrap(), contents);
+    }
+}

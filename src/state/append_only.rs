@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::commands;
 use super::db::{Now, Value};
-use super::request::{RequestParser, MAX_BULK};
+use super::request::{ProtocolError, RequestParser, MAX_BULK};
 use super::store::{encode_command, Store};
 
 const FSYNC_EVERY: Duration = Duration::from_secs(1);
@@ -149,7 +149,7 @@ fn replay(path: &Path, contents: Vec<u8>, store: &mut Store) -> Result<Loaded, S
     store.db.loading = true;
     loop {
         let before = total - input.len() as u64;
-        let request = match parser.next(&mut input) {
+        let request = match bad_record(&input).map_or_else(|| parser.next(&mut input), Err) {
             Ok(Some(request)) => request.to_vec(),
             Ok(None) => break,
             Err(error) => {
@@ -193,6 +193,31 @@ fn replay(path: &Path, contents: Vec<u8>, store: &mut Store) -> Result<Loaded, S
     store.db.expire_due(Now(super::db::now_ms()), usize::MAX);
     store.db.expired.clear();
     Ok(loaded)
+}
+
+/// The file holds only what the store wrote: RESP arrays of one argument or more. What the
+/// parser skips or accepts from a client (an empty or negative `*N`, a blank or inline line) is
+/// damage in the file, as it is to Redis's loader. `None` also when the record is incomplete:
+/// the parser then finds it cut off.
+fn bad_record(input: &[u8]) -> Option<ProtocolError> {
+    /// Longer than any count line the store writes (`*` and a 64-bit count).
+    const COUNT_LINE: usize = 24;
+    if *input.first()? != b'*' {
+        return Some(ProtocolError(format!(
+            "expected '*', got '{}'",
+            input[0].escape_ascii()
+        )));
+    }
+    let head = &input[..input.len().min(COUNT_LINE)];
+    let count = match head.iter().position(|&byte| byte == b'\r') {
+        Some(end) => super::number::parse_i64(&input[1..end]),
+        None if head.len() < COUNT_LINE => return None,
+        None => None,
+    };
+    match count {
+        Some(count) if count >= 1 => None,
+        _ => Some(ProtocolError("invalid multibulk length".into())),
+    }
 }
 
 fn apply(
