@@ -2,10 +2,11 @@
 //! the primary down. Tests that could eat the machine when they regress run the primary under an
 //! address-space ceiling (`prlimit --as`), so a regression stops there instead.
 
+use std::io::{Read, Write};
 use std::process::Command;
 
-use crate::support::resp::{printable, state_socket, RedisServer, RespClient};
-use crate::support::{cluster, Cluster, RuntimeDir};
+use crate::support::resp::{encode, printable, state_socket, RedisServer, RespClient};
+use crate::support::{cluster, Cluster, RuntimeDir, DEADLINE};
 
 fn state_cluster(args: &[&str]) -> Cluster {
     let cluster = cluster()
@@ -131,4 +132,61 @@ fn a_record_that_no_store_writes_stops_the_start_with_its_offset() {
         // Nothing was changed: the file is as it was, for the user to decide.
         assert_eq!(std::fs::read(&file).unwrap(), contents);
     }
+}
+
+/// Issue 10: `PUBLISH` counted a subscriber whose mailbox had overflowed (it is being
+/// disconnected and gets nothing), so publishers believed a message was received when it was not.
+#[test]
+fn publish_counts_only_the_subscribers_that_got_the_message() {
+    let cluster = state_cluster(&[]);
+    let socket = state_socket(&cluster);
+    // One subscriber never reads after subscribing; the other reads everything.
+    let mut stalled = RespClient::unix(&socket);
+    stalled.send(&[b"SUBSCRIBE", b"news"]);
+    let confirmation = b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n";
+    assert_eq!(stalled.read_reply().unwrap(), confirmation);
+    let mut reading = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    reading.set_read_timeout(Some(DEADLINE)).unwrap();
+    reading
+        .write_all(&encode(&[b"SUBSCRIBE", b"news"]))
+        .unwrap();
+    let mut head = vec![0u8; confirmation.len()];
+    reading.read_exact(&mut head).unwrap();
+    assert_eq!(head, confirmation);
+    let frame_len = b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$1048576\r\n".len() + (1 << 20) + 2;
+    let reader = std::thread::spawn(move || {
+        let mut chunk = vec![0u8; 1 << 20];
+        let mut received = 0;
+        while received < 64 * frame_len {
+            match reading.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+        received / frame_len
+    });
+    let mut publisher = RespClient::unix(&socket);
+    let message = vec![b'm'; 1 << 20];
+    let mut counts = Vec::new();
+    // The stalled subscriber's mailbox holds 32 MiB: it overflows within about 32 messages (plus
+    // what its socket buffers took).
+    for _ in 0..64 {
+        publisher.send(&[b"PUBLISH", b"news", &message]);
+        let reply = printable(&publisher.read_reply().unwrap());
+        counts.push(reply);
+    }
+    let first_drop = counts
+        .iter()
+        .position(|count| count != ":2\\r\\n")
+        .unwrap_or_else(|| panic!("64 MiB published, still counted 2: {counts:?}"));
+    assert!(
+        (31..=48).contains(&first_drop),
+        "first dropped at message {first_drop}: {counts:?}"
+    );
+    assert!(
+        counts[first_drop..].iter().all(|count| count == ":1\\r\\n"),
+        "{counts:?}"
+    );
+    assert_eq!(reader.join().unwrap(), 64);
+    drop(stalled);
 }
