@@ -190,3 +190,92 @@ fn publish_counts_only_the_subscribers_that_got_the_message() {
     assert_eq!(reader.join().unwrap(), 64);
     drop(stalled);
 }
+
+/// Issue 10: with a 1024-fd limit, 1,100 idle store clients took every fd: the control socket
+/// went unanswered and a killed worker could not be restarted ("Too many open files"). Now the
+/// primary raises its soft limit to the hard one, and the store takes at most what leaves fds
+/// for supervision (1024 − 64 − 16 × 2 workers = 928); one more gets Redis's error and is closed.
+#[test]
+fn idle_store_clients_cannot_starve_supervision_of_file_descriptors() {
+    let cluster = cluster()
+        .under(&["prlimit", "--nofile=512:1024"])
+        .args(&["--workers", "2", "--name", "fds", "--ready-delay", "100ms"])
+        .start();
+    cluster.wait_ready(2);
+    let announcement = cluster.stderr.wait_for("state store on");
+    assert!(
+        announcement.contains("at most 928 clients, not 10000: the open-file limit is 1024"),
+        "{announcement}"
+    );
+    let socket = state_socket(&cluster);
+    let mut clients: Vec<RespClient> = (0..1100).map(|_| RespClient::unix(&socket)).collect();
+    let (mut served, mut refused) = (0, 0);
+    for (index, client) in clients.iter_mut().enumerate() {
+        client.send(&[b"PING"]);
+        let reply = client
+            .read_reply()
+            .unwrap_or_else(|| panic!("client {index}: closed without a reply"));
+        match printable(&reply).as_str() {
+            "+PONG\\r\\n" => served += 1,
+            "-ERR max number of clients reached\\r\\n" => {
+                assert!(client.is_closed(), "client {index} refused but left open");
+                refused += 1;
+            }
+            other => panic!("client {index}: {other}"),
+        }
+    }
+    assert_eq!((served, refused), (928, 172));
+    // Supervision still has its fds: the control socket answers, a killed worker comes back.
+    crate::support::eventually("the status counts 928 store clients", || {
+        let status = crate::support::status_json(&cluster, "fds");
+        (status["shared_state"]["clients"] == 928).then_some(())
+    });
+    let (_, victim) = cluster.wait_ready(2)[0];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let (_, replacement) = cluster.wait_ready(3)[2];
+    assert_ne!(replacement, victim);
+    // The served clients are all still there.
+    for client in clients.iter_mut().take(928) {
+        assert_eq!(client.text("PING"), "+PONG\\r\\n");
+    }
+}
+
+#[test]
+fn a_client_limit_that_cannot_work_is_refused_with_exit_code_2() {
+    let dir = RuntimeDir::new();
+    let toml = crate::support::write_file(
+        &dir,
+        "herdsman.toml",
+        "command = \"true\"\nstate-max-clients = 0\n",
+    );
+    let toml = toml.display().to_string();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--state-max-clients", "0", "--", "true"],
+            "`0` is not a number of clients (1 or more, e.g. 10000)",
+        ),
+        (
+            &["--state", "off", "--state-max-clients", "5", "--", "true"],
+            "--state-max-clients configures the embedded store, but --state is `off`",
+        ),
+        (
+            &["--config", &toml],
+            "`0` is not a number of clients (1 or more, e.g. 10000)",
+        ),
+    ];
+    for (args, message) in cases {
+        let mut all = vec!["run", "--port", "0"];
+        all.extend_from_slice(args);
+        let output = dir.herdsman(&all);
+        assert_eq!(output.code, Some(2), "{args:?}: {output:?}");
+        assert!(
+            output.stderr.contains(message),
+            "{args:?}: {}",
+            output.stderr
+        );
+    }
+}

@@ -242,6 +242,8 @@ pub struct ClusterBuilder {
     wait_listening: bool,
     /// A program built on `herdsman::Cluster`, run directly instead of `herdsman run`.
     program: Option<PathBuf>,
+    /// A command that execs `herdsman run …` (e.g. `prlimit --nofile=1024:1024`).
+    under: Vec<String>,
 }
 
 pub fn cluster() -> ClusterBuilder {
@@ -253,6 +255,7 @@ pub fn cluster() -> ClusterBuilder {
         command: vec![testserver_bin().display().to_string()],
         wait_listening: true,
         program: None,
+        under: Vec::new(),
     }
 }
 
@@ -291,6 +294,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Runs `herdsman run` through `command` (which must exec it: the primary's pid stays the
+    /// child's), e.g. `prlimit --nofile=1024:1024` to start it with a lower limit.
+    pub fn under(mut self, command: &[&str]) -> Self {
+        self.under = command.iter().map(|part| part.to_string()).collect();
+        self
+    }
+
     /// Do not wait for the `listening on` line (for clusters expected to fail before it).
     pub fn no_wait(mut self) -> Self {
         self.wait_listening = false;
@@ -307,7 +317,14 @@ impl ClusterBuilder {
                 command
             }
             None => {
-                let mut command = Command::new(herdsman_bin());
+                let mut command = match self.under.split_first() {
+                    Some((wrapper, args)) => {
+                        let mut command = Command::new(wrapper);
+                        command.args(args).arg(herdsman_bin());
+                        command
+                    }
+                    None => Command::new(herdsman_bin()),
+                };
                 command
                     .arg("run")
                     .args(["--host", "127.0.0.1", "--port", &port]);
