@@ -17,6 +17,7 @@
 //! - [`shim`]: the exec step between fork and the worker command (socket activation variables).
 //! - `runtime_dir`: the per-user private directory for the primary's sockets.
 //! - `sys`: the few raw syscalls, the only place with `unsafe`.
+//! - `fuzzing` (hidden): what the fuzz targets in `fuzz/` run, and its bounded proptest pass.
 
 #![deny(unsafe_code)]
 
@@ -24,6 +25,8 @@ pub mod balance;
 pub mod cluster;
 pub mod config;
 pub mod control;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ipc;
 pub mod primary;
 mod runtime_dir;

@@ -14,6 +14,7 @@
 //! - `db`: the keyspace: values, millisecond expiry, memory estimate, `SCAN`.
 //! - `append_only`: `--state-file`, the log of writes, replayed and compacted at start.
 //! - `glob`, `number`: Redis's patterns and Redis's number formats.
+//! - `fuzzing`: requests through parser and commands without a socket, for `crate::fuzzing`.
 //!
 //! The store runs on its own thread, one command at a time, like Redis: every command and every
 //! `MULTI`/`EXEC` is atomic without locks.
@@ -22,6 +23,7 @@ mod append_only;
 mod commands;
 mod connection;
 mod db;
+pub(crate) mod fuzzing;
 mod glob;
 mod number;
 mod reply;
