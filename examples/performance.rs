@@ -61,7 +61,11 @@ fn fibonacci(n: u64) -> u64 {
     }
 }
 
-async fn serve(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+/// Serves `/work` on herdsman's listener (in a worker) or tokio's (on its own).
+async fn serve<L>(listener: L) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
     let app = Router::new().route("/work", get(work));
     axum::serve(listener, app)
         .with_graceful_shutdown(herdsman::worker::shutdown())

@@ -19,7 +19,9 @@
 //! Behaviour switches (environment): `TESTSERVER_REUSEPORT=1` binds `$PORT` with SO_REUSEPORT
 //! (the no-herdsman baseline of the benchmark); `TESTSERVER_BIND_PORT=1` ignores the inherited
 //! socket and binds `$PORT` (an app that does not know socket activation);
-//! `TESTSERVER_CRASH_SLOT=N` exits at once in worker N; `TESTSERVER_NOTIFY=1` sends `READY=1` to
+//! `TESTSERVER_CRASH_SLOT=N` exits at once in worker N; `TESTSERVER_CRASH_IF=PATH` exits at once
+//! while the file PATH exists (a test turns a slot's restarts into a crash loop mid-run);
+//! `TESTSERVER_NOTIFY=1` sends `READY=1` to
 //! `$NOTIFY_SOCKET` once serving, after `TESTSERVER_NOTIFY_DELAY_MS`; `TESTSERVER_IGNORE_TERM=1`
 //! ignores SIGTERM.
 
@@ -53,6 +55,11 @@ fn main() {
     let worker = env_var("HERDSMAN_WORKER_ID");
     if !worker.is_empty() && env_var("TESTSERVER_CRASH_SLOT") == worker {
         eprintln!("testserver: worker {worker} crashing on purpose");
+        std::process::exit(1);
+    }
+    let crash_if = env_var("TESTSERVER_CRASH_IF");
+    if !crash_if.is_empty() && std::path::Path::new(&crash_if).exists() {
+        eprintln!("testserver: {crash_if} exists; crashing on purpose");
         std::process::exit(1);
     }
     let listener = match listener() {

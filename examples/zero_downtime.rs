@@ -10,9 +10,11 @@
 //! 1. the new worker starts and warms up (`WARM_UP_MS`, default 500) before it says it is
 //!    ready (`Cluster::manual_ready` + `Worker::ready`): no connection reaches it cold;
 //! 2. once it is ready, new connections go to it, and the old worker is asked to stop;
-//! 3. the old worker drains: for `DRAIN_MS` (default 1000) it keeps answering, with
-//!    `Connection: close` so that keep-alive clients move to a new connection, then it stops
-//!    accepting and finishes its in-flight requests.
+//! 3. the old worker drains: it stops accepting at once (`herdsman::worker::shutdown` resolves
+//!    once every connection it accepted has been read from, so none is closed unanswered), and
+//!    for `DRAIN_MS` (default 1000) it keeps answering its keep-alive clients, with
+//!    `Connection: close` so that they move to a new connection; then it finishes its
+//!    in-flight requests.
 //!
 //! The primary prints `worker N (pid P) serves generation G` as workers come up, and
 //! `all N workers on generation G` when a reload is complete.

@@ -23,8 +23,13 @@ install_missing() {
 install_missing node nodejs
 install_missing npm npm
 install_missing python3 python3
+# The README's Go server is built and run as written (tests/readme.rs).
+install_missing go golang-go
 # The control-socket test runs a client as `nobody`; the colour test needs a pseudo-terminal.
 install_missing setpriv util-linux
+# The pid-1 test runs herdsman under unshare and enters its namespace with nsenter.
+install_missing unshare util-linux
+install_missing nsenter util-linux
 install_missing script bsdutils
 # The shared-state tests compare the embedded store with a real redis-server.
 install_missing redis-server redis-server
@@ -38,6 +43,17 @@ if ! python3 -c 'import redis' 2>/dev/null; then
         python3 -m pip install --quiet redis
     fi
 fi
+# The README's Python lines run gunicorn and uvicorn (tests/readme.rs).
+for server in gunicorn:gunicorn uvicorn:python3-uvicorn; do
+    if ! command -v "${server%%:*}" >/dev/null 2>&1; then
+        echo "test.sh: installing ${server%%:*} (for the README's Python lines)" >&2
+        if [ "$(command -v python3)" = /usr/bin/python3 ]; then
+            install_package "${server#*:}"
+        else
+            python3 -m pip install --quiet "${server%%:*}"
+        fi
+    fi
+done
 if [ ! -d examples/node/node_modules ]; then
     (cd examples/node && npm ci --no-audit --no-fund --silent)
 fi

@@ -154,8 +154,9 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub balance: Option<BalanceArg>,
 
-    /// When a new worker counts as ready: `delay` = READY=1 on $NOTIFY_SOCKET or after
-    /// --ready-delay; `notify` = READY=1 only [default: delay]
+    /// When a new worker counts as ready: `delay` = its ready signal (READY=1 on
+    /// $NOTIFY_SOCKET; with --ipc, a `ready` frame or process.send('ready')) or after
+    /// --ready-delay; `notify` = its ready signal only [default: delay]
     #[arg(long, value_enum)]
     pub ready: Option<ReadyArg>,
 
@@ -175,7 +176,8 @@ pub struct RunArgs {
     #[arg(long, value_parser = config::parse_duration)]
     pub kill_timeout: Option<Duration>,
 
-    /// Name of the cluster, for `herdsman status NAME` [default: the command's file name]
+    /// Name of the cluster, for `herdsman status NAME` [default: the script's name for
+    /// node, python… (`node server.js` → `server`), else the command's file name]
     #[arg(long)]
     pub name: Option<String>,
 

@@ -123,17 +123,8 @@ impl ClusterEvent {
     }
 }
 
-/// The events of a cluster as a stream, for [`Cluster::primary`]: `recv` gives them in order
-/// and `None` once the cluster has stopped.
-#[derive(Debug)]
-pub struct ClusterEvents(mpsc::UnboundedReceiver<ClusterEvent>);
-
-impl ClusterEvents {
-    /// The next event; `None` after the last worker of a stopped cluster exited.
-    pub async fn recv(&mut self) -> Option<ClusterEvent> {
-        self.0.recv().await
-    }
-}
+mod events;
+pub use events::{ClusterEvents, UNREAD_MESSAGES, UNREAD_MESSAGE_BYTES};
 
 /// The primary, as event handlers see it: its workers, messages, reload, scale, stop.
 ///
@@ -354,6 +345,7 @@ impl Cluster {
         self
     }
 
+    /// How workers share the port (`$HERDSMAN_BALANCE`, `shared` or `reuseport`, overrides).
     pub fn balance(mut self, balance: Balance) -> Self {
         self.balance = balance;
         self
@@ -412,7 +404,9 @@ impl Cluster {
     /// Runs `task` in the primary, on the primary's runtime, with a [`Primary`] handle and the
     /// cluster's events as a stream: the async alternative to [`Cluster::on_event`] (both may
     /// be given; each sees every event). Events wait in the stream until read, so read them
-    /// (or drop the stream). The cluster keeps running when `task` returns; [`Primary::stop`]
+    /// (or drop the stream): `message` events beyond [`UNREAD_MESSAGES`] unread (or
+    /// [`UNREAD_MESSAGE_BYTES`]) are dropped and counted ([`ClusterEvents::dropped_messages`]);
+    /// lifecycle events are always kept. The cluster keeps running when `task` returns; [`Primary::stop`]
     /// stops it.
     ///
     /// ```no_run
@@ -487,12 +481,23 @@ impl Cluster {
             None => self.port.unwrap_or(8000),
         };
         let host = env_number("HOST").unwrap_or_else(|| self.host.clone());
+        let balance = match env_number("HERDSMAN_BALANCE").as_deref() {
+            None => self.balance,
+            Some("shared") => Balance::Shared,
+            Some("reuseport") => Balance::Reuseport,
+            Some(other) => {
+                eprintln!(
+                    "herdsman: error: $HERDSMAN_BALANCE is `{other}`; use `shared` or `reuseport`"
+                );
+                return ExitCode::from(primary::exit::USAGE);
+            }
+        };
         let settings = RunSettings {
             command,
             workers,
             host,
             port,
-            balance: self.balance,
+            balance,
             ready: ReadyMode::Notify,
             ready_delay: Duration::from_secs(1),
             ready_timeout: self.ready_timeout,
@@ -506,7 +511,12 @@ impl Cluster {
             ipc: IpcMode::On,
         };
         let config = match settings.validate() {
-            Ok(config) => config,
+            // The library's workers are ready by its own signal (taking the listener, or
+            // `worker.ready()`), not by `--ready notify`, which the CLI explains.
+            Ok(config) => crate::config::Config {
+                explain_ready_notify: false,
+                ..config
+            },
             Err(error) => {
                 eprintln!("herdsman: error: {error}");
                 return ExitCode::from(primary::exit::USAGE);
@@ -522,8 +532,8 @@ impl Cluster {
             };
             let (observer, mut events) = mpsc::unbounded_channel();
             let stream = task.map(|task| {
-                let (sender, receiver) = mpsc::unbounded_channel();
-                tokio::spawn(task(primary.clone(), ClusterEvents(receiver)));
+                let (sender, receiver) = events::stream();
+                tokio::spawn(task(primary.clone(), receiver));
                 sender
             });
             // One dispatcher, so that the callback and the stream see events in the same order.
@@ -533,7 +543,7 @@ impl Cluster {
                         handler(&primary, &event);
                     }
                     if let Some(stream) = &stream {
-                        let _ = stream.send(event);
+                        stream.send(event);
                     }
                 }
             });

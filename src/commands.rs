@@ -34,7 +34,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Restart { args, json } => {
             let (name, slot) = cli::name_and_value(&args);
             match slot.parse::<usize>() {
-                Ok(slot) => long_request(name, Request::Restart { slot }, json),
+                Ok(slot) => restart(name, slot, json),
                 Err(_) => Err(usage(format!("`{slot}` is not a slot number"))),
             }
         }
@@ -72,15 +72,7 @@ pub fn run(command: Command) -> ExitCode {
             slot,
             lines,
             json,
-        } => logs(
-            name.as_deref(),
-            Request::Logs {
-                slot,
-                lines,
-                follow,
-            },
-            json,
-        ),
+        } => logs(name.as_deref(), slot, lines, follow, json),
         Command::Run(_) | Command::ExecShim { .. } => unreachable!("handled in main"),
     };
     match result {
@@ -108,6 +100,8 @@ impl From<ClientError> for Failure {
     fn from(error: ClientError) -> Self {
         let code = match error {
             ClientError::BadReply(_) | ClientError::Io(_) => EXIT_FAILED,
+            // Not a cluster that is missing: a name that is.
+            ClientError::Ambiguous(_) => EXIT_USAGE,
             _ => EXIT_NOT_RUNNING,
         };
         Failure {
@@ -119,7 +113,7 @@ impl From<ClientError> for Failure {
 
 fn fetch_status(name: &str) -> Result<ClusterStatus, Failure> {
     let mut found = None;
-    let result = client::request(name, &Request::Status, |reply| {
+    let result = client::request(name, &Request::Status {}, |reply| {
         if let Reply::Status(status) = reply {
             found = Some(status.clone());
         }
@@ -258,6 +252,10 @@ fn long_request(name: Option<&str>, request: Request, json: bool) -> Result<Exit
 
 fn scale(name: Option<&str>, target: ScaleTarget, json: bool) -> Result<ExitCode, Failure> {
     let name = client::resolve(name)?;
+    // Refused here as a usage error, like `scale 0`; the primary refuses it too.
+    target
+        .resolve(fetch_status(&name)?.workers)
+        .map_err(usage)?;
     let result = client::request(&name, &Request::Scale { to: target }, |_| {})?;
     match result {
         Some((true, message)) => emit(&Reply::Progress { message }, json),
@@ -331,7 +329,7 @@ fn scale(name: Option<&str>, target: ScaleTarget, json: bool) -> Result<ExitCode
 fn stop(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
     let name = client::resolve(name)?;
     let pid = fetch_status(&name)?.pid;
-    client::request(&name, &Request::Stop, |reply| emit(reply, json))?;
+    client::request(&name, &Request::Stop {}, |reply| emit(reply, json))?;
     // The connection closes as the primary exits; wait until its process is gone too.
     let deadline = Instant::now() + STOP_WAIT;
     while process_alive(pid) {
@@ -364,8 +362,51 @@ fn process_alive(pid: u32) -> bool {
     })
 }
 
-fn logs(name: Option<&str>, request: Request, json: bool) -> Result<ExitCode, Failure> {
+/// `restart`: a slot the cluster does not have is a usage error, as for `logs --slot`.
+fn restart(name: Option<&str>, slot: usize, json: bool) -> Result<ExitCode, Failure> {
     let name = client::resolve(name)?;
+    check_slot(&fetch_status(&name)?, slot)?;
+    long_request(Some(&name), Request::Restart { slot }, json)
+}
+
+/// Refuses a slot that `status` does not have, naming the ones it has.
+fn check_slot(status: &ClusterStatus, slot: usize) -> Result<(), Failure> {
+    let highest = status
+        .slots
+        .iter()
+        .map(|row| row.slot)
+        .max()
+        .unwrap_or(0)
+        .max(status.workers);
+    if (1..=highest).contains(&slot) {
+        return Ok(());
+    }
+    let slots = match highest {
+        1 => "its only slot is 1".to_string(),
+        _ => format!("slots are 1 to {highest}"),
+    };
+    Err(usage(format!(
+        "cluster `{}` has no slot {slot}; {slots}",
+        status.name
+    )))
+}
+
+fn logs(
+    name: Option<&str>,
+    slot: Option<usize>,
+    lines: usize,
+    follow: bool,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let name = client::resolve(name)?;
+    if let Some(slot) = slot {
+        check_slot(&fetch_status(&name)?, slot)?;
+    }
+    let request = Request::Logs {
+        slot,
+        lines,
+        follow,
+    };
     let result = client::request(&name, &request, |reply| {
         if let Reply::Log(line) = reply {
             print_log_line(line, json);

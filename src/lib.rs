@@ -13,8 +13,10 @@
 //! - [`control`]: the control socket: protocol, the primary's server, the CLI's client.
 //! - [`state`]: the shared-state store, a Redis-protocol database embedded in the primary.
 //! - [`worker`]: the worker side of the library: [`Worker`] (slot, listener, readiness, shared
-//!   state) and the shutdown signal.
-//! - [`shim`]: the exec step between fork and the worker command (socket activation variables).
+//!   state), its [`worker::Listener`], and a graceful shutdown that serves every connection it
+//!   accepted.
+//! - [`shim`]: the exec step between fork and the worker command (socket activation variables),
+//!   and the worker's keeper, which makes sure nothing the worker starts outlives the primary.
 //! - `runtime_dir`: the per-user private directory for the primary's sockets.
 //! - `sys`: the few raw syscalls, the only place with `unsafe`.
 //! - `fuzzing` (hidden): what the fuzz targets in `fuzz/` run, and its bounded proptest pass.

@@ -38,5 +38,10 @@ fn run(args: RunArgs) -> ExitCode {
         let flags = flags.clone();
         Box::new(move || flags.load().map_err(|error| error.to_string())) as ConfigReader
     });
+    // Orphans among the cluster's processes come to the primary, which reaps them; `herdsman
+    // run` starts no other child whose exit status it could steal.
+    if let Err(error) = primary::adopt_orphans() {
+        eprintln!("herdsman: warning: cannot become a child subreaper: {error}");
+    }
     primary::run_to_exit(config, reread, |_| None)
 }

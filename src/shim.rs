@@ -6,6 +6,13 @@
 //! async-signal-safe, so the primary instead execs `herdsman __exec-shim -- COMMAND…`: this tiny
 //! single-threaded step moves the listening sockets to fds 3…, sets `LISTEN_FDS` and `LISTEN_PID`
 //! to its own pid, and execs COMMAND, which keeps that pid.
+//!
+//! Started by the primary, the shim is first the worker's *keeper* (see [`keeper`]): given a
+//! control socket ([`SHIM_CONTROL_FD_ENV`]), it starts the shim again as its child, which does
+//! the above, and stays as the worker's parent so that nothing the worker starts outlives the
+//! primary.
+
+mod keeper;
 
 use std::ffi::OsString;
 use std::io;
@@ -21,6 +28,9 @@ pub const SHIM_FDS_ENV: &str = "HERDSMAN_SHIM_FDS";
 /// How many of those fds are listening sockets (`LISTEN_FDS`); the rest (the IPC channel) are
 /// passed along without being announced as sockets to accept on. Default: all of them.
 pub const SHIM_LISTEN_COUNT_ENV: &str = "HERDSMAN_SHIM_LISTEN_COUNT";
+
+/// Names the fd of the keeper's control socket (see [`keeper`]); without it the shim only execs.
+pub const SHIM_CONTROL_FD_ENV: &str = "HERDSMAN_SHIM_CONTROL_FD";
 
 /// Exit code when the command was not found, as a shell reports it.
 pub const EXIT_NOT_FOUND: i32 = 127;
@@ -59,6 +69,13 @@ pub fn exec(command: &[OsString]) -> i32 {
             return EXIT_CANNOT_EXECUTE;
         }
     };
+    if let Some(control) = std::env::var_os(SHIM_CONTROL_FD_ENV) {
+        let Some(control) = control.to_str().and_then(|fd| fd.parse::<RawFd>().ok()) else {
+            eprintln!("herdsman: bad {SHIM_CONTROL_FD_ENV}: {control:?}");
+            return EXIT_CANNOT_EXECUTE;
+        };
+        return keeper::run(command, control, &fds);
+    }
     let mut exec = Command::new(program);
     let listen_count = std::env::var(SHIM_LISTEN_COUNT_ENV)
         .ok()

@@ -3,8 +3,10 @@
 //! Everything else in the crate is `unsafe`-free. Each `unsafe` block here says why it is sound.
 //! The functions fall in two groups:
 //!
-//! - [`arm_worker_child`]: runs in a forked child between `fork` and `exec`, so it may only make
+//! - [`arm_child`]: runs in a forked child between `fork` and `exec`, so it may only make
 //!   async-signal-safe calls (no allocation, no locks).
+//! - [`adopt_inherited_socket`], [`close_inherited`], [`die_by_signal`]: the worker keeper's
+//!   fd and exit handling (see `shim`).
 //! - [`move_fds_into_place`]: runs in the single-threaded exec shim, just before the final `exec`,
 //!   to put the inherited listening sockets at fds 3, 4, … as socket activation expects.
 //!
@@ -21,30 +23,39 @@ use std::process::Command;
 pub const LISTEN_FDS_START: RawFd = 3;
 
 /// Arms `command` so that the child it forks
-/// - dies with SIGKILL when the thread that spawned it exits (`PR_SET_PDEATHSIG`), and exits at
-///   once if the primary is already gone by the time the child runs;
-/// - keeps `inherit` open across `exec` (they are close-on-exec in the primary, so that no other
-///   child leaks them).
-///
-/// `primary_pid` is the pid of the spawning process, read before the fork.
-pub fn arm_worker_child(command: &mut Command, primary_pid: libc::pid_t, inherit: Vec<RawFd>) {
+/// - with `die_with_parent` (the pid of the spawning process, read before the fork): dies with
+///   SIGKILL when the thread that spawned it exits (`PR_SET_PDEATHSIG`), and exits at once if
+///   that process is already gone by the time the child runs;
+/// - keeps `inherit` open across `exec` (they are close-on-exec in the parent, so that no other
+///   child leaks them);
+/// - starts with no signal blocked (the keeper blocks the signals it reads from a signalfd, and
+///   a blocked mask survives `exec`).
+pub fn arm_child(command: &mut Command, die_with_parent: Option<libc::pid_t>, inherit: Vec<RawFd>) {
     let pre_exec = move || -> io::Result<()> {
-        // SAFETY: prctl, getppid, fcntl and _exit are async-signal-safe and touch only this
-        // process; `inherit` was allocated before the fork and is only read here.
+        // SAFETY: sigemptyset, sigprocmask, prctl, getppid, fcntl and _exit are
+        // async-signal-safe and touch only this process; `inherit` was allocated before the
+        // fork and is only read here.
         unsafe {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            // The primary may have died between fork and prctl; then nothing would kill us.
-            if libc::getppid() != primary_pid {
-                libc::_exit(1);
+            if let Some(parent) = die_with_parent {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent may have died between fork and prctl; then nothing would kill us.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
             }
             for &fd in &inherit {
                 let flags = libc::fcntl(fd, libc::F_GETFD);
@@ -59,6 +70,56 @@ pub fn arm_worker_child(command: &mut Command, primary_pid: libc::pid_t, inherit
     unsafe {
         command.pre_exec(pre_exec);
     }
+}
+
+/// Takes ownership of the inherited fd `fd` if it is a socket (close-on-exec from now on, so
+/// the keeper's worker does not inherit it); `None` when it is not open or not a socket.
+pub fn adopt_inherited_socket(fd: RawFd) -> Option<std::os::unix::net::UnixStream> {
+    use std::os::fd::FromRawFd;
+    if fd <= 2 {
+        return None;
+    }
+    // SAFETY: fstat on a number only reads metadata; it fails harmlessly if `fd` is not open.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut stat) } != 0 || stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return None;
+    }
+    // SAFETY: the primary passed `fd` to this process (the keeper) as its end of the control
+    // socket, it is a socket (checked above), and the keeper calls this once.
+    let socket = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    nix::fcntl::fcntl(
+        &socket,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .ok()?;
+    Some(socket)
+}
+
+/// Closes inherited fds this process passed on and no longer uses (the keeper's copies of the
+/// worker's sockets, so that the worker's exit closes them).
+pub fn close_inherited(fds: &[RawFd]) {
+    for &fd in fds {
+        if fd > 2 {
+            // SAFETY: `fd` was inherited for the worker, which has its own copy by now; nothing
+            // in this process wraps or uses it.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// Ends this process by `signal`, so that its parent sees the status its child had (the
+/// keeper mirrors its worker's end). No core dump: the worker dumped its own, if any.
+pub fn die_by_signal(signal: nix::sys::signal::Signal) -> ! {
+    use nix::sys::signal::{sigprocmask, SigHandler, SigSet, SigmaskHow};
+    let _ = nix::sys::prctl::set_dumpable(false);
+    // SAFETY: restoring the default disposition installs no handler code.
+    let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) };
+    let mut set = SigSet::empty();
+    set.add(signal);
+    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
+    let _ = nix::sys::signal::raise(signal);
+    // Only a signal whose default action is not to terminate gets here.
+    std::process::exit(128 + signal as i32)
 }
 
 /// Moves the fds `from` to `3, 4, …` (in order), inheritable, and closes the originals.
@@ -229,6 +290,21 @@ pub fn take_ipc_channel() -> io::Result<Option<std::os::unix::net::UnixStream>> 
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     )?;
     Ok(Some(channel))
+}
+
+/// The children of this process (of all its threads), from `/proc/self/task/*/children`;
+/// `None` when /proc cannot say (not mounted, or a kernel without `CONFIG_PROC_CHILDREN`).
+pub fn own_children() -> Option<Vec<libc::pid_t>> {
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    let mut children = Vec::new();
+    for task in tasks.flatten() {
+        let list = std::fs::read_to_string(task.path().join("children")).ok()?;
+        children.extend(
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse::<libc::pid_t>().ok()),
+        );
+    }
+    Some(children)
 }
 
 /// Raises the soft limit on open files to the hard limit, as Redis does at start (a primary

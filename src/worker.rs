@@ -6,9 +6,13 @@
 //! let listener = worker.listener()?;          // the cluster's shared socket (or $PORT alone)
 //! let mut state = worker.state().await.expect("shared state"); // Redis client, any URL
 //! worker.ready()?;                            // start receiving connections now
-//! herdsman::worker::shutdown().await;         // SIGTERM: drain and return
+//! herdsman::worker::shutdown().await;         // SIGTERM: stop accepting, settle, return
 //! # Ok(()) }
 //! ```
+//!
+//! [`shutdown`] is what to hand a server's graceful shutdown: it stops the [`Listener`] first
+//! and waits until every connection it accepted has been read from, so the server's own
+//! shutdown finishes them instead of closing them as idle (see `listener`).
 //!
 //! Everything here reads the environment herdsman gives every worker (see the README's "What
 //! every worker gets"); run on its own, a program gets slot 1 of 1 and binds `$PORT`.
@@ -22,6 +26,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::ipc::frame::Decoder;
+
+mod listener;
+
+pub use listener::{shutdown, stop_accepting, Connection, Listener, FIRST_READ_WAIT};
 
 /// This worker, as herdsman started it.
 #[derive(Debug, Clone)]
@@ -173,8 +181,9 @@ impl Worker {
 
     /// The listening socket: the cluster's (fd 3) under herdsman, else a new one on
     /// `0.0.0.0:$PORT` (default 8000). Takes the inherited socket; a second call binds anew.
-    /// Must be called inside a tokio runtime.
-    pub fn listener(&mut self) -> io::Result<tokio::net::TcpListener> {
+    /// It stops accepting when the worker is asked to stop ([`shutdown`]). Must be called
+    /// inside a tokio runtime.
+    pub fn listener(&mut self) -> io::Result<Listener> {
         let listener = match crate::sys::take_inherited_listener()? {
             Some(listener) => listener,
             None => {
@@ -183,7 +192,7 @@ impl Worker {
             }
         };
         listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let listener = Listener::new(tokio::net::TcpListener::from_std(listener)?)?;
         // The socket is listening: connections wait in its queue until the server accepts.
         if self.ready_on_listen {
             self.ready()?;
@@ -259,21 +268,4 @@ fn open_channel() -> Option<Channel> {
         lines,
         incoming: Mutex::new(Some(incoming)),
     })
-}
-
-/// Resolves when the worker is asked to stop: SIGTERM (herdsman's default `--stop-signal`) or
-/// SIGINT. Hand it to the server's graceful shutdown (`axum::serve(…).with_graceful_shutdown`).
-pub async fn shutdown() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut interrupt)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the default action (exit) applies; never resolve.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = interrupt.recv() => {}
-    }
 }

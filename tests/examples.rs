@@ -31,6 +31,13 @@ fn start_example(name: &str, workers: usize, env: &[(&str, &str)]) -> Cluster {
         format!("herdsman: listening on 127.0.0.1:{port} ({workers} workers, balance reuseport)")
     );
     cluster.wait_ready(workers);
+    // `--ready notify` is the CLI's to explain: a program's workers are ready by themselves.
+    assert_eq!(
+        cluster.stderr.count(|line| line.contains("--ready notify")),
+        0,
+        "{}",
+        cluster.log()
+    );
     cluster
 }
 

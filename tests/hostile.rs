@@ -198,7 +198,7 @@ fn publish_counts_only_the_subscribers_that_got_the_message() {
 #[test]
 fn idle_store_clients_cannot_starve_supervision_of_file_descriptors() {
     let cluster = cluster()
-        .under(&["prlimit", "--nofile=512:1024"])
+        .fd_limit(512, 1024)
         .args(&["--workers", "2", "--name", "fds", "--ready-delay", "100ms"])
         .start();
     cluster.wait_ready(2);

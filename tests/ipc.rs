@@ -137,3 +137,49 @@ fn frames_make_workers_ready_route_messages_and_bad_frames_cut_only_that_channel
         "sent to 1 worker"
     );
 }
+
+/// A Node worker written for PM2's `wait_ready`: it says `process.send('ready')` once it
+/// listens, and under `--ipc node --ready notify` nothing else can make it ready (issue 11).
+const PM2_READY_WORKER: &str = r#"
+const http = require('node:http');
+const server = http.createServer((request, response) => {
+  response.end(JSON.stringify({ pid: process.pid }));
+});
+server.listen({ fd: 3 }, () => process.send('ready'));
+process.on('SIGTERM', () => server.close(() => process.exit(0)));
+"#;
+
+#[test]
+fn pm2_process_send_ready_counts_as_ready_under_ipc_node() {
+    let mut cluster = cluster()
+        .args(&[
+            "--workers",
+            "2",
+            "--ready",
+            "notify",
+            "--ready-timeout",
+            "10s",
+            "--ipc",
+            "node",
+        ])
+        .command(&["node", "-e", PM2_READY_WORKER])
+        .start();
+    let ready = cluster.ready_pids(2);
+    cluster.stderr.wait_for("all 2 workers ready");
+    assert!(
+        cluster.started.elapsed() < std::time::Duration::from_secs(10),
+        "ready by the message, not by a timeout"
+    );
+    assert_eq!(
+        cluster
+            .stderr
+            .count(|line| line.contains("message: \"ready\"")),
+        0,
+        "a readiness signal, not a message: {}",
+        cluster.log()
+    );
+    let pid = cluster.get("/").unwrap().pid();
+    assert!(ready.contains(&pid), "{pid} in {ready:?}");
+    cluster.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(cluster.wait_exit().code(), Some(0), "{}", cluster.log());
+}

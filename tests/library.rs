@@ -86,6 +86,10 @@ fn one_program_is_primary_and_workers_with_events_in_order_and_messages_once() {
 fn a_crashed_worker_goes_straight_to_exit_and_is_replaced() {
     let cluster = basic("1");
     let first = cluster.ready_pids(1)[0];
+    // The greeting is written by the worker's IPC task; `exit(3)` would not wait for it.
+    cluster
+        .stdout
+        .wait_for(&format!("event message slot=1 pid={first} "));
     let _ = cluster.get("/crash");
     cluster.stdout.wait_for(&format!(
         "event exit slot=1 pid={first} code=Some(3) signal=None"

@@ -43,7 +43,11 @@ def make_server():
 
 
 server = make_server()
-# Graceful stop: serve_forever returns after the request in progress; then exit 0.
+# Graceful stop: serve_forever returns once it is told to, then server_close waits for the
+# requests in progress (their threads are not daemons, so they are joined, not cut); exit 0.
+# Each answer closes its connection (HTTP/1.0), so no keep-alive client is cut either.
+server.daemon_threads = False
 signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
 print(f"python {os.getpid()} serving", flush=True)
 server.serve_forever()
+server.server_close()

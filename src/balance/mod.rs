@@ -4,7 +4,9 @@
 //! slot, its two [`Side`]s, steered to the sockets of ready workers (see `reuseport`). A worker
 //! that replaces another (reload, restart) takes the other side of the slot, so that new
 //! connections can be steered to it while the old worker finishes the ones already in its own
-//! queue, and the old worker is stopped only once that queue is empty.
+//! queue, and the old worker is stopped only once that queue is empty. What waits on a socket
+//! whose worker died anyway is taken by the primary and relayed ([`Listeners::take_queued`],
+//! `primary::rescue`).
 //!
 //! The primary keeps every socket open until the cluster stops: a connection that waits in a
 //! listening socket's queue is reset by the kernel when the last fd of that socket closes, so a
@@ -17,7 +19,7 @@
 //! open file description, and each worker's runtime sets the mode it wants.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -34,6 +36,9 @@ const BACKLOG: i32 = 2048;
 pub struct Side(u8);
 
 impl Side {
+    /// Both sides of a slot.
+    pub const BOTH: [Side; 2] = [Side(0), Side(1)];
+
     /// The side the other worker of the slot uses.
     pub fn other(self) -> Side {
         Side(1 - self.0)
@@ -156,6 +161,11 @@ impl Listeners {
         Ok(())
     }
 
+    /// The sockets new connections go to (reuseport), as last steered; empty when unsteered.
+    pub fn steered_to(&self) -> &[(usize, Side)] {
+        &self.steered_to
+    }
+
     /// How many connections wait in the accept queue of one socket (reuseport); `None` with one
     /// shared socket, whose queue every worker serves.
     pub fn queued(&self, slot: usize, side: Side) -> Option<u32> {
@@ -165,6 +175,68 @@ impl Listeners {
         let fd = self.sockets.get(self.index(slot, side))?.as_raw_fd();
         // An error (which getsockopt on our own socket does not give) reads as "nothing queued".
         Some(crate::sys::listen_queue_length(fd).unwrap_or(0))
+    }
+
+    /// How many slots have sockets (reuseport: also those of slots removed by a scale-down,
+    /// whose sockets stay open); 1 with one shared socket.
+    pub fn slots(&self) -> usize {
+        match self.balance {
+            Balance::Shared => 1,
+            Balance::Reuseport => self.sockets.len() / 2,
+        }
+    }
+
+    /// Where the primary connects to reach a ready worker through the steering program: the
+    /// bound address, or loopback when bound to every address.
+    pub fn relay_address(&self) -> SocketAddr {
+        let mut address = self.address;
+        if address.ip().is_unspecified() {
+            address.set_ip(match address {
+                SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        address
+    }
+
+    /// Accepts up to `limit` connections waiting in the queue of one socket (reuseport), for
+    /// the primary to relay: only for a socket that no live worker holds, since the socket is
+    /// made non-blocking for the moment it takes (the mode belongs to the socket, shared with
+    /// every process that holds it), then given back its mode.
+    pub fn take_queued(
+        &self,
+        slot: usize,
+        side: Side,
+        limit: usize,
+    ) -> io::Result<Vec<std::net::TcpStream>> {
+        let Some(socket) = self.sockets.get(self.index(slot, side)) else {
+            return Ok(Vec::new());
+        };
+        if self.balance != Balance::Reuseport {
+            return Ok(Vec::new());
+        }
+        let was_nonblocking = socket.nonblocking()?;
+        socket.set_nonblocking(true)?;
+        let mut taken = Vec::new();
+        let result = loop {
+            if taken.len() >= limit {
+                break Ok(());
+            }
+            match socket.accept() {
+                Ok((connection, _)) => taken.push(std::net::TcpStream::from(connection)),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                // The client gave up before the accept (a reset): nothing to relay.
+                Err(error) if error.kind() == io::ErrorKind::ConnectionAborted => continue,
+                // Out of fds, say: relay what was taken, leave the rest queued.
+                Err(_) if !taken.is_empty() => break Ok(()),
+                Err(error) => break Err(error),
+            }
+        };
+        if !was_nonblocking {
+            socket.set_nonblocking(false)?;
+        }
+        result.map(|()| taken)
     }
 
     /// The socket a worker of `slot` (1-based) on `side` inherits as fd 3; `None` once closed.
@@ -272,6 +344,29 @@ mod tests {
         drop(clients);
         let shared = Listeners::bind("127.0.0.1:0".parse().unwrap(), Balance::Shared, 2).unwrap();
         assert_eq!(shared.queued(1, A), None);
+    }
+
+    #[test]
+    fn takes_what_waits_on_a_socket_and_gives_it_back_its_mode() {
+        let mut listeners =
+            Listeners::bind("0.0.0.0:0".parse().unwrap(), Balance::Reuseport, 2).unwrap();
+        let relay = listeners.relay_address();
+        assert_eq!(relay.ip(), Ipv4Addr::LOCALHOST);
+        assert_eq!(relay.port(), listeners.local_addr().port());
+        listeners.steer(&[(2, B)]).unwrap();
+        let clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(relay).unwrap())
+            .collect();
+        assert_eq!(listeners.queued(2, B), Some(3));
+        assert_eq!(listeners.take_queued(2, B, 2).unwrap().len(), 2);
+        assert_eq!(listeners.take_queued(2, B, 10).unwrap().len(), 1);
+        assert_eq!(listeners.take_queued(2, B, 10).unwrap().len(), 0);
+        assert_eq!(listeners.queued(2, B), Some(0));
+        let socket = &listeners.sockets[listeners.index(2, B)];
+        assert!(!socket.nonblocking().unwrap(), "blocking again");
+        assert_eq!(listeners.slots(), 2);
+        assert_eq!(listeners.steered_to(), [(2, B)]);
+        drop(clients);
     }
 
     #[test]

@@ -86,20 +86,85 @@ impl FileSettings {
     pub fn parse(text: &str) -> Result<FileSettings, String> {
         toml::from_str(text).map_err(|error| {
             let message = error.message().trim_end();
+            let message = suggest_key(message).unwrap_or_else(|| message.to_string());
             let Some(span) = error.span() else {
-                return message.to_string();
+                return message;
             };
-            let line_number = text[..span.start].matches('\n').count() + 1;
-            let line_start = text[..span.start].rfind('\n').map_or(0, |at| at + 1);
+            // A value that goes on over lines (an array) is blamed where it starts, not on the
+            // line where the parser gave up on it.
+            let (at, note) = match unclosed_bracket(&text[..span.start]) {
+                Some(open) if text[open..span.start].contains('\n') => (
+                    open,
+                    format!(
+                        " (the `[` here is not closed before line {})",
+                        line_of(text, span.start)
+                    ),
+                ),
+                _ => (span.start, String::new()),
+            };
+            let line_start = text[..at].rfind('\n').map_or(0, |at| at + 1);
             let line = text[line_start..].lines().next().unwrap_or("");
+            let line_number = line_of(text, at);
             match line.split_once('=') {
                 Some((key, _)) if !key.trim().starts_with('[') => {
-                    format!("line {line_number}, `{}`: {message}", key.trim())
+                    format!("line {line_number}, `{}`: {message}{note}", key.trim())
                 }
-                _ => format!("line {line_number}: {message}"),
+                _ => format!("line {line_number}: {message}{note}"),
             }
         })
     }
+}
+
+/// The line (from 1) that byte `at` of `text` is on.
+fn line_of(text: &str, at: usize) -> usize {
+    text[..at].matches('\n').count() + 1
+}
+
+/// Where the last `[` still open at the end of `text` is, outside strings and comments.
+fn unclosed_bracket(text: &str) -> Option<usize> {
+    let mut open = Vec::new();
+    let mut quote = None;
+    let mut comment = false;
+    for (at, c) in text.char_indices() {
+        match (quote, c) {
+            _ if comment => comment = c != '\n',
+            (Some(q), c) if c == q || c == '\n' => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '#') => comment = true,
+            (None, '[') => open.push(at),
+            (None, ']') => {
+                open.pop();
+            }
+            (None, _) => {}
+        }
+    }
+    open.pop()
+}
+
+/// serde's "unknown field `wrkers`, expected one of `command`, `workers`, …" as
+/// "unknown key; did you mean `workers`?", the nearest key spelled as in the README.
+fn suggest_key(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (unknown, rest) = rest.split_once('`')?;
+    let known: Vec<&str> = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|key| !key.contains('_'))
+        .collect();
+    let wanted = unknown.replace('_', "-").to_ascii_lowercase();
+    let nearest = known
+        .iter()
+        .map(|key| (strsim::damerau_levenshtein(&wanted, key), *key))
+        .min()
+        .filter(|(distance, key)| *distance <= 2.max(key.len() / 3));
+    Some(match nearest {
+        Some((_, key)) => format!("unknown key; did you mean `{key}`?"),
+        None => "unknown key; herdsman.toml takes the flags of `herdsman run` (see \
+                 `herdsman run --help`), spelled as flags (`ready-delay`), and an [env] table"
+            .to_string(),
+    })
 }
 
 fn command<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<OsString>>, D::Error> {
@@ -238,10 +303,36 @@ NODE_ENV = "production"
     #[test]
     fn errors_name_the_line_and_the_key() {
         let error = FileSettings::parse("port = 8000\nwrkers = 2\n").unwrap_err();
+        assert_eq!(
+            error,
+            "line 2, `wrkers`: unknown key; did you mean `workers`?"
+        );
+        let error = FileSettings::parse("ready_dealy = \"2s\"\n").unwrap_err();
+        assert_eq!(
+            error,
+            "line 1, `ready_dealy`: unknown key; did you mean `ready-delay`?"
+        );
+        let error = FileSettings::parse("[envv]\nA = \"1\"\n").unwrap_err();
         assert!(
-            error.starts_with("line 2, `wrkers`: unknown field `wrkers`, expected one of"),
+            error.ends_with("unknown key; did you mean `env`?"),
             "{error}"
         );
+        let error = FileSettings::parse("colour = true\n").unwrap_err();
+        assert!(
+            error.starts_with("line 1, `colour`: unknown key; herdsman.toml takes the flags"),
+            "{error}"
+        );
+        // An array left open on line 1 is blamed on line 1, where the `[` is.
+        let error =
+            FileSettings::parse("command = [\"node\", \"server.js\"\nport = 1\n").unwrap_err();
+        assert_eq!(
+            error,
+            "line 1, `command`: missing comma between array elements, expected `,` \
+             (the `[` here is not closed before line 2)"
+        );
+        // A `[` or `#` inside a string or a comment opens nothing.
+        let error = FileSettings::parse("name = \"[x\" # [\nworkers = max\n").unwrap_err();
+        assert!(error.starts_with("line 2, `workers`: "), "{error}");
         let error = FileSettings::parse("port = 1\nkill-timeout = \"soon\"").unwrap_err();
         assert!(
             error.starts_with("line 2, `kill-timeout`: `soon` is not a duration"),

@@ -3,13 +3,16 @@
 //! The CLI (`cli.rs`) parses flags and environment into [`RunFlags`], each value checked on its
 //! own and `None` where not given. [`RunFlags::load`] reads herdsman.toml when there is one
 //! (`file`), takes each setting from the flags, else the file, else the default, and checks them
-//! together, naming what is wrong and how to fix it.
+//! together, naming what is wrong and how to fix it; `name` derives a cluster's name from its
+//! command when none is given.
 
 mod file;
+mod name;
 
 use std::path::{Path, PathBuf};
 
 pub use file::FileSettings;
+use name::{name_from_command, valid_name};
 
 use std::ffi::OsString;
 use std::fmt;
@@ -153,6 +156,9 @@ pub struct Config {
     pub store: StoreOptions,
     /// Whether workers get an IPC channel (`--ipc`), and in which dialect.
     pub ipc: IpcMode,
+    /// Whether the log says what `--ready notify` waits for, and names a worker still silent
+    /// (`herdsman run`; a `Cluster` program's workers signal by themselves).
+    pub explain_ready_notify: bool,
 }
 
 /// A configuration that cannot run, with what to do about it.
@@ -308,7 +314,7 @@ impl RunSettings {
         let name = match self.name {
             Some(name) if valid_name(&name) => name,
             Some(name) => return Err(ConfigError::BadName(name)),
-            None => name_from_command(&self.command[0]),
+            None => name_from_command(&self.command),
         };
         if self.ready == ReadyMode::Delay && self.ready_timeout <= self.ready_delay {
             return Err(ConfigError::ReadyTimeoutTooShort {
@@ -333,6 +339,7 @@ impl RunSettings {
             state: self.state,
             store: self.store,
             ipc: self.ipc,
+            explain_ready_notify: true,
         })
     }
 
@@ -434,38 +441,6 @@ fn resolve_host(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| bad("it resolves to no address".into()))
 }
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
-
-/// `node` for `/usr/bin/node`, with anything a name may not hold replaced by `-`.
-fn name_from_command(program: &OsString) -> String {
-    let base = std::path::Path::new(program)
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let name: String = base
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(64)
-        .collect();
-    if name.is_empty() {
-        "herdsman".into()
-    } else {
-        name
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,15 +479,6 @@ mod tests {
         assert!(parse_duration("soon")
             .unwrap_err()
             .starts_with("`soon` is not a duration"));
-    }
-
-    #[test]
-    fn names() {
-        assert_eq!(name_from_command(&"/usr/bin/node".into()), "node");
-        assert_eq!(name_from_command(&"my app!".into()), "my-app-");
-        assert!(valid_name("api-server_2.v1"));
-        assert!(!valid_name("a/b"));
-        assert!(!valid_name(""));
     }
 
     fn settings() -> RunSettings {

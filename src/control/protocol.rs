@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Request {
-    Status,
+    /// Struct variants, even without fields: serde refuses unknown fields only in those.
+    Status {},
     Reload {
         #[serde(default = "one")]
         parallel: usize,
@@ -22,7 +23,7 @@ pub enum Request {
     Scale {
         to: ScaleTarget,
     },
-    Stop,
+    Stop {},
     /// Send `data` to a slot's worker (`to`: `"3"`) or to every worker (`"all"`) over the IPC
     /// channel (`--ipc`).
     Send {
@@ -57,16 +58,29 @@ pub enum ScaleTarget {
 }
 
 impl ScaleTarget {
-    /// The worker count this asks for, starting from `current`; at least 1.
-    pub fn resolve(self, current: usize) -> usize {
+    /// The worker count this asks for, starting from `current`; an error, saying what to do
+    /// instead, when that would leave no worker (as `scale 0` is refused).
+    pub fn resolve(self, current: usize) -> Result<usize, String> {
         match self {
-            ScaleTarget::To(count) => count,
-            ScaleTarget::Add(more) => current.saturating_add(more),
-            ScaleTarget::Remove(fewer) => current.saturating_sub(fewer),
+            ScaleTarget::To(0) => Err(NO_WORKER_LEFT.into()),
+            ScaleTarget::To(count) => Ok(count),
+            ScaleTarget::Add(more) => Ok(current.saturating_add(more)),
+            ScaleTarget::Remove(fewer) if fewer >= current => Err(format!(
+                "`scale -{fewer}` would leave no worker (the cluster has {current}); {}",
+                match current {
+                    1 => "a cluster needs at least 1: use `herdsman stop` to stop it".to_string(),
+                    _ => format!(
+                        "a cluster needs at least 1: `scale -{}` leaves 1, `herdsman stop` stops it",
+                        current - 1
+                    ),
+                }
+            )),
+            ScaleTarget::Remove(fewer) => Ok(current - fewer),
         }
-        .max(1)
     }
 }
+
+const NO_WORKER_LEFT: &str = "a cluster needs at least 1 worker; use `herdsman stop` to stop it";
 
 impl std::str::FromStr for ScaleTarget {
     type Err = String;
@@ -81,9 +95,7 @@ impl std::str::FromStr for ScaleTarget {
             Some(b'+') => Ok(ScaleTarget::Add(number(&text[1..])?)),
             Some(b'-') => Ok(ScaleTarget::Remove(number(&text[1..])?)),
             _ => match number(text)? {
-                0 => {
-                    Err("a cluster needs at least 1 worker; use `herdsman stop` to stop it".into())
-                }
+                0 => Err(NO_WORKER_LEFT.into()),
                 count => Ok(ScaleTarget::To(count)),
             },
         }
@@ -204,6 +216,27 @@ mod tests {
             }
         );
         assert!(serde_json::from_str::<Request>(r#"{"command":"explode"}"#).is_err());
+        assert_eq!(
+            serde_json::to_string(&Request::Status {}).unwrap(),
+            r#"{"command":"status"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"command":"stop"}"#).unwrap(),
+            Request::Stop {}
+        );
+        for (request, field) in [
+            (r#"{"command":"status","verbose":true}"#, "verbose"),
+            (r#"{"command":"stop","fast":true}"#, "fast"),
+            (r#"{"command":"reload","paralel":2}"#, "paralel"),
+        ] {
+            let error = serde_json::from_str::<Request>(request).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .starts_with(&format!("unknown field `{field}`")),
+                "{request}: {error}"
+            );
+        }
     }
 
     #[test]
@@ -219,7 +252,23 @@ mod tests {
             .parse::<ScaleTarget>()
             .unwrap_err()
             .contains("not a worker count"));
-        assert_eq!(ScaleTarget::Remove(5).resolve(3), 1);
-        assert_eq!(ScaleTarget::Add(2).resolve(3), 5);
+        assert_eq!(
+            ScaleTarget::Remove(5).resolve(2),
+            Err(
+                "`scale -5` would leave no worker (the cluster has 2); a cluster needs at \
+                 least 1: `scale -1` leaves 1, `herdsman stop` stops it"
+                    .into()
+            )
+        );
+        assert_eq!(
+            ScaleTarget::Remove(1).resolve(1),
+            Err(
+                "`scale -1` would leave no worker (the cluster has 1); a cluster needs at \
+                 least 1: use `herdsman stop` to stop it"
+                    .into()
+            )
+        );
+        assert_eq!(ScaleTarget::Remove(2).resolve(3), Ok(1));
+        assert_eq!(ScaleTarget::Add(2).resolve(3), Ok(5));
     }
 }

@@ -16,17 +16,26 @@ use std::time::Duration;
 use crate::ipc::frame::Target;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::protocol::{LogLine, Reply, Request};
-use crate::primary::{Intent, LogHub};
+use crate::primary::{Delivered, Intent, LogHub, INBOX_BYTES};
 use crate::runtime_dir;
 
-/// A request line longer than this is refused.
-const MAX_REQUEST: u64 = 64 * 1024;
+/// A request line longer than this (its `\n` included) is refused.
+pub const MAX_REQUEST: usize = 64 * 1024;
 /// A client must send its request within this time.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; `herdsman logs -f` holds one for as long as it follows.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Connections beyond [`MAX_CONNECTIONS`] that are told so at once; any more are closed unanswered.
+const MAX_REFUSALS: usize = 64;
+/// After its answer, how long a connection is read (and what it sends discarded) for the client
+/// to close it, and how much is read at most: closing a socket with unread data resets the
+/// connection, and the reset could destroy the answer on its way.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+const DRAIN_BYTES: usize = 16 * 1024 * 1024;
 /// How long to wait after a failed accept before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// With a default (derived) name, `NAME-2` … `NAME-N` are tried when NAME is taken.
@@ -130,10 +139,24 @@ impl ControlSocket {
         } = self;
         tokio::spawn(async move {
             let _owned = (file, lock);
+            let served = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+            let refused = Arc::new(Semaphore::new(MAX_REFUSALS));
             loop {
                 match listener.accept().await {
                     Ok((stream, _)) => {
-                        tokio::spawn(handle(stream, intents.clone(), hub.clone()));
+                        if let Ok(permit) = served.clone().try_acquire_owned() {
+                            let (intents, hub) = (intents.clone(), hub.clone());
+                            tokio::spawn(async move {
+                                serve_connection(stream, intents, hub).await;
+                                drop(permit);
+                            });
+                        } else if let Ok(permit) = refused.clone().try_acquire_owned() {
+                            tokio::spawn(async move {
+                                refuse_busy(stream).await;
+                                drop(permit);
+                            });
+                        }
+                        // Else the connection is closed unanswered: every slot is taken.
                     }
                     // Out of file descriptors, most likely: let some close before trying again.
                     Err(_) => tokio::time::sleep(ACCEPT_BACKOFF).await,
@@ -143,17 +166,102 @@ impl ControlSocket {
     }
 }
 
-async fn handle(stream: UnixStream, intents: mpsc::UnboundedSender<Intent>, hub: Arc<LogHub>) {
+type Reader = BufReader<tokio::net::unix::OwnedReadHalf>;
+
+/// Serves one connection, then reads what the client may still send until it closes (see
+/// [`DRAIN_TIMEOUT`]).
+async fn serve_connection(
+    stream: UnixStream,
+    intents: mpsc::UnboundedSender<Intent>,
+    hub: Arc<LogHub>,
+) {
     let peer = stream.peer_cred().map(|credentials| credentials.uid());
     let (reader, mut writer) = stream.into_split();
-    let mut client = Client {
+    let mut reader = BufReader::new(reader);
+    handle(peer, &mut reader, &mut writer, intents, hub).await;
+    drain(reader).await;
+}
+
+/// Tells a client that every connection is taken, and closes cleanly.
+async fn refuse_busy(stream: UnixStream) {
+    let (reader, mut writer) = stream.into_split();
+    let message = format!(
+        "busy: {MAX_CONNECTIONS} control connections are open, the most the primary serves at \
+         once (`herdsman logs -f` holds one each); close some and try again"
+    );
+    Client {
         writer: &mut writer,
-    };
+    }
+    .finish(false, message)
+    .await;
+    drain(BufReader::new(reader)).await;
+}
+
+/// Reads and discards what the client still sends, until it closes (or [`DRAIN_TIMEOUT`],
+/// [`DRAIN_BYTES`]).
+async fn drain(mut reader: Reader) {
+    let mut sink = vec![0u8; 16 * 1024];
+    let mut left = DRAIN_BYTES;
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while left > 0 {
+            match reader.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => left = left.saturating_sub(read),
+            }
+        }
+    })
+    .await;
+}
+
+/// How reading the request line went.
+enum Incoming {
+    Line(Vec<u8>),
+    /// More than one line arrived.
+    SeveralLines,
+    /// [`MAX_REQUEST`] bytes and no end of line.
+    TooLarge,
+    /// The client closed (or shut down its side) before the end of the line.
+    Incomplete,
+    Failed(io::Error),
+    TimedOut,
+}
+
+async fn read_request(reader: &mut Reader) -> Incoming {
+    let mut line = Vec::new();
+    let limited = (&mut *reader).take(MAX_REQUEST as u64);
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        let mut limited = limited;
+        limited.read_until(b'\n', &mut line).await
+    })
+    .await;
+    match read {
+        Err(_) => Incoming::TimedOut,
+        Ok(Err(error)) => Incoming::Failed(error),
+        Ok(Ok(_)) if line.ends_with(b"\n") => {
+            // What came with the line, in the same read; what comes later is discarded.
+            let rest = reader.buffer();
+            if rest.iter().all(u8::is_ascii_whitespace) {
+                Incoming::Line(line)
+            } else {
+                Incoming::SeveralLines
+            }
+        }
+        Ok(Ok(_)) if line.len() >= MAX_REQUEST => Incoming::TooLarge,
+        Ok(Ok(_)) => Incoming::Incomplete,
+    }
+}
+
+async fn handle(
+    peer: io::Result<u32>,
+    reader: &mut Reader,
+    writer: &mut tokio::net::unix::OwnedWriteHalf,
+    intents: mpsc::UnboundedSender<Intent>,
+    hub: Arc<LogHub>,
+) {
+    let mut client = Client { writer };
     // The request is read before anything is answered, even a refusal: closing a socket with
     // unread data resets the connection, and the reset could destroy the answer on its way.
-    let mut line = String::new();
-    let mut limited = BufReader::new(reader.take(MAX_REQUEST));
-    let read = tokio::time::timeout(REQUEST_TIMEOUT, limited.read_line(&mut line)).await;
+    let incoming = read_request(reader).await;
     let owner = nix::unistd::getuid().as_raw();
     let refusal = match peer {
         Ok(uid) if uid == owner || uid == 0 => None,
@@ -166,26 +274,37 @@ async fn handle(stream: UnixStream, intents: mpsc::UnboundedSender<Intent>, hub:
     if let Some(refusal) = refusal {
         return client.finish(false, refusal).await;
     }
-    let request = match read {
-        Ok(Ok(_)) if line.ends_with('\n') => serde_json::from_str::<Request>(&line),
-        Ok(Ok(_)) => {
-            return client
-                .finish(false, "bad request: no complete line".into())
-                .await
-        }
-        Ok(Err(error)) => return client.finish(false, format!("bad request: {error}")).await,
-        Err(_) => {
-            return client
-                .finish(false, "bad request: none arrived in time".into())
-                .await
-        }
+    let problem = match incoming {
+        Incoming::Line(line) => Ok(line),
+        Incoming::TooLarge => Err(format!(
+            "request too large: {MAX_REQUEST} bytes without an end of line; the limit is {} KiB \
+             per request, one JSON object on one line (send a long message in parts)",
+            MAX_REQUEST / 1024
+        )),
+        Incoming::SeveralLines => Err("bad request: more than one line; send one request per \
+             connection, as one JSON object on one line"
+            .into()),
+        Incoming::Incomplete => Err(
+            "bad request: the connection ended before the end of the line; end the request \
+             with a newline"
+                .into(),
+        ),
+        Incoming::Failed(error) => Err(format!("bad request: {error}")),
+        Incoming::TimedOut => Err(format!(
+            "bad request: none arrived within {}s",
+            REQUEST_TIMEOUT.as_secs()
+        )),
+    };
+    let request = match problem {
+        Ok(line) => serde_json::from_slice::<Request>(&line),
+        Err(message) => return client.finish(false, message).await,
     };
     let request = match request {
         Ok(request) => request,
         Err(error) => return client.finish(false, format!("bad request: {error}")).await,
     };
     match request {
-        Request::Status => {
+        Request::Status {} => {
             let (reply, status) = oneshot::channel();
             let _ = intents.send(Intent::Status(reply));
             match status.await {
@@ -246,7 +365,22 @@ async fn handle(stream: UnixStream, intents: mpsc::UnboundedSender<Intent>, hub:
                 reply,
             });
             match delivered.await {
-                Ok(0) => {
+                Ok(Delivered { queued: 0, dropped }) if dropped > 0 => {
+                    let which = if to != "all" {
+                        format!("worker {to}")
+                    } else if dropped == 1 {
+                        "1 worker".to_string()
+                    } else {
+                        format!("{dropped} workers")
+                    };
+                    let message = format!(
+                        "not sent: the IPC inbox of {which} is full ({} unread: not read \
+                         from), so the message was dropped",
+                        inbox_size()
+                    );
+                    client.finish(false, message).await
+                }
+                Ok(Delivered { queued: 0, .. }) => {
                     let message = if to == "all" {
                         "no worker has an IPC channel (start the cluster with --ipc or --ipc node)"
                             .to_string()
@@ -255,16 +389,23 @@ async fn handle(stream: UnixStream, intents: mpsc::UnboundedSender<Intent>, hub:
                     };
                     client.finish(false, message).await
                 }
-                Ok(count) => {
-                    let workers = if count == 1 { "worker" } else { "workers" };
+                Ok(Delivered { queued, dropped }) => {
+                    let workers = if queued == 1 { "worker" } else { "workers" };
+                    let dropped = match dropped {
+                        0 => String::new(),
+                        count => format!(
+                            "; dropped for {count} whose IPC inbox is full ({} unread)",
+                            inbox_size()
+                        ),
+                    };
                     client
-                        .finish(true, format!("sent to {count} {workers}"))
+                        .finish(true, format!("sent to {queued} {workers}{dropped}"))
                         .await
                 }
                 Err(_) => client.finish(false, "the primary is stopping".into()).await,
             }
         }
-        Request::Stop => {
+        Request::Stop {} => {
             let _ = intents.send(Intent::Stop { fast: false });
             // No result: the connection closes when the primary exits, which is what the
             // client waits for.
@@ -339,4 +480,8 @@ impl Client<'_> {
         self.finish(false, "the primary stopped before the request ended".into())
             .await;
     }
+}
+
+fn inbox_size() -> String {
+    format!("{} MiB", INBOX_BYTES / (1024 * 1024))
 }

@@ -100,6 +100,10 @@ pub enum FromWorker {
 /// Understands a value from a worker; `node` for Node's framing (every value is a message).
 pub fn from_worker(value: Value, node: bool) -> Result<FromWorker, FrameError> {
     if node {
+        // PM2's readiness (`process.send('ready')` with `wait_ready`): counted, as PM2 does.
+        if value.as_str() == Some("ready") {
+            return Ok(FromWorker::Ready);
+        }
         let internal = value
             .get("cmd")
             .and_then(Value::as_str)

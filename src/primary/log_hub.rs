@@ -13,8 +13,10 @@ use crate::control::protocol::LogLine;
 const RING_LINES: usize = 5000;
 /// …and how many bytes of line text, so that a chatty worker cannot grow the primary.
 const RING_BYTES: usize = 2 * 1024 * 1024;
-/// New lines a slow follower may fall behind by before it misses some.
-const FOLLOW_QUEUE: usize = 4096;
+/// New lines a slow follower may fall behind by before it misses some. One queue for every
+/// follower, which keeps its last lines even when nobody follows any more: 16 MiB at most, at
+/// 16 KiB a line.
+pub const FOLLOW_QUEUE: usize = 1024;
 
 /// One line as the hub keeps it: nothing is formatted until someone reads it.
 #[derive(Clone, Debug)]

@@ -4,15 +4,18 @@
 //! mid-line. Worker lines travel on a bounded channel: when the terminal or the log shipper reading
 //! herdsman falls behind, the readers stop reading the workers' pipes and the workers block on
 //! their own writes, as they would without herdsman, instead of herdsman buffering without end.
-//! The primary's own messages travel on an unbounded channel so that supervision never waits on
-//! log output.
+//! The primary's own messages travel on a channel of their own, bounded at [`PRIMARY_QUEUE`]
+//! lines, that supervision never waits on: when it is full, a message is dropped and counted, and
+//! once the writer has caught up it writes `N log lines dropped` in their place (also every
+//! [`DROP_REPORT_EVERY`] while it stays behind).
 //!
 //! The writer also hands every line to the [`LogHub`], for `herdsman logs`.
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -26,6 +29,10 @@ use crate::config::LogFormat;
 const MAX_LINE: usize = 16 * 1024;
 /// Worker lines waiting for the writer before readers pause.
 const LINE_QUEUE: usize = 1024;
+/// The primary's own lines waiting for the writer before new ones are dropped.
+pub const PRIMARY_QUEUE: usize = 4096;
+/// While the writer stays behind, how often it reports the lines dropped so far.
+const DROP_REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Lines written per batch, between flushes.
 const BATCH: usize = 256;
 /// How many of a worker's last stderr lines are kept for crash reports.
@@ -108,7 +115,9 @@ impl Record {
 /// Sends log lines to the writer task. Cheap to clone.
 #[derive(Clone)]
 pub struct Logger {
-    primary: mpsc::UnboundedSender<Record>,
+    primary: mpsc::Sender<Record>,
+    /// The primary's lines dropped since the writer last reported them.
+    dropped: Arc<AtomicU64>,
     workers: mpsc::Sender<Record>,
 }
 
@@ -119,18 +128,25 @@ pub struct LogWriter {
 
 /// Starts the writer task on the current runtime; it keeps recent lines in `hub`.
 pub fn start(format: LogFormat, hub: Arc<LogHub>) -> (Logger, LogWriter) {
-    let (primary_tx, primary_rx) = mpsc::unbounded_channel();
+    let (primary_tx, primary_rx) = mpsc::channel(PRIMARY_QUEUE);
     let (workers_tx, workers_rx) = mpsc::channel(LINE_QUEUE);
+    let dropped = Arc::new(AtomicU64::new(0));
     let formatter = Formatter {
         format,
         colour_stdout: wants_colour(std::io::stdout().is_terminal()),
         colour_stderr: wants_colour(std::io::stderr().is_terminal()),
         primary_pid: std::process::id(),
     };
-    let task = tokio::spawn(write_loop(formatter, primary_rx, workers_rx, hub));
+    let queues = Queues {
+        primary: primary_rx,
+        workers: workers_rx,
+        dropped: dropped.clone(),
+    };
+    let task = tokio::spawn(write_loop(formatter, queues, hub));
     (
         Logger {
             primary: primary_tx,
+            dropped,
             workers: workers_tx,
         },
         LogWriter { task },
@@ -168,8 +184,14 @@ impl Logger {
             level,
             line,
         };
-        // The writer only goes away when the primary shuts its logging down; nothing to do then.
-        let _ = self.primary.send(record);
+        match self.primary.try_send(record) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            // The writer only goes away when the primary shuts its logging down.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
     }
 
     /// Forwards `pipe` line by line until EOF, keeping the last lines in `tail` when given.
@@ -370,28 +392,65 @@ impl Formatter {
     }
 }
 
-async fn write_loop(
-    formatter: Formatter,
-    mut primary: mpsc::UnboundedReceiver<Record>,
-    mut workers: mpsc::Receiver<Record>,
-    hub: Arc<LogHub>,
-) {
+/// What the writer reads: the primary's lines, the workers' lines, and the count of the
+/// primary's lines dropped because their queue was full.
+struct Queues {
+    primary: mpsc::Receiver<Record>,
+    workers: mpsc::Receiver<Record>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Queues {
+    /// The line that stands for the primary's lines dropped since the last report, if any.
+    fn drop_report(&self) -> Option<Record> {
+        let count = self.dropped.swap(0, Ordering::Relaxed);
+        let lines = if count == 1 { "line" } else { "lines" };
+        (count > 0).then(|| Record::Primary {
+            time: SystemTime::now(),
+            level: Level::Warn,
+            line: format!(
+                "{count} log {lines} dropped: herdsman's output was not read fast enough, and \
+                 {PRIMARY_QUEUE} of its own lines were already waiting"
+            ),
+        })
+    }
+}
+
+async fn write_loop(formatter: Formatter, mut queues: Queues, hub: Arc<LogHub>) {
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
     let (mut out, mut err) = (String::new(), String::new());
     let (mut primary_open, mut workers_open) = (true, true);
+    let mut last_report = tokio::time::Instant::now();
     while primary_open || workers_open {
+        let dropping = queues.dropped.load(Ordering::Relaxed) > 0;
         let first = tokio::select! {
             biased;
-            record = primary.recv(), if primary_open => record.or_else(|| { primary_open = false; None }),
-            record = workers.recv(), if workers_open => record.or_else(|| { workers_open = false; None }),
+            record = queues.primary.recv(), if primary_open => record.or_else(|| { primary_open = false; None }),
+            record = queues.workers.recv(), if workers_open => record.or_else(|| { workers_open = false; None }),
+            // Lines were dropped and nothing else comes: the writer has caught up.
+            () = tokio::time::sleep(DROP_REPORT_EVERY), if dropping => queues.drop_report(),
         };
         let Some(first) = first else { continue };
         let mut batch = vec![first];
+        let mut caught_up = false;
         while batch.len() < BATCH {
-            match primary.try_recv().or_else(|_| workers.try_recv()) {
+            match queues
+                .primary
+                .try_recv()
+                .or_else(|_| queues.workers.try_recv())
+            {
                 Ok(record) => batch.push(record),
-                Err(_) => break,
+                Err(_) => {
+                    caught_up = true;
+                    break;
+                }
+            }
+        }
+        if caught_up || last_report.elapsed() >= DROP_REPORT_EVERY {
+            if let Some(report) = queues.drop_report() {
+                batch.push(report);
+                last_report = tokio::time::Instant::now();
             }
         }
         for record in batch {
@@ -413,6 +472,12 @@ async fn write_loop(
             let _ = stderr.flush().await;
             err.clear();
         }
+    }
+    // Lines dropped just before the end are reported too.
+    if let Some(report) = queues.drop_report() {
+        formatter.format(&report, &mut err);
+        let _ = stderr.write_all(err.as_bytes()).await;
+        let _ = stderr.flush().await;
     }
 }
 

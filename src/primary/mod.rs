@@ -6,6 +6,7 @@
 //! - `supervisor`: the one task that owns every slot and worker: start, readiness, stop, and the
 //!   event loop that the other modules' `impl Supervisor` blocks serve.
 //! - `steering`: where new connections go, and retiring a worker without failing one.
+//! - `rescue`: connections queued on a socket no worker holds, relayed to ready workers.
 //! - `failure`: crash restarts and start-up failure.
 //! - `reload`: rolling reloads and single-slot restarts, new worker before old.
 //! - `scale`: adding and retiring slots at run time.
@@ -15,7 +16,9 @@
 //! - `restart`: when a crashed worker comes back (backoff), and how a worker ended.
 //! - `ipc`: each worker's IPC channel: frames in, messages routed, `herdsman send`.
 //! - `notify`: sd_notify, from workers and to the primary's own service manager.
-//! - `spawn`: the thread every worker is forked from (for `PR_SET_PDEATHSIG`).
+//! - `ready_hint`: under `--ready notify`, what the primary waits for, and a hint for a worker
+//!   that stays silent.
+//! - `spawn`: the thread every worker's keeper is forked from, and the reaper of orphans.
 //! - `logs`: the primary's messages and the workers' output, line by line.
 //! - `log_hub`: the ring of recent lines and the followers of new ones (`herdsman logs`).
 //! - `signals`: operating-system signals mapped to intents.
@@ -29,8 +32,10 @@ mod log_hub;
 mod logs;
 mod notify;
 mod process;
+mod ready_hint;
 mod reload;
 mod report;
+mod rescue;
 mod restart;
 mod scale;
 mod signals;
@@ -50,10 +55,12 @@ use crate::control::protocol::{ClusterStatus, Reply, ScaleTarget};
 use crate::control::server::{ControlError, ControlSocket};
 use crate::runtime_dir::PrimaryDir;
 use crate::state::{StateError, StateMode, StateStore};
+pub use ipc::{Delivered, INBOX_BYTES};
 pub use log_hub::LogHub;
 use notify::Notice;
 use restart::ExitReason;
 pub use signals::forward_signals;
+pub use spawn::adopt_orphans;
 use spawn::Spawner;
 use supervisor::Supervisor;
 
@@ -77,6 +84,10 @@ pub enum Event {
     ReadyTimeout {
         uid: u64,
     },
+    /// Time to name a worker still silent under `--ready notify`.
+    ReadyHint {
+        uid: u64,
+    },
     KillDeadline {
         uid: u64,
     },
@@ -87,6 +98,8 @@ pub enum Event {
     RetireCheck {
         uid: u64,
     },
+    /// Time to look for connections queued on sockets no worker holds (see `rescue`).
+    RescueSweep,
     /// A frame on a worker's IPC channel.
     Ipc {
         uid: u64,
@@ -124,11 +137,12 @@ pub enum Intent {
         reply: Option<oneshot::Sender<Result<String, String>>>,
     },
     Status(oneshot::Sender<ClusterStatus>),
-    /// Send a message to workers over their IPC channels; the reply is how many got it.
+    /// Send a message to workers over their IPC channels; the reply is how many got it, and
+    /// how many had it dropped (their inbox full).
     Send {
         to: crate::ipc::frame::Target,
         data: serde_json::Value,
-        reply: oneshot::Sender<usize>,
+        reply: oneshot::Sender<ipc::Delivered>,
     },
     /// Act on one worker: the one with `pid` in `slot`, or the slot's serving worker (the
     /// library's `WorkerHandle`).

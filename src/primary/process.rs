@@ -1,9 +1,15 @@
 //! One worker process, as the primary sees it: how it is started, watched and signalled.
 //!
+//! A worker is started under its *keeper* (`herdsman __exec-shim` with a control socket, see
+//! `crate::shim`): the primary's child is the keeper, the worker is the keeper's child. The keeper
+//! kills everything the worker started when the worker exits or the primary dies (however it
+//! dies), and ends as its worker ended, so the keeper's exit status is the worker's.
+//!
 //! Each worker runs in its own process group (so the terminal's Ctrl-C reaches only the primary)
 //! and is signalled as a group, so helpers it started (`sh -c`, `npm start`) stop with it. A
-//! watch task owns the child: it is the only one that signals or reaps it, so a signal can never
-//! reach a pid that was reaped and reused.
+//! watch task owns the keeper: it is the only one that signals (through the keeper's control
+//! socket) or reaps it, and the keeper is the only one that signals or reaps the worker, so a
+//! signal can never reach a pid that was reaped and reused.
 
 use std::ffi::OsString;
 use std::io;
@@ -14,8 +20,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
 use tokio::process::Child;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -29,12 +36,19 @@ use super::spawn::Spawner;
 use super::Event;
 use crate::balance::Side;
 use crate::ipc::{self, IpcMode};
-use crate::shim::{SHIM_ARG, SHIM_FDS_ENV, SHIM_LISTEN_COUNT_ENV};
+use crate::shim::{SHIM_ARG, SHIM_CONTROL_FD_ENV, SHIM_FDS_ENV, SHIM_LISTEN_COUNT_ENV};
 use crate::sys;
 
-/// How long the watch task waits for a dead worker's output to drain, for the crash report.
+/// How long the watch task waits for a dead worker's output (for the crash report) and its last
+/// IPC frames (reported before its exit) to drain.
 /// Bounded because a process the worker left behind could hold the pipes open.
 const OUTPUT_DRAIN: Duration = Duration::from_millis(250);
+
+/// How long the primary waits for a keeper to report its worker's pid (it forks at once).
+const PID_REPORT: Duration = Duration::from_secs(5);
+
+/// How long a keeper asked to SIGKILL its worker may take to end before it is killed itself.
+const KEEPER_GRACE: Duration = Duration::from_secs(2);
 
 /// Where a worker is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,7 +157,10 @@ impl Worker {
             mode => Some(Channel::open(launch.uid, mode, events.clone())?),
         };
         let mut inherited = vec![launch.listen_fd];
-        inherited.extend(channel.as_ref().map(|(_, theirs)| theirs.as_raw_fd()));
+        inherited.extend(channel.as_ref().map(|(_, theirs, _)| theirs.as_raw_fd()));
+        // Only the primary holds `keeper_control` (close-on-exec): the keeper reads end of file
+        // on its end when the primary is gone.
+        let (keeper_control, keeper_end) = std::os::unix::net::UnixStream::pair()?;
         let shim_fds = inherited
             .iter()
             .map(|fd| fd.to_string())
@@ -160,6 +177,7 @@ impl Worker {
             .env_remove("LISTEN_FDS")
             .env_remove("LISTEN_PID")
             .env(SHIM_FDS_ENV, shim_fds)
+            .env(SHIM_CONTROL_FD_ENV, keeper_end.as_raw_fd().to_string())
             .env(SHIM_LISTEN_COUNT_ENV, "1")
             .env("LISTEN_FDNAMES", "herdsman")
             .env("PORT", launch.port.to_string())
@@ -189,17 +207,31 @@ impl Worker {
                     .env("NODE_CHANNEL_SERIALIZATION_MODE", "json");
             }
         }
-        sys::arm_worker_child(&mut command, nix::unistd::getpid().as_raw(), inherited);
+        inherited.push(keeper_end.as_raw_fd());
+        // No PR_SET_PDEATHSIG for the keeper: it must outlive the primary long enough to kill
+        // the worker's whole tree; it learns of the primary's death from its control socket.
+        sys::arm_child(&mut command, None, inherited);
         let spawned = spawner.spawn(command).await;
-        // The worker has its copy of its end of the channel (or failed to start); ours goes.
-        let ipc = channel.map(|(channel, _theirs)| channel);
+        // The keeper has its copies of its ends (or failed to start); ours go.
+        drop(keeper_end);
+        let (ipc, ipc_reader) = match channel {
+            Some((channel, _theirs, reader)) => (Some(channel), Some(reader)),
+            None => (None, None),
+        };
         let mut child = spawned?;
-        let pid = child
+        let keeper_pid = child
             .id()
             .ok_or_else(|| io::Error::other("the worker exited at once"))?;
+        keeper_control.set_nonblocking(true)?;
+        let mut control = tokio::io::BufReader::new(UnixStream::from_std(keeper_control)?);
+        // A keeper that fails before forking says why on stderr and exits: its exit is then
+        // the worker's, reported under the keeper's pid.
+        let pid = worker_pid(&mut control).await.unwrap_or(keeper_pid);
+        let control = control.into_inner();
 
         let tail = Tail::default();
         let outputs = [
+            ipc_reader,
             child
                 .stdout
                 .take()
@@ -209,9 +241,11 @@ impl Worker {
             }),
         ];
         let (signals, signal_rx) = mpsc::unbounded_channel();
-        tokio::spawn(watch(
-            child, launch.uid, pid, signal_rx, outputs, tail, events,
-        ));
+        let started = spawner.started();
+        tokio::spawn(async move {
+            watch(child, control, launch.uid, signal_rx, outputs, tail, events).await;
+            started.forget(keeper_pid);
+        });
         Ok(Worker {
             uid: launch.uid,
             slot: launch.slot,
@@ -241,26 +275,54 @@ impl Worker {
     }
 }
 
+/// The worker's pid, as its keeper reports it (`PID\n`); `None` if the keeper ended first.
+async fn worker_pid(control: &mut tokio::io::BufReader<UnixStream>) -> Option<u32> {
+    let mut line = String::new();
+    match tokio::time::timeout(PID_REPORT, control.read_line(&mut line)).await {
+        Ok(Ok(_)) => line.trim().parse().ok(),
+        _ => None,
+    }
+}
+
 async fn watch(
     mut child: Child,
+    mut control: UnixStream,
     uid: u64,
-    pid: u32,
     mut signals: mpsc::UnboundedReceiver<Signal>,
-    outputs: [Option<JoinHandle<()>>; 2],
+    outputs: [Option<JoinHandle<()>>; 3],
     tail: Tail,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    let group = Pid::from_raw(pid as i32);
+    // Set once a SIGKILL was asked for: the keeper itself is killed if it has not ended by then.
+    let mut keeper_deadline: Option<Instant> = None;
     let status = loop {
+        let overdue = async {
+            match keeper_deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             status = child.wait() => break status,
             Some(signal) = signals.recv() => {
-                let _ = killpg(group, signal);
+                // One byte, the signal's number; the keeper sends it to the worker's group.
+                // A keeper already gone has nothing left to signal.
+                let byte = [signal as i32 as u8];
+                let _ = tokio::time::timeout(KEEPER_GRACE, control.write_all(&byte)).await;
+                if signal == Signal::SIGKILL && keeper_deadline.is_none() {
+                    keeper_deadline = Some(Instant::now() + KEEPER_GRACE);
+                }
+            }
+            () = overdue => {
+                // A keeper that does not act on SIGKILL (stopped, stuck): the kernel's
+                // PR_SET_PDEATHSIG then kills its worker.
+                let _ = child.start_kill();
+                keeper_deadline = None;
             }
         }
     };
-    // The worker is gone; whatever it left in its process group goes with it (no orphans).
-    let _ = killpg(group, Signal::SIGKILL);
+    // The keeper ends only once the worker and everything it started are gone (no orphans).
+    drop(control);
     let drained = async {
         for output in outputs.into_iter().flatten() {
             let _ = output.await;

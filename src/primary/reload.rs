@@ -384,34 +384,44 @@ impl Supervisor {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
+        // Settings are named as herdsman.toml spells them; `[env]` values may be secrets, so
+        // only the names of the variables that changed are shown.
         change("command", shown(&old.command), shown(&new.command));
-        change("env", format!("{:?}", old.env), format!("{:?}", new.env));
+        changes.extend(env_changes(&old.env, &new.env));
+        let mut change = |name: &str, before: String, after: String| {
+            if before != after {
+                changes.push(format!("{name}: {before} → {after}"));
+            }
+        };
         change("workers", old.workers.to_string(), new.workers.to_string());
-        change(
-            "ready",
-            format!("{:?}", old.ready),
-            format!("{:?}", new.ready),
-        );
+        let ready = |mode| match mode {
+            crate::config::ReadyMode::Delay => "delay".to_string(),
+            crate::config::ReadyMode::Notify => "notify".to_string(),
+        };
+        change("ready", ready(old.ready), ready(new.ready));
         let duration = |value| humantime::format_duration(value).to_string();
         change(
-            "ready_delay",
+            "ready-delay",
             duration(old.ready_delay),
             duration(new.ready_delay),
         );
         change(
-            "ready_timeout",
+            "ready-timeout",
             duration(old.ready_timeout),
             duration(new.ready_timeout),
         );
         change(
-            "kill_timeout",
+            "kill-timeout",
             duration(old.kill_timeout),
             duration(new.kill_timeout),
         );
+        let signal = |signal: nix::sys::signal::Signal| {
+            signal.as_str().trim_start_matches("SIG").to_string()
+        };
         change(
-            "stop_signal",
-            old.stop_signal.to_string(),
-            new.stop_signal.to_string(),
+            "stop-signal",
+            signal(old.stop_signal),
+            signal(new.stop_signal),
         );
         let mut needs_restart = |name: &str, differs: bool| {
             if differs {
@@ -425,7 +435,7 @@ impl Supervisor {
             old.address != new.address && new.address.port() != 0,
         );
         needs_restart("balance", old.balance != new.balance);
-        needs_restart("log_format", old.log_format != new.log_format);
+        needs_restart("log-format", old.log_format != new.log_format);
         needs_restart("name", new.name_is_explicit && new.name != old.name);
         needs_restart("state", old.state != new.state || old.store != new.store);
         needs_restart("ipc", old.ipc != new.ipc);
@@ -442,6 +452,29 @@ impl Supervisor {
         };
         (Applied { workers, changes }, ignored)
     }
+}
+
+/// `[env] NAME added`, `… changed`, `… removed`: the names only, never the values.
+fn env_changes(old: &[(String, String)], new: &[(String, String)]) -> Vec<String> {
+    let value = |env: &[(String, String)], name: &str| {
+        env.iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    let mut changes = Vec::new();
+    for (name, after) in new {
+        match value(old, name) {
+            None => changes.push(format!("[env] {name} added")),
+            Some(before) if &before != after => changes.push(format!("[env] {name} changed")),
+            Some(_) => {}
+        }
+    }
+    for (name, _) in old {
+        if value(new, name).is_none() {
+            changes.push(format!("[env] {name} removed"));
+        }
+    }
+    changes
 }
 
 /// What a re-read configuration changed.

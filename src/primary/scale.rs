@@ -12,7 +12,8 @@ use crate::config::MAX_WORKERS;
 use crate::control::protocol::ScaleTarget;
 
 impl Supervisor {
-    /// Changes the worker count; says what it did, or why it did not.
+    /// Changes the worker count; says what it did (logged here), or why it did not (logged by
+    /// the caller where no client hears it).
     pub async fn scale(&mut self, target: ScaleTarget) -> Result<String, String> {
         if self.phase == Phase::Stopping {
             return Err("the cluster is stopping".into());
@@ -21,12 +22,14 @@ impl Supervisor {
             return Err("a reload is in progress; scale when it ends".into());
         }
         let from = self.config.workers;
-        let to = target.resolve(from);
+        let to = target.resolve(from)?;
         if to > MAX_WORKERS {
             return Err(format!("at most {MAX_WORKERS} workers are supported"));
         }
         if to == from {
-            return Ok(format!("already at {}", workers(from)));
+            let message = format!("already at {}", workers(from));
+            self.logger.info(&message);
+            return Ok(message);
         }
         if to > from {
             self.listeners

@@ -25,7 +25,9 @@ const RETIRE_MAX_WAIT: Duration = Duration::from_secs(5);
 
 impl Supervisor {
     /// Where new connections should go (reuseport): the sockets of serving workers; while none
-    /// is ready, the sockets of starting ones; while none runs, each slot's current side.
+    /// is ready, the sockets of starting ones (a replacement only once the worker it replaces
+    /// is gone or stopping: killed while its replacement starts, say); while none runs, each
+    /// slot's current side.
     pub fn steering_targets(&self) -> Vec<(usize, Side)> {
         let within = |worker: &&Worker| worker.slot <= self.config.workers;
         let ready = sockets_of(
@@ -37,10 +39,14 @@ impl Supervisor {
         if !ready.is_empty() {
             return ready;
         }
-        let starting =
-            sockets_of(self.workers.iter().filter(within).filter(|worker| {
-                worker.state == WorkerState::Starting && worker.replaces.is_none()
-            }));
+        let still_there = |uid: u64| {
+            self.workers
+                .iter()
+                .any(|worker| worker.uid == uid && worker.state != WorkerState::Draining)
+        };
+        let starting = sockets_of(self.workers.iter().filter(within).filter(|worker| {
+            worker.state == WorkerState::Starting && !worker.replaces.is_some_and(still_there)
+        }));
         if !starting.is_empty() {
             return starting;
         }
@@ -62,6 +68,7 @@ impl Supervisor {
                 ));
             }
         }
+        self.watch_for_stranded();
     }
 
     /// Retires worker `uid` without failing a connection: new connections are steered away from

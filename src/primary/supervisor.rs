@@ -109,6 +109,10 @@ pub(super) struct Supervisor {
     pub steering_failed: bool,
     /// systemd (or another manager) waiting for the primary's `READY=1`, if any.
     pub service_manager: Option<ServiceManager>,
+    /// Connections stranded on sockets no worker holds, relayed to ready workers.
+    pub rescue: super::rescue::Rescue,
+    /// Whether the `--ready notify` hint was given (once per cluster).
+    pub ready_hint_given: bool,
 }
 
 impl Supervisor {
@@ -148,7 +152,9 @@ impl Supervisor {
             started_at: Instant::now(),
             failure: None,
             steering_failed: false,
+            ready_hint_given: false,
             service_manager: ServiceManager::from_env(),
+            rescue: Default::default(),
             shared_state: super::SharedState::default(),
             observer: None,
         };
@@ -192,6 +198,7 @@ impl Supervisor {
         if let Some(announcement) = &self.shared_state.announcement {
             self.logger.info(announcement.clone());
         }
+        self.announce_ready_mode();
         // Before any worker runs, so that no connection is hashed to a socket no worker will use.
         self.steer();
         for slot in 1..=self.config.workers {
@@ -204,8 +211,9 @@ impl Supervisor {
             }
             if self.reload.is_none() && self.phase != Phase::Stopping {
                 if let Some(count) = self.pending_scale.take() {
-                    let result = self.scale(ScaleTarget::To(count)).await;
-                    self.log_result(result);
+                    if let Err(refused) = self.scale(ScaleTarget::To(count)).await {
+                        self.logger.warn(refused);
+                    }
                 }
                 if let Some(queued) = self.queued_reload.take() {
                     self.begin_reload(queued.parallel, queued.listeners).await;
@@ -221,19 +229,10 @@ impl Supervisor {
         }
     }
 
-    /// Starts a worker in `slot` running the slot's spec, on the slot's side (where the
-    /// connections queued for a worker that died wait for it) unless a worker still leaving
-    /// the slot uses that side.
+    /// Starts a worker in `slot` running the slot's spec, on the side
+    /// [`Supervisor::side_for_new_worker`] picks.
     pub async fn start_worker(&mut self, slot: usize) -> Option<u64> {
-        let history = &self.slots[slot - 1];
-        let side = history.side;
-        if self
-            .workers
-            .iter()
-            .any(|worker| worker.slot == slot && worker.side == side)
-        {
-            self.slots[slot - 1].side = side.other();
-        }
+        self.slots[slot - 1].side = self.side_for_new_worker(slot);
         let spec = self.slots[slot - 1].spec.clone();
         self.start_worker_with(slot, spec, None).await
     }
@@ -283,6 +282,7 @@ impl Supervisor {
                     self.after(self.config.ready_delay, Event::ReadyDelayElapsed { uid });
                 }
                 self.after(self.config.ready_timeout, Event::ReadyTimeout { uid });
+                self.schedule_ready_hint(uid);
                 self.workers.push(worker);
                 self.steer();
                 Some(uid)
@@ -347,6 +347,7 @@ impl Supervisor {
             Event::Notified { .. } => {}
             Event::ReadyDelayElapsed { uid } => self.mark_ready(uid).await,
             Event::ReadyTimeout { uid } => self.on_ready_timeout(uid),
+            Event::ReadyHint { uid } => self.on_ready_hint(uid),
             Event::KillDeadline { uid } => {
                 let kill_timeout = self.config.kill_timeout;
                 if let Some(worker) = self.worker_mut(uid) {
@@ -368,6 +369,7 @@ impl Supervisor {
                 }
             }
             Event::RetireCheck { uid } => self.retire_check(uid),
+            Event::RescueSweep => self.sweep_stranded(),
             Event::Ipc { uid, frame } => self.on_ipc(uid, frame).await,
             Event::IpcClosed { uid, reason } => self.on_ipc_closed(uid, reason),
             Event::Exited { uid, reason, tail } => {
@@ -533,7 +535,12 @@ impl Supervisor {
                     Some(reply) => {
                         let _ = reply.send(result);
                     }
-                    None => self.log_result(result),
+                    // A signal's or the library's scale: what it did is logged already.
+                    None => {
+                        if let Err(refused) = result {
+                            self.logger.warn(refused);
+                        }
+                    }
                 }
             }
             Intent::Send { to, data, reply } => {
@@ -577,11 +584,7 @@ impl Supervisor {
         }
         match action {
             WorkerAction::Send(data) => {
-                if !worker
-                    .ipc
-                    .as_ref()
-                    .is_some_and(|channel| channel.send(&data, None))
-                {
+                if self.deliver(worker, &data, None) == super::ipc::Delivery::Closed {
                     self.logger
                         .warn(format!("worker {slot} (pid {pid}) has no IPC channel"));
                 }
@@ -606,13 +609,6 @@ impl Supervisor {
                 }
                 self.steer();
             }
-        }
-    }
-
-    fn log_result(&self, result: Result<String, String>) {
-        match result {
-            Ok(message) => self.logger.info(message),
-            Err(message) => self.logger.warn(message),
         }
     }
 

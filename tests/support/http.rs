@@ -229,7 +229,9 @@ impl KeepAliveClient {
         else {
             return Attempt::Failed(format!("bad status line {status_line:?}"));
         };
-        let (mut length, mut close) = (0usize, false);
+        // An HTTP/1.0 answer closes the connection unless it says `keep-alive` (RFC 9112 §9.3).
+        let http_1_0 = status_line.starts_with("HTTP/1.0");
+        let (mut length, mut close, mut keep_alive) = (0usize, http_1_0, false);
         loop {
             let mut header = String::new();
             match stream.read_line(&mut header) {
@@ -243,8 +245,14 @@ impl KeepAliveClient {
                     if lower.starts_with("connection:") && lower.contains("close") {
                         close = true;
                     }
+                    if lower.starts_with("connection:") && lower.contains("keep-alive") {
+                        keep_alive = true;
+                    }
                 }
             }
+        }
+        if http_1_0 && keep_alive {
+            close = false;
         }
         let mut body = vec![0u8; length];
         if let Err(error) = stream.read_exact(&mut body) {

@@ -94,7 +94,23 @@ impl Lines {
 
     /// Waits until `count` lines satisfy `matches`; returns them.
     pub fn wait_for_count(&self, count: usize, matches: impl Fn(&str) -> bool) -> Vec<String> {
-        let deadline = Instant::now() + DEADLINE;
+        self.wait_for_count_within(DEADLINE, count, matches)
+    }
+
+    /// Waits for the first line containing `text`, for longer than [`DEADLINE`] (a test that
+    /// pushes hundreds of megabytes through the primary).
+    pub fn wait_for_within(&self, within: Duration, text: &str) -> String {
+        self.wait_for_count_within(within, 1, |line| line.contains(text))
+            .remove(0)
+    }
+
+    fn wait_for_count_within(
+        &self,
+        within: Duration,
+        count: usize,
+        matches: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let deadline = Instant::now() + within;
         let (state, changed) = &*self.0;
         let mut state = state.lock().unwrap();
         loop {
@@ -242,8 +258,14 @@ pub struct ClusterBuilder {
     wait_listening: bool,
     /// A program built on `herdsman::Cluster`, run directly instead of `herdsman run`.
     program: Option<PathBuf>,
-    /// A command that execs `herdsman run …` (e.g. `prlimit --nofile=1024:1024`).
-    under: Vec<String>,
+    /// An address-space limit for the primary (and so its workers), in bytes.
+    memory_limit: Option<u64>,
+    /// An open-file limit for the primary (and so its workers): soft, hard.
+    fd_limit: Option<(u64, u64)>,
+    /// Leave the primary's stderr pipe unread until `Cluster::read_stderr`.
+    hold_stderr: bool,
+    /// The primary's working directory (default: the test's own).
+    current_dir: Option<PathBuf>,
 }
 
 pub fn cluster() -> ClusterBuilder {
@@ -255,7 +277,10 @@ pub fn cluster() -> ClusterBuilder {
         command: vec![testserver_bin().display().to_string()],
         wait_listening: true,
         program: None,
-        under: Vec::new(),
+        memory_limit: None,
+        fd_limit: None,
+        hold_stderr: false,
+        current_dir: None,
     }
 }
 
@@ -294,10 +319,32 @@ impl ClusterBuilder {
         self
     }
 
-    /// Runs `herdsman run` through `command` (which must exec it: the primary's pid stays the
-    /// child's), e.g. `prlimit --nofile=1024:1024` to start it with a lower limit.
-    pub fn under(mut self, command: &[&str]) -> Self {
-        self.under = command.iter().map(|part| part.to_string()).collect();
+    /// Runs the primary under `prlimit --as=BYTES` (its workers inherit the limit), so that a
+    /// test of a memory bound stops at a ceiling instead of eating the machine when the bound
+    /// regresses. The primary keeps the pid `Cluster::pid` gives (prlimit execs it).
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Starts the primary with this open-file limit (`prlimit --nofile=SOFT:HARD`; its workers
+    /// inherit it).
+    pub fn fd_limit(mut self, soft: u64, hard: u64) -> Self {
+        self.fd_limit = Some((soft, hard));
+        self
+    }
+
+    /// Keeps the primary's stderr a pipe that nobody reads (full after 64 KiB) until
+    /// [`Cluster::read_stderr`]; implies [`ClusterBuilder::no_wait`].
+    pub fn hold_stderr(mut self) -> Self {
+        self.hold_stderr = true;
+        self.wait_listening = false;
+        self
+    }
+
+    /// Runs the primary (and so its workers) in `dir`, as a user who typed the command there.
+    pub fn current_dir(mut self, dir: &std::path::Path) -> Self {
+        self.current_dir = Some(dir.to_path_buf());
         self
     }
 
@@ -317,13 +364,19 @@ impl ClusterBuilder {
                 command
             }
             None => {
-                let mut command = match self.under.split_first() {
-                    Some((wrapper, args)) => {
-                        let mut command = Command::new(wrapper);
-                        command.args(args).arg(herdsman_bin());
-                        command
+                let mut command = match (self.memory_limit, self.fd_limit) {
+                    (None, None) => Command::new(herdsman_bin()),
+                    (memory, fds) => {
+                        let mut prlimit = Command::new("prlimit");
+                        if let Some(bytes) = memory {
+                            prlimit.arg(format!("--as={bytes}"));
+                        }
+                        if let Some((soft, hard)) = fds {
+                            prlimit.arg(format!("--nofile={soft}:{hard}"));
+                        }
+                        prlimit.arg(herdsman_bin());
+                        prlimit
                     }
-                    None => Command::new(herdsman_bin()),
                 };
                 command
                     .arg("run")
@@ -341,6 +394,9 @@ impl ClusterBuilder {
             .env("NO_COLOR", "1")
             .envs(self.env);
         command.env("XDG_RUNTIME_DIR", runtime_dir.path());
+        if let Some(dir) = &self.current_dir {
+            command.current_dir(dir);
+        }
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -348,8 +404,12 @@ impl ClusterBuilder {
         let started = Instant::now();
         let mut child = command.spawn().expect("start herdsman");
         let stdout = Lines::read_from(child.stdout.take().unwrap());
-        let stderr = Lines::read_from(child.stderr.take().unwrap());
+        let (stderr, held_stderr) = match self.hold_stderr {
+            true => (Lines::default(), child.stderr.take()),
+            false => (Lines::read_from(child.stderr.take().unwrap()), None),
+        };
         let mut cluster = Cluster {
+            held_stderr,
             child,
             started,
             stdout,
@@ -370,6 +430,8 @@ impl ClusterBuilder {
 
 /// A running `herdsman run`; killed (SIGKILL) on drop if the test did not stop it.
 pub struct Cluster {
+    /// The stderr pipe, while a test holds it unread (`ClusterBuilder::hold_stderr`).
+    held_stderr: Option<std::process::ChildStderr>,
     pub child: Child,
     pub started: Instant,
     pub stdout: Lines,
@@ -461,7 +523,9 @@ impl Cluster {
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 self.exit = Some(status);
-                self.stderr.wait_closed();
+                if self.held_stderr.is_none() {
+                    self.stderr.wait_closed();
+                }
                 return status;
             }
             assert!(
@@ -471,6 +535,12 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Starts reading the stderr pipe held unread so far (`ClusterBuilder::hold_stderr`).
+    pub fn read_stderr(&mut self) {
+        let pipe = self.held_stderr.take().expect("stderr held unread");
+        self.stderr = Lines::read_from(pipe);
     }
 
     /// The primary's stderr so far, for assertion messages.
@@ -585,4 +655,20 @@ pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         assert!(Instant::now() < deadline, "{what}: not within {DEADLINE:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A figure of `/proc/PID/status` in bytes (`VmRSS`, `VmHWM`: the peak resident size).
+pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|error| panic!("read /proc/{pid}/status: {error}"));
+    let line = status
+        .lines()
+        .find(|line| line.starts_with(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("bad line {line:?}"));
+    kib * 1024
 }
