@@ -34,14 +34,16 @@ install_missing script bsdutils
 # The shared-state tests compare the embedded store with a real redis-server.
 install_missing redis-server redis-server
 
-# The shared-state examples use redis-py and ioredis.
-if ! python3 -c 'import redis' 2>/dev/null; then
-    echo "test.sh: installing redis-py (for examples/python/counter.py)" >&2
-    if [ "$(command -v python3)" = /usr/bin/python3 ]; then
-        install_package python3-redis
-    else
-        python3 -m pip install --quiet redis
+# The shared-state examples and tests use redis-py 8 (RESP3 by default) and ioredis.
+REDIS_PY=8.1.0
+if ! python3 -c 'import redis, sys; sys.exit(int(redis.__version__.split(".")[0]) < 8)' 2>/dev/null; then
+    echo "test.sh: installing redis-py $REDIS_PY (for examples/python/counter.py and tests/state/)" >&2
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        install_package python3-pip
     fi
+    # Debian's own python3 refuses pip installs outside a virtualenv unless told.
+    python3 -m pip install --quiet "redis==$REDIS_PY" ||
+        python3 -m pip install --quiet --break-system-packages "redis==$REDIS_PY"
 fi
 # The README's Python lines run gunicorn and uvicorn (tests/readme.rs).
 for server in gunicorn:gunicorn uvicorn:python3-uvicorn; do

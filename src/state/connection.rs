@@ -8,10 +8,11 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::clients::Peer;
 use super::commands::{self, pubsub_forget};
 use super::reply::Out;
 use super::request::RequestParser;
-use super::store::Store;
+use super::store::{ReplyMode, Store};
 
 /// How much a connection may hold of requests not yet complete, at most, and how many
 /// connections there may be.
@@ -23,15 +24,22 @@ pub struct Limits {
     pub max_clients: usize,
 }
 
-pub async fn serve<R, W>(mut reader: R, mut writer: W, store: Rc<RefCell<Store>>, limits: Limits)
-where
+pub async fn serve<R, W>(
+    mut reader: R,
+    mut writer: W,
+    store: Rc<RefCell<Store>>,
+    limits: Limits,
+    peer: Peer,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut client = {
         let mut store = store.borrow_mut();
-        store.connected_clients += 1;
-        store.new_client()
+        let client = store.new_client(peer);
+        store.register(&client);
+        store.stats.connections_received += 1;
+        client
     };
     let mailbox = client.mailbox.clone();
     let mut parser = RequestParser::new(limits.max_bulk);
@@ -47,7 +55,28 @@ where
                 loop {
                     match parser.next(&mut input) {
                         Ok(Some(args)) => {
+                            // Pub/sub confirmations are pushed even when replies are off, as
+                            // in Redis (published messages never pass through here).
+                            let mark = if is_subscription(&args[0]) {
+                                usize::MAX
+                            } else {
+                                out.buf.len()
+                            };
                             commands::dispatch(&mut store, &mut client, &mut out, args);
+                            let mark = mark.min(out.buf.len());
+                            // CLIENT REPLY OFF / SKIP: the reply is dropped.
+                            match client.reply {
+                                ReplyMode::On => {}
+                                ReplyMode::Off => out.buf.truncate(mark),
+                                ReplyMode::SkipNext => {
+                                    out.buf.truncate(mark);
+                                    client.reply = ReplyMode::Skip;
+                                }
+                                ReplyMode::Skip => {
+                                    out.buf.truncate(mark);
+                                    client.reply = ReplyMode::On;
+                                }
+                            }
                             if client.close_after_reply {
                                 break;
                             }
@@ -74,7 +103,7 @@ where
             }
             () = mailbox.notify.notified() => {}
         }
-        if mailbox.overflowed() {
+        if mailbox.overflowed() || mailbox.killed.get() {
             break;
         }
         mailbox.drain_into(&mut out.buf);
@@ -91,5 +120,17 @@ where
     let _ = writer.shutdown().await;
     let mut store = store.borrow_mut();
     pubsub_forget(&mut store, &mut client);
-    store.connected_clients -= 1;
+    store.unregister(&mut client);
+}
+
+/// (P)SUBSCRIBE and (P)UNSUBSCRIBE, whose confirmations CLIENT REPLY does not silence.
+fn is_subscription(name: &[u8]) -> bool {
+    [
+        &b"subscribe"[..],
+        b"unsubscribe",
+        b"psubscribe",
+        b"punsubscribe",
+    ]
+    .iter()
+    .any(|command| name.eq_ignore_ascii_case(command))
 }

@@ -39,7 +39,7 @@ impl Value {
     }
 
     /// The estimated bytes this value holds, beyond its entry.
-    fn cost(&self) -> usize {
+    pub fn cost(&self) -> usize {
         match self {
             Value::Str(text) => text.len(),
             Value::Hash(hash) => hash.iter().map(|(f, v)| item_cost(f) + item_cost(v)).sum(),
@@ -59,7 +59,7 @@ impl Value {
 }
 
 /// Estimated bookkeeping bytes per key (map slot, entry, allocations) and per collection item.
-const ENTRY_OVERHEAD: usize = 96;
+pub const ENTRY_OVERHEAD: usize = 96;
 const ITEM_OVERHEAD: usize = 48;
 
 /// What one collection item costs, for callers that add or remove items.
@@ -85,6 +85,9 @@ pub struct Db {
     pub loading: bool,
     /// Keys removed because they expired, for the append-only file to log as `DEL`.
     pub expired: Vec<Bytes>,
+    /// Some client `WATCH`es a key here: record the keys that change in `touched`.
+    pub tracking: bool,
+    pub touched: Vec<Bytes>,
 }
 
 /// The clock a command runs at: one reading per command, as Redis takes one per command.
@@ -125,9 +128,38 @@ impl Db {
         Some(&self.keys[index])
     }
 
+    /// The entry, to change it: counts as a change for `WATCH` (the command's dispatcher
+    /// forgets it if the command reports that it changed nothing).
     pub fn get_mut(&mut self, key: &[u8], now: Now) -> Option<&mut Entry> {
         let index = self.find(key, now)?;
+        self.touch(key);
         Some(&mut self.keys[index])
+    }
+
+    fn touch(&mut self, key: &[u8]) {
+        if self.tracking {
+            self.touched.push(Bytes::copy_from_slice(key));
+        }
+    }
+
+    /// Whether `key` holds a value that is past its deadline but not yet removed.
+    pub fn is_stale(&self, key: &[u8], now: Now) -> bool {
+        self.keys
+            .get(key)
+            .and_then(|entry| entry.expires_at)
+            .is_some_and(|at| at <= now.0)
+    }
+
+    /// Whether `key` holds a live value (without removing it if it expired).
+    pub fn is_live(&self, key: &[u8], now: Now) -> bool {
+        self.keys
+            .get(key)
+            .is_some_and(|entry| entry.expires_at.is_none_or(|at| at > now.0))
+    }
+
+    /// The key at position `index` (below [`Db::len`]), expired or not.
+    pub fn key_at(&self, index: usize) -> &Bytes {
+        self.keys.get_index(index).expect("index below len").0
     }
 
     pub fn contains(&mut self, key: &[u8], now: Now) -> bool {
@@ -136,6 +168,7 @@ impl Db {
 
     /// Stores `value` at `key`, replacing any value; the deadline is `expires_at`.
     pub fn set(&mut self, key: &[u8], value: Value, expires_at: Option<i64>) {
+        self.touch(key);
         match self.keys.get_index_of(key) {
             Some(index) => self.overwrite(index, value, Some(expires_at)),
             None => self.insert_new(key, value, expires_at),
@@ -145,6 +178,7 @@ impl Db {
     /// Replaces the value at `key`, keeping its deadline (or stores it, if there is no such
     /// key).
     pub fn replace_value(&mut self, key: &[u8], value: Value) {
+        self.touch(key);
         match self.keys.get_index_of(key) {
             Some(index) => self.overwrite(index, value, None),
             None => self.insert_new(key, value, None),
@@ -182,6 +216,9 @@ impl Db {
 
     fn remove_entry(&mut self, key: &[u8]) -> Option<(Bytes, Entry)> {
         let (key, entry) = self.keys.swap_remove_entry(key)?;
+        if self.tracking {
+            self.touched.push(key.clone());
+        }
         if let Some(at) = entry.expires_at {
             self.deadlines.remove(&(at, key.clone()));
         }
@@ -196,6 +233,9 @@ impl Db {
         let Some((_, stored_key, entry)) = self.keys.get_full_mut(key) else {
             return false;
         };
+        if self.tracking {
+            self.touched.push(stored_key.clone());
+        }
         move_deadline(&mut self.deadlines, stored_key, entry, expires_at);
         true
     }
@@ -218,7 +258,7 @@ impl Db {
         }
     }
 
-    /// Removes every key.
+    /// Removes every key (the caller tells `WATCH`ers: see `Store::touch_all_watched`).
     pub fn clear(&mut self) {
         self.keys = IndexMap::new();
         self.deadlines = BTreeSet::new();

@@ -27,7 +27,8 @@ pub struct Served {
 /// deliver it), runs every complete request, and returns what the client got.
 pub fn serve_bytes(input: &[u8], chunk: usize) -> Served {
     let mut store = Store::new(Some(MAX_MEMORY));
-    let mut client = store.new_client();
+    let mut client = store.new_client(super::clients::Peer::default());
+    store.register(&client);
     let mut parser = RequestParser::new(MAX_BULK);
     let mut buf = BytesMut::new();
     let mut out = Out::default();

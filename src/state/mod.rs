@@ -1,5 +1,5 @@
 //! The shared-state store: a small in-memory database inside the primary that speaks the Redis
-//! protocol (RESP2), so workers in any language share counters, sessions, caches, queues and
+//! protocol (RESP2 and RESP3), so workers in any language share counters, sessions, caches, queues and
 //! pub/sub through an ordinary Redis client. `--state redis://…` hands workers a real Redis
 //! instead; the workers' code does not change.
 //!
@@ -10,7 +10,9 @@
 //! - `request`: requests off the wire (RESP arrays and inline commands), with Redis's limits.
 //! - `reply`: replies onto the wire (through redis-protocol's encoder).
 //! - `commands`: the command table and each command, replying as Redis 7.0 does.
-//! - `store`: the state the commands work on: keyspace, pub/sub, each client's own state.
+//! - `store`: the state the commands work on: sixteen databases, pub/sub, watched keys, each
+//!   client's own state.
+//! - `clients`: what `CLIENT LIST` shows of each connection; `stats`: INFO's counters.
 //! - `db`: the keyspace: values, millisecond expiry, memory estimate, `SCAN`.
 //! - `append_only`: `--state-file`, the log of writes, replayed and compacted at start.
 //! - `glob`, `number`: Redis's patterns and Redis's number formats.
@@ -20,6 +22,7 @@
 //! `MULTI`/`EXEC` is atomic without locks.
 
 mod append_only;
+mod clients;
 mod commands;
 mod connection;
 mod db;
@@ -29,6 +32,7 @@ mod number;
 mod reply;
 mod request;
 mod server;
+mod stats;
 mod store;
 
 use std::io;
@@ -196,7 +200,7 @@ impl StateStore {
                             store.log = Some(Vec::new());
                             let _ = started.send(Ok(Recovered {
                                 commands: loaded.commands,
-                                keys: store.db.len() as u64,
+                                keys: store.total_keys() as u64,
                                 truncated: loaded.truncated,
                             }));
                         }

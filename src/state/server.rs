@@ -12,9 +12,12 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::oneshot;
 use tokio::task::LocalSet;
 
+use std::os::fd::AsRawFd;
+
+use super::clients::Peer;
 use super::connection::{self, Limits};
 use super::db::{now_ms, Now};
-use super::store::Store;
+use super::store::{Store, DATABASES};
 
 /// Reclaim expired keys this often (Redis: 10 times a second), at most this many per round
 /// before letting clients in again.
@@ -75,6 +78,12 @@ async fn serve(
     stats: Arc<Stats>,
     mut stop: oneshot::Receiver<()>,
 ) -> std::io::Result<()> {
+    let socket_path = listening
+        .unix
+        .local_addr()?
+        .as_pathname()
+        .map(|path| path.to_path_buf())
+        .unwrap_or_default();
     let unix = UnixListener::from_std(listening.unix)?;
     let tcp = listening.tcp.map(TcpListener::from_std).transpose()?;
     let mut reclaim = tokio::time::interval(RECLAIM_EVERY);
@@ -90,19 +99,22 @@ async fn serve(
                         let _ = stream.try_write(MAX_CLIENTS_REACHED);
                         continue;
                     }
+                    let peer = Peer::unix(&socket_path, stream.as_raw_fd());
                     let (reader, writer) = stream.into_split();
-                    clients.spawn_local(connection::serve(reader, writer, store.clone(), limits));
+                    clients.spawn_local(connection::serve(reader, writer, store.clone(), limits, peer));
                 }
             }
             accepted = accept_tcp(tcp.as_ref()) => {
-                if let Ok((stream, _)) = accepted {
+                if let Ok((stream, address)) = accepted {
                     if clients.len() >= limits.max_clients {
                         let _ = stream.try_write(MAX_CLIENTS_REACHED);
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
+                    let local = stream.local_addr().unwrap_or(address);
+                    let peer = Peer::tcp(address, local, stream.as_raw_fd());
                     let (reader, writer) = stream.into_split();
-                    clients.spawn_local(connection::serve(reader, writer, store.clone(), limits));
+                    clients.spawn_local(connection::serve(reader, writer, store.clone(), limits, peer));
                 }
             }
             _ = reclaim.tick() => {
@@ -110,31 +122,39 @@ async fn serve(
                 // Bounded per tick: a flood of expiring keys is reclaimed over several ticks
                 // rather than holding every client up (reads never see them: expiry is also
                 // checked on access).
-                for _ in 0..RECLAIM_ROUNDS {
-                    if store.db.expire_due(Now(now_ms()), RECLAIM_BATCH) < RECLAIM_BATCH {
-                        break;
+                for index in 0..DATABASES {
+                    if store.db_at(index).len() == 0 {
+                        continue;
+                    }
+                    for _ in 0..RECLAIM_ROUNDS {
+                        if store.db_at(index).expire_due(Now(now_ms()), RECLAIM_BATCH) < RECLAIM_BATCH {
+                            break;
+                        }
                     }
                 }
+                store.process_touched();
                 if store.log.is_some() {
                     store.log_expired();
                     store.flush_log();
                     if let Some(mut file) = store.append_only.take() {
-                        if let Err(error) = file.compact_if_grown(&store) {
-                            eprintln!("herdsman: cannot compact the state file: {error}");
+                        match file.compact_if_grown(&store) {
+                            Ok(true) => store.log_compacted(),
+                            Ok(false) => {}
+                            Err(error) => eprintln!("herdsman: cannot compact the state file: {error}"),
                         }
                         store.append_only = Some(file);
                     }
                 } else {
-                    store.db.expired.clear();
+                    store.forget_expired();
                 }
-                let used = store.db.used_memory();
+                let used = store.used_memory();
                 if used + RELEASE_AFTER_FREEING < peak_memory {
                     crate::sys::release_free_memory();
                     peak_memory = used;
                 }
                 peak_memory = peak_memory.max(used);
-                stats.keys.store(store.db.len() as u64, Ordering::Relaxed);
-                stats.used_memory.store(store.db.used_memory() as u64, Ordering::Relaxed);
+                stats.keys.store(store.total_keys() as u64, Ordering::Relaxed);
+                stats.used_memory.store(used as u64, Ordering::Relaxed);
                 stats.clients.store(store.connected_clients as u64, Ordering::Relaxed);
             }
             Some(_) = clients.join_next(), if !clients.is_empty() => {}

@@ -54,7 +54,16 @@ impl RespClient {
     pub fn read_reply(&mut self) -> Option<Vec<u8>> {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            if let Ok(Some((_, len))) = redis_protocol::resp2::decode::decode_range(&self.buffer) {
+            // RESP2 first (RESP3's decoder refuses `$-1`), RESP3 for its own types.
+            let whole = match redis_protocol::resp2::decode::decode_range(&self.buffer) {
+                Ok(Some((_, len))) => Some(len),
+                Ok(None) => None,
+                Err(_) => redis_protocol::resp3::decode::complete::decode_range(&self.buffer)
+                    .ok()
+                    .flatten()
+                    .map(|(_, len)| len),
+            };
+            if let Some(len) = whole {
                 return Some(self.buffer.drain(..len).collect());
             }
             assert!(
@@ -110,20 +119,41 @@ pub fn printable(bytes: &[u8]) -> String {
     bytes.escape_ascii().to_string()
 }
 
-/// The bulk strings of an array reply, sorted (for replies whose order is unspecified).
+/// The elements of an array or set reply, each re-encoded and sorted (for replies whose order
+/// is unspecified), with the reply's type first.
 pub fn sorted_elements(reply: &[u8]) -> Vec<Vec<u8>> {
-    use redis_protocol::resp2::types::{OwnedFrame, Resp2Frame};
-    let (frame, _) = redis_protocol::resp2::decode::decode(reply)
-        .expect("a reply")
-        .expect("a whole reply");
-    let OwnedFrame::Array(items) = frame else {
-        return vec![reply.to_vec()];
+    if let Ok(Some((redis_protocol::resp2::types::OwnedFrame::Array(items), _))) =
+        redis_protocol::resp2::decode::decode(reply)
+    {
+        use redis_protocol::resp2::types::Resp2Frame;
+        let mut items: Vec<Vec<u8>> = items
+            .iter()
+            .map(|item| item.as_bytes().unwrap_or_default().to_vec())
+            .collect();
+        items.sort();
+        items.insert(0, b"array".to_vec());
+        return items;
+    }
+    use redis_protocol::resp3::types::BytesFrame as OwnedFrame;
+    let (frame, _) = redis_protocol::resp3::decode::complete::decode_bytes(
+        &bytes::Bytes::copy_from_slice(reply),
+    )
+    .expect("a reply")
+    .expect("a whole reply");
+    let encode = |frame: &OwnedFrame| {
+        let mut out = bytes::BytesMut::new();
+        redis_protocol::resp3::encode::complete::extend_encode(&mut out, frame, false)
+            .expect("encodes");
+        out.to_vec()
     };
-    let mut items: Vec<Vec<u8>> = items
-        .iter()
-        .map(|item| item.as_bytes().unwrap_or_default().to_vec())
-        .collect();
+    let (kind, items): (&[u8], Vec<Vec<u8>>) = match &frame {
+        OwnedFrame::Array { data, .. } => (b"array", data.iter().map(encode).collect()),
+        OwnedFrame::Set { data, .. } => (b"set", data.iter().map(encode).collect()),
+        _ => return vec![reply.to_vec()],
+    };
+    let mut items = items;
     items.sort();
+    items.insert(0, kind.to_vec());
     items
 }
 

@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::{int_arg, Ctx, Fail, Outcome};
 use crate::state::db::item_cost;
-use crate::state::number::{self, parse_float};
+use crate::state::number::{self, parse_float, LongDouble};
 use crate::state::reply::text;
 
 /// Sets field/value pairs; how many fields are new.
@@ -84,14 +84,18 @@ pub fn hmget(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
 
 pub fn hgetall(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let Some(hash) = ctx.hash(&args[1])? else {
-        ctx.out.bulks([]);
+        ctx.out.map_header(0);
         return Ok(());
     };
-    let items: Vec<Bytes> = hash
+    let items: Vec<(Bytes, Bytes)> = hash
         .iter()
-        .flat_map(|(field, value)| [field.clone(), value.clone()])
+        .map(|(field, value)| (field.clone(), value.clone()))
         .collect();
-    ctx.out.bulks(items.iter().map(|item| item.as_ref()));
+    ctx.out.map_of(
+        items
+            .iter()
+            .map(|(field, value)| (field.as_ref(), value.as_ref())),
+    );
     Ok(())
 }
 
@@ -146,15 +150,15 @@ pub fn hincrby(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
 
 pub fn hincrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let by = parse_float(&args[3]).ok_or(Fail::from(text::NOT_FLOAT))?;
+    if !by.is_finite() {
+        return Err("ERR value is NaN or Infinity".into());
+    }
     let current = match ctx
         .hash(&args[1])?
         .and_then(|hash| hash.get(args[2].as_ref()))
     {
         Some(value) => parse_float(value).ok_or(Fail::from("ERR hash value is not a float"))?,
-        None => number::Float::Decimal {
-            mantissa: 0,
-            scale: 0,
-        },
+        None => LongDouble::ZERO,
     };
     let sum = current
         .add(by)
@@ -192,5 +196,96 @@ pub fn hvals(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         .map(|hash| hash.values().cloned().collect())
         .unwrap_or_default();
     ctx.out.bulks(values.iter().map(|value| value.as_ref()));
+    Ok(())
+}
+
+/// `HRANDFIELD key [count [WITHVALUES]]`.
+pub fn hrandfield(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
+    let with_values = match args.get(3) {
+        None => false,
+        Some(arg) if args.len() == 4 && arg.eq_ignore_ascii_case(b"withvalues") => true,
+        Some(_) => return Err(text::SYNTAX.into()),
+    };
+    let count = args.get(2).map(|arg| int_arg(arg)).transpose()?;
+    if let Some(count) = count {
+        if count == i64::MIN {
+            return Err(super::MIN_COUNT.into());
+        }
+        if (with_values && !(-(i64::MAX / 2)..=i64::MAX / 2).contains(&count))
+            || (count < 0 && count.unsigned_abs() > super::MAX_RANDOM_REPEATS)
+        {
+            return Err("ERR value is out of range".into());
+        }
+    }
+    let resp3 = ctx.out.resp3;
+    let Some(hash) = ctx.hash(&args[1])? else {
+        match count {
+            Some(_) => ctx.out.bulks([]),
+            None => ctx.out.null(),
+        }
+        return Ok(());
+    };
+    let picked: Vec<(Bytes, Bytes)> = match count {
+        None => vec![super::random_below(hash.len())],
+        Some(count) if count < 0 => (0..count.unsigned_abs())
+            .map(|_| super::random_below(hash.len()))
+            .collect(),
+        Some(count) => super::pick_distinct(hash.len(), count as usize),
+    }
+    .into_iter()
+    .filter_map(|index| hash.get_index(index))
+    .map(|(field, value)| (field.clone(), value.clone()))
+    .collect();
+    let out = &mut *ctx.out;
+    match count {
+        None => out.bulk(&picked[0].0),
+        Some(_) if with_values && resp3 => {
+            // RESP3: an array of [field, value] pairs, as Redis 7.0.
+            out.array_header(picked.len());
+            for (field, value) in &picked {
+                out.array_header(2);
+                out.bulk(field);
+                out.bulk(value);
+            }
+        }
+        Some(_) if with_values => {
+            out.array_header(picked.len() * 2);
+            for (field, value) in &picked {
+                out.bulk(field);
+                out.bulk(value);
+            }
+        }
+        Some(_) => out.bulks(picked.iter().map(|(field, _)| field.as_ref())),
+    }
+    Ok(())
+}
+
+pub fn hstrlen(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
+    let len = ctx
+        .hash(&args[1])?
+        .and_then(|hash| hash.get(args[2].as_ref()))
+        .map_or(0, Bytes::len);
+    ctx.out.int(len as i64);
+    Ok(())
+}
+
+pub fn hscan(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
+    let options = super::keys::scan_options(args)?;
+    let Some(hash) = ctx.hash(&args[1])? else {
+        super::keys::scan_reply(ctx, 0, &[]);
+        return Ok(());
+    };
+    let (range, next) = super::keys::scan_step(hash.len(), options.cursor, options.count);
+    let items: Vec<Bytes> = range
+        .rev()
+        .filter_map(|index| hash.get_index(index))
+        .filter(|(field, _)| {
+            options
+                .pattern
+                .is_none_or(|pattern| crate::state::glob::matches(pattern, field))
+        })
+        .flat_map(|(field, value)| [field.clone(), value.clone()])
+        .collect();
+    super::keys::scan_reply(ctx, next, &items);
     Ok(())
 }

@@ -5,7 +5,6 @@ use bytes::Bytes;
 use super::{int_arg, Ctx, Fail, Outcome};
 use crate::state::glob;
 use crate::state::reply::text;
-use redis_protocol::resp2::types::BorrowedFrame;
 
 pub fn del(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let mut removed = 0;
@@ -146,6 +145,43 @@ pub fn pttl(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     Ok(())
 }
 
+/// The deadline in milliseconds: -2 no key, -1 no deadline.
+fn deadline_of(ctx: &mut Ctx, key: &[u8]) -> i64 {
+    match ctx.entry(key) {
+        None => -2,
+        Some(entry) => entry.expires_at.unwrap_or(-1),
+    }
+}
+
+pub fn expiretime(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
+    let at = deadline_of(ctx, &args[1]);
+    ctx.out.int(if at < 0 { at } else { at / 1000 });
+    Ok(())
+}
+
+pub fn pexpiretime(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
+    let at = deadline_of(ctx, &args[1]);
+    ctx.out.int(at);
+    Ok(())
+}
+
+pub fn randomkey(ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
+    // A few tries past keys whose deadline passed (each try reclaims the one it finds).
+    for _ in 0..100 {
+        let len = ctx.store.db.len();
+        if len == 0 {
+            break;
+        }
+        let key = ctx.store.db.key_at(super::random_below(len)).clone();
+        if ctx.entry(&key).is_some() {
+            ctx.out.bulk(&key);
+            return Ok(());
+        }
+    }
+    ctx.out.null();
+    Ok(())
+}
+
 pub fn persist(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let had_deadline = ctx
         .entry(&args[1])
@@ -199,16 +235,66 @@ pub fn scan(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
                     .as_deref()
                     .is_none_or(|name| name == entry.value.type_name().as_bytes())
         });
-    let next = next.to_string();
-    let keys: Vec<BorrowedFrame> = keys
-        .iter()
-        .map(|key| BorrowedFrame::BulkString(key))
-        .collect();
-    ctx.out.frames(&[
-        BorrowedFrame::BulkString(next.as_bytes()),
-        BorrowedFrame::Array(&keys),
-    ]);
+    ctx.out.array_header(2);
+    ctx.out.bulk(next.to_string().as_bytes());
+    ctx.out.bulks(keys.iter().map(|key| key.as_ref()));
     Ok(())
+}
+
+/// `SSCAN`/`HSCAN`'s cursor and options (`MATCH`, `COUNT`) after the key.
+pub struct ScanOptions<'a> {
+    pub cursor: usize,
+    pub count: usize,
+    pub pattern: Option<&'a [u8]>,
+}
+
+pub fn scan_options(args: &[Bytes]) -> Result<ScanOptions<'_>, Fail> {
+    let cursor = std::str::from_utf8(&args[2])
+        .ok()
+        .and_then(|text| text.parse::<u64>().ok())
+        .ok_or(Fail::from("ERR invalid cursor"))?;
+    let mut options = ScanOptions {
+        cursor: cursor as usize,
+        count: 10,
+        pattern: None,
+    };
+    let mut i = 3;
+    while i < args.len() {
+        let value = args.get(i + 1).ok_or(Fail::from(text::SYNTAX))?;
+        match args[i].to_ascii_lowercase().as_slice() {
+            b"count" => {
+                let count = int_arg(value)?;
+                if count < 1 {
+                    return Err(text::SYNTAX.into());
+                }
+                options.count = count as usize;
+            }
+            b"match" => options.pattern = Some(value),
+            _ => return Err(text::SYNTAX.into()),
+        }
+        i += 2;
+    }
+    Ok(options)
+}
+
+/// One step of a collection scan over `len` items, walking from the end towards the start as
+/// `Db::scan` does (so removals, which move items down, never make it skip one): the item
+/// positions to look at, and the cursor to return (0 when done).
+pub fn scan_step(len: usize, cursor: usize, count: usize) -> (std::ops::Range<usize>, usize) {
+    let end = if cursor == 0 || cursor > len {
+        len
+    } else {
+        cursor
+    };
+    let start = end.saturating_sub(count);
+    (start..end, start)
+}
+
+/// Writes a scan step's reply: the cursor, then the items.
+pub fn scan_reply(ctx: &mut Ctx, next: usize, items: &[Bytes]) {
+    ctx.out.array_header(2);
+    ctx.out.bulk(next.to_string().as_bytes());
+    ctx.out.bulks(items.iter().map(|item| item.as_ref()));
 }
 
 pub fn keys(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {

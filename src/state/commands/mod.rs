@@ -1,21 +1,32 @@
 //! The commands: the table of names, arities and flags, and [`dispatch`], which checks a request
 //! in Redis's order (unknown command, arity, memory, pub/sub context, transaction queueing)
-//! before running it. One file per family: `strings`, `keys`, `hashes`, `lists`, `sets`,
-//! `pubsub`, `server` (connection and introspection), `transaction`.
+//! before running it. One file per family: `strings`, `ranges` (GETRANGE, SETRANGE, LCS, GETEX),
+//! `bits` (bitmaps), `keys`, `keyspace` (RENAME, COPY, MOVE, SWAPDB, OBJECT, MEMORY), `hashes`,
+//! `lists`, `sets`, `set_algebra`, `pubsub`, `server` (connection), `client`, `info` (INFO,
+//! CONFIG), `transaction` (MULTI, EXEC, WATCH).
 
+mod bits;
+mod client;
 mod hashes;
+mod info;
 mod keys;
+mod keyspace;
 mod lists;
 mod pubsub;
+mod ranges;
 mod server;
+mod set_algebra;
 mod sets;
 mod strings;
+mod table;
 mod transaction;
+
+pub use table::Table;
 
 pub use pubsub::forget as pubsub_forget;
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 use indexmap::{IndexMap, IndexSet};
@@ -78,158 +89,6 @@ impl Spec {
             names.push("pubsub");
         }
         names
-    }
-}
-
-macro_rules! spec {
-    ($name:literal, $arity:expr, $flags:expr, $handler:path, $keys:expr) => {
-        Spec {
-            name: $name,
-            arity: $arity,
-            flags: $flags,
-            handler: $handler,
-            keys: $keys,
-        }
-    };
-}
-
-const NO_KEYS: (i32, i32, i32) = (0, 0, 0);
-const KEY: (i32, i32, i32) = (1, 1, 1);
-const ALL_KEYS: (i32, i32, i32) = (1, -1, 1);
-const PAIRS: (i32, i32, i32) = (1, -1, 2);
-
-/// Every command the store knows.
-static COMMANDS: &[Spec] = &[
-    // connection and server
-    spec!("ping", -1, PUBSUB, server::ping, NO_KEYS),
-    spec!("echo", 2, 0, server::echo, NO_KEYS),
-    spec!("select", 2, 0, server::select, NO_KEYS),
-    spec!("quit", -1, PUBSUB | NO_QUEUE, server::quit, NO_KEYS),
-    spec!("reset", 1, PUBSUB | NO_QUEUE, server::reset, NO_KEYS),
-    spec!("auth", -2, 0, server::auth, NO_KEYS),
-    spec!("hello", -1, 0, server::hello, NO_KEYS),
-    spec!("client", -2, 0, server::client, NO_KEYS),
-    spec!("info", -1, 0, server::info, NO_KEYS),
-    spec!("command", -1, 0, server::command, NO_KEYS),
-    spec!("config", -2, 0, server::config, NO_KEYS),
-    spec!("time", 1, 0, server::time, NO_KEYS),
-    spec!("dbsize", 1, 0, server::dbsize, NO_KEYS),
-    spec!("flushdb", -1, WRITE, server::flush, NO_KEYS),
-    spec!("flushall", -1, WRITE, server::flush, NO_KEYS),
-    // strings
-    spec!("get", 2, 0, strings::get, KEY),
-    spec!("set", -3, WRITE | DENY_OOM, strings::set, KEY),
-    spec!("setnx", 3, WRITE | DENY_OOM, strings::setnx, KEY),
-    spec!("setex", 4, WRITE | DENY_OOM, strings::setex, KEY),
-    spec!("psetex", 4, WRITE | DENY_OOM, strings::psetex, KEY),
-    spec!("getset", 3, WRITE | DENY_OOM, strings::getset, KEY),
-    spec!("getdel", 2, WRITE, strings::getdel, KEY),
-    spec!("mget", -2, 0, strings::mget, ALL_KEYS),
-    spec!("mset", -3, WRITE | DENY_OOM, strings::mset, PAIRS),
-    spec!("msetnx", -3, WRITE | DENY_OOM, strings::msetnx, PAIRS),
-    spec!("append", 3, WRITE | DENY_OOM, strings::append, KEY),
-    spec!("strlen", 2, 0, strings::strlen, KEY),
-    spec!("incr", 2, WRITE | DENY_OOM, strings::incr, KEY),
-    spec!("decr", 2, WRITE | DENY_OOM, strings::decr, KEY),
-    spec!("incrby", 3, WRITE | DENY_OOM, strings::incrby, KEY),
-    spec!("decrby", 3, WRITE | DENY_OOM, strings::decrby, KEY),
-    spec!(
-        "incrbyfloat",
-        3,
-        WRITE | DENY_OOM,
-        strings::incrbyfloat,
-        KEY
-    ),
-    // keys
-    spec!("del", -2, WRITE, keys::del, ALL_KEYS),
-    spec!("unlink", -2, WRITE, keys::del, ALL_KEYS),
-    spec!("exists", -2, 0, keys::exists, ALL_KEYS),
-    spec!("expire", -3, WRITE, keys::expire, KEY),
-    spec!("pexpire", -3, WRITE, keys::pexpire, KEY),
-    spec!("expireat", -3, WRITE, keys::expireat, KEY),
-    spec!("pexpireat", -3, WRITE, keys::pexpireat, KEY),
-    spec!("ttl", 2, 0, keys::ttl, KEY),
-    spec!("pttl", 2, 0, keys::pttl, KEY),
-    spec!("persist", 2, WRITE, keys::persist, KEY),
-    spec!("type", 2, 0, keys::type_of, KEY),
-    spec!("scan", -2, 0, keys::scan, NO_KEYS),
-    spec!("keys", 2, 0, keys::keys, NO_KEYS),
-    // hashes
-    spec!("hset", -4, WRITE | DENY_OOM, hashes::hset, KEY),
-    spec!("hmset", -4, WRITE | DENY_OOM, hashes::hmset, KEY),
-    spec!("hsetnx", 4, WRITE | DENY_OOM, hashes::hsetnx, KEY),
-    spec!("hget", 3, 0, hashes::hget, KEY),
-    spec!("hmget", -3, 0, hashes::hmget, KEY),
-    spec!("hgetall", 2, 0, hashes::hgetall, KEY),
-    spec!("hdel", -3, WRITE, hashes::hdel, KEY),
-    spec!("hexists", 3, 0, hashes::hexists, KEY),
-    spec!("hincrby", 4, WRITE | DENY_OOM, hashes::hincrby, KEY),
-    spec!(
-        "hincrbyfloat",
-        4,
-        WRITE | DENY_OOM,
-        hashes::hincrbyfloat,
-        KEY
-    ),
-    spec!("hlen", 2, 0, hashes::hlen, KEY),
-    spec!("hkeys", 2, 0, hashes::hkeys, KEY),
-    spec!("hvals", 2, 0, hashes::hvals, KEY),
-    // lists
-    spec!("lpush", -3, WRITE | DENY_OOM, lists::lpush, KEY),
-    spec!("rpush", -3, WRITE | DENY_OOM, lists::rpush, KEY),
-    spec!("lpop", -2, WRITE, lists::lpop, KEY),
-    spec!("rpop", -2, WRITE, lists::rpop, KEY),
-    spec!("lrange", 4, 0, lists::lrange, KEY),
-    spec!("llen", 2, 0, lists::llen, KEY),
-    spec!("ltrim", 4, WRITE, lists::ltrim, KEY),
-    spec!("lindex", 3, 0, lists::lindex, KEY),
-    // sets
-    spec!("sadd", -3, WRITE | DENY_OOM, sets::sadd, KEY),
-    spec!("srem", -3, WRITE, sets::srem, KEY),
-    spec!("smembers", 2, 0, sets::smembers, KEY),
-    spec!("sismember", 3, 0, sets::sismember, KEY),
-    spec!("scard", 2, 0, sets::scard, KEY),
-    // pub/sub
-    spec!("publish", 3, 0, pubsub::publish, NO_KEYS),
-    spec!("subscribe", -2, PUBSUB, pubsub::subscribe, NO_KEYS),
-    spec!("unsubscribe", -1, PUBSUB, pubsub::unsubscribe, NO_KEYS),
-    spec!("psubscribe", -2, PUBSUB, pubsub::psubscribe, NO_KEYS),
-    spec!("punsubscribe", -1, PUBSUB, pubsub::punsubscribe, NO_KEYS),
-    spec!("pubsub", -2, 0, pubsub::pubsub, NO_KEYS),
-    // transactions
-    spec!("multi", 1, NO_QUEUE, transaction::multi, NO_KEYS),
-    spec!("exec", 1, NO_QUEUE, transaction::exec, NO_KEYS),
-    spec!("discard", 1, NO_QUEUE, transaction::discard, NO_KEYS),
-];
-
-/// Commands by name.
-#[derive(Debug)]
-pub struct Table {
-    by_name: HashMap<&'static [u8], &'static Spec>,
-}
-
-impl Table {
-    pub fn new() -> Table {
-        Table {
-            by_name: COMMANDS
-                .iter()
-                .map(|spec| (spec.name.as_bytes(), spec))
-                .collect(),
-        }
-    }
-
-    /// The command called `name`, in any case.
-    pub fn lookup(&self, name: &[u8]) -> Option<&'static Spec> {
-        let mut lower = [0u8; 16];
-        let lower = lower.get_mut(..name.len())?;
-        for (to, from) in lower.iter_mut().zip(name) {
-            *to = from.to_ascii_lowercase();
-        }
-        self.by_name.get(&*lower).copied()
-    }
-
-    pub fn all(&self) -> &'static [Spec] {
-        COMMANDS
     }
 }
 
@@ -329,6 +188,52 @@ collection_access!(hash, hash_mut, Hash, IndexMap<Bytes, Bytes>);
 collection_access!(list, list_mut, List, VecDeque<Bytes>);
 collection_access!(set, set_mut, Set, IndexSet<Bytes>);
 
+thread_local! {
+    static RANDOM: std::cell::Cell<u64> = std::cell::Cell::new(seed());
+}
+
+fn seed() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (now.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)) | 1
+}
+
+/// A random index below `len` (> 0), for SPOP, SRANDMEMBER, HRANDFIELD: xorshift64*, which is
+/// all these need (no secrecy, no bias worth a dependency).
+pub fn random_below(len: usize) -> usize {
+    RANDOM.with(|state| {
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) % len as u64) as usize
+    })
+}
+
+/// `count` distinct indexes below `len` (all of them, in order, if `count >= len`).
+pub fn pick_distinct(len: usize, count: usize) -> Vec<usize> {
+    let mut indexes: Vec<usize> = (0..len).collect();
+    if count >= len {
+        return indexes;
+    }
+    for i in 0..count {
+        let j = i + random_below(len - i);
+        indexes.swap(i, j);
+    }
+    indexes.truncate(count);
+    indexes
+}
+
+/// Most members SRANDMEMBER or HRANDFIELD repeat for a negative count: a reply past this would
+/// only grow the primary (Redis would build it; here it is refused as out of range).
+pub const MAX_RANDOM_REPEATS: u64 = 10_000_000;
+
+/// Redis's error for a count of -2^63 (it cannot be negated).
+pub const MIN_COUNT: &str =
+    "ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807";
+
 /// An integer argument, or Redis's error.
 pub fn int_arg(arg: &[u8]) -> Result<i64, Fail> {
     super::number::parse_i64(arg).ok_or_else(|| text::NOT_INTEGER.into())
@@ -339,65 +244,96 @@ pub fn arity_error(name: &str) -> Fail {
     format!("ERR wrong number of arguments for '{name}' command").into()
 }
 
+/// Containers whose statistics and `cmd=` name the subcommand (`client|list`).
+const CONTAINERS: &[&str] = &["client", "config", "command", "pubsub", "object", "memory"];
+
+/// Redis's full name of a command: `get`, or `client|list` for a container's subcommand.
+fn full_name(spec: &Spec, args: &[Bytes]) -> String {
+    match args.get(1) {
+        Some(sub) if CONTAINERS.contains(&spec.name) => format!(
+            "{}|{}",
+            spec.name,
+            String::from_utf8_lossy(sub).to_ascii_lowercase()
+        ),
+        _ => spec.name.to_string(),
+    }
+}
+
 /// Runs one request for `client`, writing its reply to `out`.
 pub fn dispatch(store: &mut Store, client: &mut Client, out: &mut Out, args: &[Bytes]) {
     store.commands_processed += 1;
+    client.info.last_active.set(std::time::Instant::now());
     let Some(spec) = check(store, client, out, args) else {
         if client.transaction.is_some() {
             client.transaction_failed = true;
         }
         return;
     };
+    *client.info.command.borrow_mut() = full_name(spec, args);
     if client.transaction.is_some() && spec.flags & NO_QUEUE == 0 {
         if let Some(queued) = &mut client.transaction {
             queued.push(args.to_vec());
+            client.info.multi.set(queued.len() as i64);
         }
         out.simple("QUEUED");
         return;
     }
     run(store, client, out, spec, args);
+    client.info.dirty.set(client.dirty.get());
 }
 
 /// The checks before a command runs, in Redis's order; the command if it may run.
 fn check(
     store: &mut Store,
-    client: &mut Client,
+    client: &Client,
     out: &mut Out,
     args: &[Bytes],
 ) -> Option<&'static Spec> {
     let Some(spec) = store.table.lookup(&args[0]) else {
-        out.error(&unknown_command(args));
+        let reason = unknown_command(args);
+        store.stats.error(&reason);
+        out.error(&reason);
         return None;
     };
+    let Some(reason) = refusal(store, client, spec, args) else {
+        return Some(spec);
+    };
+    store.stats.command(&full_name(spec, args)).rejected += 1;
+    store.stats.error(&reason);
+    out.error(&reason);
+    None
+}
+
+/// Why `spec` may not run now, if it may not (`None`: it may).
+fn refusal(store: &Store, client: &Client, spec: &'static Spec, args: &[Bytes]) -> Option<String> {
     let argc = args.len() as i32;
     if (spec.arity > 0 && argc != spec.arity) || argc < -spec.arity {
-        out.error(&arity_error(spec.name).0);
-        return None;
+        return Some(arity_error(spec.name).0.into_owned());
     }
     let denies_oom = spec.flags & DENY_OOM != 0
         || (client.transaction.is_some()
             && !matches!(spec.name, "exec" | "discard" | "quit" | "reset"))
         || (spec.name == "exec" && transaction::queued_deny_oom(store, client));
     if denies_oom && store.over_memory() {
-        out.error(text::OOM);
-        return None;
+        return Some(text::OOM.into());
     }
     if let (Some(reason), true) = (&store.log_failed, spec.flags & WRITE != 0) {
-        out.error(&format!("MISCONF Errors writing to the AOF file: {reason}"));
-        return None;
+        return Some(format!("MISCONF Errors writing to the AOF file: {reason}"));
     }
-    if client.subscriptions() > 0 && spec.flags & PUBSUB == 0 {
-        out.error(&format!(
+    // In RESP3 a subscriber may run any command: pushes cannot be mistaken for replies.
+    if client.subscriptions() > 0 && spec.flags & PUBSUB == 0 && !client.info.mailbox.resp3.get() {
+        return Some(format!(
             "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
-            spec.name
+            full_name(spec, args)
         ));
-        return None;
     }
-    Some(spec)
+    None
 }
 
 /// Runs a command that passed the checks, and logs what it changed.
 fn run(store: &mut Store, client: &mut Client, out: &mut Out, spec: &Spec, args: &[Bytes]) {
+    store.select(client.db);
+    let started = std::time::Instant::now();
     let mut ctx = Ctx {
         store,
         client,
@@ -405,13 +341,29 @@ fn run(store: &mut Store, client: &mut Client, out: &mut Out, spec: &Spec, args:
         now: Now(super::db::now_ms()),
         changed: Changed::Nothing,
     };
-    if let Err(Fail(reason)) = (spec.handler)(&mut ctx, args) {
-        ctx.out.error(&reason);
-    }
+    let failed = (spec.handler)(&mut ctx, args).err();
     let changed = std::mem::take(&mut ctx.changed);
     let store = ctx.store;
+    let stat = store.stats.command(&full_name(spec, args));
+    stat.calls += 1;
+    stat.usec += started.elapsed().as_micros() as u64;
+    if let Some(Fail(reason)) = failed {
+        stat.failed += 1;
+        store.stats.error(&reason);
+        ctx.out.error(&reason);
+    }
+    if matches!(changed, Changed::Nothing) {
+        // The command looked at keys to change them and changed nothing: only keys that
+        // expired on the way were touched.
+        let db = &mut store.db;
+        if !db.touched.is_empty() {
+            let expired = &db.expired;
+            db.touched.retain(|key| expired.contains(key));
+        }
+    }
+    store.process_touched();
     if store.log.is_none() {
-        store.db.expired.clear();
+        store.forget_expired();
         return;
     }
     store.log_expired();
@@ -453,6 +405,7 @@ pub fn replay(store: &mut Store, client: &mut Client, args: &[Bytes]) -> Result<
             String::from_utf8_lossy(&args[0])
         ));
     };
+    store.select(client.db);
     let mut out = Out::default();
     let mut ctx = Ctx {
         store,

@@ -2,18 +2,19 @@
 //! messages through its mailbox; its connection task writes them out.
 
 use bytes::Bytes;
-use redis_protocol::resp2::types::BorrowedFrame;
 
 use super::{subcommand, Ctx, Outcome};
 use crate::state::glob;
 
+/// A (un)subscription's confirmation: an array in RESP2, a push in RESP3.
 fn confirm(ctx: &mut Ctx, kind: &str, name: Option<&[u8]>) {
     let count = ctx.client.subscriptions() as i64;
-    ctx.out.frames(&[
-        BorrowedFrame::BulkString(kind.as_bytes()),
-        name.map_or(BorrowedFrame::Null, BorrowedFrame::BulkString),
-        BorrowedFrame::Integer(count),
-    ]);
+    ctx.client.info.channels.set(ctx.client.channels.len());
+    ctx.client.info.patterns.set(ctx.client.patterns.len());
+    ctx.out.push_header(3);
+    ctx.out.bulk(kind.as_bytes());
+    ctx.out.maybe_bulk(name);
+    ctx.out.int(count);
 }
 
 pub fn publish(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
@@ -91,6 +92,8 @@ pub fn forget(
     for pattern in client.patterns.drain(..) {
         ctx_store.pubsub.punsubscribe(&pattern, client.id);
     }
+    client.info.channels.set(0);
+    client.info.patterns.set(0);
 }
 
 pub fn pubsub(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
@@ -111,20 +114,13 @@ pub fn pubsub(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
             ctx.out.bulks(channels.iter().map(|name| name.as_ref()));
         }
         "numsub" => {
-            let counts: Vec<(Bytes, i64)> = args[2..]
-                .iter()
-                .map(|name| (name.clone(), ctx.store.pubsub.subscribers(name) as i64))
-                .collect();
-            let frames: Vec<BorrowedFrame> = counts
-                .iter()
-                .flat_map(|(name, count)| {
-                    [
-                        BorrowedFrame::BulkString(name),
-                        BorrowedFrame::Integer(*count),
-                    ]
-                })
-                .collect();
-            ctx.out.frames(&frames);
+            // An array in RESP3 too, as in Redis 7.0.
+            ctx.out.array_header((args.len() - 2) * 2);
+            for name in &args[2..] {
+                let count = ctx.store.pubsub.subscribers(name) as i64;
+                ctx.out.bulk(name);
+                ctx.out.int(count);
+            }
         }
         _ => ctx.out.int(ctx.store.pubsub.pattern_count() as i64),
     }

@@ -1,15 +1,12 @@
-//! Connection and server commands: PING, ECHO, SELECT, QUIT, RESET, AUTH, HELLO, CLIENT, INFO,
-//! COMMAND, CONFIG, TIME, DBSIZE, FLUSHDB/FLUSHALL: what client libraries send on connect, and
-//! what people type into `redis-cli`.
-
-use std::fmt::Write as _;
+//! Connection and server commands: PING, ECHO, SELECT, QUIT, RESET, AUTH, HELLO, COMMAND,
+//! TIME, DBSIZE, FLUSHDB/FLUSHALL: what client libraries send on connect, and what people type
+//! into `redis-cli`.
 
 use bytes::Bytes;
-use redis_protocol::resp2::types::BorrowedFrame;
 
-use super::{arity_error, int_arg, subcommand, Ctx, Fail, Outcome, Spec};
-use crate::state::glob;
+use super::{arity_error, subcommand, Ctx, Fail, Outcome, Spec};
 use crate::state::reply::text;
+use crate::state::store::{ReplyMode, DATABASES};
 
 /// The Redis version the store answers like (the commands and replies follow Redis 7.0).
 pub const REDIS_VERSION: &str = "7.0.0";
@@ -18,7 +15,7 @@ pub fn ping(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     if args.len() > 2 {
         return Err(arity_error("ping"));
     }
-    if ctx.client.subscriptions() > 0 {
+    if ctx.client.subscriptions() > 0 && !ctx.out.resp3 {
         let message = args.get(1).map_or(&b""[..], |arg| arg.as_ref());
         ctx.out.bulks([&b"pong"[..], message]);
     } else if let Some(message) = args.get(1) {
@@ -34,11 +31,21 @@ pub fn echo(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     Ok(())
 }
 
+/// A database index argument, or Redis's errors.
+pub fn db_index(arg: &[u8]) -> Result<usize, Fail> {
+    let index = crate::state::number::parse_i64(arg)
+        .ok_or(Fail::from("ERR value is not an integer or out of range"))?;
+    usize::try_from(index)
+        .ok()
+        .filter(|index| *index < DATABASES)
+        .ok_or(Fail::from("ERR DB index is out of range"))
+}
+
 pub fn select(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
-    let index = int_arg(&args[1])?;
-    if index != 0 {
-        return Err("ERR DB index is out of range (herdsman's embedded store has database 0 only; use --state redis://… for more)".into());
-    }
+    let index = db_index(&args[1])?;
+    ctx.client.db = index;
+    ctx.client.info.db.set(index);
+    ctx.store.select(index);
     ctx.out.ok();
     Ok(())
 }
@@ -52,10 +59,26 @@ pub fn quit(ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
 pub fn reset(ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
     ctx.client.transaction = None;
     ctx.client.transaction_failed = false;
-    ctx.client.name = None;
+    ctx.client.info.multi.set(-1);
+    *ctx.client.info.name.borrow_mut() = None;
+    ctx.client.info.no_evict.set(false);
+    ctx.client.reply = ReplyMode::On;
+    ctx.store.unwatch(ctx.client);
     super::pubsub::forget(ctx.store, ctx.client);
+    ctx.client.db = 0;
+    ctx.client.info.db.set(0);
+    ctx.store.select(0);
+    set_protocol(ctx, 2);
     ctx.out.simple("RESET");
     Ok(())
+}
+
+/// Switches the connection's replies to RESP `version` (2 or 3).
+fn set_protocol(ctx: &mut Ctx, version: u8) {
+    let resp3 = version == 3;
+    ctx.out.resp3 = resp3;
+    ctx.client.mailbox.resp3.set(resp3);
+    ctx.client.info.resp.set(version);
 }
 
 /// There are no passwords: the store is reachable only through a private socket (or loopback).
@@ -81,7 +104,7 @@ pub fn auth(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     Ok(())
 }
 
-fn valid_client_name(name: &[u8]) -> Result<(), Fail> {
+pub fn valid_client_name(name: &[u8]) -> Result<(), Fail> {
     if name.iter().all(|byte| (b'!'..=b'~').contains(byte)) {
         Ok(())
     } else {
@@ -91,14 +114,15 @@ fn valid_client_name(name: &[u8]) -> Result<(), Fail> {
 
 pub fn hello(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let mut next = 1;
+    let mut protocol = None;
     if let Some(version) = args.get(1) {
         let version = crate::state::number::parse_i64(version).ok_or(Fail::from(
             "ERR Protocol version is not an integer or out of range",
         ))?;
-        // RESP3 is not spoken: clients that probe with HELLO 3 fall back to RESP2 on NOPROTO.
-        if version != 2 {
+        if !(2..=3).contains(&version) {
             return Err("NOPROTO unsupported protocol version".into());
         }
+        protocol = Some(version as u8);
         next = 2;
     }
     let mut name = None;
@@ -124,158 +148,47 @@ pub fn hello(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         }
     }
     if let Some(name) = name {
-        ctx.client.name = (!name.is_empty()).then_some(name);
+        *ctx.client.info.name.borrow_mut() = (!name.is_empty()).then_some(name);
     }
-    let id = ctx.client.id as i64;
-    ctx.out.frames(&[
-        BorrowedFrame::BulkString(b"server"),
-        BorrowedFrame::BulkString(b"redis"),
-        BorrowedFrame::BulkString(b"version"),
-        BorrowedFrame::BulkString(REDIS_VERSION.as_bytes()),
-        BorrowedFrame::BulkString(b"proto"),
-        BorrowedFrame::Integer(2),
-        BorrowedFrame::BulkString(b"id"),
-        BorrowedFrame::Integer(id),
-        BorrowedFrame::BulkString(b"mode"),
-        BorrowedFrame::BulkString(b"standalone"),
-        BorrowedFrame::BulkString(b"role"),
-        BorrowedFrame::BulkString(b"master"),
-        BorrowedFrame::BulkString(b"modules"),
-        BorrowedFrame::Array(&[]),
-    ]);
-    Ok(())
-}
-
-pub fn client(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
-    let known = [
-        ("id", 2),
-        ("setname", 3),
-        ("getname", 2),
-        ("setinfo", 4),
-        ("info", 2),
-        ("list", -2),
-    ];
-    match subcommand(args, "client", &known)? {
-        "id" => ctx.out.int(ctx.client.id as i64),
-        "setname" => {
-            valid_client_name(&args[2])?;
-            ctx.client.name = (!args[2].is_empty()).then(|| args[2].clone());
-            ctx.out.ok();
-        }
-        "getname" => {
-            let name = ctx.client.name.clone();
-            ctx.out.maybe_bulk(name.as_deref());
-        }
-        // Libraries announce themselves (lib-name, lib-ver); accepted and not kept.
-        "setinfo" => ctx.out.ok(),
-        _ => {
-            let name = ctx
-                .client
-                .name
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
-            let line = format!("id={} name={name} db=0\n", ctx.client.id);
-            ctx.out.bulk(line.as_bytes());
-        }
+    if let Some(version) = protocol {
+        set_protocol(ctx, version);
     }
-    Ok(())
-}
-
-pub fn info(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
-    let wanted: Vec<Vec<u8>> = args[1..]
-        .iter()
-        .map(|arg| arg.to_ascii_lowercase())
-        .collect();
-    let everything = wanted.is_empty()
-        || wanted
-            .iter()
-            .any(|section| matches!(section.as_slice(), b"all" | b"default" | b"everything"));
-    let store = &ctx.store;
-    let uptime = store.started.elapsed().as_secs();
-    let sections: [(&str, String); 7] = [
-        (
-            "server",
-            format!(
-                "redis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\nherdsman_version:{}\r\nprocess_id:{}\r\nuptime_in_seconds:{uptime}\r\n",
-                env!("CARGO_PKG_VERSION"),
-                std::process::id()
-            ),
-        ),
-        (
-            "clients",
-            format!("connected_clients:{}\r\n", store.connected_clients),
-        ),
-        (
-            "memory",
-            format!(
-                "used_memory:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\n",
-                store.db.used_memory(),
-                store.max_memory.unwrap_or(0)
-            ),
-        ),
-        (
-            "persistence",
-            format!(
-                "loading:0\r\naof_enabled:{}\r\n",
-                u8::from(store.log.is_some())
-            ),
-        ),
-        (
-            "stats",
-            format!(
-                "total_commands_processed:{}\r\n",
-                store.commands_processed
-            ),
-        ),
-        ("replication", "role:master\r\nconnected_slaves:0\r\n".into()),
-        (
-            "keyspace",
-            if store.db.len() > 0 {
-                format!(
-                    "db0:keys={},expires={},avg_ttl=0\r\n",
-                    store.db.len(),
-                    store.db.expiring()
-                )
-            } else {
-                String::new()
-            },
-        ),
-    ];
-    let mut reply = String::new();
-    for (name, body) in sections {
-        if everything || wanted.iter().any(|section| section == name.as_bytes()) {
-            if !reply.is_empty() {
-                reply.push_str("\r\n");
-            }
-            let mut title = name.to_string();
-            title[..1].make_ascii_uppercase();
-            let _ = write!(reply, "# {title}\r\n{body}");
-        }
-    }
-    ctx.out.bulk(reply.as_bytes());
+    // Redis 7.0's map, in its order.
+    let out = &mut *ctx.out;
+    out.map_header(7);
+    out.bulk(b"server");
+    out.bulk(b"redis");
+    out.bulk(b"version");
+    out.bulk(REDIS_VERSION.as_bytes());
+    out.bulk(b"proto");
+    out.int(i64::from(ctx.client.info.resp.get()));
+    out.bulk(b"id");
+    out.int(ctx.client.id as i64);
+    out.bulk(b"mode");
+    out.bulk(b"standalone");
+    out.bulk(b"role");
+    out.bulk(b"master");
+    out.bulk(b"modules");
+    out.array_header(0);
     Ok(())
 }
 
 fn describe(spec: &Spec, out: &mut super::Out) {
-    let flags: Vec<BorrowedFrame> = spec
-        .flag_names()
-        .into_iter()
-        .map(|flag| BorrowedFrame::SimpleString(flag.as_bytes()))
-        .collect();
+    let flags = spec.flag_names();
     let (first, last, step) = spec.keys;
-    out.frames(&[
-        BorrowedFrame::BulkString(spec.name.as_bytes()),
-        BorrowedFrame::Integer(i64::from(spec.arity)),
-        BorrowedFrame::Array(&flags),
-        BorrowedFrame::Integer(i64::from(first)),
-        BorrowedFrame::Integer(i64::from(last)),
-        BorrowedFrame::Integer(i64::from(step)),
-        BorrowedFrame::Array(&[]),
-        BorrowedFrame::Array(&[]),
-        BorrowedFrame::Array(&[]),
-        BorrowedFrame::Array(&[]),
-    ]);
+    out.array_header(10);
+    out.bulk(spec.name.as_bytes());
+    out.int(i64::from(spec.arity));
+    out.set_header(flags.len());
+    for flag in flags {
+        out.simple(flag);
+    }
+    out.int(i64::from(first));
+    out.int(i64::from(last));
+    out.int(i64::from(step));
+    for _ in 0..4 {
+        out.array_header(0);
+    }
 }
 
 pub fn command(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
@@ -306,41 +219,6 @@ pub fn command(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     Ok(())
 }
 
-pub fn config(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
-    let known = [("get", -3), ("set", -4), ("resetstat", 2)];
-    match subcommand(args, "config", &known)? {
-        "get" => {
-            let max_memory = ctx.store.max_memory.unwrap_or(0).to_string();
-            let append_only = if ctx.store.log.is_some() { "yes" } else { "no" };
-            let settings: [(&str, &str); 7] = [
-                ("maxmemory", &max_memory),
-                ("maxmemory-policy", "noeviction"),
-                ("appendonly", append_only),
-                ("appendfsync", "everysec"),
-                ("save", ""),
-                ("databases", "1"),
-                ("notify-keyspace-events", ""),
-            ];
-            let mut items: Vec<&[u8]> = Vec::new();
-            for (name, value) in settings {
-                if args[2..]
-                    .iter()
-                    .any(|pattern| glob::matches(&pattern.to_ascii_lowercase(), name.as_bytes()))
-                {
-                    items.push(name.as_bytes());
-                    items.push(value.as_bytes());
-                }
-            }
-            ctx.out.bulks(items);
-        }
-        "set" => {
-            return Err("ERR the embedded store is configured by herdsman's flags (--state-max-memory, --state-file); CONFIG SET is not supported".into())
-        }
-        _ => ctx.out.ok(),
-    }
-    Ok(())
-}
-
 pub fn time(ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -352,6 +230,7 @@ pub fn time(ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
 }
 
 pub fn dbsize(ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
+    // As Redis: keys past their deadline and not reclaimed yet still count.
     ctx.out.int(ctx.store.db.len() as i64);
     Ok(())
 }
@@ -364,8 +243,21 @@ pub fn flush(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     {
         return Err(text::SYNTAX.into());
     }
-    ctx.store.db.clear();
+    let all = args[0].eq_ignore_ascii_case(b"flushall");
+    let databases: Vec<usize> = if all {
+        (0..DATABASES).collect()
+    } else {
+        vec![ctx.store.current_db()]
+    };
+    for db in databases {
+        ctx.store.touch_all_watched(db, None, ctx.now);
+        ctx.store.db_at(db).clear();
+    }
     ctx.out.ok();
-    ctx.changed_as(vec![Bytes::from_static(b"FLUSHALL")]);
+    ctx.changed_as(vec![Bytes::from_static(if all {
+        b"FLUSHALL"
+    } else {
+        b"FLUSHDB"
+    })]);
     Ok(())
 }

@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::{int_arg, Ctx, Fail, Outcome};
 use crate::state::db::{Entry, Value};
-use crate::state::number::{self, parse_float};
+use crate::state::number::{self, parse_float, LongDouble};
 use crate::state::reply::text;
 
 pub fn get(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
@@ -300,10 +300,7 @@ pub fn incrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let key = &args[1];
     let current = match ctx.string(key)? {
         Some(text) => parse_float(text).ok_or(Fail::from(text::NOT_FLOAT))?,
-        None => number::Float::Decimal {
-            mantissa: 0,
-            scale: 0,
-        },
+        None => LongDouble::ZERO,
     };
     let by = parse_float(&args[2]).ok_or(Fail::from(text::NOT_FLOAT))?;
     let sum = current

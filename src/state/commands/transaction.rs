@@ -1,5 +1,7 @@
-//! MULTI / EXEC / DISCARD. The store runs one command at a time on one thread, so running the
-//! queued commands back to back is atomic: no other client's command can come between them.
+//! MULTI / EXEC / DISCARD and WATCH / UNWATCH. The store runs one command at a time on one
+//! thread, so running the queued commands back to back is atomic: no other client's command can
+//! come between them. A watched key that any command changed (a write, an expiry, FLUSHALL,
+//! SWAPDB) since WATCH makes EXEC run nothing and reply with the null array, as in Redis.
 
 use bytes::Bytes;
 
@@ -12,6 +14,24 @@ pub fn multi(ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
     }
     ctx.client.transaction = Some(Vec::new());
     ctx.client.transaction_failed = false;
+    ctx.client.info.multi.set(0);
+    ctx.out.ok();
+    Ok(())
+}
+
+pub fn watch(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
+    if ctx.client.transaction.is_some() {
+        return Err("ERR WATCH inside MULTI is not allowed".into());
+    }
+    for key in &args[1..] {
+        ctx.store.watch(ctx.client, key, ctx.now);
+    }
+    ctx.out.ok();
+    Ok(())
+}
+
+pub fn unwatch(ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
+    ctx.store.unwatch(ctx.client);
     ctx.out.ok();
     Ok(())
 }
@@ -21,6 +41,8 @@ pub fn discard(ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
         return Err("ERR DISCARD without MULTI".into());
     }
     ctx.client.transaction_failed = false;
+    ctx.client.info.multi.set(-1);
+    ctx.store.unwatch(ctx.client);
     ctx.out.ok();
     Ok(())
 }
@@ -29,8 +51,15 @@ pub fn exec(ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
     let Some(queued) = ctx.client.transaction.take() else {
         return Err("ERR EXEC without MULTI".into());
     };
+    ctx.client.info.multi.set(-1);
+    let touched = ctx.client.dirty.get() || ctx.store.watched_key_expired(ctx.client, ctx.now);
+    ctx.store.unwatch(ctx.client);
     if std::mem::take(&mut ctx.client.transaction_failed) {
         return Err("EXECABORT Transaction discarded because of previous errors.".into());
+    }
+    if touched {
+        ctx.out.null_array();
+        return Ok(());
     }
     ctx.out.array_header(queued.len());
     let logging = ctx.store.log.is_some();
