@@ -154,13 +154,15 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub balance: Option<BalanceArg>,
 
-    /// When a new worker counts as ready: `delay` = its ready signal (READY=1 on
-    /// $NOTIFY_SOCKET; with --ipc, a `ready` frame or process.send('ready')) or after
-    /// --ready-delay; `notify` = its ready signal only [default: delay]
+    /// When a new worker counts as ready: `delay` = --ready-delay after its start, and after
+    /// its ready signal if it sends one (READY=1 on $NOTIFY_SOCKET; with --ipc, a `ready` frame
+    /// or process.send('ready')); `notify` = --ready-delay after its ready signal
+    /// [default: delay]
     #[arg(long, value_enum)]
     pub ready: Option<ReadyArg>,
 
-    /// With --ready delay: how long a worker must stay up to count as ready [default: 1s]
+    /// How long a worker must stay up, after its start and after its READY=1, to count as ready
+    /// [default: 1s]
     #[arg(long, value_parser = config::parse_duration)]
     pub ready_delay: Option<Duration>,
 
@@ -175,6 +177,11 @@ pub struct RunArgs {
     /// How long a stopping worker may take before it is killed (SIGKILL) [default: 10s]
     #[arg(long, value_parser = config::parse_duration)]
     pub kill_timeout: Option<Duration>,
+
+    /// A ready worker that leaves a connection unaccepted on the cluster's socket this long is
+    /// reported `not accepting` and replaced [default: 5s]
+    #[arg(long, value_parser = config::parse_duration)]
+    pub accept_timeout: Option<Duration>,
 
     /// Name of the cluster, for `herdsman status NAME` [default: the script's name for
     /// node, python… (`node server.js` → `server`), else the command's file name]
@@ -267,6 +274,7 @@ impl RunArgs {
             ready_timeout: self.ready_timeout,
             stop_signal: self.stop_signal,
             kill_timeout: self.kill_timeout,
+            accept_timeout: self.accept_timeout,
             name: self.name,
             log_format: self.log_format.map(|format| match format {
                 LogFormatArg::Text => LogFormat::Text,

@@ -48,6 +48,8 @@ pub struct FileSettings {
     pub stop_signal: Option<Signal>,
     #[serde(default, deserialize_with = "duration", alias = "kill_timeout")]
     pub kill_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration", alias = "accept_timeout")]
+    pub accept_timeout: Option<Duration>,
     pub name: Option<String>,
     #[serde(alias = "log_format")]
     pub log_format: Option<LogFormat>,

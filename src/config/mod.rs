@@ -56,9 +56,10 @@ impl fmt::Display for Balance {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReadyMode {
-    /// `READY=1` on `NOTIFY_SOCKET`, or else after `--ready-delay`.
+    /// `--ready-delay` after the start, and after `READY=1` on `NOTIFY_SOCKET` if the command
+    /// sends one.
     Delay,
-    /// `READY=1` on `NOTIFY_SOCKET` only, within `--ready-timeout`.
+    /// `READY=1` on `NOTIFY_SOCKET` only (then `--ready-delay` alive), within `--ready-timeout`.
     Notify,
 }
 
@@ -150,6 +151,8 @@ pub struct Config {
     pub ready_timeout: Duration,
     pub stop_signal: Signal,
     pub kill_timeout: Duration,
+    /// A ready worker that leaves a connection unaccepted in its queue this long is replaced.
+    pub accept_timeout: Duration,
     pub log_format: LogFormat,
     /// Where workers' shared state lives (`--state`), and how the embedded store runs.
     pub state: StateMode,
@@ -202,6 +205,7 @@ pub struct RunFlags {
     pub ready_timeout: Option<Duration>,
     pub stop_signal: Option<Signal>,
     pub kill_timeout: Option<Duration>,
+    pub accept_timeout: Option<Duration>,
     pub name: Option<String>,
     pub log_format: Option<LogFormat>,
     pub state: Option<StateMode>,
@@ -262,6 +266,10 @@ impl RunFlags {
                 .kill_timeout
                 .or(file.kill_timeout)
                 .unwrap_or(Duration::from_secs(10)),
+            accept_timeout: flags
+                .accept_timeout
+                .or(file.accept_timeout)
+                .unwrap_or(Duration::from_secs(5)),
             name: flags.name.or(file.name),
             log_format: flags
                 .log_format
@@ -294,6 +302,7 @@ pub struct RunSettings {
     pub ready_timeout: Duration,
     pub stop_signal: Signal,
     pub kill_timeout: Duration,
+    pub accept_timeout: Duration,
     pub name: Option<String>,
     pub log_format: LogFormat,
     pub env: Vec<(String, String)>,
@@ -335,6 +344,7 @@ impl RunSettings {
             ready_timeout: self.ready_timeout,
             stop_signal: self.stop_signal,
             kill_timeout: self.kill_timeout,
+            accept_timeout: self.accept_timeout,
             log_format: self.log_format,
             state: self.state,
             store: self.store,
@@ -493,6 +503,7 @@ mod tests {
             ready_timeout: Duration::from_secs(30),
             stop_signal: Signal::SIGTERM,
             kill_timeout: Duration::from_secs(10),
+            accept_timeout: Duration::from_secs(5),
             name: None,
             log_format: LogFormat::Text,
             env: Vec::new(),

@@ -6,6 +6,9 @@
 //! - `supervisor`: the one task that owns every slot and worker: start, readiness, stop, and the
 //!   event loop that the other modules' `impl Supervisor` blocks serve.
 //! - `steering`: where new connections go, and retiring a worker without failing one.
+//! - `port_watch`: foreign sockets on the cluster's port, reported while the cluster runs.
+//! - `accepting`: a ready worker that leaves connections in its queue is replaced.
+//! - `readiness`: when a starting worker counts as ready, and when start-up is over.
 //! - `rescue`: connections queued on a socket no worker holds, relayed to ready workers.
 //! - `failure`: crash restarts and start-up failure.
 //! - `reload`: rolling reloads and single-slot restarts, new worker before old.
@@ -26,12 +29,15 @@
 //! Worker lifecycle: `starting → ready → draining → exited`. A slot whose worker died waits in
 //! backoff before the next one starts, and is `errored` while it crash-loops.
 
+mod accepting;
 mod failure;
 mod ipc;
 mod log_hub;
 mod logs;
 mod notify;
+mod port_watch;
 mod process;
+mod readiness;
 mod ready_hint;
 mod reload;
 mod report;
@@ -94,6 +100,8 @@ pub enum Event {
     RespawnDue {
         slot: usize,
     },
+    /// Time to sample the accept queues of ready workers (`accepting`).
+    AcceptCheck,
     /// Time to check whether a leaving worker's queue is empty (reload, scale down).
     RetireCheck {
         uid: u64,
@@ -110,6 +118,8 @@ pub enum Event {
         uid: u64,
         reason: Option<String>,
     },
+    /// Time to look for foreign sockets on the cluster's port (reuseport).
+    PortGroupCheck,
 }
 
 /// Where progress lines and the result of a long request go.
