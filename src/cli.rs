@@ -210,6 +210,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", value_parser = config::parse_size)]
     pub state_max_memory: Option<u64>,
 
+    /// Most clients the embedded store serves at once; one more gets Redis's "max number of
+    /// clients reached". Lowered at start to fit the open-file limit [default: 10000]
+    #[arg(long, value_name = "N", value_parser = config::parse_client_count)]
+    pub state_max_clients: Option<usize>,
+
     /// Give every worker an IPC channel to the primary: `--ipc` (JSON lines at
     /// $HERDSMAN_IPC_FD) or `--ipc node` (Node's process.send / process.on('message'))
     #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "on", value_name = "on|node|off")]
@@ -279,6 +284,7 @@ impl RunArgs {
             state_listen: self.state_listen,
             state_file: self.state_file,
             state_max_memory: self.state_max_memory,
+            state_max_clients: self.state_max_clients,
             ipc: self.ipc.map(|ipc| match ipc {
                 IpcArg::On => IpcMode::On,
                 IpcArg::Node => IpcMode::Node,

@@ -6,6 +6,7 @@ mod accepting;
 mod control;
 mod examples;
 mod failures;
+mod hostile;
 mod ipc;
 mod languages;
 mod library;

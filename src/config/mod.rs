@@ -212,6 +212,7 @@ pub struct RunFlags {
     pub state_listen: Option<SocketAddr>,
     pub state_file: Option<PathBuf>,
     pub state_max_memory: Option<u64>,
+    pub state_max_clients: Option<usize>,
     pub ipc: Option<IpcMode>,
 }
 
@@ -280,6 +281,7 @@ impl RunFlags {
                 listen: flags.state_listen.or(file.state_listen),
                 file: flags.state_file.or(file.state_file),
                 max_memory: flags.state_max_memory.or(file.state_max_memory),
+                max_clients: flags.state_max_clients.or(file.state_max_clients),
             },
             ipc: flags.ipc.or(file.ipc).unwrap_or_default(),
         };
@@ -362,6 +364,7 @@ impl RunSettings {
                 ("state-listen", self.store.listen.is_some()),
                 ("state-file", self.store.file.is_some()),
                 ("state-max-memory", self.store.max_memory.is_some()),
+                ("state-max-clients", self.store.max_clients.is_some()),
             ];
             if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
                 return Err(ConfigError::StateOptionWithoutStore {
@@ -371,6 +374,16 @@ impl RunSettings {
             }
         }
         Ok(())
+    }
+}
+
+/// Parses `--state-max-clients`: a count of 1 or more.
+pub fn parse_client_count(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(count) if count >= 1 => Ok(count),
+        _ => Err(format!(
+            "`{text}` is not a number of clients (1 or more, e.g. 10000)"
+        )),
     }
 }
 

@@ -250,6 +250,54 @@ pub struct SharedState {
     pub announcement: Option<String>,
 }
 
+/// File descriptors the primary keeps for supervision, whatever the store's clients take: its
+/// own files, the control socket and its clients, the log pipes; and per worker its output pipes,
+/// IPC channel, notify socket and listening sockets, twice over for the replacement that
+/// overlaps it during a reload.
+const RESERVED_FDS: u64 = 64;
+const RESERVED_FDS_PER_WORKER: u64 = 16;
+
+/// How many clients the embedded store takes at once: `--state-max-clients` (Redis's default,
+/// 10000, when not given), lowered when the open-file limit left after the reserve for
+/// supervision is smaller, as Redis lowers `maxclients` to fit `ulimit -n`.
+struct StoreClientLimit {
+    clients: usize,
+    /// What was asked, when it was lowered, and the fd limit that lowered it.
+    lowered: Option<(usize, u64)>,
+}
+
+impl StoreClientLimit {
+    fn new(requested: Option<usize>, fd_limit: u64, workers: usize) -> StoreClientLimit {
+        let requested = requested.unwrap_or(crate::state::DEFAULT_MAX_CLIENTS);
+        let reserved = RESERVED_FDS + RESERVED_FDS_PER_WORKER * workers as u64;
+        let room = usize::try_from(fd_limit.saturating_sub(reserved).max(1)).unwrap_or(usize::MAX);
+        if requested <= room {
+            StoreClientLimit {
+                clients: requested,
+                lowered: None,
+            }
+        } else {
+            StoreClientLimit {
+                clients: room,
+                lowered: Some((requested, fd_limit)),
+            }
+        }
+    }
+
+    /// For the store's announcement: the limit, when it is lower than asked.
+    fn note(&self) -> String {
+        match self.lowered {
+            Some((requested, fd_limit)) => format!(
+                "; at most {} clients, not {requested}: the open-file limit is {fd_limit} and \
+                 {RESERVED_FDS} + {RESERVED_FDS_PER_WORKER} per worker are kept for supervision \
+                 (raise the hard limit, e.g. LimitNOFILE= or ulimit -Hn)",
+                self.clients
+            ),
+            None => String::new(),
+        }
+    }
+}
+
 fn describe_store(store: &StateStore, file: Option<&std::path::Path>) -> String {
     let tcp = store
         .tcp_address()
@@ -351,14 +399,19 @@ pub async fn run_observed(
     reread: Option<ConfigReader>,
     observer: Option<mpsc::UnboundedSender<crate::cluster::ClusterEvent>>,
 ) -> Result<(), RunError> {
+    let fd_limit = crate::sys::raise_fd_limit().map_err(RunError::Setup)?;
     let listeners = Listeners::bind(config.address, config.balance, config.workers)?;
     let (control, name) = ControlSocket::bind(&config.name, config.name_is_explicit)?;
     let config = Config { name, ..config };
     let dir = PrimaryDir::create().map_err(RunError::Setup)?;
+    let client_limit = StoreClientLimit::new(config.store.max_clients, fd_limit, config.workers);
     let store = match config.state {
         StateMode::Embedded => Some(StateStore::start(
             &dir.path().join("state.sock"),
-            &config.store,
+            &crate::state::StoreOptions {
+                max_clients: Some(client_limit.clients),
+                ..config.store.clone()
+            },
         )?),
         _ => None,
     };
@@ -370,9 +423,9 @@ pub async fn run_observed(
         },
         monitor: store.as_ref().map(StateStore::monitor),
         tcp: store.as_ref().and_then(StateStore::tcp_address),
-        announcement: store
-            .as_ref()
-            .map(|store| describe_store(store, config.store.file.as_deref())),
+        announcement: store.as_ref().map(|store| {
+            describe_store(store, config.store.file.as_deref()) + &client_limit.note()
+        }),
     };
     let spawner = Spawner::start(tokio::runtime::Handle::current()).map_err(RunError::Setup)?;
     let hub = Arc::new(LogHub::new());
