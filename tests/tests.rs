@@ -20,3 +20,4 @@ mod shutdown;
 mod state;
 mod state_dialect;
 mod state_differential;
+mod state_scripting;

@@ -3,7 +3,7 @@
 //! before running it. One file per family: `strings`, `ranges` (GETRANGE, SETRANGE, LCS, GETEX),
 //! `bits` (bitmaps), `keys`, `keyspace` (RENAME, COPY, MOVE, SWAPDB, OBJECT, MEMORY), `hashes`,
 //! `lists`, `sets`, `set_algebra`, `pubsub`, `server` (connection), `client`, `info` (INFO,
-//! CONFIG), `transaction` (MULTI, EXEC, WATCH).
+//! CONFIG), `transaction` (MULTI, EXEC, WATCH), `script` (EVAL, SCRIPT: Lua).
 
 mod bits;
 mod client;
@@ -14,6 +14,7 @@ mod keyspace;
 mod lists;
 mod pubsub;
 mod ranges;
+mod script;
 mod server;
 mod set_algebra;
 mod sets;
@@ -24,6 +25,7 @@ mod transaction;
 pub use table::Table;
 
 pub use pubsub::forget as pubsub_forget;
+pub use script::Scripting;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
