@@ -192,7 +192,7 @@ static COMMANDS: &[Spec] = &[
     spec!("script", -2, 0, script::script, NO_KEYS),
     spec!("function", -2, 0, script::function, NO_KEYS),
     spec!("fcall", -3, 0, script::fcall, NO_KEYS),
-    spec!("fcall_ro", -3, 0, script::fcall, NO_KEYS),
+    spec!("fcall_ro", -3, 0, script::fcall_ro, NO_KEYS),
 ];
 
 /// Commands by name.

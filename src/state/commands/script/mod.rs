@@ -21,7 +21,10 @@
 
 mod busy;
 mod convert;
+mod functions;
 mod libs;
+
+pub use functions::{fcall, fcall_ro, function};
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -49,6 +52,8 @@ pub struct Scripting {
     lua: Option<Engine>,
     /// Scripts by SHA-1 (lowercase hex): body and compiled function.
     scripts: HashMap<String, (Bytes, Function)>,
+    /// Functions (`FUNCTION LOAD`) by name, and their libraries.
+    functions: functions::Functions,
     /// Shared with the instruction hook and the busy loop.
     pub busy: Rc<Busy>,
 }
@@ -66,6 +71,7 @@ impl Default for Scripting {
         Scripting {
             lua: None,
             scripts: HashMap::new(),
+            functions: functions::Functions::default(),
             busy: Rc::new(Busy::default()),
         }
     }
@@ -194,9 +200,9 @@ impl Scripting {
         Ok(sha)
     }
 
+    /// `SCRIPT FLUSH`: the compiled scripts go (functions stay, as in Redis).
     fn flush(&mut self) {
         self.scripts.clear();
-        self.lua = None;
     }
 }
 
@@ -212,12 +218,12 @@ fn lua_message(error: &mlua::Error) -> String {
 
 pub fn eval(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let sha = ctx.store.scripting.load(&args[1])?;
-    run_script(ctx, &sha, args, false)
+    run_cached(ctx, &sha, args, false)
 }
 
 pub fn eval_ro(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let sha = ctx.store.scripting.load(&args[1])?;
-    run_script(ctx, &sha, args, true)
+    run_cached(ctx, &sha, args, true)
 }
 
 pub fn evalsha(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
@@ -225,7 +231,7 @@ pub fn evalsha(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     if !ctx.store.scripting.scripts.contains_key(&sha) {
         return Err(NOSCRIPT.into());
     }
-    run_script(ctx, &sha, args, false)
+    run_cached(ctx, &sha, args, false)
 }
 
 pub fn evalsha_ro(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
@@ -233,7 +239,29 @@ pub fn evalsha_ro(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     if !ctx.store.scripting.scripts.contains_key(&sha) {
         return Err(NOSCRIPT.into());
     }
-    run_script(ctx, &sha, args, true)
+    run_cached(ctx, &sha, args, true)
+}
+
+fn run_cached(ctx: &mut Ctx, sha: &str, args: &[Bytes], read_only: bool) -> Outcome {
+    let function = ctx.store.scripting.scripts[sha].1.clone();
+    let script = Script {
+        function,
+        name: sha,
+        source: "@user_script",
+        read_only,
+        as_function: false,
+    };
+    run_script(ctx, script, args)
+}
+
+/// What to run: a cached script (`KEYS`/`ARGV` globals) or a function (`KEYS`, `ARGV` as
+/// arguments), named in errors by its SHA-1 or its name.
+struct Script<'a> {
+    function: Function,
+    name: &'a str,
+    source: &'a str,
+    read_only: bool,
+    as_function: bool,
 }
 
 /// What a running script's `redis.call` works with.
@@ -243,7 +271,14 @@ struct Caller<'a, 'b> {
     wrote: Rc<Cell<bool>>,
 }
 
-fn run_script(ctx: &mut Ctx, sha: &str, args: &[Bytes], read_only: bool) -> Outcome {
+fn run_script(ctx: &mut Ctx, script: Script, args: &[Bytes]) -> Outcome {
+    let Script {
+        function,
+        name: sha,
+        source,
+        read_only,
+        as_function,
+    } = script;
     let numkeys = int_arg(&args[2])?;
     if numkeys < 0 {
         return Err("ERR Number of keys can't be negative".into());
@@ -253,7 +288,6 @@ fn run_script(ctx: &mut Ctx, sha: &str, args: &[Bytes], read_only: bool) -> Outc
     }
     let (keys, argv) = args[3..].split_at(numkeys as usize);
     let scripting = &mut ctx.store.scripting;
-    let function = scripting.scripts[sha].1.clone();
     let engine = scripting
         .lua
         .take()
@@ -291,7 +325,8 @@ fn run_script(ctx: &mut Ctx, sha: &str, args: &[Bytes], read_only: bool) -> Outc
             let argv = engine
                 .lua
                 .create_sequence_from(argv.iter().map(|a| BytesLua(a)))?;
-            let (ok, value): (bool, Value) = engine.run.call((function, keys, argv))?;
+            let (ok, value): (bool, Value) =
+                engine.run.call((function, keys, argv, as_function))?;
             let _ = engine.raw.raw_set("call", Value::Nil);
             Ok((ok, value))
         });
@@ -300,7 +335,7 @@ fn run_script(ctx: &mut Ctx, sha: &str, args: &[Bytes], read_only: bool) -> Outc
                 convert::lua_to_reply(&value, &mut reply, engine.resp3.get());
                 Ok(())
             }
-            Ok((false, value)) => Err(error_text(&value, sha, &busy)),
+            Ok((false, value)) => Err(error_text(&value, sha, source, &busy)),
             Err(error) => Err(Fail::from(format!(
                 "ERR Error running script (call to f_{sha}): {}",
                 lua_message(&error)
@@ -337,10 +372,10 @@ impl mlua::IntoLua for BytesLua<'_> {
 }
 
 /// The error reply for a script that failed with `value` (Redis 7.0's format).
-fn error_text(value: &Value, sha: &str, busy: &Busy) -> Fail {
+fn error_text(value: &Value, sha: &str, source: &str, busy: &Busy) -> Fail {
     if busy.killed.get() {
         return Fail::from(format!(
-            "ERR Script killed by user with SCRIPT KILL... script: {sha}, on @user_script:1."
+            "ERR Script killed by user with SCRIPT KILL... script: {sha}, on {source}:1."
         ));
     }
     let Value::Table(table) = value else {
@@ -519,21 +554,6 @@ pub fn script(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         }
     }
     Ok(())
-}
-
-/// `FUNCTION FLUSH` and `FUNCTION LIST` (no libraries: `FUNCTION LOAD` is not implemented).
-pub fn function(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
-    let known = [("flush", -2), ("list", -2)];
-    match subcommand(args, "function", &known)? {
-        "flush" => ctx.out.ok(),
-        _ => ctx.out.array_header(0),
-    }
-    Ok(())
-}
-
-/// `FCALL` / `FCALL_RO`: no function libraries exist here.
-pub fn fcall(_ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
-    Err("ERR Function not found".into())
 }
 
 /// Whether a script started `since` has run past the limit (for the hook).

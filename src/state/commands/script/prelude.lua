@@ -6,6 +6,7 @@ local dbg = debug
 local error, type, tostring, setmetatable, select, unpack, xpcall, setfenv, table =
   error, type, tostring, setmetatable, select, unpack, xpcall, setfenv, table
 
+local env
 local function readonly_error() error("Attempt to modify a readonly table", 2) end
 local function readonly(t)
   return setmetatable({}, {__index = t, __newindex = readonly_error, __metatable = false})
@@ -66,6 +67,26 @@ redis.setresp = wrap(function(v)
   if v ~= 2 and v ~= 3 then error({err = 'ERR RESP version must be 2 or 3.'}) end
   raw.setresp(v)
 end)
+-- FUNCTION LOAD: raw.register is set while a library loads.
+redis.register_function = wrap(function(name, callback)
+  local flags
+  if type(name) == 'table' then
+    name, callback, flags = name.function_name, name.callback, name.flags
+  end
+  if not raw.register then
+    error({err = 'ERR redis.register_function can only be called on FUNCTION LOAD command'})
+  end
+  if type(name) ~= 'string' then error({err = 'ERR function name argument given to redis.register_function must be a string'}) end
+  if type(callback) ~= 'function' then error({err = 'ERR callback argument given to redis.register_function must be a function'}) end
+  local no_writes = false
+  if type(flags) == 'table' then
+    for _, flag in ipairs(flags) do
+      if flag == 'no-writes' then no_writes = true end
+    end
+  end
+  local problem = raw.register(name, callback, no_writes)
+  if problem then error({err = problem}) end
+end)
 redis.set_repl = function() end
 redis.replicate_commands = function() return true end
 redis.breakpoint = function() return false end
@@ -111,7 +132,7 @@ G.loadfile, G.dofile, G.require, G.module, G.print = nil, nil, nil, nil, nil
 G.os, G.io, G.package, G.debug, G.newproxy, G.gcinfo = nil, nil, nil, nil, nil, nil
 
 -- The scripts' globals: reads of missing names and every write fail, with Redis's texts.
-local env = setmetatable({}, {
+env = setmetatable({}, {
   __index = function(_, name)
     local v = G[name]
     if v == nil then
@@ -146,7 +167,10 @@ end
 
 -- Rust calls these: prepare a compiled script, and run one with KEYS and ARGV.
 local function prepare(f) return setfenv(f, env) end
-local function run(f, keys, argv)
+local function run(f, keys, argv, as_function)
+  if as_function then
+    return xpcall(function() return f(keys, argv) end, handler)
+  end
   G.KEYS, G.ARGV = keys, argv
   return xpcall(f, handler)
 end
