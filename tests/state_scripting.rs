@@ -105,3 +105,31 @@ fn the_state_file_logs_the_writes_a_script_made_not_the_script() {
     client.call("SELECT 2");
     assert_eq!(client.text("GET k"), "$1\\r\\n5\\r\\n");
 }
+
+#[test]
+fn a_killed_script_stays_killed_even_when_it_catches_errors_with_pcall() {
+    let cluster = cluster()
+        .args(&["--workers", "1", "--ready-delay", "100ms"])
+        .start();
+    cluster.wait_ready(1);
+    let socket = state_socket(&cluster);
+    let mut looping = RespClient::unix(&socket);
+    let mut other = RespClient::unix(&socket);
+    assert_eq!(other.text("CONFIG SET lua-time-limit 10"), "+OK\\r\\n");
+    let script =
+        "local f = function() while 1 do redis.call('ping') end end while 1 do pcall(f) end";
+    looping.send(&[b"EVAL", script.as_bytes(), b"0"]);
+    let busy = "-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\\r\\n";
+    crate::support::eventually("a BUSY reply", || {
+        let reply = other.text("PING");
+        assert!(reply == busy || reply == "+PONG\\r\\n", "{reply}");
+        (reply == busy).then_some(())
+    });
+    assert_eq!(other.text("SCRIPT KILL"), "+OK\\r\\n");
+    let killed = printable(&looping.read_reply().expect("the caller gets its reply"));
+    assert!(
+        killed.starts_with("-ERR Script killed by user with SCRIPT KILL..."),
+        "{killed}"
+    );
+    assert_eq!(other.text("PING"), "+PONG\\r\\n");
+}

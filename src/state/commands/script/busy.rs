@@ -30,6 +30,8 @@ use crate::state::store::Store;
 
 const BUSY: &[u8] =
     b"-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\r\n";
+const BUSY_FUNCTION: &[u8] =
+    b"-BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.\r\n";
 const UNKILLABLE: &[u8] = b"-UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.\r\n";
 
 /// A connection accepted while a script was busy: its socket, and whether it is TCP.
@@ -39,6 +41,10 @@ pub type Adopted = (OwnedFd, bool);
 #[derive(Debug, Default)]
 pub struct Busy {
     started: Cell<Option<Instant>>,
+    /// The running script is a function (`FCALL`): `FUNCTION KILL` stops it.
+    function: Cell<bool>,
+    /// `busy-reply-threshold` (`lua-time-limit`) when CONFIG SET changed it.
+    limit_ms: Cell<Option<u64>>,
     client: Cell<u64>,
     pub killed: Cell<bool>,
     /// The script ran a write command (it can no longer be killed).
@@ -53,8 +59,19 @@ pub struct Busy {
 }
 
 impl Busy {
-    pub fn start(&self, client: u64) {
+    pub fn set_limit_ms(&self, limit: u64) {
+        self.limit_ms.set(Some(limit));
+    }
+
+    fn limit(&self) -> std::time::Duration {
+        self.limit_ms
+            .get()
+            .map_or(super::TIME_LIMIT, std::time::Duration::from_millis)
+    }
+
+    pub fn start(&self, client: u64, function: bool) {
         self.started.set(Some(Instant::now()));
+        self.function.set(function);
         self.client.set(client);
         self.killed.set(false);
         self.wrote.set(false);
@@ -74,7 +91,8 @@ impl Busy {
         let Some(started) = self.started.get() else {
             return Ok(VmState::Continue);
         };
-        if !self.killed.get() && super::over_limit(started) {
+        // Killed or not, others are answered until the script is over.
+        if started.elapsed() >= self.limit() {
             self.serve_others();
         }
         super::hook_result(self.killed.get())
@@ -124,14 +142,21 @@ impl Busy {
         let mut replies = Vec::new();
         while let Ok(Some(args)) = parser.next(&mut input) {
             consumed = total - input.len();
+            let container: &[u8] = if self.function.get() {
+                b"function"
+            } else {
+                b"script"
+            };
             let kill = args.len() == 2
-                && args[0].eq_ignore_ascii_case(b"script")
+                && args[0].eq_ignore_ascii_case(container)
                 && args[1].eq_ignore_ascii_case(b"kill");
             if kill && self.wrote.get() {
                 replies.extend_from_slice(UNKILLABLE);
             } else if kill {
                 self.killed.set(true);
                 replies.extend_from_slice(b"+OK\r\n");
+            } else if self.function.get() {
+                replies.extend_from_slice(BUSY_FUNCTION);
             } else {
                 replies.extend_from_slice(BUSY);
             }

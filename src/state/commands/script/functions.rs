@@ -162,6 +162,7 @@ pub fn function(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
             }
             ctx.out.ok();
         }
+        "kill" => return Err("NOTBUSY No scripts in execution right now.".into()),
         "flush" => {
             ctx.store.scripting.functions = Functions::default();
             ctx.out.ok();

@@ -29,7 +29,7 @@ pub use functions::{fcall, fcall_ro, function};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use mlua::{Function, HookTriggers, Lua, MultiValue, StdLib, Table, Value, VmState};
@@ -122,6 +122,11 @@ fn engine(busy: &Rc<Busy>) -> mlua::Result<Engine> {
         .load(include_str!("prelude.lua"))
         .set_name("=herdsman")
         .call(raw.clone())?;
+    let killed_busy = busy.clone();
+    raw.raw_set(
+        "killed",
+        lua.create_function(move |_, ()| Ok(killed_busy.killed.get()))?,
+    )?;
     let hook_busy = busy.clone();
     lua.set_hook(
         HookTriggers::new().every_nth_instruction(HOOK_EVERY),
@@ -294,7 +299,7 @@ fn run_script(ctx: &mut Ctx, script: Script, args: &[Bytes]) -> Outcome {
         .expect("a compiled script has its engine");
     let busy = scripting.busy.clone();
     engine.resp3.set(false);
-    busy.start(ctx.client.id);
+    busy.start(ctx.client.id, as_function);
     let saved_db = ctx.client.db;
     let log_start = ctx.store.log.as_ref().map_or(0, Vec::len);
     if ctx.store.log.is_some() {
@@ -421,6 +426,14 @@ fn refused_in_scripts(name: &str) -> bool {
             | "reset"
             | "quit"
             | "monitor"
+            | "blpop"
+            | "brpop"
+            | "brpoplpush"
+            | "blmove"
+            | "blmpop"
+            | "bzpopmin"
+            | "bzpopmax"
+            | "bzmpop"
     )
 }
 
@@ -554,11 +567,6 @@ pub fn script(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         }
     }
     Ok(())
-}
-
-/// Whether a script started `since` has run past the limit (for the hook).
-pub fn over_limit(since: Instant) -> bool {
-    since.elapsed() >= TIME_LIMIT
 }
 
 /// The hook's verdict: go on, or stop the script (killed).

@@ -115,8 +115,10 @@ local cmsgpack = {
 
 -- Redis's pcall hands the script the message of an error table, not the table.
 local lua_pcall = pcall
+-- A script stopped by SCRIPT KILL stays stopped: pcall does not catch that error.
 G.pcall = function(...)
   local r = {lua_pcall(...)}
+  if not r[1] and raw.killed() then error(r[2], 0) end
   if not r[1] and type(r[2]) == 'table' and type(r[2].err) == 'string' then r[2] = r[2].err end
   return unpack(r, 1, table.maxn(r))
 end
