@@ -18,7 +18,8 @@
 //!
 //! Behaviour switches (environment): `TESTSERVER_REUSEPORT=1` binds `$PORT` with SO_REUSEPORT
 //! (the no-herdsman baseline of the benchmark); `TESTSERVER_BIND_PORT=1` ignores the inherited
-//! socket and binds `$PORT` (an app that does not know socket activation);
+//! socket and binds `$PORT` (an app that does not know socket activation), on
+//! `TESTSERVER_HOST` (default `0.0.0.0`);
 //! `TESTSERVER_CRASH_SLOT=N` exits at once in worker N; `TESTSERVER_CRASH_IF=PATH` exits at once
 //! while the file PATH exists (a test turns a slot's restarts into a crash loop mid-run);
 //! `TESTSERVER_NOTIFY=1` sends `READY=1` to
@@ -78,7 +79,10 @@ fn main() {
 
 fn listener() -> std::io::Result<std::net::TcpListener> {
     let port: u16 = env_var("PORT").parse().unwrap_or(8000);
-    let address = SocketAddr::from(([0, 0, 0, 0], port));
+    let host = env_var("TESTSERVER_HOST")
+        .parse()
+        .unwrap_or([0, 0, 0, 0].into());
+    let address = SocketAddr::new(host, port);
     let inherited = env_var("LISTEN_FDS") == "1"
         && env_var("LISTEN_PID") == std::process::id().to_string()
         && !env_flag("TESTSERVER_BIND_PORT");

@@ -45,17 +45,17 @@ if ! python3 -c 'import redis, sys; sys.exit(int(redis.__version__.split(".")[0]
     python3 -m pip install --quiet "redis==$REDIS_PY" ||
         python3 -m pip install --quiet --break-system-packages "redis==$REDIS_PY"
 fi
-# The README's Python lines run gunicorn and uvicorn (tests/readme.rs).
-for server in gunicorn:gunicorn uvicorn:python3-uvicorn; do
-    if ! command -v "${server%%:*}" >/dev/null 2>&1; then
-        echo "test.sh: installing ${server%%:*} (for the README's Python lines)" >&2
-        if [ "$(command -v python3)" = /usr/bin/python3 ]; then
-            install_package "${server#*:}"
-        else
-            python3 -m pip install --quiet "${server%%:*}"
-        fi
+# The readiness tests (tests/python_servers.rs) and the README's Python lines (tests/readme.rs)
+# run real gunicorn and uvicorn, pinned.
+if ! command -v gunicorn >/dev/null 2>&1 || ! command -v uvicorn >/dev/null 2>&1; then
+    echo "test.sh: installing gunicorn and uvicorn (for tests/python_servers.rs, tests/readme.rs)" >&2
+    if [ "$(command -v python3)" = /usr/bin/python3 ]; then
+        install_package gunicorn
+        install_package uvicorn
+    else
+        python3 -m pip install --quiet gunicorn==23.0.0 uvicorn==0.32.1
     fi
-done
+fi
 if [ ! -d examples/node/node_modules ]; then
     (cd examples/node && npm ci --no-audit --no-fund --silent)
 fi

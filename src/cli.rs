@@ -154,13 +154,15 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub balance: Option<BalanceArg>,
 
-    /// When a new worker counts as ready: `delay` = its ready signal (READY=1 on
-    /// $NOTIFY_SOCKET; with --ipc, a `ready` frame or process.send('ready')) or after
-    /// --ready-delay; `notify` = its ready signal only [default: delay]
+    /// When a new worker counts as ready: `delay` = --ready-delay after its start, and after
+    /// its ready signal if it sends one (READY=1 on $NOTIFY_SOCKET; with --ipc, a `ready` frame
+    /// or process.send('ready')); `notify` = --ready-delay after its ready signal
+    /// [default: delay]
     #[arg(long, value_enum)]
     pub ready: Option<ReadyArg>,
 
-    /// With --ready delay: how long a worker must stay up to count as ready [default: 1s]
+    /// How long a worker must stay up, after its start and after its READY=1, to count as ready
+    /// [default: 1s]
     #[arg(long, value_parser = config::parse_duration)]
     pub ready_delay: Option<Duration>,
 
@@ -175,6 +177,11 @@ pub struct RunArgs {
     /// How long a stopping worker may take before it is killed (SIGKILL) [default: 10s]
     #[arg(long, value_parser = config::parse_duration)]
     pub kill_timeout: Option<Duration>,
+
+    /// A ready worker that leaves a connection unaccepted on the cluster's socket this long is
+    /// reported `not accepting` and replaced [default: 5s]
+    #[arg(long, value_parser = config::parse_duration)]
+    pub accept_timeout: Option<Duration>,
 
     /// Name of the cluster, for `herdsman status NAME` [default: the script's name for
     /// node, python… (`node server.js` → `server`), else the command's file name]
@@ -202,6 +209,11 @@ pub struct RunArgs {
     /// Refuse writes that grow the embedded store past this size (e.g. 256mb) [default: none]
     #[arg(long, value_name = "SIZE", value_parser = config::parse_size)]
     pub state_max_memory: Option<u64>,
+
+    /// Most clients the embedded store serves at once; one more gets Redis's "max number of
+    /// clients reached". Lowered at start to fit the open-file limit [default: 10000]
+    #[arg(long, value_name = "N", value_parser = config::parse_client_count)]
+    pub state_max_clients: Option<usize>,
 
     /// Give every worker an IPC channel to the primary: `--ipc` (JSON lines at
     /// $HERDSMAN_IPC_FD) or `--ipc node` (Node's process.send / process.on('message'))
@@ -262,6 +274,7 @@ impl RunArgs {
             ready_timeout: self.ready_timeout,
             stop_signal: self.stop_signal,
             kill_timeout: self.kill_timeout,
+            accept_timeout: self.accept_timeout,
             name: self.name,
             log_format: self.log_format.map(|format| match format {
                 LogFormatArg::Text => LogFormat::Text,
@@ -271,6 +284,7 @@ impl RunArgs {
             state_listen: self.state_listen,
             state_file: self.state_file,
             state_max_memory: self.state_max_memory,
+            state_max_clients: self.state_max_clients,
             ipc: self.ipc.map(|ipc| match ipc {
                 IpcArg::On => IpcMode::On,
                 IpcArg::Node => IpcMode::Node,

@@ -499,10 +499,13 @@ impl Cluster {
             port,
             balance,
             ready: ReadyMode::Notify,
-            ready_delay: Duration::from_secs(1),
+            // No probation after a worker's `ready`: it is this program's own code, saying so
+            // once it holds its listener, not a server's arbiter speaking before its app loads.
+            ready_delay: Duration::ZERO,
             ready_timeout: self.ready_timeout,
             stop_signal: nix::sys::signal::Signal::SIGTERM,
             kill_timeout: self.kill_timeout,
+            accept_timeout: Duration::from_secs(5),
             name: self.name.clone(),
             log_format: LogFormat::Text,
             env: Vec::new(),

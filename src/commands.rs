@@ -161,13 +161,23 @@ fn ls(json: bool) -> Result<ExitCode, Failure> {
             status.name,
             status.pid,
             status.address,
-            status.state,
+            shown_state(&status),
             format!("{ready}/{}", status.workers),
             status.generation,
             short_duration(status.uptime_ms),
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The cluster's state as `status` and `ls` print it: `running (degraded)` when a slot lacks a
+/// ready worker.
+fn shown_state(status: &ClusterStatus) -> String {
+    if status.degraded {
+        format!("{} (degraded)", status.state)
+    } else {
+        status.state.clone()
+    }
 }
 
 fn status(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
@@ -186,11 +196,18 @@ fn status(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
         status.pid,
         status.address,
         status.balance,
-        status.state,
+        shown_state(&status),
         status.generation,
         status.reloads,
         short_duration(status.uptime_ms)
     );
+    for foreign in &status.foreign_listeners {
+        let worker = foreign
+            .slot
+            .map(|slot| format!(" (worker {slot} binds the port itself)"))
+            .unwrap_or_default();
+        println!("warning: {}{worker}", foreign.description);
+    }
     println!(
         "{:>4}  {:>7}  {:>3}  {:<9} {:>8}  {:>8}  {:>6}  {:>9}  LAST EXIT",
         "SLOT", "PID", "GEN", "STATE", "UPTIME", "RESTARTS", "CPU", "MEMORY"

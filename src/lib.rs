@@ -19,6 +19,7 @@
 //!   and the worker's keeper, which makes sure nothing the worker starts outlives the primary.
 //! - `runtime_dir`: the per-user private directory for the primary's sockets.
 //! - `sys`: the few raw syscalls, the only place with `unsafe`.
+//! - `fuzzing` (hidden): what the fuzz targets in `fuzz/` run, and its bounded proptest pass.
 
 #![deny(unsafe_code)]
 
@@ -26,6 +27,8 @@ pub mod balance;
 pub mod cluster;
 pub mod config;
 pub mod control;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ipc;
 pub mod primary;
 mod runtime_dir;

@@ -11,6 +11,8 @@
 //!   other clients while a Lua script runs past its time limit.
 //! - [`move_fds_into_place`]: runs in the single-threaded exec shim, just before the final `exec`,
 //!   to put the inherited listening sockets at fds 3, 4, … as socket activation expects.
+//!
+//! The others run in the primary: [`raise_fd_limit`] at start, socket options and queries.
 
 #![allow(unsafe_code)]
 
@@ -378,4 +380,31 @@ pub fn accept_nowait(fd: RawFd) -> Option<std::os::fd::OwnedFd> {
     };
     // SAFETY: accept4 just returned this descriptor and nothing else owns it.
     (accepted >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(accepted) })
+}
+
+/// Raises the soft limit on open files to the hard limit, as Redis does at start (a primary
+/// holds a few fds per worker and one per store client; distributions still default the soft
+/// limit to 1024 for select()'s sake), and returns the soft limit now in force. Workers inherit
+/// the raised limit.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given, which lives on this stack frame.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct. It fails (and changes nothing) when the hard
+        // limit is unlimited but the kernel's nr_open is not; the soft limit then stays.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Ok(raised.rlim_cur);
+        }
+    }
+    Ok(limit.rlim_cur)
 }

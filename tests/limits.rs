@@ -154,6 +154,9 @@ fn the_primary_drops_and_counts_its_own_log_lines_when_nobody_reads_its_output()
             "1",
             "--ready",
             "notify",
+            // Ready at its signal, before the flood: no primary line but the messages is dropped.
+            "--ready-delay",
+            "0s",
             "--ipc",
             "--name",
             "chatty",

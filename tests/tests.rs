@@ -2,9 +2,11 @@
 
 mod support;
 
+mod accepting;
 mod control;
 mod examples;
 mod failures;
+mod hostile;
 mod ipc;
 mod languages;
 mod library;
@@ -12,9 +14,12 @@ mod limits;
 mod logs;
 mod messages;
 mod orphans;
+mod port_group;
+mod python_servers;
 mod readme;
 mod reload;
 mod rescue;
+mod restarts;
 mod run;
 mod shutdown;
 mod state;

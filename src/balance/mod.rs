@@ -17,6 +17,9 @@
 //!
 //! Sockets are left in blocking mode, as systemd hands them over: the mode belongs to the shared
 //! open file description, and each worker's runtime sets the mode it wants.
+//!
+//! The port is the cluster's alone: a foreign socket that would take some of its connections is
+//! refused at start-up, and one that appears later is reported (see `port_group`).
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -26,7 +29,13 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Balance;
 
+mod port_group;
 mod reuseport;
+mod sock_diag;
+
+use port_group::{holders_of, refuse_foreign, refuse_foreign_in_group};
+pub use port_group::{Foreign, GroupChange, WATCH_INTERVAL};
+pub use sock_diag::parent_pid;
 
 /// The listen backlog asked for; the kernel caps it at `net.core.somaxconn`.
 const BACKLOG: i32 = 2048;
@@ -53,46 +62,77 @@ pub struct Listeners {
     /// `Shared`: one socket. `Reuseport`: two per slot, index `2 × (slot − 1) + side`, which is
     /// also their order in the kernel's group (the order in which they started listening).
     sockets: Vec<Socket>,
+    /// The inode of each of `sockets`, as `sock_diag` and `/proc/PID/fd` name them.
+    inodes: Vec<u64>,
     /// The sockets new connections go to (reuseport), as last given to [`Listeners::steer`].
     steered_to: Vec<(usize, Side)>,
+    /// The program must be attached again whatever the targets: a foreign socket in the group
+    /// may have replaced it.
+    reattach: bool,
+    /// The netlink socket that lists the listeners on the port; opened on first use.
+    diag: Option<sock_diag::SockDiag>,
+    /// The foreign sockets on the port, as last reported by [`Listeners::check_group`].
+    foreign: Vec<Foreign>,
+    /// Looks at the port that failed in a row (reported once per run of failures).
+    watch_failures: u32,
+    /// The indexes of the cluster's own sockets that were found no longer listening.
+    lost: Vec<usize>,
 }
 
-/// The listening address could not be bound.
+/// The listening address could not be bound, or is not the cluster's alone.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {address}: {source}{hint}")]
+#[error("cannot listen on {address}: {reason}")]
 pub struct BindError {
     pub address: SocketAddr,
     #[source]
     pub source: io::Error,
-    hint: &'static str,
+    /// What happened and what to do, for people.
+    reason: String,
 }
 
 impl BindError {
     fn new(address: SocketAddr, source: io::Error) -> Self {
         let hint = match source.kind() {
-            io::ErrorKind::AddrInUse => {
-                " — another process listens there; stop it or pick another --port (0 = any free port)"
-            }
+            io::ErrorKind::AddrInUse => match holders_of(address).first() {
+                Some(holder) => format!(
+                    " — {} listens there; {} (0 = any free port)",
+                    holder.who(),
+                    holder.remedy()
+                ),
+                None => " — another process listens there; stop it or pick another --port (0 = \
+                         any free port)"
+                    .into(),
+            },
             io::ErrorKind::PermissionDenied => {
                 " — ports below 1024 need root or CAP_NET_BIND_SERVICE; pick a --port from 1024 up"
+                    .into()
             }
             io::ErrorKind::AddrNotAvailable => {
-                " — no interface of this machine has that address; check --host"
+                " — no interface of this machine has that address; check --host".into()
             }
-            _ => "",
+            _ => String::new(),
         };
         BindError {
             address,
+            reason: format!("{source}{hint}"),
             source,
-            hint,
         }
     }
 }
 
 impl Listeners {
     /// Binds `address` for `slots` workers. With port 0 the kernel picks a free port, which every
-    /// later socket of the cluster reuses.
+    /// later socket of the cluster reuses. With `reuseport`, fails if a foreign socket would take
+    /// some of the cluster's connections (see `port_group`): looked for before the first socket
+    /// listens, so that a second cluster never joins the first's group, and again after the last.
     pub fn bind(address: SocketAddr, balance: Balance, slots: usize) -> Result<Self, BindError> {
+        let mut diag = match balance {
+            Balance::Reuseport => sock_diag::SockDiag::open().ok(),
+            Balance::Shared => None,
+        };
+        if let Some(diag) = diag.as_mut().filter(|_| address.port() != 0) {
+            refuse_foreign(address, &[], diag)?;
+        }
         let first = bind_one(address, balance)?;
         let bound = first
             .local_addr()
@@ -102,10 +142,20 @@ impl Listeners {
         let mut listeners = Listeners {
             balance,
             address: bound,
+            inodes: vec![inode(&first)],
             sockets: vec![first],
             steered_to: Vec::new(),
+            reattach: true,
+            diag: None,
+            foreign: Vec::new(),
+            watch_failures: 0,
+            lost: Vec::new(),
         };
         listeners.ensure_slots(slots)?;
+        if let Some(diag) = diag.as_mut() {
+            refuse_foreign(bound, &listeners.inodes, diag)?;
+        }
+        listeners.diag = diag;
         Ok(listeners)
     }
 
@@ -115,10 +165,26 @@ impl Listeners {
     }
 
     /// Makes sure sockets exist for every slot up to `slots` (reuseport opens two per slot).
+    /// Refused while a foreign socket is in the cluster's group: a socket added behind it would
+    /// move when it leaves (see `port_group`).
     pub fn ensure_slots(&mut self, slots: usize) -> Result<(), BindError> {
-        if self.balance == Balance::Reuseport {
-            while self.sockets.len() < 2 * slots {
-                self.sockets.push(bind_one(self.address, self.balance)?);
+        if self.balance != Balance::Reuseport {
+            return Ok(());
+        }
+        while self.sockets.len() < 2 * slots {
+            if let Some(diag) = self.diag.as_mut() {
+                refuse_foreign_in_group(self.address, &self.inodes, diag)?;
+            }
+            let socket = bind_one(self.address, self.balance)?;
+            self.inodes.push(inode(&socket));
+            self.sockets.push(socket);
+            if let Some(diag) = self.diag.as_mut() {
+                // One that joined between the look and the listen is ahead of the new socket.
+                if let Err(error) = refuse_foreign_in_group(self.address, &self.inodes, diag) {
+                    self.sockets.pop();
+                    self.inodes.pop();
+                    return Err(error);
+                }
             }
         }
         Ok(())
@@ -147,7 +213,7 @@ impl Listeners {
     /// shared socket only running workers accept anyway). Empty lets the kernel hash over all.
     pub fn steer(&mut self, targets: &[(usize, Side)]) -> io::Result<()> {
         if self.balance != Balance::Reuseport
-            || self.steered_to == targets
+            || (!self.reattach && self.steered_to == targets)
             || self.sockets.is_empty()
         {
             return Ok(());
@@ -157,6 +223,9 @@ impl Listeners {
             .map(|&(slot, side)| self.index(slot, side) as u32)
             .collect();
         reuseport::steer(self.sockets[0].as_raw_fd(), &indexes)?;
+        // While a foreign socket is in the group it may attach a program of its own: attach ours
+        // again on every look.
+        self.reattach = self.foreign.iter().any(|foreign| foreign.in_group);
         self.steered_to = targets.to_vec();
         Ok(())
     }
@@ -174,6 +243,16 @@ impl Listeners {
         }
         let fd = self.sockets.get(self.index(slot, side))?.as_raw_fd();
         // An error (which getsockopt on our own socket does not give) reads as "nothing queued".
+        Some(crate::sys::listen_queue_length(fd).unwrap_or(0))
+    }
+
+    /// With `--balance shared`: the length of the one socket's accept queue (`None` otherwise,
+    /// or once closed).
+    pub fn shared_queued(&self) -> Option<u32> {
+        if self.balance != Balance::Shared {
+            return None;
+        }
+        let fd = self.sockets.first()?.as_raw_fd();
         Some(crate::sys::listen_queue_length(fd).unwrap_or(0))
     }
 
@@ -245,20 +324,30 @@ impl Listeners {
     }
 }
 
+/// The inode of `socket` (`socket:[INODE]`).
+fn inode(socket: &Socket) -> u64 {
+    nix::sys::stat::fstat(socket).map_or(0, |stat| stat.st_ino)
+}
+
 fn bind_one(address: SocketAddr, balance: Balance) -> Result<Socket, BindError> {
     let error = |source| BindError::new(address, source);
+    let socket = bind_socket(address, balance).map_err(error)?;
+    socket.listen(BACKLOG).map_err(error)?;
+    Ok(socket)
+}
+
+/// A socket bound to `address`, not listening yet.
+fn bind_socket(address: SocketAddr, balance: Balance) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(address),
         Type::STREAM,
         Some(Protocol::TCP),
-    )
-    .map_err(error)?;
-    socket.set_reuse_address(true).map_err(error)?;
+    )?;
+    socket.set_reuse_address(true)?;
     if balance == Balance::Reuseport {
-        socket.set_reuse_port(true).map_err(error)?;
+        socket.set_reuse_port(true)?;
     }
-    socket.bind(&address.into()).map_err(error)?;
-    socket.listen(BACKLOG).map_err(error)?;
+    socket.bind(&address.into())?;
     Ok(socket)
 }
 
@@ -381,6 +470,55 @@ mod tests {
         listeners.steer(&[(1, A)]).expect("nothing to steer");
         let refused = std::net::TcpStream::connect(address).unwrap_err();
         assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+    }
+
+    /// A socket of this process on `port` with SO_REUSEPORT: foreign to the listeners.
+    fn foreign_listener(port: u16) -> Socket {
+        bind_one(SocketAddr::from(([127, 0, 0, 1], port)), Balance::Reuseport).unwrap()
+    }
+
+    #[test]
+    fn a_foreign_reuseport_socket_is_refused_at_start_and_reported_later() {
+        let foreign = foreign_listener(0);
+        let address = foreign.local_addr().unwrap().as_socket().unwrap();
+        let error = Listeners::bind(address, Balance::Reuseport, 2).unwrap_err();
+        let message = error.to_string();
+        let me = format!("pid {} (`", std::process::id());
+        assert!(message.contains(&me), "{message}");
+        assert!(
+            message.contains("with SO_REUSEPORT too, in the cluster's port group"),
+            "{message}"
+        );
+        drop(foreign);
+
+        let mut listeners = Listeners::bind(address, Balance::Reuseport, 2).unwrap();
+        assert!(listeners.check_group().unwrap().is_empty());
+        let foreign = foreign_listener(address.port());
+        let change = listeners.check_group().unwrap();
+        assert_eq!(change.joined.len(), 1);
+        assert!(change.joined[0].in_group);
+        assert_eq!(change.joined[0].owner().unwrap().pid, std::process::id());
+        assert_eq!(listeners.foreign().len(), 1);
+        assert!(listeners.check_group().unwrap().is_empty(), "reported once");
+        let refused = listeners.ensure_slots(3).unwrap_err().to_string();
+        assert!(refused.contains("no socket is added while"), "{refused}");
+        assert_eq!(listeners.sockets.len(), 4);
+        // Behind the cluster's sockets, it gets no connection while steered.
+        listeners.steer(&[(1, A)]).unwrap();
+        assert_eq!(queued_per_slot(&listeners, 20), [20, 0, 0, 0]);
+        drop(foreign);
+        let change = listeners.check_group().unwrap();
+        assert_eq!((change.joined.len(), change.left.len()), (0, 1));
+        assert!(listeners.foreign().is_empty());
+        listeners.ensure_slots(3).unwrap();
+        assert_eq!(listeners.sockets.len(), 6);
+        // shutdown() by any holder stops one of the cluster's own sockets.
+        listeners.sockets[3]
+            .shutdown(std::net::Shutdown::Read)
+            .unwrap();
+        let change = listeners.check_group().unwrap();
+        assert_eq!(change.lost, [2]);
+        assert!(listeners.check_group().unwrap().is_empty(), "reported once");
     }
 
     #[test]

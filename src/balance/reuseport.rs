@@ -8,7 +8,7 @@
 //!
 //! The program, for socket indexes `[i0, i1, …]` (an index is the socket's place in the group:
 //! the order in which the sockets started listening, which never changes because the primary
-//! never closes one):
+//! never closes one and no foreign socket is ever ahead of them, see `port_group`):
 //!
 //! ```text
 //!     A = random()            ; SKF_AD_RANDOM

@@ -23,8 +23,8 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 use super::{
-    parse_duration, parse_signal, parse_size, parse_state, Balance, ConfigError, LogFormat,
-    ReadyMode, WorkerCount,
+    parse_client_count, parse_duration, parse_signal, parse_size, parse_state, Balance,
+    ConfigError, LogFormat, ReadyMode, WorkerCount,
 };
 use crate::state::StateMode;
 
@@ -48,6 +48,8 @@ pub struct FileSettings {
     pub stop_signal: Option<Signal>,
     #[serde(default, deserialize_with = "duration", alias = "kill_timeout")]
     pub kill_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration", alias = "accept_timeout")]
+    pub accept_timeout: Option<Duration>,
     pub name: Option<String>,
     #[serde(alias = "log_format")]
     pub log_format: Option<LogFormat>,
@@ -59,6 +61,12 @@ pub struct FileSettings {
     pub state_file: Option<std::path::PathBuf>,
     #[serde(default, deserialize_with = "size", alias = "state_max_memory")]
     pub state_max_memory: Option<u64>,
+    #[serde(
+        default,
+        deserialize_with = "client_count",
+        alias = "state_max_clients"
+    )]
+    pub state_max_clients: Option<usize>,
     pub ipc: Option<crate::ipc::IpcMode>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -225,6 +233,15 @@ fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Er
         .map_err(|_| D::Error::custom("expected a size, e.g. \"100mb\""))?
         .into_text();
     parse_size(&text).map(Some).map_err(D::Error::custom)
+}
+
+fn client_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
+    let text = TextOrNumber::deserialize(deserializer)
+        .map_err(|_| D::Error::custom("expected a number of clients, e.g. 10000"))?
+        .into_text();
+    parse_client_count(&text)
+        .map(Some)
+        .map_err(D::Error::custom)
 }
 
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {

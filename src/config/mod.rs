@@ -56,9 +56,10 @@ impl fmt::Display for Balance {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReadyMode {
-    /// `READY=1` on `NOTIFY_SOCKET`, or else after `--ready-delay`.
+    /// `--ready-delay` after the start, and after `READY=1` on `NOTIFY_SOCKET` if the command
+    /// sends one.
     Delay,
-    /// `READY=1` on `NOTIFY_SOCKET` only, within `--ready-timeout`.
+    /// `READY=1` on `NOTIFY_SOCKET` only (then `--ready-delay` alive), within `--ready-timeout`.
     Notify,
 }
 
@@ -150,6 +151,8 @@ pub struct Config {
     pub ready_timeout: Duration,
     pub stop_signal: Signal,
     pub kill_timeout: Duration,
+    /// A ready worker that leaves a connection unaccepted in its queue this long is replaced.
+    pub accept_timeout: Duration,
     pub log_format: LogFormat,
     /// Where workers' shared state lives (`--state`), and how the embedded store runs.
     pub state: StateMode,
@@ -202,12 +205,14 @@ pub struct RunFlags {
     pub ready_timeout: Option<Duration>,
     pub stop_signal: Option<Signal>,
     pub kill_timeout: Option<Duration>,
+    pub accept_timeout: Option<Duration>,
     pub name: Option<String>,
     pub log_format: Option<LogFormat>,
     pub state: Option<StateMode>,
     pub state_listen: Option<SocketAddr>,
     pub state_file: Option<PathBuf>,
     pub state_max_memory: Option<u64>,
+    pub state_max_clients: Option<usize>,
     pub ipc: Option<IpcMode>,
 }
 
@@ -261,6 +266,10 @@ impl RunFlags {
                 .kill_timeout
                 .or(file.kill_timeout)
                 .unwrap_or(Duration::from_secs(10)),
+            accept_timeout: flags
+                .accept_timeout
+                .or(file.accept_timeout)
+                .unwrap_or(Duration::from_secs(5)),
             name: flags.name.or(file.name),
             log_format: flags
                 .log_format
@@ -272,6 +281,7 @@ impl RunFlags {
                 listen: flags.state_listen.or(file.state_listen),
                 file: flags.state_file.or(file.state_file),
                 max_memory: flags.state_max_memory.or(file.state_max_memory),
+                max_clients: flags.state_max_clients.or(file.state_max_clients),
             },
             ipc: flags.ipc.or(file.ipc).unwrap_or_default(),
         };
@@ -292,6 +302,7 @@ pub struct RunSettings {
     pub ready_timeout: Duration,
     pub stop_signal: Signal,
     pub kill_timeout: Duration,
+    pub accept_timeout: Duration,
     pub name: Option<String>,
     pub log_format: LogFormat,
     pub env: Vec<(String, String)>,
@@ -333,6 +344,7 @@ impl RunSettings {
             ready_timeout: self.ready_timeout,
             stop_signal: self.stop_signal,
             kill_timeout: self.kill_timeout,
+            accept_timeout: self.accept_timeout,
             log_format: self.log_format,
             state: self.state,
             store: self.store,
@@ -352,6 +364,7 @@ impl RunSettings {
                 ("state-listen", self.store.listen.is_some()),
                 ("state-file", self.store.file.is_some()),
                 ("state-max-memory", self.store.max_memory.is_some()),
+                ("state-max-clients", self.store.max_clients.is_some()),
             ];
             if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
                 return Err(ConfigError::StateOptionWithoutStore {
@@ -361,6 +374,16 @@ impl RunSettings {
             }
         }
         Ok(())
+    }
+}
+
+/// Parses `--state-max-clients`: a count of 1 or more.
+pub fn parse_client_count(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(count) if count >= 1 => Ok(count),
+        _ => Err(format!(
+            "`{text}` is not a number of clients (1 or more, e.g. 10000)"
+        )),
     }
 }
 
@@ -480,6 +503,7 @@ mod tests {
             ready_timeout: Duration::from_secs(30),
             stop_signal: Signal::SIGTERM,
             kill_timeout: Duration::from_secs(10),
+            accept_timeout: Duration::from_secs(5),
             name: None,
             log_format: LogFormat::Text,
             env: Vec::new(),

@@ -31,7 +31,7 @@ pub fn socket_path(name: &str) -> PathBuf {
 }
 
 /// Whether a primary holds the lock of cluster `name`.
-fn is_running(name: &str) -> bool {
+pub fn is_running(name: &str) -> bool {
     let Ok(lock) = File::open(runtime_dir::base().join(format!("{name}.lock"))) else {
         return false;
     };

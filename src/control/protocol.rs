@@ -138,6 +138,10 @@ pub struct ClusterStatus {
     pub balance: String,
     /// `starting`, `running`, `reloading` or `stopping`.
     pub state: String,
+    /// Running (or reloading) with fewer ready workers than slots: a slot is crash-looping,
+    /// waiting to restart or not accepting.
+    #[serde(default)]
+    pub degraded: bool,
     /// The slots the cluster should have.
     pub workers: usize,
     /// The generation new workers get; increases with every reload.
@@ -150,6 +154,26 @@ pub struct ClusterStatus {
     /// Shared state; absent with `--state off`.
     #[serde(default)]
     pub shared_state: Option<StateStatus>,
+    /// Sockets of other processes on the cluster's port that take some of its connections.
+    #[serde(default)]
+    pub foreign_listeners: Vec<ForeignListenerStatus>,
+}
+
+/// A socket on the cluster's port that is not the cluster's (reuseport).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ForeignListenerStatus {
+    pub address: String,
+    /// The process that holds it, when it can be seen.
+    pub pid: Option<u32>,
+    pub command: Option<String>,
+    /// The herdsman cluster whose primary holds it.
+    pub cluster: Option<String>,
+    /// The slot whose worker (or a process it started) holds it: an app binding `$PORT`.
+    pub slot: Option<usize>,
+    /// In the cluster's `SO_REUSEPORT` group (same address), rather than on a more specific one.
+    pub in_group: bool,
+    /// One line for people.
+    pub description: String,
 }
 
 /// Where workers' shared state lives, and the embedded store's figures.

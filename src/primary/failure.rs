@@ -28,15 +28,33 @@ impl Supervisor {
     pub async fn on_failure(&mut self, slot: usize, exit: LastExit) {
         let policy = &self.policy;
         let history = &mut self.slots[slot - 1];
-        if !exit.never_ready && exit.uptime >= policy.healthy_uptime {
+        // A worker that served for a while proves the command works: its death (the OOM killer,
+        // an operator) starts the count over and is restarted at once. Measured per worker from
+        // its readiness, so that reloads, which replace workers, never keep it from resetting.
+        let healthy = exit
+            .ready_for
+            .is_some_and(|ready_for| ready_for >= policy.healthy_uptime);
+        if healthy {
             history.failures = 0;
             history.errored = false;
+            self.served_healthy = true;
         }
         history.failures += 1;
         history.restarts += 1;
         history.last_exit = Some(exit.clone());
         let failures = history.failures;
 
+        if self.phase == Phase::Running
+            && !healthy
+            && !self.served_healthy
+            && self.reloads == 0
+            && self.reload.is_none()
+            && self.proven_slots().is_empty()
+        {
+            // Every worker counted ready died young (ready by the delay, it said READY=1 only
+            // later, or it was still importing the app): start-up is not over after all.
+            self.phase = Phase::Starting;
+        }
         if self.phase == Phase::Starting && self.startup_has_failed(&exit) {
             self.fail_startup(slot);
             return;
@@ -64,6 +82,7 @@ impl Supervisor {
         } else {
             self.logger.warn(format!("{what}; {when}"));
         }
+        self.check_started();
         if delay.is_zero() {
             Box::pin(self.start_worker(slot)).await;
         } else {
@@ -72,14 +91,39 @@ impl Supervisor {
         }
     }
 
-    /// Start-up has failed when no worker was ever ready and either every slot failed twice in
+    /// Start-up has failed when no worker is ready and either every slot failed twice in
     /// a row (the command cannot work) or a worker never signalled readiness in time (waiting
     /// longer would not help).
     pub fn startup_has_failed(&self, exit: &LastExit) -> bool {
+        if !self.proven_slots().is_empty() {
+            return false;
+        }
         exit.stop_reason == Some(StopReason::NotReady)
             || self.slots[..self.config.workers]
                 .iter()
                 .all(|history| history.failures >= 2)
+    }
+
+    /// The slots whose worker has been ready for the healthy uptime and did not say it was ready
+    /// within the last `--ready-delay` (a worker ready by the delay that then sends `READY=1` is
+    /// still on probation).
+    pub fn proven_slots(&self) -> Vec<usize> {
+        let (delay, healthy) = (self.config.ready_delay, self.policy.healthy_uptime);
+        let mut slots: Vec<usize> = self
+            .workers
+            .iter()
+            .filter(|worker| worker.is_serving() && worker.slot <= self.config.workers)
+            .filter(|worker| {
+                worker.ready_at.is_some_and(|at| at.elapsed() >= healthy)
+                    && worker
+                        .ready_signal_at
+                        .is_none_or(|at| at.elapsed() >= delay)
+            })
+            .map(|worker| worker.slot)
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        slots
     }
 
     pub fn fail_startup(&mut self, slot: usize) {

@@ -207,7 +207,7 @@ impl Supervisor {
         }
         let (slot, pid) = (worker.slot, worker.pid);
         match frame {
-            FromWorker::Ready => self.mark_ready(uid).await,
+            FromWorker::Ready => self.on_ready_signal(uid).await,
             FromWorker::Message { data, to } => {
                 // Messages are the log's under `herdsman run`; a program built on the library
                 // gets them as events instead, and may send many (heartbeats, counters).

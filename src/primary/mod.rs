@@ -6,6 +6,9 @@
 //! - `supervisor`: the one task that owns every slot and worker: start, readiness, stop, and the
 //!   event loop that the other modules' `impl Supervisor` blocks serve.
 //! - `steering`: where new connections go, and retiring a worker without failing one.
+//! - `port_watch`: foreign sockets on the cluster's port, reported while the cluster runs.
+//! - `accepting`: a ready worker that leaves connections in its queue is replaced.
+//! - `readiness`: when a starting worker counts as ready, and when start-up is over.
 //! - `rescue`: connections queued on a socket no worker holds, relayed to ready workers.
 //! - `failure`: crash restarts and start-up failure.
 //! - `reload`: rolling reloads and single-slot restarts, new worker before old.
@@ -26,12 +29,15 @@
 //! Worker lifecycle: `starting → ready → draining → exited`. A slot whose worker died waits in
 //! backoff before the next one starts, and is `errored` while it crash-loops.
 
+mod accepting;
 mod failure;
 mod ipc;
 mod log_hub;
 mod logs;
 mod notify;
+mod port_watch;
 mod process;
+mod readiness;
 mod ready_hint;
 mod reload;
 mod report;
@@ -94,6 +100,8 @@ pub enum Event {
     RespawnDue {
         slot: usize,
     },
+    /// Time to sample the accept queues of ready workers (`accepting`).
+    AcceptCheck,
     /// Time to check whether a leaving worker's queue is empty (reload, scale down).
     RetireCheck {
         uid: u64,
@@ -110,6 +118,8 @@ pub enum Event {
         uid: u64,
         reason: Option<String>,
     },
+    /// Time to look for foreign sockets on the cluster's port (reuseport).
+    PortGroupCheck,
 }
 
 /// Where progress lines and the result of a long request go.
@@ -240,6 +250,54 @@ pub struct SharedState {
     pub announcement: Option<String>,
 }
 
+/// File descriptors the primary keeps for supervision, whatever the store's clients take: its
+/// own files, the control socket and its clients, the log pipes; and per worker its output pipes,
+/// IPC channel, notify socket and listening sockets, twice over for the replacement that
+/// overlaps it during a reload.
+const RESERVED_FDS: u64 = 64;
+const RESERVED_FDS_PER_WORKER: u64 = 16;
+
+/// How many clients the embedded store takes at once: `--state-max-clients` (Redis's default,
+/// 10000, when not given), lowered when the open-file limit left after the reserve for
+/// supervision is smaller, as Redis lowers `maxclients` to fit `ulimit -n`.
+struct StoreClientLimit {
+    clients: usize,
+    /// What was asked, when it was lowered, and the fd limit that lowered it.
+    lowered: Option<(usize, u64)>,
+}
+
+impl StoreClientLimit {
+    fn new(requested: Option<usize>, fd_limit: u64, workers: usize) -> StoreClientLimit {
+        let requested = requested.unwrap_or(crate::state::DEFAULT_MAX_CLIENTS);
+        let reserved = RESERVED_FDS + RESERVED_FDS_PER_WORKER * workers as u64;
+        let room = usize::try_from(fd_limit.saturating_sub(reserved).max(1)).unwrap_or(usize::MAX);
+        if requested <= room {
+            StoreClientLimit {
+                clients: requested,
+                lowered: None,
+            }
+        } else {
+            StoreClientLimit {
+                clients: room,
+                lowered: Some((requested, fd_limit)),
+            }
+        }
+    }
+
+    /// For the store's announcement: the limit, when it is lower than asked.
+    fn note(&self) -> String {
+        match self.lowered {
+            Some((requested, fd_limit)) => format!(
+                "; at most {} clients, not {requested}: the open-file limit is {fd_limit} and \
+                 {RESERVED_FDS} + {RESERVED_FDS_PER_WORKER} per worker are kept for supervision \
+                 (raise the hard limit, e.g. LimitNOFILE= or ulimit -Hn)",
+                self.clients
+            ),
+            None => String::new(),
+        }
+    }
+}
+
 fn describe_store(store: &StateStore, file: Option<&std::path::Path>) -> String {
     let tcp = store
         .tcp_address()
@@ -341,14 +399,19 @@ pub async fn run_observed(
     reread: Option<ConfigReader>,
     observer: Option<mpsc::UnboundedSender<crate::cluster::ClusterEvent>>,
 ) -> Result<(), RunError> {
+    let fd_limit = crate::sys::raise_fd_limit().map_err(RunError::Setup)?;
     let listeners = Listeners::bind(config.address, config.balance, config.workers)?;
     let (control, name) = ControlSocket::bind(&config.name, config.name_is_explicit)?;
     let config = Config { name, ..config };
     let dir = PrimaryDir::create().map_err(RunError::Setup)?;
+    let client_limit = StoreClientLimit::new(config.store.max_clients, fd_limit, config.workers);
     let store = match config.state {
         StateMode::Embedded => Some(StateStore::start(
             &dir.path().join("state.sock"),
-            &config.store,
+            &crate::state::StoreOptions {
+                max_clients: Some(client_limit.clients),
+                ..config.store.clone()
+            },
         )?),
         _ => None,
     };
@@ -360,9 +423,9 @@ pub async fn run_observed(
         },
         monitor: store.as_ref().map(StateStore::monitor),
         tcp: store.as_ref().and_then(StateStore::tcp_address),
-        announcement: store
-            .as_ref()
-            .map(|store| describe_store(store, config.store.file.as_deref())),
+        announcement: store.as_ref().map(|store| {
+            describe_store(store, config.store.file.as_deref()) + &client_limit.note()
+        }),
     };
     let spawner = Spawner::start(tokio::runtime::Handle::current()).map_err(RunError::Setup)?;
     let hub = Arc::new(LogHub::new());

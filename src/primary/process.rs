@@ -97,6 +97,13 @@ pub struct Worker {
     /// its queue before it is asked to stop.
     pub leaving_since: Option<Instant>,
     pub started_at: Instant,
+    /// When it first said it was ready (`READY=1`, IPC `ready`): it is ready once it has stayed
+    /// up `--ready-delay` more.
+    pub ready_signal_at: Option<Instant>,
+    /// Since when its accept queue has held connections without shrinking (`accepting`).
+    pub accept_stall: super::accepting::Stall,
+    /// When it became ready (the restart policy counts a failure by how long it served).
+    pub ready_at: Option<Instant>,
     /// Set when the primary decided to stop this worker; why, for the exit log line.
     pub stop_reason: Option<StopReason>,
     /// While this worker is a replacement that is not ready yet: the worker it will replace.
@@ -128,13 +135,15 @@ pub enum StopReason {
     Disconnected,
     /// The program killed it (`WorkerHandle::kill`); the slot is refilled.
     Killed,
+    /// It was ready but left connections unaccepted for `--accept-timeout`.
+    NotAccepting,
 }
 
 impl StopReason {
     /// Whether the worker's exit was asked for, rather than a failure (Node's
     /// `worker.exitedAfterDisconnect`).
     pub fn was_requested(self) -> bool {
-        !matches!(self, StopReason::NotReady)
+        !matches!(self, StopReason::NotReady | StopReason::NotAccepting)
     }
 }
 
@@ -255,6 +264,9 @@ impl Worker {
             generation: launch.spec.generation,
             state: WorkerState::Starting,
             started_at: Instant::now(),
+            ready_signal_at: None,
+            ready_at: None,
+            accept_stall: None,
             stop_reason: None,
             replaces: None,
             status: None,

@@ -48,7 +48,8 @@ impl Supervisor {
         let Some(worker) = self.workers.iter().find(|worker| worker.uid == uid) else {
             return;
         };
-        if worker.state != WorkerState::Starting {
+        // One that has signalled is only finishing its `--ready-delay` probation.
+        if worker.state != WorkerState::Starting || worker.ready_signal_at.is_some() {
             return;
         }
         let mut line = format!(

@@ -419,6 +419,11 @@ impl Supervisor {
             signal.as_str().trim_start_matches("SIG").to_string()
         };
         change(
+            "accept-timeout",
+            duration(old.accept_timeout),
+            duration(new.accept_timeout),
+        );
+        change(
             "stop-signal",
             signal(old.stop_signal),
             signal(new.stop_signal),
@@ -440,6 +445,10 @@ impl Supervisor {
         needs_restart("state", old.state != new.state || old.store != new.store);
         needs_restart("ipc", old.ipc != new.ipc);
         let workers = (new.workers != old.workers).then_some(new.workers);
+        if new.command != old.command {
+            // Whether the new command signals readiness is for its own workers to show.
+            self.command_signals_ready = false;
+        }
         self.config = Config {
             command: new.command,
             env: new.env,
@@ -447,6 +456,7 @@ impl Supervisor {
             ready_delay: new.ready_delay,
             ready_timeout: new.ready_timeout,
             kill_timeout: new.kill_timeout,
+            accept_timeout: new.accept_timeout,
             stop_signal: new.stop_signal,
             ..self.config.clone()
         };

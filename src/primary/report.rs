@@ -23,11 +23,26 @@ pub fn describe_exit(slot: usize, exit: &LastExit) -> String {
             "worker {slot} (pid {}) was not ready in time and was stopped ({})",
             exit.pid, exit.reason
         ),
-        _ if exit.pid == 0 => format!("worker {slot} could not be started"),
-        _ => format!(
-            "worker {slot} (pid {}) {} after {uptime}",
+        Some(StopReason::NotAccepting) => format!(
+            "worker {slot} (pid {}) was not accepting connections and was stopped ({})",
             exit.pid, exit.reason
         ),
+        _ if exit.pid == 0 => format!("worker {slot} could not be started"),
+        _ => {
+            let mut text = format!(
+                "worker {slot} (pid {}) {} after {uptime}",
+                exit.pid, exit.reason
+            );
+            if let Some(before) = exit.said_ready_before {
+                let before =
+                    humantime::format_duration(Duration::from_millis(before.as_millis() as u64));
+                text.push_str(&format!(
+                    ", {before} after it said it was ready (not counted: a worker must stay up \
+                     --ready-delay after saying so)"
+                ));
+            }
+            text
+        }
     }
 }
 
@@ -52,6 +67,13 @@ pub fn startup_hint(exit: &LastExit, config: &Config, port: u16) -> String {
         return "with --ready notify a worker must send READY=1 to $NOTIFY_SOCKET (sd_notify) \
                 within --ready-timeout; make the app notify, or use --ready delay"
             .into();
+    }
+    if exit.stop_reason == Some(StopReason::NotAccepting) {
+        return format!(
+            "the worker never accepted a connection on the socket it inherits (fd 3, LISTEN_FDS) \
+             for port {port}; it may listen on a port of its own: make it use the inherited \
+             socket as the README shows for your language"
+        );
     }
     if exit.reason == ExitReason::Code(crate::shim::EXIT_NOT_FOUND) {
         return format!(
@@ -86,7 +108,8 @@ mod tests {
             uptime: Duration::from_millis(80),
             at: std::time::SystemTime::now(),
             tail: tail.iter().map(|line| line.to_string()).collect(),
-            never_ready: true,
+            ready_for: None,
+            said_ready_before: None,
             stop_reason: None,
         }
     }

@@ -1,7 +1,11 @@
 //! When a crashed worker comes back: at once the first time, then with exponential backoff.
 //!
-//! A slot's failures count up while its workers keep dying young; a worker that stayed up for
-//! [`RestartPolicy::healthy_uptime`] resets the count, so a crash a day never waits.
+//! A slot's failures count up while its workers keep dying young: before they are ready, or
+//! within [`RestartPolicy::healthy_uptime`] of it. A worker that was ready for longer was
+//! healthy: its death (the OOM killer, an operator's `kill -9`) starts the count over, so it is
+//! restarted at once and a slot whose workers get killed now and then never backs off nor shows
+//! as `errored`. The time is counted per worker from its readiness, so reloads (which replace
+//! workers) do not keep the count from resetting.
 
 use std::fmt;
 use std::os::unix::process::ExitStatusExt;
@@ -16,7 +20,8 @@ pub struct RestartPolicy {
     pub first_delay: Duration,
     /// The longest wait between restarts.
     pub max_delay: Duration,
-    /// A worker that lived this long was healthy: its slot's failure count starts over.
+    /// A worker that was ready this long was healthy: when it dies, its slot's failure count
+    /// starts over.
     pub healthy_uptime: Duration,
     /// After this many failures in a row the slot is `errored` (a crash loop); it keeps retrying.
     pub errored_after: u32,
@@ -27,7 +32,7 @@ impl Default for RestartPolicy {
         RestartPolicy {
             first_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(30),
-            healthy_uptime: Duration::from_secs(30),
+            healthy_uptime: Duration::from_secs(1),
             errored_after: 5,
         }
     }

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use super::process::WorkerState;
 use super::restart::ExitReason;
-use super::supervisor::{Phase, Supervisor};
+use super::supervisor::{Phase, StopReason, Supervisor};
 use crate::control::protocol::{ClusterStatus, LastExitStatus, SlotStatus, StateStatus};
 
 impl Supervisor {
@@ -29,7 +29,10 @@ impl Supervisor {
             let history = &self.slots[slot - 1];
             let last_exit = history.last_exit.as_ref().map(|exit| LastExitStatus {
                 pid: exit.pid,
-                reason: exit.reason.to_string(),
+                reason: match exit.stop_reason {
+                    Some(StopReason::NotAccepting) => format!("not accepting; {}", exit.reason),
+                    _ => exit.reason.to_string(),
+                },
                 code: match exit.reason {
                     ExitReason::Code(code) => Some(code),
                     _ => None,
@@ -72,6 +75,11 @@ impl Supervisor {
                         WorkerState::Starting => "starting",
                         WorkerState::Ready if worker.leaving_since.is_some() => "draining",
                         WorkerState::Ready => "ready",
+                        WorkerState::Draining
+                            if worker.stop_reason == Some(StopReason::NotAccepting) =>
+                        {
+                            "not accepting"
+                        }
                         WorkerState::Draining => "draining",
                     }
                     .into(),
@@ -96,7 +104,11 @@ impl Supervisor {
                 });
             }
         }
+        let degraded = self.phase != Phase::Stopping
+            && self.phase != Phase::Starting
+            && self.ready_slots().len() < self.config.workers;
         ClusterStatus {
+            degraded,
             name: self.config.name.clone(),
             pid: std::process::id(),
             address: self.listeners.local_addr().to_string(),
@@ -113,6 +125,7 @@ impl Supervisor {
                 .map(|part| part.to_string_lossy().into_owned())
                 .collect(),
             slots: rows,
+            foreign_listeners: self.foreign_status(),
             shared_state: self.shared_state.url.as_ref().map(|url| {
                 let figures = self
                     .shared_state

@@ -28,7 +28,8 @@ pub use super::process::StopReason;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Phase {
-    /// No worker has been ready yet.
+    /// Until every slot has had a ready worker or is crash-looping (see
+    /// [`Supervisor::check_started`]).
     Starting,
     Running,
     Stopping,
@@ -39,7 +40,7 @@ pub(super) enum Phase {
 pub(super) struct SlotHistory {
     /// What this slot's workers run; a reload moves slots to the new spec one by one.
     pub spec: Arc<LaunchSpec>,
-    /// Failures in a row; reset by a worker that stayed up for the healthy uptime.
+    /// Failures in a row; reset by the death of a worker that was ready for the healthy uptime.
     pub failures: u32,
     pub restarts: u32,
     pub errored: bool,
@@ -71,7 +72,10 @@ pub(super) struct LastExit {
     pub uptime: Duration,
     pub at: SystemTime,
     pub tail: Vec<String>,
-    pub never_ready: bool,
+    /// How long the worker had been ready when it ended; `None` if it never was.
+    pub ready_for: Option<Duration>,
+    /// A worker that said it was ready but ended before that counted: how long after saying it.
+    pub said_ready_before: Option<Duration>,
     pub stop_reason: Option<StopReason>,
 }
 
@@ -109,6 +113,13 @@ pub(super) struct Supervisor {
     pub steering_failed: bool,
     /// systemd (or another manager) waiting for the primary's `READY=1`, if any.
     pub service_manager: Option<ServiceManager>,
+    /// Some worker of the current command said it was ready (`READY=1`, IPC `ready`): with
+    /// `--ready delay`, later workers are ready only once they say so too, and the delay after.
+    pub command_signals_ready: bool,
+    /// Some worker was ready for the healthy uptime: start-up is over for good.
+    pub served_healthy: bool,
+    /// The shared queue's stall (`--balance shared`, see `accepting`).
+    pub shared_accept_stall: super::accepting::Stall,
     /// Connections stranded on sockets no worker holds, relayed to ready workers.
     pub rescue: super::rescue::Rescue,
     /// Whether the `--ready notify` hint was given (once per cluster).
@@ -154,6 +165,9 @@ impl Supervisor {
             steering_failed: false,
             ready_hint_given: false,
             service_manager: ServiceManager::from_env(),
+            command_signals_ready: false,
+            served_healthy: false,
+            shared_accept_stall: None,
             rescue: Default::default(),
             shared_state: super::SharedState::default(),
             observer: None,
@@ -201,9 +215,11 @@ impl Supervisor {
         self.announce_ready_mode();
         // Before any worker runs, so that no connection is hashed to a socket no worker will use.
         self.steer();
+        self.watch_port_group();
         for slot in 1..=self.config.workers {
             self.start_worker(slot).await;
         }
+        self.after(self.accept_poll(), Event::AcceptCheck);
         while self.phase != Phase::Stopping || !self.workers.is_empty() {
             tokio::select! {
                 Some(event) = events.recv() => self.on_event(event).await,
@@ -298,7 +314,8 @@ impl Supervisor {
                         uptime: Duration::ZERO,
                         at: SystemTime::now(),
                         tail: vec![error.to_string()],
-                        never_ready: true,
+                        ready_for: None,
+                        said_ready_before: None,
                         stop_reason: None,
                     };
                     Box::pin(self.on_failure(slot, exit)).await;
@@ -335,7 +352,7 @@ impl Supervisor {
             Event::Notified {
                 uid,
                 notice: Notice::Ready,
-            } => self.mark_ready(uid).await,
+            } => self.on_ready_signal(uid).await,
             Event::Notified {
                 uid,
                 notice: Notice::Status(status),
@@ -345,7 +362,7 @@ impl Supervisor {
                 }
             }
             Event::Notified { .. } => {}
-            Event::ReadyDelayElapsed { uid } => self.mark_ready(uid).await,
+            Event::ReadyDelayElapsed { uid } => self.ready_check(uid).await,
             Event::ReadyTimeout { uid } => self.on_ready_timeout(uid),
             Event::ReadyHint { uid } => self.on_ready_hint(uid),
             Event::KillDeadline { uid } => {
@@ -369,9 +386,11 @@ impl Supervisor {
                 }
             }
             Event::RetireCheck { uid } => self.retire_check(uid),
+            Event::AcceptCheck => self.check_accepting(),
             Event::RescueSweep => self.sweep_stranded(),
             Event::Ipc { uid, frame } => self.on_ipc(uid, frame).await,
             Event::IpcClosed { uid, reason } => self.on_ipc_closed(uid, reason),
+            Event::PortGroupCheck => self.check_port_group(),
             Event::Exited { uid, reason, tail } => {
                 let Some(index) = self.workers.iter().position(|worker| worker.uid == uid) else {
                     return;
@@ -397,46 +416,6 @@ impl Supervisor {
                 self.ensure_occupied(slot);
             }
         }
-    }
-
-    pub(super) async fn mark_ready(&mut self, uid: u64) {
-        let Some(worker) = self.worker_mut(uid) else {
-            return;
-        };
-        if worker.state != WorkerState::Starting {
-            return;
-        }
-        worker.state = WorkerState::Ready;
-        let (slot, pid, replaces) = (worker.slot, worker.pid, worker.replaces);
-        self.logger.info(format!("worker {slot} (pid {pid}) ready"));
-        self.observe(ClusterEvent::Online { slot, pid });
-        self.observe(ClusterEvent::Listening { slot, pid });
-        if let Some(old) = replaces {
-            self.on_replacement_ready(uid, old).await;
-        }
-        self.steer();
-        if self.phase == Phase::Starting && self.ready_slots().len() >= self.config.workers {
-            self.phase = Phase::Running;
-            let ready = workers(self.config.workers);
-            self.logger.info(format!("all {ready} ready"));
-            self.notify_service_manager(&format!("READY=1\nSTATUS={ready} ready"));
-        }
-    }
-
-    fn on_ready_timeout(&mut self, uid: u64) {
-        let timeout = self.config.ready_timeout;
-        let Some(worker) = self.worker_mut(uid) else {
-            return;
-        };
-        if worker.state != WorkerState::Starting {
-            return;
-        }
-        let (slot, pid) = (worker.slot, worker.pid);
-        self.logger.warn(format!(
-            "worker {slot} (pid {pid}) not ready within {}; stopping it",
-            humantime::format_duration(timeout)
-        ));
-        self.stop_worker(uid, StopReason::NotReady);
     }
 
     /// Asks worker `uid` to stop (stop signal), and kills it if it is still there after the kill
@@ -494,14 +473,29 @@ impl Supervisor {
             }
             return;
         }
+        // It said it was ready, but did not stay up for the ready delay after: that did not count.
+        let said_just_now = worker
+            .ready_signal_at
+            .is_some_and(|at| at.elapsed() < self.config.ready_delay);
         let exit = LastExit {
             pid,
             reason,
             uptime: worker.uptime(),
             at: SystemTime::now(),
             tail,
-            never_ready: worker.state == WorkerState::Starting
-                || worker.stop_reason == Some(StopReason::NotReady),
+            ready_for: worker
+                .ready_at
+                .filter(|_| {
+                    !matches!(
+                        worker.stop_reason,
+                        Some(StopReason::NotReady | StopReason::NotAccepting)
+                    ) && !said_just_now
+                })
+                .map(|at| at.elapsed()),
+            said_ready_before: worker
+                .ready_signal_at
+                .filter(|_| worker.ready_at.is_none() || said_just_now)
+                .map(|at| at.elapsed()),
             stop_reason: worker.stop_reason,
         };
         if worker.replaces.is_some() {
@@ -518,7 +512,7 @@ impl Supervisor {
         self.on_failure(slot, exit).await;
     }
 
-    fn notify_service_manager(&self, state: &str) {
+    pub(super) fn notify_service_manager(&self, state: &str) {
         if let Some(manager) = &self.service_manager {
             manager.notify(state);
         }

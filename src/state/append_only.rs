@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::commands;
 use super::db::{Now, Value};
-use super::request::{RequestParser, MAX_BULK};
+use super::request::{ProtocolError, RequestParser, MAX_BULK};
 use super::store::{encode_command, Store, DATABASES};
 
 const FSYNC_EVERY: Duration = Duration::from_secs(1);
@@ -150,7 +150,7 @@ fn replay(path: &Path, contents: Vec<u8>, store: &mut Store) -> Result<Loaded, S
     set_loading(store, true);
     loop {
         let before = total - input.len() as u64;
-        let request = match parser.next(&mut input) {
+        let request = match bad_record(&input).map_or_else(|| parser.next(&mut input), Err) {
             Ok(Some(request)) => request.to_vec(),
             Ok(None) => break,
             Err(error) => {
@@ -204,6 +204,31 @@ fn replay(path: &Path, contents: Vec<u8>, store: &mut Store) -> Result<Loaded, S
 fn set_loading(store: &mut Store, loading: bool) {
     for index in 0..DATABASES {
         store.db_at(index).loading = loading;
+    }
+}
+
+/// The file holds only what the store wrote: RESP arrays of one argument or more. What the
+/// parser skips or accepts from a client (an empty or negative `*N`, a blank or inline line) is
+/// damage in the file, as it is to Redis's loader. `None` also when the record is incomplete:
+/// the parser then finds it cut off.
+fn bad_record(input: &[u8]) -> Option<ProtocolError> {
+    /// Longer than any count line the store writes (`*` and a 64-bit count).
+    const COUNT_LINE: usize = 24;
+    if *input.first()? != b'*' {
+        return Some(ProtocolError(format!(
+            "expected '*', got '{}'",
+            input[0].escape_ascii()
+        )));
+    }
+    let head = &input[..input.len().min(COUNT_LINE)];
+    let count = match head.iter().position(|&byte| byte == b'\r') {
+        Some(end) => super::number::parse_i64(&input[1..end]),
+        None if head.len() < COUNT_LINE => return None,
+        None => None,
+    };
+    match count {
+        Some(count) if count >= 1 => None,
+        _ => Some(ProtocolError("invalid multibulk length".into())),
     }
 }
 

@@ -14,11 +14,14 @@ use super::reply::Out;
 use super::request::RequestParser;
 use super::store::{ReplyMode, Store};
 
-/// How much a connection may hold of requests not yet complete, at most.
+/// How much a connection may hold of requests not yet complete, at most, and how many
+/// connections there may be.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_bulk: usize,
     pub max_pending: usize,
+    /// Clients at once; one more is refused at accept (`server`).
+    pub max_clients: usize,
 }
 
 pub async fn serve<R, W>(

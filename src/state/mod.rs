@@ -16,6 +16,7 @@
 //! - `db`: the keyspace: values, millisecond expiry, memory estimate, `SCAN`.
 //! - `append_only`: `--state-file`, the log of writes, replayed and compacted at start.
 //! - `glob`, `number`: Redis's patterns and Redis's number formats.
+//! - `fuzzing`: requests through parser and commands without a socket, for `crate::fuzzing`.
 //!
 //! The store runs on its own thread, one command at a time, like Redis: every command and every
 //! `MULTI`/`EXEC` is atomic without locks.
@@ -25,6 +26,7 @@ mod clients;
 mod commands;
 mod connection;
 mod db;
+pub(crate) mod fuzzing;
 mod glob;
 mod number;
 mod reply;
@@ -76,7 +78,13 @@ pub struct StoreOptions {
     pub file: Option<PathBuf>,
     /// Past this many bytes (estimated), writes that grow memory are refused.
     pub max_memory: Option<u64>,
+    /// Most clients at once (Redis's `maxclients`); [`DEFAULT_MAX_CLIENTS`] when not given.
+    /// The primary lowers it to what its file-descriptor limit allows.
+    pub max_clients: Option<usize>,
 }
+
+/// Redis's default `maxclients`.
+pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 
 /// Why the store could not start.
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +182,7 @@ impl StateStore {
             max_pending: max_memory.map_or(request::MAX_BULK, |max| {
                 max.clamp(1024 * 1024, request::MAX_BULK)
             }),
+            max_clients: options.max_clients.unwrap_or(DEFAULT_MAX_CLIENTS),
         };
         let stats = Arc::new(server::Stats::default());
         let (stop, stopped) = oneshot::channel();

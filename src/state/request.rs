@@ -145,7 +145,7 @@ fn take_number_line(
     buf: &mut BytesMut,
     too_long: &str,
 ) -> Result<Option<Option<i64>>, ProtocolError> {
-    let Some(end) = buf.iter().position(|&byte| byte == b'\r') else {
+    let Some(end) = find_before_nul(buf, b'\r') else {
         if buf.len() > MAX_LINE {
             return Err(ProtocolError::new(too_long));
         }
@@ -162,9 +162,19 @@ fn take_number_line(
     Ok(Some(number))
 }
 
+/// Where `wanted` first occurs in `buf`, searched as Redis searches its query buffer (`strchr`
+/// on a C string): a NUL byte ends the search. A line holding a NUL is therefore never complete;
+/// like Redis, the parser waits for more, until the line is longer than [`MAX_LINE`] and is
+/// refused ("too big inline request"): the connection holds at most that much.
+fn find_before_nul(buf: &[u8], wanted: u8) -> Option<usize> {
+    buf.iter()
+        .position(|&byte| byte == wanted || byte == 0)
+        .filter(|&at| buf[at] == wanted)
+}
+
 /// An inline command: one line, arguments split like Redis's `sdssplitargs`.
 fn inline(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    let Some(newline) = buf.iter().position(|&byte| byte == b'\n') else {
+    let Some(newline) = find_before_nul(buf, b'\n') else {
         if buf.len() > MAX_LINE {
             return Err(ProtocolError::new("too big inline request"));
         }
@@ -180,14 +190,19 @@ fn inline(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
         .ok_or_else(|| ProtocolError::new("unbalanced quotes in request"))
 }
 
-/// Splits a line into arguments: spaces separate, "double quotes" take `\n \r \t \b \a \\ \"`
-/// and `\xHH` escapes, 'single quotes' take `\'`. `None` for unbalanced quotes, or a closing
-/// quote not followed by a space.
+/// Splits a line into arguments as Redis's `sdssplitargs` does: blanks (C's `isspace`) separate,
+/// "double quotes" take `\n \r \t \b \a` and `\xHH` escapes (any other escaped byte stands for
+/// itself), 'single quotes' take `\'`. `None` for unbalanced quotes, or a closing quote not
+/// followed by a blank. The line is a C string to Redis: it ends at its first NUL byte.
 pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let line = &line[..line
+        .iter()
+        .position(|&byte| byte == 0)
+        .unwrap_or(line.len())];
     let mut args = Vec::new();
     let mut i = 0;
     loop {
-        while i < line.len() && line[i].is_ascii_whitespace() {
+        while i < line.len() && is_blank(line[i]) {
             i += 1;
         }
         if i == line.len() {
@@ -196,6 +211,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
         let mut current = Vec::new();
         // The quote the current argument is inside, if any.
         let mut quote: Option<u8> = None;
+        // Every turn consumes at least one byte, so the loop ends at the end of the line.
         loop {
             let Some(&byte) = line.get(i) else {
                 if quote.is_some() {
@@ -206,10 +222,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
             match quote {
                 Some(open) if byte == open => {
                     // A closing quote must end the argument.
-                    if line
-                        .get(i + 1)
-                        .is_some_and(|next| !next.is_ascii_whitespace())
-                    {
+                    if line.get(i + 1).is_some_and(|&next| !is_blank(next)) {
                         return None;
                     }
                     i += 1;
@@ -238,14 +251,19 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
                     }
                     continue;
                 }
-                Some(_) if byte == b'\\' && line.get(i + 1) == Some(&b'\'') => {
+                Some(b'\'') if byte == b'\\' && line.get(i + 1) == Some(&b'\'') => {
                     current.push(b'\'');
                     i += 2;
                     continue;
                 }
                 Some(_) => current.push(byte),
                 None => match byte {
-                    b' ' | b'\n' | b'\r' | b'\t' | 0 => break,
+                    // Only these end an unquoted argument (a vertical tab or form feed is
+                    // part of it, as in Redis); the separator is consumed with it.
+                    b' ' | b'\n' | b'\r' | b'\t' => {
+                        i += 1;
+                        break;
+                    }
                     b'"' | b'\'' => quote = Some(byte),
                     _ => current.push(byte),
                 },
@@ -254,6 +272,11 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
         }
         args.push(current);
     }
+}
+
+/// C's `isspace` in the "C" locale, which `sdssplitargs` skips between arguments.
+fn is_blank(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
 fn hex(byte: u8) -> Option<u8> {
@@ -327,6 +350,58 @@ mod tests {
             parse_all(&long, 4096),
             Err(ProtocolError("too big inline request".into()))
         );
+    }
+
+    #[test]
+    fn blanks_and_quotes_split_as_redis_7_does() {
+        type Case<'a> = (&'a [u8], Option<&'a [&'a [u8]]>);
+        let cases: [Case; 9] = [
+            (b"\x0bPING\x0c", Some(&[b"PING\x0c"])),
+            (b"ECHO\x0bx", Some(&[b"ECHO\x0bx"])),
+            (b"ECHO x\ry", Some(&[b"ECHO", b"x", b"y"])),
+            (b"ECHO \"a\"\x0bb", Some(&[b"ECHO", b"a", b"b"])),
+            (br#"ECHO "\x41\x4g\x4""#, Some(&[b"ECHO", b"Ax4gx4"])),
+            (br#"ECHO a"b" '' """#, Some(&[b"ECHO", b"ab", b"", b""])),
+            (br#"ECHO """""#, None),
+            (br#"ECHO "\""#, None),
+            (br"ECHO '\\'", None),
+        ];
+        for (line, expected) in cases {
+            let expected = expected.map(|args| args.iter().map(|arg| arg.to_vec()).collect());
+            assert_eq!(split_args(line), expected, "{}", line.escape_ascii());
+        }
+    }
+
+    /// Issue 10: a NUL byte in an inline command looped forever, pushing empty arguments.
+    #[test]
+    fn a_nul_byte_ends_the_line_for_the_splitter_and_the_parser_waits_as_redis_does() {
+        assert_eq!(split_args(b"\x00"), Some(vec![]));
+        assert_eq!(
+            split_args(b"GET a\x00b"),
+            Some(vec![b"GET".to_vec(), b"a".to_vec()])
+        );
+        assert_eq!(split_args(b"ECHO \"a\x00b\""), None);
+        for input in [
+            &b"\x00\r\n"[..],
+            b"GET a\x00b\r\n",
+            b"\x00\n",
+            b"*1\x00\r\n",
+        ] {
+            assert_eq!(parse_all(input, 1), Ok(vec![]), "{}", input.escape_ascii());
+            let mut long = input.to_vec();
+            long.resize(MAX_LINE + 1, b'x');
+            let reason = if input[0] == b'*' {
+                "too big mbulk count string"
+            } else {
+                "too big inline request"
+            };
+            assert_eq!(
+                parse_all(&long, 4096),
+                Err(ProtocolError(reason.into())),
+                "{}",
+                input.escape_ascii()
+            );
+        }
     }
 
     #[test]

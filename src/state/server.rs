@@ -27,6 +27,10 @@ const RECLAIM_ROUNDS: usize = 10;
 /// Give freed memory back to the kernel once this much has been freed since the peak.
 const RELEASE_AFTER_FREEING: usize = 16 * 1024 * 1024;
 
+/// What a client past `--state-max-clients` gets before it is closed: Redis's words, written
+/// without waiting (best effort, as Redis does).
+const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
+
 /// Figures the primary shows in `herdsman status`, refreshed by the store's timer.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -101,6 +105,10 @@ async fn serve(
             _ = &mut stop => break,
             accepted = unix.accept() => {
                 if let Ok((stream, _)) = accepted {
+                    if clients.len() >= limits.max_clients {
+                        let _ = stream.try_write(MAX_CLIENTS_REACHED);
+                        continue;
+                    }
                     let peer = Peer::unix(&socket_path, stream.as_raw_fd());
                     let (reader, writer) = stream.into_split();
                     clients.spawn_local(connection::serve(reader, writer, store.clone(), limits, peer));
@@ -108,6 +116,10 @@ async fn serve(
             }
             accepted = accept_tcp(tcp.as_ref()) => {
                 if let Ok((stream, address)) = accepted {
+                    if clients.len() >= limits.max_clients {
+                        let _ = stream.try_write(MAX_CLIENTS_REACHED);
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     let local = stream.local_addr().unwrap_or(address);
                     let peer = Peer::tcp(address, local, stream.as_raw_fd());

@@ -406,19 +406,23 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
-    fn deliver(&self, message: Bytes) {
+    /// Queues `message`; `false` when it was not queued because the subscriber is past its
+    /// limit (it is then disconnected, and gets nothing more).
+    fn deliver(&self, message: Bytes) -> bool {
         if self.overflowed.get() {
-            return;
+            return false;
         }
         let queued = self.queued_bytes.get() + message.len();
-        if queued > MAILBOX_LIMIT {
-            self.overflowed.set(true);
-            self.queue.borrow_mut().clear();
-        } else {
+        let delivered = queued <= MAILBOX_LIMIT;
+        if delivered {
             self.queued_bytes.set(queued);
             self.queue.borrow_mut().push_back(message);
+        } else {
+            self.overflowed.set(true);
+            self.queue.borrow_mut().clear();
         }
         self.notify.notify_one();
+        delivered
     }
 
     /// Moves every queued message into `out`.
@@ -474,21 +478,22 @@ impl PubSub {
             .retain(|(p, id, _)| !(*id == client_id && p.as_ref() == pattern));
     }
 
-    /// Delivers `message` to `channel`'s subscribers and matching patterns; how many got it.
+    /// Delivers `message` to `channel`'s subscribers and matching patterns; how many got it (a
+    /// subscriber past its mailbox limit does not).
     pub fn publish(&self, channel: &[u8], message: &[u8]) -> usize {
         let mut receivers = 0;
         if let Some(listeners) = self.channels.get(channel) {
             let frames = message_frames(&[&b"message"[..], channel, message]);
             for (_, mailbox) in listeners {
-                mailbox.deliver(frames[usize::from(mailbox.resp3.get())].clone());
-                receivers += 1;
+                receivers +=
+                    usize::from(mailbox.deliver(frames[usize::from(mailbox.resp3.get())].clone()));
             }
         }
         for (pattern, _, mailbox) in &self.patterns {
             if glob::matches(pattern, channel) {
                 let frames = message_frames(&[&b"pmessage"[..], pattern, channel, message]);
-                mailbox.deliver(frames[usize::from(mailbox.resp3.get())].clone());
-                receivers += 1;
+                receivers +=
+                    usize::from(mailbox.deliver(frames[usize::from(mailbox.resp3.get())].clone()));
             }
         }
         receivers

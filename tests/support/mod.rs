@@ -260,6 +260,8 @@ pub struct ClusterBuilder {
     program: Option<PathBuf>,
     /// An address-space limit for the primary (and so its workers), in bytes.
     memory_limit: Option<u64>,
+    /// An open-file limit for the primary (and so its workers): soft, hard.
+    fd_limit: Option<(u64, u64)>,
     /// Leave the primary's stderr pipe unread until `Cluster::read_stderr`.
     hold_stderr: bool,
     /// The primary's working directory (default: the test's own).
@@ -276,6 +278,7 @@ pub fn cluster() -> ClusterBuilder {
         wait_listening: true,
         program: None,
         memory_limit: None,
+        fd_limit: None,
         hold_stderr: false,
         current_dir: None,
     }
@@ -324,6 +327,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Starts the primary with this open-file limit (`prlimit --nofile=SOFT:HARD`; its workers
+    /// inherit it).
+    pub fn fd_limit(mut self, soft: u64, hard: u64) -> Self {
+        self.fd_limit = Some((soft, hard));
+        self
+    }
+
     /// Keeps the primary's stderr a pipe that nobody reads (full after 64 KiB) until
     /// [`Cluster::read_stderr`]; implies [`ClusterBuilder::no_wait`].
     pub fn hold_stderr(mut self) -> Self {
@@ -354,13 +364,19 @@ impl ClusterBuilder {
                 command
             }
             None => {
-                let mut command = match self.memory_limit {
-                    Some(bytes) => {
+                let mut command = match (self.memory_limit, self.fd_limit) {
+                    (None, None) => Command::new(herdsman_bin()),
+                    (memory, fds) => {
                         let mut prlimit = Command::new("prlimit");
-                        prlimit.arg(format!("--as={bytes}")).arg(herdsman_bin());
+                        if let Some(bytes) = memory {
+                            prlimit.arg(format!("--as={bytes}"));
+                        }
+                        if let Some((soft, hard)) = fds {
+                            prlimit.arg(format!("--nofile={soft}:{hard}"));
+                        }
+                        prlimit.arg(herdsman_bin());
                         prlimit
                     }
-                    None => Command::new(herdsman_bin()),
                 };
                 command
                     .arg("run")
