@@ -7,6 +7,8 @@
 //!   async-signal-safe calls (no allocation, no locks).
 //! - [`adopt_inherited_socket`], [`close_inherited`], [`die_by_signal`]: the worker keeper's
 //!   fd and exit handling (see `shim`).
+//! - [`peek_nowait`], [`consume_and_reply`], [`accept_nowait`]: the state store answering
+//!   other clients while a Lua script runs past its time limit.
 //! - [`move_fds_into_place`]: runs in the single-threaded exec shim, just before the final `exec`,
 //!   to put the inherited listening sockets at fds 3, 4, … as socket activation expects.
 //!
@@ -331,6 +333,53 @@ pub fn own_children() -> Option<Vec<libc::pid_t>> {
         );
     }
     Some(children)
+}
+
+/// The state store's busy-script loop (`state/commands/script/busy.rs`): the bytes waiting on
+/// socket `fd`, without taking them off it (`MSG_PEEK`) and without waiting.
+pub fn peek_nowait(fd: RawFd, buf: &mut [u8]) -> usize {
+    // SAFETY: recv writes at most `buf.len()` bytes into `buf`; a bad fd is an error return.
+    let read = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    read.max(0) as usize
+}
+
+/// Takes `len` bytes (already peeked) off socket `fd` and sends `reply`, without waiting.
+pub fn consume_and_reply(fd: RawFd, len: usize, reply: &[u8]) {
+    let mut sink = vec![0u8; len];
+    // SAFETY: recv writes at most `len` bytes into `sink`; send reads `reply.len()` bytes of
+    // `reply`; neither blocks, and a closed peer is an error return (no SIGPIPE).
+    unsafe {
+        libc::recv(fd, sink.as_mut_ptr().cast(), len, libc::MSG_DONTWAIT);
+        libc::send(
+            fd,
+            reply.as_ptr().cast(),
+            reply.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        );
+    }
+}
+
+/// A connection waiting on listening socket `fd`, accepted non-blocking, if there is one.
+pub fn accept_nowait(fd: RawFd) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: accept4 with null address pointers; it only returns a new descriptor or -1.
+    let accepted = unsafe {
+        libc::accept4(
+            fd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    // SAFETY: accept4 just returned this descriptor and nothing else owns it.
+    (accepted >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(accepted) })
 }
 
 /// Raises the soft limit on open files to the hard limit, as Redis does at start (a primary

@@ -26,3 +26,4 @@ mod state;
 mod state_blocking;
 mod state_dialect;
 mod state_differential;
+mod state_scripting;

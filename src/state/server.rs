@@ -90,6 +90,16 @@ async fn serve(
     reclaim.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut clients = tokio::task::JoinSet::new();
     let mut peak_memory = 0;
+    // A script past its time limit accepts connections itself (see commands/script/busy.rs);
+    // they are served here once it is over.
+    let busy = store.borrow().scripting.busy.clone();
+    {
+        let mut listeners = busy.listeners.borrow_mut();
+        listeners.push((unix.as_raw_fd(), false));
+        if let Some(tcp) = &tcp {
+            listeners.push((tcp.as_raw_fd(), true));
+        }
+    }
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -115,6 +125,33 @@ async fn serve(
                     let peer = Peer::tcp(address, local, stream.as_raw_fd());
                     let (reader, writer) = stream.into_split();
                     clients.spawn_local(connection::serve(reader, writer, store.clone(), limits, peer));
+                }
+            }
+            () = busy.adopt.notified() => {
+                let accepted = std::mem::take(&mut *busy.accepted.borrow_mut());
+                for (fd, is_tcp) in accepted {
+                    let raw = fd.as_raw_fd();
+                    if is_tcp {
+                        let stream = std::net::TcpStream::from(fd);
+                        let (Ok(address), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
+                            continue;
+                        };
+                        let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                            continue;
+                        };
+                        let _ = stream.set_nodelay(true);
+                        let peer = Peer::tcp(address, local, raw);
+                        let (reader, writer) = stream.into_split();
+                        clients.spawn_local(connection::serve(reader, writer, store.clone(), limits, peer));
+                    } else {
+                        let stream = std::os::unix::net::UnixStream::from(fd);
+                        let Ok(stream) = tokio::net::UnixStream::from_std(stream) else {
+                            continue;
+                        };
+                        let peer = Peer::unix(&socket_path, raw);
+                        let (reader, writer) = stream.into_split();
+                        clients.spawn_local(connection::serve(reader, writer, store.clone(), limits, peer));
+                    }
                 }
             }
             _ = reclaim.tick() => {

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 
 use super::append_only::AppendOnly;
 use super::clients::{ClientInfo, Peer};
-use super::commands::Table;
+use super::commands::{Scripting, Table};
 use super::db::{Db, Now};
 use super::glob;
 
@@ -58,6 +58,8 @@ pub struct Store {
     pub append_only: Option<AppendOnly>,
     /// Why the last append to the file failed; writes are refused until one succeeds.
     pub log_failed: Option<String>,
+    /// Lua: the engine, the compiled scripts, the running script's state.
+    pub scripting: Scripting,
 }
 
 impl Store {
@@ -82,6 +84,7 @@ impl Store {
             log: None,
             append_only: None,
             log_failed: None,
+            scripting: Scripting::default(),
         }
     }
 
@@ -111,6 +114,11 @@ impl Store {
     pub fn register(&mut self, client: &Client) {
         self.connected_clients += 1;
         self.clients.insert(client.id, client.info.clone());
+        self.scripting
+            .busy
+            .sockets
+            .borrow_mut()
+            .insert(client.id, client.info.peer.fd);
     }
 
     /// Forgets a client that went away: its listing, subscriptions and watched keys.
@@ -118,6 +126,7 @@ impl Store {
         self.unwatch(client);
         self.connected_clients -= 1;
         self.clients.remove(&client.id);
+        self.scripting.busy.sockets.borrow_mut().remove(&client.id);
     }
 
     pub fn over_memory(&self) -> bool {

@@ -197,10 +197,16 @@ const KNOBS: &[(&str, Knob, &str)] = &[
     ("lazyfree-lazy-user-flush", Knob::YesNo, "no"),
     ("lazyfree-lazy-server-del", Knob::YesNo, "no"),
     ("lazyfree-lazy-expire", Knob::YesNo, "no"),
+    // Milliseconds a script runs before other clients get BUSY (scripting's `busy.rs`).
+    ("busy-reply-threshold", Knob::Integer, "5000"),
+    ("lua-time-limit", Knob::Integer, "5000"),
 ];
 
 /// The value of knob `name`: the name the ziplist alias shares with listpack, as in Redis.
 fn alias(name: &str) -> String {
+    if name == "lua-time-limit" {
+        return "busy-reply-threshold".into();
+    }
     name.replace("ziplist", "listpack")
 }
 
@@ -275,6 +281,12 @@ pub fn config(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
                     .into());
                 }
                 accepted.push((alias(&name), value.to_ascii_lowercase()));
+            }
+            for (name, value) in &accepted {
+                if name == "busy-reply-threshold" {
+                    let limit = crate::state::number::parse_i64(value.as_bytes()).unwrap_or(0);
+                    ctx.store.scripting.busy.set_limit_ms(limit.max(0) as u64);
+                }
             }
             ctx.store.settings.extend(accepted);
             ctx.out.ok();

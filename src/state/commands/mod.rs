@@ -2,9 +2,10 @@
 //! in Redis's order (unknown command, arity, memory, pub/sub context, transaction queueing)
 //! before running it. One file per family: `strings`, `ranges` (GETRANGE, SETRANGE, LCS, GETEX),
 //! `bits` (bitmaps), `keys`, `keyspace` (RENAME, COPY, MOVE, SWAPDB, OBJECT, MEMORY), `hashes`,
-//! `lists`, `list_moves` (LINSERT, LPOS, LMOVE, LMPOP…), `blocking` (BLPOP, BZPOPMIN, …), `sets`, `set_algebra`, `zsets` (sorted sets), `zset_ranges` (ZRANGE and the
-//! range removals), `zset_algebra` (ZUNION, ZINTER, ZDIFF), `pubsub`, `server` (connection), `client`, `info` (INFO,
-//! CONFIG), `transaction` (MULTI, EXEC, WATCH).
+//! `lists`, `list_moves` (LINSERT, LPOS, LMOVE, LMPOP…), `blocking` (BLPOP, BZPOPMIN, …), `sets`,
+//! `set_algebra`, `zsets` (sorted sets), `zset_ranges` (ZRANGE and the range removals),
+//! `zset_algebra` (ZUNION, ZINTER, ZDIFF), `pubsub`, `server` (connection), `client`, `info`
+//! (INFO, CONFIG), `transaction` (MULTI, EXEC, WATCH), `script` (EVAL, SCRIPT, FUNCTION: Lua).
 
 mod bits;
 mod blocking;
@@ -17,6 +18,7 @@ mod list_moves;
 mod lists;
 mod pubsub;
 mod ranges;
+mod script;
 mod server;
 mod set_algebra;
 mod sets;
@@ -30,6 +32,7 @@ mod zsets;
 pub use table::Table;
 
 pub use pubsub::forget as pubsub_forget;
+pub use script::Scripting;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;

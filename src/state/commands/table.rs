@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use super::{
     bits, blocking, client, hashes, info, keys, keyspace, list_moves, lists, pubsub, ranges,
-    server, set_algebra, sets, strings, transaction, zset_algebra, zset_ranges, zsets, Spec,
-    DENY_OOM, NO_QUEUE, PUBSUB, WRITE,
+    script, server, set_algebra, sets, strings, transaction, zset_algebra, zset_ranges, zsets,
+    Spec, DENY_OOM, NO_QUEUE, PUBSUB, WRITE,
 };
 
 macro_rules! spec {
@@ -289,6 +289,15 @@ static COMMANDS: &[Spec] = &[
     spec!("discard", 1, NO_QUEUE, transaction::discard, NO_KEYS),
     spec!("watch", -2, NO_QUEUE, transaction::watch, ALL_KEYS),
     spec!("unwatch", 1, NO_QUEUE, transaction::unwatch, NO_KEYS),
+    // scripting
+    spec!("eval", -3, 0, script::eval, NO_KEYS),
+    spec!("evalsha", -3, 0, script::evalsha, NO_KEYS),
+    spec!("eval_ro", -3, 0, script::eval_ro, NO_KEYS),
+    spec!("evalsha_ro", -3, 0, script::evalsha_ro, NO_KEYS),
+    spec!("script", -2, 0, script::script, NO_KEYS),
+    spec!("function", -2, 0, script::function, NO_KEYS),
+    spec!("fcall", -3, 0, script::fcall, NO_KEYS),
+    spec!("fcall_ro", -3, 0, script::fcall_ro, NO_KEYS),
 ];
 
 /// Commands by name.

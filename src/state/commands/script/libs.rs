@@ -1,0 +1,458 @@
+//! The libraries Redis gives scripts besides Lua's own: `cjson` (over serde_json for decoding),
+//! `cmsgpack` (over the rmp crate's encoders and markers) and `bit` (LuaBitOp's semantics on
+//! 32-bit integers). Each function here is raw: it returns `true, {results…}` or
+//! `false, message`, and the Lua wrappers in `mod.rs` raise the message as a Lua error, so
+//! errors reach the script as strings, the way Redis's C libraries raise them.
+
+use mlua::{LightUserData, Lua, MultiValue, Table, Value, Variadic};
+
+type Raw = mlua::Result<(bool, Value)>;
+
+fn results(lua: &Lua, values: Vec<Value>) -> Raw {
+    let table = lua.create_table()?;
+    let count = values.len();
+    for (index, value) in values.into_iter().enumerate() {
+        table.raw_set(index + 1, value)?;
+    }
+    table.raw_set("n", count)?;
+    Ok((true, Value::Table(table)))
+}
+
+fn failure(lua: &Lua, message: &str) -> Raw {
+    Ok((false, Value::String(lua.create_string(message)?)))
+}
+
+fn number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Integer(n) => Some(*n as f64),
+        Value::Number(n) => Some(*n),
+        Value::String(s) => s.to_str().ok()?.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Registers `bit.*`, `cjson.*` and `cmsgpack.*` raw functions in `into` as `name_fn`.
+pub fn register(lua: &Lua, into: &Table) -> mlua::Result<()> {
+    into.raw_set(
+        "bit",
+        lua.create_function(|lua, (op, args): (String, Variadic<Value>)| bit(lua, &op, &args))?,
+    )?;
+    into.raw_set(
+        "cjson_encode",
+        lua.create_function(|lua, value: Value| {
+            let mut text = Vec::new();
+            match json_encode(&value, &mut text, 0) {
+                Ok(()) => results(lua, vec![Value::String(lua.create_string(&text)?)]),
+                Err(message) => failure(lua, &message),
+            }
+        })?,
+    )?;
+    into.raw_set(
+        "cjson_decode",
+        lua.create_function(|lua, text: mlua::LuaString| {
+            match serde_json::from_slice::<serde_json::Value>(&text.as_bytes()) {
+                Ok(json) => results(lua, vec![json_to_lua(lua, &json)?]),
+                Err(error) => failure(
+                    lua,
+                    &format!("Expected value but found invalid token: {error}"),
+                ),
+            }
+        })?,
+    )?;
+    into.raw_set(
+        "msgpack_pack",
+        lua.create_function(|lua, values: MultiValue| {
+            let mut packed = Vec::new();
+            for value in values.iter() {
+                pack(value, &mut packed, 0);
+            }
+            results(lua, vec![Value::String(lua.create_string(&packed)?)])
+        })?,
+    )?;
+    into.raw_set(
+        "msgpack_unpack",
+        lua.create_function(|lua, data: mlua::LuaString| {
+            let data = data.as_bytes().to_vec();
+            let mut pos = 0;
+            let mut values = Vec::new();
+            while pos < data.len() {
+                match unpack(lua, &data, &mut pos, 0) {
+                    Ok(value) => values.push(value),
+                    Err(message) => return failure(lua, &message),
+                }
+            }
+            results(lua, values)
+        })?,
+    )?;
+    Ok(())
+}
+
+// ---- bit ----
+
+fn tobit(value: f64) -> i32 {
+    // LuaBitOp: the number modulo 2^32, as a signed 32-bit integer.
+    let wrapped = value.rem_euclid(4_294_967_296.0);
+    (wrapped as u64 as u32) as i32
+}
+
+fn bit(lua: &Lua, op: &str, args: &[Value]) -> Raw {
+    let mut ints = Vec::with_capacity(args.len());
+    for (index, arg) in args.iter().enumerate() {
+        match number(arg) {
+            Some(n) => ints.push(tobit(n)),
+            None => {
+                return failure(
+                    lua,
+                    &format!("bad argument #{} to '{op}' (number expected)", index + 1),
+                )
+            }
+        }
+    }
+    let first = ints.first().copied().unwrap_or(0);
+    let shift = || (ints.get(1).copied().unwrap_or(0) & 31) as u32;
+    let result: i32 = match op {
+        "tobit" => first,
+        "bnot" => !first,
+        "band" => ints.iter().fold(-1, |acc, x| acc & x),
+        "bor" => ints.iter().fold(0, |acc, x| acc | x),
+        "bxor" => ints.iter().fold(0, |acc, x| acc ^ x),
+        "lshift" => ((first as u32) << shift()) as i32,
+        "rshift" => ((first as u32) >> shift()) as i32,
+        "arshift" => first >> shift(),
+        "rol" => (first as u32).rotate_left(shift()) as i32,
+        "ror" => (first as u32).rotate_right(shift()) as i32,
+        "bswap" => first.swap_bytes(),
+        "tohex" => {
+            let mut digits = args.get(1).and_then(number).map_or(8, |n| n as i64);
+            let upper = digits < 0;
+            digits = digits.unsigned_abs().min(8) as i64;
+            let text = if upper {
+                format!("{:08X}", first as u32)
+            } else {
+                format!("{:08x}", first as u32)
+            };
+            let text = &text[8 - digits as usize..];
+            return results(lua, vec![Value::String(lua.create_string(text)?)]);
+        }
+        _ => return failure(lua, "unknown bit operation"),
+    };
+    results(lua, vec![Value::Number(result as f64)])
+}
+
+// ---- cjson ----
+
+fn format_number(n: f64) -> Option<String> {
+    if !n.is_finite() {
+        return None;
+    }
+    if n == n.trunc() && n.abs() < 1e14 {
+        return Some(format!("{}", n as i64));
+    }
+    // cjson prints %.14g.
+    let text = format!("{:.13e}", n);
+    let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    if (-5..14).contains(&exponent) {
+        let decimals = (13 - exponent).max(0) as usize;
+        let fixed = format!("{:.*}", decimals, n);
+        let fixed = if fixed.contains('.') {
+            fixed
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_string()
+        } else {
+            fixed
+        };
+        Some(fixed)
+    } else {
+        let mantissa = if mantissa.contains('.') {
+            mantissa.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            mantissa
+        };
+        let sign = if exponent < 0 { '-' } else { '+' };
+        Some(format!("{mantissa}e{sign}{:02}", exponent.abs()))
+    }
+}
+
+fn json_string(bytes: &[u8], out: &mut Vec<u8>) {
+    out.push(b'"');
+    for &byte in bytes {
+        match byte {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'/' => out.extend_from_slice(b"\\/"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            0..=0x1f | 0x7f => out.extend_from_slice(format!("\\u{:04x}", byte).as_bytes()),
+            _ => out.push(byte),
+        }
+    }
+    out.push(b'"');
+}
+
+/// A table's length as an array (keys 1..n), or `None` when it is an object.
+fn array_length(table: &Table) -> Option<usize> {
+    let mut max = 0usize;
+    let mut count = 0usize;
+    for pair in table.pairs::<Value, Value>() {
+        let (key, _) = pair.ok()?;
+        let index = match key {
+            Value::Integer(i) if i >= 1 => i as usize,
+            Value::Number(n) if n >= 1.0 && n == n.trunc() => n as usize,
+            _ => return None,
+        };
+        max = max.max(index);
+        count += 1;
+    }
+    // cjson's default "excessively sparse" rule: ratio 2, safe up to 10.
+    if max > 10 && max > count * 2 {
+        return None;
+    }
+    Some(max)
+}
+
+fn json_encode(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), String> {
+    if depth > 1000 {
+        return Err("Cannot serialise, excessive nesting (1001)".into());
+    }
+    match value {
+        Value::Nil => out.extend_from_slice(b"null"),
+        Value::LightUserData(data) if data.0.is_null() => out.extend_from_slice(b"null"),
+        Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Integer(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::Number(n) => match format_number(*n) {
+            Some(text) => out.extend_from_slice(text.as_bytes()),
+            None => return Err("Cannot serialise number: must not be NaN or Inf".into()),
+        },
+        Value::String(s) => json_string(&s.as_bytes(), out),
+        Value::Table(table) => match array_length(table) {
+            Some(len) if len > 0 => {
+                out.push(b'[');
+                for index in 1..=len {
+                    if index > 1 {
+                        out.push(b',');
+                    }
+                    let item: Value = table.raw_get(index).map_err(|e| e.to_string())?;
+                    json_encode(&item, out, depth + 1)?;
+                }
+                out.push(b']');
+            }
+            _ => {
+                out.push(b'{');
+                let mut first = true;
+                for pair in table.pairs::<Value, Value>() {
+                    let (key, item) = pair.map_err(|e| e.to_string())?;
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    match &key {
+                        Value::String(s) => json_string(&s.as_bytes(), out),
+                        Value::Integer(_) | Value::Number(_) => {
+                            let mut text = Vec::new();
+                            json_encode(&key, &mut text, depth + 1)?;
+                            json_string(&text, out);
+                        }
+                        _ => {
+                            return Err(
+                                "Cannot serialise table: table key must be a number or string"
+                                    .into(),
+                            )
+                        }
+                    }
+                    out.push(b':');
+                    json_encode(&item, out, depth + 1)?;
+                }
+                out.push(b'}');
+            }
+        },
+        other => {
+            return Err(format!(
+                "Cannot serialise {}: type not supported",
+                other.type_name()
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn json_to_lua(lua: &Lua, json: &serde_json::Value) -> mlua::Result<Value> {
+    Ok(match json {
+        serde_json::Value::Null => Value::LightUserData(LightUserData(std::ptr::null_mut())),
+        serde_json::Value::Bool(b) => Value::Boolean(*b),
+        serde_json::Value::Number(n) => Value::Number(n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::String(s) => Value::String(lua.create_string(s)?),
+        serde_json::Value::Array(items) => {
+            let table = lua.create_table()?;
+            for (index, item) in items.iter().enumerate() {
+                table.raw_set(index + 1, json_to_lua(lua, item)?)?;
+            }
+            Value::Table(table)
+        }
+        serde_json::Value::Object(map) => {
+            let table = lua.create_table()?;
+            for (key, item) in map {
+                table.raw_set(key.as_str(), json_to_lua(lua, item)?)?;
+            }
+            Value::Table(table)
+        }
+    })
+}
+
+// ---- cmsgpack ----
+
+fn pack(value: &Value, out: &mut Vec<u8>, depth: usize) {
+    use rmp::encode;
+    match value {
+        Value::Nil => encode::write_nil(out).unwrap_or(()),
+        Value::Boolean(b) => encode::write_bool(out, *b).unwrap_or(()),
+        Value::Integer(n) => {
+            let _ = encode::write_sint(out, *n);
+        }
+        Value::Number(n) => {
+            if *n == n.trunc() && n.abs() < 9.2e18 {
+                if *n >= 0.0 {
+                    let _ = encode::write_uint(out, *n as u64);
+                } else {
+                    let _ = encode::write_sint(out, *n as i64);
+                }
+            } else if (*n as f32) as f64 == *n {
+                let _ = encode::write_f32(out, *n as f32);
+            } else {
+                let _ = encode::write_f64(out, *n);
+            }
+        }
+        Value::String(s) => {
+            let bytes = s.as_bytes();
+            let _ = encode::write_str_len(out, bytes.len() as u32);
+            out.extend_from_slice(&bytes);
+        }
+        Value::Table(table) if depth < 16 => {
+            // cmsgpack: an array when the keys are exactly 1..n, a map otherwise.
+            let len = table.raw_len();
+            let count = table.pairs::<Value, Value>().count();
+            if len == count {
+                let _ = encode::write_array_len(out, len as u32);
+                for index in 1..=len {
+                    let item: Value = table.raw_get(index).unwrap_or(Value::Nil);
+                    pack(&item, out, depth + 1);
+                }
+            } else {
+                let _ = encode::write_map_len(out, count as u32);
+                for (key, item) in table.pairs::<Value, Value>().filter_map(Result::ok) {
+                    pack(&key, out, depth + 1);
+                    pack(&item, out, depth + 1);
+                }
+            }
+        }
+        _ => encode::write_nil(out).unwrap_or(()),
+    }
+}
+
+fn take<'a>(data: &'a [u8], pos: &mut usize, len: usize) -> Result<&'a [u8], String> {
+    if data.len() - *pos < len {
+        return Err("Missing bytes in input.".into());
+    }
+    let slice = &data[*pos..*pos + len];
+    *pos += len;
+    Ok(slice)
+}
+
+fn be(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0, |acc, b| (acc << 8) | u64::from(*b))
+}
+
+fn unpack(lua: &Lua, data: &[u8], pos: &mut usize, depth: usize) -> Result<Value, String> {
+    use rmp::Marker;
+    if depth > 256 {
+        return Err("Bad data format in input.".into());
+    }
+    let marker = Marker::from_u8(take(data, pos, 1)?[0]);
+    let lua_error = |e: mlua::Error| e.to_string();
+    let string = |bytes: &[u8]| {
+        lua.create_string(bytes)
+            .map(Value::String)
+            .map_err(lua_error)
+    };
+    let int = |n: i64| Ok(Value::Number(n as f64));
+    let sized = |pos: &mut usize, width: usize| take(data, pos, width).map(be);
+    match marker {
+        Marker::Null => Ok(Value::Nil),
+        Marker::True => Ok(Value::Boolean(true)),
+        Marker::False => Ok(Value::Boolean(false)),
+        Marker::FixPos(n) => int(i64::from(n)),
+        Marker::FixNeg(n) => int(i64::from(n)),
+        Marker::U8 => int(sized(pos, 1)? as i64),
+        Marker::U16 => int(sized(pos, 2)? as i64),
+        Marker::U32 => int(sized(pos, 4)? as i64),
+        Marker::U64 => Ok(Value::Number(sized(pos, 8)? as f64)),
+        Marker::I8 => int(i64::from(sized(pos, 1)? as u8 as i8)),
+        Marker::I16 => int(i64::from(sized(pos, 2)? as u16 as i16)),
+        Marker::I32 => int(i64::from(sized(pos, 4)? as u32 as i32)),
+        Marker::I64 => int(sized(pos, 8)? as i64),
+        Marker::F32 => Ok(Value::Number(f64::from(f32::from_bits(
+            sized(pos, 4)? as u32
+        )))),
+        Marker::F64 => Ok(Value::Number(f64::from_bits(sized(pos, 8)?))),
+        Marker::FixStr(len) => string(take(data, pos, len as usize)?),
+        Marker::Str8 | Marker::Bin8 => {
+            let len = sized(pos, 1)? as usize;
+            string(take(data, pos, len)?)
+        }
+        Marker::Str16 | Marker::Bin16 => {
+            let len = sized(pos, 2)? as usize;
+            string(take(data, pos, len)?)
+        }
+        Marker::Str32 | Marker::Bin32 => {
+            let len = sized(pos, 4)? as usize;
+            string(take(data, pos, len)?)
+        }
+        Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
+            let len = match marker {
+                Marker::FixArray(n) => n as usize,
+                Marker::Array16 => sized(pos, 2)? as usize,
+                _ => sized(pos, 4)? as usize,
+            };
+            let table = lua.create_table().map_err(lua_error)?;
+            for index in 1..=len {
+                let item = unpack(lua, data, pos, depth + 1)?;
+                table.raw_set(index, item).map_err(lua_error)?;
+            }
+            Ok(Value::Table(table))
+        }
+        Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => {
+            let len = match marker {
+                Marker::FixMap(n) => n as usize,
+                Marker::Map16 => sized(pos, 2)? as usize,
+                _ => sized(pos, 4)? as usize,
+            };
+            let table = lua.create_table().map_err(lua_error)?;
+            for _ in 0..len {
+                let key = unpack(lua, data, pos, depth + 1)?;
+                let value = unpack(lua, data, pos, depth + 1)?;
+                if !matches!(key, Value::Nil) {
+                    table.raw_set(key, value).map_err(lua_error)?;
+                }
+            }
+            Ok(Value::Table(table))
+        }
+        _ => Err("Bad data format in input.".into()),
+    }
+}
+
+/// A Lua number as Lua 5.1 turns it into a string (`%.14g`), for command arguments.
+pub fn lua_number_text(n: f64) -> String {
+    format_number(n).unwrap_or_else(|| {
+        if n.is_nan() {
+            "nan".into()
+        } else if n > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
+    })
+}

@@ -1,0 +1,135 @@
+//! Lua scripts in the embedded store (issue 14) beyond the differential scripts: a script that
+//! never ends does not wedge the store (other clients get BUSY, SCRIPT KILL stops it), and the
+//! state file logs what a script wrote, not the script.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::support::resp::{printable, state_socket, RespClient};
+use crate::support::{cluster, RuntimeDir};
+
+#[test]
+fn a_script_that_loops_forever_gets_busy_replies_for_others_and_script_kill_stops_it() {
+    let cluster = cluster()
+        .args(&["--workers", "1", "--ready-delay", "100ms"])
+        .start();
+    cluster.wait_ready(1);
+    let socket = state_socket(&cluster);
+    let mut looping = RespClient::unix(&socket);
+    let mut other = RespClient::unix(&socket);
+    assert_eq!(other.text("SET before 1"), "+OK\\r\\n");
+    let started = Instant::now();
+    looping.send(&[b"EVAL", b"local i = 0 while true do i = i + 1 end", b"0"]);
+    // Within lua-time-limit (5 s) the store is simply busy; past it, the other clients are
+    // answered with BUSY: the connection that was open, and one opened while the script runs.
+    let busy = "-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\\r\\n";
+    // PONG until the script has started (the two connections race), then BUSY.
+    crate::support::eventually("a BUSY reply", || {
+        let reply = other.text("PING");
+        assert!(reply == busy || reply == "+PONG\\r\\n", "{reply}");
+        (reply == busy).then_some(())
+    });
+    assert!(
+        started.elapsed() >= Duration::from_millis(4900),
+        "BUSY came after {:?}, before the time limit",
+        started.elapsed()
+    );
+    let mut newcomer = RespClient::unix(&socket);
+    assert_eq!(newcomer.text("GET before"), busy);
+    assert_eq!(newcomer.text("SCRIPT KILL"), "+OK\\r\\n");
+    let killed = looping
+        .read_reply()
+        .expect("the script's caller gets its reply");
+    assert_eq!(
+        printable(&killed),
+        "-ERR Script killed by user with SCRIPT KILL... script: 3fcf51a9b854b8f66cb8685600b0d7df968f4398, on @user_script:1.\\r\\n"
+    );
+    // The store serves everyone again, the newcomer included.
+    assert_eq!(other.text("GET before"), "$1\\r\\n1\\r\\n");
+    assert_eq!(newcomer.text("PING"), "+PONG\\r\\n");
+    assert_eq!(looping.text("EVAL \"return 7\" 0"), ":7\\r\\n");
+    assert_eq!(
+        other.text("SCRIPT KILL"),
+        "-NOTBUSY No scripts in execution right now.\\r\\n"
+    );
+}
+
+#[test]
+fn the_state_file_logs_the_writes_a_script_made_not_the_script() {
+    let dir = RuntimeDir::new();
+    let file = dir.path().join("state.aof");
+    let file_arg = file.display().to_string();
+    let start = || {
+        let cluster = cluster()
+            .runtime_dir(&dir)
+            .args(&[
+                "--workers",
+                "1",
+                "--ready-delay",
+                "100ms",
+                "--state-file",
+                &file_arg,
+            ])
+            .start();
+        cluster.wait_ready(1);
+        cluster
+    };
+    let mut first = start();
+    let mut client = RespClient::unix(&state_socket(&first));
+    let script = "redis.call('set', KEYS[1], ARGV[1]) redis.call('select', 2) \
+                  redis.call('incrby', KEYS[1], 5) return redis.call('get', KEYS[1])";
+    client.send(&[b"EVAL", script.as_bytes(), b"1", b"k", b"v"]);
+    assert_eq!(printable(&client.read_reply().unwrap()), "$1\\r\\n5\\r\\n");
+    // SELECT in a script does not change the caller's database.
+    assert_eq!(client.text("GET k"), "$1\\r\\nv\\r\\n");
+    assert_eq!(
+        client.text("EVAL \"return redis.call('get', 'nothing')\" 0"),
+        "$-1\\r\\n"
+    );
+    first.signal(Signal::SIGKILL);
+    first.wait_exit();
+    let logged = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).to_lowercase();
+    assert!(
+        !logged.contains("eval"),
+        "the file holds the script: {logged}"
+    );
+    assert!(
+        logged.contains("incrby"),
+        "the file lacks the writes: {logged}"
+    );
+
+    let second = start();
+    let mut client = RespClient::unix(&state_socket(&second));
+    assert_eq!(client.text("GET k"), "$1\\r\\nv\\r\\n");
+    client.call("SELECT 2");
+    assert_eq!(client.text("GET k"), "$1\\r\\n5\\r\\n");
+}
+
+#[test]
+fn a_killed_script_stays_killed_even_when_it_catches_errors_with_pcall() {
+    let cluster = cluster()
+        .args(&["--workers", "1", "--ready-delay", "100ms"])
+        .start();
+    cluster.wait_ready(1);
+    let socket = state_socket(&cluster);
+    let mut looping = RespClient::unix(&socket);
+    let mut other = RespClient::unix(&socket);
+    assert_eq!(other.text("CONFIG SET lua-time-limit 10"), "+OK\\r\\n");
+    let script =
+        "local f = function() while 1 do redis.call('ping') end end while 1 do pcall(f) end";
+    looping.send(&[b"EVAL", script.as_bytes(), b"0"]);
+    let busy = "-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\\r\\n";
+    crate::support::eventually("a BUSY reply", || {
+        let reply = other.text("PING");
+        assert!(reply == busy || reply == "+PONG\\r\\n", "{reply}");
+        (reply == busy).then_some(())
+    });
+    assert_eq!(other.text("SCRIPT KILL"), "+OK\\r\\n");
+    let killed = printable(&looping.read_reply().expect("the caller gets its reply"));
+    assert!(
+        killed.starts_with("-ERR Script killed by user with SCRIPT KILL..."),
+        "{killed}"
+    );
+    assert_eq!(other.text("PING"), "+PONG\\r\\n");
+}
