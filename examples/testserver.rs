@@ -113,6 +113,9 @@ async fn serve(listener: std::net::TcpListener) {
         .route("/crash", get(crash))
         .route("/log", get(log))
         .layer(axum::middleware::map_response(close_while_draining));
+    // Before the line below: a test that waits for it may signal at once, and a SIGTERM that
+    // arrives before the handler is installed would end the process (default action).
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
     println!(
         "testserver pid={} worker={} listening on {}",
         std::process::id(),
@@ -123,7 +126,7 @@ async fn serve(listener: std::net::TcpListener) {
         tokio::spawn(notify_ready());
     }
     axum::serve(listener, app)
-        .with_graceful_shutdown(terminated())
+        .with_graceful_shutdown(terminated(term))
         .await
         .unwrap();
     println!("testserver pid={} drained, exiting", std::process::id());
@@ -146,9 +149,7 @@ async fn notify_ready() {
     socket.send_to(b"STATUS=serving\nREADY=1\n", path).unwrap();
 }
 
-async fn terminated() {
-    let mut term =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+async fn terminated(mut term: tokio::signal::unix::Signal) {
     loop {
         term.recv().await;
         if env_flag("TESTSERVER_IGNORE_TERM") {

@@ -56,6 +56,11 @@ fn worker_ignoring_the_stop_signal_is_killed_after_the_kill_timeout() {
         .env("TESTSERVER_IGNORE_TERM", "1")
         .start();
     let (_, pid) = cluster.wait_ready(1)[0];
+    // Ready by the delay alone: wait until the server has its SIGTERM handler (installed before
+    // it prints this), or the signal would end it at once under a loaded machine.
+    cluster
+        .stdout
+        .wait_for(&format!("testserver pid={pid} worker=1 listening on"));
     let signalled = Instant::now();
     cluster.signal(Signal::SIGTERM);
     let status = cluster.wait_exit();

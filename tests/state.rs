@@ -322,7 +322,12 @@ fn the_state_file_survives_a_sigkill_of_the_primary_and_is_compacted() {
     );
     assert_eq!(client.text("HGET session:1 user"), "$3\\r\\nada\\r\\n");
     assert_eq!(client.text("SCARD online"), ":2\\r\\n");
-    assert_eq!(client.text("TTL temporary"), ":1000\\r\\n");
+    // Set with 1000 s; the restart in between may take a second or two on a loaded machine.
+    let ttl = client.text("TTL temporary");
+    assert!(
+        [":998\\r\\n", ":999\\r\\n", ":1000\\r\\n"].contains(&ttl.as_str()),
+        "{ttl}"
+    );
     assert_eq!(client.text("EXISTS gone"), ":0\\r\\n");
     assert_eq!(client.text("GET price"), "$3\\r\\n0.3\\r\\n");
     assert_eq!(client.text("ZRANGE board 0 -1 WITHSCORES"), board);
