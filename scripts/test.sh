@@ -25,6 +25,9 @@ install_missing npm npm
 install_missing python3 python3
 # The README's Go server is built and run as written (tests/readme.rs).
 install_missing go golang-go
+# The README's Ruby line runs Debian's puma under `bundle exec` (tests/readme.rs).
+install_missing puma puma
+install_missing bundle ruby-bundler
 # The control-socket test runs a client as `nobody`; the colour test needs a pseudo-terminal.
 install_missing setpriv util-linux
 # The pid-1 test runs herdsman under unshare and enters its namespace with nsenter.

@@ -2,7 +2,7 @@
 //! README.md are read from README.md itself, from the code block after a
 //! `<!-- readme-test: NAME … -->` marker, and run under herdsman through 3 reloads under
 //! keep-alive load: the Quick start's `server.js`, the Python lines (gunicorn, uvicorn, the
-//! standard library's server) and the Go `main.go`.
+//! standard library's server), the Ruby line (puma under `bundle exec`) and the Go `main.go`.
 
 use crate::support::*;
 
@@ -199,4 +199,66 @@ fn readme_go_server_reloads_under_keep_alive_load_without_a_failed_request() {
         .command(&["./server"])
         .start();
     three_reloads_under_keep_alive_load(&cluster, "server", IdleClose::Never);
+}
+
+/// A Rack app for puma, answering the pid.
+const RACK_APP: &str = r#"run ->(env) {
+  body = %({"pid":#{Process.pid}})
+  [200, {"content-type" => "application/json", "content-length" => body.bytesize.to_s}, [body]]
+}
+"#;
+
+/// The puma Gemfile; `bundle install --local` resolves it from the installed gems (Debian's
+/// `puma`), without the network.
+const GEMFILE: &str = "source \"https://rubygems.org\"\ngem \"puma\"\n";
+
+/// The README's Ruby line, `herdsman run --port 9292 -- bundle exec … puma -b tcp://…:9292`,
+/// with a free port for 9292, and 127.0.0.1 for its 0.0.0.0 (the tests listen on 127.0.0.1
+/// only: puma takes the activated socket whose address is its bind's), in a Bundler project of
+/// `config.ru` and a Gemfile, through 3 reloads under keep-alive load. puma, as uvicorn, closes
+/// idle keep-alive connections the moment it stops; the README says so.
+#[test]
+fn readme_puma_line_reloads_under_keep_alive_load_without_a_failed_request_for_retrying_clients() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let block = readme_block("puma");
+    let line = block
+        .lines()
+        .find(|line| line.contains(" -- bundle exec "))
+        .expect("the README's puma block has a `bundle exec` line")
+        .replace("9292", &port.to_string())
+        .replace("0.0.0.0", "127.0.0.1");
+    let (options, command) = line
+        .strip_prefix("herdsman run ")
+        .and_then(|rest| rest.split_once(" -- "))
+        .unwrap_or_else(|| panic!("not a `herdsman run … -- …` line: {line:?}"));
+    assert_eq!(options, format!("--port {port}"), "in {line:?}");
+    let command: Vec<&str> = command.split_whitespace().collect();
+    let runtime_dir = RuntimeDir::new();
+    let dir = project_dir(&runtime_dir);
+    std::fs::write(dir.join("config.ru"), RACK_APP).unwrap();
+    std::fs::write(dir.join("Gemfile"), GEMFILE).unwrap();
+    let bundle_home = runtime_dir.path().join("bundle-home");
+    let install = std::process::Command::new("bundle")
+        .args(["install", "--local"])
+        .current_dir(&dir)
+        .env("BUNDLE_USER_HOME", &bundle_home)
+        .output()
+        .expect("run bundle (scripts/test.sh installs ruby-bundler and puma)");
+    assert!(
+        install.status.success(),
+        "bundle install --local: {install:?}"
+    );
+    let cluster = cluster()
+        .runtime_dir(&runtime_dir)
+        .current_dir(&dir)
+        .port(port)
+        .env("BUNDLE_USER_HOME", &bundle_home.display().to_string())
+        .args(&["-w", "2", "--name", "rb"])
+        .command(&command)
+        .start();
+    three_reloads_under_keep_alive_load(&cluster, "rb", IdleClose::AtOnce);
 }
