@@ -255,22 +255,7 @@ impl SkipList {
 
     /// The first node for which `reached` holds (monotone in the order), with its rank.
     fn first_where(&self, reached: impl Fn(f64, &[u8]) -> bool) -> Option<(u32, usize)> {
-        let mut x = HEAD;
-        let mut rank = 0;
-        for i in (0..self.level).rev() {
-            loop {
-                let link = self.link(x, i);
-                if link.forward != NIL && {
-                    let next = self.node(link.forward);
-                    !reached(next.score, &next.member)
-                } {
-                    rank += link.span;
-                    x = link.forward;
-                } else {
-                    break;
-                }
-            }
-        }
+        let (x, rank) = self.walk_while(|score, member| !reached(score, member));
         match self.link(x, 0).forward {
             NIL => None,
             next => Some((next, rank)),
@@ -280,6 +265,13 @@ impl SkipList {
     /// The last node for which `within` holds (true up to some point in the order), with its
     /// rank.
     fn last_where(&self, within: impl Fn(f64, &[u8]) -> bool) -> Option<(u32, usize)> {
+        let (x, rank) = self.walk_while(within);
+        (x != HEAD).then(|| (x, rank - 1))
+    }
+
+    /// Walks from the head as far as `advance` holds for the next node (monotone in the
+    /// order): the last node passed (`HEAD` if none) and the count of nodes passed.
+    fn walk_while(&self, advance: impl Fn(f64, &[u8]) -> bool) -> (u32, usize) {
         let mut x = HEAD;
         let mut rank = 0;
         for i in (0..self.level).rev() {
@@ -287,7 +279,7 @@ impl SkipList {
                 let link = self.link(x, i);
                 if link.forward != NIL && {
                     let next = self.node(link.forward);
-                    within(next.score, &next.member)
+                    advance(next.score, &next.member)
                 } {
                     rank += link.span;
                     x = link.forward;
@@ -296,7 +288,7 @@ impl SkipList {
                 }
             }
         }
-        (x != HEAD).then(|| (x, rank - 1))
+        (x, rank)
     }
 }
 
