@@ -27,6 +27,7 @@ pub mod balance;
 pub mod cluster;
 pub mod config;
 pub mod control;
+pub mod domain;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ipc;
