@@ -1,6 +1,8 @@
 //! The `herdsman` command: parse the command line, run the library, map the outcome to an exit
 //! code (documented in the README).
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod commands;
 
