@@ -1,20 +1,16 @@
 //! The command line: clap definitions, turned into [`RunFlags`] and control requests.
 //!
-//! `run` flags are all optional here: a flag not given leaves the setting to herdsman.toml, then
-//! to the default (see `config`). The defaults shown in `--help` are those.
+//! The flags of `run` are the library's settings schema (`herdsman::config::Settings`, one row
+//! per setting), flattened in: each is optional here, so that a flag not given leaves the setting
+//! to herdsman.toml, then to the schema's default, which `--help` shows.
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use nix::sys::signal::Signal;
+use clap::{Args, Parser, Subcommand};
 
-use herdsman::config::{self, Balance, LogFormat, ReadyMode, RunFlags, WorkerCount};
+use herdsman::config::{RunFlags, Settings};
 use herdsman::control::protocol::ScaleTarget;
-use herdsman::ipc::IpcMode;
-use herdsman::state::StateMode;
 
 /// Run any server as a cluster of worker processes sharing one port.
 #[derive(Debug, Parser)]
@@ -138,158 +134,15 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// Number of workers, or `max` for one per CPU [default: CPUs, or $HERDSMAN_WORKERS]
-    #[arg(short = 'w', long, env = "HERDSMAN_WORKERS", value_parser = parse_workers)]
-    pub workers: Option<WorkerCount>,
-
-    /// Address to listen on (IP or host name) [default: 0.0.0.0]
-    #[arg(long)]
-    pub host: Option<String>,
-
-    /// Port to listen on; 0 picks a free port (printed on start) [default: 8000]
-    #[arg(short, long)]
-    pub port: Option<u16>,
-
-    /// How workers share the port [default: reuseport]
-    #[arg(long, value_enum)]
-    pub balance: Option<BalanceArg>,
-
-    /// When a new worker counts as ready: `delay` = --ready-delay after its start, and after
-    /// its ready signal if it sends one (READY=1 on $NOTIFY_SOCKET; with --ipc, a `ready` frame
-    /// or process.send('ready')); `notify` = --ready-delay after its ready signal
-    /// [default: delay]
-    #[arg(long, value_enum)]
-    pub ready: Option<ReadyArg>,
-
-    /// How long a worker must stay up, after its start and after its READY=1, to count as ready
-    /// [default: 1s]
-    #[arg(long, value_parser = config::parse_duration)]
-    pub ready_delay: Option<Duration>,
-
-    /// How long a new worker may take to become ready before it is stopped [default: 30s]
-    #[arg(long, value_parser = config::parse_duration)]
-    pub ready_timeout: Option<Duration>,
-
-    /// Signal that asks a worker to finish in-flight work and exit [default: TERM]
-    #[arg(long, value_parser = config::parse_signal)]
-    pub stop_signal: Option<Signal>,
-
-    /// How long a stopping worker may take before it is killed (SIGKILL) [default: 10s]
-    #[arg(long, value_parser = config::parse_duration)]
-    pub kill_timeout: Option<Duration>,
-
-    /// A ready worker that leaves a connection unaccepted on the cluster's socket this long is
-    /// reported `not accepting` and replaced [default: 5s]
-    #[arg(long, value_parser = config::parse_duration)]
-    pub accept_timeout: Option<Duration>,
-
-    /// Name of the cluster, for `herdsman status NAME` [default: the script's name for
-    /// node, python… (`node server.js` → `server`), else the command's file name]
-    #[arg(long)]
-    pub name: Option<String>,
-
-    /// Format of log lines on stdout/stderr [default: text]
-    #[arg(long, value_enum)]
-    pub log_format: Option<LogFormatArg>,
-
-    /// Shared state for workers: `embedded` (a Redis-protocol store in the primary), `off`, or
-    /// a Redis URL handed to workers instead [default: embedded]
-    #[arg(long, value_name = "embedded|off|URL", value_parser = config::parse_state)]
-    pub state: Option<StateMode>,
-
-    /// Also serve the embedded store on this loopback TCP address (e.g. 127.0.0.1:6380)
-    #[arg(long, value_name = "ADDRESS")]
-    pub state_listen: Option<SocketAddr>,
-
-    /// Keep the embedded store in this append-only file (fsynced every second, replayed at
-    /// start) [default: memory only]
-    #[arg(long, value_name = "PATH")]
-    pub state_file: Option<PathBuf>,
-
-    /// Refuse writes that grow the embedded store past this size (e.g. 256mb) [default: none]
-    #[arg(long, value_name = "SIZE", value_parser = config::parse_size)]
-    pub state_max_memory: Option<u64>,
-
-    /// Most clients the embedded store serves at once; one more gets Redis's "max number of
-    /// clients reached". Lowered at start to fit the open-file limit [default: 10000]
-    #[arg(long, value_name = "N", value_parser = config::parse_client_count)]
-    pub state_max_clients: Option<usize>,
-
-    /// Give every worker an IPC channel to the primary: `--ipc` (JSON lines at
-    /// $HERDSMAN_IPC_FD) or `--ipc node` (Node's process.send / process.on('message'))
-    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "on", value_name = "on|node|off")]
-    pub ipc: Option<IpcArg>,
-
-    /// The server command and its arguments, after `--`
-    #[arg(last = true, value_name = "COMMAND")]
-    pub command: Vec<OsString>,
-}
-
-fn parse_workers(text: &str) -> Result<WorkerCount, String> {
-    text.parse()
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum BalanceArg {
-    Shared,
-    Reuseport,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum ReadyArg {
-    Delay,
-    Notify,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum IpcArg {
-    On,
-    Node,
-    Off,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LogFormatArg {
-    Text,
-    Json,
+    #[command(flatten)]
+    pub settings: Settings,
 }
 
 impl RunArgs {
     pub fn into_flags(self) -> RunFlags {
         RunFlags {
             config: self.config,
-            command: self.command,
-            workers: self.workers,
-            host: self.host,
-            port: self.port,
-            balance: self.balance.map(|balance| match balance {
-                BalanceArg::Shared => Balance::Shared,
-                BalanceArg::Reuseport => Balance::Reuseport,
-            }),
-            ready: self.ready.map(|ready| match ready {
-                ReadyArg::Delay => ReadyMode::Delay,
-                ReadyArg::Notify => ReadyMode::Notify,
-            }),
-            ready_delay: self.ready_delay,
-            ready_timeout: self.ready_timeout,
-            stop_signal: self.stop_signal,
-            kill_timeout: self.kill_timeout,
-            accept_timeout: self.accept_timeout,
-            name: self.name,
-            log_format: self.log_format.map(|format| match format {
-                LogFormatArg::Text => LogFormat::Text,
-                LogFormatArg::Json => LogFormat::Json,
-            }),
-            state: self.state,
-            state_listen: self.state_listen,
-            state_file: self.state_file,
-            state_max_memory: self.state_max_memory,
-            state_max_clients: self.state_max_clients,
-            ipc: self.ipc.map(|ipc| match ipc {
-                IpcArg::On => IpcMode::On,
-                IpcArg::Node => IpcMode::Node,
-                IpcArg::Off => IpcMode::Off,
-            }),
+            settings: self.settings,
         }
     }
 }
@@ -298,6 +151,7 @@ impl RunArgs {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use herdsman::config::WorkerCount;
 
     #[test]
     fn definitions_are_consistent() {
@@ -313,11 +167,11 @@ mod tests {
         let Command::Run(args) = cli.command else {
             panic!("expected run")
         };
-        let flags = (*args).into_flags();
+        let flags = (*args).into_flags().settings;
         assert_eq!(flags.workers, Some(WorkerCount::Exactly(3)));
         assert_eq!(flags.port, Some(0));
         assert_eq!(flags.host, None);
-        assert_eq!(flags.command, ["node", "app.js", "--flag"]);
+        assert_eq!(flags.command.unwrap(), ["node", "app.js", "--flag"]);
     }
 
     #[test]

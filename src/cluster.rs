@@ -33,12 +33,12 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{Balance, LogFormat, ReadyMode, RunSettings, WorkerCount};
+use crate::config::{Balance, ReadyMode, Settings, WorkerCount};
 use crate::control::protocol::{ClusterStatus, ScaleTarget};
 use crate::ipc::frame::Target;
 use crate::ipc::IpcMode;
 use crate::primary::{self, Intent, WorkerAction};
-use crate::state::{StateMode, StoreOptions};
+use crate::state::StateMode;
 use crate::worker::Worker;
 
 /// Which side of the cluster this process is.
@@ -283,14 +283,9 @@ type PrimaryTask =
 
 /// How to run the cluster; see the module documentation.
 pub struct Cluster {
-    workers: Option<WorkerCount>,
-    host: String,
-    port: Option<u16>,
-    balance: Balance,
-    ready_timeout: Duration,
-    kill_timeout: Duration,
-    name: Option<String>,
-    state: StateMode,
+    /// The builder's layer of `herdsman run`'s settings (`config::Settings`): what is not set
+    /// here comes from the same defaults as the CLI's.
+    settings: Settings,
     manual_ready: bool,
     worker_threads: Option<usize>,
     on_event: Option<EventHandler>,
@@ -307,14 +302,7 @@ impl Cluster {
     /// A worker per CPU (or `$HERDSMAN_WORKERS`) on `$HOST:$PORT` (default `0.0.0.0:8000`).
     pub fn new() -> Cluster {
         Cluster {
-            workers: None,
-            host: "0.0.0.0".into(),
-            port: None,
-            balance: Balance::Reuseport,
-            ready_timeout: Duration::from_secs(30),
-            kill_timeout: Duration::from_secs(10),
-            name: None,
-            state: StateMode::Embedded,
+            settings: Settings::default(),
             manual_ready: false,
             worker_threads: None,
             on_event: None,
@@ -324,54 +312,54 @@ impl Cluster {
 
     /// Exactly `count` workers (`$HERDSMAN_WORKERS` still overrides, as for the CLI).
     pub fn workers(mut self, count: usize) -> Self {
-        self.workers = Some(WorkerCount::Exactly(count.max(1)));
+        self.settings.workers = Some(WorkerCount::Exactly(count.max(1)));
         self
     }
 
     /// One worker per CPU.
     pub fn per_core(mut self) -> Self {
-        self.workers = Some(WorkerCount::Max);
+        self.settings.workers = Some(WorkerCount::Max);
         self
     }
 
     pub fn host(mut self, host: impl Into<String>) -> Self {
-        self.host = host.into();
+        self.settings.host = Some(host.into());
         self
     }
 
     /// The port (`$PORT` overrides; 0 picks a free one, printed on start).
     pub fn port(mut self, port: u16) -> Self {
-        self.port = Some(port);
+        self.settings.port = Some(port);
         self
     }
 
     /// How workers share the port (`$HERDSMAN_BALANCE`, `shared` or `reuseport`, overrides).
     pub fn balance(mut self, balance: Balance) -> Self {
-        self.balance = balance;
+        self.settings.balance = Some(balance);
         self
     }
 
     /// How long a new worker may take to be ready.
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
-        self.ready_timeout = timeout;
+        self.settings.ready_timeout = Some(timeout);
         self
     }
 
     /// How long a stopping worker may take before it is killed.
     pub fn kill_timeout(mut self, timeout: Duration) -> Self {
-        self.kill_timeout = timeout;
+        self.settings.kill_timeout = Some(timeout);
         self
     }
 
     /// Names the cluster for `herdsman status NAME` and the other commands.
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
+        self.settings.name = Some(name.into());
         self
     }
 
     /// Where shared state lives (default: the embedded store).
     pub fn state(mut self, state: StateMode) -> Self {
-        self.state = state;
+        self.settings.state = Some(state);
         self
     }
 
@@ -463,57 +451,14 @@ impl Cluster {
                 return ExitCode::from(primary::exit::FAILED);
             }
         };
-        let env_number = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
-        let workers = match env_number("HERDSMAN_WORKERS").map(|text| text.parse()) {
-            Some(Ok(count)) => count,
-            Some(Err(error)) => {
-                eprintln!("herdsman: error: $HERDSMAN_WORKERS: {error}");
-                return ExitCode::from(primary::exit::USAGE);
-            }
-            None => self.workers.unwrap_or(WorkerCount::Max),
-        };
-        let port = match env_number("PORT").map(|text| text.parse::<u16>()) {
-            Some(Ok(port)) => port,
-            Some(Err(_)) => {
-                eprintln!("herdsman: error: $PORT is not a port number");
-                return ExitCode::from(primary::exit::USAGE);
-            }
-            None => self.port.unwrap_or(8000),
-        };
-        let host = env_number("HOST").unwrap_or_else(|| self.host.clone());
-        let balance = match env_number("HERDSMAN_BALANCE").as_deref() {
-            None => self.balance,
-            Some("shared") => Balance::Shared,
-            Some("reuseport") => Balance::Reuseport,
-            Some(other) => {
-                eprintln!(
-                    "herdsman: error: $HERDSMAN_BALANCE is `{other}`; use `shared` or `reuseport`"
-                );
+        let config = match self.settings(command, |name| std::env::var(name).ok()) {
+            Ok(settings) => settings.resolve().validate(),
+            Err(error) => {
+                eprintln!("herdsman: error: {error}");
                 return ExitCode::from(primary::exit::USAGE);
             }
         };
-        let settings = RunSettings {
-            command,
-            workers,
-            host,
-            port,
-            balance,
-            ready: ReadyMode::Notify,
-            // No probation after a worker's `ready`: it is this program's own code, saying so
-            // once it holds its listener, not a server's arbiter speaking before its app loads.
-            ready_delay: Duration::ZERO,
-            ready_timeout: self.ready_timeout,
-            stop_signal: nix::sys::signal::Signal::SIGTERM,
-            kill_timeout: self.kill_timeout,
-            accept_timeout: Duration::from_secs(5),
-            name: self.name.clone(),
-            log_format: LogFormat::Text,
-            env: Vec::new(),
-            state: self.state.clone(),
-            store: StoreOptions::default(),
-            ipc: IpcMode::On,
-        };
-        let config = match settings.validate() {
+        let config = match config {
             // The library's workers are ready by its own signal (taking the listener, or
             // `worker.ready()`), not by `--ready notify`, which the CLI explains.
             Ok(config) => crate::config::Config {
@@ -555,6 +500,41 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// The settings the primary runs with, highest first: what a `Cluster` program always is
+    /// (its own binary as the command, workers that speak IPC and say when they are ready),
+    /// the `HERDSMAN_*` variables, `$PORT` and `$HOST`, the builder, the defaults.
+    fn settings(
+        &self,
+        command: Vec<OsString>,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, String> {
+        let fixed = Settings {
+            command: Some(command),
+            ready: Some(ReadyMode::Notify),
+            // No probation after a worker's `ready`: it is this program's own code, saying so
+            // once it holds its listener, not a server's arbiter speaking before its app loads.
+            ready_delay: Some(Duration::ZERO),
+            ipc: Some(IpcMode::On),
+            ..Settings::default()
+        };
+        // `$PORT` and `$HOST` are the app's own, as for any server a platform runs; `herdsman
+        // run` leaves them to its workers.
+        let var = |name: &str| var(name).filter(|value| !value.is_empty());
+        let app = Settings {
+            port: match var("PORT").map(|text| text.parse::<u16>()) {
+                Some(Ok(port)) => Some(port),
+                Some(Err(_)) => return Err("$PORT is not a port number".into()),
+                None => None,
+            },
+            host: var("HOST"),
+            ..Settings::default()
+        };
+        let env = Settings::from_env(var)?;
+        Ok(fixed.or(env).or(app).or(self.settings.clone()))
+    }
+}
+
 fn run_worker<F, Fut>(manual_ready: bool, threads: Option<usize>, worker: F) -> ExitCode
 where
     F: FnOnce(Worker) -> Fut,
@@ -583,5 +563,78 @@ where
             eprintln!("worker: {error}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RunSettings;
+
+    fn resolved(cluster: &Cluster, env: &[(&str, &str)]) -> Result<RunSettings, String> {
+        let var = |name: &str| {
+            env.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+        };
+        Ok(cluster.settings(vec!["exe".into()], var)?.resolve())
+    }
+
+    /// What a `Cluster` program always is; everything else is `herdsman run`'s default.
+    fn library_defaults() -> RunSettings {
+        RunSettings {
+            command: Some(vec!["exe".into()]),
+            ready: ReadyMode::Notify,
+            ready_delay: Duration::ZERO,
+            ipc: IpcMode::On,
+            ..RunSettings::default()
+        }
+    }
+
+    #[test]
+    fn the_builder_starts_from_the_clis_defaults() {
+        assert_eq!(resolved(&Cluster::new(), &[]), Ok(library_defaults()));
+    }
+
+    #[test]
+    fn the_environment_overrides_the_builder() {
+        let cluster = Cluster::new()
+            .workers(5)
+            .port(1)
+            .host("127.0.0.1")
+            .balance(Balance::Reuseport)
+            .kill_timeout(Duration::from_secs(3));
+        let settings = resolved(
+            &cluster,
+            &[
+                ("HERDSMAN_WORKERS", "3"),
+                ("HERDSMAN_BALANCE", "shared"),
+                ("PORT", "2"),
+                ("HOST", ""),
+            ],
+        );
+        assert_eq!(
+            settings,
+            Ok(RunSettings {
+                workers: WorkerCount::Exactly(3),
+                balance: Balance::Shared,
+                port: 2,
+                host: "127.0.0.1".into(),
+                kill_timeout: Duration::from_secs(3),
+                ..library_defaults()
+            })
+        );
+        assert_eq!(
+            resolved(&cluster, &[("HERDSMAN_WORKERS", "0")]),
+            Err("$HERDSMAN_WORKERS: the cluster needs at least 1 worker".into())
+        );
+        assert_eq!(
+            resolved(&cluster, &[("HERDSMAN_BALANCE", "random")]),
+            Err("$HERDSMAN_BALANCE: use `shared` or `reuseport`, not `random`".into())
+        );
+        assert_eq!(
+            resolved(&cluster, &[("PORT", "http")]),
+            Err("$PORT is not a port number".into())
+        );
     }
 }

@@ -2,12 +2,12 @@
 //!
 //! Blocking I/O: each command sends one request and reads its answer, nothing to overlap.
 
-use std::fs::{File, TryLockError};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use super::protocol::{Reply, Request};
+pub use super::server::is_running;
 use crate::runtime_dir;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,14 +28,6 @@ pub enum ClientError {
 
 pub fn socket_path(name: &str) -> PathBuf {
     runtime_dir::base().join(format!("{name}.sock"))
-}
-
-/// Whether a primary holds the lock of cluster `name`.
-pub fn is_running(name: &str) -> bool {
-    let Ok(lock) = File::open(runtime_dir::base().join(format!("{name}.lock"))) else {
-        return false;
-    };
-    matches!(lock.try_lock_shared(), Err(TryLockError::WouldBlock))
 }
 
 /// The names of the clusters running for this user, sorted.

@@ -52,6 +52,15 @@ pub enum ControlError {
     Io { path: PathBuf, source: io::Error },
 }
 
+/// Whether a primary holds the lock of cluster `name` (what `herdsman ls` lists, and what a
+/// foreign socket on the port is checked against).
+pub fn is_running(name: &str) -> bool {
+    let Ok(lock) = File::open(runtime_dir::base().join(format!("{name}.lock"))) else {
+        return false;
+    };
+    matches!(lock.try_lock_shared(), Err(TryLockError::WouldBlock))
+}
+
 /// The bound control socket; owns the cluster's name while it lives.
 pub struct ControlSocket {
     listener: UnixListener,

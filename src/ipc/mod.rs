@@ -8,6 +8,7 @@ pub mod frame;
 
 /// Whether workers get a channel (`--ipc`), and in which dialect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum IpcMode {
     /// No channel.

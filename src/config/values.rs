@@ -1,0 +1,366 @@
+//! The types of the settings' values and their parsers, shared by every source: a flag's value
+//! parser, herdsman.toml's deserializers (`file`), `HERDSMAN_*` variables, and the reload diff,
+//! which shows a value as the file spells it ([`Shown`]).
+
+use std::ffi::OsString;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde::Deserialize;
+
+use crate::state::StateMode;
+
+/// How workers share the listening port (`--balance`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Balance {
+    /// One listening socket, inherited by every worker; the kernel wakes whichever is waiting.
+    Shared,
+    /// One `SO_REUSEPORT` socket per slot, all bound to the same address; the kernel hashes
+    /// connections evenly across them.
+    Reuseport,
+}
+
+impl Balance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::Shared => "shared",
+            Balance::Reuseport => "reuseport",
+        }
+    }
+}
+
+impl fmt::Display for Balance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `$HERDSMAN_BALANCE`.
+impl FromStr for Balance {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        [Balance::Shared, Balance::Reuseport]
+            .into_iter()
+            .find(|balance| balance.as_str() == text)
+            .ok_or_else(|| format!("use `shared` or `reuseport`, not `{text}`"))
+    }
+}
+
+/// When a starting worker counts as ready (`--ready`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum ReadyMode {
+    /// `--ready-delay` after the start, and after `READY=1` on `NOTIFY_SOCKET` if the command
+    /// sends one.
+    Delay,
+    /// `READY=1` on `NOTIFY_SOCKET` only (then `--ready-delay` alive), within `--ready-timeout`.
+    Notify,
+}
+
+/// How the primary writes its own and its workers' log lines (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `[slot:pid] line`, the prefix coloured on a terminal.
+    Text,
+    /// One JSON object per line: `time`, `slot`, `pid`, `stream`, `line`.
+    Json,
+}
+
+/// How many workers to run (`--workers N|max`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerCount {
+    /// One per CPU available to this process.
+    Max,
+    Exactly(usize),
+}
+
+impl WorkerCount {
+    pub fn resolve(self) -> usize {
+        match self {
+            WorkerCount::Max => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            WorkerCount::Exactly(n) => n,
+        }
+    }
+}
+
+impl FromStr for WorkerCount {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.eq_ignore_ascii_case("max") {
+            return Ok(WorkerCount::Max);
+        }
+        match text.parse::<usize>() {
+            Ok(0) => Err("the cluster needs at least 1 worker".into()),
+            Ok(n) if n > MAX_WORKERS => Err(format!("at most {MAX_WORKERS} workers are supported")),
+            Ok(n) => Ok(WorkerCount::Exactly(n)),
+            Err(_) => Err(format!(
+                "expected a number of workers or `max`, got `{text}`"
+            )),
+        }
+    }
+}
+
+/// A sanity bound, far above any machine's core count, that stops a typo from forking 10⁶ times.
+pub const MAX_WORKERS: usize = 1024;
+
+/// Parses `--workers`: a count from 1 to [`MAX_WORKERS`], or `max`.
+pub fn parse_workers(text: &str) -> Result<WorkerCount, String> {
+    text.parse()
+}
+
+/// Parses a duration such as `500ms`, `1s`, `2m`, `1m 30s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|error| format!("`{text}` is not a duration ({error}); write e.g. 500ms, 10s, 1m"))
+}
+
+/// Parses a signal name: `TERM`, `SIGTERM`, `term` or a number such as `15`.
+pub fn parse_signal(text: &str) -> Result<Signal, String> {
+    if let Ok(number) = text.parse::<i32>() {
+        return Signal::try_from(number).map_err(|_| format!("{number} is not a signal number"));
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    Signal::from_str(&name)
+        .map_err(|_| format!("`{text}` is not a signal name; write e.g. TERM, INT, QUIT, USR1"))
+}
+
+/// Parses `--state-max-clients`: a count of 1 or more.
+pub fn parse_client_count(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(count) if count >= 1 => Ok(count),
+        _ => Err(format!(
+            "`{text}` is not a number of clients (1 or more, e.g. 10000)"
+        )),
+    }
+}
+
+/// Parses `--state`: `embedded`, `off`, or a Redis URL (`redis://`, `rediss://`, `unix://`).
+pub fn parse_state(text: &str) -> Result<StateMode, String> {
+    match text {
+        "embedded" | "on" => Ok(StateMode::Embedded),
+        "off" | "none" => Ok(StateMode::Off),
+        url if ["redis://", "rediss://", "unix://", "redis+unix://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme)) =>
+        {
+            Ok(StateMode::External(url.to_string()))
+        }
+        _ => Err(format!(
+            "expected `embedded`, `off` or a Redis URL such as redis://127.0.0.1:6379/0, got `{text}`"
+        )),
+    }
+}
+
+/// Parses a size as Redis writes them: `1048576`, `512kb`, `100mb`, `1gb` (powers of 1024;
+/// `k`, `m`, `g` alone are powers of 1000, as in redis.conf).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let split = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(split);
+    let multiplier: u64 = match unit.trim() {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" | "kib" => 1 << 10,
+        "m" => 1_000_000,
+        "mb" | "mib" => 1 << 20,
+        "g" => 1_000_000_000,
+        "gb" | "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a size; write e.g. 100mb, 1gb, 524288"
+            ))
+        }
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size; write e.g. 100mb, 1gb, 524288"))?;
+    number
+        .checked_mul(multiplier)
+        .filter(|size| *size > 0)
+        .ok_or_else(|| format!("`{text}` is not a usable size (zero, or too large)"))
+}
+
+/// A value as the reload diff shows it: as herdsman.toml spells it (`1s`, `TERM`, `notify`).
+pub trait Shown {
+    fn shown(&self) -> String;
+}
+
+impl Shown for Duration {
+    fn shown(&self) -> String {
+        humantime::format_duration(*self).to_string()
+    }
+}
+
+impl Shown for Signal {
+    fn shown(&self) -> String {
+        self.as_str().trim_start_matches("SIG").to_string()
+    }
+}
+
+impl Shown for ReadyMode {
+    fn shown(&self) -> String {
+        match self {
+            ReadyMode::Delay => "delay".into(),
+            ReadyMode::Notify => "notify".into(),
+        }
+    }
+}
+
+impl Shown for usize {
+    fn shown(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Shown for u16 {
+    fn shown(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Shown for String {
+    fn shown(&self) -> String {
+        self.clone()
+    }
+}
+
+impl Shown for WorkerCount {
+    fn shown(&self) -> String {
+        match self {
+            WorkerCount::Max => "max".into(),
+            WorkerCount::Exactly(n) => n.to_string(),
+        }
+    }
+}
+
+impl Shown for Balance {
+    fn shown(&self) -> String {
+        self.as_str().into()
+    }
+}
+
+impl Shown for LogFormat {
+    fn shown(&self) -> String {
+        match self {
+            LogFormat::Text => "text".into(),
+            LogFormat::Json => "json".into(),
+        }
+    }
+}
+
+impl Shown for StateMode {
+    fn shown(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Shown for crate::ipc::IpcMode {
+    fn shown(&self) -> String {
+        match self {
+            crate::ipc::IpcMode::Off => "off".into(),
+            crate::ipc::IpcMode::On => "on".into(),
+            crate::ipc::IpcMode::Node => "node".into(),
+        }
+    }
+}
+
+/// `[env]`: the names of the variables, never their values.
+impl Shown for std::collections::BTreeMap<String, String> {
+    fn shown(&self) -> String {
+        self.keys().cloned().collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// A command, its parts joined by spaces.
+impl Shown for Vec<OsString> {
+    fn shown(&self) -> String {
+        self.iter()
+            .map(|part| part.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_counts() {
+        assert_eq!("max".parse::<WorkerCount>(), Ok(WorkerCount::Max));
+        assert_eq!("MAX".parse::<WorkerCount>(), Ok(WorkerCount::Max));
+        assert_eq!("3".parse::<WorkerCount>(), Ok(WorkerCount::Exactly(3)));
+        assert_eq!(
+            "0".parse::<WorkerCount>(),
+            Err("the cluster needs at least 1 worker".to_string())
+        );
+        assert_eq!(
+            "two".parse::<WorkerCount>(),
+            Err("expected a number of workers or `max`, got `two`".to_string())
+        );
+        assert!(WorkerCount::Max.resolve() >= 1);
+    }
+
+    #[test]
+    fn signals_by_name_and_number() {
+        assert_eq!(parse_signal("TERM"), Ok(Signal::SIGTERM));
+        assert_eq!(parse_signal("sigint"), Ok(Signal::SIGINT));
+        assert_eq!(parse_signal("SIGQUIT"), Ok(Signal::SIGQUIT));
+        assert_eq!(parse_signal("10"), Ok(Signal::SIGUSR1));
+        assert!(parse_signal("NOPE")
+            .unwrap_err()
+            .contains("`NOPE` is not a signal name"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("soon")
+            .unwrap_err()
+            .starts_with("`soon` is not a duration"));
+    }
+
+    #[test]
+    fn state_and_sizes() {
+        assert_eq!(parse_state("off"), Ok(StateMode::Off));
+        assert_eq!(
+            parse_state("redis://10.0.0.5:6379/2"),
+            Ok(StateMode::External("redis://10.0.0.5:6379/2".into()))
+        );
+        assert!(parse_state("memcached://x")
+            .unwrap_err()
+            .contains("Redis URL"));
+        assert_eq!(parse_size("100mb"), Ok(100 << 20));
+        assert_eq!(parse_size("1k"), Ok(1000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn balance_from_the_environment() {
+        assert_eq!("shared".parse(), Ok(Balance::Shared));
+        assert_eq!("reuseport".parse(), Ok(Balance::Reuseport));
+        assert_eq!(
+            "random".parse::<Balance>(),
+            Err("use `shared` or `reuseport`, not `random`".to_string())
+        );
+    }
+}
