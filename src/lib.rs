@@ -6,11 +6,14 @@
 //! # Layout
 //! - [`cluster`]: the library's [`Cluster`]: one Rust program as primary and workers, with
 //!   lifecycle events and messages (Node's cluster module).
-//! - [`config`]: the validated [`Config`] of a cluster, and the parsers for its values.
+//! - [`config`]: the settings of a cluster, defined once (flags, herdsman.toml, `HERDSMAN_*`,
+//!   the [`Cluster`] builder and reload all come from one schema), and their validated
+//!   [`Config`].
 //! - [`primary`]: the supervisor: slots, the worker lifecycle, restarts, shutdown, signals.
 //! - [`balance`]: the listening sockets and how workers share them (`shared`, `reuseport`).
 //! - [`ipc`]: the channel between the primary and each worker: JSON lines over a socketpair.
-//! - [`control`]: the control socket: protocol, the primary's server, the CLI's client.
+//! - [`control`]: the control socket: protocol, the primary's server, the CLI's client
+//!   (feature `cli`).
 //! - [`state`]: the shared-state store, a Redis-protocol database embedded in the primary.
 //! - [`worker`]: the worker side of the library: [`Worker`] (slot, listener, readiness, shared
 //!   state), its [`worker::Listener`], and a graceful shutdown that serves every connection it
@@ -20,6 +23,12 @@
 //! - `runtime_dir`: the per-user private directory for the primary's sockets.
 //! - `sys`: the few raw syscalls, the only place with `unsafe`.
 //! - `fuzzing` (hidden): what the fuzz targets in `fuzz/` run, and its bounded proptest pass.
+//!
+//! # Features
+//! - `cli` (default): what the `herdsman` binary needs besides the library: clap for its flags,
+//!   toml for herdsman.toml, and the control client. A [`Cluster`] program can leave it out
+//!   (`default-features = false`).
+//! - `axum`: [`worker::Listener`] as an `axum::serve::Listener`.
 
 #![deny(unsafe_code)]
 

@@ -1,10 +1,20 @@
-//! One validated [`Config`] for a cluster: the type the rest of herdsman trusts.
+//! A cluster's settings, and the one validated [`Config`] made of them: the type the rest of
+//! herdsman trusts.
 //!
-//! The CLI (`cli.rs`) parses flags and environment into [`RunFlags`], each value checked on its
-//! own and `None` where not given. [`RunFlags::load`] reads herdsman.toml when there is one
-//! (`file`), takes each setting from the flags, else the file, else the default, and checks them
-//! together, naming what is wrong and how to fix it; `name` derives a cluster's name from its
-//! command when none is given.
+//! - `schema`: the one definition. Each setting is one row of a table (its help, flag, key,
+//!   default, `HERDSMAN_*` variable and what a reload does with it); from it come
+//!   [`Settings`], one *layer* of settings with `None` where its source is silent, and
+//!   [`RunSettings`], every setting with its default where no layer gave one.
+//! - The layers, highest first: for `herdsman run`, its flags (with the `HERDSMAN_*` variables,
+//!   both through clap derive on [`Settings`]) over herdsman.toml (`file`, serde derive on the
+//!   same [`Settings`]: `RunFlags::load`); for a [`crate::Cluster`] program, what it always is,
+//!   the `HERDSMAN_*` variables ([`Settings::from_env`]) and `$PORT`/`$HOST`, over its builder.
+//!   [`RunSettings::validate`] then checks the settings together into a [`Config`], naming what
+//!   is wrong and how to fix it; `name` derives a cluster's name from its command.
+//! - `reload`: [`reloaded`], what a reload takes from a re-read herdsman.toml, row by row.
+//! - `values`: the settings' value types ([`Balance`], [`ReadyMode`], …) and their parsers.
+//!
+//! `file` and `RunFlags`, and the clap derives, are the feature `cli` (the binary's).
 
 #[cfg(feature = "cli")]
 mod file;
