@@ -33,10 +33,9 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{Balance, ReadyMode, Settings, WorkerCount};
+use crate::config::{Balance, Settings, WorkerCount};
 use crate::control::protocol::{ClusterStatus, ScaleTarget};
 use crate::ipc::frame::Target;
-use crate::ipc::IpcMode;
 use crate::primary::{self, Intent, WorkerAction};
 use crate::state::StateMode;
 use crate::worker::Worker;
@@ -124,6 +123,7 @@ impl ClusterEvent {
 }
 
 mod events;
+mod settings;
 pub use events::{ClusterEvents, UNREAD_MESSAGES, UNREAD_MESSAGE_BYTES};
 
 /// The primary, as event handlers see it: its workers, messages, reload, scale, stop.
@@ -500,41 +500,6 @@ impl Cluster {
     }
 }
 
-impl Cluster {
-    /// The settings the primary runs with, highest first: what a `Cluster` program always is
-    /// (its own binary as the command, workers that speak IPC and say when they are ready),
-    /// the `HERDSMAN_*` variables, `$PORT` and `$HOST`, the builder, the defaults.
-    fn settings(
-        &self,
-        command: Vec<OsString>,
-        var: impl Fn(&str) -> Option<String>,
-    ) -> Result<Settings, String> {
-        let fixed = Settings {
-            command: Some(command),
-            ready: Some(ReadyMode::Notify),
-            // No probation after a worker's `ready`: it is this program's own code, saying so
-            // once it holds its listener, not a server's arbiter speaking before its app loads.
-            ready_delay: Some(Duration::ZERO),
-            ipc: Some(IpcMode::On),
-            ..Settings::default()
-        };
-        // `$PORT` and `$HOST` are the app's own, as for any server a platform runs; `herdsman
-        // run` leaves them to its workers.
-        let var = |name: &str| var(name).filter(|value| !value.is_empty());
-        let app = Settings {
-            port: match var("PORT").map(|text| text.parse::<u16>()) {
-                Some(Ok(port)) => Some(port),
-                Some(Err(_)) => return Err("$PORT is not a port number".into()),
-                None => None,
-            },
-            host: var("HOST"),
-            ..Settings::default()
-        };
-        let env = Settings::from_env(var)?;
-        Ok(fixed.or(env).or(app).or(self.settings.clone()))
-    }
-}
-
 fn run_worker<F, Fut>(manual_ready: bool, threads: Option<usize>, worker: F) -> ExitCode
 where
     F: FnOnce(Worker) -> Fut,
@@ -563,78 +528,5 @@ where
             eprintln!("worker: {error}");
             ExitCode::from(1)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::RunSettings;
-
-    fn resolved(cluster: &Cluster, env: &[(&str, &str)]) -> Result<RunSettings, String> {
-        let var = |name: &str| {
-            env.iter()
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| value.to_string())
-        };
-        Ok(cluster.settings(vec!["exe".into()], var)?.resolve())
-    }
-
-    /// What a `Cluster` program always is; everything else is `herdsman run`'s default.
-    fn library_defaults() -> RunSettings {
-        RunSettings {
-            command: Some(vec!["exe".into()]),
-            ready: ReadyMode::Notify,
-            ready_delay: Duration::ZERO,
-            ipc: IpcMode::On,
-            ..RunSettings::default()
-        }
-    }
-
-    #[test]
-    fn the_builder_starts_from_the_clis_defaults() {
-        assert_eq!(resolved(&Cluster::new(), &[]), Ok(library_defaults()));
-    }
-
-    #[test]
-    fn the_environment_overrides_the_builder() {
-        let cluster = Cluster::new()
-            .workers(5)
-            .port(1)
-            .host("127.0.0.1")
-            .balance(Balance::Reuseport)
-            .kill_timeout(Duration::from_secs(3));
-        let settings = resolved(
-            &cluster,
-            &[
-                ("HERDSMAN_WORKERS", "3"),
-                ("HERDSMAN_BALANCE", "shared"),
-                ("PORT", "2"),
-                ("HOST", ""),
-            ],
-        );
-        assert_eq!(
-            settings,
-            Ok(RunSettings {
-                workers: WorkerCount::Exactly(3),
-                balance: Balance::Shared,
-                port: 2,
-                host: "127.0.0.1".into(),
-                kill_timeout: Duration::from_secs(3),
-                ..library_defaults()
-            })
-        );
-        assert_eq!(
-            resolved(&cluster, &[("HERDSMAN_WORKERS", "0")]),
-            Err("$HERDSMAN_WORKERS: the cluster needs at least 1 worker".into())
-        );
-        assert_eq!(
-            resolved(&cluster, &[("HERDSMAN_BALANCE", "random")]),
-            Err("$HERDSMAN_BALANCE: use `shared` or `reuseport`, not `random`".into())
-        );
-        assert_eq!(
-            resolved(&cluster, &[("PORT", "http")]),
-            Err("$PORT is not a port number".into())
-        );
     }
 }
