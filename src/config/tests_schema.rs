@@ -298,3 +298,48 @@ fn a_reload_prints_every_change_in_the_order_of_the_schema() {
     assert_eq!(moved.changes, ["command: server → other"]);
     assert_eq!(moved.ignored, Vec::<String>::new());
 }
+
+#[test]
+fn the_flags_read_the_schemas_variables() {
+    let command = Settings::augment_args(clap::Command::new("run"));
+    for setting in SETTINGS {
+        let Some(arg) = command
+            .get_arguments()
+            .find(|arg| arg.get_id() == setting.field)
+        else {
+            continue;
+        };
+        let env = arg.get_env().map(|env| env.to_str().unwrap());
+        assert_eq!(env, setting.env, "{}", setting.field);
+    }
+    let variables: Vec<_> = SETTINGS.iter().filter_map(|setting| setting.env).collect();
+    assert_eq!(variables, ["HERDSMAN_WORKERS", "HERDSMAN_BALANCE"]);
+}
+
+/// The README's table of `herdsman run`'s flags names every flag, with its default.
+#[test]
+fn the_readme_lists_every_flag_with_its_default() {
+    let readme = include_str!("../../README.md");
+    let rows: Vec<&str> = readme
+        .lines()
+        .skip_while(|line| !line.starts_with("| flag | default |"))
+        .take_while(|line| line.starts_with('|'))
+        .collect();
+    for setting in SETTINGS {
+        if matches!(setting.field, "command" | "env") {
+            continue;
+        }
+        let flag = format!("`--{} ", setting.key());
+        let flag_alone = format!("`--{}`", setting.key());
+        let row = rows
+            .iter()
+            .find(|row| row.contains(&flag) || row.contains(&flag_alone))
+            .unwrap_or_else(|| panic!("README lists no {flag}"));
+        // A setting with no default value says in words what happens without it.
+        if let Some(default) = setting.default {
+            let default_column = row.split(" | ").nth(1).unwrap();
+            let shown = format!("`{}`", default());
+            assert!(default_column.starts_with(&shown), "{row} lacks {shown}");
+        }
+    }
+}
