@@ -31,10 +31,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{Balance, Settings, WorkerCount};
 use crate::control::protocol::{ClusterStatus, ScaleTarget};
+use crate::domain::ClusterPhase;
 use crate::ipc::frame::Target;
 use crate::primary::{self, Intent, WorkerAction};
 use crate::state::StateMode;
@@ -133,6 +134,7 @@ pub use events::{ClusterEvents, UNREAD_MESSAGES, UNREAD_MESSAGE_BYTES};
 #[derive(Debug, Clone)]
 pub struct Primary {
     intents: mpsc::UnboundedSender<Intent>,
+    phase: watch::Receiver<ClusterPhase>,
 }
 
 /// The primary's handle on one worker (Node's `Worker` object in the primary): send it a
@@ -250,8 +252,21 @@ impl Primary {
     pub fn scale(&self, count: usize) {
         let _ = self.intents.send(Intent::Scale {
             target: ScaleTarget::To(count),
-            reply: None,
+            progress: None,
         });
+    }
+
+    /// Where the cluster is: starting, running, reloading or stopping.
+    pub fn phase(&self) -> ClusterPhase {
+        *self.phase.borrow()
+    }
+
+    /// Waits until the cluster is in `phase` (at once if it is); `false` if the primary ended
+    /// first.
+    pub async fn wait_for(&self, phase: ClusterPhase) -> bool {
+        let mut watching = self.phase.clone();
+        let reached = watching.wait_for(|now| *now == phase).await.is_ok();
+        reached
     }
 
     /// Replaces `slot`'s worker gracefully, new before old, so that the slot never goes
@@ -471,12 +486,13 @@ impl Cluster {
             }
         };
         let (mut handler, task) = (self.on_event.take(), self.primary_task.take());
-        primary::run_to_exit(config, None, |intents| {
+        primary::run_to_exit(config, None, |link| {
             if handler.is_none() && task.is_none() {
                 return None;
             }
             let primary = Primary {
-                intents: intents.clone(),
+                intents: link.intents,
+                phase: link.phase,
             };
             let (observer, mut events) = mpsc::unbounded_channel();
             let stream = task.map(|task| {

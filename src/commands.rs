@@ -11,8 +11,6 @@ use herdsman::control::protocol::{ClusterStatus, LogLine, Reply, Request, ScaleT
 use crate::cli::{self, Command};
 use crate::{EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_USAGE};
 
-/// How long `scale` waits for the cluster to reach the new count.
-const SCALE_WAIT: Duration = Duration::from_secs(120);
 /// How long `stop` waits, after the primary closed the connection, for its process to end.
 const STOP_WAIT: Duration = Duration::from_secs(10);
 
@@ -273,73 +271,21 @@ fn scale(name: Option<&str>, target: ScaleTarget, json: bool) -> Result<ExitCode
     target
         .resolve(fetch_status(&name)?.workers)
         .map_err(usage)?;
-    let result = client::request(&name, &Request::Scale { to: target }, |_| {})?;
+    // The primary answers what it did at once, and the result once the new count serves (the
+    // new slots ready, the removed ones stopped), a slot crash-loops, or it gave up waiting.
+    let result = client::request(&name, &Request::Scale { to: target }, |reply| {
+        emit(reply, json)
+    })?;
     match result {
-        Some((true, message)) => emit(&Reply::Progress { message }, json),
-        Some((false, message)) => {
-            emit(
-                &Reply::Result {
-                    ok: false,
-                    message: message.clone(),
-                },
-                json,
-            );
-            return Err(Failure {
-                code: EXIT_FAILED,
-                message,
-            });
-        }
-        None => {
-            let message = "no answer".to_string();
-            return Err(Failure {
-                code: EXIT_FAILED,
-                message,
-            });
-        }
-    }
-    // Wait until the new slots are ready and the removed ones have stopped.
-    let deadline = Instant::now() + SCALE_WAIT;
-    loop {
-        let status = fetch_status(&name)?;
-        let ready = status
-            .slots
-            .iter()
-            .filter(|row| row.slot <= status.workers && row.state == "ready")
-            .count();
-        let leaving = status
-            .slots
-            .iter()
-            .filter(|row| row.slot > status.workers)
-            .count();
-        if ready == status.workers && leaving == 0 {
-            let message = if ready == 1 {
-                "1 worker ready".into()
-            } else {
-                format!("{ready} workers ready")
-            };
-            emit(&Reply::Result { ok: true, message }, json);
-            return Ok(ExitCode::SUCCESS);
-        }
-        if let Some(row) = status.slots.iter().find(|row| row.state == "errored") {
-            let reason = row
-                .last_exit
-                .as_ref()
-                .map_or("it keeps failing".into(), |exit| exit.reason.clone());
-            return Err(Failure {
-                code: EXIT_FAILED,
-                message: format!("slot {} is crash-looping: {reason}", row.slot),
-            });
-        }
-        if Instant::now() >= deadline {
-            return Err(Failure {
-                code: EXIT_FAILED,
-                message: format!(
-                    "after {SCALE_WAIT:?}: {ready} of {} workers ready, {leaving} still stopping",
-                    status.workers
-                ),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(50));
+        Some((true, _)) => Ok(ExitCode::SUCCESS),
+        Some((false, message)) => Err(Failure {
+            code: EXIT_FAILED,
+            message,
+        }),
+        None => Err(Failure {
+            code: EXIT_FAILED,
+            message: "no answer".into(),
+        }),
     }
 }
 

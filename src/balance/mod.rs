@@ -41,7 +41,7 @@ pub use sock_diag::parent_pid;
 const BACKLOG: i32 = 2048;
 
 /// Which of a slot's two reuseport sockets a worker uses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Side(u8);
 
 impl Side {

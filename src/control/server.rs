@@ -18,6 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::protocol::{LogLine, Reply, Request};
 use crate::primary::{Delivered, Intent, LogHub, INBOX_BYTES};
@@ -140,7 +141,14 @@ impl ControlSocket {
     /// Serves requests until the task is aborted (the primary exits), sending intents to the
     /// supervisor and reading logs from `hub`. Dropping the task removes the socket file and
     /// releases the name.
-    pub fn serve(self, intents: mpsc::UnboundedSender<Intent>, hub: Arc<LogHub>) -> JoinHandle<()> {
+    /// Serves clients until `shutdown` is cancelled: then it stops accepting, and the
+    /// connections it serves end.
+    pub fn serve(
+        self,
+        intents: mpsc::UnboundedSender<Intent>,
+        hub: Arc<LogHub>,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<()> {
         let ControlSocket {
             listener,
             file,
@@ -151,12 +159,20 @@ impl ControlSocket {
             let served = Arc::new(Semaphore::new(MAX_CONNECTIONS));
             let refused = Arc::new(Semaphore::new(MAX_REFUSALS));
             loop {
-                match listener.accept().await {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    () = shutdown.cancelled() => return,
+                };
+                match accepted {
                     Ok((stream, _)) => {
                         if let Ok(permit) = served.clone().try_acquire_owned() {
                             let (intents, hub) = (intents.clone(), hub.clone());
+                            let shutdown = shutdown.clone();
                             tokio::spawn(async move {
-                                serve_connection(stream, intents, hub).await;
+                                tokio::select! {
+                                    () = serve_connection(stream, intents, hub) => {}
+                                    () = shutdown.cancelled() => {}
+                                }
                                 drop(permit);
                             });
                         } else if let Ok(permit) = refused.clone().try_acquire_owned() {
@@ -342,16 +358,12 @@ async fn handle(
             client.relay(replies).await;
         }
         Request::Scale { to } => {
-            let (reply, result) = oneshot::channel();
+            let (progress, replies) = mpsc::unbounded_channel();
             let _ = intents.send(Intent::Scale {
                 target: to,
-                reply: Some(reply),
+                progress: Some(progress),
             });
-            match result.await {
-                Ok(Ok(message)) => client.finish(true, message).await,
-                Ok(Err(message)) => client.finish(false, message).await,
-                Err(_) => client.finish(false, "the primary is stopping".into()).await,
-            }
+            client.relay(replies).await;
         }
         Request::Send { to, data } => {
             let target = match to.as_str() {

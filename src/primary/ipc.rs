@@ -25,8 +25,8 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::process::Worker;
-use super::supervisor::Supervisor;
+use super::executor::Executor;
+use super::lifecycle::{Input, WorkerId, WorkerRecord};
 use super::Event;
 use crate::ipc::frame::{self, Decoder, FromWorker, Target};
 use crate::ipc::IpcMode;
@@ -79,7 +79,7 @@ impl Channel {
     /// which ends once the worker's last frame is reported (its exit waits for that, so that a
     /// message sent just before the end comes before `exit`, as in Node).
     pub fn open(
-        uid: u64,
+        worker: WorkerId,
         mode: IpcMode,
         events: mpsc::UnboundedSender<Event>,
     ) -> io::Result<(Channel, StdUnixStream, JoinHandle<()>)> {
@@ -89,7 +89,7 @@ impl Channel {
         let node = mode == IpcMode::Node;
         let (frames, queue) = mpsc::unbounded_channel();
         let unhandled = Arc::new(Semaphore::new(UNHANDLED_FRAMES));
-        let reading = tokio::spawn(read(reader, uid, node, events, unhandled.clone()));
+        let reading = tokio::spawn(read(reader, worker, node, events, unhandled.clone()));
         tokio::spawn(write(writer, queue));
         let channel = Channel {
             frames,
@@ -129,7 +129,7 @@ impl Channel {
     }
 
     /// The supervisor has handled one frame from the worker: the reader may decode another.
-    fn handled(&self) {
+    pub fn handled(&self) {
         self.unhandled.add_permits(1);
     }
 }
@@ -143,7 +143,7 @@ impl Drop for Channel {
 
 async fn read(
     mut reader: tokio::net::unix::OwnedReadHalf,
-    uid: u64,
+    worker: WorkerId,
     node: bool,
     events: mpsc::UnboundedSender<Event>,
     unhandled: Arc<Semaphore>,
@@ -167,11 +167,11 @@ async fn read(
                         return;
                     };
                     permit.forget();
-                    let _ = events.send(Event::Ipc { uid, frame });
+                    let _ = events.send(Event::Ipc { worker, frame });
                 }
                 Err(error) => {
                     let _ = events.send(Event::IpcClosed {
-                        uid,
+                        worker,
                         reason: Some(error.to_string()),
                     });
                     return;
@@ -182,7 +182,7 @@ async fn read(
             break Some(error.to_string());
         }
     };
-    let _ = events.send(Event::IpcClosed { uid, reason });
+    let _ = events.send(Event::IpcClosed { worker, reason });
 }
 
 async fn write(
@@ -197,17 +197,20 @@ async fn write(
     }
 }
 
-impl Supervisor {
-    pub(super) async fn on_ipc(&mut self, uid: u64, frame: FromWorker) {
-        let Some(worker) = self.worker_mut(uid) else {
+impl Executor {
+    pub(super) async fn on_ipc(&mut self, worker: WorkerId, frame: FromWorker) {
+        let Some(process) = self.processes.get(&worker) else {
             return;
         };
-        if let Some(channel) = &worker.ipc {
+        if let Some(channel) = &process.ipc {
             channel.handled();
         }
-        let (slot, pid) = (worker.slot, worker.pid);
+        let Some(record) = self.machine.worker(worker) else {
+            return;
+        };
+        let (slot, pid) = (record.slot, record.pid);
         match frame {
-            FromWorker::Ready => self.on_ready_signal(uid).await,
+            FromWorker::Ready => self.feed(Input::ReadySignal { worker }).await,
             FromWorker::Message { data, to } => {
                 // Messages are the log's under `herdsman run`; a program built on the library
                 // gets them as events instead, and may send many (heartbeats, counters).
@@ -221,7 +224,7 @@ impl Supervisor {
                         self.observe(crate::cluster::ClusterEvent::Message { slot, pid, data });
                     }
                     target => {
-                        let delivered = self.send_message(&target, &data, Some(slot), Some(uid));
+                        let delivered = self.send_message(&target, &data, Some(slot), Some(worker));
                         if let Some(shown) = shown {
                             let dropped = match delivered.dropped {
                                 0 => String::new(),
@@ -240,13 +243,16 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn on_ipc_closed(&mut self, uid: u64, reason: Option<String>) {
-        let Some(worker) = self.worker_mut(uid) else {
+    pub(super) fn on_ipc_closed(&mut self, worker: WorkerId, reason: Option<String>) {
+        let Some(process) = self.processes.get_mut(&worker) else {
             return;
         };
-        worker.ipc = None;
-        if let Some(reason) = reason {
-            let (slot, pid) = (worker.slot, worker.pid);
+        process.ipc = None;
+        let Some(reason) = reason else {
+            return;
+        };
+        if let Some(record) = self.machine.worker(worker) {
+            let (slot, pid) = (record.slot, record.pid);
             self.logger.warn(format!(
                 "worker {slot} (pid {pid}): IPC channel disconnected: {reason}"
             ));
@@ -260,17 +266,17 @@ impl Supervisor {
         target: &Target,
         data: &Value,
         from: Option<usize>,
-        except: Option<u64>,
+        except: Option<WorkerId>,
     ) -> Delivered {
-        let chosen: Vec<&Worker> = match target {
+        let workers = self.machine.workers();
+        let chosen: Vec<&WorkerRecord> = match target {
             Target::Primary => Vec::new(),
-            Target::All => self
-                .workers
+            Target::All => workers
                 .iter()
-                .filter(|worker| Some(worker.uid) != except)
+                .filter(|worker| Some(worker.id) != except)
                 .collect(),
             Target::Slot(slot) => {
-                let mut in_slot = self.workers.iter().filter(|worker| worker.slot == *slot);
+                let mut in_slot = workers.iter().filter(|worker| worker.slot == *slot);
                 let serving = in_slot.clone().find(|worker| worker.is_serving());
                 serving
                     .or_else(|| in_slot.next_back())
@@ -289,10 +295,31 @@ impl Supervisor {
         delivered
     }
 
+    /// The library's `WorkerHandle::send`: to the worker with `pid` in `slot`, or the slot's
+    /// serving worker.
+    pub(super) fn send_to_worker(&self, slot: usize, pid: Option<u32>, data: &Value) {
+        let Some(worker) = self.machine.acting_on(slot, pid) else {
+            let which = pid.map_or(String::new(), |pid| format!(" (pid {pid})"));
+            self.logger.warn(format!(
+                "worker {slot}{which} is not running; nothing to send"
+            ));
+            return;
+        };
+        if self.deliver(worker, data, None) == Delivery::Closed {
+            let pid = worker.pid;
+            self.logger
+                .warn(format!("worker {slot} (pid {pid}) has no IPC channel"));
+        }
+    }
+
     /// Sends `data` to `worker`, logging a message dropped for a full inbox (the first of a
     /// run, and how many once the worker reads again) or one too large for any inbox.
-    pub(super) fn deliver(&self, worker: &Worker, data: &Value, from: Option<usize>) -> Delivery {
-        let Some(channel) = &worker.ipc else {
+    fn deliver(&self, worker: &WorkerRecord, data: &Value, from: Option<usize>) -> Delivery {
+        let Some(channel) = self
+            .processes
+            .get(&worker.id)
+            .and_then(|process| process.ipc.as_ref())
+        else {
             return Delivery::Closed;
         };
         let delivery = channel.send(data, from);
@@ -363,7 +390,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_inbox_drops_whole_messages_and_counts_them() {
         let (events, _events) = mpsc::unbounded_channel();
-        let (channel, worker_end, _reader) = Channel::open(1, IpcMode::On, events).unwrap();
+        let (channel, worker_end, _reader) =
+            Channel::open(WorkerId(1), IpcMode::On, events).unwrap();
         let message = Value::String("x".repeat(64 * 1024));
         // Nobody reads the worker's end: the kernel's buffer fills, then the inbox.
         let mut queued = 0;

@@ -1,125 +1,91 @@
 //! The primary: binds the listening sockets, starts a worker per slot and supervises them.
 //!
 //! # Layout
-//! - `mod.rs` (this file): [`run`], and what the supervisor reacts to: [`Event`]s from the tasks
-//!   around each worker, [`Intent`]s from signals and the control socket.
-//! - `supervisor`: the one task that owns every slot and worker: start, readiness, stop, and the
-//!   event loop that the other modules' `impl Supervisor` blocks serve.
-//! - `steering`: where new connections go, and retiring a worker without failing one.
-//! - `port_watch`: foreign sockets on the cluster's port, reported while the cluster runs.
-//! - `accepting`: a ready worker that leaves connections in its queue is replaced.
-//! - `readiness`: when a starting worker counts as ready, and when start-up is over.
-//! - `rescue`: connections queued on a socket no worker holds, relayed to ready workers.
-//! - `failure`: crash restarts and start-up failure.
-//! - `reload`: rolling reloads and single-slot restarts, new worker before old.
-//! - `scale`: adding and retiring slots at run time.
+//! - `mod.rs` (this file): [`run`], and what the primary reacts to: [`Event`]s from the tasks
+//!   around each worker, [`Intent`]s from signals, the control socket and the library.
+//! - `lifecycle`: the pure state machine of workers, slots and the cluster: every decision
+//!   (start, ready, restart, reload, scale, stop) as `handle(now, input) -> effects`.
+//! - `executor`: performs the lifecycle's effects and feeds it what happens; owns the sockets,
+//!   the processes, the timers and the waiting clients.
+//! - `timers`: the executor's keyed timers.
 //! - `status`: the snapshot `herdsman status` shows.
+//! - `ipc`: each worker's IPC channel: frames in, messages routed, `herdsman send`.
+//! - `rescue`: connections queued on a socket no worker holds, relayed to ready workers.
+//! - `port_watch`: foreign sockets on the cluster's port, reported while the cluster runs.
 //! - `report`: how exits and failures are described to people.
 //! - `process`: one worker process: start (through the exec shim), watch, signal.
 //! - `restart`: when a crashed worker comes back (backoff), and how a worker ended.
-//! - `ipc`: each worker's IPC channel: frames in, messages routed, `herdsman send`.
 //! - `notify`: sd_notify, from workers and to the primary's own service manager.
-//! - `ready_hint`: under `--ready notify`, what the primary waits for, and a hint for a worker
-//!   that stays silent.
 //! - `spawn`: the thread every worker's keeper is forked from, and the reaper of orphans.
 //! - `logs`: the primary's messages and the workers' output, line by line.
 //! - `log_hub`: the ring of recent lines and the followers of new ones (`herdsman logs`).
 //! - `signals`: operating-system signals mapped to intents.
 //!
-//! Worker lifecycle: `starting → ready → draining → exited`. A slot whose worker died waits in
-//! backoff before the next one starts, and is `errored` while it crash-loops.
+//! The lifecycle, as a state diagram, is in docs/architecture.md.
 
-mod accepting;
-mod failure;
+mod executor;
 mod ipc;
+pub(crate) mod lifecycle;
 mod log_hub;
 mod logs;
 mod notify;
 mod port_watch;
 mod process;
-mod readiness;
-mod ready_hint;
-mod reload;
 mod report;
 mod rescue;
 mod restart;
-mod scale;
 mod signals;
 mod spawn;
 mod status;
-mod steering;
-mod supervisor;
+mod timers;
 
 use std::io;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::balance::{BindError, Listeners};
 use crate::config::Config;
 use crate::control::protocol::{ClusterStatus, Reply, ScaleTarget};
 use crate::control::server::{ControlError, ControlSocket};
+use crate::domain::ClusterPhase;
 use crate::runtime_dir::PrimaryDir;
 use crate::state::{StateError, StateMode, StateStore};
+use executor::Executor;
 pub use ipc::{Delivered, INBOX_BYTES};
+use lifecycle::WorkerId;
 pub use log_hub::LogHub;
 use notify::Notice;
 use restart::ExitReason;
 pub use signals::forward_signals;
 pub use spawn::adopt_orphans;
 use spawn::Spawner;
-use supervisor::Supervisor;
 
-/// Something that happened to a worker or a slot, reported to the supervisor by the tasks
-/// around it. Workers are named by `uid`, unique for the primary's life, never by pid (pids are
+/// Something that happened to a worker, reported to the executor by the tasks around it.
+/// Workers are named by [`WorkerId`], unique for the primary's life, never by pid (pids are
 /// reused).
 #[derive(Debug)]
 pub enum Event {
     Notified {
-        uid: u64,
+        worker: WorkerId,
         notice: Notice,
     },
     Exited {
-        uid: u64,
+        worker: WorkerId,
         reason: ExitReason,
         tail: Vec<String>,
     },
-    ReadyDelayElapsed {
-        uid: u64,
-    },
-    ReadyTimeout {
-        uid: u64,
-    },
-    /// Time to name a worker still silent under `--ready notify`.
-    ReadyHint {
-        uid: u64,
-    },
-    KillDeadline {
-        uid: u64,
-    },
-    RespawnDue {
-        slot: usize,
-    },
-    /// Time to sample the accept queues of ready workers (`accepting`).
-    AcceptCheck,
-    /// Time to check whether a leaving worker's queue is empty (reload, scale down).
-    RetireCheck {
-        uid: u64,
-    },
-    /// Time to look for connections queued on sockets no worker holds (see `rescue`).
-    RescueSweep,
     /// A frame on a worker's IPC channel.
     Ipc {
-        uid: u64,
+        worker: WorkerId,
         frame: crate::ipc::frame::FromWorker,
     },
     /// A worker's IPC channel ended: closed by the worker, or cut for a bad frame (`reason`).
     IpcClosed {
-        uid: u64,
+        worker: WorkerId,
         reason: Option<String>,
     },
-    /// Time to look for foreign sockets on the cluster's port (reuseport).
-    PortGroupCheck,
 }
 
 /// Where progress lines and the result of a long request go.
@@ -142,9 +108,11 @@ pub enum Intent {
         slot: usize,
         progress: Option<Progress>,
     },
+    /// Change the worker count; the answer says what was done, then, in a result, whether the
+    /// new count serves.
     Scale {
         target: ScaleTarget,
-        reply: Option<oneshot::Sender<Result<String, String>>>,
+        progress: Option<Progress>,
     },
     Status(oneshot::Sender<ClusterStatus>),
     /// Send a message to workers over their IPC channels; the reply is how many got it, and
@@ -326,16 +294,22 @@ fn describe_store(store: &StateStore, file: Option<&std::path::Path>) -> String 
     )
 }
 
+/// How a program reaches its running primary: where intents go, and the cluster's phase as it
+/// changes (the library's `Primary` holds one).
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub intents: mpsc::UnboundedSender<Intent>,
+    pub phase: watch::Receiver<ClusterPhase>,
+}
+
 /// Runs the primary to the end on a single-threaded runtime of its own, with the operating
 /// system's signals mapped to intents; prints why it failed, and returns the exit code. Both
-/// `herdsman run` and [`crate::Cluster::run`] end here. `observe`, given the intents sender
-/// (inside the runtime), may return where lifecycle events should go.
+/// `herdsman run` and [`crate::Cluster::run`] end here. `observe`, given the [`Link`] to the
+/// primary (inside the runtime), may return where lifecycle events should go.
 pub fn run_to_exit(
     config: Config,
     reread: Option<ConfigReader>,
-    observe: impl FnOnce(
-        &mpsc::UnboundedSender<Intent>,
-    ) -> Option<mpsc::UnboundedSender<crate::cluster::ClusterEvent>>,
+    observe: impl FnOnce(Link) -> Option<mpsc::UnboundedSender<crate::cluster::ClusterEvent>>,
 ) -> std::process::ExitCode {
     // One thread is plenty: the primary never touches the data path in these balance modes.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -351,8 +325,19 @@ pub fn run_to_exit(
     let result = runtime.block_on(async {
         let (intents, intents_rx) = mpsc::unbounded_channel();
         let _signals = forward_signals(intents.clone()).map_err(RunError::Setup)?;
-        let observer = observe(&intents);
-        run_observed(config, intents_rx, intents, reread, observer).await
+        let (phase, phase_rx) = watch::channel(ClusterPhase::Starting);
+        let observer = observe(Link {
+            intents: intents.clone(),
+            phase: phase_rx,
+        });
+        let wiring = Wiring {
+            intents_rx,
+            intents,
+            reread,
+            observer,
+            phase,
+        };
+        run(config, wiring).await
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -378,27 +363,28 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Runs the cluster described by `config` until a stop intent arrives and every worker has
-/// exited, or until start-up fails. The address and the control socket are bound first, so a
-/// taken port or name fails at once. `reread`, when given, is how `reload` reads the
-/// configuration again.
-pub async fn run(
-    config: Config,
+/// What connects the primary to the program around it.
+struct Wiring {
     intents_rx: mpsc::UnboundedReceiver<Intent>,
     intents: mpsc::UnboundedSender<Intent>,
+    /// How `reload` reads the configuration again, when it came from herdsman.toml.
     reread: Option<ConfigReader>,
-) -> Result<(), RunError> {
-    run_observed(config, intents_rx, intents, reread, None).await
+    /// Where lifecycle events go (the library's event handler).
+    observer: Option<mpsc::UnboundedSender<crate::cluster::ClusterEvent>>,
+    phase: watch::Sender<ClusterPhase>,
 }
 
-/// [`run`], reporting every worker's lifecycle to `observer` (the library's event handler).
-pub async fn run_observed(
-    config: Config,
-    intents_rx: mpsc::UnboundedReceiver<Intent>,
-    intents: mpsc::UnboundedSender<Intent>,
-    reread: Option<ConfigReader>,
-    observer: Option<mpsc::UnboundedSender<crate::cluster::ClusterEvent>>,
-) -> Result<(), RunError> {
+/// Runs the cluster described by `config` until a stop intent arrives and every worker has
+/// exited, or until start-up fails. The address and the control socket are bound first, so a
+/// taken port or name fails at once.
+async fn run(config: Config, wiring: Wiring) -> Result<(), RunError> {
+    let Wiring {
+        intents_rx,
+        intents,
+        reread,
+        observer,
+        phase,
+    } = wiring;
     let fd_limit = crate::sys::raise_fd_limit().map_err(RunError::Setup)?;
     let listeners = Listeners::bind(config.address, config.balance, config.workers)?;
     let (control, name) = ControlSocket::bind(&config.name, config.name_is_explicit)?;
@@ -430,20 +416,30 @@ pub async fn run_observed(
     let spawner = Spawner::start(tokio::runtime::Handle::current()).map_err(RunError::Setup)?;
     let hub = Arc::new(LogHub::new());
     let (logger, writer) = logs::start(config.log_format, hub.clone());
-    let control_task = control.serve(intents, hub);
-    let (supervisor, events) =
-        Supervisor::new(config, listeners, logger.clone(), spawner, dir, reread);
-    let supervisor = supervisor
-        .with_shared_state(shared_state)
-        .with_observer(observer);
-    let result = supervisor.supervise(events, intents_rx).await;
+    let shutdown = CancellationToken::new();
+    let control_task = control.serve(intents, hub, shutdown.clone());
+    let (executor, events) = Executor::new(
+        config,
+        executor::Parts {
+            listeners,
+            logger: logger.clone(),
+            spawner,
+            dir,
+            reread,
+            shared_state,
+            observer,
+            phase,
+        },
+    );
+    let result = executor.run(events, intents_rx).await;
     // The workers are gone: nothing writes any more; flush and sync the state file.
     if let Some(store) = store {
         if let Err(error) = store.stop() {
             logger.error(format!("state store: stopping: {error}"));
         }
     }
-    control_task.abort();
+    shutdown.cancel();
+    let _ = control_task.await;
     // The writer finishes once every logger is gone.
     drop(logger);
     writer.finish().await;

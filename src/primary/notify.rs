@@ -12,6 +12,7 @@ use tokio::net::UnixDatagram;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::lifecycle::WorkerId;
 use super::Event;
 
 /// What a worker said on its notify socket.
@@ -42,15 +43,19 @@ pub struct NotifySocket {
 }
 
 impl NotifySocket {
-    /// Binds `path` and forwards the worker `uid`'s notices as events.
-    pub fn bind(path: PathBuf, uid: u64, events: mpsc::UnboundedSender<Event>) -> io::Result<Self> {
+    /// Binds `path` and forwards `worker`'s notices as events.
+    pub fn bind(
+        path: PathBuf,
+        worker: WorkerId,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> io::Result<Self> {
         let _ = std::fs::remove_file(&path);
         let socket = UnixDatagram::bind(&path)?;
         let task = tokio::spawn(async move {
             let mut buffer = vec![0u8; 4096];
             while let Ok(length) = socket.recv(&mut buffer).await {
                 for notice in parse(&buffer[..length]) {
-                    if events.send(Event::Notified { uid, notice }).is_err() {
+                    if events.send(Event::Notified { worker, notice }).is_err() {
                         return;
                     }
                 }

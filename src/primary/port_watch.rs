@@ -9,34 +9,25 @@
 use crate::balance::{parent_pid, Foreign, WATCH_INTERVAL};
 use crate::control::protocol::ForeignListenerStatus;
 
-use super::supervisor::Supervisor;
-use super::Event;
+use super::executor::Executor;
+use super::timers::Due;
 
 /// How far up the process tree a socket's holder is followed to find the worker it belongs to.
 const MAX_ANCESTORS: usize = 16;
 
-impl Supervisor {
+impl Executor {
     /// Starts the periodic look at the port (reuseport only: a foreign socket cannot share one
     /// `shared` socket's port, the kernel refuses it with "address in use").
-    pub fn watch_port_group(&self) {
-        if !self.listeners.steerable() {
-            return;
+    pub fn watch_port_group(&mut self) {
+        if self.listeners.steerable() {
+            self.timers.schedule(Due::PortGroupCheck, WATCH_INTERVAL);
         }
-        let events = self.events.clone();
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(WATCH_INTERVAL);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                interval.tick().await;
-                if events.send(Event::PortGroupCheck).is_err() {
-                    return;
-                }
-            }
-        });
     }
 
-    /// Looks at the port once: reports sockets that came or went, and steers again.
-    pub fn check_port_group(&mut self) {
+    /// Looks at the port once: reports sockets that came or went, steers again, and looks
+    /// again after [`WATCH_INTERVAL`].
+    pub async fn check_port_group(&mut self) {
+        self.timers.schedule(Due::PortGroupCheck, WATCH_INTERVAL);
         match self.listeners.check_group() {
             Ok(change) => {
                 for foreign in &change.joined {
@@ -72,7 +63,10 @@ impl Supervisor {
                 self.listeners.local_addr().port()
             )),
         }
-        self.steer();
+        let targets = self.machine.steering_targets();
+        if let Some(failed) = self.steer(&targets) {
+            self.feed(failed).await;
+        }
     }
 
     fn describe_joined(&self, foreign: &Foreign) -> String {
@@ -116,7 +110,8 @@ impl Supervisor {
         for owner in &foreign.owners {
             let mut pid = owner.pid;
             for _ in 0..MAX_ANCESTORS {
-                if let Some(worker) = self.workers.iter().find(|worker| worker.pid == pid) {
+                let workers = self.machine.workers();
+                if let Some(worker) = workers.iter().find(|worker| worker.pid == pid) {
                     return Some((worker.slot, worker.pid));
                 }
                 match parent_pid(pid) {

@@ -11,7 +11,6 @@
 //! socket) or reaps it, and the keeper is the only one that signals or reaps the worker, so a
 //! signal can never reach a pid that was reaped and reused.
 
-use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
@@ -29,12 +28,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::ipc::Channel;
+use super::lifecycle::{LaunchSpec, WorkerId};
 use super::logs::{Logger, Stream, Tail};
 use super::notify::NotifySocket;
 use super::restart::ExitReason;
 use super::spawn::Spawner;
 use super::Event;
-use crate::balance::Side;
 use crate::ipc::{self, IpcMode};
 use crate::shim::{SHIM_ARG, SHIM_CONTROL_FD_ENV, SHIM_FDS_ENV, SHIM_LISTEN_COUNT_ENV};
 use crate::sys;
@@ -50,33 +49,14 @@ const PID_REPORT: Duration = Duration::from_secs(5);
 /// How long a keeper asked to SIGKILL its worker may take to end before it is killed itself.
 const KEEPER_GRACE: Duration = Duration::from_secs(2);
 
-/// Where a worker is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WorkerState {
-    Starting,
-    Ready,
-    /// Asked to stop (stop signal sent); waiting for it to exit.
-    Draining,
-}
-
-/// What a worker runs: a reload moves every slot from one spec to the next.
-#[derive(Debug)]
-pub struct LaunchSpec {
-    pub generation: u64,
-    pub command: Vec<OsString>,
-    /// Variables added to the worker's environment (`[env]` in herdsman.toml).
-    pub env: Vec<(String, String)>,
-}
-
 /// Everything a new worker process needs to know.
 pub struct Launch<'a> {
-    pub uid: u64,
+    pub worker: WorkerId,
     pub slot: usize,
     pub spec: Arc<LaunchSpec>,
     pub workers: usize,
     pub port: u16,
-    /// Which of the slot's sockets the worker gets (see `balance`), and its fd in the primary.
-    pub side: Side,
+    /// The fd, in the primary, of the slot's socket the worker gets (see `balance`).
     pub listen_fd: RawFd,
     pub notify_path: PathBuf,
     pub name: &'a str,
@@ -85,29 +65,11 @@ pub struct Launch<'a> {
     pub ipc: IpcMode,
 }
 
-/// A live worker process.
-pub struct Worker {
-    pub uid: u64,
-    pub slot: usize,
-    pub side: Side,
+/// A live worker process: what the executor needs to signal it, talk to it and report on it.
+/// Where it is in its life is the lifecycle's ([`super::lifecycle::WorkerRecord`]).
+pub struct Process {
     pub pid: u32,
-    pub generation: u64,
-    pub state: WorkerState,
-    /// Set while the worker is being retired: steered away from, finishing the connections in
-    /// its queue before it is asked to stop.
-    pub leaving_since: Option<Instant>,
     pub started_at: Instant,
-    /// When it first said it was ready (`READY=1`, IPC `ready`): it is ready once it has stayed
-    /// up `--ready-delay` more.
-    pub ready_signal_at: Option<Instant>,
-    /// Since when its accept queue has held connections without shrinking (`accepting`).
-    pub accept_stall: super::accepting::Stall,
-    /// When it became ready (the restart policy counts a failure by how long it served).
-    pub ready_at: Option<Instant>,
-    /// Set when the primary decided to stop this worker; why, for the exit log line.
-    pub stop_reason: Option<StopReason>,
-    /// While this worker is a replacement that is not ready yet: the worker it will replace.
-    pub replaces: Option<u64>,
     /// The last `STATUS=` the worker sent on its notify socket.
     pub status: Option<String>,
     /// CPU time and when it was read, for the CPU % of the next status request.
@@ -118,52 +80,18 @@ pub struct Worker {
     _notify: NotifySocket,
 }
 
-/// Why the primary stopped a worker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopReason {
-    /// The cluster is shutting down.
-    Shutdown,
-    /// It did not become ready within the ready timeout.
-    NotReady,
-    /// Its replacement is ready (reload, restart).
-    Replaced,
-    /// It was a replacement, and the reload it belonged to was aborted.
-    Aborted,
-    /// Its slot was removed (scale down).
-    ScaleDown,
-    /// The program asked for it to go (`WorkerHandle::disconnect`); the slot is refilled.
-    Disconnected,
-    /// The program killed it (`WorkerHandle::kill`); the slot is refilled.
-    Killed,
-    /// It was ready but left connections unaccepted for `--accept-timeout`.
-    NotAccepting,
-}
-
-impl StopReason {
-    /// Whether the worker's exit was asked for, rather than a failure (Node's
-    /// `worker.exitedAfterDisconnect`).
-    pub fn was_requested(self) -> bool {
-        !matches!(self, StopReason::NotReady | StopReason::NotAccepting)
-    }
-}
-
-impl Worker {
-    /// Whether new connections should reach this worker: ready, and not on its way out.
-    pub fn is_serving(&self) -> bool {
-        self.state == WorkerState::Ready && self.leaving_since.is_none()
-    }
-
+impl Process {
     /// Starts a worker: the exec shim, told which fd to move to 3, execs the command.
     pub async fn start(
         launch: Launch<'_>,
         spawner: &Spawner,
         logger: &Logger,
         events: mpsc::UnboundedSender<Event>,
-    ) -> io::Result<Worker> {
-        let notify = NotifySocket::bind(launch.notify_path.clone(), launch.uid, events.clone())?;
+    ) -> io::Result<Process> {
+        let notify = NotifySocket::bind(launch.notify_path.clone(), launch.worker, events.clone())?;
         let channel = match launch.ipc {
             IpcMode::Off => None,
-            mode => Some(Channel::open(launch.uid, mode, events.clone())?),
+            mode => Some(Channel::open(launch.worker, mode, events.clone())?),
         };
         let mut inherited = vec![launch.listen_fd];
         inherited.extend(channel.as_ref().map(|(_, theirs, _)| theirs.as_raw_fd()));
@@ -252,23 +180,21 @@ impl Worker {
         let (signals, signal_rx) = mpsc::unbounded_channel();
         let started = spawner.started();
         tokio::spawn(async move {
-            watch(child, control, launch.uid, signal_rx, outputs, tail, events).await;
+            watch(
+                child,
+                control,
+                launch.worker,
+                signal_rx,
+                outputs,
+                tail,
+                events,
+            )
+            .await;
             started.forget(keeper_pid);
         });
-        Ok(Worker {
-            uid: launch.uid,
-            slot: launch.slot,
-            side: launch.side,
+        Ok(Process {
             pid,
-            leaving_since: None,
-            generation: launch.spec.generation,
-            state: WorkerState::Starting,
             started_at: Instant::now(),
-            ready_signal_at: None,
-            ready_at: None,
-            accept_stall: None,
-            stop_reason: None,
-            replaces: None,
             status: None,
             cpu_sample: None,
             ipc,
@@ -280,10 +206,6 @@ impl Worker {
     /// Sends `signal` to the worker's process group (ignored once it has exited).
     pub fn signal(&self, signal: Signal) {
         let _ = self.signals.send(signal);
-    }
-
-    pub fn uptime(&self) -> Duration {
-        self.started_at.elapsed()
     }
 }
 
@@ -299,7 +221,7 @@ async fn worker_pid(control: &mut tokio::io::BufReader<UnixStream>) -> Option<u3
 async fn watch(
     mut child: Child,
     mut control: UnixStream,
-    uid: u64,
+    worker: WorkerId,
     mut signals: mpsc::UnboundedReceiver<Signal>,
     outputs: [Option<JoinHandle<()>>; 3],
     tail: Tail,
@@ -343,7 +265,7 @@ async fn watch(
     let _ = tokio::time::timeout(OUTPUT_DRAIN, drained).await;
     let reason = status.map_or(ExitReason::Unknown, ExitReason::from);
     let _ = events.send(Event::Exited {
-        uid,
+        worker,
         reason,
         tail: tail.lines(),
     });

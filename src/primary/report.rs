@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use super::lifecycle::{LastExit, StopReason};
 use super::restart::ExitReason;
-use super::supervisor::{LastExit, StopReason};
 use crate::config::{Config, ReadyMode};
 
 /// `1 worker`, `2 workers`.

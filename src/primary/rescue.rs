@@ -20,9 +20,9 @@
 //! - starting the replacement on the side that holds the queue leaves the queue waiting for as
 //!   long as the replacement takes to start, or for ever when it crash-loops;
 //! - relaying needs nothing of the app and serves the queue within one sweep whenever any
-//!   worker is ready. So a restarted worker takes the side with nothing queued while another
-//!   worker is ready ([`Supervisor::side_for_new_worker`]), and its predecessor's queue is
-//!   relayed at once instead of waiting for it to start.
+//!   worker is ready. So a restarted worker takes the slot's other side while another worker is
+//!   ready (the lifecycle's `side_for_new_worker`), and its predecessor's queue is relayed at
+//!   once instead of waiting for it to start.
 //!
 //! Rules that keep it safe:
 //! - only a socket no live worker holds is swept: then the primary is the only process that
@@ -40,9 +40,10 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::supervisor::{Phase, Supervisor};
-use super::Event;
+use super::executor::Executor;
+use super::timers::Due;
 use crate::balance::Side;
+use crate::domain::ClusterPhase;
 
 /// How often stranded queues are looked at while the rescue watches.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(100);
@@ -65,7 +66,7 @@ pub struct Rescue {
     accept_failed: bool,
 }
 
-impl Supervisor {
+impl Executor {
     /// Workers or steering changed: watch the sockets no worker holds for a while.
     pub fn watch_for_stranded(&mut self) {
         if !self.listeners.steerable() {
@@ -78,38 +79,23 @@ impl Supervisor {
     fn schedule_sweep(&mut self) {
         if !self.rescue.sweep_scheduled {
             self.rescue.sweep_scheduled = true;
-            self.after(SWEEP_EVERY, Event::RescueSweep);
+            self.timers.schedule(Due::RescueSweep, SWEEP_EVERY);
         }
-    }
-
-    /// Whether connections sent to the cluster's address now reach a serving worker: every
-    /// socket the steering program points at has one (and steering works).
-    fn relay_possible(&self) -> bool {
-        let targets = self.listeners.steered_to();
-        !self.steering_failed
-            && !targets.is_empty()
-            && targets.iter().all(|&(slot, side)| {
-                self.workers
-                    .iter()
-                    .any(|worker| worker.slot == slot && worker.side == side && worker.is_serving())
-            })
     }
 
     /// Relays what waits on the sockets no worker holds, and sweeps again while needed.
     pub fn sweep_stranded(&mut self) {
         self.rescue.sweep_scheduled = false;
-        if self.phase == Phase::Stopping || !self.listeners.steerable() {
+        if self.machine.phase() == ClusterPhase::Stopping || !self.listeners.steerable() {
             return;
         }
-        let relay = self.relay_possible();
+        let relay = self.machine.relay_possible();
         let mut waiting = false;
         for slot in 1..=self.listeners.slots() {
             for side in Side::BOTH {
-                let held = self
-                    .workers
-                    .iter()
-                    .any(|worker| worker.slot == slot && worker.side == side);
-                if held || self.listeners.queued(slot, side).unwrap_or(0) == 0 {
+                if self.machine.holds(slot, side)
+                    || self.listeners.queued(slot, side).unwrap_or(0) == 0
+                {
                     continue;
                 }
                 if !relay {
@@ -161,29 +147,6 @@ impl Supervisor {
                 let _ = relay(connection, to).await;
             });
         }
-    }
-
-    /// The side a new worker of `slot` (not a replacement) takes: the slot's side, where the
-    /// connections queued for a worker that died wait for it, unless a worker still leaving the
-    /// slot uses that side, or unless another worker is ready to take those connections by
-    /// relay: then the other side, empty, and the queue is relayed at once instead of waiting
-    /// for the new worker to start.
-    pub fn side_for_new_worker(&self, slot: usize) -> Side {
-        let side = self.slots[slot - 1].side;
-        let used = |side: Side| {
-            self.workers
-                .iter()
-                .any(|worker| worker.slot == slot && worker.side == side)
-        };
-        let queued = |side: Side| self.listeners.queued(slot, side).unwrap_or(0) > 0;
-        if used(side) {
-            return side.other();
-        }
-        let other = side.other();
-        if queued(side) && !used(other) && !queued(other) && self.relay_possible() {
-            return other;
-        }
-        side
     }
 }
 

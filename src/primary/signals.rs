@@ -40,8 +40,8 @@ pub fn forward_signals(intents: mpsc::UnboundedSender<Intent>) -> io::Result<Joi
                 }
                 Some(()) = hangup.recv() => Intent::Reload { parallel: 1, progress: None },
                 Some(()) = user2.recv() => Intent::Reload { parallel: 1, progress: None },
-                Some(()) = more.recv() => Intent::Scale { target: ScaleTarget::Add(1), reply: None },
-                Some(()) = fewer.recv() => Intent::Scale { target: ScaleTarget::Remove(1), reply: None },
+                Some(()) = more.recv() => Intent::Scale { target: ScaleTarget::Add(1), progress: None },
+                Some(()) = fewer.recv() => Intent::Scale { target: ScaleTarget::Remove(1), progress: None },
                 else => return,
             };
             if intents.send(intent).is_err() {

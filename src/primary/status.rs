@@ -5,28 +5,26 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::process::WorkerState;
-use super::restart::ExitReason;
-use super::supervisor::{Phase, StopReason, Supervisor};
+use super::executor::Executor;
+use super::lifecycle::{ExitReason, StopReason};
 use crate::control::protocol::{ClusterStatus, LastExitStatus, SlotStatus, StateStatus};
+use crate::domain::{SlotState, WorkerPhase};
 
-impl Supervisor {
+impl Executor {
     pub fn status(&mut self) -> ClusterStatus {
-        let state = match self.phase {
-            Phase::Stopping => "stopping",
-            _ if self.reload.is_some() => "reloading",
-            Phase::Starting => "starting",
-            Phase::Running => "running",
-        };
-        let last_slot = self
-            .workers
+        let machine = &self.machine;
+        let config = machine.config();
+        let last_slot = machine
+            .workers()
             .iter()
             .map(|worker| worker.slot)
             .max()
             .unwrap_or(0);
         let mut rows = Vec::new();
-        for slot in 1..=self.config.workers.max(last_slot) {
-            let history = &self.slots[slot - 1];
+        for slot in 1..=config.workers.max(last_slot) {
+            let Some(history) = machine.slot(slot) else {
+                continue;
+            };
             let last_exit = history.last_exit.as_ref().map(|exit| LastExitStatus {
                 pid: exit.pid,
                 reason: match exit.stop_reason {
@@ -46,15 +44,22 @@ impl Supervisor {
                 },
                 at: rfc3339(exit.at),
             });
-            let (restarts, errored) = (history.restarts, history.errored);
+            let restarts = history.restarts;
             let mut any = false;
-            for worker in self.workers.iter_mut().filter(|worker| worker.slot == slot) {
+            for worker in machine
+                .workers()
+                .iter()
+                .filter(|worker| worker.slot == slot)
+            {
                 any = true;
+                let Some(process) = self.processes.get_mut(&worker.id) else {
+                    continue;
+                };
                 let usage = ProcessUsage::read(worker.pid);
                 let now = Instant::now();
-                let since = worker
+                let since = process
                     .cpu_sample
-                    .unwrap_or((Duration::ZERO, worker.started_at));
+                    .unwrap_or((Duration::ZERO, process.started_at));
                 let cpu_percent = usage.map(|usage| {
                     let elapsed = now.duration_since(since.1).as_secs_f64();
                     let used = usage.cpu.saturating_sub(since.0).as_secs_f64();
@@ -65,32 +70,28 @@ impl Supervisor {
                     }
                 });
                 if let Some(usage) = usage {
-                    worker.cpu_sample = Some((usage.cpu, now));
+                    process.cpu_sample = Some((usage.cpu, now));
                 }
                 rows.push(SlotStatus {
                     slot,
                     pid: Some(worker.pid),
                     generation: Some(worker.generation),
-                    state: match worker.state {
-                        WorkerState::Starting => "starting",
-                        WorkerState::Ready if worker.leaving_since.is_some() => "draining",
-                        WorkerState::Ready => "ready",
-                        WorkerState::Draining
-                            if worker.stop_reason == Some(StopReason::NotAccepting) =>
-                        {
-                            "not accepting"
-                        }
-                        WorkerState::Draining => "draining",
+                    state: match (worker.phase(), worker.stop_reason()) {
+                        (WorkerPhase::Starting, _) => "starting",
+                        (WorkerPhase::Ready, _) => "ready",
+                        (WorkerPhase::Draining, Some(StopReason::NotAccepting)) => "not accepting",
+                        (WorkerPhase::Retiring | WorkerPhase::Draining, _) => "draining",
                     }
                     .into(),
-                    uptime_ms: Some(worker.uptime().as_millis() as u64),
+                    uptime_ms: Some(process.started_at.elapsed().as_millis() as u64),
                     restarts,
                     last_exit: last_exit.clone(),
                     cpu_percent,
                     rss_bytes: usage.map(|usage| usage.rss_bytes),
                 });
             }
-            if !any && slot <= self.config.workers {
+            if !any && slot <= config.workers {
+                let errored = machine.slot_state(slot) == Some(SlotState::Errored);
                 rows.push(SlotStatus {
                     slot,
                     pid: None,
@@ -104,22 +105,18 @@ impl Supervisor {
                 });
             }
         }
-        let degraded = self.phase != Phase::Stopping
-            && self.phase != Phase::Starting
-            && self.ready_slots().len() < self.config.workers;
         ClusterStatus {
-            degraded,
-            name: self.config.name.clone(),
+            degraded: machine.is_degraded(),
+            name: config.name.clone(),
             pid: std::process::id(),
             address: self.listeners.local_addr().to_string(),
-            balance: self.config.balance.to_string(),
-            state: state.into(),
-            workers: self.config.workers,
-            generation: self.spec.generation,
-            reloads: self.reloads,
-            uptime_ms: self.started_at.elapsed().as_millis() as u64,
-            command: self
-                .config
+            balance: config.balance.to_string(),
+            state: machine.phase().to_string(),
+            workers: config.workers,
+            generation: machine.generation(),
+            reloads: machine.reloads(),
+            uptime_ms: machine.started_at().elapsed().as_millis() as u64,
+            command: config
                 .command
                 .iter()
                 .map(|part| part.to_string_lossy().into_owned())

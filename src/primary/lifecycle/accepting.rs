@@ -2,13 +2,14 @@
 //! whatever it said, and is replaced.
 //!
 //! The primary holds every listening socket, so it can read each one's accept queue (`TCP_INFO`,
-//! whose `tcpi_unacked` is a listening socket's backlog; see `steering`). It samples the queues
-//! of ready workers every [`Supervisor::accept_poll`]. A queue only shrinks when its connections
-//! are accepted, so a queue that stayed non-empty and never shrank for `--accept-timeout` holds a
-//! connection that nobody took (an app that binds a port of its own, a worker stuck for good):
-//! that worker is reported `not accepting`, stopped, and its slot restarted like a crashed one,
-//! on the same socket, so the new worker serves what waited. It counts as a failure of its slot
-//! (never as a healthy run), so a command that never accepts backs off and ends `errored`.
+//! whose `tcpi_unacked` is a listening socket's backlog). The executor samples the queues every
+//! [`Machine::accept_poll`] and hands them in ([`super::Input::AcceptSample`]). A queue only
+//! shrinks when its connections are accepted, so a queue that stayed non-empty and never shrank
+//! for `--accept-timeout` holds a connection that nobody took (an app that binds a port of its
+//! own, a worker stuck for good): that worker is reported `not accepting`, stopped, and its slot
+//! restarted like a crashed one, on the same socket, so the new worker serves what waited. It
+//! counts as a failure of its slot (never as a healthy run), so a command that never accepts
+//! backs off and ends `errored`.
 //!
 //! With `--balance shared` every worker takes from one queue and the primary cannot tell which
 //! one does not: but one accepting worker is enough to drain it, so a shared queue that stays
@@ -16,77 +17,74 @@
 //! reported and replaced. A single broken worker beside healthy ones is not visible there (nor
 //! does it strand a connection).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::time::Instant;
-
-use super::supervisor::{StopReason, Supervisor};
-use super::Event;
+use super::{Machine, Phase, StopReason, Timer, WorkerId};
 
 /// Since when a queue has been non-empty without shrinking, and its length at the last sample.
 pub type Stall = Option<(Instant, u32)>;
 
-impl Supervisor {
+impl Machine {
     /// How often the accept queues are sampled: ten times per `--accept-timeout`, within bounds.
     pub fn accept_poll(&self) -> Duration {
         (self.config.accept_timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
     }
 
-    /// Samples the queues of ready workers, replaces those not accepting, and schedules the next
-    /// sample.
-    pub fn check_accepting(&mut self) {
-        if self.phase == super::supervisor::Phase::Stopping {
+    /// Takes a sample of the queues: replaces the ready workers not accepting, and schedules
+    /// the next sample.
+    pub(super) fn check_accepting(&mut self, queued: &[(WorkerId, u32)], shared: Option<u32>) {
+        if self.phase == Phase::Stopping {
             return;
         }
         if !self.served_healthy && !self.proven_slots().is_empty() {
             // A worker served for the healthy uptime: start-up is over for good (`failure`).
             self.served_healthy = true;
         }
-        let now = Instant::now();
-        let timeout = self.config.accept_timeout;
+        let (now, timeout) = (self.now, self.config.accept_timeout);
+        let stalled_for = |stall: Stall| {
+            stall.is_some_and(|(since, _)| now.saturating_duration_since(since) > timeout)
+        };
         let mut stalled = Vec::new();
-        if self.listeners.steerable() {
-            for index in 0..self.workers.len() {
-                let worker = &self.workers[index];
+        if self.facts.steerable {
+            for &(id, count) in queued {
+                let Some(worker) = self.worker_mut(id) else {
+                    continue;
+                };
                 if !worker.is_serving() {
                     continue;
                 }
-                let queued = self.listeners.queued(worker.slot, worker.side).unwrap_or(0);
-                let stall = next_stall(worker.accept_stall, queued, now);
-                self.workers[index].accept_stall = stall;
-                if stall.is_some_and(|(since, _)| now.duration_since(since) > timeout) {
-                    stalled.push((self.workers[index].uid, queued, false));
+                worker.accept_stall = next_stall(worker.accept_stall, count, now);
+                if stalled_for(worker.accept_stall) {
+                    stalled.push((id, count, false));
                 }
             }
-        } else if let Some(queued) = self.listeners.shared_queued() {
-            let serving: Vec<u64> = self
+        } else if let Some(count) = shared {
+            let serving: Vec<WorkerId> = self
                 .workers
                 .iter()
                 .filter(|worker| worker.is_serving())
-                .map(|worker| worker.uid)
+                .map(|worker| worker.id)
                 .collect();
             self.shared_accept_stall = match serving.is_empty() {
                 true => None,
-                false => next_stall(self.shared_accept_stall, queued, now),
+                false => next_stall(self.shared_accept_stall, count, now),
             };
-            if self
-                .shared_accept_stall
-                .is_some_and(|(since, _)| now.duration_since(since) > timeout)
-            {
+            if stalled_for(self.shared_accept_stall) {
                 self.shared_accept_stall = None;
-                stalled.extend(serving.into_iter().map(|uid| (uid, queued, true)));
+                stalled.extend(serving.into_iter().map(|id| (id, count, true)));
             }
         }
-        for (uid, queued, shared) in stalled {
-            self.not_accepting(uid, queued, shared);
+        for (id, count, shared) in stalled {
+            self.not_accepting(id, count, shared);
         }
-        self.after(self.accept_poll(), Event::AcceptCheck);
+        let poll = self.accept_poll();
+        self.schedule(Timer::AcceptCheck, poll);
     }
 
-    fn not_accepting(&mut self, uid: u64, queued: u32, shared: bool) {
+    fn not_accepting(&mut self, id: WorkerId, queued: u32, shared: bool) {
         let timeout = humantime::format_duration(self.config.accept_timeout);
-        let port = self.listeners.local_addr().port();
-        let Some(worker) = self.workers.iter().find(|worker| worker.uid == uid) else {
+        let port = self.facts.port;
+        let Some(worker) = self.worker(id) else {
             return;
         };
         let (slot, pid) = (worker.slot, worker.pid);
@@ -99,13 +97,13 @@ impl Supervisor {
         } else {
             "its queue"
         };
-        self.logger.error(format!(
+        self.error(format!(
             "worker {slot} (pid {pid}) not accepting: {connections} waited in {queue} for more \
              than {timeout} (--accept-timeout); replacing it\nhint: a worker must accept on the \
              socket it inherits (fd 3, LISTEN_FDS) for port {port}; this one may listen on a port \
              of its own, or be stuck"
         ));
-        self.stop_worker(uid, StopReason::NotAccepting);
+        self.stop_worker(id, StopReason::NotAccepting);
     }
 }
 

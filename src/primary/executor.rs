@@ -1,0 +1,413 @@
+//! The executor: performs what the lifecycle decides, and hands it what happens.
+//!
+//! It owns everything the lifecycle ([`Machine`]) must not touch: the listening sockets, the
+//! spawner and every worker's [`Process`], the timers, the clients waiting for answers, the
+//! logger, the library's event handler and the service manager. Its loop waits on worker
+//! events, intents and timers, one at a time; each becomes an [`Input`] for
+//! [`Machine::handle`], whose [`Effect`]s it performs in order. An effect that has an answer
+//! (a spawn's pid, a re-read configuration) is answered before the next effect, depth first,
+//! so the machine sees the outcome before anything else happens.
+//!
+//! Besides, it does the work that only reads the lifecycle: `status`, the messages between
+//! workers (`ipc`), the rescue of stranded connections (`rescue`) and the watch on the port
+//! (`port_watch`).
+
+use std::collections::HashMap;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::lifecycle::{
+    self, Answer, Effect, Facts, Input, Machine, RequestId, Timer, WorkerId, WorkerOrder,
+};
+use super::logs::{Level, Logger};
+use super::notify::{Notice, ServiceManager};
+use super::process::{Launch, Process};
+use super::report::workers;
+use super::spawn::Spawner;
+use super::timers::{Due, Timers};
+use super::{ConfigReader, Event, Intent, Progress, RunError, SharedState, WorkerAction};
+use crate::balance::Listeners;
+use crate::cluster::ClusterEvent;
+use crate::config::Config;
+use crate::control::protocol::Reply;
+use crate::domain::ClusterPhase;
+use crate::runtime_dir::PrimaryDir;
+
+pub(super) struct Executor {
+    pub machine: Machine,
+    pub listeners: Listeners,
+    pub logger: Logger,
+    spawner: Spawner,
+    dir: PrimaryDir,
+    /// The processes of the lifecycle's workers, from their spawn to their exit.
+    pub processes: HashMap<WorkerId, Process>,
+    pub timers: Timers,
+    /// Where the answers to waiting requests go.
+    requests: HashMap<RequestId, Progress>,
+    next_request: u64,
+    events: mpsc::UnboundedSender<Event>,
+    reread: Option<ConfigReader>,
+    pub shared_state: SharedState,
+    /// Where lifecycle events go (the library's `Cluster::on_event`).
+    pub observer: Option<mpsc::UnboundedSender<ClusterEvent>>,
+    /// systemd (or another manager) waiting for the primary's `READY=1`, if any.
+    service_manager: Option<ServiceManager>,
+    /// Connections stranded on sockets no worker holds, relayed to ready workers.
+    pub rescue: super::rescue::Rescue,
+    /// Whether steering was refused once (said once, not on every change).
+    steering_failed: bool,
+    phase: watch::Sender<ClusterPhase>,
+}
+
+/// What the executor starts with, besides the configuration.
+pub(super) struct Parts {
+    pub listeners: Listeners,
+    pub logger: Logger,
+    pub spawner: Spawner,
+    pub dir: PrimaryDir,
+    pub reread: Option<ConfigReader>,
+    pub shared_state: SharedState,
+    pub observer: Option<mpsc::UnboundedSender<ClusterEvent>>,
+    pub phase: watch::Sender<ClusterPhase>,
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+impl Executor {
+    pub fn new(config: Config, parts: Parts) -> (Self, mpsc::UnboundedReceiver<Event>) {
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let facts = Facts {
+            steerable: parts.listeners.steerable(),
+            port: parts.listeners.local_addr().port(),
+            rereads: parts.reread.is_some(),
+            wall_at_start: std::time::SystemTime::now(),
+        };
+        let executor = Executor {
+            machine: Machine::new(config, facts, now()),
+            listeners: parts.listeners,
+            logger: parts.logger,
+            spawner: parts.spawner,
+            dir: parts.dir,
+            processes: HashMap::new(),
+            timers: Timers::default(),
+            requests: HashMap::new(),
+            next_request: 1,
+            events,
+            reread: parts.reread,
+            shared_state: parts.shared_state,
+            observer: parts.observer,
+            service_manager: ServiceManager::from_env(),
+            rescue: Default::default(),
+            steering_failed: false,
+            phase: parts.phase,
+        };
+        (executor, events_rx)
+    }
+
+    /// Runs the cluster until it has stopped: every worker exited after a stop, or start-up
+    /// failed.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<Event>,
+        mut intents: mpsc::UnboundedReceiver<Intent>,
+    ) -> Result<(), RunError> {
+        let config = self.machine.config();
+        let name = config.name.clone();
+        self.logger.info(format!(
+            "listening on {} ({}, balance {})",
+            self.listeners.local_addr(),
+            workers(config.workers),
+            config.balance,
+        ));
+        self.logger.info(format!(
+            "control: herdsman status {name} (also reload, scale, logs, stop)"
+        ));
+        if let Some(announcement) = &self.shared_state.announcement {
+            self.logger.info(announcement.clone());
+        }
+        if let Some(announcement) = self.machine.ready_mode_announcement() {
+            self.logger.info(announcement);
+        }
+        self.feed(Input::Start).await;
+        self.watch_port_group();
+        while !self.machine.is_finished() {
+            tokio::select! {
+                Some(event) = events.recv() => self.on_event(event).await,
+                Some(intent) = intents.recv() => self.on_intent(intent).await,
+                due = self.timers.next() => self.on_due(due).await,
+            }
+        }
+        // Answered by now; a client still waiting hears that the primary is gone.
+        self.requests.clear();
+        match self.machine.failure() {
+            Some(report) => Err(RunError::StartupFailed(report.to_string())),
+            None => {
+                self.logger.info("stopped");
+                Ok(())
+            }
+        }
+    }
+
+    /// Hands `input` to the machine and performs its effects, answering those that have an
+    /// answer before the next one.
+    pub async fn feed(&mut self, input: Input) {
+        let mut stack = vec![self.machine.handle(now(), input).into_iter()];
+        while let Some(effects) = stack.last_mut() {
+            let Some(effect) = effects.next() else {
+                stack.pop();
+                continue;
+            };
+            if let Some(answer) = self.perform(effect).await {
+                stack.push(self.machine.handle(now(), answer).into_iter());
+            }
+        }
+        let phase = self.machine.phase();
+        self.phase.send_if_modified(|published| {
+            let changed = *published != phase;
+            *published = phase;
+            changed
+        });
+    }
+
+    /// Performs one effect; what came of it, when the machine waits to know.
+    async fn perform(&mut self, effect: Effect) -> Option<Input> {
+        match effect {
+            Effect::Spawn(order) => Some(self.spawn(order).await),
+            Effect::Signal { worker, signal } => {
+                if let Some(process) = self.processes.get(&worker) {
+                    process.signal(signal);
+                }
+                None
+            }
+            Effect::Steer(targets) => self.steer(&targets),
+            Effect::CloseListeners => {
+                self.listeners.close();
+                None
+            }
+            Effect::Schedule { timer, after } => {
+                self.timers.schedule(Due::Lifecycle(timer), after);
+                None
+            }
+            Effect::AddSlots(count) => {
+                let added = self.listeners.ensure_slots(count);
+                Some(Input::SlotsAdded(added.map_err(|error| error.to_string())))
+            }
+            Effect::ReadConfig => {
+                let read = match &self.reread {
+                    Some(reread) => reread(),
+                    None => Err("the configuration cannot be read again".into()),
+                };
+                Some(Input::ConfigRead(read.map(Box::new)))
+            }
+            Effect::Reply { request, answer } => {
+                let reply = match answer {
+                    Answer::Progress(message) => Reply::Progress { message },
+                    Answer::Done { ok, message } => Reply::Result { ok, message },
+                };
+                let last = matches!(reply, Reply::Result { .. });
+                if let Some(progress) = self.requests.get(&request) {
+                    let _ = progress.send(reply);
+                }
+                if last {
+                    self.requests.remove(&request);
+                }
+                None
+            }
+            Effect::Log(level, line) => {
+                match level {
+                    Level::Info => self.logger.info(line),
+                    Level::Warn => self.logger.warn(line),
+                    Level::Error => self.logger.error(line),
+                }
+                None
+            }
+            Effect::Observe(event) => {
+                self.observe(event);
+                None
+            }
+            Effect::NotifyManager(state) => {
+                if let Some(manager) = &self.service_manager {
+                    manager.notify(&state);
+                }
+                None
+            }
+        }
+    }
+
+    /// Points new connections at `targets`, and watches the sockets no worker holds for a
+    /// while. The first failure is said, and is the machine's to know.
+    pub fn steer(&mut self, targets: &[(usize, crate::balance::Side)]) -> Option<Input> {
+        let failed = self.listeners.steer(targets).err();
+        self.watch_for_stranded();
+        let error = failed.filter(|_| !self.steering_failed)?;
+        self.steering_failed = true;
+        self.logger.warn(format!(
+            "cannot steer connections to ready workers ({error}); the kernel spreads them over \
+             every slot, so a slot without a ready worker holds some until it has one"
+        ));
+        Some(Input::SteeringFailed)
+    }
+
+    async fn spawn(&mut self, order: lifecycle::Spawn) -> Input {
+        let worker = order.worker;
+        // Closed: the cluster is stopping, and no worker starts any more.
+        let Some(listen_fd) = self.listeners.fd_for(order.slot, order.side) else {
+            let error = "the listening sockets are closed".to_string();
+            return Input::SpawnFailed { worker, error };
+        };
+        let config = self.machine.config();
+        let launch = Launch {
+            worker,
+            slot: order.slot,
+            spec: order.spec,
+            workers: order.workers,
+            port: self.listeners.local_addr().port(),
+            listen_fd,
+            notify_path: self.dir.path().join(format!("notify-{}", worker.0)),
+            name: &config.name,
+            state_url: self.shared_state.url.as_deref(),
+            ipc: config.ipc,
+        };
+        let started = Process::start(launch, &self.spawner, &self.logger, self.events.clone());
+        match started.await {
+            Ok(process) => {
+                let pid = process.pid;
+                self.processes.insert(worker, process);
+                Input::Spawned { worker, pid }
+            }
+            Err(error) => Input::SpawnFailed {
+                worker,
+                error: error.to_string(),
+            },
+        }
+    }
+
+    /// Reports a lifecycle event to the library's handler, if there is one.
+    pub fn observe(&self, event: ClusterEvent) {
+        if let Some(observer) = &self.observer {
+            let _ = observer.send(event);
+        }
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Notified {
+                worker,
+                notice: Notice::Ready,
+            } => self.feed(Input::ReadySignal { worker }).await,
+            Event::Notified {
+                worker,
+                notice: Notice::Status(status),
+            } => {
+                if let Some(process) = self.processes.get_mut(&worker) {
+                    process.status = Some(status);
+                }
+            }
+            Event::Notified { .. } => {}
+            Event::Exited {
+                worker,
+                reason,
+                tail,
+            } => {
+                self.processes.remove(&worker);
+                self.timers.cancel_worker(worker);
+                self.feed(Input::Exited {
+                    worker,
+                    reason,
+                    tail,
+                })
+                .await;
+            }
+            Event::Ipc { worker, frame } => self.on_ipc(worker, frame).await,
+            Event::IpcClosed { worker, reason } => self.on_ipc_closed(worker, reason),
+        }
+    }
+
+    /// A request that waits for an answer gets a number; its answers go to `progress`.
+    fn register(&mut self, progress: Option<Progress>) -> Option<RequestId> {
+        let progress = progress?;
+        let request = RequestId(self.next_request);
+        self.next_request += 1;
+        self.requests.insert(request, progress);
+        Some(request)
+    }
+
+    async fn on_intent(&mut self, intent: Intent) {
+        let intent = match intent {
+            Intent::Stop { fast } => lifecycle::Intent::Stop { fast },
+            Intent::Reload { parallel, progress } => lifecycle::Intent::Reload {
+                parallel,
+                request: self.register(progress),
+            },
+            Intent::Restart { slot, progress } => lifecycle::Intent::Restart {
+                slot,
+                request: self.register(progress),
+            },
+            Intent::Scale { target, progress } => lifecycle::Intent::Scale {
+                target,
+                request: self.register(progress),
+            },
+            Intent::Status(reply) => {
+                let _ = reply.send(self.status());
+                return;
+            }
+            Intent::Send { to, data, reply } => {
+                let delivered = self.send_message(&to, &data, None, None);
+                let _ = reply.send(delivered);
+                return;
+            }
+            Intent::Worker {
+                slot,
+                pid,
+                action: WorkerAction::Send(data),
+            } => {
+                self.send_to_worker(slot, pid, &data);
+                return;
+            }
+            Intent::Worker { slot, pid, action } => lifecycle::Intent::Worker {
+                slot,
+                pid,
+                order: match action {
+                    WorkerAction::Kill => WorkerOrder::Kill,
+                    _ => WorkerOrder::Disconnect,
+                },
+            },
+        };
+        self.feed(Input::Intent(intent)).await;
+    }
+
+    async fn on_due(&mut self, due: Due) {
+        match due {
+            Due::Lifecycle(Timer::Retire(worker)) => {
+                let Some(record) = self.machine.worker(worker) else {
+                    return;
+                };
+                let queued = self.listeners.queued(record.slot, record.side).unwrap_or(0);
+                self.feed(Input::RetireCheck { worker, queued }).await;
+            }
+            Due::Lifecycle(Timer::AcceptCheck) => {
+                let queued = match self.listeners.steerable() {
+                    true => self
+                        .machine
+                        .workers()
+                        .iter()
+                        .filter(|worker| worker.is_serving())
+                        .map(|w| (w.id, self.listeners.queued(w.slot, w.side).unwrap_or(0)))
+                        .collect(),
+                    false => Vec::new(),
+                };
+                let shared = match self.listeners.steerable() {
+                    true => None,
+                    false => self.listeners.shared_queued(),
+                };
+                self.feed(Input::AcceptSample { queued, shared }).await;
+            }
+            Due::Lifecycle(timer) => self.feed(Input::Timer(timer)).await,
+            Due::RescueSweep => self.sweep_stranded(),
+            Due::PortGroupCheck => self.check_port_group().await,
+        }
+    }
+}
