@@ -20,7 +20,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::protocol::{LogLine, Reply, Request};
-use crate::primary::{Delivered, Intent, LogHub, INBOX_BYTES};
+use crate::ipc::channel::{Delivered, INBOX_BYTES};
+use crate::primary::{Intent, LogHub};
 use crate::runtime_dir;
 
 /// A request line longer than this (its `\n` included) is refused.

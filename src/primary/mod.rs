@@ -61,7 +61,6 @@ use crate::control::protocol::{ClusterStatus, Reply, ScaleTarget};
 use crate::control::server::{ControlError, ControlSocket};
 use crate::runtime_dir::PrimaryDir;
 use crate::state::{StateError, StateMode, StateStore};
-pub use ipc::{Delivered, INBOX_BYTES};
 pub use log_hub::LogHub;
 use notify::Notice;
 use restart::ExitReason;
@@ -152,7 +151,7 @@ pub enum Intent {
     Send {
         to: crate::ipc::frame::Target,
         data: serde_json::Value,
-        reply: oneshot::Sender<ipc::Delivered>,
+        reply: oneshot::Sender<crate::ipc::channel::Delivered>,
     },
     /// Act on one worker: the one with `pid` in `slot`, or the slot's serving worker (the
     /// library's `WorkerHandle`).

@@ -578,7 +578,7 @@ impl Supervisor {
         }
         match action {
             WorkerAction::Send(data) => {
-                if self.deliver(worker, &data, None) == super::ipc::Delivery::Closed {
+                if self.deliver(worker, &data, None) == crate::ipc::channel::Delivery::Closed {
                     self.logger
                         .warn(format!("worker {slot} (pid {pid}) has no IPC channel"));
                 }
