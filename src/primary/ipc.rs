@@ -15,8 +15,10 @@ use super::Event;
 use crate::ipc::channel::{Delivered, Delivery, PrimaryChannel, Received, INBOX_BYTES};
 use crate::ipc::frame::{self, describe, Dialect, FromWorker, Target};
 
-/// Opens worker `uid`'s channel: its frames, then its end, arrive as events (see
-/// [`PrimaryChannel::pair`] for the worker's end and the reader's task).
+/// Opens worker `uid`'s channel: its frames, then its end, arrive as events. Returned with it:
+/// the worker's end, to be passed to the worker and dropped here once it is spawned, and the
+/// reader's task, which ends once the worker's last frame is reported (its exit waits for that,
+/// so that a message sent just before the end comes before `exit`, as in Node).
 pub(super) fn open_channel(
     uid: u64,
     dialect: Dialect,
