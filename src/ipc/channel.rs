@@ -391,6 +391,49 @@ mod tests {
         assert!(primary_got.recv().await.is_none());
     }
 
+    /// A worker passes over frames it does not know (a newer primary's, such as a connection
+    /// handed over) and Node's own messages, and reads on; the primary passes over Node's.
+    #[tokio::test]
+    async fn each_end_passes_over_what_is_not_for_it_and_reads_on() {
+        let (ours, theirs) = StdUnixStream::pair().unwrap();
+        let (at_worker, mut worker_got) = collect();
+        let (_worker, _reading) =
+            WorkerChannel::open(theirs, Dialect::Herdsman, at_worker).unwrap();
+        let mut ours = UnixStream::from_std({
+            ours.set_nonblocking(true).unwrap();
+            ours
+        })
+        .unwrap();
+        ours.write_all(
+            b"{\"type\":\"connection\",\"fd\":0}\n{\"data\":1,\"from\":3,\"type\":\"message\"}\n",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            next(&mut worker_got).await,
+            Received::Frame(ToWorker::Message {
+                data: std::borrow::Cow::Owned(Value::from(1)),
+                from: Some(3)
+            })
+        );
+
+        let (at_primary, mut primary_got) = collect();
+        let (_primary, theirs, _reading) = PrimaryChannel::pair(Dialect::Node, at_primary).unwrap();
+        let mut theirs = UnixStream::from_std({
+            theirs.set_nonblocking(true).unwrap();
+            theirs
+        })
+        .unwrap();
+        theirs
+            .write_all(b"{\"cmd\":\"NODE_HANDLE_ACK\"}\n\"ready\"\n")
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut primary_got).await,
+            Received::Frame(FromWorker::Ready)
+        );
+    }
+
     #[tokio::test]
     async fn the_primary_reads_no_further_than_the_frames_it_has_not_handled() {
         let (at_primary, mut primary_got) = collect();
