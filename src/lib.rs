@@ -9,7 +9,8 @@
 //! - [`config`]: the validated [`Config`] of a cluster, and the parsers for its values.
 //! - [`primary`]: the supervisor: slots, the worker lifecycle, restarts, shutdown, signals.
 //! - [`balance`]: the listening sockets and how workers share them (`shared`, `reuseport`).
-//! - [`ipc`]: the channel between the primary and each worker: JSON lines over a socketpair.
+//! - [`ipc`]: the channel between the primary and each worker: JSON lines over a socketpair,
+//!   typed frames for both directions, and one channel implementation for both ends.
 //! - [`control`]: the control socket: protocol, the primary's server, the CLI's client.
 //! - [`state`]: the shared-state store, a Redis-protocol database embedded in the primary.
 //! - [`worker`]: the worker side of the library: [`Worker`] (slot, listener, readiness, shared

@@ -21,7 +21,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{LogLine, Reply, Request};
-use crate::primary::{Delivered, Intent, LogHub, INBOX_BYTES};
+use crate::ipc::channel::{Delivered, INBOX_BYTES};
+use crate::primary::{Intent, LogHub};
 use crate::runtime_dir;
 
 /// A request line longer than this (its `\n` included) is refused.

@@ -53,7 +53,6 @@ use crate::domain::ClusterPhase;
 use crate::runtime_dir::PrimaryDir;
 use crate::state::{StateError, StateMode, StateStore};
 use executor::Executor;
-pub use ipc::{Delivered, INBOX_BYTES};
 use lifecycle::WorkerId;
 pub use log_hub::LogHub;
 use notify::Notice;
@@ -120,7 +119,7 @@ pub enum Intent {
     Send {
         to: crate::ipc::frame::Target,
         data: serde_json::Value,
-        reply: oneshot::Sender<ipc::Delivered>,
+        reply: oneshot::Sender<crate::ipc::channel::Delivered>,
     },
     /// Act on one worker: the one with `pid` in `slot`, or the slot's serving worker (the
     /// library's `WorkerHandle`).
