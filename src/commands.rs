@@ -42,7 +42,7 @@ pub fn run(command: Command) -> ExitCode {
             let (name, target) = cli::name_and_value(&args);
             match cli::parse_scale_target(target) {
                 Ok(target) => scale(name, target, json),
-                Err(error) => Err(usage(error)),
+                Err(error) => Err(usage(error.to_string())),
             }
         }
         Command::Send { args, json } => {
@@ -272,7 +272,7 @@ fn scale(name: Option<&str>, target: ScaleTarget, json: bool) -> Result<ExitCode
     // Refused here as a usage error, like `scale 0`; the primary refuses it too.
     target
         .resolve(fetch_status(&name)?.workers)
-        .map_err(usage)?;
+        .map_err(|refused| usage(refused.to_string()))?;
     let result = client::request(&name, &Request::Scale { to: target }, |_| {})?;
     match result {
         Some((true, message)) => emit(&Reply::Progress { message }, json),

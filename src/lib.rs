@@ -6,6 +6,8 @@
 //! # Layout
 //! - [`cluster`]: the library's [`Cluster`]: one Rust program as primary and workers, with
 //!   lifecycle events and messages (Node's cluster module).
+//! - [`domain`]: the types both faces share, below them: phases, [`ClusterEvent`], the typed
+//!   status, scale targets and outcomes, how a reload goes.
 //! - [`config`]: the validated [`Config`] of a cluster, and the parsers for its values.
 //! - [`primary`]: the supervisor: slots, the worker lifecycle, restarts, shutdown, signals.
 //! - [`balance`]: the listening sockets and how workers share them (`shared`, `reuseport`).

@@ -20,6 +20,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::protocol::{LogLine, Reply, Request};
+use crate::domain::{LogEntry, Update};
 use crate::primary::{Delivered, Intent, LogHub, INBOX_BYTES};
 use crate::runtime_dir;
 
@@ -309,7 +310,7 @@ async fn handle(
             let _ = intents.send(Intent::Status(reply));
             match status.await {
                 Ok(status) => {
-                    if client.send(&Reply::Status(Box::new(status))).await {
+                    if client.send(&Reply::from(&status)).await {
                         client.finish(true, String::new()).await;
                     }
                 }
@@ -339,8 +340,8 @@ async fn handle(
                 reply: Some(reply),
             });
             match result.await {
-                Ok(Ok(message)) => client.finish(true, message).await,
-                Ok(Err(message)) => client.finish(false, message).await,
+                Ok(Ok(scaled)) => client.finish(true, scaled.to_string()).await,
+                Ok(Err(refused)) => client.finish(false, refused.to_string()).await,
                 Err(_) => client.finish(false, "the primary is stopping".into()).await,
             }
         }
@@ -421,7 +422,7 @@ async fn handle(
             let mut new_lines = hub.subscribe();
             let (recent, last) = hub.recent(slot, lines);
             for line in recent {
-                if !client.send(&Reply::Log(line)).await {
+                if !client.send(&Reply::Log(LogLine::from(&line))).await {
                     return;
                 }
             }
@@ -433,16 +434,16 @@ async fn handle(
                     Ok((number, _)) if last.is_some_and(|last| number <= last) => continue,
                     Ok((_, line)) if slot.is_some() && line.slot != slot => continue,
                     Ok((_, line)) => line,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => LogLine {
-                        time: crate::primary::now_rfc3339(),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => LogEntry {
+                        time: std::time::SystemTime::now(),
                         slot: None,
                         pid: std::process::id(),
-                        stream: "herdsman".into(),
+                        stream: "herdsman",
                         line: format!("({missed} lines skipped: this client read too slowly)"),
                     },
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
-                if !client.send(&Reply::Log(line)).await {
+                if !client.send(&Reply::Log(LogLine::from(&line))).await {
                     return;
                 }
             }
@@ -469,10 +470,10 @@ impl Client<'_> {
     }
 
     /// Forwards progress replies until a result (or the primary goes away).
-    async fn relay(&mut self, mut replies: mpsc::UnboundedReceiver<Reply>) {
-        while let Some(reply) = replies.recv().await {
-            let done = matches!(reply, Reply::Result { .. });
-            if !self.send(&reply).await || done {
+    async fn relay(&mut self, mut updates: mpsc::UnboundedReceiver<Update>) {
+        while let Some(update) = updates.recv().await {
+            let done = matches!(update, Update::Done { .. });
+            if !self.send(&Reply::from(update)).await || done {
                 let _ = self.writer.shutdown().await;
                 return;
             }

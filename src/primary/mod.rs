@@ -57,8 +57,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::balance::{BindError, Listeners};
 use crate::config::Config;
-use crate::control::protocol::{ClusterStatus, Reply, ScaleTarget};
 use crate::control::server::{ControlError, ControlSocket};
+use crate::domain::{ClusterEvent, ClusterStatus, ScaleError, ScaleTarget, Scaled, Update};
 use crate::runtime_dir::PrimaryDir;
 use crate::state::{StateError, StateMode, StateStore};
 pub use ipc::{Delivered, INBOX_BYTES};
@@ -123,7 +123,7 @@ pub enum Event {
 }
 
 /// Where progress lines and the result of a long request go.
-pub type Progress = mpsc::UnboundedSender<Reply>;
+pub type Progress = mpsc::UnboundedSender<Update>;
 
 /// What the operator asks of the primary, by signal or on the control socket.
 #[derive(Debug)]
@@ -144,7 +144,7 @@ pub enum Intent {
     },
     Scale {
         target: ScaleTarget,
-        reply: Option<oneshot::Sender<Result<String, String>>>,
+        reply: Option<oneshot::Sender<Result<Scaled, ScaleError>>>,
     },
     Status(oneshot::Sender<ClusterStatus>),
     /// Send a message to workers over their IPC channels; the reply is how many got it, and
@@ -183,11 +183,6 @@ impl std::fmt::Display for WorkerAction {
             WorkerAction::Kill => "kill",
         })
     }
-}
-
-/// The time now as RFC 3339 (UTC, milliseconds), as log lines carry it.
-pub fn now_rfc3339() -> String {
-    status::rfc3339(std::time::SystemTime::now())
 }
 
 /// Reads the configuration again for `reload` (herdsman.toml plus the original flags).
@@ -333,9 +328,7 @@ fn describe_store(store: &StateStore, file: Option<&std::path::Path>) -> String 
 pub fn run_to_exit(
     config: Config,
     reread: Option<ConfigReader>,
-    observe: impl FnOnce(
-        &mpsc::UnboundedSender<Intent>,
-    ) -> Option<mpsc::UnboundedSender<crate::cluster::ClusterEvent>>,
+    observe: impl FnOnce(&mpsc::UnboundedSender<Intent>) -> Option<mpsc::UnboundedSender<ClusterEvent>>,
 ) -> std::process::ExitCode {
     // One thread is plenty: the primary never touches the data path in these balance modes.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -397,7 +390,7 @@ pub async fn run_observed(
     intents_rx: mpsc::UnboundedReceiver<Intent>,
     intents: mpsc::UnboundedSender<Intent>,
     reread: Option<ConfigReader>,
-    observer: Option<mpsc::UnboundedSender<crate::cluster::ClusterEvent>>,
+    observer: Option<mpsc::UnboundedSender<ClusterEvent>>,
 ) -> Result<(), RunError> {
     let fd_limit = crate::sys::raise_fd_limit().map_err(RunError::Setup)?;
     let listeners = Listeners::bind(config.address, config.balance, config.workers)?;

@@ -7,7 +7,7 @@
 //! program is attached again.
 
 use crate::balance::{parent_pid, Foreign, WATCH_INTERVAL};
-use crate::control::protocol::ForeignListenerStatus;
+use crate::domain::ForeignListener;
 
 use super::supervisor::Supervisor;
 use super::Event;
@@ -129,12 +129,12 @@ impl Supervisor {
     }
 
     /// The foreign sockets on the port, for `status`.
-    pub fn foreign_status(&self) -> Vec<ForeignListenerStatus> {
+    pub fn foreign_status(&self) -> Vec<ForeignListener> {
         self.listeners
             .foreign()
             .iter()
-            .map(|foreign| ForeignListenerStatus {
-                address: foreign.address.to_string(),
+            .map(|foreign| ForeignListener {
+                address: foreign.address,
                 pid: foreign.owner().map(|owner| owner.pid),
                 command: foreign.owner().map(|owner| owner.command.clone()),
                 cluster: foreign.cluster.clone(),

@@ -11,8 +11,8 @@ use super::process::WorkerState;
 use super::report::workers;
 use super::supervisor::{Phase, StopReason, Supervisor};
 use super::Event;
-use crate::cluster::ClusterEvent;
 use crate::config::ReadyMode;
+use crate::domain::ClusterEvent;
 
 impl Supervisor {
     /// A worker said it is ready (`READY=1`, an IPC `ready`). That does not count until it has

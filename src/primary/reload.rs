@@ -21,7 +21,7 @@ use super::report::{describe_exit, format_tail, workers};
 use super::supervisor::{send_result, LastExit, Phase, StopReason, Supervisor};
 use super::Progress;
 use crate::config::Config;
-use crate::control::protocol::Reply;
+use crate::domain::Update;
 
 /// A reload or restart in progress.
 pub(super) struct Reload {
@@ -63,7 +63,7 @@ impl Supervisor {
             let message = "a reload is in progress; this one starts when it ends";
             self.logger.info(message);
             if let Some(progress) = &progress {
-                let _ = progress.send(Reply::Progress {
+                let _ = progress.send(Update::Progress {
                     message: message.into(),
                 });
             }
@@ -94,7 +94,7 @@ impl Supervisor {
                     let message = format!("reload refused, nothing changed: {error}");
                     self.logger.error(&message);
                     for progress in listeners {
-                        let _ = progress.send(Reply::Result {
+                        let _ = progress.send(Update::Done {
                             ok: false,
                             message: message.clone(),
                         });
@@ -299,7 +299,7 @@ impl Supervisor {
     pub fn abort_reloads(&mut self, reason: &str) {
         if let Some(queued) = self.queued_reload.take() {
             for progress in queued.listeners {
-                let _ = progress.send(Reply::Result {
+                let _ = progress.send(Update::Done {
                     ok: false,
                     message: reason.to_string(),
                 });
@@ -356,7 +356,7 @@ impl Supervisor {
             self.logger.error(&message);
         }
         for progress in reload.listeners.drain(..) {
-            let _ = progress.send(Reply::Result {
+            let _ = progress.send(Update::Done {
                 ok,
                 message: message.clone(),
             });
@@ -504,7 +504,7 @@ impl Supervisor {
     fn tell(reload: &mut Reload, message: String) {
         reload.listeners.retain(|progress| {
             progress
-                .send(Reply::Progress {
+                .send(Update::Progress {
                     message: message.clone(),
                 })
                 .is_ok()

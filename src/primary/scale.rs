@@ -6,41 +6,40 @@
 //! primary never closes a slot's sockets, so no queued connection is ever reset; a later
 //! scale-up reuses them.
 
-use super::report::workers;
 use super::supervisor::{Phase, SlotHistory, StopReason, Supervisor};
 use crate::config::MAX_WORKERS;
-use crate::control::protocol::ScaleTarget;
+use crate::domain::{ScaleError, ScaleTarget, Scaled};
 
 impl Supervisor {
     /// Changes the worker count; says what it did (logged here), or why it did not (logged by
     /// the caller where no client hears it).
-    pub async fn scale(&mut self, target: ScaleTarget) -> Result<String, String> {
+    pub async fn scale(&mut self, target: ScaleTarget) -> Result<Scaled, ScaleError> {
         if self.phase == Phase::Stopping {
-            return Err("the cluster is stopping".into());
+            return Err(ScaleError::Stopping);
         }
         if self.reload.is_some() {
-            return Err("a reload is in progress; scale when it ends".into());
+            return Err(ScaleError::Reloading);
         }
         let from = self.config.workers;
         let to = target.resolve(from)?;
         if to > MAX_WORKERS {
-            return Err(format!("at most {MAX_WORKERS} workers are supported"));
+            return Err(ScaleError::TooMany { max: MAX_WORKERS });
         }
         if to == from {
-            let message = format!("already at {}", workers(from));
-            self.logger.info(&message);
-            return Ok(message);
+            let scaled = Scaled::Already { workers: from };
+            self.logger.info(scaled.to_string());
+            return Ok(scaled);
         }
         if to > from {
-            self.listeners
-                .ensure_slots(to)
-                .map_err(|error| error.to_string())?;
+            self.listeners.ensure_slots(to)?;
         }
-        Ok(self.scale_to(to).await)
+        let scaled = self.scale_to(to).await;
+        self.logger.info(scaled.to_string());
+        Ok(scaled)
     }
 
     /// Moves from the current worker count to `to` (already checked).
-    async fn scale_to(&mut self, to: usize) -> String {
+    async fn scale_to(&mut self, to: usize) -> Scaled {
         let from = self.config.workers;
         self.config.workers = to;
         if to > from {
@@ -52,9 +51,7 @@ impl Supervisor {
                 }
                 self.start_worker(slot).await;
             }
-            let message = format!("scaled {from} → {to}: started {}", slot_list(from + 1, to));
-            self.logger.info(&message);
-            return message;
+            return Scaled::Up { from, to };
         }
         let leaving: Vec<u64> = self
             .workers
@@ -65,17 +62,6 @@ impl Supervisor {
         for uid in leaving {
             self.retire_worker(uid, StopReason::ScaleDown);
         }
-        let message = format!("scaled {from} → {to}: draining {}", slot_list(to + 1, from));
-        self.logger.info(&message);
-        message
-    }
-}
-
-/// `slot 3`, `slots 3 and 4`, `slots 3 to 6`.
-fn slot_list(first: usize, last: usize) -> String {
-    match last - first {
-        0 => format!("slot {first}"),
-        1 => format!("slots {first} and {last}"),
-        _ => format!("slots {first} to {last}"),
+        Scaled::Down { from, to }
     }
 }

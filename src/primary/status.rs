@@ -1,22 +1,24 @@
 //! The snapshot `herdsman status` shows: the cluster line and one row per worker or empty slot,
 //! with CPU and memory read from `/proc`.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::process::WorkerState;
-use super::restart::ExitReason;
 use super::supervisor::{Phase, StopReason, Supervisor};
-use crate::control::protocol::{ClusterStatus, LastExitStatus, SlotStatus, StateStatus};
+use crate::domain::{
+    ClusterPhase, ClusterStatus, LastExit, Occupant, SlotStatus, StateStatus, WorkerPhase,
+    WorkerStatus,
+};
 
 impl Supervisor {
     pub fn status(&mut self) -> ClusterStatus {
-        let state = match self.phase {
-            Phase::Stopping => "stopping",
-            _ if self.reload.is_some() => "reloading",
-            Phase::Starting => "starting",
-            Phase::Running => "running",
+        let phase = match self.phase {
+            Phase::Stopping => ClusterPhase::Stopping,
+            _ if self.reload.is_some() => ClusterPhase::Reloading,
+            Phase::Starting => ClusterPhase::Starting,
+            Phase::Running => ClusterPhase::Running,
         };
         let last_slot = self
             .workers
@@ -27,24 +29,11 @@ impl Supervisor {
         let mut rows = Vec::new();
         for slot in 1..=self.config.workers.max(last_slot) {
             let history = &self.slots[slot - 1];
-            let last_exit = history.last_exit.as_ref().map(|exit| LastExitStatus {
+            let last_exit = history.last_exit.as_ref().map(|exit| LastExit {
                 pid: exit.pid,
-                reason: match exit.stop_reason {
-                    Some(StopReason::NotAccepting) => format!("not accepting; {}", exit.reason),
-                    _ => exit.reason.to_string(),
-                },
-                code: match exit.reason {
-                    ExitReason::Code(code) => Some(code),
-                    _ => None,
-                },
-                signal: match exit.reason {
-                    ExitReason::Signal(number) => Some(
-                        nix::sys::signal::Signal::try_from(number)
-                            .map_or(number.to_string(), |signal| signal.as_str().to_string()),
-                    ),
-                    _ => None,
-                },
-                at: rfc3339(exit.at),
+                reason: exit.reason,
+                not_accepting: exit.stop_reason == Some(StopReason::NotAccepting),
+                at: exit.at,
             });
             let (restarts, errored) = (history.restarts, history.errored);
             let mut any = false;
@@ -69,38 +58,36 @@ impl Supervisor {
                 }
                 rows.push(SlotStatus {
                     slot,
-                    pid: Some(worker.pid),
-                    generation: Some(worker.generation),
-                    state: match worker.state {
-                        WorkerState::Starting => "starting",
-                        WorkerState::Ready if worker.leaving_since.is_some() => "draining",
-                        WorkerState::Ready => "ready",
-                        WorkerState::Draining
-                            if worker.stop_reason == Some(StopReason::NotAccepting) =>
-                        {
-                            "not accepting"
-                        }
-                        WorkerState::Draining => "draining",
-                    }
-                    .into(),
-                    uptime_ms: Some(worker.uptime().as_millis() as u64),
+                    occupant: Occupant::Worker(WorkerStatus {
+                        pid: worker.pid,
+                        generation: worker.generation,
+                        phase: match worker.state {
+                            WorkerState::Starting => WorkerPhase::Starting,
+                            WorkerState::Ready if worker.leaving_since.is_some() => {
+                                WorkerPhase::Retiring
+                            }
+                            WorkerState::Ready => WorkerPhase::Ready,
+                            WorkerState::Draining => WorkerPhase::Draining,
+                        },
+                        not_accepting: worker.stop_reason == Some(StopReason::NotAccepting),
+                        uptime: worker.uptime(),
+                        cpu_percent,
+                        rss_bytes: usage.map(|usage| usage.rss_bytes),
+                    }),
                     restarts,
                     last_exit: last_exit.clone(),
-                    cpu_percent,
-                    rss_bytes: usage.map(|usage| usage.rss_bytes),
                 });
             }
             if !any && slot <= self.config.workers {
                 rows.push(SlotStatus {
                     slot,
-                    pid: None,
-                    generation: None,
-                    state: if errored { "errored" } else { "backoff" }.into(),
-                    uptime_ms: None,
+                    occupant: if errored {
+                        Occupant::Errored
+                    } else {
+                        Occupant::Backoff
+                    },
                     restarts,
                     last_exit,
-                    cpu_percent: None,
-                    rss_bytes: None,
                 });
             }
         }
@@ -111,47 +98,27 @@ impl Supervisor {
             degraded,
             name: self.config.name.clone(),
             pid: std::process::id(),
-            address: self.listeners.local_addr().to_string(),
-            balance: self.config.balance.to_string(),
-            state: state.into(),
+            address: self.listeners.local_addr(),
+            balance: self.config.balance,
+            phase,
             workers: self.config.workers,
             generation: self.spec.generation,
             reloads: self.reloads,
-            uptime_ms: self.started_at.elapsed().as_millis() as u64,
-            command: self
-                .config
-                .command
-                .iter()
-                .map(|part| part.to_string_lossy().into_owned())
-                .collect(),
+            uptime: self.started_at.elapsed(),
+            command: self.config.command.clone(),
             slots: rows,
             foreign_listeners: self.foreign_status(),
-            shared_state: self.shared_state.url.as_ref().map(|url| {
-                let figures = self
+            shared_state: self.shared_state.url.as_ref().map(|url| StateStatus {
+                url: url.clone(),
+                tcp: self.shared_state.tcp,
+                embedded: self
                     .shared_state
                     .monitor
                     .as_ref()
-                    .map(|monitor| monitor.figures());
-                StateStatus {
-                    url: url.clone(),
-                    kind: if figures.is_some() {
-                        "embedded"
-                    } else {
-                        "external"
-                    }
-                    .into(),
-                    tcp: self.shared_state.tcp.map(|address| address.to_string()),
-                    keys: figures.map(|figures| figures.keys),
-                    used_memory: figures.map(|figures| figures.used_memory),
-                    clients: figures.map(|figures| figures.clients),
-                }
+                    .map(|monitor| monitor.figures()),
             }),
         }
     }
-}
-
-pub fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_millis(time).to_string()
 }
 
 /// CPU time used and resident memory of one process.

@@ -19,9 +19,9 @@ use super::restart::{ExitReason, RestartPolicy};
 use super::spawn::Spawner;
 use super::{ConfigReader, Event, Intent, RunError, WorkerAction};
 use crate::balance::{Listeners, Side};
-use crate::cluster::ClusterEvent;
 use crate::config::{Config, ReadyMode};
-use crate::control::protocol::{Reply, ScaleTarget};
+use crate::domain::ClusterEvent;
+use crate::domain::{ScaleTarget, Update};
 use crate::runtime_dir::PrimaryDir;
 
 pub use super::process::StopReason;
@@ -228,7 +228,7 @@ impl Supervisor {
             if self.reload.is_none() && self.phase != Phase::Stopping {
                 if let Some(count) = self.pending_scale.take() {
                     if let Err(refused) = self.scale(ScaleTarget::To(count)).await {
-                        self.logger.warn(refused);
+                        self.logger.warn(refused.to_string());
                     }
                 }
                 if let Some(queued) = self.queued_reload.take() {
@@ -532,7 +532,7 @@ impl Supervisor {
                     // A signal's or the library's scale: what it did is logged already.
                     None => {
                         if let Err(refused) = result {
-                            self.logger.warn(refused);
+                            self.logger.warn(refused.to_string());
                         }
                     }
                 }
@@ -644,7 +644,7 @@ impl Supervisor {
 /// Sends `message` as a final result to a client waiting for one.
 pub(super) fn send_result(progress: &Option<super::Progress>, ok: bool, message: &str) {
     if let Some(progress) = progress {
-        let _ = progress.send(Reply::Result {
+        let _ = progress.send(Update::Done {
             ok,
             message: message.to_string(),
         });
