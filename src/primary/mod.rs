@@ -57,7 +57,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::balance::{BindError, Listeners};
 use crate::config::Config;
-use crate::control::server::{ControlError, ControlSocket};
+use crate::control::socket::{ControlError, ControlSocket};
 use crate::domain::{ClusterEvent, ClusterStatus, ScaleError, ScaleTarget, Scaled, Update};
 use crate::runtime_dir::PrimaryDir;
 use crate::state::{StateError, StateMode, StateStore};

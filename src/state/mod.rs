@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //! - `mod.rs` (this file): [`StateStore`], started by the primary, and its options.
-//! - `server`: the store's own thread and runtime: listeners, clients, the expiry timer.
+//! - `event_loop`: the store's own thread and runtime: listeners, clients, the expiry timer.
 //! - `connection`: one client: read, run, reply; deliver published messages.
 //! - `request`: requests off the wire (RESP arrays and inline commands), with Redis's limits.
 //! - `reply`: replies onto the wire (through redis-protocol's encoder).
@@ -27,12 +27,12 @@ mod clients;
 mod commands;
 mod connection;
 mod db;
+mod event_loop;
 pub(crate) mod fuzzing;
 mod glob;
 mod number;
 mod reply;
 mod request;
-mod server;
 mod stats;
 mod store;
 mod zset;
@@ -124,7 +124,7 @@ pub struct StoreFigures {
 
 /// A handle on the running store's figures, for the supervisor's status.
 #[derive(Debug, Clone)]
-pub struct StoreMonitor(Arc<server::Stats>);
+pub struct StoreMonitor(Arc<event_loop::Stats>);
 
 impl StoreMonitor {
     pub fn figures(&self) -> StoreFigures {
@@ -142,7 +142,7 @@ pub struct StateStore {
     socket: PathBuf,
     tcp: Option<SocketAddr>,
     recovered: Recovered,
-    stats: Arc<server::Stats>,
+    stats: Arc<event_loop::Stats>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<thread::JoinHandle<io::Result<()>>>,
 }
@@ -186,7 +186,7 @@ impl StateStore {
             }),
             max_clients: options.max_clients.unwrap_or(DEFAULT_MAX_CLIENTS),
         };
-        let stats = Arc::new(server::Stats::default());
+        let stats = Arc::new(event_loop::Stats::default());
         let (stop, stopped) = oneshot::channel();
         let (started, start_result) = mpsc::channel();
         let file = options.file.clone();
@@ -214,8 +214,8 @@ impl StateStore {
                 } else {
                     let _ = started.send(Ok(Recovered::default()));
                 }
-                let listening = server::Listening { unix, tcp };
-                server::run(store, listening, limits, thread_stats, stopped)
+                let listening = event_loop::Listening { unix, tcp };
+                event_loop::run(store, listening, limits, thread_stats, stopped)
             })
             .map_err(StateError::Thread)?;
         let recovered = match start_result.recv() {

@@ -4,8 +4,9 @@
 //! `bits` (bitmaps), `keys`, `keyspace` (RENAME, COPY, MOVE, SWAPDB, OBJECT, MEMORY), `hashes`,
 //! `lists`, `list_moves` (LINSERT, LPOS, LMOVE, LMPOP…), `blocking` (BLPOP, BZPOPMIN, …), `sets`,
 //! `set_algebra`, `zsets` (sorted sets), `zset_ranges` (ZRANGE and the range removals),
-//! `zset_algebra` (ZUNION, ZINTER, ZDIFF), `pubsub`, `server` (connection), `client`, `info`
-//! (INFO, CONFIG), `transaction` (MULTI, EXEC, WATCH), `script` (EVAL, SCRIPT, FUNCTION: Lua).
+//! `zset_algebra` (ZUNION, ZINTER, ZDIFF), `pubsub`, `management` (PING, HELLO, SELECT, FLUSHDB:
+//! connection and server management), `client`, `info` (INFO, CONFIG), `transaction` (MULTI,
+//! EXEC, WATCH), `script` (EVAL, SCRIPT, FUNCTION: Lua).
 
 mod bits;
 mod blocking;
@@ -16,10 +17,10 @@ mod keys;
 mod keyspace;
 mod list_moves;
 mod lists;
+mod management;
 mod pubsub;
 mod ranges;
 mod script;
-mod server;
 mod set_algebra;
 mod sets;
 mod strings;
