@@ -47,6 +47,7 @@ use std::thread;
 
 use tokio::sync::oneshot;
 
+pub use append_only::StateFileError;
 pub use request::split_args;
 
 /// Where workers' shared state lives.
@@ -98,7 +99,7 @@ pub enum StateError {
         source: io::Error,
     },
     #[error("state file: {0}")]
-    File(String),
+    File(#[from] append_only::StateFileError),
     #[error("cannot start the state store: {0}")]
     Thread(#[source] io::Error),
 }
