@@ -371,8 +371,10 @@ impl Cluster {
     }
 
     /// Runs the cluster: in the primary until it is stopped (SIGTERM, Ctrl-C, `herdsman stop`),
-    /// in a worker until `worker` returns. The exit code follows the CLI's (README, "Exit
-    /// codes"); a worker whose closure fails exits 1 after printing the error.
+    /// in a worker until `worker` returns. This is the library's one wrapper that prints and
+    /// picks exit codes: the primary's failure ([`ClusterError`]) is printed as `herdsman:
+    /// error: …` with the CLI's exit code ([`crate::exit`]; README, "Exit codes"); a worker whose
+    /// closure fails exits 1 after printing the error.
     pub fn run<F, Fut>(self, worker: F) -> ExitCode
     where
         F: FnOnce(Worker) -> Fut,
@@ -385,35 +387,27 @@ impl Cluster {
         }
         match role() {
             Role::Worker => run_worker(self.manual_ready, self.worker_threads, worker),
-            Role::Primary => self.run_primary(),
+            Role::Primary => crate::exit::exit_code(self.run_primary()),
         }
     }
 
-    fn run_primary(mut self) -> ExitCode {
-        let command: Vec<OsString> = match std::env::current_exe() {
-            Ok(exe) => std::iter::once(exe.into_os_string())
-                .chain(std::env::args_os().skip(1))
-                .collect(),
-            Err(error) => {
-                eprintln!("herdsman: error: cannot find this program's own path: {error}");
-                return ExitCode::from(primary::exit::FAILED);
-            }
-        };
+    fn run_primary(mut self) -> Result<(), ClusterError> {
+        let command: Vec<OsString> = std::iter::once(
+            std::env::current_exe()
+                .map_err(ClusterError::OwnPath)?
+                .into_os_string(),
+        )
+        .chain(std::env::args_os().skip(1))
+        .collect();
         let env_number = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
         let workers = match env_number("HERDSMAN_WORKERS").map(|text| text.parse()) {
             Some(Ok(count)) => count,
-            Some(Err(error)) => {
-                eprintln!("herdsman: error: $HERDSMAN_WORKERS: {error}");
-                return ExitCode::from(primary::exit::USAGE);
-            }
+            Some(Err(error)) => return Err(ClusterError::Workers(error)),
             None => self.workers.unwrap_or(WorkerCount::Max),
         };
         let port = match env_number("PORT").map(|text| text.parse::<u16>()) {
             Some(Ok(port)) => port,
-            Some(Err(_)) => {
-                eprintln!("herdsman: error: $PORT is not a port number");
-                return ExitCode::from(primary::exit::USAGE);
-            }
+            Some(Err(_)) => return Err(ClusterError::Port),
             None => self.port.unwrap_or(8000),
         };
         let host = env_number("HOST").unwrap_or_else(|| self.host.clone());
@@ -421,12 +415,7 @@ impl Cluster {
             None => self.balance,
             Some("shared") => Balance::Shared,
             Some("reuseport") => Balance::Reuseport,
-            Some(other) => {
-                eprintln!(
-                    "herdsman: error: $HERDSMAN_BALANCE is `{other}`; use `shared` or `reuseport`"
-                );
-                return ExitCode::from(primary::exit::USAGE);
-            }
+            Some(other) => return Err(ClusterError::Balance(other.to_string())),
         };
         let settings = RunSettings {
             command,
@@ -456,13 +445,10 @@ impl Cluster {
                 explain_ready_notify: false,
                 ..config
             },
-            Err(error) => {
-                eprintln!("herdsman: error: {error}");
-                return ExitCode::from(primary::exit::USAGE);
-            }
+            Err(error) => return Err(ClusterError::Config(error)),
         };
         let (mut handler, task) = (self.on_event.take(), self.primary_task.take());
-        primary::run_to_exit(config, None, |intents| {
+        primary::run_blocking(config, None, |intents| {
             if handler.is_none() && task.is_none() {
                 return None;
             }
@@ -487,7 +473,38 @@ impl Cluster {
                 }
             });
             Some(observer)
-        })
+        })?;
+        Ok(())
+    }
+}
+
+/// Why [`Cluster::run`] could not run the primary (printed there, with its exit code).
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot find this program's own path: {0}")]
+    OwnPath(#[source] std::io::Error),
+    #[error("$HERDSMAN_WORKERS: {0}")]
+    Workers(String),
+    #[error("$PORT is not a port number")]
+    Port,
+    #[error("$HERDSMAN_BALANCE is `{0}`; use `shared` or `reuseport`")]
+    Balance(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Run(#[from] primary::RunError),
+}
+
+impl crate::exit::Failure for ClusterError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            ClusterError::OwnPath(_) => crate::exit::FAILED,
+            ClusterError::Workers(_)
+            | ClusterError::Port
+            | ClusterError::Balance(_)
+            | ClusterError::Config(_) => crate::exit::USAGE,
+            ClusterError::Run(error) => error.exit_code(),
+        }
     }
 }
 

@@ -19,6 +19,7 @@
 //!   accepted.
 //! - [`shim`]: the exec step between fork and the worker command (socket activation variables),
 //!   and the worker's keeper, which makes sure nothing the worker starts outlives the primary.
+//! - [`exit`]: the exit codes, and the one place a failure is printed and becomes one.
 //! - `runtime_dir`: the per-user private directory for the primary's sockets.
 //! - `sys`: the few raw syscalls, the only place with `unsafe`.
 //! - `fuzzing` (hidden): what the fuzz targets in `fuzz/` run, and its bounded proptest pass.
@@ -30,6 +31,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod domain;
+pub mod exit;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ipc;

@@ -59,6 +59,7 @@ use crate::balance::{BindError, Listeners};
 use crate::config::Config;
 use crate::control::socket::{ControlError, ControlSocket};
 use crate::domain::{ClusterEvent, ClusterStatus, ScaleError, ScaleTarget, Scaled, Update};
+use crate::exit;
 use crate::runtime_dir::PrimaryDir;
 use crate::state::{StateError, StateMode, StateStore};
 pub use ipc::{Delivered, INBOX_BYTES};
@@ -199,23 +200,10 @@ pub enum RunError {
     StartupFailed(String),
     #[error("cannot set up the primary: {0}")]
     Setup(#[source] io::Error),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] io::Error),
     #[error(transparent)]
     State(#[from] StateError),
-}
-
-/// The exit codes of `herdsman` and of programs built on [`crate::Cluster`] (README, "Exit
-/// codes").
-pub mod exit {
-    /// A runtime failure: the primary could not keep running; or a requested operation failed.
-    pub const FAILED: u8 = 1;
-    /// A usage or configuration error (clap uses 2 for usage errors too).
-    pub const USAGE: u8 = 2;
-    /// Start-up failed: the listening address (or the cluster's name) is taken or unusable.
-    pub const BIND: u8 = 3;
-    /// Start-up failed: no worker became ready.
-    pub const NO_WORKER_READY: u8 = 4;
-    /// No such cluster is running, or its control socket cannot be reached.
-    pub const NOT_RUNNING: u8 = 5;
 }
 
 impl RunError {
@@ -225,11 +213,17 @@ impl RunError {
             RunError::Bind(_) | RunError::Control(ControlError::NameTaken { .. }) => exit::BIND,
             RunError::Control(ControlError::Io { .. }) => exit::FAILED,
             RunError::StartupFailed(_) => exit::NO_WORKER_READY,
-            RunError::Setup(_) => exit::FAILED,
+            RunError::Setup(_) | RunError::Runtime(_) => exit::FAILED,
             RunError::State(StateError::Listen { .. }) => exit::BIND,
             RunError::State(StateError::File(_)) => exit::USAGE,
             RunError::State(StateError::Thread(_)) => exit::FAILED,
         }
+    }
+}
+
+impl exit::Failure for RunError {
+    fn exit_code(&self) -> u8 {
+        RunError::exit_code(self)
     }
 }
 
@@ -322,53 +316,25 @@ fn describe_store(store: &StateStore, file: Option<&std::path::Path>) -> String 
 }
 
 /// Runs the primary to the end on a single-threaded runtime of its own, with the operating
-/// system's signals mapped to intents; prints why it failed, and returns the exit code. Both
-/// `herdsman run` and [`crate::Cluster::run`] end here. `observe`, given the intents sender
-/// (inside the runtime), may return where lifecycle events should go.
-pub fn run_to_exit(
+/// system's signals mapped to intents. Both `herdsman run` and [`crate::Cluster::run`] end
+/// here (and print the failure with [`crate::exit::exit_code`]). `observe`, given the intents
+/// sender (inside the runtime), may return where lifecycle events should go.
+pub fn run_blocking(
     config: Config,
     reread: Option<ConfigReader>,
     observe: impl FnOnce(&mpsc::UnboundedSender<Intent>) -> Option<mpsc::UnboundedSender<ClusterEvent>>,
-) -> std::process::ExitCode {
+) -> Result<(), RunError> {
     // One thread is plenty: the primary never touches the data path in these balance modes.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("herdsman: error: cannot start the async runtime: {error}");
-            return std::process::ExitCode::from(exit::FAILED);
-        }
-    };
-    let result = runtime.block_on(async {
+        .map_err(RunError::Runtime)?;
+    runtime.block_on(async {
         let (intents, intents_rx) = mpsc::unbounded_channel();
         let _signals = forward_signals(intents.clone()).map_err(RunError::Setup)?;
         let observer = observe(&intents);
         run_observed(config, intents_rx, intents, reread, observer).await
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("herdsman: error: {}", error_chain(&error));
-            std::process::ExitCode::from(error.exit_code())
-        }
-    }
-}
-
-/// The error and its causes, `: `-separated, skipping causes its message already includes.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    })
 }
 
 /// Runs the cluster described by `config` until a stop intent arrives and every worker has
