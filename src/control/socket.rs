@@ -190,7 +190,7 @@ async fn refuse_busy(stream: UnixStream) {
         "busy: {MAX_CONNECTIONS} control connections are open, the most the primary serves at \
          once (`herdsman logs -f` holds one each); close some and try again"
     );
-    Client {
+    Replies {
         writer: &mut writer,
     }
     .finish(false, message)
@@ -259,7 +259,7 @@ async fn handle(
     intents: mpsc::UnboundedSender<Intent>,
     hub: Arc<LogHub>,
 ) {
-    let mut client = Client { writer };
+    let mut client = Replies { writer };
     // The request is read before anything is answered, even a refusal: closing a socket with
     // unread data resets the connection, and the reset could destroy the answer on its way.
     let incoming = read_request(reader).await;
@@ -451,12 +451,12 @@ async fn handle(
     }
 }
 
-/// Writes reply lines to one client.
-struct Client<'a> {
+/// Writes reply lines to one client (`control::client` is the CLI's end).
+struct Replies<'a> {
     writer: &'a mut tokio::net::unix::OwnedWriteHalf,
 }
 
-impl Client<'_> {
+impl Replies<'_> {
     /// Sends one reply line; `false` when the client has gone.
     async fn send(&mut self, reply: &Reply) -> bool {
         let mut line = serde_json::to_string(reply).unwrap_or_default();

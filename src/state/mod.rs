@@ -125,7 +125,7 @@ pub struct StoreFigures {
 
 /// A handle on the running store's figures, for the supervisor's status.
 #[derive(Debug, Clone)]
-pub struct StoreMonitor(Arc<event_loop::Stats>);
+pub struct StoreMonitor(Arc<event_loop::LiveFigures>);
 
 impl StoreMonitor {
     pub fn figures(&self) -> StoreFigures {
@@ -143,7 +143,7 @@ pub struct StateStore {
     socket: PathBuf,
     tcp: Option<SocketAddr>,
     recovered: Recovered,
-    stats: Arc<event_loop::Stats>,
+    figures: Arc<event_loop::LiveFigures>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<thread::JoinHandle<io::Result<()>>>,
 }
@@ -187,11 +187,11 @@ impl StateStore {
             }),
             max_clients: options.max_clients.unwrap_or(DEFAULT_MAX_CLIENTS),
         };
-        let stats = Arc::new(event_loop::Stats::default());
+        let figures = Arc::new(event_loop::LiveFigures::default());
         let (stop, stopped) = oneshot::channel();
         let (started, start_result) = mpsc::channel();
         let file = options.file.clone();
-        let thread_stats = stats.clone();
+        let thread_figures = figures.clone();
         let thread = thread::Builder::new()
             .name("herdsman-state".into())
             .spawn(move || {
@@ -216,7 +216,7 @@ impl StateStore {
                     let _ = started.send(Ok(Recovered::default()));
                 }
                 let listening = event_loop::Listening { unix, tcp };
-                event_loop::run(store, listening, limits, thread_stats, stopped)
+                event_loop::run(store, listening, limits, thread_figures, stopped)
             })
             .map_err(StateError::Thread)?;
         let recovered = match start_result.recv() {
@@ -236,7 +236,7 @@ impl StateStore {
             socket: socket.to_path_buf(),
             tcp: tcp_address,
             recovered,
-            stats,
+            figures,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -261,7 +261,7 @@ impl StateStore {
     }
 
     pub fn monitor(&self) -> StoreMonitor {
-        StoreMonitor(self.stats.clone())
+        StoreMonitor(self.figures.clone())
     }
 
     /// Stops serving, writes what is pending to the file and syncs it.
