@@ -31,7 +31,7 @@ fn run(args: RunArgs) -> ExitCode {
     // `reload` reads herdsman.toml again, under the same flags.
     let reread: Option<ConfigReader> = flags.file().map(|_| {
         let flags = flags.clone();
-        Box::new(move || flags.load().map_err(|error| error.to_string())) as ConfigReader
+        Box::new(move || flags.load()) as ConfigReader
     });
     // Orphans among the cluster's processes come to the primary, which reaps them; `herdsman
     // run` starts no other child whose exit status it could steal.

@@ -187,7 +187,7 @@ impl std::fmt::Display for WorkerAction {
 }
 
 /// Reads the configuration again for `reload` (herdsman.toml plus the original flags).
-pub type ConfigReader = Box<dyn Fn() -> Result<Config, String> + Send>;
+pub type ConfigReader = Box<dyn Fn() -> Result<Config, crate::config::ConfigError> + Send>;
 
 /// Why the primary stopped other than on request.
 #[derive(Debug, thiserror::Error)]
