@@ -6,6 +6,8 @@
 //! # Layout
 //! - [`cluster`]: the library's [`Cluster`]: one Rust program as primary and workers, with
 //!   lifecycle events and messages (Node's cluster module).
+//! - [`domain`]: the types both faces share, below them: phases, [`ClusterEvent`], the typed
+//!   status, scale targets and outcomes, how a reload goes.
 //! - [`config`]: the validated [`Config`] of a cluster, and the parsers for its values.
 //! - [`primary`]: the supervisor: slots, the worker lifecycle, restarts, shutdown, signals.
 //! - [`balance`]: the listening sockets and how workers share them (`shared`, `reuseport`).
@@ -18,6 +20,7 @@
 //!   accepted.
 //! - [`shim`]: the exec step between fork and the worker command (socket activation variables),
 //!   and the worker's keeper, which makes sure nothing the worker starts outlives the primary.
+//! - [`exit`]: the exit codes, and the one place a failure is printed and becomes one.
 //! - `runtime_dir`: the per-user private directory for the primary's sockets.
 //! - `sys`: the few raw syscalls, the only place with `unsafe`.
 //! - `fuzzing` (hidden): what the fuzz targets in `fuzz/` run, and its bounded proptest pass.
@@ -29,6 +32,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod domain;
+pub mod exit;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ipc;

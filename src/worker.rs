@@ -61,7 +61,7 @@ struct Channel {
 
 /// Why [`Worker::state`] has no client to give.
 #[derive(Debug, thiserror::Error)]
-pub enum StateError {
+pub enum SharedStateError {
     #[error(
         "this worker has no shared state (herdsman runs with --state off, or the program was \
          started without herdsman and REDIS_URL is unset)"
@@ -218,15 +218,18 @@ impl Worker {
     /// A client for the shared state (herdsman's embedded store, or the Redis of `--state
     /// redis://…`), connected, reconnecting by itself if the connection drops. The code is the
     /// same whichever it is.
-    pub async fn state(&self) -> Result<redis::aio::ConnectionManager, StateError> {
-        let url = self.state_url.clone().ok_or(StateError::NotConfigured)?;
+    pub async fn state(&self) -> Result<redis::aio::ConnectionManager, SharedStateError> {
+        let url = self
+            .state_url
+            .clone()
+            .ok_or(SharedStateError::NotConfigured)?;
         let connect = async {
             let client = redis::Client::open(url.as_str())?;
             client.get_connection_manager().await
         };
         connect
             .await
-            .map_err(|source| StateError::Connect { url, source })
+            .map_err(|source| SharedStateError::Connect { url, source })
     }
 }
 

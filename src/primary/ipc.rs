@@ -56,7 +56,7 @@ impl Executor {
                             self.logger
                                 .info(format!("worker {slot} (pid {pid}) message: {shown}"));
                         }
-                        self.observe(crate::cluster::ClusterEvent::Message { slot, pid, data });
+                        self.observe(crate::domain::ClusterEvent::Message { slot, pid, data });
                     }
                     target => {
                         let delivered = self.send_message(&target, &data, Some(slot), Some(worker));
