@@ -30,6 +30,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
+use herdsman::domain::WorkerPhase;
 use herdsman::{Cluster, ClusterEvent, ClusterEvents, Primary, Worker};
 use serde_json::{json, Value};
 
@@ -124,10 +125,11 @@ async fn announce_generations(primary: Primary, mut events: ClusterEvents) {
             return;
         };
         let complete = status.slots.len() == status.workers
-            && status
-                .slots
-                .iter()
-                .all(|slot| slot.state == "ready" && slot.generation == Some(status.generation));
+            && status.slots.iter().all(|row| {
+                row.worker().is_some_and(|worker| {
+                    worker.phase == WorkerPhase::Ready && worker.generation == status.generation
+                })
+            });
         if complete && status.generation > announced {
             announced = status.generation;
             println!(

@@ -120,7 +120,7 @@ pub fn name_and_value(args: &[String]) -> (Option<&str>, &str) {
     }
 }
 
-pub fn parse_scale_target(text: &str) -> Result<ScaleTarget, String> {
+pub fn parse_scale_target(text: &str) -> Result<ScaleTarget, herdsman::domain::ScaleError> {
     text.parse()
 }
 

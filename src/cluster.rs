@@ -33,9 +33,9 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{Balance, Settings, WorkerCount};
-use crate::control::protocol::{ClusterStatus, ScaleTarget};
-use crate::domain::ClusterPhase;
+use crate::config::{Balance, EnvError, Settings, WorkerCount};
+pub use crate::domain::ClusterEvent;
+use crate::domain::{ClusterPhase, ClusterStatus, ScaleTarget};
 use crate::ipc::frame::Target;
 use crate::primary::{self, Intent, WorkerAction};
 use crate::state::StateMode;
@@ -55,71 +55,6 @@ pub fn role() -> Role {
         Role::Worker
     } else {
         Role::Primary
-    }
-}
-
-/// What happens to workers, named as in Node's cluster module, in this order for each worker:
-/// `Fork` → `Online` → `Listening` → (`Message`…) → `Disconnect` → `Exit`. A worker that dies
-/// unasked goes from any point straight to `Exit`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ClusterEvent {
-    /// The worker process was started.
-    Fork { slot: usize, pid: u32 },
-    /// The worker runs (it said it is ready).
-    Online { slot: usize, pid: u32 },
-    /// The worker serves the shared port and gets connections.
-    Listening { slot: usize, pid: u32 },
-    /// The worker sent the primary a message.
-    Message { slot: usize, pid: u32, data: Value },
-    /// The primary asked the worker to stop (shutdown, reload, scale down).
-    Disconnect { slot: usize, pid: u32 },
-    /// The worker exited: its exit code, or the signal that ended it.
-    Exit {
-        slot: usize,
-        pid: u32,
-        code: Option<i32>,
-        signal: Option<i32>,
-        /// Whether the primary had asked it to go (stop, reload, scale, disconnect, kill)
-        /// rather than it dying on its own (Node's `worker.exitedAfterDisconnect`).
-        exited_after_disconnect: bool,
-    },
-}
-
-impl ClusterEvent {
-    /// The slot of the worker the event is about.
-    pub fn slot(&self) -> usize {
-        match self {
-            ClusterEvent::Fork { slot, .. }
-            | ClusterEvent::Online { slot, .. }
-            | ClusterEvent::Listening { slot, .. }
-            | ClusterEvent::Message { slot, .. }
-            | ClusterEvent::Disconnect { slot, .. }
-            | ClusterEvent::Exit { slot, .. } => *slot,
-        }
-    }
-
-    /// The pid of the worker the event is about.
-    pub fn pid(&self) -> u32 {
-        match self {
-            ClusterEvent::Fork { pid, .. }
-            | ClusterEvent::Online { pid, .. }
-            | ClusterEvent::Listening { pid, .. }
-            | ClusterEvent::Message { pid, .. }
-            | ClusterEvent::Disconnect { pid, .. }
-            | ClusterEvent::Exit { pid, .. } => *pid,
-        }
-    }
-
-    /// Node's name for the event: `fork`, `online`, `listening`, `message`, `disconnect`, `exit`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            ClusterEvent::Fork { .. } => "fork",
-            ClusterEvent::Online { .. } => "online",
-            ClusterEvent::Listening { .. } => "listening",
-            ClusterEvent::Message { .. } => "message",
-            ClusterEvent::Disconnect { .. } => "disconnect",
-            ClusterEvent::Exit { .. } => "exit",
-        }
     }
 }
 
@@ -195,7 +130,7 @@ impl Primary {
     }
 
     /// The cluster's state, as `herdsman status` shows it: every slot with its worker's pid,
-    /// generation, state, uptime, restarts, CPU and memory.
+    /// generation, phase, uptime, restarts, CPU and memory; `None` once the primary has ended.
     pub async fn status(&self) -> Option<ClusterStatus> {
         let (reply, status) = oneshot::channel();
         self.intents.send(Intent::Status(reply)).ok()?;
@@ -210,11 +145,11 @@ impl Primary {
         status
             .slots
             .iter()
-            .filter_map(|slot| {
+            .filter_map(|row| {
                 Some(WorkerHandle {
                     primary: self.clone(),
-                    slot: slot.slot,
-                    pid: Some(slot.pid?),
+                    slot: row.slot,
+                    pid: Some(row.worker()?.pid),
                 })
             })
             .collect()
@@ -438,8 +373,10 @@ impl Cluster {
     }
 
     /// Runs the cluster: in the primary until it is stopped (SIGTERM, Ctrl-C, `herdsman stop`),
-    /// in a worker until `worker` returns. The exit code follows the CLI's (README, "Exit
-    /// codes"); a worker whose closure fails exits 1 after printing the error.
+    /// in a worker until `worker` returns. This is the library's one wrapper that prints and
+    /// picks exit codes: the primary's failure ([`ClusterError`]) is printed as `herdsman:
+    /// error: …` with the CLI's exit code ([`crate::exit`]; README, "Exit codes"); a worker whose
+    /// closure fails exits 1 after printing the error.
     pub fn run<F, Fut>(self, worker: F) -> ExitCode
     where
         F: FnOnce(Worker) -> Fut,
@@ -452,41 +389,30 @@ impl Cluster {
         }
         match role() {
             Role::Worker => run_worker(self.manual_ready, self.worker_threads, worker),
-            Role::Primary => self.run_primary(),
+            Role::Primary => crate::exit::exit_code(self.run_primary()),
         }
     }
 
-    fn run_primary(mut self) -> ExitCode {
-        let command: Vec<OsString> = match std::env::current_exe() {
-            Ok(exe) => std::iter::once(exe.into_os_string())
-                .chain(std::env::args_os().skip(1))
-                .collect(),
-            Err(error) => {
-                eprintln!("herdsman: error: cannot find this program's own path: {error}");
-                return ExitCode::from(primary::exit::FAILED);
-            }
-        };
-        let config = match self.settings(command, |name| std::env::var(name).ok()) {
-            Ok(settings) => settings.resolve().validate(),
-            Err(error) => {
-                eprintln!("herdsman: error: {error}");
-                return ExitCode::from(primary::exit::USAGE);
-            }
-        };
-        let config = match config {
+    fn run_primary(mut self) -> Result<(), ClusterError> {
+        let command: Vec<OsString> = std::iter::once(
+            std::env::current_exe()
+                .map_err(ClusterError::OwnPath)?
+                .into_os_string(),
+        )
+        .chain(std::env::args_os().skip(1))
+        .collect();
+        let settings = self.settings(command, |name| std::env::var(name).ok())?;
+        let config = match settings.resolve().validate() {
             // The library's workers are ready by its own signal (taking the listener, or
             // `worker.ready()`), not by `--ready notify`, which the CLI explains.
             Ok(config) => crate::config::Config {
                 explain_ready_notify: false,
                 ..config
             },
-            Err(error) => {
-                eprintln!("herdsman: error: {error}");
-                return ExitCode::from(primary::exit::USAGE);
-            }
+            Err(error) => return Err(ClusterError::Config(error)),
         };
         let (mut handler, task) = (self.on_event.take(), self.primary_task.take());
-        primary::run_to_exit(config, None, |link| {
+        primary::run_blocking(config, None, |link| {
             if handler.is_none() && task.is_none() {
                 return None;
             }
@@ -512,7 +438,36 @@ impl Cluster {
                 }
             });
             Some(observer)
-        })
+        })?;
+        Ok(())
+    }
+}
+
+/// Why [`Cluster::run`] could not run the primary (printed there, with its exit code).
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot find this program's own path: {0}")]
+    OwnPath(#[source] std::io::Error),
+    /// A `HERDSMAN_*` variable that does not hold a value of its setting.
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    #[error("$PORT is not a port number")]
+    Port,
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Run(#[from] primary::RunError),
+}
+
+impl crate::exit::Failure for ClusterError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            ClusterError::OwnPath(_) => crate::exit::FAILED,
+            ClusterError::Env(_) | ClusterError::Port | ClusterError::Config(_) => {
+                crate::exit::USAGE
+            }
+            ClusterError::Run(error) => error.exit_code(),
+        }
     }
 }
 

@@ -40,7 +40,7 @@ pub fn run(command: Command) -> ExitCode {
             let (name, target) = cli::name_and_value(&args);
             match cli::parse_scale_target(target) {
                 Ok(target) => scale(name, target, json),
-                Err(error) => Err(usage(error)),
+                Err(error) => Err(usage(error.to_string())),
             }
         }
         Command::Send { args, json } => {
@@ -270,7 +270,7 @@ fn scale(name: Option<&str>, target: ScaleTarget, json: bool) -> Result<ExitCode
     // Refused here as a usage error, like `scale 0`; the primary refuses it too.
     target
         .resolve(fetch_status(&name)?.workers)
-        .map_err(usage)?;
+        .map_err(|refused| usage(refused.to_string()))?;
     // The primary answers what it did at once, and the result once the new count serves (the
     // new slots ready, the removed ones stopped), a slot crash-loops, or it gave up waiting.
     let result = client::request(&name, &Request::Scale { to: target }, |reply| {

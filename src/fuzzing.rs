@@ -9,7 +9,8 @@
 use serde_json::Value;
 
 use crate::control::protocol::Request;
-use crate::ipc::frame::{self, Decoder, FrameError};
+use crate::ipc::frame::{self, Dialect, FromWorker, ToWorker};
+use crate::ipc::line::{Decoder, FrameError};
 
 /// The store: `data[0]` picks the size of the reads the rest arrives in.
 pub fn store_requests(data: &[u8]) {
@@ -39,12 +40,18 @@ pub fn store_requests(data: &[u8]) {
     }
 }
 
-/// IPC frames from a worker: `data[0]` picks the read size and the framing (Node's or ours).
+/// IPC frames: `data[0]` picks the read size and the dialect (Node's or ours); the rest is read
+/// as a worker's frames (as the primary does) and as the primary's (as a worker does). A frame
+/// read is the same once written back and read again.
 pub fn ipc_frames(data: &[u8]) {
     let Some((&mode, input)) = data.split_first() else {
         return;
     };
-    let node = mode & 1 == 1;
+    let dialect = if mode & 1 == 1 {
+        Dialect::Node
+    } else {
+        Dialect::Herdsman
+    };
     let chunk = usize::from(mode >> 1) + 1;
     // A small frame limit, so that inputs reach it.
     let max_frame = 256;
@@ -62,9 +69,31 @@ pub fn ipc_frames(data: &[u8]) {
         for value in values.drain(..) {
             let shown = frame::shorten(&value);
             assert!(shown.chars().count() <= 201, "shortened to {shown}");
-            let _ = frame::from_worker(value, node);
+            if let Ok(frame) = FromWorker::decode(value.clone(), dialect) {
+                // Node's bookkeeping is never written; nor, in Node's dialect, a `to`.
+                if let Ok(line) = frame.encode(dialect) {
+                    let again = reread(&line, |value| FromWorker::decode(value, dialect));
+                    assert_eq!(again, frame, "{}", line.escape_ascii());
+                }
+            }
+            if let Ok(frame) = ToWorker::decode(value, dialect) {
+                let line = frame.encode(dialect);
+                let again = reread(&line, |value| ToWorker::decode(value, dialect));
+                assert_eq!(again, frame, "{}", line.escape_ascii());
+            }
         }
     }
+}
+
+/// The one frame `line` holds, read back; it must be a line of one value that decodes.
+fn reread<F>(line: &[u8], decode: impl FnOnce(Value) -> Result<F, FrameError>) -> F {
+    let mut values = Vec::new();
+    Decoder::default()
+        .feed(line, &mut values)
+        .unwrap_or_else(|error| panic!("{} does not read back: {error}", line.escape_ascii()));
+    assert_eq!(values.len(), 1, "{}", line.escape_ascii());
+    let value = values.pop().unwrap_or_default();
+    decode(value).unwrap_or_else(|error| panic!("{} does not decode: {error}", line.escape_ascii()))
 }
 
 /// A control request line: parsed, or refused; a request parsed is the same once written back

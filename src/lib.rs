@@ -6,12 +6,15 @@
 //! # Layout
 //! - [`cluster`]: the library's [`Cluster`]: one Rust program as primary and workers, with
 //!   lifecycle events and messages (Node's cluster module).
+//! - [`domain`]: the types both faces share, below them: phases, [`ClusterEvent`], the typed
+//!   status, scale targets and outcomes, how a reload goes.
 //! - [`config`]: the settings of a cluster, defined once (flags, herdsman.toml, `HERDSMAN_*`,
 //!   the [`Cluster`] builder and reload all come from one schema), and their validated
 //!   [`Config`].
 //! - [`primary`]: the supervisor: slots, the worker lifecycle, restarts, shutdown, signals.
 //! - [`balance`]: the listening sockets and how workers share them (`shared`, `reuseport`).
-//! - [`ipc`]: the channel between the primary and each worker: JSON lines over a socketpair.
+//! - [`ipc`]: the channel between the primary and each worker: JSON lines over a socketpair,
+//!   typed frames for both directions, and one channel implementation for both ends.
 //! - [`control`]: the control socket: protocol, the primary's server, the CLI's client
 //!   (feature `cli`).
 //! - [`state`]: the shared-state store, a Redis-protocol database embedded in the primary.
@@ -20,6 +23,7 @@
 //!   accepted.
 //! - [`shim`]: the exec step between fork and the worker command (socket activation variables),
 //!   and the worker's keeper, which makes sure nothing the worker starts outlives the primary.
+//! - [`exit`]: the exit codes, and the one place a failure is printed and becomes one.
 //! - `runtime_dir`: the per-user private directory for the primary's sockets.
 //! - `sys`: the few raw syscalls, the only place with `unsafe`.
 //! - `fuzzing` (hidden): what the fuzz targets in `fuzz/` run, and its bounded proptest pass.
@@ -37,6 +41,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod domain;
+pub mod exit;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ipc;

@@ -13,9 +13,7 @@ use herdsman::primary::{self, ConfigReader};
 
 use cli::{Cli, Command, RunArgs};
 
-use herdsman::primary::exit::{
-    FAILED as EXIT_FAILED, NOT_RUNNING as EXIT_NOT_RUNNING, USAGE as EXIT_USAGE,
-};
+use herdsman::exit::{FAILED as EXIT_FAILED, NOT_RUNNING as EXIT_NOT_RUNNING, USAGE as EXIT_USAGE};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -30,20 +28,17 @@ fn run(args: RunArgs) -> ExitCode {
     let flags = args.into_flags();
     let config = match flags.load() {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("herdsman: error: {error}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(error) => return herdsman::exit::report(&error, EXIT_USAGE),
     };
     // `reload` reads herdsman.toml again, under the same flags.
     let reread: Option<ConfigReader> = flags.file().map(|_| {
         let flags = flags.clone();
-        Box::new(move || flags.load().map_err(|error| error.to_string())) as ConfigReader
+        Box::new(move || flags.load()) as ConfigReader
     });
     // Orphans among the cluster's processes come to the primary, which reaps them; `herdsman
     // run` starts no other child whose exit status it could steal.
     if let Err(error) = primary::adopt_orphans() {
         eprintln!("herdsman: warning: cannot become a child subreaper: {error}");
     }
-    primary::run_to_exit(config, reread, |_| None)
+    herdsman::exit::exit_code(primary::run_blocking(config, reread, |_| None))
 }

@@ -102,16 +102,18 @@ pub fn exec(command: &[OsString]) -> i32 {
     }
 }
 
-fn inherited_fds() -> Result<Vec<RawFd>, String> {
+/// An item of [`SHIM_FDS_ENV`] that is not a file descriptor number.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not an fd number")]
+struct NotAnFd(String);
+
+fn inherited_fds() -> Result<Vec<RawFd>, NotAnFd> {
     let Some(list) = std::env::var_os(SHIM_FDS_ENV) else {
         return Ok(Vec::new());
     };
     let list = list.to_string_lossy().into_owned();
     list.split(',')
         .filter(|item| !item.is_empty())
-        .map(|item| {
-            item.parse::<RawFd>()
-                .map_err(|_| format!("`{item}` is not an fd number"))
-        })
+        .map(|item| item.parse::<RawFd>().map_err(|_| NotAnFd(item.to_string())))
         .collect()
 }

@@ -22,10 +22,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::ipc::frame::Decoder;
+use crate::ipc::channel::{Delivery, Received};
+use crate::ipc::{Dialect, FromWorker, Target, ToWorker, WorkerChannel};
 
 mod listener;
 
@@ -55,13 +55,13 @@ pub struct Message {
 
 #[derive(Debug)]
 struct Channel {
-    lines: mpsc::UnboundedSender<Vec<u8>>,
+    ipc: WorkerChannel,
     incoming: Mutex<Option<mpsc::UnboundedReceiver<Message>>>,
 }
 
 /// Why [`Worker::state`] has no client to give.
 #[derive(Debug, thiserror::Error)]
-pub enum StateError {
+pub enum SharedStateError {
     #[error(
         "this worker has no shared state (herdsman runs with --state off, or the program was \
          started without herdsman and REDIS_URL is unset)"
@@ -116,32 +116,32 @@ impl Worker {
         self.channel().is_some()
     }
 
-    fn send_frame(&self, frame: Value) -> bool {
+    fn send_frame(&self, frame: FromWorker) -> bool {
         let Some(channel) = self.channel() else {
             return false;
         };
-        let mut line = serde_json::to_vec(&frame).unwrap_or_default();
-        line.push(b'\n');
-        channel.lines.send(line).is_ok()
+        matches!(channel.ipc.send(&frame), Ok(Delivery::Queued { .. }))
+    }
+
+    fn send_message(&self, data: impl serde::Serialize, to: Target) -> bool {
+        let data = serde_json::to_value(data).unwrap_or(Value::Null);
+        self.send_frame(FromWorker::Message { data, to })
     }
 
     /// Sends `data` to the primary; false without a channel. Must be called inside a tokio
     /// runtime.
     pub fn send(&self, data: impl serde::Serialize) -> bool {
-        let data = serde_json::to_value(data).unwrap_or(Value::Null);
-        self.send_frame(serde_json::json!({ "type": "message", "data": data }))
+        self.send_message(data, Target::Primary)
     }
 
     /// Sends `data` to the worker in `slot`, through the primary.
     pub fn send_to(&self, slot: usize, data: impl serde::Serialize) -> bool {
-        let data = serde_json::to_value(data).unwrap_or(Value::Null);
-        self.send_frame(serde_json::json!({ "type": "message", "data": data, "to": slot }))
+        self.send_message(data, Target::Slot(slot))
     }
 
     /// Sends `data` to every other worker, through the primary.
     pub fn broadcast(&self, data: impl serde::Serialize) -> bool {
-        let data = serde_json::to_value(data).unwrap_or(Value::Null);
-        self.send_frame(serde_json::json!({ "type": "message", "data": data, "to": "all" }))
+        self.send_message(data, Target::All)
     }
 
     /// The messages sent to this worker, in order; `None` without a channel, or after the first
@@ -204,7 +204,7 @@ impl Worker {
     /// no-op without herdsman. With `--ready delay` herdsman also counts it ready after the
     /// delay; with `--ready notify` only this counts.
     pub fn ready(&self) -> io::Result<()> {
-        if self.send_frame(serde_json::json!({ "type": "ready" })) {
+        if self.send_frame(FromWorker::Ready) {
             return Ok(());
         }
         let Ok(path) = std::env::var("NOTIFY_SOCKET") else {
@@ -218,54 +218,38 @@ impl Worker {
     /// A client for the shared state (herdsman's embedded store, or the Redis of `--state
     /// redis://…`), connected, reconnecting by itself if the connection drops. The code is the
     /// same whichever it is.
-    pub async fn state(&self) -> Result<redis::aio::ConnectionManager, StateError> {
-        let url = self.state_url.clone().ok_or(StateError::NotConfigured)?;
+    pub async fn state(&self) -> Result<redis::aio::ConnectionManager, SharedStateError> {
+        let url = self
+            .state_url
+            .clone()
+            .ok_or(SharedStateError::NotConfigured)?;
         let connect = async {
             let client = redis::Client::open(url.as_str())?;
             client.get_connection_manager().await
         };
         connect
             .await
-            .map_err(|source| StateError::Connect { url, source })
+            .map_err(|source| SharedStateError::Connect { url, source })
     }
 }
 
+/// The channel at `HERDSMAN_IPC_FD` (herdsman's dialect: a worker under `--ipc node` is a Node
+/// program, with Node's own channel). A frame the primary sends that this worker does not
+/// know is passed over; a line that is not JSON, or too long, ends what the worker reads.
 fn open_channel() -> Option<Channel> {
     let stream = crate::sys::take_ipc_channel().ok()??;
-    stream.set_nonblocking(true).ok()?;
-    let (mut reader, mut writer) = tokio::net::UnixStream::from_std(stream).ok()?.into_split();
-    let (lines, mut queue) = mpsc::unbounded_channel::<Vec<u8>>();
     let (deliver, incoming) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(line) = queue.recv().await {
-            if writer.write_all(&line).await.is_err() {
-                break;
-            }
+    let (ipc, _reading) = WorkerChannel::open(stream, Dialect::Herdsman, move |received| {
+        if let Received::Frame(ToWorker::Message { data, from }) = received {
+            let _ = deliver.send(Message {
+                data: data.into_owned(),
+                from,
+            });
         }
-    });
-    tokio::spawn(async move {
-        let mut decoder = Decoder::default();
-        let mut buffer = vec![0u8; 64 * 1024];
-        let mut values = Vec::new();
-        while let Ok(read) = reader.read(&mut buffer).await {
-            if read == 0 || decoder.feed(&buffer[..read], &mut values).is_err() {
-                break;
-            }
-            for value in values.drain(..) {
-                if value.get("type").and_then(Value::as_str) != Some("message") {
-                    continue;
-                }
-                let from = value
-                    .get("from")
-                    .and_then(Value::as_u64)
-                    .map(|slot| slot as usize);
-                let data = value.get("data").cloned().unwrap_or(Value::Null);
-                let _ = deliver.send(Message { data, from });
-            }
-        }
-    });
+    })
+    .ok()?;
     Some(Channel {
-        lines,
+        ipc,
         incoming: Mutex::new(Some(incoming)),
     })
 }

@@ -156,7 +156,7 @@ fn herdsman_primaries() -> Vec<(u32, String)> {
                 .parse()
                 .ok()?;
             // A lock file outlives its primary; only a held lock names a running one.
-            crate::control::server::is_running(&name).then_some((pid, name))
+            crate::control::socket::is_running(&name).then_some((pid, name))
         })
         .collect()
 }

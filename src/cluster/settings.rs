@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use super::Cluster;
+use super::{Cluster, ClusterError};
 use crate::config::{ReadyMode, Settings};
 use crate::ipc::IpcMode;
 
@@ -16,7 +16,7 @@ impl Cluster {
         &self,
         command: Vec<OsString>,
         var: impl Fn(&str) -> Option<String>,
-    ) -> Result<Settings, String> {
+    ) -> Result<Settings, ClusterError> {
         let fixed = Settings {
             command: Some(command),
             ready: Some(ReadyMode::Notify),
@@ -32,7 +32,7 @@ impl Cluster {
         let app = Settings {
             port: match var("PORT").map(|text| text.parse::<u16>()) {
                 Some(Ok(port)) => Some(port),
-                Some(Err(_)) => return Err("$PORT is not a port number".into()),
+                Some(Err(_)) => return Err(ClusterError::Port),
                 None => None,
             },
             host: var("HOST"),
@@ -54,7 +54,10 @@ mod tests {
                 .find(|(key, _)| *key == name)
                 .map(|(_, value)| value.to_string())
         };
-        Ok(cluster.settings(vec!["exe".into()], var)?.resolve())
+        match cluster.settings(vec!["exe".into()], var) {
+            Ok(settings) => Ok(settings.resolve()),
+            Err(error) => Err(error.to_string()),
+        }
     }
 
     /// What a `Cluster` program always is; everything else is `herdsman run`'s default.
@@ -107,7 +110,7 @@ mod tests {
         );
         assert_eq!(
             resolved(&cluster, &[("HERDSMAN_BALANCE", "random")]),
-            Err("$HERDSMAN_BALANCE: use `shared` or `reuseport`, not `random`".into())
+            Err("$HERDSMAN_BALANCE: `random` is not `shared` or `reuseport`".into())
         );
         assert_eq!(
             resolved(&cluster, &[("PORT", "http")]),

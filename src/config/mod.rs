@@ -36,7 +36,7 @@ use nix::sys::signal::Signal;
 pub use file::{RunFlags, DEFAULT_FILE};
 use name::{name_from_command, valid_name};
 pub use reload::{reloaded, Reloaded};
-pub use schema::{OnReload, RunSettings, Setting, Settings, SETTINGS};
+pub use schema::{EnvError, OnReload, RunSettings, Setting, Settings, SETTINGS};
 pub use values::*;
 
 use crate::ipc::IpcMode;

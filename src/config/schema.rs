@@ -65,6 +65,14 @@ impl Setting {
     }
 }
 
+/// A `HERDSMAN_*` variable that does not hold a value of its setting.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("${variable}: {message}")]
+pub struct EnvError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
 /// `RunSettings`' type for a row: the row's own type when it has a default, else an `Option`.
 macro_rules! resolved_type {
     ($ty:ty) => { Option<$ty> };
@@ -182,14 +190,15 @@ macro_rules! settings {
             }
 
             /// The settings the `HERDSMAN_*` variables give (`var` reads one; empty is unset).
-            pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Settings, String> {
+            pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Settings, EnvError> {
                 #[allow(unused_mut)]
                 let mut settings = Settings::default();
                 $($(
                     if let Some(text) = var($env).filter(|text| !text.is_empty()) {
-                        settings.$field = Some(
-                            text.parse::<$ty>().map_err(|error| format!("${}: {error}", $env))?,
-                        );
+                        settings.$field = Some(text.parse::<$ty>().map_err(|error| EnvError {
+                            variable: $env,
+                            message: error.to_string(),
+                        })?);
                     }
                 )?)*
                 Ok(settings)

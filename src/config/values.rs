@@ -47,7 +47,7 @@ impl FromStr for Balance {
         [Balance::Shared, Balance::Reuseport]
             .into_iter()
             .find(|balance| balance.as_str() == text)
-            .ok_or_else(|| format!("use `shared` or `reuseport`, not `{text}`"))
+            .ok_or_else(|| format!("`{text}` is not `shared` or `reuseport`"))
     }
 }
 
@@ -360,7 +360,7 @@ mod tests {
         assert_eq!("reuseport".parse(), Ok(Balance::Reuseport));
         assert_eq!(
             "random".parse::<Balance>(),
-            Err("use `shared` or `reuseport`, not `random`".to_string())
+            Err("`random` is not `shared` or `reuseport`".to_string())
         );
     }
 }

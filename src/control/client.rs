@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use super::protocol::{Reply, Request};
-pub use super::server::is_running;
+pub use super::socket::is_running;
 use crate::runtime_dir;
 
 #[derive(Debug, thiserror::Error)]

@@ -2,10 +2,10 @@
 //! primary.
 //!
 //! - [`protocol`]: the JSON requests and replies, line by line.
-//! - [`server`]: the primary's end: the socket, its name lock and the peer check.
+//! - [`socket`]: the primary's end: the socket, its name lock and the peer check.
 //! - `client`: the CLI's end: finding a cluster and asking it (feature `cli`).
 
 #[cfg(feature = "cli")]
 pub mod client;
 pub mod protocol;
-pub mod server;
+pub mod socket;

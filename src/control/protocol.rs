@@ -4,8 +4,15 @@
 //! [`Reply`] lines until the connection closes: a single `result` for most requests; `progress`
 //! lines then a `result` for `reload` and `restart`; `log` lines for `logs`. Documented for
 //! scripts in `docs/control.md`.
+//!
+//! The status types here are the JSON's shape (strings, milliseconds); the typed values they are
+//! made of live in [`crate::domain`], and `mapping` turns one into the other, in one place.
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::domain::ScaleTarget;
+
+mod mapping;
 
 /// What a client asks of the primary.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,60 +53,6 @@ fn one() -> usize {
 
 fn default_lines() -> usize {
     200
-}
-
-/// `scale N`, `scale +K`, `scale -K`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ScaleTarget {
-    To(usize),
-    Add(usize),
-    Remove(usize),
-}
-
-impl ScaleTarget {
-    /// The worker count this asks for, starting from `current`; an error, saying what to do
-    /// instead, when that would leave no worker (as `scale 0` is refused).
-    pub fn resolve(self, current: usize) -> Result<usize, String> {
-        match self {
-            ScaleTarget::To(0) => Err(NO_WORKER_LEFT.into()),
-            ScaleTarget::To(count) => Ok(count),
-            ScaleTarget::Add(more) => Ok(current.saturating_add(more)),
-            ScaleTarget::Remove(fewer) if fewer >= current => Err(format!(
-                "`scale -{fewer}` would leave no worker (the cluster has {current}); {}",
-                match current {
-                    1 => "a cluster needs at least 1: use `herdsman stop` to stop it".to_string(),
-                    _ => format!(
-                        "a cluster needs at least 1: `scale -{}` leaves 1, `herdsman stop` stops it",
-                        current - 1
-                    ),
-                }
-            )),
-            ScaleTarget::Remove(fewer) => Ok(current - fewer),
-        }
-    }
-}
-
-const NO_WORKER_LEFT: &str = "a cluster needs at least 1 worker; use `herdsman stop` to stop it";
-
-impl std::str::FromStr for ScaleTarget {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let number = |digits: &str| {
-            digits.parse::<usize>().map_err(|_| {
-                format!("`{text}` is not a worker count; write N, +K or -K (e.g. 4, +1, -2)")
-            })
-        };
-        match text.as_bytes().first() {
-            Some(b'+') => Ok(ScaleTarget::Add(number(&text[1..])?)),
-            Some(b'-') => Ok(ScaleTarget::Remove(number(&text[1..])?)),
-            _ => match number(text)? {
-                0 => Err(NO_WORKER_LEFT.into()),
-                count => Ok(ScaleTarget::To(count)),
-            },
-        }
-    }
 }
 
 /// One line of an answer.
@@ -261,38 +214,5 @@ mod tests {
                 "{request}: {error}"
             );
         }
-    }
-
-    #[test]
-    fn scale_targets() {
-        assert_eq!("4".parse::<ScaleTarget>(), Ok(ScaleTarget::To(4)));
-        assert_eq!("+2".parse::<ScaleTarget>(), Ok(ScaleTarget::Add(2)));
-        assert_eq!("-1".parse::<ScaleTarget>(), Ok(ScaleTarget::Remove(1)));
-        assert!("0"
-            .parse::<ScaleTarget>()
-            .unwrap_err()
-            .contains("herdsman stop"));
-        assert!("x"
-            .parse::<ScaleTarget>()
-            .unwrap_err()
-            .contains("not a worker count"));
-        assert_eq!(
-            ScaleTarget::Remove(5).resolve(2),
-            Err(
-                "`scale -5` would leave no worker (the cluster has 2); a cluster needs at \
-                 least 1: `scale -1` leaves 1, `herdsman stop` stops it"
-                    .into()
-            )
-        );
-        assert_eq!(
-            ScaleTarget::Remove(1).resolve(1),
-            Err(
-                "`scale -1` would leave no worker (the cluster has 1); a cluster needs at \
-                 least 1: use `herdsman stop` to stop it"
-                    .into()
-            )
-        );
-        assert_eq!(ScaleTarget::Remove(2).resolve(3), Ok(1));
-        assert_eq!(ScaleTarget::Add(2).resolve(3), Ok(5));
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::lifecycle::{
-    self, Answer, Effect, Facts, Input, Machine, RequestId, Timer, WorkerId, WorkerOrder,
+    self, Effect, Facts, Input, Machine, RequestId, Timer, WorkerId, WorkerOrder,
 };
 use super::logs::{Level, Logger};
 use super::notify::{Notice, ServiceManager};
@@ -28,10 +28,9 @@ use super::spawn::Spawner;
 use super::timers::{Due, Timers};
 use super::{ConfigReader, Event, Intent, Progress, RunError, SharedState, WorkerAction};
 use crate::balance::Listeners;
-use crate::cluster::ClusterEvent;
 use crate::config::Config;
-use crate::control::protocol::Reply;
-use crate::domain::ClusterPhase;
+use crate::domain::ClusterEvent;
+use crate::domain::{ClusterPhase, Update};
 use crate::runtime_dir::PrimaryDir;
 
 pub(super) struct Executor {
@@ -57,7 +56,7 @@ pub(super) struct Executor {
     pub rescue: super::rescue::Rescue,
     /// Whether steering was refused once (said once, not on every change).
     steering_failed: bool,
-    phase: watch::Sender<ClusterPhase>,
+    pub(super) phase: watch::Sender<ClusterPhase>,
 }
 
 /// What the executor starts with, besides the configuration.
@@ -193,23 +192,17 @@ impl Executor {
             }
             Effect::AddSlots(count) => {
                 let added = self.listeners.ensure_slots(count);
-                Some(Input::SlotsAdded(added.map_err(|error| error.to_string())))
+                Some(Input::SlotsAdded(added))
             }
-            Effect::ReadConfig => {
-                let read = match &self.reread {
-                    Some(reread) => reread(),
-                    None => Err("the configuration cannot be read again".into()),
-                };
-                Some(Input::ConfigRead(read.map(Box::new)))
-            }
+            // Asked for only when there is a reader (`Facts::rereads`).
+            Effect::ReadConfig => self
+                .reread
+                .as_ref()
+                .map(|reread| Input::ConfigRead(reread().map(Box::new))),
             Effect::Reply { request, answer } => {
-                let reply = match answer {
-                    Answer::Progress(message) => Reply::Progress { message },
-                    Answer::Done { ok, message } => Reply::Result { ok, message },
-                };
-                let last = matches!(reply, Reply::Result { .. });
+                let last = matches!(answer, Update::Done { .. });
                 if let Some(progress) = self.requests.get(&request) {
-                    let _ = progress.send(reply);
+                    let _ = progress.send(answer);
                 }
                 if last {
                     self.requests.remove(&request);

@@ -3,11 +3,9 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::SystemTime;
-
 use tokio::sync::broadcast;
 
-use crate::control::protocol::LogLine;
+use crate::domain::LogEntry;
 
 /// How many recent lines the hub keeps, at most…
 const RING_LINES: usize = 5000;
@@ -18,41 +16,17 @@ const RING_BYTES: usize = 2 * 1024 * 1024;
 /// 16 KiB a line.
 pub const FOLLOW_QUEUE: usize = 1024;
 
-/// One line as the hub keeps it: nothing is formatted until someone reads it.
-#[derive(Clone, Debug)]
-pub struct Entry {
-    pub time: SystemTime,
-    /// The worker's slot; `None` for the primary's own messages.
-    pub slot: Option<usize>,
-    pub pid: u32,
-    /// `stdout`, `stderr` or `herdsman`.
-    pub stream: &'static str,
-    pub line: String,
-}
-
-impl Entry {
-    fn to_log_line(&self) -> LogLine {
-        LogLine {
-            time: humantime::format_rfc3339_millis(self.time).to_string(),
-            slot: self.slot,
-            pid: self.pid,
-            stream: self.stream.to_string(),
-            line: self.line.clone(),
-        }
-    }
-}
-
 /// Recent log lines, for `herdsman logs`, and the stream of new ones, for `herdsman logs -f`.
 /// Lines are numbered, so that a follower that read the recent lines can skip the new lines it
 /// has already seen.
 pub struct LogHub {
     ring: Mutex<Ring>,
-    follow: broadcast::Sender<(u64, LogLine)>,
+    follow: broadcast::Sender<(u64, LogEntry)>,
 }
 
 #[derive(Default)]
 struct Ring {
-    lines: VecDeque<(u64, Entry)>,
+    lines: VecDeque<(u64, LogEntry)>,
     bytes: usize,
     next: u64,
 }
@@ -72,8 +46,8 @@ impl LogHub {
     }
 
     /// Keeps `entry`, and hands it to the clients following, if any. On the path of every log
-    /// line: it formats nothing unless someone follows.
-    pub fn push(&self, entry: Entry) {
+    /// line: it copies nothing unless someone follows, and formats nothing.
+    pub fn push(&self, entry: LogEntry) {
         let mut ring = self
             .ring
             .lock()
@@ -83,7 +57,7 @@ impl LogHub {
         ring.bytes += entry.line.len();
         if self.follow.receiver_count() > 0 {
             // A follower that went away meanwhile is fine.
-            let _ = self.follow.send((number, entry.to_log_line()));
+            let _ = self.follow.send((number, entry.clone()));
         }
         ring.lines.push_back((number, entry));
         while ring.lines.len() > RING_LINES || ring.bytes > RING_BYTES {
@@ -96,19 +70,19 @@ impl LogHub {
 
     /// The last `count` lines (of `slot`'s workers only, when given), oldest first, and the
     /// number of the last line seen.
-    pub fn recent(&self, slot: Option<usize>, count: usize) -> (Vec<LogLine>, Option<u64>) {
+    pub fn recent(&self, slot: Option<usize>, count: usize) -> (Vec<LogEntry>, Option<u64>) {
         let ring = self
             .ring
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let last = ring.lines.back().map(|(number, _)| *number);
-        let mut lines: Vec<LogLine> = ring
+        let mut lines: Vec<LogEntry> = ring
             .lines
             .iter()
             .rev()
             .filter(|(_, entry)| slot.is_none() || entry.slot == slot)
             .take(count)
-            .map(|(_, entry)| entry.to_log_line())
+            .map(|(_, entry)| entry.clone())
             .collect();
         lines.reverse();
         (lines, last)
@@ -116,17 +90,19 @@ impl LogHub {
 
     /// New lines from now on, numbered. Subscribe before reading [`LogHub::recent`] so that no
     /// line falls between the two.
-    pub fn subscribe(&self) -> broadcast::Receiver<(u64, LogLine)> {
+    pub fn subscribe(&self) -> broadcast::Receiver<(u64, LogEntry)> {
         self.follow.subscribe()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
     use super::*;
 
-    fn line(slot: usize, text: &str) -> Entry {
-        Entry {
+    fn line(slot: usize, text: &str) -> LogEntry {
+        LogEntry {
             time: SystemTime::UNIX_EPOCH,
             slot: Some(slot),
             pid: 1,

@@ -22,8 +22,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::log_hub::{Entry, LogHub};
+use super::log_hub::LogHub;
 use crate::config::LogFormat;
+use crate::domain::LogEntry;
 
 /// A worker line longer than this is forwarded in pieces of this size.
 const MAX_LINE: usize = 16 * 1024;
@@ -78,9 +79,9 @@ enum Record {
 
 impl Record {
     /// The record as the hub keeps it, taking its line (it has been written already).
-    fn into_entry(self, primary_pid: u32) -> Entry {
+    fn into_entry(self, primary_pid: u32) -> LogEntry {
         match self {
-            Record::Primary { time, line, .. } => Entry {
+            Record::Primary { time, line, .. } => LogEntry {
                 time,
                 slot: None,
                 pid: primary_pid,
@@ -93,7 +94,7 @@ impl Record {
                 pid,
                 stream,
                 line,
-            } => Entry {
+            } => LogEntry {
                 time,
                 slot: Some(slot),
                 pid,

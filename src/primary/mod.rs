@@ -47,13 +47,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::balance::{BindError, Listeners};
 use crate::config::Config;
-use crate::control::protocol::{ClusterStatus, Reply, ScaleTarget};
-use crate::control::server::{ControlError, ControlSocket};
-use crate::domain::ClusterPhase;
+use crate::control::socket::{ControlError, ControlSocket};
+use crate::domain::{ClusterEvent, ClusterPhase, ClusterStatus, ScaleTarget, Update};
+use crate::exit;
 use crate::runtime_dir::PrimaryDir;
 use crate::state::{StateError, StateMode, StateStore};
 use executor::Executor;
-pub use ipc::{Delivered, INBOX_BYTES};
 use lifecycle::WorkerId;
 pub use log_hub::LogHub;
 use notify::Notice;
@@ -89,7 +88,7 @@ pub enum Event {
 }
 
 /// Where progress lines and the result of a long request go.
-pub type Progress = mpsc::UnboundedSender<Reply>;
+pub type Progress = mpsc::UnboundedSender<Update>;
 
 /// What the operator asks of the primary, by signal or on the control socket.
 #[derive(Debug)]
@@ -120,7 +119,7 @@ pub enum Intent {
     Send {
         to: crate::ipc::frame::Target,
         data: serde_json::Value,
-        reply: oneshot::Sender<ipc::Delivered>,
+        reply: oneshot::Sender<crate::ipc::channel::Delivered>,
     },
     /// Act on one worker: the one with `pid` in `slot`, or the slot's serving worker (the
     /// library's `WorkerHandle`).
@@ -153,13 +152,8 @@ impl std::fmt::Display for WorkerAction {
     }
 }
 
-/// The time now as RFC 3339 (UTC, milliseconds), as log lines carry it.
-pub fn now_rfc3339() -> String {
-    status::rfc3339(std::time::SystemTime::now())
-}
-
 /// Reads the configuration again for `reload` (herdsman.toml plus the original flags).
-pub type ConfigReader = Box<dyn Fn() -> Result<Config, String> + Send>;
+pub type ConfigReader = Box<dyn Fn() -> Result<Config, crate::config::ConfigError> + Send>;
 
 /// Why the primary stopped other than on request.
 #[derive(Debug, thiserror::Error)]
@@ -172,23 +166,10 @@ pub enum RunError {
     StartupFailed(String),
     #[error("cannot set up the primary: {0}")]
     Setup(#[source] io::Error),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] io::Error),
     #[error(transparent)]
     State(#[from] StateError),
-}
-
-/// The exit codes of `herdsman` and of programs built on [`crate::Cluster`] (README, "Exit
-/// codes").
-pub mod exit {
-    /// A runtime failure: the primary could not keep running; or a requested operation failed.
-    pub const FAILED: u8 = 1;
-    /// A usage or configuration error (clap uses 2 for usage errors too).
-    pub const USAGE: u8 = 2;
-    /// Start-up failed: the listening address (or the cluster's name) is taken or unusable.
-    pub const BIND: u8 = 3;
-    /// Start-up failed: no worker became ready.
-    pub const NO_WORKER_READY: u8 = 4;
-    /// No such cluster is running, or its control socket cannot be reached.
-    pub const NOT_RUNNING: u8 = 5;
 }
 
 impl RunError {
@@ -198,11 +179,17 @@ impl RunError {
             RunError::Bind(_) | RunError::Control(ControlError::NameTaken { .. }) => exit::BIND,
             RunError::Control(ControlError::Io { .. }) => exit::FAILED,
             RunError::StartupFailed(_) => exit::NO_WORKER_READY,
-            RunError::Setup(_) => exit::FAILED,
+            RunError::Setup(_) | RunError::Runtime(_) => exit::FAILED,
             RunError::State(StateError::Listen { .. }) => exit::BIND,
             RunError::State(StateError::File(_)) => exit::USAGE,
             RunError::State(StateError::Thread(_)) => exit::FAILED,
         }
+    }
+}
+
+impl exit::Failure for RunError {
+    fn exit_code(&self) -> u8 {
+        RunError::exit_code(self)
     }
 }
 
@@ -303,26 +290,20 @@ pub struct Link {
 }
 
 /// Runs the primary to the end on a single-threaded runtime of its own, with the operating
-/// system's signals mapped to intents; prints why it failed, and returns the exit code. Both
-/// `herdsman run` and [`crate::Cluster::run`] end here. `observe`, given the [`Link`] to the
-/// primary (inside the runtime), may return where lifecycle events should go.
-pub fn run_to_exit(
+/// system's signals mapped to intents. Both `herdsman run` and [`crate::Cluster::run`] end
+/// here (and print the failure with [`crate::exit::exit_code`]). `observe`, given the [`Link`]
+/// to the primary (inside the runtime), may return where lifecycle events should go.
+pub fn run_blocking(
     config: Config,
     reread: Option<ConfigReader>,
-    observe: impl FnOnce(Link) -> Option<mpsc::UnboundedSender<crate::cluster::ClusterEvent>>,
-) -> std::process::ExitCode {
+    observe: impl FnOnce(Link) -> Option<mpsc::UnboundedSender<ClusterEvent>>,
+) -> Result<(), RunError> {
     // One thread is plenty: the primary never touches the data path in these balance modes.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("herdsman: error: cannot start the async runtime: {error}");
-            return std::process::ExitCode::from(exit::FAILED);
-        }
-    };
-    let result = runtime.block_on(async {
+        .map_err(RunError::Runtime)?;
+    runtime.block_on(async {
         let (intents, intents_rx) = mpsc::unbounded_channel();
         let _signals = forward_signals(intents.clone()).map_err(RunError::Setup)?;
         let (phase, phase_rx) = watch::channel(ClusterPhase::Starting);
@@ -338,29 +319,7 @@ pub fn run_to_exit(
             phase,
         };
         run(config, wiring).await
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("herdsman: error: {}", error_chain(&error));
-            std::process::ExitCode::from(error.exit_code())
-        }
-    }
-}
-
-/// The error and its causes, `: `-separated, skipping causes its message already includes.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    })
 }
 
 /// What connects the primary to the program around it.
@@ -370,7 +329,7 @@ struct Wiring {
     /// How `reload` reads the configuration again, when it came from herdsman.toml.
     reread: Option<ConfigReader>,
     /// Where lifecycle events go (the library's event handler).
-    observer: Option<mpsc::UnboundedSender<crate::cluster::ClusterEvent>>,
+    observer: Option<mpsc::UnboundedSender<ClusterEvent>>,
     phase: watch::Sender<ClusterPhase>,
 }
 

@@ -7,7 +7,7 @@
 //! program is attached again.
 
 use crate::balance::{parent_pid, Foreign, WATCH_INTERVAL};
-use crate::control::protocol::ForeignListenerStatus;
+use crate::domain::ForeignListener;
 
 use super::executor::Executor;
 use super::timers::Due;
@@ -124,12 +124,12 @@ impl Executor {
     }
 
     /// The foreign sockets on the port, for `status`.
-    pub fn foreign_status(&self) -> Vec<ForeignListenerStatus> {
+    pub fn foreign_status(&self) -> Vec<ForeignListener> {
         self.listeners
             .foreign()
             .iter()
-            .map(|foreign| ForeignListenerStatus {
-                address: foreign.address.to_string(),
+            .map(|foreign| ForeignListener {
+                address: foreign.address,
                 pid: foreign.owner().map(|owner| owner.pid),
                 command: foreign.owner().map(|owner| owner.command.clone()),
                 cluster: foreign.cluster.clone(),

@@ -27,14 +27,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::ipc::Channel;
+use super::ipc::open_channel;
 use super::lifecycle::{LaunchSpec, WorkerId};
 use super::logs::{Logger, Stream, Tail};
 use super::notify::NotifySocket;
 use super::restart::ExitReason;
 use super::spawn::Spawner;
 use super::Event;
-use crate::ipc::{self, IpcMode};
+use crate::ipc::{self, IpcMode, PrimaryChannel};
 use crate::shim::{SHIM_ARG, SHIM_CONTROL_FD_ENV, SHIM_FDS_ENV, SHIM_LISTEN_COUNT_ENV};
 use crate::sys;
 
@@ -75,7 +75,7 @@ pub struct Process {
     /// CPU time and when it was read, for the CPU % of the next status request.
     pub cpu_sample: Option<(Duration, Instant)>,
     /// The worker's IPC channel, with `--ipc`, until it closes.
-    pub ipc: Option<Channel>,
+    pub ipc: Option<PrimaryChannel>,
     signals: mpsc::UnboundedSender<Signal>,
     _notify: NotifySocket,
 }
@@ -89,9 +89,9 @@ impl Process {
         events: mpsc::UnboundedSender<Event>,
     ) -> io::Result<Process> {
         let notify = NotifySocket::bind(launch.notify_path.clone(), launch.worker, events.clone())?;
-        let channel = match launch.ipc {
-            IpcMode::Off => None,
-            mode => Some(Channel::open(launch.worker, mode, events.clone())?),
+        let channel = match launch.ipc.dialect() {
+            None => None,
+            Some(dialect) => Some(open_channel(launch.worker, dialect, events.clone())?),
         };
         let mut inherited = vec![launch.listen_fd];
         inherited.extend(channel.as_ref().map(|(_, theirs, _)| theirs.as_raw_fd()));

@@ -7,12 +7,7 @@
 //! as `errored`. The time is counted per worker from its readiness, so reloads (which replace
 //! workers) do not keep the count from resetting.
 
-use std::fmt;
-use std::os::unix::process::ExitStatusExt;
-use std::process::ExitStatus;
 use std::time::Duration;
-
-use nix::sys::signal::Signal;
 
 #[derive(Clone, Debug)]
 pub struct RestartPolicy {
@@ -51,37 +46,7 @@ impl RestartPolicy {
     }
 }
 
-/// How a worker process ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExitReason {
-    Code(i32),
-    Signal(i32),
-    /// The primary could not learn how it ended (a wait error).
-    Unknown,
-}
-
-impl From<ExitStatus> for ExitReason {
-    fn from(status: ExitStatus) -> Self {
-        match (status.code(), status.signal()) {
-            (Some(code), _) => ExitReason::Code(code),
-            (None, Some(signal)) => ExitReason::Signal(signal),
-            (None, None) => ExitReason::Unknown,
-        }
-    }
-}
-
-impl fmt::Display for ExitReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            ExitReason::Code(code) => write!(f, "exited with code {code}"),
-            ExitReason::Signal(number) => match Signal::try_from(number) {
-                Ok(signal) => write!(f, "was killed by {}", signal.as_str()),
-                Err(_) => write!(f, "was killed by signal {number}"),
-            },
-            ExitReason::Unknown => write!(f, "exited (status unknown)"),
-        }
-    }
-}
+pub use crate::domain::ExitReason;
 
 #[cfg(test)]
 mod tests {
@@ -98,19 +63,5 @@ mod tests {
             [0, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]
         );
         assert_eq!(policy.delay(u32::MAX), Duration::from_secs(30));
-    }
-
-    #[test]
-    fn exit_reasons_read_well() {
-        assert_eq!(ExitReason::Code(3).to_string(), "exited with code 3");
-        assert_eq!(ExitReason::Signal(9).to_string(), "was killed by SIGKILL");
-        assert_eq!(
-            ExitReason::from(ExitStatus::from_raw(libc::SIGSEGV)),
-            ExitReason::Signal(libc::SIGSEGV)
-        );
-        assert_eq!(
-            ExitReason::from(ExitStatus::from_raw(2 << 8)),
-            ExitReason::Code(2)
-        );
     }
 }

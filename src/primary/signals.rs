@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::Intent;
-use crate::control::protocol::ScaleTarget;
+use crate::domain::ScaleTarget;
 
 /// Registers the signal handlers now and forwards signals as intents until `intents` closes.
 pub fn forward_signals(intents: mpsc::UnboundedSender<Intent>) -> io::Result<JoinHandle<()>> {

@@ -1,14 +1,15 @@
 //! The snapshot `herdsman status` shows: the cluster line and one row per worker or empty slot,
 //! with CPU and memory read from `/proc`.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::executor::Executor;
-use super::lifecycle::{ExitReason, StopReason};
-use crate::control::protocol::{ClusterStatus, LastExitStatus, SlotStatus, StateStatus};
-use crate::domain::{SlotState, WorkerPhase};
+use super::lifecycle::StopReason;
+use crate::domain::{
+    ClusterStatus, LastExit, Occupant, SlotState, SlotStatus, StateStatus, WorkerStatus,
+};
 
 impl Executor {
     pub fn status(&mut self) -> ClusterStatus {
@@ -25,32 +26,19 @@ impl Executor {
             let Some(history) = machine.slot(slot) else {
                 continue;
             };
-            let last_exit = history.last_exit.as_ref().map(|exit| LastExitStatus {
+            let last_exit = history.last_exit.as_ref().map(|exit| LastExit {
                 pid: exit.pid,
-                reason: match exit.stop_reason {
-                    Some(StopReason::NotAccepting) => format!("not accepting; {}", exit.reason),
-                    _ => exit.reason.to_string(),
-                },
-                code: match exit.reason {
-                    ExitReason::Code(code) => Some(code),
-                    _ => None,
-                },
-                signal: match exit.reason {
-                    ExitReason::Signal(number) => Some(
-                        nix::sys::signal::Signal::try_from(number)
-                            .map_or(number.to_string(), |signal| signal.as_str().to_string()),
-                    ),
-                    _ => None,
-                },
-                at: rfc3339(exit.at),
+                reason: exit.reason,
+                not_accepting: exit.stop_reason == Some(StopReason::NotAccepting),
+                at: exit.at,
             });
             let restarts = history.restarts;
             let mut any = false;
-            for worker in machine
+            let in_slot = machine
                 .workers()
                 .iter()
-                .filter(|worker| worker.slot == slot)
-            {
+                .filter(|worker| worker.slot == slot);
+            for worker in in_slot {
                 any = true;
                 let Some(process) = self.processes.get_mut(&worker.id) else {
                     continue;
@@ -74,34 +62,30 @@ impl Executor {
                 }
                 rows.push(SlotStatus {
                     slot,
-                    pid: Some(worker.pid),
-                    generation: Some(worker.generation),
-                    state: match (worker.phase(), worker.stop_reason()) {
-                        (WorkerPhase::Starting, _) => "starting",
-                        (WorkerPhase::Ready, _) => "ready",
-                        (WorkerPhase::Draining, Some(StopReason::NotAccepting)) => "not accepting",
-                        (WorkerPhase::Retiring | WorkerPhase::Draining, _) => "draining",
-                    }
-                    .into(),
-                    uptime_ms: Some(process.started_at.elapsed().as_millis() as u64),
+                    occupant: Occupant::Worker(WorkerStatus {
+                        pid: worker.pid,
+                        generation: worker.generation,
+                        phase: worker.phase(),
+                        not_accepting: worker.stop_reason() == Some(StopReason::NotAccepting),
+                        uptime: process.started_at.elapsed(),
+                        cpu_percent,
+                        rss_bytes: usage.map(|usage| usage.rss_bytes),
+                    }),
                     restarts,
                     last_exit: last_exit.clone(),
-                    cpu_percent,
-                    rss_bytes: usage.map(|usage| usage.rss_bytes),
                 });
             }
             if !any && slot <= config.workers {
                 let errored = machine.slot_state(slot) == Some(SlotState::Errored);
                 rows.push(SlotStatus {
                     slot,
-                    pid: None,
-                    generation: None,
-                    state: if errored { "errored" } else { "backoff" }.into(),
-                    uptime_ms: None,
+                    occupant: if errored {
+                        Occupant::Errored
+                    } else {
+                        Occupant::Backoff
+                    },
                     restarts,
                     last_exit,
-                    cpu_percent: None,
-                    rss_bytes: None,
                 });
             }
         }
@@ -109,46 +93,27 @@ impl Executor {
             degraded: machine.is_degraded(),
             name: config.name.clone(),
             pid: std::process::id(),
-            address: self.listeners.local_addr().to_string(),
-            balance: config.balance.to_string(),
-            state: machine.phase().to_string(),
+            address: self.listeners.local_addr(),
+            balance: config.balance,
+            phase: *self.phase.borrow(),
             workers: config.workers,
             generation: machine.generation(),
             reloads: machine.reloads(),
-            uptime_ms: machine.started_at().elapsed().as_millis() as u64,
-            command: config
-                .command
-                .iter()
-                .map(|part| part.to_string_lossy().into_owned())
-                .collect(),
+            uptime: machine.started_at().elapsed(),
+            command: config.command.clone(),
             slots: rows,
             foreign_listeners: self.foreign_status(),
-            shared_state: self.shared_state.url.as_ref().map(|url| {
-                let figures = self
+            shared_state: self.shared_state.url.as_ref().map(|url| StateStatus {
+                url: url.clone(),
+                tcp: self.shared_state.tcp,
+                embedded: self
                     .shared_state
                     .monitor
                     .as_ref()
-                    .map(|monitor| monitor.figures());
-                StateStatus {
-                    url: url.clone(),
-                    kind: if figures.is_some() {
-                        "embedded"
-                    } else {
-                        "external"
-                    }
-                    .into(),
-                    tcp: self.shared_state.tcp.map(|address| address.to_string()),
-                    keys: figures.map(|figures| figures.keys),
-                    used_memory: figures.map(|figures| figures.used_memory),
-                    clients: figures.map(|figures| figures.clients),
-                }
+                    .map(|monitor| monitor.figures()),
             }),
         }
     }
-}
-
-pub fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_millis(time).to_string()
 }
 
 /// CPU time used and resident memory of one process.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use super::commands;
+use super::commands::{self, ReplayError};
 use super::db::{Now, Value};
 use super::request::{ProtocolError, RequestParser, MAX_BULK};
 use super::store::{encode_command, Store, DATABASES};
@@ -24,6 +24,44 @@ const FSYNC_EVERY: Duration = Duration::from_secs(1);
 const REWRITE_MIN_SIZE: u64 = 64 * 1024 * 1024;
 /// Items per command when a collection is written out by compaction.
 const ITEMS_PER_COMMAND: usize = 512;
+
+/// Why the state file cannot be used: it is unreadable, damaged, or cannot be written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot open {}: {source}", path.display())]
+    Open { path: PathBuf, source: io::Error },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: io::Error },
+    #[error("cannot truncate {}: {source}", path.display())]
+    Truncate { path: PathBuf, source: io::Error },
+    #[error("cannot start the fsync thread: {0}")]
+    Thread(#[source] io::Error),
+    /// Not the protocol the store writes, at `offset`.
+    #[error(
+        "{} is damaged at byte {offset}: {}; to start anyway, move the file aside (the store \
+         starts empty) or truncate it to {offset} bytes (keeping what comes before)",
+        path.display(),
+        reason.0
+    )]
+    Damaged {
+        path: PathBuf,
+        offset: u64,
+        reason: ProtocolError,
+    },
+    /// A command the store does not have, at `offset`.
+    #[error(
+        "{} is damaged at byte {offset}: {source}; move the file aside to start with an empty \
+         store",
+        path.display()
+    )]
+    UnknownCommand {
+        path: PathBuf,
+        offset: u64,
+        source: ReplayError,
+    },
+}
 
 /// The open log.
 #[derive(Debug)]
@@ -47,18 +85,28 @@ pub struct Loaded {
 
 impl AppendOnly {
     /// Replays `path` (if it exists) into `store`, compacts it, and opens it for appending.
-    pub fn open(path: &Path, store: &mut Store) -> Result<(AppendOnly, Loaded), String> {
+    pub fn open(path: &Path, store: &mut Store) -> Result<(AppendOnly, Loaded), StateFileError> {
         let loaded = match fs::read(path) {
             Ok(contents) => replay(path, contents, store)?,
             Err(error) if error.kind() == io::ErrorKind::NotFound => Loaded::default(),
-            Err(error) => return Err(format!("cannot read {}: {error}", path.display())),
+            Err(source) => {
+                return Err(StateFileError::Read {
+                    path: path.into(),
+                    source,
+                })
+            }
         };
-        let size = compact(path, store)
-            .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+        let size = compact(path, store).map_err(|source| StateFileError::Write {
+            path: path.into(),
+            source,
+        })?;
         let file = OpenOptions::new()
             .append(true)
             .open(path)
-            .map_err(|error| format!("cannot open {}: {error}", path.display()))?;
+            .map_err(|source| StateFileError::Open {
+                path: path.into(),
+                source,
+            })?;
         let file = Arc::new(Mutex::new(file));
         let (stop_sync, stopped) = mpsc::channel();
         let sync_thread = {
@@ -66,7 +114,7 @@ impl AppendOnly {
             thread::Builder::new()
                 .name("herdsman-fsync".into())
                 .spawn(move || sync_every_second(&file, &stopped))
-                .map_err(|error| format!("cannot start the fsync thread: {error}"))?
+                .map_err(StateFileError::Thread)?
         };
         Ok((
             AppendOnly {
@@ -137,7 +185,7 @@ fn sync_every_second(file: &Mutex<File>, stopped: &mpsc::Receiver<()>) {
 
 /// Applies the logged commands to `store`. A transaction (`MULTI` … `EXEC`) applies whole or
 /// not at all; an incomplete last write is cut off, damage before it is an error.
-fn replay(path: &Path, contents: Vec<u8>, store: &mut Store) -> Result<Loaded, String> {
+fn replay(path: &Path, contents: Vec<u8>, store: &mut Store) -> Result<Loaded, StateFileError> {
     let total = contents.len() as u64;
     let mut input = BytesMut::from(&contents[..]);
     drop(contents);
@@ -153,13 +201,13 @@ fn replay(path: &Path, contents: Vec<u8>, store: &mut Store) -> Result<Loaded, S
         let request = match bad_record(&input).map_or_else(|| parser.next(&mut input), Err) {
             Ok(Some(request)) => request.to_vec(),
             Ok(None) => break,
-            Err(error) => {
+            Err(reason) => {
                 set_loading(store, false);
-                return Err(format!(
-                    "{} is damaged at byte {before}: {}; to start anyway, move the file aside (the store starts empty) or truncate it to {before} bytes (keeping what comes before)",
-                    path.display(),
-                    error.0
-                ));
+                return Err(StateFileError::Damaged {
+                    path: path.into(),
+                    offset: before,
+                    reason,
+                });
             }
         };
         let after = total - input.len() as u64;
@@ -188,9 +236,15 @@ fn replay(path: &Path, contents: Vec<u8>, store: &mut Store) -> Result<Loaded, S
         let file = OpenOptions::new()
             .write(true)
             .open(path)
-            .map_err(|error| format!("cannot open {}: {error}", path.display()))?;
+            .map_err(|source| StateFileError::Open {
+                path: path.into(),
+                source,
+            })?;
         file.set_len(applied_to)
-            .map_err(|error| format!("cannot truncate {}: {error}", path.display()))?;
+            .map_err(|source| StateFileError::Truncate {
+                path: path.into(),
+                source,
+            })?;
     }
     for index in 0..DATABASES {
         store
@@ -238,15 +292,16 @@ fn apply(
     client: &mut super::store::Client,
     command: &[Bytes],
     offset: u64,
-) -> Result<(), String> {
+) -> Result<(), StateFileError> {
     match commands::replay(store, client, command) {
         Ok(()) => Ok(()),
-        Err(reason) if reason.starts_with("unknown command") => Err(format!(
-            "{} is damaged at byte {offset}: {reason}; move the file aside to start with an empty store",
-            path.display()
-        )),
+        Err(source @ ReplayError::UnknownCommand { .. }) => Err(StateFileError::UnknownCommand {
+            path: path.into(),
+            offset,
+            source,
+        }),
         // A command that failed when it was logged fails the same way now: nothing to apply.
-        Err(_) => Ok(()),
+        Err(ReplayError::Failed { .. }) => Ok(()),
     }
 }
 
@@ -341,5 +396,57 @@ fn write_chunks(out: &mut Vec<u8>, command: &[u8], key: &[u8], items: &[&[u8]]) 
         args.push(key);
         args.extend_from_slice(chunk);
         encode_command(out, &args);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replayed(name: &str, contents: &[u8]) -> (PathBuf, Result<u64, StateFileError>) {
+        let dir = std::env::temp_dir().join(format!("herdsman-aof-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.aof");
+        fs::write(&path, contents).unwrap();
+        let mut store = Store::new(None);
+        let result = AppendOnly::open(&path, &mut store).map(|(_, loaded)| loaded.commands);
+        (path, result)
+    }
+
+    #[test]
+    fn an_unknown_command_is_damage_and_a_failing_one_is_skipped() {
+        // A failing command (INCR of a non-number) fails as it did when logged: skipped.
+        let (path, result) = replayed(
+            "failing",
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n",
+        );
+        assert_eq!(result.unwrap(), 2);
+        let _ = fs::remove_dir_all(path.parent().unwrap());
+        // An unknown one, after a good one, stops the start at its offset.
+        let (path, result) = replayed(
+            "unknown",
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*1\r\n$7\r\nNOTACMD\r\n",
+        );
+        let error = result.unwrap_err();
+        let StateFileError::UnknownCommand { offset, source, .. } = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(*offset, 27);
+        assert_eq!(
+            *source,
+            ReplayError::UnknownCommand {
+                name: "NOTACMD".into()
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{} is damaged at byte 27: unknown command 'NOTACMD'; move the file aside to \
+                 start with an empty store",
+                path.display()
+            )
+        );
+        let _ = fs::remove_dir_all(path.parent().unwrap());
     }
 }

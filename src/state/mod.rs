@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //! - `mod.rs` (this file): [`StateStore`], started by the primary, and its options.
-//! - `server`: the store's own thread and runtime: listeners, clients, the expiry timer.
+//! - `event_loop`: the store's own thread and runtime: listeners, clients, the expiry timer.
 //! - `connection`: one client: read, run, reply; deliver published messages.
 //! - `request`: requests off the wire (RESP arrays and inline commands), with Redis's limits.
 //! - `reply`: replies onto the wire (through redis-protocol's encoder).
@@ -27,12 +27,12 @@ mod clients;
 mod commands;
 mod connection;
 mod db;
+mod event_loop;
 pub(crate) mod fuzzing;
 mod glob;
 mod number;
 mod reply;
 mod request;
-mod server;
 mod stats;
 mod store;
 mod zset;
@@ -47,6 +47,7 @@ use std::thread;
 
 use tokio::sync::oneshot;
 
+pub use append_only::StateFileError;
 pub use request::split_args;
 
 /// Where workers' shared state lives.
@@ -98,7 +99,7 @@ pub enum StateError {
         source: io::Error,
     },
     #[error("state file: {0}")]
-    File(String),
+    File(#[from] append_only::StateFileError),
     #[error("cannot start the state store: {0}")]
     Thread(#[source] io::Error),
 }
@@ -124,7 +125,7 @@ pub struct StoreFigures {
 
 /// A handle on the running store's figures, for the supervisor's status.
 #[derive(Debug, Clone)]
-pub struct StoreMonitor(Arc<server::Stats>);
+pub struct StoreMonitor(Arc<event_loop::LiveFigures>);
 
 impl StoreMonitor {
     pub fn figures(&self) -> StoreFigures {
@@ -142,7 +143,7 @@ pub struct StateStore {
     socket: PathBuf,
     tcp: Option<SocketAddr>,
     recovered: Recovered,
-    stats: Arc<server::Stats>,
+    figures: Arc<event_loop::LiveFigures>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<thread::JoinHandle<io::Result<()>>>,
 }
@@ -186,11 +187,11 @@ impl StateStore {
             }),
             max_clients: options.max_clients.unwrap_or(DEFAULT_MAX_CLIENTS),
         };
-        let stats = Arc::new(server::Stats::default());
+        let figures = Arc::new(event_loop::LiveFigures::default());
         let (stop, stopped) = oneshot::channel();
         let (started, start_result) = mpsc::channel();
         let file = options.file.clone();
-        let thread_stats = stats.clone();
+        let thread_figures = figures.clone();
         let thread = thread::Builder::new()
             .name("herdsman-state".into())
             .spawn(move || {
@@ -214,8 +215,8 @@ impl StateStore {
                 } else {
                     let _ = started.send(Ok(Recovered::default()));
                 }
-                let listening = server::Listening { unix, tcp };
-                server::run(store, listening, limits, thread_stats, stopped)
+                let listening = event_loop::Listening { unix, tcp };
+                event_loop::run(store, listening, limits, thread_figures, stopped)
             })
             .map_err(StateError::Thread)?;
         let recovered = match start_result.recv() {
@@ -235,7 +236,7 @@ impl StateStore {
             socket: socket.to_path_buf(),
             tcp: tcp_address,
             recovered,
-            stats,
+            figures,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -260,7 +261,7 @@ impl StateStore {
     }
 
     pub fn monitor(&self) -> StoreMonitor {
-        StoreMonitor(self.stats.clone())
+        StoreMonitor(self.figures.clone())
     }
 
     /// Stops serving, writes what is pending to the file and syncs it.

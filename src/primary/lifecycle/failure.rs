@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::super::report::{describe_exit, format_tail, startup_hint};
 use super::{ExitReason, LastExit, Machine, Phase, StopReason, Timer, WorkerId, WorkerRecord};
-use crate::cluster::ClusterEvent;
+use crate::domain::ClusterEvent;
 
 impl Machine {
     pub(super) fn on_exited(&mut self, id: WorkerId, reason: ExitReason, tail: Vec<String>) {

@@ -56,10 +56,10 @@ use nix::sys::signal::Signal;
 
 use super::logs::Level;
 pub use super::restart::{ExitReason, RestartPolicy};
+use crate::balance::BindError;
 use crate::balance::Side;
-use crate::cluster::ClusterEvent;
-use crate::config::Config;
-use crate::control::protocol::ScaleTarget;
+use crate::config::{Config, ConfigError};
+use crate::domain::{ClusterEvent, ScaleTarget, Update};
 
 pub use accepting::Stall;
 pub use slot::{LastExit, Slot};
@@ -109,9 +109,9 @@ pub enum Input {
     /// Steering connections failed (reported once): no connection can be relayed by steering.
     SteeringFailed,
     /// The configuration, read again for a reload ([`Effect::ReadConfig`]).
-    ConfigRead(Result<Box<Config>, String>),
+    ConfigRead(Result<Box<Config>, ConfigError>),
     /// The sockets for more slots were made, or why not ([`Effect::AddSlots`]).
-    SlotsAdded(Result<(), String>),
+    SlotsAdded(Result<(), BindError>),
     Timer(Timer),
     Intent(Intent),
 }
@@ -198,17 +198,6 @@ pub struct Spawn {
     pub workers: usize,
 }
 
-/// A line of an answer to a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Answer {
-    Progress(String),
-    /// The end of the answer.
-    Done {
-        ok: bool,
-        message: String,
-    },
-}
-
 /// What the executor does for the machine.
 #[derive(Debug)]
 pub enum Effect {
@@ -234,7 +223,7 @@ pub enum Effect {
     AddSlots(usize),
     Reply {
         request: RequestId,
-        answer: Answer,
+        answer: Update,
     },
     Log(Level, String),
     /// A lifecycle event for the library's handler.
@@ -438,7 +427,7 @@ impl Machine {
         self.effects.push(Effect::Signal { worker, signal });
     }
 
-    fn reply(&mut self, request: Option<RequestId>, answer: Answer) {
+    fn reply(&mut self, request: Option<RequestId>, answer: Update) {
         if let Some(request) = request {
             self.effects.push(Effect::Reply { request, answer });
         }
@@ -446,7 +435,7 @@ impl Machine {
 
     fn done(&mut self, request: Option<RequestId>, ok: bool, message: impl Into<String>) {
         let message = message.into();
-        self.reply(request, Answer::Done { ok, message });
+        self.reply(request, Update::Done { ok, message });
     }
 
     fn notify_manager(&mut self, state: impl Into<String>) {

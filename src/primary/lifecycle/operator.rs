@@ -4,7 +4,7 @@ use nix::sys::signal::Signal;
 
 use super::super::report::workers;
 use super::{Life, Machine, Phase, StopReason, WorkerOrder};
-use crate::cluster::ClusterEvent;
+use crate::domain::ClusterEvent;
 
 impl Machine {
     /// Stops the cluster: every worker is asked to stop (or killed, `fast`), reloads and scale

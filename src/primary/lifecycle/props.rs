@@ -6,9 +6,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::world::World;
-use super::{Answer, Effect, ExitReason, Intent, RequestId, Timer, WorkerOrder};
-use crate::control::protocol::ScaleTarget;
+use super::{Effect, ExitReason, Intent, RequestId, Timer, Update, WorkerOrder};
 use crate::domain::ClusterPhase;
+use crate::domain::ScaleTarget;
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -128,14 +128,14 @@ fn check_answers(
         let answers = world.answers(request);
         let finals = answers
             .iter()
-            .filter(|answer| matches!(answer, Answer::Done { .. }))
+            .filter(|answer| matches!(answer, Update::Done { .. }))
             .count();
         prop_assert!(
             finals <= 1,
             "{request:?} answered {finals} times: {answers:?}"
         );
         if finals == 1 {
-            let ends_with_it = matches!(answers.last(), Some(Answer::Done { .. }));
+            let ends_with_it = matches!(answers.last(), Some(Update::Done { .. }));
             prop_assert!(
                 ends_with_it,
                 "{:?} answered after its result: {:?}",

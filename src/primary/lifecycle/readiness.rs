@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use super::super::report::workers;
 use super::{Life, Machine, Phase, StopReason, Timer, WorkerId};
-use crate::cluster::ClusterEvent;
 use crate::config::ReadyMode;
+use crate::domain::ClusterEvent;
 use crate::ipc::IpcMode;
 
 /// How long a worker may stay silent under `--ready notify` before the primary names it.

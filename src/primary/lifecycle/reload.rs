@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::super::report::{describe_exit, format_tail, workers};
-use super::{Answer, LastExit, LaunchSpec, Machine, Phase, RequestId, StopReason, WorkerId};
-use crate::config::Config;
+use super::{LastExit, LaunchSpec, Machine, Phase, RequestId, StopReason, Update, WorkerId};
+use crate::config::{Config, ConfigError};
 
 /// A reload or restart in progress.
 pub(super) struct Reload {
@@ -55,7 +55,12 @@ impl Machine {
         if self.reload.is_some() || self.reading_config.is_some() {
             let message = "a reload is in progress; this one starts when it ends";
             self.info(message);
-            self.reply(request, Answer::Progress(message.into()));
+            self.reply(
+                request,
+                Update::Progress {
+                    message: message.into(),
+                },
+            );
             let queued = self.queued_reload.get_or_insert(QueuedReload {
                 parallel,
                 subscribers: Vec::new(),
@@ -80,7 +85,7 @@ impl Machine {
         }
     }
 
-    pub(super) fn on_config_read(&mut self, read: Result<Box<Config>, String>) {
+    pub(super) fn on_config_read(&mut self, read: Result<Box<Config>, ConfigError>) {
         let Some(reload) = self.reading_config.take() else {
             return;
         };
@@ -384,7 +389,12 @@ impl Machine {
             .map(|reload| reload.subscribers.clone())
             .unwrap_or_default();
         for request in subscribers {
-            self.reply(Some(request), Answer::Progress(message.clone()));
+            self.reply(
+                Some(request),
+                Update::Progress {
+                    message: message.clone(),
+                },
+            );
         }
     }
 }

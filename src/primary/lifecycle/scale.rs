@@ -12,9 +12,10 @@
 use std::time::{Duration, Instant};
 
 use super::super::report::workers;
-use super::{Answer, Machine, Phase, RequestId, Slot, StopReason, Timer};
+use super::{Machine, Phase, RequestId, Slot, StopReason, Timer, Update};
+use crate::balance::BindError;
 use crate::config::MAX_WORKERS;
-use crate::control::protocol::ScaleTarget;
+use crate::domain::{ScaleError, ScaleTarget, Scaled};
 
 /// How long a `scale` request waits for the new count to serve.
 pub const SCALE_WAIT: Duration = Duration::from_secs(120);
@@ -41,44 +42,44 @@ impl Machine {
     }
 
     /// The sockets for more slots are there, or could not be made.
-    pub(super) fn on_slots_added(&mut self, added: Result<(), String>) {
+    pub(super) fn on_slots_added(&mut self, added: Result<(), BindError>) {
         let Some((to, request)) = self.adding_slots.take() else {
             return;
         };
         match added {
             Ok(()) => self.scale_to(to, request),
-            Err(refused) => self.refuse_scale(request, refused),
+            Err(error) => self.refuse_scale(request, ScaleError::Bind(error)),
         }
     }
 
-    fn refuse_scale(&mut self, request: Option<RequestId>, refused: String) {
+    fn refuse_scale(&mut self, request: Option<RequestId>, refused: ScaleError) {
         match request {
-            Some(_) => self.done(request, false, refused),
-            None => self.warn(refused),
+            Some(_) => self.done(request, false, refused.to_string()),
+            None => self.warn(refused.to_string()),
         }
     }
 
     /// The count to scale to, or why not.
-    fn scale_refusal(&self, target: ScaleTarget) -> Result<usize, String> {
+    fn scale_refusal(&self, target: ScaleTarget) -> Result<usize, ScaleError> {
         if self.phase == Phase::Stopping {
-            return Err("the cluster is stopping".into());
+            return Err(ScaleError::Stopping);
         }
         if self.reload.is_some() || self.reading_config.is_some() {
-            return Err("a reload is in progress; scale when it ends".into());
+            return Err(ScaleError::Reloading);
         }
         let to = target.resolve(self.config.workers)?;
         if to > MAX_WORKERS {
-            return Err(format!("at most {MAX_WORKERS} workers are supported"));
+            return Err(ScaleError::TooMany { max: MAX_WORKERS });
         }
         Ok(to)
     }
 
     /// Moves to `to` workers (already checked), and says so.
     fn scale_to(&mut self, to: usize, request: Option<RequestId>) {
-        let message = self.move_to(to);
+        let message = self.move_to(to).to_string();
         self.info(&message);
         if let Some(request) = request {
-            self.reply(Some(request), Answer::Progress(message));
+            self.reply(Some(request), Update::Progress { message });
             self.scale_waits.push(ScaleWait {
                 request,
                 since: self.now,
@@ -88,10 +89,10 @@ impl Machine {
     }
 
     /// Moves from the current worker count to `to`; what it did.
-    fn move_to(&mut self, to: usize) -> String {
+    fn move_to(&mut self, to: usize) -> Scaled {
         let from = self.config.workers;
         if to == from {
-            return format!("already at {}", workers(from));
+            return Scaled::Already { workers: from };
         }
         self.config.workers = to;
         if to > from {
@@ -103,7 +104,7 @@ impl Machine {
                 }
                 self.start_worker(slot);
             }
-            return format!("scaled {from} → {to}: started {}", slot_list(from + 1, to));
+            return Scaled::Up { from, to };
         }
         let leaving: Vec<_> = self
             .workers
@@ -114,7 +115,7 @@ impl Machine {
         for id in leaving {
             self.retire_worker(id, StopReason::ScaleDown);
         }
-        format!("scaled {from} → {to}: draining {}", slot_list(to + 1, from))
+        Scaled::Down { from, to }
     }
 
     /// Answers the `scale` requests whose wait is over: the count serves, or a slot
@@ -177,14 +178,5 @@ impl Machine {
         for wait in std::mem::take(&mut self.scale_waits) {
             self.done(Some(wait.request), false, reason);
         }
-    }
-}
-
-/// `slot 3`, `slots 3 and 4`, `slots 3 to 6`.
-fn slot_list(first: usize, last: usize) -> String {
-    match last - first {
-        0 => format!("slot {first}"),
-        1 => format!("slots {first} and {last}"),
-        _ => format!("slots {first} to {last}"),
     }
 }

@@ -13,8 +13,8 @@ use nix::sys::signal::Signal;
 
 use super::{Effect, Life, Machine, Phase, Spawn, StopReason, Timer, WorkerId, WorkerRecord};
 use crate::balance::Side;
-use crate::cluster::ClusterEvent;
 use crate::config::ReadyMode;
+use crate::domain::ClusterEvent;
 
 use super::LaunchSpec;
 

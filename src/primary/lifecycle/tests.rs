@@ -5,8 +5,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use super::world::{config, World, KILL_TIMEOUT, READY_DELAY, READY_TIMEOUT};
-use super::{Answer, Effect, ExitReason, Intent, Life, StopReason, Timer, WorkerOrder};
-use crate::control::protocol::ScaleTarget;
+use super::{Effect, ExitReason, Intent, Life, StopReason, Timer, Update, WorkerOrder};
+use crate::domain::ScaleTarget;
 use crate::domain::{ClusterPhase, SlotState};
 
 fn reload(world: &mut World, parallel: usize) -> super::RequestId {
@@ -211,8 +211,10 @@ fn scale_during_backoff() {
     assert_eq!(
         world.answers(request),
         [
-            Answer::Progress("scaled 2 → 1: draining slot 2".into()),
-            Answer::Done {
+            Update::Progress {
+                message: "scaled 2 → 1: draining slot 2".into()
+            },
+            Update::Done {
                 ok: true,
                 message: "1 worker ready".into()
             }
@@ -274,7 +276,12 @@ fn a_reload_asked_for_during_a_reload_waits_for_it() {
     let second = reload(&mut world, 1);
     let third = reload(&mut world, 1);
     let queued = "a reload is in progress; this one starts when it ends";
-    assert_eq!(world.answers(second), [Answer::Progress(queued.into())]);
+    assert_eq!(
+        world.answers(second),
+        [Update::Progress {
+            message: queued.into()
+        }]
+    );
     assert_eq!(world.spawns(), [(1, 1), (1, 2)], "not interleaved");
     world.ready_all();
     world.advance(Duration::from_secs(1));
@@ -456,13 +463,16 @@ fn a_reread_configuration_changes_the_command_and_then_the_count() {
     assert!(world.results(request)[0].0);
     assert!(world.logged("scaled 1 → 2: started slot 2"));
     // A configuration that does not read changes nothing.
-    world.next_config = Some(Err("herdsman.toml:3: bad".into()));
+    world.next_config = Some(Err(crate::config::ConfigError::File {
+        path: "herdsman.toml".into(),
+        message: "line 3: bad".into(),
+    }));
     let request = reload(&mut world, 1);
     assert_eq!(
         world.results(request),
         [(
             false,
-            "reload refused, nothing changed: herdsman.toml:3: bad".into()
+            "reload refused, nothing changed: herdsman.toml: line 3: bad".into()
         )]
     );
 }

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
 
-use super::{Answer, Effect, ExitReason, Facts, Input, Intent, Machine, RequestId, Timer};
+use super::{Effect, ExitReason, Facts, Input, Intent, Machine, RequestId, Timer, Update};
 use super::{WorkerId, WorkerRecord};
 use crate::balance::Side;
-use crate::config::{Balance, Config, LogFormat, ReadyMode};
+use crate::config::{Balance, Config, ConfigError, LogFormat, ReadyMode};
 use crate::ipc::IpcMode;
 use crate::state::{StateMode, StoreOptions};
 
@@ -58,7 +58,7 @@ pub struct World {
     /// Spawns fail while set (fork fails).
     pub fail_spawns: bool,
     /// What `ReadConfig` reads.
-    pub next_config: Option<Result<Config, String>>,
+    pub next_config: Option<Result<Config, ConfigError>>,
     next_request: u64,
 }
 
@@ -273,7 +273,7 @@ impl World {
         self.lines().iter().any(|line| line.contains(part))
     }
 
-    pub fn answers(&self, request: RequestId) -> Vec<Answer> {
+    pub fn answers(&self, request: RequestId) -> Vec<Update> {
         self.effects
             .iter()
             .filter_map(|effect| match effect {
@@ -291,8 +291,8 @@ impl World {
         self.answers(request)
             .into_iter()
             .filter_map(|answer| match answer {
-                Answer::Done { ok, message } => Some((ok, message)),
-                Answer::Progress(_) => None,
+                Update::Done { ok, message } => Some((ok, message)),
+                Update::Progress { message: _ } => None,
             })
             .collect()
     }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::server::valid_client_name;
+use super::management::valid_client_name;
 use super::{int_arg, subcommand, Ctx, Fail, Outcome};
 use crate::state::reply::text;
 use crate::state::store::ReplyMode;

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 
-use super::server::REDIS_VERSION;
+use super::management::REDIS_VERSION;
 use super::{subcommand, Ctx, Fail, Outcome};
 use crate::state::glob;
 use crate::state::store::Store;

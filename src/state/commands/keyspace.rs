@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::server::db_index;
+use super::management::db_index;
 use super::{subcommand, Ctx, Fail, Outcome};
 use crate::state::db::{Entry, Value};
 use crate::state::reply::text;

@@ -4,8 +4,9 @@
 //! `bits` (bitmaps), `keys`, `keyspace` (RENAME, COPY, MOVE, SWAPDB, OBJECT, MEMORY), `hashes`,
 //! `lists`, `list_moves` (LINSERT, LPOS, LMOVE, LMPOP…), `blocking` (BLPOP, BZPOPMIN, …), `sets`,
 //! `set_algebra`, `zsets` (sorted sets), `zset_ranges` (ZRANGE and the range removals),
-//! `zset_algebra` (ZUNION, ZINTER, ZDIFF), `pubsub`, `server` (connection), `client`, `info`
-//! (INFO, CONFIG), `transaction` (MULTI, EXEC, WATCH), `script` (EVAL, SCRIPT, FUNCTION: Lua).
+//! `zset_algebra` (ZUNION, ZINTER, ZDIFF), `pubsub`, `management` (PING, HELLO, SELECT, FLUSHDB:
+//! connection and server management), `client`, `info` (INFO, CONFIG), `transaction` (MULTI,
+//! EXEC, WATCH), `script` (EVAL, SCRIPT, FUNCTION: Lua).
 
 mod bits;
 mod blocking;
@@ -16,10 +17,10 @@ mod keys;
 mod keyspace;
 mod list_moves;
 mod lists;
+mod management;
 mod pubsub;
 mod ranges;
 mod script;
-mod server;
 mod set_algebra;
 mod sets;
 mod strings;
@@ -437,13 +438,23 @@ fn unknown_command(args: &[Bytes]) -> String {
     format!("ERR unknown command '{name}', with args beginning with: {listed}")
 }
 
+/// Why a logged command did not apply while the append-only file was replayed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    /// The store has no command of that name: the file holds something the store never wrote.
+    #[error("unknown command '{name}'")]
+    UnknownCommand { name: String },
+    /// The command failed, as it did when it was logged (a wrong type, say): nothing to apply.
+    #[error("{reason}")]
+    Failed { reason: String },
+}
+
 /// Runs a request while loading the append-only file: no reply, no logging.
-pub fn replay(store: &mut Store, client: &mut Client, args: &[Bytes]) -> Result<(), String> {
+pub fn replay(store: &mut Store, client: &mut Client, args: &[Bytes]) -> Result<(), ReplayError> {
     let Some(spec) = store.table.lookup(&args[0]) else {
-        return Err(format!(
-            "unknown command '{}'",
-            String::from_utf8_lossy(&args[0])
-        ));
+        return Err(ReplayError::UnknownCommand {
+            name: String::from_utf8_lossy(&args[0]).into_owned(),
+        });
     };
     store.select(client.db);
     let mut out = Out::default();
@@ -454,7 +465,9 @@ pub fn replay(store: &mut Store, client: &mut Client, args: &[Bytes]) -> Result<
         now: Now(super::db::now_ms()),
         changed: Changed::Nothing,
     };
-    (spec.handler)(&mut ctx, args).map_err(|Fail(reason)| reason.into_owned())
+    (spec.handler)(&mut ctx, args).map_err(|Fail(reason)| ReplayError::Failed {
+        reason: reason.into_owned(),
+    })
 }
 
 /// The subcommand of a container command (`CLIENT`, `CONFIG`, `COMMAND`, `PUBSUB`) among

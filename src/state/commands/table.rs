@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use super::{
-    bits, blocking, client, hashes, info, keys, keyspace, list_moves, lists, pubsub, ranges,
-    script, server, set_algebra, sets, strings, transaction, zset_algebra, zset_ranges, zsets,
+    bits, blocking, client, hashes, info, keys, keyspace, list_moves, lists, management, pubsub,
+    ranges, script, set_algebra, sets, strings, transaction, zset_algebra, zset_ranges, zsets,
     Spec, DENY_OOM, NO_QUEUE, PUBSUB, WRITE,
 };
 
@@ -29,24 +29,24 @@ const PAIRS: (i32, i32, i32) = (1, -1, 2);
 /// Every command the store knows.
 static COMMANDS: &[Spec] = &[
     // connection and server
-    spec!("ping", -1, PUBSUB, server::ping, NO_KEYS),
-    spec!("echo", 2, 0, server::echo, NO_KEYS),
-    spec!("select", 2, 0, server::select, NO_KEYS),
+    spec!("ping", -1, PUBSUB, management::ping, NO_KEYS),
+    spec!("echo", 2, 0, management::echo, NO_KEYS),
+    spec!("select", 2, 0, management::select, NO_KEYS),
     spec!("swapdb", 3, WRITE, keyspace::swapdb, NO_KEYS),
-    spec!("quit", -1, PUBSUB | NO_QUEUE, server::quit, NO_KEYS),
-    spec!("reset", 1, PUBSUB | NO_QUEUE, server::reset, NO_KEYS),
-    spec!("auth", -2, 0, server::auth, NO_KEYS),
-    spec!("hello", -1, 0, server::hello, NO_KEYS),
+    spec!("quit", -1, PUBSUB | NO_QUEUE, management::quit, NO_KEYS),
+    spec!("reset", 1, PUBSUB | NO_QUEUE, management::reset, NO_KEYS),
+    spec!("auth", -2, 0, management::auth, NO_KEYS),
+    spec!("hello", -1, 0, management::hello, NO_KEYS),
     spec!("client", -2, PUBSUB, client::client, NO_KEYS),
     spec!("info", -1, 0, info::info, NO_KEYS),
-    spec!("command", -1, 0, server::command, NO_KEYS),
+    spec!("command", -1, 0, management::command, NO_KEYS),
     spec!("config", -2, 0, info::config, NO_KEYS),
     spec!("object", -2, 0, keyspace::object, (2, 2, 1)),
     spec!("memory", -2, 0, keyspace::memory, NO_KEYS),
-    spec!("time", 1, 0, server::time, NO_KEYS),
-    spec!("dbsize", 1, 0, server::dbsize, NO_KEYS),
-    spec!("flushdb", -1, WRITE, server::flush, NO_KEYS),
-    spec!("flushall", -1, WRITE, server::flush, NO_KEYS),
+    spec!("time", 1, 0, management::time, NO_KEYS),
+    spec!("dbsize", 1, 0, management::dbsize, NO_KEYS),
+    spec!("flushdb", -1, WRITE, management::flush, NO_KEYS),
+    spec!("flushall", -1, WRITE, management::flush, NO_KEYS),
     // strings
     spec!("get", 2, 0, strings::get, KEY),
     spec!("set", -3, WRITE | DENY_OOM, strings::set, KEY),

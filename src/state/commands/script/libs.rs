@@ -43,7 +43,7 @@ pub fn register(lua: &Lua, into: &Table) -> mlua::Result<()> {
             let mut text = Vec::new();
             match json_encode(&value, &mut text, 0) {
                 Ok(()) => results(lua, vec![Value::String(lua.create_string(&text)?)]),
-                Err(message) => failure(lua, &message),
+                Err(error) => failure(lua, &error.to_string()),
             }
         })?,
     )?;
@@ -78,7 +78,7 @@ pub fn register(lua: &Lua, into: &Table) -> mlua::Result<()> {
             while pos < data.len() {
                 match unpack(lua, &data, &mut pos, 0) {
                     Ok(value) => values.push(value),
-                    Err(message) => return failure(lua, &message),
+                    Err(error) => return failure(lua, &error.to_string()),
                 }
             }
             results(lua, values)
@@ -215,9 +215,24 @@ fn array_length(table: &Table) -> Option<usize> {
     Some(max)
 }
 
-fn json_encode(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), String> {
+/// Why `cjson.encode` fails: cjson's messages, which scripts see.
+#[derive(Debug, thiserror::Error)]
+enum EncodeError {
+    #[error("Cannot serialise, excessive nesting (1001)")]
+    Nesting,
+    #[error("Cannot serialise number: must not be NaN or Inf")]
+    NotFinite,
+    #[error("Cannot serialise table: table key must be a number or string")]
+    BadKey,
+    #[error("Cannot serialise {0}: type not supported")]
+    Unsupported(&'static str),
+    #[error("{0}")]
+    Lua(#[from] mlua::Error),
+}
+
+fn json_encode(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), EncodeError> {
     if depth > 1000 {
-        return Err("Cannot serialise, excessive nesting (1001)".into());
+        return Err(EncodeError::Nesting);
     }
     match value {
         Value::Nil => out.extend_from_slice(b"null"),
@@ -226,7 +241,7 @@ fn json_encode(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), Str
         Value::Integer(n) => out.extend_from_slice(n.to_string().as_bytes()),
         Value::Number(n) => match format_number(*n) {
             Some(text) => out.extend_from_slice(text.as_bytes()),
-            None => return Err("Cannot serialise number: must not be NaN or Inf".into()),
+            None => return Err(EncodeError::NotFinite),
         },
         Value::String(s) => json_string(&s.as_bytes(), out),
         Value::Table(table) => match array_length(table) {
@@ -236,7 +251,7 @@ fn json_encode(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), Str
                     if index > 1 {
                         out.push(b',');
                     }
-                    let item: Value = table.raw_get(index).map_err(|e| e.to_string())?;
+                    let item: Value = table.raw_get(index)?;
                     json_encode(&item, out, depth + 1)?;
                 }
                 out.push(b']');
@@ -245,7 +260,7 @@ fn json_encode(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), Str
                 out.push(b'{');
                 let mut first = true;
                 for pair in table.pairs::<Value, Value>() {
-                    let (key, item) = pair.map_err(|e| e.to_string())?;
+                    let (key, item) = pair?;
                     if !first {
                         out.push(b',');
                     }
@@ -257,12 +272,7 @@ fn json_encode(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), Str
                             json_encode(&key, &mut text, depth + 1)?;
                             json_string(&text, out);
                         }
-                        _ => {
-                            return Err(
-                                "Cannot serialise table: table key must be a number or string"
-                                    .into(),
-                            )
-                        }
+                        _ => return Err(EncodeError::BadKey),
                     }
                     out.push(b':');
                     json_encode(&item, out, depth + 1)?;
@@ -270,12 +280,7 @@ fn json_encode(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), Str
                 out.push(b'}');
             }
         },
-        other => {
-            return Err(format!(
-                "Cannot serialise {}: type not supported",
-                other.type_name()
-            ))
-        }
+        other => return Err(EncodeError::Unsupported(other.type_name())),
     }
     Ok(())
 }
@@ -353,9 +358,20 @@ fn pack(value: &Value, out: &mut Vec<u8>, depth: usize) {
     }
 }
 
-fn take<'a>(data: &'a [u8], pos: &mut usize, len: usize) -> Result<&'a [u8], String> {
+/// Why `cmsgpack.unpack` fails: lua-cmsgpack's messages, which scripts see.
+#[derive(Debug, thiserror::Error)]
+enum UnpackError {
+    #[error("Missing bytes in input.")]
+    MissingBytes,
+    #[error("Bad data format in input.")]
+    BadFormat,
+    #[error("{0}")]
+    Lua(#[from] mlua::Error),
+}
+
+fn take<'a>(data: &'a [u8], pos: &mut usize, len: usize) -> Result<&'a [u8], UnpackError> {
     if data.len() - *pos < len {
-        return Err("Missing bytes in input.".into());
+        return Err(UnpackError::MissingBytes);
     }
     let slice = &data[*pos..*pos + len];
     *pos += len;
@@ -366,18 +382,13 @@ fn be(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0, |acc, b| (acc << 8) | u64::from(*b))
 }
 
-fn unpack(lua: &Lua, data: &[u8], pos: &mut usize, depth: usize) -> Result<Value, String> {
+fn unpack(lua: &Lua, data: &[u8], pos: &mut usize, depth: usize) -> Result<Value, UnpackError> {
     use rmp::Marker;
     if depth > 256 {
-        return Err("Bad data format in input.".into());
+        return Err(UnpackError::BadFormat);
     }
     let marker = Marker::from_u8(take(data, pos, 1)?[0]);
-    let lua_error = |e: mlua::Error| e.to_string();
-    let string = |bytes: &[u8]| {
-        lua.create_string(bytes)
-            .map(Value::String)
-            .map_err(lua_error)
-    };
+    let string = |bytes: &[u8]| Ok(Value::String(lua.create_string(bytes)?));
     let int = |n: i64| Ok(Value::Number(n as f64));
     let sized = |pos: &mut usize, width: usize| take(data, pos, width).map(be);
     match marker {
@@ -417,10 +428,10 @@ fn unpack(lua: &Lua, data: &[u8], pos: &mut usize, depth: usize) -> Result<Value
                 Marker::Array16 => sized(pos, 2)? as usize,
                 _ => sized(pos, 4)? as usize,
             };
-            let table = lua.create_table().map_err(lua_error)?;
+            let table = lua.create_table()?;
             for index in 1..=len {
                 let item = unpack(lua, data, pos, depth + 1)?;
-                table.raw_set(index, item).map_err(lua_error)?;
+                table.raw_set(index, item)?;
             }
             Ok(Value::Table(table))
         }
@@ -430,17 +441,17 @@ fn unpack(lua: &Lua, data: &[u8], pos: &mut usize, depth: usize) -> Result<Value
                 Marker::Map16 => sized(pos, 2)? as usize,
                 _ => sized(pos, 4)? as usize,
             };
-            let table = lua.create_table().map_err(lua_error)?;
+            let table = lua.create_table()?;
             for _ in 0..len {
                 let key = unpack(lua, data, pos, depth + 1)?;
                 let value = unpack(lua, data, pos, depth + 1)?;
                 if !matches!(key, Value::Nil) {
-                    table.raw_set(key, value).map_err(lua_error)?;
+                    table.raw_set(key, value)?;
                 }
             }
             Ok(Value::Table(table))
         }
-        _ => Err("Bad data format in input.".into()),
+        _ => Err(UnpackError::BadFormat),
     }
 }
 

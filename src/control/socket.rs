@@ -21,7 +21,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::{LogLine, Reply, Request};
-use crate::primary::{Delivered, Intent, LogHub, INBOX_BYTES};
+use crate::domain::{LogEntry, Update};
+use crate::ipc::channel::{Delivered, INBOX_BYTES};
+use crate::primary::{Intent, LogHub};
 use crate::runtime_dir;
 
 /// A request line longer than this (its `\n` included) is refused.
@@ -214,7 +216,7 @@ async fn refuse_busy(stream: UnixStream) {
         "busy: {MAX_CONNECTIONS} control connections are open, the most the primary serves at \
          once (`herdsman logs -f` holds one each); close some and try again"
     );
-    Client {
+    Replies {
         writer: &mut writer,
     }
     .finish(false, message)
@@ -283,7 +285,7 @@ async fn handle(
     intents: mpsc::UnboundedSender<Intent>,
     hub: Arc<LogHub>,
 ) {
-    let mut client = Client { writer };
+    let mut client = Replies { writer };
     // The request is read before anything is answered, even a refusal: closing a socket with
     // unread data resets the connection, and the reset could destroy the answer on its way.
     let incoming = read_request(reader).await;
@@ -334,7 +336,7 @@ async fn handle(
             let _ = intents.send(Intent::Status(reply));
             match status.await {
                 Ok(status) => {
-                    if client.send(&Reply::Status(Box::new(status))).await {
+                    if client.send(&Reply::from(&status)).await {
                         client.finish(true, String::new()).await;
                     }
                 }
@@ -442,7 +444,7 @@ async fn handle(
             let mut new_lines = hub.subscribe();
             let (recent, last) = hub.recent(slot, lines);
             for line in recent {
-                if !client.send(&Reply::Log(line)).await {
+                if !client.send(&Reply::Log(LogLine::from(&line))).await {
                     return;
                 }
             }
@@ -454,16 +456,16 @@ async fn handle(
                     Ok((number, _)) if last.is_some_and(|last| number <= last) => continue,
                     Ok((_, line)) if slot.is_some() && line.slot != slot => continue,
                     Ok((_, line)) => line,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => LogLine {
-                        time: crate::primary::now_rfc3339(),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => LogEntry {
+                        time: std::time::SystemTime::now(),
                         slot: None,
                         pid: std::process::id(),
-                        stream: "herdsman".into(),
+                        stream: "herdsman",
                         line: format!("({missed} lines skipped: this client read too slowly)"),
                     },
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
-                if !client.send(&Reply::Log(line)).await {
+                if !client.send(&Reply::Log(LogLine::from(&line))).await {
                     return;
                 }
             }
@@ -471,12 +473,12 @@ async fn handle(
     }
 }
 
-/// Writes reply lines to one client.
-struct Client<'a> {
+/// Writes reply lines to one client (`control::client` is the CLI's end).
+struct Replies<'a> {
     writer: &'a mut tokio::net::unix::OwnedWriteHalf,
 }
 
-impl Client<'_> {
+impl Replies<'_> {
     /// Sends one reply line; `false` when the client has gone.
     async fn send(&mut self, reply: &Reply) -> bool {
         let mut line = serde_json::to_string(reply).unwrap_or_default();
@@ -490,10 +492,10 @@ impl Client<'_> {
     }
 
     /// Forwards progress replies until a result (or the primary goes away).
-    async fn relay(&mut self, mut replies: mpsc::UnboundedReceiver<Reply>) {
-        while let Some(reply) = replies.recv().await {
-            let done = matches!(reply, Reply::Result { .. });
-            if !self.send(&reply).await || done {
+    async fn relay(&mut self, mut updates: mpsc::UnboundedReceiver<Update>) {
+        while let Some(update) = updates.recv().await {
+            let done = matches!(update, Update::Done { .. });
+            if !self.send(&Reply::from(update)).await || done {
                 let _ = self.writer.shutdown().await;
                 return;
             }

@@ -1,6 +1,6 @@
-//! Connection and server commands: PING, ECHO, SELECT, QUIT, RESET, AUTH, HELLO, COMMAND,
-//! TIME, DBSIZE, FLUSHDB/FLUSHALL: what client libraries send on connect, and what people type
-//! into `redis-cli`.
+//! Connection and server management commands (Redis's two groups of that name): PING, ECHO,
+//! SELECT, QUIT, RESET, AUTH, HELLO, COMMAND, TIME, DBSIZE, FLUSHDB/FLUSHALL: what client
+//! libraries send on connect, and what people type into `redis-cli`.
 
 use bytes::Bytes;
 

@@ -33,7 +33,7 @@ const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
 
 /// Figures the primary shows in `herdsman status`, refreshed by the store's timer.
 #[derive(Debug, Default)]
-pub struct Stats {
+pub struct LiveFigures {
     pub keys: AtomicU64,
     pub used_memory: AtomicU64,
     pub clients: AtomicU64,
@@ -49,7 +49,7 @@ pub fn run(
     store: Store,
     listening: Listening,
     limits: Limits,
-    stats: Arc<Stats>,
+    figures: Arc<LiveFigures>,
     stop: oneshot::Receiver<()>,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -59,7 +59,7 @@ pub fn run(
     let store = Rc::new(RefCell::new(store));
     local.block_on(
         &runtime,
-        serve(store.clone(), listening, limits, stats, stop),
+        serve(store.clone(), listening, limits, figures, stop),
     )?;
     drop(local);
     let store = Rc::try_unwrap(store)
@@ -75,7 +75,7 @@ async fn serve(
     store: Rc<RefCell<Store>>,
     listening: Listening,
     limits: Limits,
-    stats: Arc<Stats>,
+    figures: Arc<LiveFigures>,
     mut stop: oneshot::Receiver<()>,
 ) -> std::io::Result<()> {
     let socket_path = listening
@@ -190,9 +190,9 @@ async fn serve(
                     peak_memory = used;
                 }
                 peak_memory = peak_memory.max(used);
-                stats.keys.store(store.total_keys() as u64, Ordering::Relaxed);
-                stats.used_memory.store(used as u64, Ordering::Relaxed);
-                stats.clients.store(store.connected_clients as u64, Ordering::Relaxed);
+                figures.keys.store(store.total_keys() as u64, Ordering::Relaxed);
+                figures.used_memory.store(used as u64, Ordering::Relaxed);
+                figures.clients.store(store.connected_clients as u64, Ordering::Relaxed);
             }
             Some(_) = clients.join_next(), if !clients.is_empty() => {}
         }
