@@ -38,7 +38,7 @@ pub use crate::domain::ClusterEvent;
 use crate::domain::{ClusterPhase, ClusterStatus, ScaleTarget};
 use crate::ipc::frame::Target;
 use crate::ipc::IpcMode;
-use crate::primary::{self, Intent, WorkerAction};
+use crate::primary::{Intent, WorkerAction};
 use crate::state::{StateMode, StoreOptions};
 use crate::worker::Worker;
 
@@ -462,7 +462,7 @@ impl Cluster {
             Err(error) => return Err(ClusterError::Config(error)),
         };
         let (mut handler, task) = (self.on_event.take(), self.primary_task.take());
-        primary::run_blocking(config, None, |link| {
+        crate::launch::run_blocking(config, None, |link| {
             if handler.is_none() && task.is_none() {
                 return None;
             }
@@ -507,7 +507,7 @@ pub enum ClusterError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
-    Run(#[from] primary::RunError),
+    Run(#[from] crate::launch::RunError),
 }
 
 impl crate::exit::Failure for ClusterError {
