@@ -37,7 +37,7 @@ use crate::config::{Balance, EnvError, Settings, WorkerCount};
 pub use crate::domain::ClusterEvent;
 use crate::domain::{ClusterPhase, ClusterStatus, ScaleTarget};
 use crate::ipc::frame::Target;
-use crate::primary::{self, Intent, WorkerAction};
+use crate::primary::{Intent, WorkerAction};
 use crate::state::StateMode;
 use crate::worker::Worker;
 
@@ -412,7 +412,7 @@ impl Cluster {
             Err(error) => return Err(ClusterError::Config(error)),
         };
         let (mut handler, task) = (self.on_event.take(), self.primary_task.take());
-        primary::run_blocking(config, None, |link| {
+        crate::launch::run_blocking(config, None, |link| {
             if handler.is_none() && task.is_none() {
                 return None;
             }
@@ -456,7 +456,7 @@ pub enum ClusterError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
-    Run(#[from] primary::RunError),
+    Run(#[from] crate::launch::RunError),
 }
 
 impl crate::exit::Failure for ClusterError {

@@ -45,6 +45,7 @@ pub mod exit;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ipc;
+pub mod launch;
 pub mod primary;
 mod runtime_dir;
 pub mod shim;

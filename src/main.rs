@@ -40,5 +40,5 @@ fn run(args: RunArgs) -> ExitCode {
     if let Err(error) = primary::adopt_orphans() {
         eprintln!("herdsman: warning: cannot become a child subreaper: {error}");
     }
-    herdsman::exit::exit_code(primary::run_blocking(config, reread, |_| None))
+    herdsman::exit::exit_code(herdsman::launch::run_blocking(config, reread, |_| None))
 }

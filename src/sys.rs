@@ -1,18 +1,24 @@
-//! The few syscalls herdsman needs that have no safe wrapper, kept in one place.
+//! The syscalls herdsman needs that have no safe wrapper (in `nix` or `socket2`), kept in one
+//! place. Each `unsafe` block here says why it is sound. By who calls them:
 //!
-//! Everything else in the crate is `unsafe`-free. Each `unsafe` block here says why it is sound.
-//! The functions fall in two groups:
+//! - between `fork` and `exec`, so only async-signal-safe calls (no allocation, no locks):
+//!   [`arm_child`];
+//! - the exec shim, single-threaded, just before the final `exec`: [`move_fds_into_place`] (the
+//!   inherited listening sockets at fds 3, 4, … as socket activation expects);
+//! - the worker's keeper: [`adopt_inherited_socket`], [`close_inherited`], [`die_by_signal`];
+//! - the worker library: [`take_inherited_listener`], [`take_ipc_channel`] (fds it inherited,
+//!   each taken once), [`cpu_seconds`];
+//! - the primary: [`raise_fd_limit`] at start; the reuseport steering program
+//!   ([`attach_reuseport_cbpf`], [`detach_reuseport_bpf`]); queue lengths for readiness,
+//!   retiring and the rescue ([`listen_queue_length`]); [`own_children`] for the reaper;
+//! - the state store: [`release_free_memory`]; and, while a Lua script runs past its time
+//!   limit, answering other clients `BUSY` without taking their requests
+//!   ([`peek_nowait`], [`consume_and_reply`], [`accept_nowait`]).
 //!
-//! - [`arm_child`]: runs in a forked child between `fork` and `exec`, so it may only make
-//!   async-signal-safe calls (no allocation, no locks).
-//! - [`adopt_inherited_socket`], [`close_inherited`], [`die_by_signal`]: the worker keeper's
-//!   fd and exit handling (see `shim`).
-//! - [`peek_nowait`], [`consume_and_reply`], [`accept_nowait`]: the state store answering
-//!   other clients while a Lua script runs past its time limit.
-//! - [`move_fds_into_place`]: runs in the single-threaded exec shim, just before the final `exec`,
-//!   to put the inherited listening sockets at fds 3, 4, … as socket activation expects.
-//!
-//! The others run in the primary: [`raise_fd_limit`] at start, socket options and queries.
+//! The only other `unsafe` in the crate is the store's Lua state
+//! (`state::commands::script`): `mlua` needs `unsafe` to load the C libraries Redis gives
+//! scripts (cjson, cmsgpack, bit), and a C trampoline calls back into Rust; both say why there.
+//! The binary (`main.rs`) forbids `unsafe` outright.
 
 #![allow(unsafe_code)]
 

@@ -26,7 +26,7 @@ use super::process::{Launch, Process};
 use super::report::workers;
 use super::spawn::Spawner;
 use super::timers::{Due, Timers};
-use super::{ConfigReader, Event, Intent, Progress, RunError, SharedState, WorkerAction};
+use super::{ConfigReader, Event, Intent, Progress, SharedState, StartupFailed, WorkerAction};
 use crate::balance::Listeners;
 use crate::config::Config;
 use crate::domain::ClusterEvent;
@@ -112,7 +112,7 @@ impl Executor {
         mut self,
         mut events: mpsc::UnboundedReceiver<Event>,
         mut intents: mpsc::UnboundedReceiver<Intent>,
-    ) -> Result<(), RunError> {
+    ) -> Result<(), StartupFailed> {
         let config = self.machine.config();
         let name = config.name.clone();
         self.logger.info(format!(
@@ -142,7 +142,7 @@ impl Executor {
         // Answered by now; a client still waiting hears that the primary is gone.
         self.requests.clear();
         match self.machine.failure() {
-            Some(report) => Err(RunError::StartupFailed(report.to_string())),
+            Some(report) => Err(StartupFailed(report.to_string())),
             None => {
                 self.logger.info("stopped");
                 Ok(())

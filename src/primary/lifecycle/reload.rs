@@ -39,6 +39,14 @@ pub(super) struct Reload {
     scale_to: Option<usize>,
 }
 
+/// How a reload ends.
+enum Ending {
+    /// Every slot runs the new spec, and the old workers are gone.
+    Complete,
+    /// Stopped for this reason; the slots not replaced keep their spec.
+    Aborted(String),
+}
+
 /// A reload asked for while another runs (or waiting for its configuration).
 pub(super) struct QueuedReload {
     parallel: usize,
@@ -191,7 +199,7 @@ impl Machine {
             }
             let Some(slot) = reload.pending.pop_front() else {
                 if reload.in_flight.is_empty() && reload.draining.is_empty() {
-                    self.finish_reload(Ok(()));
+                    self.finish_reload(Ending::Complete);
                 }
                 return;
             };
@@ -305,7 +313,7 @@ impl Machine {
         for id in in_flight {
             self.stop_worker(id, StopReason::Aborted);
         }
-        self.finish_reload(Err(reason));
+        self.finish_reload(Ending::Aborted(reason));
     }
 
     /// Ends reloads in progress or queued, as failed (the cluster is stopping).
@@ -318,7 +326,7 @@ impl Machine {
         self.abort_reload(reason.to_string());
     }
 
-    fn finish_reload(&mut self, result: Result<(), String>) {
+    fn finish_reload(&mut self, ending: Ending) {
         let Some(reload) = self.reload.take() else {
             return;
         };
@@ -327,8 +335,8 @@ impl Machine {
                 .saturating_duration_since(reload.started)
                 .as_millis() as u64,
         ));
-        let (ok, message) = match result {
-            Ok(()) if reload.whole_cluster => {
+        let (ok, message) = match ending {
+            Ending::Complete if reload.whole_cluster => {
                 self.spec = reload.spec.clone();
                 self.reloads += 1;
                 (
@@ -340,8 +348,8 @@ impl Machine {
                     ),
                 )
             }
-            Ok(()) => (true, format!("restart complete in {elapsed}")),
-            Err(reason) => {
+            Ending::Complete => (true, format!("restart complete in {elapsed}")),
+            Ending::Aborted(reason) => {
                 let kept = self
                     .workers
                     .iter()
