@@ -25,7 +25,8 @@ mkdir -p "$OUT"
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 cargo build --release --quiet --bin herdsman --example testserver
-HERDSMAN=target/release/herdsman
+# HERDSMAN=path/to/herdsman measures another build (a baseline) with the same script.
+HERDSMAN=${HERDSMAN:-target/release/herdsman}
 SERVER=target/release/examples/testserver
 TICKS=$(getconf CLK_TCK)
 PIN=${PIN:-$([ "$(nproc)" -ge 2 ] && echo 1 || echo 0)}

@@ -33,7 +33,8 @@ fi
 PM2="$OUT/pm2/node_modules/.bin/pm2"
 export PM2_HOME="$OUT/pm2-home"
 cargo build --release --quiet --bin herdsman
-HERDSMAN=$PWD/target/release/herdsman
+# HERDSMAN=path/to/herdsman measures another build (a baseline) with the same script.
+HERDSMAN=${HERDSMAN:-$PWD/target/release/herdsman}
 APP=$PWD/examples/node/server.js
 export XDG_RUNTIME_DIR="$OUT/runtime"
 mkdir -p "$XDG_RUNTIME_DIR"

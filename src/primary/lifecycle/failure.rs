@@ -138,7 +138,6 @@ impl Machine {
             self.served_healthy = true;
         }
         history.failures += 1;
-        history.restarts += 1;
         history.last_exit = Some(exit.clone());
         let failures = history.failures;
 
@@ -179,6 +178,9 @@ impl Machine {
             self.warn(format!("{what}; {when}"));
         }
         self.check_started();
+        // Counted here, where the restart is decided: not for a slot whose replacement already
+        // starts, nor when start-up has failed.
+        self.slots[slot - 1].restarts += 1;
         if delay.is_zero() {
             self.start_worker(slot);
         } else {
