@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::{Json, Router};
-use herdsman::state::StateMode;
 use herdsman::Cluster;
+use herdsman::StateMode;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 

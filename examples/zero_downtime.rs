@@ -30,7 +30,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
-use herdsman::domain::WorkerPhase;
+use herdsman::WorkerPhase;
 use herdsman::{Cluster, ClusterEvent, ClusterEvents, Primary, Worker};
 use serde_json::{json, Value};
 

@@ -34,7 +34,7 @@ mod reuseport;
 mod sock_diag;
 
 use port_group::{holders_of, refuse_foreign, refuse_foreign_in_group};
-pub use port_group::{Foreign, GroupChange, WATCH_INTERVAL};
+pub use port_group::{Foreign, WATCH_INTERVAL};
 pub use sock_diag::parent_pid;
 
 /// The listen backlog asked for; the kernel caps it at `net.core.somaxconn`.
@@ -231,6 +231,7 @@ impl Listeners {
     }
 
     /// The sockets new connections go to (reuseport), as last steered; empty when unsteered.
+    #[cfg(test)]
     pub fn steered_to(&self) -> &[(usize, Side)] {
         &self.steered_to
     }

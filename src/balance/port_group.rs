@@ -172,6 +172,7 @@ pub struct GroupChange {
     pub lost: Vec<usize>,
 }
 
+#[cfg(test)]
 impl GroupChange {
     pub fn is_empty(&self) -> bool {
         self.joined.is_empty() && self.left.is_empty() && self.lost.is_empty()

@@ -33,10 +33,12 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 #[cfg(feature = "cli")]
-pub use file::{RunFlags, DEFAULT_FILE};
+pub use file::RunFlags;
 use name::{name_from_command, valid_name};
 pub use reload::{reloaded, Reloaded};
-pub use schema::{EnvError, OnReload, RunSettings, Setting, Settings, SETTINGS};
+pub use schema::{EnvError, RunSettings, Settings};
+#[cfg(test)]
+pub use schema::{OnReload, SETTINGS};
 pub use values::*;
 
 use crate::ipc::IpcMode;

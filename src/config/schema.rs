@@ -11,7 +11,7 @@
 //!   and the `Cluster` builder each give one. [`Settings::or`] lays one over another.
 //! - [`RunSettings`]: every setting with a value, by [`Settings::resolve`], which holds the only
 //!   defaults; `RunSettings::validate` (in `config`) checks them together into a `Config`.
-//! - [`SETTINGS`]: the rows as data (name, variable, what reload does), for tests and docs.
+//! - `SETTINGS` (tests only): the rows as data (name, variable, what reload does).
 //! - `reload_each`: the reload diff, row by row (see `config::reload`).
 //!
 //! A declarative macro rather than a derive on a hand-written struct, because the rows also
@@ -35,7 +35,9 @@ use super::Config;
 use crate::ipc::IpcMode;
 use crate::state::StateMode;
 
-/// What `reload` does when herdsman.toml changes a setting.
+/// What `reload` does when herdsman.toml changes a setting (as data, for the schema's tests;
+/// the reload diff itself is generated from the same rows).
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnReload {
     /// Taken at once, for the workers the reload starts (`key: before → after`).
@@ -46,7 +48,8 @@ pub enum OnReload {
     NeedsRestart,
 }
 
-/// A row of the schema, as data.
+/// A row of the schema, as data (for the schema's tests).
+#[cfg(test)]
 #[derive(Clone, Copy, Debug)]
 pub struct Setting {
     /// The field of [`Settings`]; the flag and the herdsman.toml key are this in kebab-case.
@@ -58,6 +61,7 @@ pub struct Setting {
     pub on_reload: OnReload,
 }
 
+#[cfg(test)]
 impl Setting {
     /// The key in herdsman.toml, and the flag without its `--`.
     pub fn key(&self) -> String {
@@ -88,6 +92,7 @@ macro_rules! resolved_value {
     };
 }
 
+#[cfg(test)]
 macro_rules! default_shown {
     ($ty:ty) => {
         None
@@ -97,6 +102,7 @@ macro_rules! default_shown {
     };
 }
 
+#[cfg(test)]
 macro_rules! optional {
     () => {
         None
@@ -106,6 +112,7 @@ macro_rules! optional {
     };
 }
 
+#[cfg(test)]
 macro_rules! on_reload {
     (applied) => {
         OnReload::Applied
@@ -206,6 +213,7 @@ macro_rules! settings {
         }
 
         /// The rows of the schema, in order.
+        #[cfg(test)]
         pub const SETTINGS: &[Setting] = &[
             $( Setting {
                 field: stringify!($field),

@@ -112,17 +112,20 @@ impl FromStr for WorkerCount {
 /// A sanity bound, far above any machine's core count, that stops a typo from forking 10⁶ times.
 pub const MAX_WORKERS: usize = 1024;
 
+#[cfg(feature = "cli")]
 /// Parses `--workers`: a count from 1 to [`MAX_WORKERS`], or `max`.
 pub fn parse_workers(text: &str) -> Result<WorkerCount, String> {
     text.parse()
 }
 
+#[cfg(feature = "cli")]
 /// Parses a duration such as `500ms`, `1s`, `2m`, `1m 30s`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|error| format!("`{text}` is not a duration ({error}); write e.g. 500ms, 10s, 1m"))
 }
 
+#[cfg(feature = "cli")]
 /// Parses a signal name: `TERM`, `SIGTERM`, `term` or a number such as `15`.
 pub fn parse_signal(text: &str) -> Result<Signal, String> {
     if let Ok(number) = text.parse::<i32>() {
@@ -138,6 +141,7 @@ pub fn parse_signal(text: &str) -> Result<Signal, String> {
         .map_err(|_| format!("`{text}` is not a signal name; write e.g. TERM, INT, QUIT, USR1"))
 }
 
+#[cfg(feature = "cli")]
 /// Parses `--state-max-clients`: a count of 1 or more.
 pub fn parse_client_count(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
@@ -148,6 +152,7 @@ pub fn parse_client_count(text: &str) -> Result<usize, String> {
     }
 }
 
+#[cfg(feature = "cli")]
 /// Parses `--state`: `embedded`, `off`, or a Redis URL (`redis://`, `rediss://`, `unix://`).
 pub fn parse_state(text: &str) -> Result<StateMode, String> {
     match text {
@@ -165,6 +170,7 @@ pub fn parse_state(text: &str) -> Result<StateMode, String> {
     }
 }
 
+#[cfg(feature = "cli")]
 /// Parses a size as Redis writes them: `1048576`, `512kb`, `100mb`, `1gb` (powers of 1024;
 /// `k`, `m`, `g` alone are powers of 1000, as in redis.conf).
 pub fn parse_size(text: &str) -> Result<u64, String> {

@@ -54,6 +54,7 @@ pub use logs::{start as start_logs, Logger};
 use notify::Notice;
 use restart::ExitReason;
 pub use signals::forward_signals;
+#[cfg(feature = "cli")]
 pub use spawn::adopt_orphans;
 use spawn::Spawner;
 

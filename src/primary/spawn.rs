@@ -57,6 +57,7 @@ pub struct Spawner {
     started: Started,
 }
 
+#[cfg(feature = "cli")]
 /// Makes this process a child subreaper (`PR_SET_CHILD_SUBREAPER`), so that orphans among its
 /// descendants are reparented to it, and reaped by the primary, instead of going to pid 1.
 /// `herdsman run` calls it; a program built on `Cluster` does not, so that the primary never

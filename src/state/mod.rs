@@ -4,7 +4,7 @@
 //! instead; the workers' code does not change.
 //!
 //! # Layout
-//! - `mod.rs` (this file): [`StateStore`], started by the primary, and its options.
+//! - `mod.rs` (this file): `StateStore`, started by the primary, and its options.
 //! - `event_loop`: the store's own thread and runtime: listeners, clients, the expiry timer.
 //! - `connection`: one client: read, run, reply; deliver published messages.
 //! - `request`: requests off the wire (RESP arrays and inline commands), with Redis's limits.
@@ -74,7 +74,7 @@ impl std::fmt::Display for StateMode {
 
 /// How the embedded store runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StoreOptions {
+pub(crate) struct StoreOptions {
     /// A loopback TCP address to listen on besides the Unix socket.
     pub listen: Option<SocketAddr>,
     /// The append-only file; memory only without it.
@@ -87,7 +87,7 @@ pub struct StoreOptions {
 }
 
 /// Redis's default `maxclients`.
-pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+pub(crate) const DEFAULT_MAX_CLIENTS: usize = 10_000;
 
 /// Why the store could not start.
 #[derive(Debug, thiserror::Error)]
@@ -106,9 +106,7 @@ pub enum StateError {
 
 /// What the store found in its file at start.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Recovered {
-    /// Commands replayed.
-    pub commands: u64,
+pub(crate) struct Recovered {
     /// Keys after replay and compaction.
     pub keys: u64,
     /// Bytes of an incomplete last write cut off the end of the file.
@@ -125,7 +123,7 @@ pub struct StoreFigures {
 
 /// A handle on the running store's figures, for the supervisor's status.
 #[derive(Debug, Clone)]
-pub struct StoreMonitor(Arc<event_loop::LiveFigures>);
+pub(crate) struct StoreMonitor(Arc<event_loop::LiveFigures>);
 
 impl StoreMonitor {
     pub fn figures(&self) -> StoreFigures {
@@ -139,7 +137,7 @@ impl StoreMonitor {
 
 /// The running embedded store. Stopping it (or dropping it) flushes its file.
 #[derive(Debug)]
-pub struct StateStore {
+pub(crate) struct StateStore {
     socket: PathBuf,
     tcp: Option<SocketAddr>,
     recovered: Recovered,
@@ -202,7 +200,6 @@ impl StateStore {
                             store.append_only = Some(file);
                             store.log = Some(Vec::new());
                             let _ = started.send(Ok(Recovered {
-                                commands: loaded.commands,
                                 keys: store.total_keys() as u64,
                                 truncated: loaded.truncated,
                             }));
@@ -245,10 +242,6 @@ impl StateStore {
     /// The URL workers get: the Unix socket.
     pub fn url(&self) -> String {
         format!("unix://{}", self.socket.display())
-    }
-
-    pub fn socket(&self) -> &Path {
-        &self.socket
     }
 
     /// The TCP address, when `--state-listen` asked for one (with the port chosen if it was 0).

@@ -1,6 +1,6 @@
 //! The command line: clap definitions, turned into [`RunFlags`] and control requests.
 //!
-//! The flags of `run` are the library's settings schema (`herdsman::config::Settings`, one row
+//! The flags of `run` are the library's settings schema (`crate::config::Settings`, one row
 //! per setting), flattened in: each is optional here, so that a flag not given leaves the setting
 //! to herdsman.toml, then to the schema's default, which `--help` shows.
 
@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use herdsman::config::{RunFlags, Settings};
-use herdsman::control::protocol::ScaleTarget;
+use crate::config::{RunFlags, Settings};
+use crate::control::protocol::ScaleTarget;
 
 /// Run any server as a cluster of worker processes sharing one port.
 #[derive(Debug, Parser)]
@@ -120,7 +120,7 @@ pub fn name_and_value(args: &[String]) -> (Option<&str>, &str) {
     }
 }
 
-pub fn parse_scale_target(text: &str) -> Result<ScaleTarget, herdsman::domain::ScaleError> {
+pub fn parse_scale_target(text: &str) -> Result<ScaleTarget, crate::domain::ScaleError> {
     text.parse()
 }
 
@@ -150,8 +150,8 @@ impl RunArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::WorkerCount;
     use clap::CommandFactory;
-    use herdsman::config::WorkerCount;
 
     #[test]
     fn definitions_are_consistent() {

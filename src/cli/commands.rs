@@ -5,11 +5,11 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use herdsman::control::client::{self, ClientError};
-use herdsman::control::protocol::{ClusterStatus, LogLine, Reply, Request, ScaleTarget};
+use crate::control::client::{self, ClientError};
+use crate::control::protocol::{ClusterStatus, LogLine, Reply, Request, ScaleTarget};
 
-use crate::cli::{self, Command};
-use crate::{EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_USAGE};
+use super::args::{self as cli, Command};
+use crate::exit::{FAILED as EXIT_FAILED, NOT_RUNNING as EXIT_NOT_RUNNING, USAGE as EXIT_USAGE};
 
 /// How long `stop` waits, after the primary closed the connection, for its process to end.
 const STOP_WAIT: Duration = Duration::from_secs(10);
@@ -248,7 +248,7 @@ fn status(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `reload` and `restart`: print progress as it comes, exit by the result.
+/// `reload`, `restart` and `scale`: print progress as it comes, exit by the result.
 fn long_request(name: Option<&str>, request: Request, json: bool) -> Result<ExitCode, Failure> {
     let name = client::resolve(name)?;
     let result = client::request(&name, &request, |reply| emit(reply, json))?;
@@ -273,20 +273,7 @@ fn scale(name: Option<&str>, target: ScaleTarget, json: bool) -> Result<ExitCode
         .map_err(|refused| usage(refused.to_string()))?;
     // The primary answers what it did at once, and the result once the new count serves (the
     // new slots ready, the removed ones stopped), a slot crash-loops, or it gave up waiting.
-    let result = client::request(&name, &Request::Scale { to: target }, |reply| {
-        emit(reply, json)
-    })?;
-    match result {
-        Some((true, _)) => Ok(ExitCode::SUCCESS),
-        Some((false, message)) => Err(Failure {
-            code: EXIT_FAILED,
-            message,
-        }),
-        None => Err(Failure {
-            code: EXIT_FAILED,
-            message: "no answer".into(),
-        }),
-    }
+    long_request(Some(&name), Request::Scale { to: target }, json)
 }
 
 fn stop(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
