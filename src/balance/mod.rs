@@ -23,7 +23,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -323,6 +323,20 @@ impl Listeners {
     pub fn fd_for(&self, slot: usize, side: Side) -> Option<RawFd> {
         Some(self.sockets.get(self.index(slot, side))?.as_raw_fd())
     }
+
+    /// A copy of the socket `slot`'s worker on `side` accepts on, to hand to a worker that asks
+    /// for it over IPC (Node's `queryServer`); `None` once the sockets are closed.
+    pub fn clone_socket(&self, slot: usize, side: Side) -> Option<io::Result<OwnedFd>> {
+        let socket = self.sockets.get(self.index(slot, side))?;
+        Some(socket.try_clone().map(OwnedFd::from))
+    }
+}
+
+/// A listening socket on `address` besides the cluster's own, for an address a worker asks for
+/// itself (a Node app's `listen(port)`): bound once, shared by every worker that asks, like
+/// Node's own primary does.
+pub fn bind_extra(address: SocketAddr) -> Result<Socket, BindError> {
+    bind_one(address, Balance::Shared)
 }
 
 /// The inode of `socket` (`socket:[INODE]`).

@@ -147,10 +147,23 @@ impl RunSettings {
             log_format: self.log_format,
             state: self.state,
             store,
-            ipc: self.ipc,
+            ipc: match self.ipc {
+                // A Node worker speaks Node's cluster protocol unless told otherwise.
+                IpcMode::Off if is_node(&command) => IpcMode::Node,
+                ipc => ipc,
+            },
             explain_ready_notify: true,
         })
     }
+}
+
+/// Whether `command` runs Node (`node`, `nodejs`, by any path): its workers get Node's cluster
+/// protocol (`--ipc node`), so apps run unmodified.
+fn is_node(command: &[OsString]) -> bool {
+    let program = std::path::Path::new(&command[0]);
+    program
+        .file_name()
+        .is_some_and(|name| name == "node" || name == "nodejs")
 }
 
 fn check_state(state: &StateMode, store: &StoreOptions) -> Result<(), ConfigError> {

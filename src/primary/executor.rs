@@ -57,6 +57,10 @@ pub(super) struct Executor {
     /// Whether steering was refused once (said once, not on every change).
     steering_failed: bool,
     pub(super) phase: watch::Sender<ClusterPhase>,
+    /// Sockets on addresses Node workers asked for besides the cluster's (`node`).
+    pub node_sockets: Vec<(std::net::SocketAddr, socket2::Socket)>,
+    /// The `seq` of the primary's Node cluster messages.
+    pub node_seq: u64,
 }
 
 /// What the executor starts with, besides the configuration.
@@ -102,6 +106,8 @@ impl Executor {
             rescue: Default::default(),
             steering_failed: false,
             phase: parts.phase,
+            node_sockets: Vec::new(),
+            node_seq: 0,
         };
         (executor, events_rx)
     }
@@ -175,6 +181,10 @@ impl Executor {
     async fn perform(&mut self, effect: Effect) -> Option<Input> {
         match effect {
             Effect::Spawn(order) => Some(self.spawn(order).await),
+            Effect::Stop { worker } => {
+                self.stop_process(worker);
+                None
+            }
             Effect::Signal { worker, signal } => {
                 if let Some(process) = self.processes.get(&worker) {
                     process.signal(signal);

@@ -74,15 +74,21 @@ impl Executor {
                     }
                 }
             }
+            FromWorker::Cluster(message) => self.on_node_cluster(worker, message).await,
             FromWorker::Ignored => {}
         }
     }
 
     pub(super) fn on_ipc_closed(&mut self, worker: WorkerId, reason: Option<String>) {
+        let stop_signal = self.machine.config().stop_signal;
         let Some(process) = self.processes.get_mut(&worker) else {
             return;
         };
         process.ipc = None;
+        if process.disconnecting {
+            // A Node worker sent `disconnect` has closed its servers: now the stop signal.
+            process.signal(stop_signal);
+        }
         let Some(reason) = reason else {
             return;
         };

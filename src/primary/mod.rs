@@ -28,6 +28,7 @@ mod ipc;
 pub(crate) mod lifecycle;
 mod log_hub;
 mod logs;
+mod node;
 mod notify;
 mod port_watch;
 mod process;

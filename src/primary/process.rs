@@ -76,6 +76,10 @@ pub struct Process {
     pub cpu_sample: Option<(Duration, Instant)>,
     /// The worker's IPC channel, with `--ipc`, until it closes.
     pub ipc: Option<PrimaryChannel>,
+    /// It runs Node's cluster worker (it said `online`): it is stopped by `disconnect` first.
+    pub node_cluster: bool,
+    /// It was sent Node's `disconnect`; the stop signal follows when its channel closes.
+    pub disconnecting: bool,
     signals: mpsc::UnboundedSender<Signal>,
     _notify: NotifySocket,
 }
@@ -139,9 +143,11 @@ impl Process {
                 command.env("HERDSMAN_IPC_FD", ipc::WORKER_FD.to_string());
             }
             IpcMode::Node => {
+                // NODE_UNIQUE_ID makes Node's `cluster` module run its worker half (see `node`).
                 command
                     .env("NODE_CHANNEL_FD", ipc::WORKER_FD.to_string())
-                    .env("NODE_CHANNEL_SERIALIZATION_MODE", "json");
+                    .env("NODE_CHANNEL_SERIALIZATION_MODE", "json")
+                    .env("NODE_UNIQUE_ID", launch.slot.to_string());
             }
         }
         inherited.push(keeper_end.as_raw_fd());
@@ -198,6 +204,8 @@ impl Process {
             status: None,
             cpu_sample: None,
             ipc,
+            node_cluster: false,
+            disconnecting: false,
             signals,
             _notify: notify,
         })

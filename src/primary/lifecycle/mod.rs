@@ -204,6 +204,9 @@ pub enum Effect {
     /// Start a process; the executor answers [`Input::Spawned`] or [`Input::SpawnFailed`]
     /// before any other input.
     Spawn(Spawn),
+    /// Ask a worker to stop: the stop signal, or for a Node cluster worker, Node's
+    /// `disconnect` (it closes its servers, finishes their connections, then is signalled).
+    Stop { worker: WorkerId },
     Signal {
         worker: WorkerId,
         signal: Signal,

@@ -158,7 +158,7 @@ fn stop(world: &mut World) -> Result<(), TestCaseError> {
     let signalled: HashMap<_, _> = world.effects[before..]
         .iter()
         .filter_map(|effect| match effect {
-            Effect::Signal { worker, .. } => Some((*worker, ())),
+            Effect::Signal { worker, .. } | Effect::Stop { worker } => Some((*worker, ())),
             _ => None,
         })
         .collect();

@@ -104,7 +104,7 @@ impl Machine {
         self.observe(ClusterEvent::Fork { slot, pid });
         if stopped.is_some() {
             // Stopped before it ran (its reload was aborted meanwhile): the order stands.
-            self.signal(id, self.config.stop_signal);
+            self.effects.push(Effect::Stop { worker: id });
             let kill_timeout = self.config.kill_timeout;
             self.schedule(Timer::KillDeadline(id), kill_timeout);
             return;
@@ -207,7 +207,7 @@ impl Machine {
     /// Asks worker `id` to stop (stop signal), and kills it if it is still there after the kill
     /// timeout.
     pub(super) fn stop_worker(&mut self, id: WorkerId, reason: StopReason) {
-        let (stop_signal, kill_timeout) = (self.config.stop_signal, self.config.kill_timeout);
+        let kill_timeout = self.config.kill_timeout;
         let Some(worker) = self.worker_mut(id) else {
             return;
         };
@@ -216,7 +216,7 @@ impl Machine {
         }
         worker.life = Life::Draining { reason };
         let (slot, pid) = (worker.slot, worker.pid);
-        self.signal(id, stop_signal);
+        self.effects.push(Effect::Stop { worker: id });
         self.observe(ClusterEvent::Disconnect { slot, pid });
         self.schedule(Timer::KillDeadline(id), kill_timeout);
         self.steer();

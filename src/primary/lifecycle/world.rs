@@ -221,11 +221,13 @@ impl World {
 
     /// Every worker that was sent a signal exits by it.
     pub fn exit_signalled(&mut self) {
+        let stop_signal = self.machine.config().stop_signal;
         let signalled: Vec<(WorkerId, Signal)> = self
             .effects
             .iter()
             .filter_map(|effect| match effect {
                 Effect::Signal { worker, signal } => Some((*worker, *signal)),
+                Effect::Stop { worker } => Some((*worker, stop_signal)),
                 _ => None,
             })
             .collect();
@@ -307,11 +309,14 @@ impl World {
             .collect()
     }
 
+    /// The signals sent to worker `id`, a request to stop as the stop signal.
     pub fn signals_to(&self, id: WorkerId) -> Vec<Signal> {
+        let stop_signal = self.machine.config().stop_signal;
         self.effects
             .iter()
             .filter_map(|effect| match effect {
                 Effect::Signal { worker, signal } if *worker == id => Some(*signal),
+                Effect::Stop { worker } if *worker == id => Some(stop_signal),
                 _ => None,
             })
             .collect()

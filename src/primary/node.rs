@@ -1,0 +1,215 @@
+//! Node's cluster protocol, the primary's side: a Node worker (`--ipc node`, and by default for
+//! a `node` command) gets `NODE_UNIQUE_ID`, so Node's own `cluster` module runs its worker half:
+//! `cluster.isWorker` is true, `cluster.worker.id` is the slot, and `net.Server.listen()` asks
+//! the primary for its socket (`queryServer`) instead of binding. The primary answers as Node's
+//! does with `SCHED_NONE` (a shared handle): with the socket itself, sent over the channel as
+//! SCM_RIGHTS (`crate::ipc`). For the cluster's own port (or `listen(0)`, or the inherited fd
+//! 3) that is the slot's socket, so steering and reloads work as for any worker; for another
+//! address it is a socket bound once for all workers and held for the primary's life.
+//!
+//! `listening` counts as the worker's ready signal. To stop a Node worker the primary sends
+//! Node's `disconnect` first: the worker closes its servers, lets their connections finish, and
+//! closes its channel; then it gets the stop signal (the kill timeout still applies). What Node
+//! sends that herdsman does not serve (a unix socket path, a UDP bind, an unknown message) is
+//! answered with an error the worker reports, or logged with the worker and ignored; never a
+//! hang. The messages are in docs/protocol.md, "Node's cluster messages".
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::OwnedFd;
+
+use serde_json::{json, Value};
+
+use super::executor::Executor;
+use super::lifecycle::{Input, Intent, WorkerId, WorkerOrder};
+use crate::ipc::frame::NodeCluster;
+
+/// `ENOTSUP`, as libuv numbers it: what a worker hears for a listen herdsman does not serve.
+const UV_ENOTSUP: i32 = -95;
+
+impl Executor {
+    pub(super) async fn on_node_cluster(&mut self, worker: WorkerId, message: NodeCluster) {
+        let Some(record) = self.machine.worker(worker) else {
+            return;
+        };
+        let (slot, pid) = (record.slot, record.pid);
+        match message {
+            NodeCluster::Online => {
+                if let Some(process) = self.processes.get_mut(&worker) {
+                    process.node_cluster = true;
+                }
+            }
+            NodeCluster::QueryServer {
+                seq,
+                address,
+                port,
+                address_type,
+                fd,
+                key,
+                ..
+            } => {
+                let answer = self.node_socket(worker, address.as_deref(), port, &address_type, fd);
+                self.answer_query(worker, seq, key, answer);
+            }
+            NodeCluster::Listening { .. } => self.feed(Input::ReadySignal { worker }).await,
+            // Herdsman holds every socket for the cluster's life; nothing to release.
+            NodeCluster::Close { .. } => {}
+            NodeCluster::ExitedAfterDisconnect { seq } => {
+                // The worker leaves by itself (`cluster.worker.disconnect()`): an asked-for
+                // exit, and the slot gets a new worker.
+                self.send_internal(worker, json!({ "ack": seq }));
+                let order = WorkerOrder::Disconnect;
+                let intent = Intent::Worker {
+                    slot,
+                    pid: Some(pid),
+                    order,
+                };
+                self.feed(Input::Intent(intent)).await;
+            }
+            NodeCluster::Unknown { act, .. } => self.logger.warn(format!(
+                "worker {slot} (pid {pid}): Node cluster message `{act}` is not one herdsman \
+                 knows; ignored"
+            )),
+        }
+    }
+
+    /// The socket for a worker's `listen()`: the slot's own for the cluster's port, a shared one
+    /// for another TCP address; an errno for what is not served.
+    fn node_socket(
+        &mut self,
+        worker: WorkerId,
+        address: Option<&str>,
+        port: Option<i64>,
+        address_type: &Value,
+        fd: Option<i64>,
+    ) -> Result<OwnedFd, (i32, String)> {
+        let record = self.machine.worker(worker).ok_or((UV_ENOTSUP, "gone".into()))?;
+        let (slot, side) = (record.slot, record.side);
+        let cluster = self.listeners.local_addr();
+        let tcp = matches!(address_type.as_i64(), Some(4 | 6));
+        let own = |socket: Option<std::io::Result<OwnedFd>>| match socket {
+            Some(Ok(fd)) => Ok(fd),
+            Some(Err(error)) => Err((-error.raw_os_error().unwrap_or(5), error.to_string())),
+            None => Err((UV_ENOTSUP, "the cluster is stopping".into())),
+        };
+        if fd.is_some_and(|fd| fd >= 0) {
+            // `listen({ fd: 3 })`: the socket it inherited, which is the slot's.
+            return own(self.listeners.clone_socket(slot, side));
+        }
+        let Some(port) = port.filter(|port| (0..=65535).contains(port)) else {
+            return Err((UV_ENOTSUP, "a unix socket path".into()));
+        };
+        if !tcp {
+            return Err((UV_ENOTSUP, format!("a `{address_type}` socket")));
+        }
+        let port = port as u16;
+        let ip = match address {
+            None | Some("") => None,
+            Some(text) => Some(
+                text.parse::<IpAddr>()
+                    .map_err(|_| (UV_ENOTSUP, format!("the address `{text}`")))?,
+            ),
+        };
+        let any = ip.is_none_or(|ip| ip.is_unspecified());
+        if (port == 0 || port == cluster.port()) && (any || ip == Some(cluster.ip())) {
+            return own(self.listeners.clone_socket(slot, side));
+        }
+        let wanted = SocketAddr::new(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), port);
+        if let Some((_, socket)) = self.node_sockets.iter().find(|(at, _)| *at == wanted) {
+            return socket
+                .try_clone()
+                .map(OwnedFd::from)
+                .map_err(|error| (-error.raw_os_error().unwrap_or(5), error.to_string()));
+        }
+        let socket = crate::balance::bind_extra(wanted).map_err(|error| {
+            let errno = error.raw_os_error().unwrap_or(98);
+            (-errno, error.to_string())
+        })?;
+        let copy = socket
+            .try_clone()
+            .map(OwnedFd::from)
+            .map_err(|error| (-error.raw_os_error().unwrap_or(5), error.to_string()))?;
+        self.logger.info(format!(
+            "serving {wanted} too, as a worker's listen() asked (shared by every worker)"
+        ));
+        self.node_sockets.push((wanted, socket));
+        Ok(copy)
+    }
+
+    /// Answers a `queryServer`: the socket as Node's handle, or the errno the worker's
+    /// `listen()` fails with.
+    fn answer_query(
+        &mut self,
+        worker: WorkerId,
+        seq: Option<u64>,
+        key: String,
+        answer: Result<OwnedFd, (i32, String)>,
+    ) {
+        let seq_out = self.next_node_seq();
+        let Some(channel) = self
+            .processes
+            .get(&worker)
+            .and_then(|process| process.ipc.as_ref())
+        else {
+            return;
+        };
+        match answer {
+            Ok(fd) => {
+                let reply = json!({
+                    "cmd": "NODE_CLUSTER",
+                    "errno": 0,
+                    "key": key,
+                    "ack": seq,
+                    "data": null,
+                    "seq": seq_out,
+                });
+                channel.send_handle(&reply, "net.Native", fd);
+            }
+            Err((errno, why)) => {
+                let reply = json!({ "errno": errno, "key": key, "ack": seq, "data": null });
+                self.send_internal(worker, reply);
+                if let Some(record) = self.machine.worker(worker) {
+                    let (slot, pid) = (record.slot, record.pid);
+                    self.logger.warn(format!(
+                        "worker {slot} (pid {pid}) asked to listen on {why}, which herdsman does \
+                         not serve; its listen() fails with ENOTSUP"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Sends a Node cluster message (`{"cmd":"NODE_CLUSTER", …, "seq"}`) to `worker`.
+    pub(super) fn send_internal(&mut self, worker: WorkerId, mut message: Value) {
+        let seq = self.next_node_seq();
+        if let Some(fields) = message.as_object_mut() {
+            fields.insert("seq".into(), json!(seq));
+        }
+        if let Some(channel) = self
+            .processes
+            .get(&worker)
+            .and_then(|process| process.ipc.as_ref())
+        {
+            channel.send_internal(&message);
+        }
+    }
+
+    fn next_node_seq(&mut self) -> u64 {
+        self.node_seq += 1;
+        self.node_seq - 1
+    }
+
+    /// Asks `worker` to stop: Node's `disconnect` for a Node cluster worker (the stop signal
+    /// follows once its channel closes), the stop signal for any other.
+    pub(super) fn stop_process(&mut self, worker: WorkerId) {
+        let stop_signal = self.machine.config().stop_signal;
+        let Some(process) = self.processes.get_mut(&worker) else {
+            return;
+        };
+        if process.node_cluster && process.ipc.is_some() && !process.disconnecting {
+            process.disconnecting = true;
+            self.send_internal(worker, json!({ "act": "disconnect" }));
+            return;
+        }
+        process.signal(stop_signal);
+    }
+}
