@@ -59,8 +59,14 @@ if ! command -v gunicorn >/dev/null 2>&1 || ! command -v uvicorn >/dev/null 2>&1
         python3 -m pip install --quiet gunicorn==23.0.0 uvicorn==0.32.1
     fi
 fi
-if [ ! -d examples/node/node_modules ]; then
+# The Node examples' packages (ioredis, Express: tests/node_cluster.rs), installed again whenever
+# package-lock.json differs from the one they were installed from (the stamp), so a checkout that
+# adds a dependency gets it even where node_modules already exists.
+node_stamp=examples/node/node_modules/.herdsman-installed-lock
+if [ ! -d examples/node/node_modules ] || ! cmp -s examples/node/package-lock.json "$node_stamp"; then
+    echo "test.sh: installing the Node examples' packages (npm ci in examples/node)" >&2
     (cd examples/node && npm ci --no-audit --no-fund --silent)
+    cp examples/node/package-lock.json "$node_stamp"
 fi
 
 # `cargo test` builds the examples too; the integration tests run examples/testserver.

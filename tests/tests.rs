@@ -13,6 +13,7 @@ mod library;
 mod limits;
 mod logs;
 mod messages;
+mod node_cluster;
 mod orphans;
 mod port_group;
 mod python_servers;

@@ -6,17 +6,19 @@
 #![allow(dead_code)]
 
 mod http;
+mod lines;
 pub mod resp;
 
 pub use http::*;
+pub use lines::*;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Once};
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -58,115 +60,6 @@ pub fn example_bin(name: &str) -> PathBuf {
         assert!(status.success(), "building the examples failed: {status}");
     });
     profile_dir.join("examples").join(name)
-}
-
-/// Lines read from one of the primary's output streams, shared with the reading thread.
-#[derive(Clone, Default)]
-pub struct Lines(Arc<(Mutex<LinesState>, Condvar)>);
-
-#[derive(Default)]
-struct LinesState {
-    lines: Vec<String>,
-    closed: bool,
-}
-
-impl Lines {
-    pub fn read_from(stream: impl Read + Send + 'static) -> Lines {
-        let lines = Lines::default();
-        let shared = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                let (state, changed) = &*shared.0;
-                state.lock().unwrap().lines.push(line);
-                changed.notify_all();
-            }
-            let (state, changed) = &*shared.0;
-            state.lock().unwrap().closed = true;
-            changed.notify_all();
-        });
-        lines
-    }
-
-    pub fn snapshot(&self) -> Vec<String> {
-        self.0 .0.lock().unwrap().lines.clone()
-    }
-
-    /// Waits until `count` lines satisfy `matches`; returns them.
-    pub fn wait_for_count(&self, count: usize, matches: impl Fn(&str) -> bool) -> Vec<String> {
-        self.wait_for_count_within(DEADLINE, count, matches)
-    }
-
-    /// Waits for the first line containing `text`, for longer than [`DEADLINE`] (a test that
-    /// pushes hundreds of megabytes through the primary).
-    pub fn wait_for_within(&self, within: Duration, text: &str) -> String {
-        self.wait_for_count_within(within, 1, |line| line.contains(text))
-            .remove(0)
-    }
-
-    fn wait_for_count_within(
-        &self,
-        within: Duration,
-        count: usize,
-        matches: impl Fn(&str) -> bool,
-    ) -> Vec<String> {
-        let deadline = Instant::now() + within;
-        let (state, changed) = &*self.0;
-        let mut state = state.lock().unwrap();
-        loop {
-            let found: Vec<String> = state
-                .lines
-                .iter()
-                .filter(|line| matches(line))
-                .cloned()
-                .collect();
-            if found.len() >= count {
-                return found;
-            }
-            let now = Instant::now();
-            if now >= deadline || state.closed {
-                panic!(
-                    "waited for {count} matching lines, found {} ({}); output so far:\n{}",
-                    found.len(),
-                    if state.closed {
-                        "stream closed"
-                    } else {
-                        "deadline passed"
-                    },
-                    state.lines.join("\n")
-                );
-            }
-            state = changed.wait_timeout(state, deadline - now).unwrap().0;
-        }
-    }
-
-    /// Waits for the first line containing `text`.
-    pub fn wait_for(&self, text: &str) -> String {
-        self.wait_for_count(1, |line| line.contains(text)).remove(0)
-    }
-
-    pub fn count(&self, matches: impl Fn(&str) -> bool) -> usize {
-        self.0
-             .0
-            .lock()
-            .unwrap()
-            .lines
-            .iter()
-            .filter(|line| matches(line))
-            .count()
-    }
-
-    /// Waits until the stream closes (the primary exited and nothing else holds it).
-    pub fn wait_closed(&self) {
-        let deadline = Instant::now() + DEADLINE;
-        let (state, changed) = &*self.0;
-        let mut state = state.lock().unwrap();
-        while !state.closed {
-            let now = Instant::now();
-            assert!(now < deadline, "stream still open after {DEADLINE:?}");
-            state = changed.wait_timeout(state, deadline - now).unwrap().0;
-        }
-    }
 }
 
 /// A private runtime directory (`XDG_RUNTIME_DIR`) for one test's clusters, removed on drop.
@@ -266,6 +159,8 @@ pub struct ClusterBuilder {
     hold_stderr: bool,
     /// The primary's working directory (default: the test's own).
     current_dir: Option<PathBuf>,
+    /// Pass `--port` (the default); off for apps that pick their own port.
+    with_port: bool,
 }
 
 pub fn cluster() -> ClusterBuilder {
@@ -281,6 +176,7 @@ pub fn cluster() -> ClusterBuilder {
         fd_limit: None,
         hold_stderr: false,
         current_dir: None,
+        with_port: true,
     }
 }
 
@@ -348,6 +244,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Gives `herdsman run` no `--port` (only `--host 127.0.0.1`): for a Node app that listens
+    /// on a port of its own choosing. Use with [`ClusterBuilder::no_wait`].
+    pub fn without_port(mut self) -> Self {
+        self.with_port = false;
+        self
+    }
+
     /// Do not wait for the `listening on` line (for clusters expected to fail before it).
     pub fn no_wait(mut self) -> Self {
         self.wait_listening = false;
@@ -378,9 +281,10 @@ impl ClusterBuilder {
                         prlimit
                     }
                 };
-                command
-                    .arg("run")
-                    .args(["--host", "127.0.0.1", "--port", &port]);
+                command.arg("run").args(["--host", "127.0.0.1"]);
+                if self.with_port {
+                    command.args(["--port", &port]);
+                }
                 command.args(&self.args);
                 if !self.command.is_empty() {
                     command.arg("--").args(&self.command);

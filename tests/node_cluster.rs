@@ -1,0 +1,460 @@
+//! Node apps run unmodified (issue 13): herdsman speaks Node's cluster protocol, so
+//! `net.Server.listen()` in a worker asks the primary for its socket (`queryServer`) instead of
+//! binding, `cluster.worker.id` is the slot, `process.send` and `herdsman send` carry messages,
+//! and a reload drains a worker politely with `disconnect`. Real Node, real Express
+//! (examples/node, installed by `npm ci`), real sockets on 127.0.0.1.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, TcpListener};
+use std::time::Instant;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::support::*;
+
+fn example(path: &str) -> String {
+    format!("{}/examples/node/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `--workers 2 --name NAME -- COMMAND`, started, with both workers ready; returns their pids
+/// by slot.
+fn node_cluster(name: &str, command: &[&str]) -> (Cluster, BTreeMap<usize, u32>) {
+    let cluster = cluster()
+        .args(&["--workers", "2", "--name", name])
+        .command(command)
+        .start();
+    let ready = cluster.wait_ready(2).into_iter().collect();
+    (cluster, ready)
+}
+
+/// Sends `GET /` on new connections to `address` until 2 distinct pids answered (at most
+/// 2,000); checks every answer's `cluster.worker.id` against its `HERDSMAN_WORKER_ID`; returns
+/// pid → slot.
+fn serving_workers(address: SocketAddr) -> BTreeMap<u32, String> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..2000 {
+        let response = http_get(address, "/").expect("GET /");
+        assert_eq!(response.status, 200, "{response:?}");
+        let slot = response.field("worker");
+        assert_eq!(
+            response.field("cluster_worker"),
+            slot,
+            "cluster.worker.id is the slot: {response:?}"
+        );
+        seen.insert(response.pid(), slot);
+        if seen.len() == 2 {
+            return seen;
+        }
+    }
+    panic!("2,000 requests reached only {seen:?}");
+}
+
+/// Both workers serve, each as the slot herdsman started it in.
+fn assert_served_by(address: SocketAddr, ready: &BTreeMap<usize, u32>) {
+    let serving = serving_workers(address);
+    let expected: BTreeMap<u32, String> = ready
+        .iter()
+        .map(|(&slot, &pid)| (pid, slot.to_string()))
+        .collect();
+    assert_eq!(serving, expected, "the 2 ready workers serve, by slot");
+}
+
+/// The pids of `pid`'s children (every thread's).
+fn children(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list the worker's tasks");
+    for task in tasks {
+        let path = task.unwrap().path().join("children");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        children.extend(
+            text.split_whitespace()
+                .map(|pid| pid.parse::<u32>().unwrap()),
+        );
+    }
+    children
+}
+
+/// A port that was free a moment ago, for an app that picks its own.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Stops the cluster with SIGTERM: exit 0, and every worker in `pids` exited by itself with
+/// code 0 (drained through `disconnect`; an unmodified app has no SIGTERM handler and would
+/// die of the signal).
+fn stop_politely(cluster: &mut Cluster, pids: &[u32]) {
+    cluster.signal(Signal::SIGTERM);
+    assert_eq!(cluster.wait_exit().code(), Some(0), "{}", cluster.log());
+    for pid in pids {
+        assert!(
+            cluster
+                .log()
+                .contains(&format!(" (pid {pid}) exited with code 0")),
+            "worker {pid} exits by itself after `disconnect`; log:\n{}",
+            cluster.log()
+        );
+    }
+    wait_all_gone(pids);
+}
+
+#[test]
+fn unmodified_express_app_serves_from_two_workers_whose_cluster_id_is_their_slot() {
+    let (mut cluster, ready) = node_cluster("express", &["node", &example("express-app.js")]);
+    assert_served_by(cluster.address(), &ready);
+    for (slot, pid) in &ready {
+        let line = cluster
+            .stdout
+            .wait_for(&format!("express {pid} listening on "));
+        assert!(line.starts_with(&format!("[{slot}:{pid}] ")), "{line}");
+    }
+    // app.listen() got the cluster's socket: no EADDRINUSE, no worker exited or restarted.
+    let status = status_json(&cluster, "express");
+    assert_eq!(column(&status, "restarts"), [0, 0], "{status}");
+    assert_eq!(
+        cluster.stderr.count(|line| line.contains(" exited ")),
+        0,
+        "{}",
+        cluster.log()
+    );
+    let pids: Vec<u32> = ready.values().copied().collect();
+    stop_politely(&mut cluster, &pids);
+}
+
+#[test]
+fn seed_style_cluster_program_goes_straight_to_its_worker_branch() {
+    let (mut cluster, ready) = node_cluster("seed", &["node", &example("seed-cluster.js")]);
+    assert_served_by(cluster.address(), &ready);
+    for (slot, pid) in &ready {
+        let line = cluster.stdout.wait_for(&format!("worker {pid} started"));
+        assert!(line.starts_with(&format!("[{slot}:{pid}] ")), "{line}");
+        assert_eq!(children(*pid), Vec::<u32>::new(), "worker {pid} forked");
+    }
+    assert_eq!(
+        cluster.stdout.count(|line| line.contains("forking")),
+        0,
+        "the primary branch ran in a worker: {:?}",
+        cluster.stdout.snapshot()
+    );
+    let pids: Vec<u32> = ready.values().copied().collect();
+    stop_politely(&mut cluster, &pids);
+}
+
+#[test]
+fn killed_express_worker_is_replaced_and_no_new_connection_fails() {
+    let (cluster, ready) = node_cluster("express", &["node", &example("express-app.js")]);
+    assert_served_by(cluster.address(), &ready);
+    let victim = ready[&1];
+    // The client sends one request per connection, one at a time, and the kill falls between
+    // two of them: every request after it is on a new connection, and none may fail.
+    kill(Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
+    let killed = Instant::now();
+    let (mut ok, mut failures) = (0usize, Vec::new());
+    let mut replacement: Option<u32> = None;
+    let mut replacement_answered = false;
+    while !replacement_answered {
+        assert!(
+            killed.elapsed() < DEADLINE,
+            "the replacement did not serve within {DEADLINE:?} ({ok} ok, {failures:?}); log:\n{}",
+            cluster.log()
+        );
+        if replacement.is_none() {
+            replacement = cluster
+                .pids_ready_so_far()
+                .into_iter()
+                .find(|pid| !ready.values().any(|old| old == pid));
+        }
+        match http_get(cluster.address(), "/") {
+            Ok(response) if response.status == 200 => {
+                ok += 1;
+                let pid = response.pid();
+                assert_ne!(pid, victim, "the killed worker answered");
+                assert_eq!(response.field("cluster_worker"), response.field("worker"));
+                if Some(pid) == replacement {
+                    assert_eq!(response.field("worker"), "1", "{response:?}");
+                    replacement_answered = true;
+                }
+            }
+            Ok(response) => failures.push(format!("request {ok}: {response:?}")),
+            Err(error) => failures.push(format!("request {ok}: {error}")),
+        }
+    }
+    assert_eq!(failures, Vec::<String>::new(), "log:\n{}", cluster.log());
+    cluster
+        .stderr
+        .wait_for(&format!("worker 1 (pid {victim}) was killed by SIGKILL"));
+    let status = status_json(&cluster, "express");
+    assert_eq!(
+        column(&status, "pid"),
+        [replacement.unwrap() as u64, ready[&2] as u64],
+        "{status}"
+    );
+}
+
+#[test]
+fn three_reloads_of_express_under_keep_alive_and_fresh_connections_fail_no_request() {
+    let (cluster, ready) = node_cluster("express", &["node", &example("express-app.js")]);
+    let keep_alive = load_loop(cluster.address(), true);
+    let fresh = load_loop(cluster.address(), false);
+    for reload in 1..=3 {
+        let output = cluster.herdsman(&["reload", "express"]);
+        assert_eq!(output.code, Some(0), "reload {reload}: {output:?}");
+        assert!(
+            output.stdout.contains(&format!(
+                "reload complete: 2 workers on generation {}",
+                reload + 1
+            )),
+            "{}",
+            output.stdout
+        );
+    }
+    for (client, report) in [("keep-alive", keep_alive), ("fresh", fresh)] {
+        let report = report.finish(200);
+        assert_eq!(
+            report.failures,
+            Vec::<String>::new(),
+            "{client}: {} ok, {} retried; log:\n{}",
+            report.ok,
+            report.retries,
+            cluster.log()
+        );
+    }
+    let status = status_json(&cluster, "express");
+    assert_eq!(status["generation"], 4, "{status}");
+    let pids = column(&status, "pid");
+    let now: BTreeMap<usize, u32> = pids
+        .iter()
+        .enumerate()
+        .map(|(index, &pid)| (index + 1, pid as u32))
+        .collect();
+    assert_served_by(cluster.address(), &now);
+    // The polite drain: every replaced worker (3 per slot) exited by itself after `disconnect`.
+    let replaced: Vec<u32> = cluster
+        .pids_ready_so_far()
+        .into_iter()
+        .filter(|pid| !now.values().any(|serving| serving == pid))
+        .collect();
+    assert_eq!(replaced.len(), 6, "{replaced:?}; log:\n{}", cluster.log());
+    assert!(ready.values().all(|pid| replaced.contains(pid)));
+    for pid in &replaced {
+        cluster
+            .stderr
+            .wait_for(&format!(" (pid {pid}) exited with code 0"));
+    }
+}
+
+/// A worker as Node's cluster docs write one: it tells the primary it listens, and prints what
+/// the primary sends.
+const MESSAGING_WORKER: &str = r#"
+const http = require('node:http');
+const id = process.env.HERDSMAN_WORKER_ID;
+process.on('message', (message) => console.log(`worker ${id} got ${JSON.stringify(message)}`));
+http
+  .createServer((request, response) => response.end(JSON.stringify({ pid: process.pid })))
+  .listen(process.env.PORT, () => process.send({ hello: 'primary', worker: id }));
+"#;
+
+#[test]
+fn process_send_reaches_herdsman_logs_and_herdsman_send_reaches_the_worker() {
+    let (cluster, ready) = node_cluster("msgs", &["node", "-e", MESSAGING_WORKER]);
+    for (slot, pid) in &ready {
+        cluster.stderr.wait_for(&format!(
+            "worker {slot} (pid {pid}) message: {{\"hello\":\"primary\",\"worker\":\"{slot}\"}}"
+        ));
+    }
+    let logs = cluster.herdsman(&["logs", "msgs", "-n", "100"]);
+    for slot in ready.keys() {
+        let text = format!("message: {{\"hello\":\"primary\",\"worker\":\"{slot}\"}}");
+        assert!(logs.stdout.contains(&text), "{text} in {}", logs.stdout);
+    }
+    let output = cluster.herdsman(&["send", "msgs", "1", r#"{"ping":42}"#]);
+    assert_eq!(output.code, Some(0), "{output:?}");
+    assert_eq!(output.stdout.trim(), "sent to 1 worker");
+    let line = cluster.stdout.wait_for(r#"worker 1 got {"ping":42}"#);
+    assert!(line.starts_with(&format!("[1:{}] ", ready[&1])), "{line}");
+    let output = cluster.herdsman(&["send", "msgs", "all", r#"["to","all"]"#]);
+    assert_eq!(output.stdout.trim(), "sent to 2 workers", "{output:?}");
+    cluster.stdout.wait_for(r#"worker 2 got ["to","all"]"#);
+    cluster.stdout.wait_for(r#"worker 1 got ["to","all"]"#);
+    // Exactly once each.
+    assert_eq!(cluster.stdout.count(|line| line.contains(" got ")), 3);
+    let logs = cluster.herdsman(&["logs", "msgs", "-n", "100"]);
+    let text = format!("[1:{}] worker 1 got {{\"ping\":42}}", ready[&1]);
+    assert!(logs.stdout.contains(&text), "{text} in {}", logs.stdout);
+}
+
+/// Whether some text in `status` is `address`, or starts with it and goes on with no digit.
+fn lists_address(status: &serde_json::Value, address: &str) -> bool {
+    match status {
+        serde_json::Value::String(text) => text
+            .strip_prefix(address)
+            .is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit())),
+        serde_json::Value::Array(values) => {
+            values.iter().any(|value| lists_address(value, address))
+        }
+        serde_json::Value::Object(fields) => {
+            fields.values().any(|value| lists_address(value, address))
+        }
+        _ => false,
+    }
+}
+
+/// An app on a port of its own (`node http-app.js PORT 127.0.0.1`): herdsman binds what the
+/// workers ask for, once for all, and lists it.
+fn assert_serves_its_own_port(
+    cluster: &Cluster,
+    name: &str,
+    port: u16,
+    ready: &BTreeMap<usize, u32>,
+) {
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_served_by(address, ready);
+    assert_eq!(
+        http_get(address, "/").unwrap().field("port"),
+        port.to_string()
+    );
+    let mut status = status_json(cluster, name);
+    let foreign = status["foreign_listeners"].take();
+    assert_eq!(foreign, serde_json::json!([]), "{status}");
+    assert!(
+        lists_address(&status, &format!("127.0.0.1:{port}")),
+        "status lists 127.0.0.1:{port}: {status}"
+    );
+    assert_eq!(column(&status, "restarts"), [0, 0], "{status}");
+}
+
+#[test]
+fn app_listening_on_a_port_of_its_own_is_served_there_and_listed() {
+    let port = free_port();
+    let (cluster, ready) = node_cluster(
+        "own",
+        &[
+            "node",
+            &example("http-app.js"),
+            &port.to_string(),
+            "127.0.0.1",
+        ],
+    );
+    assert_serves_its_own_port(&cluster, "own", port, &ready);
+}
+
+#[test]
+fn app_listening_on_a_port_of_its_own_needs_no_port_flag() {
+    let port = free_port();
+    let cluster = cluster()
+        .args(&["--workers", "2", "--name", "noport"])
+        .without_port()
+        .no_wait()
+        .command(&[
+            "node",
+            &example("http-app.js"),
+            &port.to_string(),
+            "127.0.0.1",
+        ])
+        .start();
+    let ready = cluster.wait_ready(2).into_iter().collect();
+    assert_serves_its_own_port(&cluster, "noport", port, &ready);
+}
+
+#[test]
+fn app_listening_on_port_0_gets_the_same_port_in_every_worker() {
+    let (cluster, ready) =
+        node_cluster("zero", &["node", &example("http-app.js"), "0", "127.0.0.1"]);
+    let ports: BTreeSet<u16> = ready
+        .values()
+        .map(|pid| {
+            let line = cluster
+                .stdout
+                .wait_for(&format!("http {pid} listening on "));
+            let address: serde_json::Value =
+                serde_json::from_str(line.split_once(" listening on ").unwrap().1).unwrap();
+            address["port"].as_u64().unwrap() as u16
+        })
+        .collect();
+    assert_eq!(ports.len(), 1, "one port for both workers: {ports:?}");
+    let port = ports.into_iter().next().unwrap();
+    assert_ne!(port, 0);
+    assert_serves_its_own_port(&cluster, "zero", port, &ready);
+}
+
+/// Worker 1 sends the primary an internal message it does not know, a malformed one, then a
+/// user message; worker 2 (once, the first of its slot) writes a line that is not JSON on the
+/// channel itself.
+const BAD_MESSAGES_WORKER: &str = r#"
+const fs = require('node:fs');
+const http = require('node:http');
+const id = process.env.HERDSMAN_WORKER_ID;
+process.on('message', (message) => console.log(`worker ${id} got ${JSON.stringify(message)}`));
+http
+  .createServer((request, response) => response.end(JSON.stringify({ pid: process.pid })))
+  .listen(process.env.PORT, () => {
+    if (id === '1') {
+      process.send({ cmd: 'NODE_CLUSTER', act: 'bogus', seq: 1000 });
+      process.send({ cmd: 'NODE_CLUSTER', act: 'queryServer', seq: 'x' });
+      process.send({ sent: 2 });
+    } else if (!fs.existsSync(process.env.GARBAGE_SENT)) {
+      fs.writeFileSync(process.env.GARBAGE_SENT, '');
+      fs.writeSync(process.channel.fd, 'this is not json\n');
+    }
+  });
+"#;
+
+#[test]
+fn unknown_and_malformed_internal_messages_are_logged_with_the_worker_and_ignored() {
+    let dir = RuntimeDir::new();
+    let marker = dir.path().join("garbage-sent");
+    let cluster = cluster()
+        .runtime_dir(&dir)
+        .args(&["--workers", "2", "--name", "bad"])
+        .env("GARBAGE_SENT", marker.to_str().unwrap())
+        .command(&["node", "-e", BAD_MESSAGES_WORKER])
+        .start();
+    let ready: BTreeMap<usize, u32> = cluster.wait_ready(2).into_iter().collect();
+    let (one, two) = (ready[&1], ready[&2]);
+    let worker_one = format!("herdsman: worker 1 (pid {one})");
+    let bogus = cluster.stderr.wait_for_count(1, |line| {
+        line.starts_with(&worker_one) && line.contains("bogus")
+    });
+    let malformed = cluster.stderr.wait_for_count(1, |line| {
+        line.starts_with(&worker_one) && line.contains("queryServer")
+    });
+    assert_ne!(bogus, malformed, "{}", cluster.log());
+    // Ignored: worker 1's channel stays open both ways, and it keeps its slot.
+    let sent = cluster
+        .stderr
+        .wait_for(&format!("worker 1 (pid {one}) message: {{\"sent\":2}}"));
+    let log = cluster.stderr.snapshot();
+    let at = |line: &str| log.iter().position(|seen| seen == line).unwrap();
+    assert!(at(&sent) > at(&bogus[0]) && at(&sent) > at(&malformed[0]));
+    let output = cluster.herdsman(&["send", "bad", "1", r#""still there?""#]);
+    assert_eq!(output.stdout.trim(), "sent to 1 worker", "{output:?}");
+    let line = cluster.stdout.wait_for(r#"worker 1 got "still there?""#);
+    assert!(line.starts_with(&format!("[1:{one}] ")), "{line}");
+    // The line that is not JSON is logged with worker 2.
+    cluster.stderr.wait_for_count(1, |line| {
+        line.starts_with(&format!("herdsman: worker 2 (pid {two})")) && line.contains("not JSON")
+    });
+    // The primary keeps serving, both slots ready, worker 1 never restarted.
+    for _ in 0..50 {
+        let response = cluster.get("/").expect("GET /");
+        assert_eq!(response.status, 200, "{response:?}");
+    }
+    eventually("both slots ready again", || {
+        let status = status_json(&cluster, "bad");
+        let states: Vec<String> = status["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["state"].as_str().unwrap().to_string())
+            .collect();
+        (states == ["ready", "ready"]).then_some(())
+    });
+    let status = status_json(&cluster, "bad");
+    assert_eq!(column(&status, "pid")[0], one as u64, "{status}");
+    assert_eq!(column(&status, "restarts")[0], 0, "{status}");
+    assert!(alive(cluster.pid()));
+}
