@@ -199,6 +199,9 @@ fn status(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
         status.reloads,
         short_duration(status.uptime_ms)
     );
+    for address in &status.also_serving {
+        println!("also serving {address} (a worker's listen() asked for it)");
+    }
     for foreign in &status.foreign_listeners {
         let worker = foreign
             .slot

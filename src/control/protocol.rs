@@ -110,6 +110,10 @@ pub struct ClusterStatus {
     /// Sockets of other processes on the cluster's port that take some of its connections.
     #[serde(default)]
     pub foreign_listeners: Vec<ForeignListenerStatus>,
+    /// Addresses served besides `address`, because workers asked for them (a Node app's
+    /// `listen(port)`); absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_serving: Vec<String>,
 }
 
 /// A socket on the cluster's port that is not the cluster's (reuseport).

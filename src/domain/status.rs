@@ -37,6 +37,9 @@ pub struct ClusterStatus {
     pub shared_state: Option<StateStatus>,
     /// Sockets of other processes on the cluster's port that take some of its connections.
     pub foreign_listeners: Vec<ForeignListener>,
+    /// Addresses served besides `address`, because workers asked for them (a Node app's
+    /// `listen(port)`): bound once, shared by every worker.
+    pub also_serving: Vec<SocketAddr>,
 }
 
 /// One worker, or a slot waiting for one.

@@ -59,8 +59,6 @@ pub(super) struct Executor {
     pub(super) phase: watch::Sender<ClusterPhase>,
     /// Sockets on addresses Node workers asked for besides the cluster's (`node`).
     pub node_sockets: Vec<(std::net::SocketAddr, socket2::Socket)>,
-    /// The `seq` of the primary's Node cluster messages.
-    pub node_seq: u64,
 }
 
 /// What the executor starts with, besides the configuration.
@@ -107,7 +105,6 @@ impl Executor {
             steering_failed: false,
             phase: parts.phase,
             node_sockets: Vec::new(),
-            node_seq: 0,
         };
         (executor, events_rx)
     }

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use super::executor::Executor;
 use super::lifecycle::{Input, Intent, WorkerId, WorkerOrder};
-use crate::ipc::frame::NodeCluster;
+use crate::ipc::{AddressType, NodeCluster};
 
 /// `ENOTSUP`, as libuv numbers it: what a worker hears for a listen herdsman does not serve.
 const UV_ENOTSUP: i32 = -95;
@@ -45,10 +45,11 @@ impl Executor {
                 address_type,
                 fd,
                 key,
+                data,
                 ..
             } => {
-                let answer = self.node_socket(worker, address.as_deref(), port, &address_type, fd);
-                self.answer_query(worker, seq, key, answer);
+                let answer = self.node_socket(worker, address.as_deref(), port, address_type, fd);
+                self.answer_query(worker, seq, key, data, answer);
             }
             NodeCluster::Listening { .. } => self.feed(Input::ReadySignal { worker }).await,
             // Herdsman holds every socket for the cluster's life; nothing to release.
@@ -65,10 +66,16 @@ impl Executor {
                 };
                 self.feed(Input::Intent(intent)).await;
             }
-            NodeCluster::Unknown { act, .. } => self.logger.warn(format!(
-                "worker {slot} (pid {pid}): Node cluster message `{act}` is not one herdsman \
-                 knows; ignored"
-            )),
+            // Round-robin is not served (no `newconn` is sent), so no answer is expected.
+            NodeCluster::Accepted { .. } => {}
+            NodeCluster::Unknown { act, reason, raw } => {
+                let act = act.unwrap_or_else(|| "(no act)".into());
+                let shown = crate::ipc::frame::shorten(&raw);
+                self.logger.warn(format!(
+                    "worker {slot} (pid {pid}): Node cluster message `{act}` ignored: {reason} \
+                     ({shown})"
+                ));
+            }
         }
     }
 
@@ -78,14 +85,13 @@ impl Executor {
         &mut self,
         worker: WorkerId,
         address: Option<&str>,
-        port: Option<i64>,
-        address_type: &Value,
-        fd: Option<i64>,
+        port: Option<u16>,
+        address_type: AddressType,
+        fd: Option<i32>,
     ) -> Result<OwnedFd, (i32, String)> {
         let record = self.machine.worker(worker).ok_or((UV_ENOTSUP, "gone".into()))?;
         let (slot, side) = (record.slot, record.side);
         let cluster = self.listeners.local_addr();
-        let tcp = matches!(address_type.as_i64(), Some(4 | 6));
         let own = |socket: Option<std::io::Result<OwnedFd>>| match socket {
             Some(Ok(fd)) => Ok(fd),
             Some(Err(error)) => Err((-error.raw_os_error().unwrap_or(5), error.to_string())),
@@ -95,13 +101,16 @@ impl Executor {
             // `listen({ fd: 3 })`: the socket it inherited, which is the slot's.
             return own(self.listeners.clone_socket(slot, side));
         }
-        let Some(port) = port.filter(|port| (0..=65535).contains(port)) else {
+        match address_type {
+            AddressType::Tcp4 | AddressType::Tcp6 => {}
+            AddressType::Pipe => return Err((UV_ENOTSUP, "a unix socket path".into())),
+            AddressType::Udp4 | AddressType::Udp6 => {
+                return Err((UV_ENOTSUP, "a UDP socket (dgram)".into()))
+            }
+        }
+        let Some(port) = port else {
             return Err((UV_ENOTSUP, "a unix socket path".into()));
         };
-        if !tcp {
-            return Err((UV_ENOTSUP, format!("a `{address_type}` socket")));
-        }
-        let port = port as u16;
         let ip = match address {
             None | Some("") => None,
             Some(text) => Some(
@@ -140,11 +149,11 @@ impl Executor {
     fn answer_query(
         &mut self,
         worker: WorkerId,
-        seq: Option<u64>,
+        seq: u64,
         key: String,
+        data: Value,
         answer: Result<OwnedFd, (i32, String)>,
     ) {
-        let seq_out = self.next_node_seq();
         let Some(channel) = self
             .processes
             .get(&worker)
@@ -154,18 +163,13 @@ impl Executor {
         };
         match answer {
             Ok(fd) => {
-                let reply = json!({
-                    "cmd": "NODE_CLUSTER",
-                    "errno": 0,
-                    "key": key,
-                    "ack": seq,
-                    "data": null,
-                    "seq": seq_out,
-                });
-                channel.send_handle(&reply, "net.Native", fd);
+                let reply = json!({ "errno": 0, "key": key, "ack": seq, "data": data });
+                if let Value::Object(reply) = reply {
+                    channel.send_internal_handle(&reply, fd);
+                }
             }
             Err((errno, why)) => {
-                let reply = json!({ "errno": errno, "key": key, "ack": seq, "data": null });
+                let reply = json!({ "errno": errno, "key": key, "ack": seq, "data": data });
                 self.send_internal(worker, reply);
                 if let Some(record) = self.machine.worker(worker) {
                     let (slot, pid) = (record.slot, record.pid);
@@ -179,23 +183,14 @@ impl Executor {
     }
 
     /// Sends a Node cluster message (`{"cmd":"NODE_CLUSTER", …, "seq"}`) to `worker`.
-    pub(super) fn send_internal(&mut self, worker: WorkerId, mut message: Value) {
-        let seq = self.next_node_seq();
-        if let Some(fields) = message.as_object_mut() {
-            fields.insert("seq".into(), json!(seq));
-        }
-        if let Some(channel) = self
+    pub(super) fn send_internal(&mut self, worker: WorkerId, message: Value) {
+        let channel = self
             .processes
             .get(&worker)
-            .and_then(|process| process.ipc.as_ref())
-        {
+            .and_then(|process| process.ipc.as_ref());
+        if let (Some(channel), Value::Object(message)) = (channel, message) {
             channel.send_internal(&message);
         }
-    }
-
-    fn next_node_seq(&mut self) -> u64 {
-        self.node_seq += 1;
-        self.node_seq - 1
     }
 
     /// Asks `worker` to stop: Node's `disconnect` for a Node cluster worker (the stop signal

@@ -43,6 +43,11 @@ impl From<&domain::ClusterStatus> for ClusterStatus {
                 .iter()
                 .map(ForeignListenerStatus::from)
                 .collect(),
+            also_serving: status
+                .also_serving
+                .iter()
+                .map(|address| address.to_string())
+                .collect(),
         }
     }
 }

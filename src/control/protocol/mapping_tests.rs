@@ -135,6 +135,7 @@ fn full_example() -> ClusterStatus {
             in_group: true,
             description: "nginx (pid 777) takes some of the cluster's connections".into(),
         }],
+        also_serving: vec![address("127.0.0.1:9000")],
     }
 }
 
@@ -168,7 +169,8 @@ const FULL_EXAMPLE_JSON: &str = concat!(
     r#""kind":"embedded","tcp":"127.0.0.1:6390","keys":12,"used_memory":4096,"clients":3},"#,
     r#""foreign_listeners":[{"address":"0.0.0.0:8000","pid":777,"command":"nginx","#,
     r#""cluster":null,"slot":null,"in_group":true,"#,
-    r#""description":"nginx (pid 777) takes some of the cluster's connections"}]}"#,
+    r#""description":"nginx (pid 777) takes some of the cluster's connections"}],"#,
+    r#""also_serving":["127.0.0.1:9000"]}"#,
 );
 
 #[test]
