@@ -74,7 +74,15 @@ impl Executor {
                     }
                 }
             }
-            FromWorker::Ignored => {}
+            FromWorker::UnsupportedHandle { handle_type, .. } => {
+                let handle_type = handle_type.as_deref().unwrap_or("unknown");
+                self.logger.warn(format!(
+                    "worker {slot} (pid {pid}) sent a handle ({handle_type}) to the primary, \
+                     which takes none; refused (NODE_HANDLE_NACK)"
+                ));
+            }
+            // Node's cluster protocol: answered by the executor (issue 13).
+            FromWorker::Cluster(_) | FromWorker::HandleAck { .. } | FromWorker::Ignored => {}
         }
     }
 
