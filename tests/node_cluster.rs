@@ -260,11 +260,25 @@ http
 
 #[test]
 fn process_send_reaches_herdsman_logs_and_herdsman_send_reaches_the_worker() {
-    let (cluster, ready) = node_cluster("msgs", &["node", "-e", MESSAGING_WORKER]);
+    // A script file, as `cluster.fork()` runs one: Node sets a worker up only for a script
+    // (`process.argv[1]`), never for `node -e`.
+    let dir = RuntimeDir::new();
+    let script = dir.path().join("messaging.js");
+    std::fs::write(&script, MESSAGING_WORKER).unwrap();
+    let cluster = cluster()
+        .runtime_dir(&dir)
+        .args(&["--workers", "2", "--name", "msgs"])
+        .command(&["node", script.to_str().unwrap()])
+        .start();
+    let ready: BTreeMap<usize, u32> = cluster.wait_ready(2).into_iter().collect();
+    // Sent from the listen callback: it may come before the worker counts as ready.
     for (slot, pid) in &ready {
-        cluster.stderr.wait_for(&format!(
+        let text = format!(
             "worker {slot} (pid {pid}) message: {{\"hello\":\"primary\",\"worker\":\"{slot}\"}}"
-        ));
+        );
+        cluster
+            .stderr
+            .wait_for_count(1, |line| line.contains(&text));
     }
     let logs = cluster.herdsman(&["logs", "msgs", "-n", "100"]);
     for slot in ready.keys() {
@@ -388,33 +402,40 @@ const BAD_MESSAGES_WORKER: &str = r#"
 const fs = require('node:fs');
 const http = require('node:http');
 const id = process.env.HERDSMAN_WORKER_ID;
-process.on('message', (message) => console.log(`worker ${id} got ${JSON.stringify(message)}`));
+process.on('message', (message) => {
+  console.log(`worker ${id} got ${JSON.stringify(message)}`);
+  if (message !== 'go') return;
+  if (id === '1') {
+    process.send({ cmd: 'NODE_CLUSTER', act: 'bogus', seq: 1000 });
+    process.send({ cmd: 'NODE_CLUSTER', act: 'queryServer', seq: 'x' });
+    process.send({ sent: 2 });
+  } else if (!fs.existsSync(process.env.GARBAGE_SENT)) {
+    fs.writeFileSync(process.env.GARBAGE_SENT, '');
+    fs.writeSync(process.channel.fd, 'this is not json\n');
+  }
+});
 http
   .createServer((request, response) => response.end(JSON.stringify({ pid: process.pid })))
-  .listen(process.env.PORT, () => {
-    if (id === '1') {
-      process.send({ cmd: 'NODE_CLUSTER', act: 'bogus', seq: 1000 });
-      process.send({ cmd: 'NODE_CLUSTER', act: 'queryServer', seq: 'x' });
-      process.send({ sent: 2 });
-    } else if (!fs.existsSync(process.env.GARBAGE_SENT)) {
-      fs.writeFileSync(process.env.GARBAGE_SENT, '');
-      fs.writeSync(process.channel.fd, 'this is not json\n');
-    }
-  });
+  .listen(process.env.PORT);
 "#;
 
 #[test]
 fn unknown_and_malformed_internal_messages_are_logged_with_the_worker_and_ignored() {
     let dir = RuntimeDir::new();
     let marker = dir.path().join("garbage-sent");
+    let script = dir.path().join("bad-messages.js");
+    std::fs::write(&script, BAD_MESSAGES_WORKER).unwrap();
     let cluster = cluster()
         .runtime_dir(&dir)
         .args(&["--workers", "2", "--name", "bad"])
         .env("GARBAGE_SENT", marker.to_str().unwrap())
-        .command(&["node", "-e", BAD_MESSAGES_WORKER])
+        .command(&["node", script.to_str().unwrap()])
         .start();
     let ready: BTreeMap<usize, u32> = cluster.wait_ready(2).into_iter().collect();
     let (one, two) = (ready[&1], ready[&2]);
+    // Once both serve: the bad messages come when the workers are told to send them.
+    let output = cluster.herdsman(&["send", "bad", "all", r#""go""#]);
+    assert_eq!(output.stdout.trim(), "sent to 2 workers", "{output:?}");
     let worker_one = format!("herdsman: worker 1 (pid {one})");
     let bogus = cluster.stderr.wait_for_count(1, |line| {
         line.starts_with(&worker_one) && line.contains("bogus")

@@ -130,6 +130,7 @@ impl RunSettings {
                 timeout: self.ready_timeout,
             });
         }
+        let node = is_node(&command);
         Ok(Config {
             name,
             name_is_explicit,
@@ -149,7 +150,7 @@ impl RunSettings {
             store,
             ipc: match self.ipc {
                 // A Node worker speaks Node's cluster protocol unless told otherwise.
-                IpcMode::Off if is_node(&command) => IpcMode::Node,
+                IpcMode::Off if node => IpcMode::Node,
                 ipc => ipc,
             },
             explain_ready_notify: true,

@@ -357,7 +357,8 @@ settings! {
     reload restart("state", state_changed);
 
     /// Give every worker an IPC channel to the primary: `--ipc` (JSON lines at
-    /// $HERDSMAN_IPC_FD) or `--ipc node` (Node's process.send / process.on('message'))
+    /// $HERDSMAN_IPC_FD) or `--ipc node` (Node's process.send / process.on('message') and
+    /// its cluster protocol; what a `node` command gets unless told otherwise)
     /// [default: off]
     #[flag(long, value_enum, num_args = 0..=1, default_missing_value = "on", value_name = "on|node|off")]
     #[file()]

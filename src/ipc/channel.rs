@@ -17,22 +17,48 @@
 //!
 //! A worker's end is not bounded: what it queues is its own memory, and the messages it
 //! receives wait in the stream [`crate::Worker::messages`] returns.
+//!
+//! # Handles (Node's dialect)
+//!
+//! The primary hands a Node worker a socket with [`PrimaryChannel::send_handle`] (or
+//! [`PrimaryChannel::send_internal_handle`] for a cluster reply): Node's handle frame
+//! (`node::HandleLine`), its fd attached as SCM_RIGHTS to the `sendmsg` that writes the line's
+//! first bytes (the rest, if the socket takes only part, follows with plain writes: the
+//! receiving Node pairs the fd with the `NODE_HANDLE` line that completes after it). As in
+//! Node's `_handleQueue`, every later frame to that worker waits until the worker answers
+//! `NODE_HANDLE_ACK`, which the reader consumes and hands the writer; `NODE_HANDLE_NACK` (the fd
+//! did not come) makes the writer send the frame again, up to [`HANDLE_RETRIES`] times, then go
+//! on. The primary's copy of the fd is held until then and closed after (or with the frame if it
+//! is dropped: inbox full, channel closed), so no fd outlives its frame. A worker that never
+//! answers gets nothing more; what is sent meanwhile fills its inbox, as for a worker that does
+//! not read.
+//!
+//! The writer stays a task on tokio's reactor: `sendmsg` (nix) runs inside
+//! [`UnixStream::try_io`] after [`UnixStream::writable`], on the same socket as the other
+//! writes, so a handle costs no thread and keeps its place in the queue. The reader keeps plain
+//! reads: a handle a worker sends (`process.send(msg, socket)`) is never received, so the
+//! kernel closes its fd, and the channel answers `NODE_HANDLE_NACK` ahead of any queued frame
+//! (the frame is reported as [`FromWorker::UnsupportedHandle`]).
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use serde_json::{Map, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::frame::{Dialect, EncodeError, FromWorker, ToWorker};
+use super::frame::{line, Dialect, EncodeError, FromWorker, ToWorker};
 use super::line::{Decoder, FrameError};
+use super::node::{ClusterLine, HandleLine, HANDLE_NACK};
 
 /// Bytes of messages the primary holds for one worker that has not read them yet.
 pub const INBOX_BYTES: usize = 4 * 1024 * 1024;
@@ -41,6 +67,25 @@ pub const INBOX_BYTES: usize = 4 * 1024 * 1024;
 const FRAME_OVERHEAD: usize = 64;
 /// Frames from one worker decoded but not yet handled by the supervisor.
 pub const UNHANDLED_FRAMES: usize = 256;
+/// How many times a handle the worker did not get (`NODE_HANDLE_NACK`) is sent again, as Node
+/// does for a socket (`MAX_HANDLE_RETRANSMISSIONS`).
+pub const HANDLE_RETRIES: u32 = 3;
+/// `NODE_HANDLE_NACK`s waiting to be written, at most (a worker waits for each before it sends
+/// its next handle, so more would be a worker that does not follow Node's protocol).
+const NACKS_WAITING: usize = 16;
+
+/// What the reader does with a value read.
+#[derive(Debug, PartialEq)]
+pub enum Incoming<F> {
+    /// Hand it over.
+    Frame(F),
+    /// Hand it over, and answer the handle it came with `NODE_HANDLE_NACK`.
+    RefusedHandle(F),
+    /// The peer's answer to the handle last sent: the writer may go on.
+    HandleAck { received: bool },
+    /// Pass it over.
+    Pass,
+}
 
 /// Which end of a channel: what it reads, and its bounds.
 pub trait End: std::fmt::Debug + Send + 'static {
@@ -50,9 +95,8 @@ pub trait End: std::fmt::Debug + Send + 'static {
     const INBOX_BYTES: Option<usize>;
     /// Frames decoded and not yet [`Channel::handled`], at most (`None`: no bound).
     const UNHANDLED_FRAMES: Option<usize>;
-    /// The frame in `value`; `Ok(None)` for a line this end passes over; an error cuts the
-    /// channel.
-    fn receive(value: Value, dialect: Dialect) -> Result<Option<Self::Receives>, FrameError>;
+    /// What `value` is for this end; an error cuts the channel.
+    fn receive(value: Value, dialect: Dialect) -> Result<Incoming<Self::Receives>, FrameError>;
 }
 
 /// The primary's end: reads [`FromWorker`], sends [`ToWorker`], bounded both ways.
@@ -68,11 +112,13 @@ impl End for PrimaryEnd {
     const INBOX_BYTES: Option<usize> = Some(INBOX_BYTES);
     const UNHANDLED_FRAMES: Option<usize> = Some(UNHANDLED_FRAMES);
 
-    fn receive(value: Value, dialect: Dialect) -> Result<Option<FromWorker>, FrameError> {
-        match FromWorker::decode(value, dialect)? {
-            FromWorker::Ignored => Ok(None),
-            frame => Ok(Some(frame)),
-        }
+    fn receive(value: Value, dialect: Dialect) -> Result<Incoming<FromWorker>, FrameError> {
+        Ok(match FromWorker::decode(value, dialect)? {
+            FromWorker::Ignored => Incoming::Pass,
+            FromWorker::HandleAck { received } => Incoming::HandleAck { received },
+            frame @ FromWorker::UnsupportedHandle { .. } => Incoming::RefusedHandle(frame),
+            frame => Incoming::Frame(frame),
+        })
     }
 }
 
@@ -82,8 +128,8 @@ impl End for WorkerEnd {
     const UNHANDLED_FRAMES: Option<usize> = None;
 
     /// A frame the worker does not know (a newer primary's) is passed over, not an error.
-    fn receive(value: Value, dialect: Dialect) -> Result<Option<ToWorker<'static>>, FrameError> {
-        Ok(ToWorker::decode(value, dialect).ok())
+    fn receive(value: Value, dialect: Dialect) -> Result<Incoming<ToWorker<'static>>, FrameError> {
+        Ok(ToWorker::decode(value, dialect).map_or(Incoming::Pass, Incoming::Frame))
     }
 }
 
@@ -98,8 +144,13 @@ pub enum Received<F> {
     Closed(Option<String>),
 }
 
-/// A line queued for the writer, holding its share of the inbox until it is written.
-type Queued = (Vec<u8>, Option<OwnedSemaphorePermit>);
+/// A line queued for the writer, with the fd it carries, holding its share of the inbox until
+/// it is written (a handle's: until the peer acknowledged it).
+struct Queued {
+    line: Vec<u8>,
+    fd: Option<OwnedFd>,
+    _room: Option<OwnedSemaphorePermit>,
+}
 
 /// One end of a channel.
 #[derive(Debug)]
@@ -113,7 +164,19 @@ pub struct Channel<E: End> {
     /// Messages (and their bytes) dropped since the inbox was last found with room.
     dropped: AtomicU64,
     dropped_bytes: AtomicU64,
+    /// The `seq` of the next cluster message (Node's primary counts from 0).
+    seq: AtomicU64,
+    /// Stops a writer that waits for the answer to a handle when the channel is dropped.
+    _stop: DropGuard,
     end: PhantomData<fn() -> E>,
+}
+
+/// A cluster message queued (or not), and the `seq` it was written with: the worker's answer
+/// to it (the `accepted` of a `newconn`) names it as its `ack`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sent {
+    pub delivery: Delivery,
+    pub seq: u64,
 }
 
 /// What became of one message to a worker.
@@ -149,8 +212,22 @@ impl<E: End> Channel<E> {
         let (reader, writer) = UnixStream::from_std(stream)?.into_split();
         let (frames, queue) = mpsc::unbounded_channel();
         let unhandled = E::UNHANDLED_FRAMES.map(|frames| Arc::new(Semaphore::new(frames)));
-        let reading = tokio::spawn(read::<E>(reader, dialect, unhandled.clone(), receive));
-        tokio::spawn(write(writer, queue));
+        let (answers, answered) = mpsc::channel(1);
+        let awaiting = Arc::new(AtomicBool::new(false));
+        let (nacks, nacks_waiting) = mpsc::channel(NACKS_WAITING);
+        let peer = Peer {
+            awaiting: awaiting.clone(),
+            answers,
+            nacks,
+        };
+        let reading = tokio::spawn(read::<E>(reader, dialect, unhandled.clone(), peer, receive));
+        let stop = CancellationToken::new();
+        let answers = Answers {
+            awaiting,
+            answered,
+            stop: stop.clone(),
+        };
+        tokio::spawn(write(writer, queue, answers, nacks_waiting));
         let channel = Channel {
             frames,
             inbox: E::INBOX_BYTES.map(|bytes| Arc::new(Semaphore::new(bytes))),
@@ -158,13 +235,16 @@ impl<E: End> Channel<E> {
             dialect,
             dropped: AtomicU64::new(0),
             dropped_bytes: AtomicU64::new(0),
+            seq: AtomicU64::new(0),
+            _stop: stop.drop_guard(),
             end: PhantomData,
         };
         Ok((channel, reading))
     }
 
-    /// Queues `line` for the peer if the inbox has room.
-    fn queue(&self, line: Vec<u8>) -> Delivery {
+    /// Queues `line` (with the fd it carries) for the peer if the inbox has room; else `fd`
+    /// is closed here.
+    fn queue(&self, line: Vec<u8>, fd: Option<OwnedFd>) -> Delivery {
         if self.frames.is_closed() {
             return Delivery::Closed;
         }
@@ -182,7 +262,12 @@ impl<E: End> Channel<E> {
             };
             room = Some(permit);
         }
-        if self.frames.send((line, room)).is_err() {
+        let queued = Queued {
+            line,
+            fd,
+            _room: room,
+        };
+        if self.frames.send(queued).is_err() {
             return Delivery::Closed;
         }
         Delivery::Queued {
@@ -218,14 +303,52 @@ impl PrimaryChannel {
             data: std::borrow::Cow::Borrowed(data),
             from,
         };
-        self.queue(frame.encode(self.dialect))
+        self.queue(frame.encode(self.dialect), None)
+    }
+
+    /// Queues one of Node's cluster messages for a Node worker, as Node's primary writes it:
+    /// `{"cmd":"NODE_CLUSTER",…message,"seq":N}` (an ack with its `errno`, `{act:'disconnect'}`).
+    // The executor's Node cluster support (issue 13) calls it; it lands on its own branch.
+    #[allow(dead_code)]
+    pub fn send_internal(&self, message: &Map<String, Value>) -> Sent {
+        let seq = self.next_seq();
+        let delivery = self.queue(line(&ClusterLine { message, seq }), None);
+        Sent { delivery, seq }
+    }
+
+    /// Queues a cluster message with a socket, as Node's primary sends a `queryServer` reply
+    /// or a `newconn`: `{"cmd":"NODE_HANDLE","type":"net.Native","msg":{"cmd":"NODE_CLUSTER",
+    /// …message,"seq":N}}` with `fd` (see [`PrimaryChannel::send_handle`]).
+    // The executor's Node cluster support (issue 13) calls it; it lands on its own branch.
+    #[allow(dead_code)]
+    pub fn send_internal_handle(&self, message: &Map<String, Value>, fd: OwnedFd) -> Sent {
+        let seq = self.next_seq();
+        let frame = HandleLine::new("net.Native", ClusterLine { message, seq });
+        let delivery = self.queue(line(&frame), Some(fd));
+        Sent { delivery, seq }
+    }
+
+    /// Queues Node's handle frame `{"cmd":"NODE_HANDLE","type":handle_type,"msg":message}`
+    /// with `fd` (as SCM_RIGHTS): the worker's `process.on('message', (message, handle))` gets
+    /// `fd` as a `handle_type` (`net.Server`, `net.Socket`; `net.Native` is the raw handle the
+    /// cluster module takes). Frames queued after it wait for the worker's
+    /// `NODE_HANDLE_ACK`. `fd` is closed here once the worker acknowledged it, or when the frame
+    /// is dropped (full inbox, channel gone): keep a duplicate (`try_clone`) to use it after.
+    // The executor's Node cluster support (issue 13) calls it; it lands on its own branch.
+    #[allow(dead_code)]
+    pub fn send_handle(&self, message: &Value, handle_type: &str, fd: OwnedFd) -> Delivery {
+        self.queue(line(&HandleLine::new(handle_type, message)), Some(fd))
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
     }
 }
 
 impl WorkerChannel {
     /// Queues `frame` for the primary.
     pub fn send(&self, frame: &FromWorker) -> Result<Delivery, EncodeError> {
-        Ok(self.queue(frame.encode(self.dialect)?))
+        Ok(self.queue(frame.encode(self.dialect)?, None))
     }
 }
 
@@ -238,12 +361,27 @@ impl<E: End> Drop for Channel<E> {
     }
 }
 
-// With fd handoff (see the module doc of `ipc`), `read` becomes `recvmsg` and pairs each
-// SCM_RIGHTS fd with the frame it came with, and `write` a `sendmsg` with the frame's fd.
+/// What the reader tells the writer: the answers to the handles it sent, and the
+/// `NODE_HANDLE_NACK`s to write for the handles the peer sent.
+struct Peer {
+    /// Set by the writer while it waits for an answer, so that a stray answer is passed over.
+    awaiting: Arc<AtomicBool>,
+    answers: mpsc::Sender<bool>,
+    nacks: mpsc::Sender<&'static [u8]>,
+}
+
+/// The writer's side of [`Peer`].
+struct Answers {
+    awaiting: Arc<AtomicBool>,
+    answered: mpsc::Receiver<bool>,
+    stop: CancellationToken,
+}
+
 async fn read<E: End>(
     mut reader: OwnedReadHalf,
     dialect: Dialect,
     unhandled: Option<Arc<Semaphore>>,
+    peer: Peer,
     mut receive: impl FnMut(Received<E::Receives>),
 ) {
     let mut decoder = Decoder::default();
@@ -257,23 +395,33 @@ async fn read<E: End>(
         };
         let fed = decoder.feed(&buffer[..read], &mut values);
         for value in values.drain(..) {
-            match E::receive(value, dialect) {
-                Ok(None) => {}
-                Ok(Some(frame)) => {
-                    if let Some(unhandled) = &unhandled {
-                        // Closed when the channel is dropped: the peer is gone.
-                        let Ok(permit) = unhandled.acquire().await else {
-                            return;
-                        };
-                        permit.forget();
+            let frame = match E::receive(value, dialect) {
+                Ok(Incoming::Pass) => continue,
+                Ok(Incoming::HandleAck { received }) => {
+                    if peer.awaiting.swap(false, Ordering::SeqCst) {
+                        let _ = peer.answers.try_send(received);
                     }
-                    receive(Received::Frame(frame));
+                    continue;
+                }
+                Ok(Incoming::Frame(frame)) => frame,
+                Ok(Incoming::RefusedHandle(frame)) => {
+                    // Full only for a peer that does not wait for its answers: it goes without.
+                    let _ = peer.nacks.try_send(HANDLE_NACK);
+                    frame
                 }
                 Err(error) => {
                     receive(Received::Closed(Some(error.to_string())));
                     return;
                 }
+            };
+            if let Some(unhandled) = &unhandled {
+                // Closed when the channel is dropped: the peer is gone.
+                let Ok(permit) = unhandled.acquire().await else {
+                    return;
+                };
+                permit.forget();
             }
+            receive(Received::Frame(frame));
         }
         if let Err(error) = fed {
             break Some(error.to_string());
@@ -282,242 +430,88 @@ async fn read<E: End>(
     receive(Received::Closed(reason));
 }
 
-async fn write(mut writer: OwnedWriteHalf, mut queue: mpsc::UnboundedReceiver<Queued>) {
-    // Each frame gives its share of the inbox back once written (`_room` dropped).
-    while let Some((line, _room)) = queue.recv().await {
-        if writer.write_all(&line).await.is_err() {
-            break;
+/// Writes the queued frames in order; after a handle, nothing but `NODE_HANDLE_NACK`s until the
+/// peer answers it. Ends when the channel is dropped, a write fails, or the reader ends while
+/// an answer is awaited.
+async fn write(
+    mut writer: OwnedWriteHalf,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
+    mut answers: Answers,
+    mut nacks: mpsc::Receiver<&'static [u8]>,
+) -> io::Result<()> {
+    loop {
+        let queued = tokio::select! {
+            biased;
+            Some(nack) = nacks.recv() => {
+                writer.write_all(nack).await?;
+                continue;
+            }
+            queued = queue.recv() => match queued {
+                Some(queued) => queued,
+                None => return Ok(()),
+            },
+        };
+        let Some(fd) = &queued.fd else {
+            // Its share of the inbox goes back once written (`queued` dropped).
+            writer.write_all(&queued.line).await?;
+            continue;
+        };
+        for _ in 0..=HANDLE_RETRIES {
+            answers.awaiting.store(true, Ordering::SeqCst);
+            let sent = send_with_fd(&writer, &queued.line, fd).await?;
+            writer.write_all(&queued.line[sent..]).await?;
+            let received = loop {
+                tokio::select! {
+                    biased;
+                    Some(nack) = nacks.recv() => writer.write_all(nack).await?,
+                    answer = answers.answered.recv() => match answer {
+                        Some(received) => break received,
+                        // The reader is gone: nobody will answer.
+                        None => return Ok(()),
+                    },
+                    () = answers.stop.cancelled() => return Ok(()),
+                }
+            };
+            if received {
+                break;
+            }
+        }
+        // The fd is closed and the inbox's share given back (`queued` dropped).
+    }
+}
+
+/// Writes the first bytes of `line` with `fd` attached (SCM_RIGHTS); returns how many.
+async fn send_with_fd(writer: &OwnedWriteHalf, line: &[u8], fd: &OwnedFd) -> io::Result<usize> {
+    let stream: &UnixStream = writer.as_ref();
+    let fds = [fd.as_raw_fd()];
+    loop {
+        stream.writable().await?;
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            sendmsg::<()>(
+                stream.as_raw_fd(),
+                &[IoSlice::new(line)],
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+            .map_err(io::Error::from)
+        });
+        match sent {
+            Ok(sent) => return Ok(sent),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(error) => return Err(error),
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
+#[path = "channel_tests.rs"]
+mod tests;
 
-    use super::*;
-    use crate::ipc::frame::Target;
-
-    /// What a channel's reader reported, as a stream.
-    fn collect<F: Send + 'static>() -> (
-        impl FnMut(Received<F>) + Send + 'static,
-        mpsc::UnboundedReceiver<Received<F>>,
-    ) {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        (
-            move |received| {
-                let _ = sender.send(received);
-            },
-            receiver,
-        )
-    }
-
-    async fn next<F>(received: &mut mpsc::UnboundedReceiver<Received<F>>) -> Received<F> {
-        tokio::time::timeout(Duration::from_secs(10), received.recv())
-            .await
-            .expect("a report within 10 s")
-            .expect("the reader reports until the channel closes")
-    }
-
-    #[tokio::test]
-    async fn both_ends_speak_through_one_channel_in_both_dialects() {
-        for dialect in [Dialect::Herdsman, Dialect::Node] {
-            let (at_primary, mut primary_got) = collect();
-            let (primary, theirs, _reading) = PrimaryChannel::pair(dialect, at_primary).unwrap();
-            let (at_worker, mut worker_got) = collect();
-            let (worker, worker_reading) = WorkerChannel::open(theirs, dialect, at_worker).unwrap();
-
-            let hello = FromWorker::Message {
-                data: serde_json::json!({"jobs": 3}),
-                to: Target::Primary,
-            };
-            assert!(matches!(
-                worker.send(&FromWorker::Ready),
-                Ok(Delivery::Queued { .. })
-            ));
-            assert!(matches!(worker.send(&hello), Ok(Delivery::Queued { .. })));
-            assert_eq!(
-                next(&mut primary_got).await,
-                Received::Frame(FromWorker::Ready)
-            );
-            assert_eq!(next(&mut primary_got).await, Received::Frame(hello));
-            primary.handled();
-            primary.handled();
-
-            let data = Value::from("flush");
-            let from = (dialect == Dialect::Herdsman).then_some(2);
-            assert!(matches!(primary.send(&data, from), Delivery::Queued { .. }));
-            assert_eq!(
-                next(&mut worker_got).await,
-                Received::Frame(ToWorker::Message {
-                    data: std::borrow::Cow::Owned(data),
-                    from
-                })
-            );
-
-            // The worker goes: the primary's reader reports end of file, and its sends fail.
-            drop(worker);
-            worker_reading.abort();
-            assert_eq!(next(&mut primary_got).await, Received::Closed(None));
-        }
-    }
-
-    #[tokio::test]
-    async fn a_bad_frame_cuts_the_channel_with_its_reason() {
-        let (at_primary, mut primary_got) = collect();
-        let (_primary, theirs, _reading) =
-            PrimaryChannel::pair(Dialect::Herdsman, at_primary).unwrap();
-        let mut theirs = UnixStream::from_std({
-            theirs.set_nonblocking(true).unwrap();
-            theirs
-        })
-        .unwrap();
-        theirs
-            .write_all(b"{\"type\":\"ready\"}\n{\"type\":\"shout\"}\n{\"type\":\"ready\"}\n")
-            .await
-            .unwrap();
-        assert_eq!(
-            next(&mut primary_got).await,
-            Received::Frame(FromWorker::Ready)
-        );
-        assert_eq!(
-            next(&mut primary_got).await,
-            Received::Closed(Some(
-                r#"frame {"type":"shout"} is not a herdsman frame: `type` must be "ready" or "message""#
-                    .into()
-            ))
-        );
-        // Nothing after the bad frame, and the reader has ended.
-        assert!(primary_got.recv().await.is_none());
-    }
-
-    /// A worker passes over frames it does not know (a newer primary's, such as a connection
-    /// handed over) and Node's own messages, and reads on; the primary passes over Node's.
-    #[tokio::test]
-    async fn each_end_passes_over_what_is_not_for_it_and_reads_on() {
-        let (ours, theirs) = StdUnixStream::pair().unwrap();
-        let (at_worker, mut worker_got) = collect();
-        let (_worker, _reading) =
-            WorkerChannel::open(theirs, Dialect::Herdsman, at_worker).unwrap();
-        let mut ours = UnixStream::from_std({
-            ours.set_nonblocking(true).unwrap();
-            ours
-        })
-        .unwrap();
-        ours.write_all(
-            b"{\"type\":\"connection\",\"fd\":0}\n{\"data\":1,\"from\":3,\"type\":\"message\"}\n",
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            next(&mut worker_got).await,
-            Received::Frame(ToWorker::Message {
-                data: std::borrow::Cow::Owned(Value::from(1)),
-                from: Some(3)
-            })
-        );
-
-        let (at_primary, mut primary_got) = collect();
-        let (_primary, theirs, _reading) = PrimaryChannel::pair(Dialect::Node, at_primary).unwrap();
-        let mut theirs = UnixStream::from_std({
-            theirs.set_nonblocking(true).unwrap();
-            theirs
-        })
-        .unwrap();
-        theirs
-            .write_all(b"{\"cmd\":\"NODE_HANDLE_ACK\"}\n\"ready\"\n")
-            .await
-            .unwrap();
-        assert_eq!(
-            next(&mut primary_got).await,
-            Received::Frame(FromWorker::Ready)
-        );
-    }
-
-    #[tokio::test]
-    async fn the_primary_reads_no_further_than_the_frames_it_has_not_handled() {
-        let (at_primary, mut primary_got) = collect();
-        let (primary, theirs, _reading) =
-            PrimaryChannel::pair(Dialect::Herdsman, at_primary).unwrap();
-        let mut theirs = UnixStream::from_std({
-            theirs.set_nonblocking(true).unwrap();
-            theirs
-        })
-        .unwrap();
-        let frames = b"{\"type\":\"ready\"}\n".repeat(UNHANDLED_FRAMES + 1);
-        theirs.write_all(&frames).await.unwrap();
-        for _ in 0..UNHANDLED_FRAMES {
-            assert_eq!(
-                next(&mut primary_got).await,
-                Received::Frame(FromWorker::Ready)
-            );
-        }
-        // The last waits until one is handled.
-        let waiting = tokio::time::timeout(Duration::from_millis(200), primary_got.recv()).await;
-        assert!(waiting.is_err(), "read past the bound: {waiting:?}");
-        primary.handled();
-        assert_eq!(
-            next(&mut primary_got).await,
-            Received::Frame(FromWorker::Ready)
-        );
-    }
-
-    #[tokio::test]
-    async fn a_full_inbox_drops_whole_messages_and_counts_them() {
-        let (channel, worker_end, _reader) =
-            PrimaryChannel::pair(Dialect::Herdsman, |_| {}).unwrap();
-        let message = Value::String("x".repeat(64 * 1024));
-        // Nobody reads the worker's end: the kernel's buffer fills, then the inbox.
-        let mut queued = 0;
-        let first_drop = loop {
-            match channel.send(&message, None) {
-                Delivery::Queued { dropped: 0, .. } => queued += 1,
-                other => break other,
-            }
-            tokio::task::yield_now().await;
-            assert!(queued < 1000, "never full");
-        };
-        assert_eq!(first_drop, Delivery::Full { first: true });
-        assert!(
-            queued >= INBOX_BYTES / (64 * 1024 + FRAME_OVERHEAD + 64),
-            "{queued}"
-        );
-        assert_eq!(
-            channel.send(&message, None),
-            Delivery::Full { first: false }
-        );
-        let huge = Value::String("x".repeat(INBOX_BYTES));
-        assert!(matches!(
-            channel.send(&huge, None),
-            Delivery::TooLarge { .. }
-        ));
-        // The worker reads everything queued: the next message fits, and reports the drops.
-        let mut reader = UnixStream::from_std({
-            worker_end.set_nonblocking(true).unwrap();
-            worker_end
-        })
-        .unwrap();
-        let inbox = channel.inbox.clone().unwrap();
-        let mut sink = vec![0u8; 1 << 20];
-        for _ in 0..10_000 {
-            if inbox.available_permits() == INBOX_BYTES {
-                break;
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(20), reader.read(&mut sink)).await;
-        }
-        let delivery = channel.send(&Value::from(1), None);
-        let line = ToWorker::Message {
-            data: std::borrow::Cow::Borrowed(&message),
-            from: None,
-        }
-        .encode(Dialect::Herdsman)
-        .len() as u64;
-        assert_eq!(
-            delivery,
-            Delivery::Queued {
-                dropped: 2,
-                bytes: 2 * line
-            }
-        );
-    }
-}
+#[cfg(test)]
+#[path = "handoff_tests.rs"]
+mod handoff_tests;

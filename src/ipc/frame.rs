@@ -8,7 +8,10 @@
 //!
 //! In Node's dialect (`--ipc node`) every line is a message as `process.send()` wrote it, the
 //! string `"ready"` is PM2's readiness signal, and lines that are Node's own
-//! (`{"cmd":"NODE_…"}`) are passed over. The fd-handoff frame's place is marked in [`ToWorker`].
+//! (`{"cmd":"NODE_…"}`) are Node's cluster protocol (`node`): decoded there, from a worker, into
+//! [`FromWorker::Cluster`] and the handle frames. Node's handle frames to a worker are written
+//! by the channel (`PrimaryChannel::send_handle`); herdsman's own fd-handoff frame's place is
+//! marked in [`ToWorker`].
 //!
 //! Lines are written by serde from one struct whose field order is the wire's (see `Line`);
 //! they are read by hand from a `serde_json::Value` rather than derived, because the reader is
@@ -45,7 +48,23 @@ pub enum FromWorker {
     Ready,
     /// A message, for the primary or (herdsman's dialect only) other workers through it.
     Message { data: Value, to: Target },
-    /// Node's own bookkeeping (`{"cmd":"NODE_…"}`): decoded so that it can be passed over,
+    /// Node's cluster messages (`{"cmd":"NODE_CLUSTER",…}`, Node's dialect only): what the
+    /// worker's `net.Server.listen()` and `cluster.worker` ask of the primary. Never encoded
+    /// (Node writes them).
+    Cluster(super::node::NodeCluster),
+    /// A handle the worker sent (`{"cmd":"NODE_HANDLE",…}`, `process.send(msg, handle)`): the
+    /// primary takes none. Its fd never reaches the primary (the reader reads no ancillary
+    /// data, so the kernel closes it), and the channel answers `NODE_HANDLE_NACK`, so the
+    /// worker's queue goes on.
+    UnsupportedHandle {
+        handle_type: Option<String>,
+        message: Value,
+    },
+    /// `{"cmd":"NODE_HANDLE_ACK"}` (`received`) or `_NACK`: the worker's answer to a handle
+    /// the primary sent. Consumed by the channel (it releases the frames queued behind the
+    /// handle), never reported.
+    HandleAck { received: bool },
+    /// Node's other bookkeeping (`{"cmd":"NODE_…"}`): decoded so that it can be passed over,
     /// never encoded.
     Ignored,
 }
@@ -59,16 +78,14 @@ pub enum ToWorker<'a> {
         data: Cow<'a, Value>,
         from: Option<usize>,
     },
-    // The fd-handoff frame goes here (balancing in the primary: the primary accepts a
-    // connection and hands it to a worker). Not implemented. Its shape, so that it fits:
-    // - a variant `Connection { .. }` (peer address, listener side) encoded as
-    //   `{"type":"connection",…}` in herdsman's dialect, and in Node's as Node's own handle
-    //   frame (`{"cmd":"NODE_HANDLE","type":"net.Socket",…}`, which `process.on('message')`
-    //   turns into a `net.Socket`);
-    // - the socket travels as SCM_RIGHTS ancillary data on the `sendmsg` that writes the
-    //   frame's first byte, so `encode` would return the line and the fd to attach, the
-    //   channel's writer (`channel::write`) would `sendmsg` instead of `write_all`, and its
-    //   reader would `recvmsg` and pair each received fd with the frame that carried it.
+    // herdsman's own fd-handoff frame goes here (balancing in the primary for non-Node
+    // workers: the primary accepts a connection and hands it to a worker). Not implemented.
+    // Its shape, so that it fits: a variant `Connection { .. }` (peer address, listener side)
+    // encoded as `{"type":"connection",…}`, queued with its fd as Node's handle frames are
+    // (`PrimaryChannel::send_handle`: the writer already `sendmsg`s a frame's fd); a Rust
+    // worker's reader would `recvmsg` and pair each received fd with the frame it came with.
+    // In Node's dialect a connection is Node's own frame, `send_internal_handle` with
+    // `{act:'newconn',key}`.
 }
 
 /// Why a frame has no line in a dialect.
@@ -78,6 +95,8 @@ pub enum EncodeError {
     NodeHasNoAddressing { to: String },
     #[error("an ignored frame (Node's own bookkeeping) is never sent")]
     Ignored,
+    #[error("Node's own messages are written by Node, not by herdsman's worker library")]
+    NodeInternal,
 }
 
 /// herdsman's frames as written: one struct for every frame of both directions, whose fields
@@ -106,19 +125,19 @@ enum Address {
 
 /// `value` and its newline. Serializing a `Value`, or `Line`, cannot fail (every key is a
 /// string); were it to, an empty line is one that the peer skips.
-fn line(value: &impl serde::Serialize) -> Vec<u8> {
+pub(super) fn line(value: &impl serde::Serialize) -> Vec<u8> {
     let mut line = serde_json::to_vec(value).unwrap_or_default();
     line.push(b'\n');
     line
 }
 
 /// Whether `value` is one of Node's own messages (`{"cmd":"NODE_…"}`), which
-/// `process.on('message')` never sees.
+/// `process.on('message')` never sees (`isInternal` in Node's `child_process.js`).
 fn is_node_internal(value: &Value) -> bool {
     value
         .get("cmd")
         .and_then(Value::as_str)
-        .is_some_and(|cmd| cmd.starts_with("NODE_"))
+        .is_some_and(|cmd| cmd.len() > "NODE_".len() && cmd.starts_with("NODE_"))
 }
 
 impl FromWorker {
@@ -126,6 +145,12 @@ impl FromWorker {
     pub fn encode(&self, dialect: Dialect) -> Result<Vec<u8>, EncodeError> {
         match (self, dialect) {
             (FromWorker::Ignored, _) => Err(EncodeError::Ignored),
+            (
+                FromWorker::Cluster(_)
+                | FromWorker::UnsupportedHandle { .. }
+                | FromWorker::HandleAck { .. },
+                _,
+            ) => Err(EncodeError::NodeInternal),
             (FromWorker::Ready, Dialect::Herdsman) => Ok(line(&Line {
                 data: None,
                 from: None,
@@ -161,7 +186,7 @@ impl FromWorker {
                 return Ok(FromWorker::Ready);
             }
             return Ok(if is_node_internal(&value) {
-                FromWorker::Ignored
+                super::node::from_worker(value)
             } else {
                 FromWorker::Message {
                     data: value,
@@ -326,6 +351,13 @@ mod tests {
         assert!(parse("[1,2]").is_err());
         assert_eq!(
             FromWorker::decode(serde_json::json!({"cmd": "NODE_HANDLE_ACK"}), Dialect::Node),
+            Ok(FromWorker::HandleAck { received: true })
+        );
+        assert_eq!(
+            FromWorker::decode(
+                serde_json::json!({"cmd": "NODE_DEBUG_ENABLED"}),
+                Dialect::Node
+            ),
             Ok(FromWorker::Ignored)
         );
     }

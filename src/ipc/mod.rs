@@ -5,21 +5,24 @@
 //! - `line`: the line framing (bytes to JSON values) and why a channel is cut.
 //! - `frame`: the typed frames of each direction ([`FromWorker`], [`ToWorker`]) with their one
 //!   encoding and decoding, in both dialects.
+//! - `node`: Node's own messages in Node's dialect (`{"cmd":"NODE_…"}`): the cluster messages
+//!   a worker's `net.Server.listen()` sends ([`NodeCluster`]), the primary's replies, and the
+//!   handle frame a socket rides with.
 //! - `channel`: one end of a channel, the same code at both ends ([`PrimaryChannel`],
 //!   [`WorkerChannel`]): a writer fed by a queue, a reader that decodes frames, and the bounds
 //!   of the primary's end (its inbox).
 //!
-//! # Where the fd handoff goes
+//! # Handles
 //!
-//! Balancing in the primary by fd handoff sends a worker an accepted connection over this
-//! channel: a new [`ToWorker`] variant (its place is marked there) whose socket travels as
-//! SCM_RIGHTS ancillary data with the frame's line, so the channel's writer and reader become
-//! `sendmsg`/`recvmsg` (marked in `channel`). Nothing else changes: the frame types, the
-//! dialects and the bounds stay where they are.
+//! In Node's dialect a socket goes to a worker over this channel as Node's handle frame, its fd
+//! SCM_RIGHTS ancillary data on the `sendmsg` of the frame's line (`channel`'s module doc, and
+//! `node` for the frames). herdsman's own dialect has no handle frame yet; its place is marked
+//! at [`ToWorker`].
 
 pub mod channel;
 pub mod frame;
 pub mod line;
+pub mod node;
 
 pub use channel::{PrimaryChannel, WorkerChannel};
 pub use frame::{Dialect, FromWorker, Target, ToWorker};

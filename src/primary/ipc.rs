@@ -75,20 +75,23 @@ impl Executor {
                 }
             }
             FromWorker::Cluster(message) => self.on_node_cluster(worker, message).await,
-            FromWorker::Ignored => {}
+            FromWorker::UnsupportedHandle { handle_type, .. } => {
+                let handle_type = handle_type.as_deref().unwrap_or("unknown");
+                self.logger.warn(format!(
+                    "worker {slot} (pid {pid}) sent a handle ({handle_type}) to the primary, \
+                     which takes none; refused (NODE_HANDLE_NACK)"
+                ));
+            }
+            // The channel itself consumes the acks of the handles it sent.
+            FromWorker::HandleAck { .. } | FromWorker::Ignored => {}
         }
     }
 
     pub(super) fn on_ipc_closed(&mut self, worker: WorkerId, reason: Option<String>) {
-        let stop_signal = self.machine.config().stop_signal;
         let Some(process) = self.processes.get_mut(&worker) else {
             return;
         };
         process.ipc = None;
-        if process.disconnecting {
-            // A Node worker sent `disconnect` has closed its servers: now the stop signal.
-            process.signal(stop_signal);
-        }
         let Some(reason) = reason else {
             return;
         };

@@ -7,9 +7,10 @@
 //! 3) that is the slot's socket, so steering and reloads work as for any worker; for another
 //! address it is a socket bound once for all workers and held for the primary's life.
 //!
-//! `listening` counts as the worker's ready signal. To stop a Node worker the primary sends
-//! Node's `disconnect` first: the worker closes its servers, lets their connections finish, and
-//! closes its channel; then it gets the stop signal (the kill timeout still applies). What Node
+//! `listening` counts as the worker's ready signal. A Node worker is stopped as Node's primary
+//! stops one: with `disconnect`, not a signal: the worker closes its servers, lets their
+//! connections finish, closes its channel and exits by itself (an app needs no SIGTERM
+//! handler). The kill timeout still applies: one that does not exit is killed. What Node
 //! sends that herdsman does not serve (a unix socket path, a UDP bind, an unknown message) is
 //! answered with an error the worker reports, or logged with the worker and ignored; never a
 //! hang. The messages are in docs/protocol.md, "Node's cluster messages".
@@ -21,7 +22,7 @@ use serde_json::{json, Value};
 
 use super::executor::Executor;
 use super::lifecycle::{Input, Intent, WorkerId, WorkerOrder};
-use crate::ipc::{AddressType, NodeCluster};
+use crate::ipc::node::{AddressType, NodeCluster};
 
 /// `ENOTSUP`, as libuv numbers it: what a worker hears for a listen herdsman does not serve.
 const UV_ENOTSUP: i32 = -95;
@@ -89,7 +90,10 @@ impl Executor {
         address_type: AddressType,
         fd: Option<i32>,
     ) -> Result<OwnedFd, (i32, String)> {
-        let record = self.machine.worker(worker).ok_or((UV_ENOTSUP, "gone".into()))?;
+        let record = self
+            .machine
+            .worker(worker)
+            .ok_or((UV_ENOTSUP, "gone".into()))?;
         let (slot, side) = (record.slot, record.side);
         let cluster = self.listeners.local_addr();
         let own = |socket: Option<std::io::Result<OwnedFd>>| match socket {
@@ -130,7 +134,7 @@ impl Executor {
                 .map_err(|error| (-error.raw_os_error().unwrap_or(5), error.to_string()));
         }
         let socket = crate::balance::bind_extra(wanted).map_err(|error| {
-            let errno = error.raw_os_error().unwrap_or(98);
+            let errno = error.source.raw_os_error().unwrap_or(98);
             (-errno, error.to_string())
         })?;
         let copy = socket
@@ -193,8 +197,9 @@ impl Executor {
         }
     }
 
-    /// Asks `worker` to stop: Node's `disconnect` for a Node cluster worker (the stop signal
-    /// follows once its channel closes), the stop signal for any other.
+    /// Asks `worker` to stop: Node's `disconnect` for a Node cluster worker (it exits by itself
+    /// once its servers' connections are done; killed at the kill timeout), the stop signal for
+    /// any other.
     pub(super) fn stop_process(&mut self, worker: WorkerId) {
         let stop_signal = self.machine.config().stop_signal;
         let Some(process) = self.processes.get_mut(&worker) else {

@@ -78,7 +78,7 @@ pub struct Process {
     pub ipc: Option<PrimaryChannel>,
     /// It runs Node's cluster worker (it said `online`): it is stopped by `disconnect` first.
     pub node_cluster: bool,
-    /// It was sent Node's `disconnect`; the stop signal follows when its channel closes.
+    /// It was sent Node's `disconnect` (once).
     pub disconnecting: bool,
     signals: mpsc::UnboundedSender<Signal>,
     _notify: NotifySocket,
@@ -143,11 +143,15 @@ impl Process {
                 command.env("HERDSMAN_IPC_FD", ipc::WORKER_FD.to_string());
             }
             IpcMode::Node => {
-                // NODE_UNIQUE_ID makes Node's `cluster` module run its worker half (see `node`).
                 command
                     .env("NODE_CHANNEL_FD", ipc::WORKER_FD.to_string())
-                    .env("NODE_CHANNEL_SERIALIZATION_MODE", "json")
-                    .env("NODE_UNIQUE_ID", launch.slot.to_string());
+                    .env("NODE_CHANNEL_SERIALIZATION_MODE", "json");
+                // NODE_UNIQUE_ID makes Node's `cluster` module run its worker half (see `node`),
+                // which Node sets up only for a script: with `-e` its listen() would wait for
+                // ever on a reply nothing receives.
+                if runs_a_script(&launch.spec.command) {
+                    command.env("NODE_UNIQUE_ID", launch.slot.to_string());
+                }
             }
         }
         inherited.push(keeper_end.as_raw_fd());
@@ -215,6 +219,15 @@ impl Process {
     pub fn signal(&self, signal: Signal) {
         let _ = self.signals.send(signal);
     }
+}
+
+/// Whether a Node command runs a script file rather than code given with `-e`/`-p` (Node
+/// starts its cluster worker only for `process.argv[1]`).
+fn runs_a_script(command: &[std::ffi::OsString]) -> bool {
+    !command
+        .iter()
+        .skip(1)
+        .any(|arg| matches!(arg.to_str(), Some("-e" | "--eval" | "-p" | "--print")))
 }
 
 /// The worker's pid, as its keeper reports it (`PID\n`); `None` if the keeper ended first.

@@ -103,7 +103,11 @@ impl Executor {
             command: config.command.clone(),
             slots: rows,
             foreign_listeners: self.foreign_status(),
-            also_serving: self.node_sockets.iter().map(|(address, _)| *address).collect(),
+            also_serving: self
+                .node_sockets
+                .iter()
+                .map(|(address, _)| *address)
+                .collect(),
             shared_state: self.shared_state.url.as_ref().map(|url| StateStatus {
                 url: url.clone(),
                 tcp: self.shared_state.tcp,

@@ -206,7 +206,9 @@ pub enum Effect {
     Spawn(Spawn),
     /// Ask a worker to stop: the stop signal, or for a Node cluster worker, Node's
     /// `disconnect` (it closes its servers, finishes their connections, then is signalled).
-    Stop { worker: WorkerId },
+    Stop {
+        worker: WorkerId,
+    },
     Signal {
         worker: WorkerId,
         signal: Signal,

@@ -5,6 +5,7 @@ use nix::sys::signal::Signal;
 use super::super::report::workers;
 use super::{Life, Machine, Phase, StopReason, WorkerOrder};
 use crate::domain::ClusterEvent;
+use crate::ipc::IpcMode;
 
 impl Machine {
     /// Stops the cluster: every worker is asked to stop (or killed, `fast`), reloads and scale
@@ -28,9 +29,12 @@ impl Machine {
             self.info("already stopping; press Ctrl-C again to stop at once");
             return;
         }
+        let how = match self.config.ipc {
+            IpcMode::Node => "Node's disconnect".to_string(),
+            _ => self.config.stop_signal.as_str().to_string(),
+        };
         self.info(format!(
-            "stopping: sending {} to {} (killing after {})",
-            self.config.stop_signal.as_str(),
+            "stopping: sending {how} to {} (killing after {})",
             workers(self.workers.len()),
             humantime::format_duration(self.config.kill_timeout)
         ));
