@@ -283,7 +283,7 @@ process.on('message', (message, server) => {
     })
     .unwrap();
     // The channel at fd 3, as the exec shim puts a worker's (`NODE_CHANNEL_FD`).
-    let mut node = Reap(
+    let node = Reap(
         Command::new("sh")
             .args(["-c", "exec node -e \"$1\" 3<&0 0</dev/null", "sh", SCRIPT])
             .stdin(Stdio::from(OwnedFd::from(theirs)))
