@@ -261,6 +261,9 @@ async fn frames_after_a_handle_wait_for_its_ack() {
 async fn node_serves_on_a_listening_socket_sent_as_a_net_server() {
     const SCRIPT: &str = r#"
 const net = require('node:net');
+// The test's end gone: exit (1 unless this script was done and disconnected itself).
+let done = false;
+process.on('disconnect', () => process.exit(done ? 0 : 1));
 process.on('message', (message, server) => {
   if (message === 'after') return process.send({ after: true });
   if (!(server instanceof net.Server) || !server.listening)
@@ -268,6 +271,7 @@ process.on('message', (message, server) => {
   server.on('connection', (socket) => {
     socket.end(JSON.stringify({ pid: process.pid, message }) + '\n');
     server.close();
+    done = true;
     process.disconnect();
   });
   process.send({ listening: server.address().port });
@@ -279,13 +283,15 @@ process.on('message', (message, server) => {
     })
     .unwrap();
     // The channel at fd 3, as the exec shim puts a worker's (`NODE_CHANNEL_FD`).
-    let mut node = Command::new("sh")
-        .args(["-c", "exec node -e \"$1\" 3<&0 0</dev/null", "sh", SCRIPT])
-        .stdin(Stdio::from(OwnedFd::from(theirs)))
-        .env("NODE_CHANNEL_FD", "3")
-        .env("NODE_CHANNEL_SERIALIZATION_MODE", "json")
-        .spawn()
-        .expect("node runs (scripts/test.sh installs it)");
+    let node = Reap(
+        Command::new("sh")
+            .args(["-c", "exec node -e \"$1\" 3<&0 0</dev/null", "sh", SCRIPT])
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .env("NODE_CHANNEL_FD", "3")
+            .env("NODE_CHANNEL_SERIALIZATION_MODE", "json")
+            .spawn()
+            .expect("node runs (scripts/test.sh installs it)"),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let hello = json!({"hello": "server"});
@@ -320,9 +326,22 @@ process.on('message', (message, server) => {
     .await
     .unwrap();
     let answer: Value = serde_json::from_str(&answer).unwrap();
-    assert_eq!(answer, json!({"pid": node.id(), "message": hello}));
-    let exited = tokio::task::spawn_blocking(move || node.wait().unwrap())
-        .await
-        .unwrap();
+    assert_eq!(answer, json!({"pid": node.0.id(), "message": hello}));
+    let exited = tokio::task::spawn_blocking(move || {
+        let mut node = node;
+        node.0.wait().unwrap()
+    })
+    .await
+    .unwrap();
     assert!(exited.success(), "{exited:?}");
+}
+
+/// A child killed and reaped when the test ends, failed or not.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
