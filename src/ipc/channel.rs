@@ -308,8 +308,6 @@ impl PrimaryChannel {
 
     /// Queues one of Node's cluster messages for a Node worker, as Node's primary writes it:
     /// `{"cmd":"NODE_CLUSTER",…message,"seq":N}` (an ack with its `errno`, `{act:'disconnect'}`).
-    // The executor's Node cluster support (issue 13) calls it; it lands on its own branch.
-    #[allow(dead_code)]
     pub fn send_internal(&self, message: &Map<String, Value>) -> Sent {
         let seq = self.next_seq();
         let delivery = self.queue(line(&ClusterLine { message, seq }), None);
@@ -319,8 +317,6 @@ impl PrimaryChannel {
     /// Queues a cluster message with a socket, as Node's primary sends a `queryServer` reply
     /// or a `newconn`: `{"cmd":"NODE_HANDLE","type":"net.Native","msg":{"cmd":"NODE_CLUSTER",
     /// …message,"seq":N}}` with `fd` (see [`PrimaryChannel::send_handle`]).
-    // The executor's Node cluster support (issue 13) calls it; it lands on its own branch.
-    #[allow(dead_code)]
     pub fn send_internal_handle(&self, message: &Map<String, Value>, fd: OwnedFd) -> Sent {
         let seq = self.next_seq();
         let frame = HandleLine::new("net.Native", ClusterLine { message, seq });
@@ -334,8 +330,8 @@ impl PrimaryChannel {
     /// cluster module takes). Frames queued after it wait for the worker's
     /// `NODE_HANDLE_ACK`. `fd` is closed here once the worker acknowledged it, or when the frame
     /// is dropped (full inbox, channel gone): keep a duplicate (`try_clone`) to use it after.
-    // The executor's Node cluster support (issue 13) calls it; it lands on its own branch.
-    #[allow(dead_code)]
+    // Used by the tests with `net.Server` handles; the primary sends `net.Native` ones.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn send_handle(&self, message: &Value, handle_type: &str, fd: OwnedFd) -> Delivery {
         self.queue(line(&HandleLine::new(handle_type, message)), Some(fd))
     }

@@ -121,7 +121,9 @@ fn parse(raw: &Value, act: Option<&str>) -> Result<NodeCluster, &'static str> {
         Some(Value::String(text)) => Ok(Some(text.clone())),
         Some(_) => Err("`address` must be a string or null"),
     };
+    // `listen({fd})` sends `port: null` and `addressType: null` (Node 20).
     let port = || match raw.get("port").and_then(Value::as_i64) {
+        None if matches!(raw.get("port"), None | Some(Value::Null)) => Ok(None),
         Some(-1) => Ok(None),
         Some(port) => u16::try_from(port)
             .map(Some)
@@ -140,6 +142,7 @@ fn parse(raw: &Value, act: Option<&str>) -> Result<NodeCluster, &'static str> {
         Some(Value::Number(n)) if n.as_i64() == Some(4) => Ok(AddressType::Tcp4),
         Some(Value::Number(n)) if n.as_i64() == Some(6) => Ok(AddressType::Tcp6),
         Some(Value::Number(n)) if n.as_i64() == Some(-1) => Ok(AddressType::Pipe),
+        None | Some(Value::Null) => Ok(AddressType::Pipe),
         Some(Value::String(udp)) if udp == "udp4" => Ok(AddressType::Udp4),
         Some(Value::String(udp)) if udp == "udp6" => Ok(AddressType::Udp6),
         _ => Err("`addressType` must be 4, 6, -1, \"udp4\" or \"udp6\""),

@@ -160,6 +160,17 @@ fn other_addresses_make_the_keys_nodes_primary_makes() {
         query(json!({"address": null, "port": -1, "addressType": -1, "fd": 5})),
         ("null:-1:-1:5:1".into(), AddressType::Pipe, None, Some(5), 0)
     );
+    // `server.listen({ fd: 3 })`, as Node 20 writes it (the inherited socket).
+    assert_eq!(
+        query(json!({"address": null, "port": null, "addressType": null, "fd": 3, "backlog": 0})),
+        (
+            "null:null:null:3:1".into(),
+            AddressType::Pipe,
+            None,
+            Some(3),
+            0
+        )
+    );
     assert_eq!(
         query(json!({"address": "0.0.0.0", "port": 5353, "addressType": "udp4"})),
         (

@@ -7,10 +7,12 @@
 //! 3) that is the slot's socket, so steering and reloads work as for any worker; for another
 //! address it is a socket bound once for all workers and held for the primary's life.
 //!
-//! `listening` counts as the worker's ready signal. A Node worker is stopped as Node's primary
-//! stops one: with `disconnect`, not a signal: the worker closes its servers, lets their
+//! `listening` counts as the worker's ready signal. A worker that listens on an address (a
+//! plain Node app) is stopped as Node's primary stops one: with `disconnect`, not a signal: the worker closes its servers, lets their
 //! connections finish, closes its channel and exits by itself (an app needs no SIGTERM
-//! handler). The kill timeout still applies: one that does not exit is killed. What Node
+//! handler). The kill timeout still applies: one that does not exit is killed. A worker that
+//! listens on the fd 3 it was given was written for herdsman, and keeps the stop signal and the
+//! drain it has for it (README, "Running your server"). What Node
 //! sends that herdsman does not serve (a unix socket path, a UDP bind, an unknown message) is
 //! answered with an error the worker reports, or logged with the worker and ignored; never a
 //! hang. The messages are in docs/protocol.md, "Node's cluster messages".
@@ -34,11 +36,7 @@ impl Executor {
         };
         let (slot, pid) = (record.slot, record.pid);
         match message {
-            NodeCluster::Online => {
-                if let Some(process) = self.processes.get_mut(&worker) {
-                    process.node_cluster = true;
-                }
-            }
+            NodeCluster::Online => {}
             NodeCluster::QueryServer {
                 seq,
                 address,
@@ -49,6 +47,14 @@ impl Executor {
                 data,
                 ..
             } => {
+                // An app that listens on an address (not the fd 3 it was given) is a plain Node
+                // app: it stops as under Node's primary. One that takes fd 3 was written for
+                // herdsman and keeps the stop signal, for its own drain.
+                if fd.is_none() {
+                    if let Some(process) = self.processes.get_mut(&worker) {
+                        process.stops_by_disconnect = true;
+                    }
+                }
                 let answer = self.node_socket(worker, address.as_deref(), port, address_type, fd);
                 self.answer_query(worker, seq, key, data, answer);
             }
@@ -197,15 +203,15 @@ impl Executor {
         }
     }
 
-    /// Asks `worker` to stop: Node's `disconnect` for a Node cluster worker (it exits by itself
-    /// once its servers' connections are done; killed at the kill timeout), the stop signal for
-    /// any other.
+    /// Asks `worker` to stop: Node's `disconnect` for a plain Node app (it exits by itself once
+    /// its servers' connections are done; killed at the kill timeout), the stop signal for any
+    /// other.
     pub(super) fn stop_process(&mut self, worker: WorkerId) {
         let stop_signal = self.machine.config().stop_signal;
         let Some(process) = self.processes.get_mut(&worker) else {
             return;
         };
-        if process.node_cluster && process.ipc.is_some() && !process.disconnecting {
+        if process.stops_by_disconnect && process.ipc.is_some() && !process.disconnecting {
             process.disconnecting = true;
             self.send_internal(worker, json!({ "act": "disconnect" }));
             return;

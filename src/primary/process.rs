@@ -76,8 +76,8 @@ pub struct Process {
     pub cpu_sample: Option<(Duration, Instant)>,
     /// The worker's IPC channel, with `--ipc`, until it closes.
     pub ipc: Option<PrimaryChannel>,
-    /// It runs Node's cluster worker (it said `online`): it is stopped by `disconnect` first.
-    pub node_cluster: bool,
+    /// A Node worker that asked for a socket by address: it is stopped with `disconnect`.
+    pub stops_by_disconnect: bool,
     /// It was sent Node's `disconnect` (once).
     pub disconnecting: bool,
     signals: mpsc::UnboundedSender<Signal>,
@@ -208,7 +208,7 @@ impl Process {
             status: None,
             cpu_sample: None,
             ipc,
-            node_cluster: false,
+            stops_by_disconnect: false,
             disconnecting: false,
             signals,
             _notify: notify,

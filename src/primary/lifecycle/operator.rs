@@ -30,7 +30,10 @@ impl Machine {
             return;
         }
         let how = match self.config.ipc {
-            IpcMode::Node => "Node's disconnect".to_string(),
+            IpcMode::Node => format!(
+                "Node's disconnect (or {}, to one that took fd 3)",
+                self.config.stop_signal.as_str()
+            ),
             _ => self.config.stop_signal.as_str().to_string(),
         };
         self.info(format!(
