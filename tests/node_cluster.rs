@@ -479,3 +479,53 @@ fn unknown_and_malformed_internal_messages_are_logged_with_the_worker_and_ignore
     assert_eq!(column(&status, "restarts")[0], 0, "{status}");
     assert!(alive(cluster.pid()));
 }
+
+/// A worker that serves HTTP on the cluster's port, then tries a unix socket path and a UDP
+/// bind, which herdsman does not serve: each fails in the worker with `ENOTSUP`.
+const UNSERVED_LISTENS_WORKER: &str = r#"
+const dgram = require('node:dgram');
+const http = require('node:http');
+const path = require('node:path');
+http
+  .createServer((request, response) => response.end(JSON.stringify({ pid: process.pid })))
+  .listen(process.env.PORT, () => {
+    http.createServer()
+      .on('error', (error) => console.log(`unix listen failed: ${error.code}`))
+      .listen(path.join(process.env.SOCKET_DIR, `app-${process.env.HERDSMAN_WORKER_ID}.sock`));
+    dgram.createSocket('udp4')
+      .on('error', (error) => console.log(`udp bind failed: ${error.code}`))
+      .bind(0, '127.0.0.1');
+  });
+"#;
+
+#[test]
+fn a_unix_socket_or_udp_listen_fails_in_the_worker_with_enotsup_not_a_hang() {
+    let dir = RuntimeDir::new();
+    let script = dir.path().join("unserved.js");
+    std::fs::write(&script, UNSERVED_LISTENS_WORKER).unwrap();
+    let cluster = cluster()
+        .runtime_dir(&dir)
+        .args(&["--workers", "1", "--name", "unserved"])
+        .env("SOCKET_DIR", dir.path().to_str().unwrap())
+        .command(&["node", script.to_str().unwrap()])
+        .start();
+    let ready: BTreeMap<usize, u32> = cluster.wait_ready(1).into_iter().collect();
+    let pid = ready[&1];
+    cluster.stdout.wait_for_count(1, |line| {
+        line == format!("[1:{pid}] unix listen failed: ENOTSUP")
+    });
+    cluster.stdout.wait_for_count(1, |line| {
+        line == format!("[1:{pid}] udp bind failed: ENOTSUP")
+    });
+    for what in ["a unix socket path", "a UDP socket (dgram)"] {
+        cluster.stderr.wait_for_count(1, |line| {
+            line.starts_with(&format!(
+                "herdsman: worker 1 (pid {pid}) asked to listen on {what}"
+            ))
+        });
+    }
+    // The worker keeps serving HTTP on the cluster's port.
+    let response = cluster.get("/").expect("GET /");
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.pid(), pid);
+}

@@ -1,6 +1,6 @@
 //! Watching the cluster's port for foreign sockets while the cluster runs (reuseport).
 //!
-//! Every `WATCH_INTERVAL` the supervisor asks the listeners who else listens on the port (see
+//! Every `WATCH_INTERVAL` the executor asks the listeners who else listens on the port (see
 //! `balance::port_group` for why that matters and how it is told). A foreign socket that appears
 //! is logged as a warning, naming its process (or the worker that opened it, for an app that
 //! binds `$PORT` itself), and listed by `status` until it is gone; when it goes, the steering
