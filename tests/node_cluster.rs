@@ -529,3 +529,45 @@ fn a_unix_socket_or_udp_listen_fails_in_the_worker_with_enotsup_not_a_hang() {
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.pid(), pid);
 }
+
+/// Fastify and Koa, unmodified, each serve from 2 workers whose `cluster.worker.id` is their
+/// slot, and stop by `disconnect` (exit 0).
+#[test]
+fn unmodified_fastify_and_koa_apps_serve_from_both_workers() {
+    for (name, script) in [("fastify", "fastify-app.js"), ("koa", "koa-app.js")] {
+        let (mut cluster, ready) = node_cluster(name, &["node", &example(script)]);
+        assert_served_by(cluster.address(), &ready);
+        let pids: Vec<u32> = ready.values().copied().collect();
+        stop_politely(&mut cluster, &pids);
+    }
+}
+
+/// socket.io over websocket, unmodified: fresh clients reach both workers, each answered by
+/// the worker that accepted it.
+#[test]
+fn unmodified_socket_io_server_answers_websocket_clients_from_both_workers() {
+    let (mut cluster, ready) = node_cluster("sio", &["node", &example("socketio-app.js")]);
+    let url = format!("http://{}", cluster.address());
+    let mut seen = BTreeMap::new();
+    for _ in 0..200 {
+        let output = std::process::Command::new("node")
+            .arg(example("socketio-client.js"))
+            .arg(&url)
+            .output()
+            .expect("run the socket.io client");
+        assert!(output.status.success(), "{output:?}");
+        let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let pid = answer["pid"].as_u64().unwrap() as u32;
+        seen.insert(pid, answer["worker"].as_str().unwrap().to_string());
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    let expected: BTreeMap<u32, String> = ready
+        .iter()
+        .map(|(&slot, &pid)| (pid, slot.to_string()))
+        .collect();
+    assert_eq!(seen, expected, "both workers answer over websocket");
+    let pids: Vec<u32> = ready.values().copied().collect();
+    stop_politely(&mut cluster, &pids);
+}

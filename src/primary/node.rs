@@ -128,8 +128,10 @@ impl Executor {
                     .map_err(|_| (UV_ENOTSUP, format!("the address `{text}`")))?,
             ),
         };
-        let any = ip.is_none_or(|ip| ip.is_unspecified());
-        if (port == 0 || port == cluster.port()) && (any || ip == Some(cluster.ip())) {
+        // Every address, or the cluster's own: the cluster's socket. Another address on the
+        // same port (`localhost` as ::1 beside a cluster on 127.0.0.1) is served as asked.
+        let ours = ip.is_none_or(|ip| ip.is_unspecified() || ip == cluster.ip());
+        if (port == 0 || port == cluster.port()) && ours {
             return own(self.listeners.clone_socket(slot, side));
         }
         let wanted = SocketAddr::new(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), port);
