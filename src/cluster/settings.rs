@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{Cluster, ClusterError};
 use crate::config::{ReadyMode, Settings};
-use crate::ipc::IpcMode;
+use crate::ipc::IpcSetting;
 
 impl Cluster {
     /// The settings the primary runs with, highest first: what a `Cluster` program always is
@@ -23,7 +23,7 @@ impl Cluster {
             // No probation after a worker's `ready`: it is this program's own code, saying so
             // once it holds its listener, not a server's arbiter speaking before its app loads.
             ready_delay: Some(Duration::ZERO),
-            ipc: Some(IpcMode::On),
+            ipc: Some(IpcSetting::On),
             ..Settings::default()
         };
         // `$PORT` and `$HOST` are the app's own, as for any server a platform runs; `herdsman
@@ -66,7 +66,7 @@ mod tests {
             command: Some(vec!["exe".into()]),
             ready: ReadyMode::Notify,
             ready_delay: Duration::ZERO,
-            ipc: IpcMode::On,
+            ipc: IpcSetting::On,
             ..RunSettings::default()
         }
     }

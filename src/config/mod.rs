@@ -148,11 +148,7 @@ impl RunSettings {
             log_format: self.log_format,
             state: self.state,
             store,
-            ipc: match self.ipc {
-                // A Node worker speaks Node's cluster protocol unless told otherwise.
-                IpcMode::Off if node => IpcMode::Node,
-                ipc => ipc,
-            },
+            ipc: self.ipc.resolve(node),
             explain_ready_notify: true,
         })
     }
@@ -219,6 +215,27 @@ mod tests {
             balance: Balance::Shared,
             ..RunSettings::default()
         }
+    }
+
+    #[test]
+    fn a_node_command_speaks_nodes_protocol_unless_told_otherwise() {
+        use crate::ipc::IpcSetting;
+        let ipc = |command: &str, ipc: IpcSetting| {
+            RunSettings {
+                command: Some(vec![command.into(), "app.js".into()]),
+                ipc,
+                ..settings()
+            }
+            .validate()
+            .unwrap()
+            .ipc
+        };
+        assert_eq!(ipc("node", IpcSetting::Auto), IpcMode::Node);
+        assert_eq!(ipc("/usr/bin/nodejs", IpcSetting::Auto), IpcMode::Node);
+        assert_eq!(ipc("python3", IpcSetting::Auto), IpcMode::Off);
+        assert_eq!(ipc("node", IpcSetting::Off), IpcMode::Off);
+        assert_eq!(ipc("node", IpcSetting::On), IpcMode::On);
+        assert_eq!(ipc("python3", IpcSetting::Node), IpcMode::Node);
     }
 
     #[test]

@@ -32,7 +32,7 @@ use super::file;
 use super::reload::{env_changes, Reloaded};
 use super::values::*;
 use super::Config;
-use crate::ipc::IpcMode;
+use crate::ipc::IpcSetting;
 use crate::state::StateMode;
 
 /// What `reload` does when herdsman.toml changes a setting (as data, for the schema's tests;
@@ -358,11 +358,11 @@ settings! {
 
     /// Give every worker an IPC channel to the primary: `--ipc` (JSON lines at
     /// $HERDSMAN_IPC_FD) or `--ipc node` (Node's process.send / process.on('message') and
-    /// its cluster protocol; what a `node` command gets unless told otherwise)
-    /// [default: off]
-    #[flag(long, value_enum, num_args = 0..=1, default_missing_value = "on", value_name = "on|node|off")]
+    /// its cluster protocol); `auto`: `node` for a `node` command, else off
+    /// [default: auto]
+    #[flag(long, value_enum, num_args = 0..=1, default_missing_value = "on", value_name = "on|node|off|auto")]
     #[file()]
-    ipc: IpcMode = IpcMode::Off,
+    ipc: IpcSetting = IpcSetting::Auto,
     reload restart;
 }
 

@@ -186,7 +186,7 @@ fn every_source_gives_the_same_defaults() {
     assert_eq!(defaults.port, 8000);
     assert_eq!(defaults.host, "0.0.0.0");
     assert_eq!(defaults.ready_delay, Duration::from_secs(1));
-    assert_eq!(defaults.ipc, IpcMode::Off);
+    assert_eq!(defaults.ipc, crate::ipc::IpcSetting::Auto);
 }
 
 #[test]

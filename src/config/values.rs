@@ -276,6 +276,17 @@ impl Shown for StateMode {
     }
 }
 
+impl Shown for crate::ipc::IpcSetting {
+    fn shown(&self) -> String {
+        match self {
+            crate::ipc::IpcSetting::Auto => "auto".into(),
+            crate::ipc::IpcSetting::Off => "off".into(),
+            crate::ipc::IpcSetting::On => "on".into(),
+            crate::ipc::IpcSetting::Node => "node".into(),
+        }
+    }
+}
+
 impl Shown for crate::ipc::IpcMode {
     fn shown(&self) -> String {
         match self {

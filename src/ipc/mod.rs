@@ -27,10 +27,8 @@ pub mod node;
 pub use channel::{PrimaryChannel, WorkerChannel};
 pub use frame::{Dialect, FromWorker, Target, ToWorker};
 
-/// Whether workers get a channel (`--ipc`), and in which dialect.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
-#[serde(rename_all = "lowercase")]
+/// Whether workers get a channel, and in which dialect (`--ipc`, resolved).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum IpcMode {
     /// No channel.
     #[default]
@@ -39,6 +37,36 @@ pub enum IpcMode {
     On,
     /// Node's `process.send()` / `process.on('message')` at `NODE_CHANNEL_FD`.
     Node,
+}
+
+/// `--ipc` as given: a mode, or `auto`, the default: Node's dialect for a `node` command (so a
+/// Node app speaks Node's cluster protocol, see `primary::node`), no channel for any other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum IpcSetting {
+    /// `node` for a Node command, `off` for any other.
+    #[default]
+    Auto,
+    /// No channel.
+    Off,
+    /// herdsman's frames at `HERDSMAN_IPC_FD`.
+    On,
+    /// Node's `process.send()` / `process.on('message')` and cluster protocol at
+    /// `NODE_CHANNEL_FD`.
+    Node,
+}
+
+impl IpcSetting {
+    /// The mode for a command that runs Node (`node`) or not.
+    pub fn resolve(self, node: bool) -> IpcMode {
+        match self {
+            IpcSetting::Auto if node => IpcMode::Node,
+            IpcSetting::Auto | IpcSetting::Off => IpcMode::Off,
+            IpcSetting::On => IpcMode::On,
+            IpcSetting::Node => IpcMode::Node,
+        }
+    }
 }
 
 impl IpcMode {
