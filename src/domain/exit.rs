@@ -57,6 +57,15 @@ impl ExitReason {
             _ => None,
         }
     }
+
+    /// How `status` says a slot's last worker ended: `not accepting; ` first for one replaced
+    /// for leaving connections unaccepted.
+    pub fn shown(self, not_accepting: bool) -> String {
+        match not_accepting {
+            true => format!("not accepting; {self}"),
+            false => self.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]

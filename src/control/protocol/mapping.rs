@@ -88,10 +88,7 @@ impl From<&domain::LastExit> for LastExitStatus {
     fn from(exit: &domain::LastExit) -> Self {
         LastExitStatus {
             pid: exit.pid,
-            reason: match exit.not_accepting {
-                true => format!("not accepting; {}", exit.reason),
-                false => exit.reason.to_string(),
-            },
+            reason: exit.reason.shown(exit.not_accepting),
             code: exit.reason.code(),
             signal: exit.reason.signal_name(),
             at: rfc3339(exit.at),

@@ -137,11 +137,9 @@ impl Machine {
                 .map(|slot| {
                     let reason = self.slots[slot - 1].last_exit.as_ref().map_or(
                         "it keeps failing".into(),
-                        |exit| match exit.stop_reason {
-                            Some(StopReason::NotAccepting) => {
-                                format!("not accepting; {}", exit.reason)
-                            }
-                            _ => exit.reason.to_string(),
+                        |exit| {
+                            let not_accepting = exit.stop_reason == Some(StopReason::NotAccepting);
+                            exit.reason.shown(not_accepting)
                         },
                     );
                     (false, format!("slot {slot} is crash-looping: {reason}"))
