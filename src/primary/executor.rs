@@ -54,8 +54,6 @@ pub(super) struct Executor {
     service_manager: Option<ServiceManager>,
     /// Connections stranded on sockets no worker holds, relayed to ready workers.
     pub rescue: super::rescue::Rescue,
-    /// Whether steering was refused once (said once, not on every change).
-    steering_failed: bool,
     pub(super) phase: watch::Sender<ClusterPhase>,
     /// Sockets on addresses Node workers asked for besides the cluster's (`node`).
     pub node_sockets: Vec<(std::net::SocketAddr, socket2::Socket)>,
@@ -102,7 +100,6 @@ impl Executor {
             observer: parts.observer,
             service_manager: ServiceManager::from_env(),
             rescue: Default::default(),
-            steering_failed: false,
             phase: parts.phase,
             node_sockets: Vec::new(),
         };
@@ -242,8 +239,8 @@ impl Executor {
     pub fn steer(&mut self, targets: &[(usize, crate::balance::Side)]) -> Option<Input> {
         let failed = self.listeners.steer(targets).err();
         self.watch_for_stranded();
-        let error = failed.filter(|_| !self.steering_failed)?;
-        self.steering_failed = true;
+        // Said once: the machine knows it from then on (`Input::SteeringFailed`).
+        let error = failed.filter(|_| !self.machine.steering_failed())?;
         self.logger.warn(format!(
             "cannot steer connections to ready workers ({error}); the kernel spreads them over \
              every slot, so a slot without a ready worker holds some until it has one"
@@ -389,19 +386,16 @@ impl Executor {
                 self.feed(Input::RetireCheck { worker, queued }).await;
             }
             Due::Lifecycle(Timer::AcceptCheck) => {
-                let queued = match self.listeners.steerable() {
-                    true => self
-                        .machine
-                        .workers()
-                        .iter()
-                        .filter(|worker| worker.is_serving())
-                        .map(|w| (w.id, self.listeners.queued(w.slot, w.side).unwrap_or(0)))
-                        .collect(),
-                    false => Vec::new(),
-                };
-                let shared = match self.listeners.steerable() {
-                    true => None,
-                    false => self.listeners.shared_queued(),
+                // Each worker's own queue with reuseport; the one shared queue otherwise.
+                let (queued, shared) = match self.listeners.steerable() {
+                    true => {
+                        let serving = self.machine.workers().iter().filter(|w| w.is_serving());
+                        let queue = |w: &lifecycle::WorkerRecord| {
+                            self.listeners.queued(w.slot, w.side).unwrap_or(0)
+                        };
+                        (serving.map(|w| (w.id, queue(w))).collect(), None)
+                    }
+                    false => (Vec::new(), self.listeners.shared_queued()),
                 };
                 self.feed(Input::AcceptSample { queued, shared }).await;
             }

@@ -17,6 +17,7 @@
 //! answered with an error the worker reports, or logged with the worker and ignored; never a
 //! hang. The messages are in docs/protocol.md, "Node's cluster messages".
 
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::OwnedFd;
 
@@ -28,6 +29,15 @@ use crate::ipc::node::{AddressType, NodeCluster};
 
 /// `ENOTSUP`, as libuv numbers it: what a worker hears for a listen herdsman does not serve.
 const UV_ENOTSUP: i32 = -95;
+
+/// What a worker's `listen()` fails with when the primary cannot give it a socket: libuv's
+/// errno (the negated OS error; `EIO` if there is none) and what happened.
+fn refusal(error: &io::Error) -> (i32, String) {
+    (
+        -error.raw_os_error().unwrap_or(libc::EIO),
+        error.to_string(),
+    )
+}
 
 impl Executor {
     pub(super) async fn on_node_cluster(&mut self, worker: WorkerId, message: NodeCluster) {
@@ -102,9 +112,8 @@ impl Executor {
             .ok_or((UV_ENOTSUP, "gone".into()))?;
         let (slot, side) = (record.slot, record.side);
         let cluster = self.listeners.local_addr();
-        let own = |socket: Option<std::io::Result<OwnedFd>>| match socket {
-            Some(Ok(fd)) => Ok(fd),
-            Some(Err(error)) => Err((-error.raw_os_error().unwrap_or(5), error.to_string())),
+        let own = |socket: Option<io::Result<OwnedFd>>| match socket {
+            Some(socket) => socket.map_err(|error| refusal(&error)),
             None => Err((UV_ENOTSUP, "the cluster is stopping".into())),
         };
         if fd.is_some_and(|fd| fd >= 0) {
@@ -135,20 +144,21 @@ impl Executor {
             return own(self.listeners.clone_socket(slot, side));
         }
         let wanted = SocketAddr::new(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), port);
-        if let Some((_, socket)) = self.node_sockets.iter().find(|(at, _)| *at == wanted) {
-            return socket
+        let copy = |socket: &socket2::Socket| {
+            socket
                 .try_clone()
                 .map(OwnedFd::from)
-                .map_err(|error| (-error.raw_os_error().unwrap_or(5), error.to_string()));
+                .map_err(|error| refusal(&error))
+        };
+        if let Some((_, socket)) = self.node_sockets.iter().find(|(at, _)| *at == wanted) {
+            return copy(socket);
         }
+        // A refusal of herdsman's own (a foreign socket on the port) carries no OS error.
         let socket = crate::balance::bind_extra(wanted).map_err(|error| {
-            let errno = error.source.raw_os_error().unwrap_or(98);
+            let errno = error.source.raw_os_error().unwrap_or(libc::EADDRINUSE);
             (-errno, error.to_string())
         })?;
-        let copy = socket
-            .try_clone()
-            .map(OwnedFd::from)
-            .map_err(|error| (-error.raw_os_error().unwrap_or(5), error.to_string()))?;
+        let copy = copy(&socket)?;
         self.logger.info(format!(
             "serving {wanted} too, as a worker's listen() asked (shared by every worker)"
         ));

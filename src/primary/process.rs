@@ -69,11 +69,10 @@ pub struct Launch<'a> {
 /// Where it is in its life is the lifecycle's ([`super::lifecycle::WorkerRecord`]).
 pub struct Process {
     pub pid: u32,
-    pub started_at: Instant,
     /// The last `STATUS=` the worker sent on its notify socket.
     pub status: Option<String>,
     /// CPU time and when it was read, for the CPU % of the next status request.
-    pub cpu_sample: Option<(Duration, Instant)>,
+    pub cpu_sample: Option<(Duration, std::time::Instant)>,
     /// The worker's IPC channel, with `--ipc`, until it closes.
     pub ipc: Option<PrimaryChannel>,
     /// A Node worker that asked for a socket by address: it is stopped with `disconnect`.
@@ -204,7 +203,6 @@ impl Process {
         });
         Ok(Process {
             pid,
-            started_at: Instant::now(),
             status: None,
             cpu_sample: None,
             ipc,

@@ -44,10 +44,11 @@ impl Executor {
                     continue;
                 };
                 let usage = ProcessUsage::read(worker.pid);
-                let now = Instant::now();
+                let now = Instant::now().into_std();
+                // The lifecycle's start time, on the executor's clock (see `executor::now`).
                 let since = process
                     .cpu_sample
-                    .unwrap_or((Duration::ZERO, process.started_at));
+                    .unwrap_or((Duration::ZERO, worker.started_at));
                 let cpu_percent = usage.map(|usage| {
                     let elapsed = now.duration_since(since.1).as_secs_f64();
                     let used = usage.cpu.saturating_sub(since.0).as_secs_f64();
@@ -67,7 +68,7 @@ impl Executor {
                         generation: worker.generation,
                         phase: worker.phase(),
                         not_accepting: worker.stop_reason() == Some(StopReason::NotAccepting),
-                        uptime: process.started_at.elapsed(),
+                        uptime: now.saturating_duration_since(worker.started_at),
                         cpu_percent,
                         rss_bytes: usage.map(|usage| usage.rss_bytes),
                     }),

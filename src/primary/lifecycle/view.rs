@@ -114,6 +114,11 @@ impl Machine {
             .any(|worker| worker.slot == slot && worker.side == side)
     }
 
+    /// Whether steering was refused (it is then not tried for relays).
+    pub fn steering_failed(&self) -> bool {
+        self.steering_failed
+    }
+
     /// Whether connections sent to the cluster's address now reach a serving worker: every
     /// socket the steering points at has one (and steering works). Then connections stranded on
     /// a socket no worker holds can be relayed (`rescue`).

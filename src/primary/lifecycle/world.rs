@@ -219,19 +219,22 @@ impl World {
         self.exit(id, ExitReason::Code(1));
     }
 
-    /// Every worker that was sent a signal exits by it.
-    pub fn exit_signalled(&mut self) {
+    /// Every signal sent, in order, a request to stop as the stop signal.
+    fn signals(&self) -> Vec<(WorkerId, Signal)> {
         let stop_signal = self.machine.config().stop_signal;
-        let signalled: Vec<(WorkerId, Signal)> = self
-            .effects
+        self.effects
             .iter()
             .filter_map(|effect| match effect {
                 Effect::Signal { worker, signal } => Some((*worker, *signal)),
                 Effect::Stop { worker } => Some((*worker, stop_signal)),
                 _ => None,
             })
-            .collect();
-        for (id, signal) in signalled {
+            .collect()
+    }
+
+    /// Every worker that was sent a signal exits by it.
+    pub fn exit_signalled(&mut self) {
+        for (id, signal) in self.signals() {
             if self.machine.worker(id).is_some() {
                 self.exit(id, ExitReason::Signal(signal as i32));
             }
@@ -311,14 +314,10 @@ impl World {
 
     /// The signals sent to worker `id`, a request to stop as the stop signal.
     pub fn signals_to(&self, id: WorkerId) -> Vec<Signal> {
-        let stop_signal = self.machine.config().stop_signal;
-        self.effects
-            .iter()
-            .filter_map(|effect| match effect {
-                Effect::Signal { worker, signal } if *worker == id => Some(*signal),
-                Effect::Stop { worker } if *worker == id => Some(stop_signal),
-                _ => None,
-            })
+        let signals = self.signals().into_iter();
+        signals
+            .filter(|(worker, _)| *worker == id)
+            .map(|(_, signal)| signal)
             .collect()
     }
 }
