@@ -283,7 +283,8 @@ impl Cluster {
         self
     }
 
-    /// How workers share the port (`$HERDSMAN_BALANCE`, `shared` or `reuseport`, overrides).
+    /// How workers share the port (`$HERDSMAN_BALANCE`, `shared`, `reuseport` or `round-robin`,
+    /// overrides; `round-robin` needs Node workers).
     pub fn balance(mut self, balance: Balance) -> Self {
         self.settings.balance = Some(balance);
         self

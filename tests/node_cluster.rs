@@ -20,8 +20,17 @@ fn example(path: &str) -> String {
 /// `--workers 2 --name NAME -- COMMAND`, started, with both workers ready; returns their pids
 /// by slot.
 fn node_cluster(name: &str, command: &[&str]) -> (Cluster, BTreeMap<usize, u32>) {
+    node_cluster_balanced(name, "reuseport", command)
+}
+
+/// [`node_cluster`] with `--balance BALANCE`.
+fn node_cluster_balanced(
+    name: &str,
+    balance: &str,
+    command: &[&str],
+) -> (Cluster, BTreeMap<usize, u32>) {
     let cluster = cluster()
-        .args(&["--workers", "2", "--name", name])
+        .args(&["--workers", "2", "--name", name, "--balance", balance])
         .command(command)
         .start();
     let ready = cluster.wait_ready(2).into_iter().collect();
@@ -146,7 +155,17 @@ fn seed_style_cluster_program_goes_straight_to_its_worker_branch() {
 
 #[test]
 fn killed_express_worker_is_replaced_and_no_new_connection_fails() {
-    let (cluster, ready) = node_cluster("express", &["node", &example("express-app.js")]);
+    killed_worker_is_replaced_and_no_new_connection_fails("reuseport");
+}
+
+#[test]
+fn killed_worker_under_round_robin_is_replaced_and_no_new_connection_fails() {
+    killed_worker_is_replaced_and_no_new_connection_fails("round-robin");
+}
+
+fn killed_worker_is_replaced_and_no_new_connection_fails(balance: &str) {
+    let express = example("express-app.js");
+    let (cluster, ready) = node_cluster_balanced("express", balance, &["node", &express]);
     assert_served_by(cluster.address(), &ready);
     let victim = ready[&1];
     // The client sends one request per connection, one at a time, and the kill falls between
@@ -197,7 +216,17 @@ fn killed_express_worker_is_replaced_and_no_new_connection_fails() {
 
 #[test]
 fn three_reloads_of_express_under_keep_alive_and_fresh_connections_fail_no_request() {
-    let (cluster, ready) = node_cluster("express", &["node", &example("express-app.js")]);
+    three_reloads_under_keep_alive_and_fresh_connections_fail_no_request("reuseport");
+}
+
+#[test]
+fn three_reloads_under_round_robin_fail_no_request() {
+    three_reloads_under_keep_alive_and_fresh_connections_fail_no_request("round-robin");
+}
+
+fn three_reloads_under_keep_alive_and_fresh_connections_fail_no_request(balance: &str) {
+    let express = example("express-app.js");
+    let (cluster, ready) = node_cluster_balanced("express", balance, &["node", &express]);
     let keep_alive = load_loop(cluster.address(), true);
     let fresh = load_loop(cluster.address(), false);
     for reload in 1..=3 {
@@ -570,4 +599,85 @@ fn unmodified_socket_io_server_answers_websocket_clients_from_both_workers() {
     assert_eq!(seen, expected, "both workers answer over websocket");
     let pids: Vec<u32> = ready.values().copied().collect();
     stop_politely(&mut cluster, &pids);
+}
+
+#[test]
+fn round_robin_hands_2000_fresh_connections_1000_to_each_of_2_workers() {
+    let (mut cluster, ready) =
+        node_cluster_balanced("rr", "round-robin", &["node", &example("busy-app.js")]);
+    let mut by_slot: BTreeMap<String, usize> = BTreeMap::new();
+    for request in 0..2000 {
+        let response = http_get(cluster.address(), "/")
+            .unwrap_or_else(|error| panic!("request {request}: {error}"));
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(response.field("cluster_worker"), response.field("worker"));
+        *by_slot.entry(response.field("worker")).or_default() += 1;
+    }
+    let expected = BTreeMap::from([("1".to_string(), 1000), ("2".to_string(), 1000)]);
+    assert_eq!(by_slot, expected, "log:\n{}", cluster.log());
+    let pids: Vec<u32> = ready.values().copied().collect();
+    stop_politely(&mut cluster, &pids);
+}
+
+#[test]
+fn round_robin_sends_no_new_connection_to_a_worker_stuck_in_cpu_work() {
+    let (cluster, ready) =
+        node_cluster_balanced("busy", "round-robin", &["node", &example("busy-app.js")]);
+    let address = cluster.address();
+    let spin = std::thread::spawn(move || http_get(address, "/spin?ms=3000"));
+    let line = cluster.stdout.wait_for("spinning for 3000 ms");
+    // `[SLOT:PID] worker SLOT spinning …`
+    let prefix = line.trim_start_matches('[').split(']').next().unwrap();
+    let (slot, pid) = prefix.split_once(':').unwrap();
+    let busy_pid: u32 = pid.parse().unwrap();
+    assert_eq!(ready[&slot.parse::<usize>().unwrap()], busy_pid, "{line}");
+    // The primary trusts a worker's last answer for 2 ms (`FRESH`); past that it asks first.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut slowest = std::time::Duration::ZERO;
+    for request in 0..50 {
+        let started = Instant::now();
+        let response =
+            http_get(address, "/").unwrap_or_else(|error| panic!("request {request}: {error}"));
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_ne!(
+            response.pid(),
+            busy_pid,
+            "request {request} reached the busy worker"
+        );
+    }
+    assert!(
+        slowest < std::time::Duration::from_millis(100),
+        "the slowest of 50 quick requests took {slowest:?}; log:\n{}",
+        cluster.log()
+    );
+    let spun = spin
+        .join()
+        .unwrap()
+        .expect("the spinning request is answered");
+    assert_eq!(spun.pid(), busy_pid);
+}
+
+#[test]
+fn round_robin_needs_a_node_worker() {
+    let output = RuntimeDir::new().herdsman(&[
+        "run",
+        "--balance",
+        "round-robin",
+        "--port",
+        "0",
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+    ]);
+    assert_eq!(output.code, Some(2), "{output:?}");
+    assert!(
+        output.stderr.contains(
+            "--balance round-robin hands each connection to a worker over Node's cluster \
+             protocol, and `python3` does not speak it"
+        ),
+        "{}",
+        output.stderr
+    );
 }

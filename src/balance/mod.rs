@@ -16,7 +16,9 @@
 //! one will serve until the primary exits.
 //!
 //! Sockets are left in blocking mode, as systemd hands them over: the mode belongs to the shared
-//! open file description, and each worker's runtime sets the mode it wants.
+//! open file description, and each worker's runtime sets the mode it wants. `round-robin` binds
+//! one socket as `shared` does, but the primary accepts from it (non-blocking) and hands each
+//! connection over (`primary::round_robin`).
 //!
 //! The port is the cluster's alone: a foreign socket that would take some of its connections is
 //! refused at start-up, and one that appears later is reported (see `port_group`).
@@ -59,7 +61,7 @@ impl Side {
 pub struct Listeners {
     balance: Balance,
     address: SocketAddr,
-    /// `Shared`: one socket. `Reuseport`: two per slot, index `2 × (slot − 1) + side`, which is
+    /// `Shared`, `RoundRobin`: one socket. `Reuseport`: two per slot, index `2 × (slot − 1) + side`, which is
     /// also their order in the kernel's group (the order in which they started listening).
     sockets: Vec<Socket>,
     /// The inode of each of `sockets`, as `sock_diag` and `/proc/PID/fd` name them.
@@ -128,7 +130,7 @@ impl Listeners {
     pub fn bind(address: SocketAddr, balance: Balance, slots: usize) -> Result<Self, BindError> {
         let mut diag = match balance {
             Balance::Reuseport => sock_diag::SockDiag::open().ok(),
-            Balance::Shared => None,
+            Balance::Shared | Balance::RoundRobin => None,
         };
         if let Some(diag) = diag.as_mut().filter(|_| address.port() != 0) {
             refuse_foreign(address, &[], diag)?;
@@ -198,7 +200,7 @@ impl Listeners {
 
     fn index(&self, slot: usize, side: Side) -> usize {
         match self.balance {
-            Balance::Shared => 0,
+            Balance::Shared | Balance::RoundRobin => 0,
             Balance::Reuseport => 2 * (slot - 1) + side.0 as usize,
         }
     }
@@ -257,11 +259,26 @@ impl Listeners {
         Some(crate::sys::listen_queue_length(fd).unwrap_or(0))
     }
 
+    /// With `--balance round-robin`: the one socket, non-blocking, for the primary to accept
+    /// from (`primary::round_robin`); workers never accept from it.
+    pub fn round_robin_socket(&self) -> io::Result<Option<std::net::TcpListener>> {
+        let Some(socket) = self
+            .sockets
+            .first()
+            .filter(|_| self.balance == Balance::RoundRobin)
+        else {
+            return Ok(None);
+        };
+        let copy = socket.try_clone()?;
+        copy.set_nonblocking(true)?;
+        Ok(Some(copy.into()))
+    }
+
     /// How many slots have sockets (reuseport: also those of slots removed by a scale-down,
     /// whose sockets stay open); 1 with one shared socket.
     pub fn slots(&self) -> usize {
         match self.balance {
-            Balance::Shared => 1,
+            Balance::Shared | Balance::RoundRobin => 1,
             Balance::Reuseport => self.sockets.len() / 2,
         }
     }

@@ -101,6 +101,12 @@ pub enum ConfigError {
     StateListenNotLoopback(SocketAddr),
     #[error("--{flag} configures the embedded store, but --state is `{state}`; drop one of them")]
     StateOptionWithoutStore { flag: &'static str, state: String },
+    #[error(
+        "--balance round-robin hands each connection to a worker over Node's cluster protocol, \
+         and `{command}` does not speak it: use it with a Node worker (`node app.js`, or \
+         --ipc node), or pick --balance reuseport or shared"
+    )]
+    RoundRobinNeedsNode { command: String },
 }
 
 impl RunSettings {
@@ -131,6 +137,11 @@ impl RunSettings {
             });
         }
         let node = is_node(&command);
+        let ipc = self.ipc.resolve(node);
+        if self.balance == Balance::RoundRobin && ipc != IpcMode::Node {
+            let command = command[0].to_string_lossy().into_owned();
+            return Err(ConfigError::RoundRobinNeedsNode { command });
+        }
         Ok(Config {
             name,
             name_is_explicit,
@@ -148,7 +159,7 @@ impl RunSettings {
             log_format: self.log_format,
             state: self.state,
             store,
-            ipc: self.ipc.resolve(node),
+            ipc,
             explain_ready_notify: true,
         })
     }

@@ -15,20 +15,26 @@ use crate::state::StateMode;
 /// How workers share the listening port (`--balance`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Balance {
     /// One listening socket, inherited by every worker; the kernel wakes whichever is waiting.
     Shared,
     /// One `SO_REUSEPORT` socket per slot, all bound to the same address; the kernel hashes
     /// connections evenly across them.
     Reuseport,
+    /// The primary accepts and hands each connection to the next free worker, as Node's
+    /// primary does (Node workers only: `primary::round_robin`).
+    RoundRobin,
 }
 
 impl Balance {
+    const ALL: [Balance; 3] = [Balance::Shared, Balance::Reuseport, Balance::RoundRobin];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Balance::Shared => "shared",
             Balance::Reuseport => "reuseport",
+            Balance::RoundRobin => "round-robin",
         }
     }
 }
@@ -44,10 +50,10 @@ impl FromStr for Balance {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        [Balance::Shared, Balance::Reuseport]
+        Balance::ALL
             .into_iter()
             .find(|balance| balance.as_str() == text)
-            .ok_or_else(|| format!("`{text}` is not `shared` or `reuseport`"))
+            .ok_or_else(|| format!("`{text}` is not `shared`, `reuseport` or `round-robin`"))
     }
 }
 
@@ -377,7 +383,7 @@ mod tests {
         assert_eq!("reuseport".parse(), Ok(Balance::Reuseport));
         assert_eq!(
             "random".parse::<Balance>(),
-            Err("`random` is not `shared` or `reuseport`".to_string())
+            Err("`random` is not `shared`, `reuseport` or `round-robin`".to_string())
         );
     }
 }

@@ -57,6 +57,8 @@ pub(super) struct Executor {
     pub(super) phase: watch::Sender<ClusterPhase>,
     /// Sockets on addresses Node workers asked for besides the cluster's (`node`).
     pub node_sockets: Vec<(std::net::SocketAddr, socket2::Socket)>,
+    /// With `--balance round-robin`: the primary's accepting and handing (`node`).
+    pub round_robin: Option<super::node::RoundRobinPort>,
 }
 
 /// What the executor starts with, besides the configuration.
@@ -102,6 +104,7 @@ impl Executor {
             rescue: Default::default(),
             phase: parts.phase,
             node_sockets: Vec::new(),
+            round_robin: None,
         };
         (executor, events_rx)
     }
@@ -130,6 +133,8 @@ impl Executor {
         if let Some(announcement) = self.machine.ready_mode_announcement() {
             self.logger.info(announcement);
         }
+        self.round_robin = super::node::RoundRobinPort::open(&self.listeners)
+            .map_err(|error| StartupFailed(format!("cannot accept for round-robin: {error}")))?;
         self.feed(Input::Start).await;
         self.watch_port_group();
         while !self.machine.is_finished() {
@@ -137,6 +142,9 @@ impl Executor {
                 Some(event) = events.recv() => self.on_event(event).await,
                 Some(intent) = intents.recv() => self.on_intent(intent).await,
                 due = self.timers.next() => self.on_due(due).await,
+                accepted = super::node::accept(self.round_robin.as_ref()) => {
+                    self.on_connection(accepted);
+                }
             }
         }
         // Answered by now; a client still waiting hears that the primary is gone.
@@ -185,9 +193,16 @@ impl Executor {
                 }
                 None
             }
-            Effect::Steer(targets) => self.steer(&targets),
+            Effect::Steer(targets) => {
+                // Who serves changed: waiting connections may have a worker now.
+                self.hand_connections();
+                self.steer(&targets)
+            }
             Effect::CloseListeners => {
                 self.listeners.close();
+                if let Some(port) = &mut self.round_robin {
+                    port.close();
+                }
                 None
             }
             Effect::Schedule { timer, after } => {
@@ -311,6 +326,7 @@ impl Executor {
             } => {
                 self.processes.remove(&worker);
                 self.timers.cancel_worker(worker);
+                self.round_robin_gone(worker);
                 self.feed(Input::Exited {
                     worker,
                     reason,
@@ -402,6 +418,8 @@ impl Executor {
             Due::Lifecycle(timer) => self.feed(Input::Timer(timer)).await,
             Due::RescueSweep => self.sweep_stranded(),
             Due::PortGroupCheck => self.check_port_group().await,
+            Due::RoundRobin => self.hand_connections(),
+            Due::RoundRobinAccept => self.resume_accepting(),
         }
     }
 }

@@ -35,6 +35,7 @@ mod process;
 mod report;
 mod rescue;
 mod restart;
+mod round_robin;
 mod signals;
 mod spawn;
 mod status;

@@ -17,18 +17,115 @@
 //! answered with an error the worker reports, or logged with the worker and ignored; never a
 //! hang. The messages are in docs/protocol.md, "Node's cluster messages".
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::executor::Executor;
-use super::lifecycle::{Input, Intent, WorkerId, WorkerOrder};
+use super::lifecycle::{Input, Intent, Machine, WorkerId, WorkerOrder};
+use super::process::Process;
+use super::round_robin::{Handoff, Peers, RoundRobin, QUESTION_KEY};
+use super::timers::Due;
+use crate::balance::Listeners;
+use crate::ipc::channel::Delivery;
 use crate::ipc::node::{AddressType, NodeCluster};
 
 /// `ENOTSUP`, as libuv numbers it: what a worker hears for a listen herdsman does not serve.
 const UV_ENOTSUP: i32 = -95;
+
+/// At most this many accepted connections wait in the primary for a worker; past it the rest
+/// wait in the kernel's queue, as they would for a worker's accept.
+const WAITING_MAX: usize = 1024;
+
+/// How long the primary stops accepting after accepting failed (out of fds, say).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// How a worker's `listen()` is served.
+enum Served {
+    /// With this socket (Node's `SCHED_NONE`).
+    Socket(OwnedFd),
+    /// By the primary's round-robin: no socket, connections come as `newconn`.
+    RoundRobin,
+}
+
+/// `--balance round-robin`: the socket the primary accepts from, the balancer, and the socket
+/// it sends as its question (`round_robin`).
+pub(super) struct RoundRobinPort {
+    /// `None` once the cluster stops.
+    listener: Option<tokio::net::TcpListener>,
+    balancer: RoundRobin,
+    question: OwnedFd,
+    /// Accepting failed a moment ago.
+    paused: bool,
+}
+
+impl RoundRobinPort {
+    /// The port for the cluster's listeners if they balance round-robin.
+    pub fn open(listeners: &Listeners) -> io::Result<Option<RoundRobinPort>> {
+        let Some(socket) = listeners.round_robin_socket()? else {
+            return Ok(None);
+        };
+        let question = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        Ok(Some(RoundRobinPort {
+            listener: Some(tokio::net::TcpListener::from_std(socket)?),
+            balancer: RoundRobin::default(),
+            question: question.into(),
+            paused: false,
+        }))
+    }
+
+    /// Stops accepting (the cluster is stopping).
+    pub fn close(&mut self) {
+        self.listener = None;
+    }
+}
+
+/// The next connection on the round-robin port; pending while there is none, or while enough
+/// wait for a worker already.
+pub(super) async fn accept(port: Option<&RoundRobinPort>) -> io::Result<OwnedFd> {
+    let listener = port
+        .filter(|port| !port.paused && port.balancer.waiting() < WAITING_MAX)
+        .and_then(|port| port.listener.as_ref());
+    let Some(listener) = listener else {
+        return std::future::pending().await;
+    };
+    let (stream, _) = listener.accept().await?;
+    Ok(stream.into_std()?.into())
+}
+
+/// The executor's side of the balancer: each worker's channel, and who serves.
+struct Senders<'a> {
+    processes: &'a HashMap<WorkerId, Process>,
+    machine: &'a Machine,
+    question: &'a OwnedFd,
+}
+
+impl Peers for Senders<'_> {
+    fn send(&mut self, worker: WorkerId, handoff: Handoff<'_>) -> Option<u64> {
+        let channel = self.processes.get(&worker)?.ipc.as_ref()?;
+        let (key, socket) = match handoff {
+            Handoff::Connection { key, connection } => (key, connection),
+            Handoff::Question => (QUESTION_KEY, self.question),
+        };
+        let mut message = Map::new();
+        message.insert("act".into(), "newconn".into());
+        message.insert("key".into(), key.into());
+        let sent = channel.send_internal_handle(&message, socket.try_clone().ok()?);
+        matches!(sent.delivery, Delivery::Queued { .. }).then_some(sent.seq)
+    }
+
+    fn serving(&self, worker: WorkerId) -> bool {
+        let disconnecting = self
+            .processes
+            .get(&worker)
+            .is_none_or(|process| process.disconnecting);
+        !disconnecting && self.machine.worker(worker).is_some_and(|w| w.is_serving())
+    }
+}
 
 /// What a worker's `listen()` fails with when the primary cannot give it a socket: libuv's
 /// errno (the negated OS error; `EIO` if there is none) and what happened.
@@ -69,8 +166,14 @@ impl Executor {
                 self.answer_query(worker, seq, key, data, answer);
             }
             NodeCluster::Listening { .. } => self.feed(Input::ReadySignal { worker }).await,
-            // Herdsman holds every socket for the cluster's life; nothing to release.
-            NodeCluster::Close { .. } => {}
+            // Herdsman holds every socket for the cluster's life; a round-robin server takes
+            // no more connections.
+            NodeCluster::Close { key, .. } => {
+                if let Some(port) = &mut self.round_robin {
+                    port.balancer.closed(worker, &key);
+                    self.hand_connections();
+                }
+            }
             NodeCluster::ExitedAfterDisconnect { seq } => {
                 // The worker leaves by itself (`cluster.worker.disconnect()`): an asked-for
                 // exit, and the slot gets a new worker.
@@ -83,8 +186,19 @@ impl Executor {
                 };
                 self.feed(Input::Intent(intent)).await;
             }
-            // Round-robin is not served (no `newconn` is sent), so no answer is expected.
-            NodeCluster::Accepted { .. } => {}
+            NodeCluster::Accepted { ack, accepted, .. } => {
+                let now = Instant::now();
+                let expected = (self.round_robin.as_mut())
+                    .is_some_and(|port| port.balancer.answered(worker, ack, accepted, now));
+                if expected {
+                    self.hand_connections();
+                } else {
+                    self.logger.warn(format!(
+                        "worker {slot} (pid {pid}): Node cluster answer to message {ack} \
+                         ignored: no connection or question of that number waits for it"
+                    ));
+                }
+            }
             NodeCluster::Unknown { act, reason, raw } => {
                 let act = act.unwrap_or_else(|| "(no act)".into());
                 let shown = crate::ipc::frame::shorten(&raw);
@@ -105,15 +219,17 @@ impl Executor {
         port: Option<u16>,
         address_type: AddressType,
         fd: Option<i32>,
-    ) -> Result<OwnedFd, (i32, String)> {
+    ) -> Result<Served, (i32, String)> {
         let record = self
             .machine
             .worker(worker)
             .ok_or((UV_ENOTSUP, "gone".into()))?;
         let (slot, side) = (record.slot, record.side);
         let cluster = self.listeners.local_addr();
+        let round_robin = self.round_robin.is_some();
         let own = |socket: Option<io::Result<OwnedFd>>| match socket {
-            Some(socket) => socket.map_err(|error| refusal(&error)),
+            _ if round_robin => Ok(Served::RoundRobin),
+            Some(socket) => socket.map(Served::Socket).map_err(|error| refusal(&error)),
             None => Err((UV_ENOTSUP, "the cluster is stopping".into())),
         };
         if fd.is_some_and(|fd| fd >= 0) {
@@ -151,7 +267,7 @@ impl Executor {
                 .map_err(|error| refusal(&error))
         };
         if let Some((_, socket)) = self.node_sockets.iter().find(|(at, _)| *at == wanted) {
-            return copy(socket);
+            return copy(socket).map(Served::Socket);
         }
         // A refusal of herdsman's own (a foreign socket on the port) carries no OS error.
         let socket = crate::balance::bind_extra(wanted).map_err(|error| {
@@ -163,18 +279,18 @@ impl Executor {
             "serving {wanted} too, as a worker's listen() asked (shared by every worker)"
         ));
         self.node_sockets.push((wanted, socket));
-        Ok(copy)
+        Ok(Served::Socket(copy))
     }
 
-    /// Answers a `queryServer`: the socket as Node's handle, or the errno the worker's
-    /// `listen()` fails with.
+    /// Answers a `queryServer`: the socket as Node's handle, no socket for round-robin (then
+    /// the worker takes its turns), or the errno the worker's `listen()` fails with.
     fn answer_query(
         &mut self,
         worker: WorkerId,
         seq: u64,
         key: String,
         data: Value,
-        answer: Result<OwnedFd, (i32, String)>,
+        answer: Result<Served, (i32, String)>,
     ) {
         let Some(channel) = self
             .processes
@@ -184,10 +300,23 @@ impl Executor {
             return;
         };
         match answer {
-            Ok(fd) => {
+            Ok(Served::Socket(fd)) => {
                 let reply = json!({ "errno": 0, "key": key, "ack": seq, "data": data });
                 if let Value::Object(reply) = reply {
                     channel.send_internal_handle(&reply, fd);
+                }
+            }
+            Ok(Served::RoundRobin) => {
+                let address = self.listeners.local_addr();
+                let family = if address.is_ipv4() { "IPv4" } else { "IPv6" };
+                let sockname =
+                    json!({ "address": address.ip(), "family": family, "port": address.port() });
+                let reply = json!({ "errno": 0, "key": key, "ack": seq, "data": data,
+                                    "sockname": sockname });
+                self.send_internal(worker, reply);
+                if let Some(port) = &mut self.round_robin {
+                    port.balancer.listening(worker, key, Instant::now());
+                    self.hand_connections();
                 }
             }
             Err((errno, why)) => {
@@ -229,5 +358,57 @@ impl Executor {
             return;
         }
         process.signal(stop_signal);
+    }
+
+    /// A connection accepted on the round-robin port waits for a worker (or accepting failed,
+    /// and stops a moment).
+    pub(super) fn on_connection(&mut self, accepted: io::Result<OwnedFd>) {
+        let Some(port) = &mut self.round_robin else {
+            return;
+        };
+        match accepted {
+            Ok(connection) => {
+                port.balancer.arrived(connection);
+                self.hand_connections();
+            }
+            Err(error) => {
+                port.paused = true;
+                self.timers.schedule(Due::RoundRobinAccept, ACCEPT_PAUSE);
+                self.logger.warn(format!(
+                    "cannot accept a connection: {error}; trying again in {ACCEPT_PAUSE:?}"
+                ));
+            }
+        }
+    }
+
+    pub(super) fn resume_accepting(&mut self) {
+        if let Some(port) = &mut self.round_robin {
+            port.paused = false;
+        }
+    }
+
+    /// Hands waiting connections to workers whose turn it is (round-robin).
+    pub(super) fn hand_connections(&mut self) {
+        let Some(port) = &mut self.round_robin else {
+            return;
+        };
+        let mut senders = Senders {
+            processes: &self.processes,
+            machine: &self.machine,
+            question: &port.question,
+        };
+        let now = Instant::now();
+        if let Some(at) = port.balancer.dispatch(now, &mut senders) {
+            self.timers
+                .schedule(Due::RoundRobin, at.saturating_duration_since(now));
+        }
+    }
+
+    /// `worker` exited: what it had not answered for goes to another worker.
+    pub(super) fn round_robin_gone(&mut self, worker: WorkerId) {
+        if let Some(port) = &mut self.round_robin {
+            port.balancer.gone(worker);
+            self.hand_connections();
+        }
     }
 }

@@ -16,6 +16,10 @@ pub enum Due {
     RescueSweep,
     /// Time to look for foreign sockets on the cluster's port (`port_watch`).
     PortGroupCheck,
+    /// Time to hand waiting connections again (`--balance round-robin`, `node`).
+    RoundRobin,
+    /// Time to accept again after accepting failed (`--balance round-robin`, `node`).
+    RoundRobinAccept,
 }
 
 #[derive(Default)]
