@@ -37,8 +37,10 @@ pin_cpus() {
     fi
 }
 
-# Describes pin_cpus' choice for a table's caption.
-pinning() { [ "$PIN" = 1 ] && echo "wrk on CPU 0, servers on the others" || echo "unpinned"; }
+# Describes pin_cpus' choice for a table's caption; LOAD names the load generator (wrk).
+pinning() { # [LOAD]
+    [ "$PIN" = 1 ] && echo "${1:-wrk} on CPU 0, servers on the others" || echo "unpinned"
+}
 
 # PID → utime+stime in clock ticks (every thread's, those gone included). The name in
 # /proc/PID/stat may hold spaces (PM2's daemon is "PM2 v7.0.4: God"): fields count after it.

@@ -54,7 +54,7 @@ start_servers() {
 rss_kb() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
 used_memory() { redis-cli -p "$1" info memory | awk -F: '/^used_memory:/ { print $2 + 0 }'; }
 
-echo "machine: $(nproc) CPUs, $(uname -r); redis-server $(redis-server --version | awk '{ print $3 }'); $(pinning)"
+echo "machine: $(nproc) CPUs, $(uname -r); redis-server $(redis-server --version | awk '{ print $3 }'); $(pinning redis-benchmark)"
 
 # memory NAME COUNT FILE: COUNT things written by the commands in FILE (RESP), on fresh servers;
 # one table row of bytes per thing.
