@@ -23,25 +23,15 @@ CONNECTIONS=64
 OUT=bench/out
 mkdir -p "$OUT"
 
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+need wrk wrk
 cargo build --release --quiet --bin herdsman --example testserver
 # HERDSMAN=path/to/herdsman measures another build (a baseline) with the same script.
 HERDSMAN=${HERDSMAN:-target/release/herdsman}
 SERVER=target/release/examples/testserver
 TICKS=$(getconf CLK_TCK)
-PIN=${PIN:-$([ "$(nproc)" -ge 2 ] && echo 1 || echo 0)}
-LOAD_CPUS=() SERVER_CPUS=()
-if [ "$PIN" = 1 ]; then
-    LOAD_CPUS=(taskset -c 0)
-    SERVER_CPUS=(taskset -c "1-$(($(nproc) - 1))")
-fi
-
-# shellcheck source=bench/lib.sh
-source bench/lib.sh
-
-cpu_ticks() { # PID → utime+stime in clock ticks
-    awk '{ print $14 + $15 }' "/proc/$1/stat"
-}
+pin_cpus
 
 tree_ticks() { # PIDS... → summed CPU ticks of those processes
     local total=0 pid
@@ -51,15 +41,6 @@ tree_ticks() { # PIDS... → summed CPU ticks of those processes
     echo "$total"
 }
 
-STARTED=()
-stop_started() {
-    for pid in "${STARTED[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${STARTED[@]}"; do
-        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    STARTED=()
-}
 trap stop_started EXIT
 
 # start_setup NAME PORT → starts the setup, fills STARTED (primary first when there is one)
@@ -76,19 +57,7 @@ start_setup() {
                 --balance "${name#herdsman-}" --ready-delay 200ms -- "$SERVER" >/dev/null 2>&1 &
             STARTED+=($!) ;;
     esac
-    wait_serving "$port"
-}
-
-# run_wrk PORT MODE → requests/sec, errors
-run_wrk() {
-    local port=$1 mode=$2 header=()
-    [ "$mode" = close ] && header=(-H "Connection: close")
-    local output
-    output=$("${LOAD_CPUS[@]}" wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" "${header[@]}" "http://127.0.0.1:$port/")
-    local rps errors
-    rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$output")
-    errors=$(awk '/Socket errors/ { gsub(",", ""); print $4 + $6 + $8 + $10 } /Non-2xx/ { print $NF }' <<<"$output" | paste -sd+ | bc)
-    echo "$rps ${errors:-0}"
+    wait_serving "$port" "${STARTED[0]}"
 }
 
 SETUPS=(limit herdsman-shared herdsman-reuseport)
@@ -100,16 +69,17 @@ for round in $(seq 1 "$ROUNDS"); do
         start_setup "$setup" "$port"
         primary=""
         [ "$setup" != limit ] && primary=${STARTED[0]}
-        workers=$(if [ -n "$primary" ]; then pgrep -P "$primary" | tr '\n' ' '; else echo "${STARTED[*]}"; fi)
+        workers=$(if [ -n "$primary" ]; then descendants "$primary" | tr '\n' ' '; else echo "${STARTED[*]}"; fi)
         for mode in keepalive close; do
             primary_before=$([ -n "$primary" ] && cpu_ticks "$primary" || echo 0)
             # shellcheck disable=SC2086
             workers_before=$(tree_ticks $workers)
-            read -r rps errors < <(run_wrk "$port" "$mode")
+            wrk_load "$port" "$mode" "$SECONDS_PER_RUN" "$OUT/wrk.txt"
             primary_after=$([ -n "$primary" ] && cpu_ticks "$primary" || echo 0)
             # shellcheck disable=SC2086
             workers_after=$(tree_ticks $workers)
-            rss=$([ -n "$primary" ] && awk '/VmHWM/ { print $2 }' "/proc/$primary/status" || echo 0)
+            read -r rps errors _ < <(wrk_figures "$OUT/wrk.txt")
+            rss=$([ -n "$primary" ] && peak_rss_kb "$primary" || echo 0)
             echo "$round $setup $mode $rps $errors $((primary_after - primary_before)) $((workers_after - workers_before)) $rss" | tee -a "$RAW"
         done
         stop_started
@@ -117,10 +87,10 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 # Median over rounds per setup and mode, then ratios to the limit.
-python3 - "$RAW" "$SECONDS_PER_RUN" "$TICKS" "$WORKERS" "$PIN" <<'EOF'
+python3 - "$RAW" "$SECONDS_PER_RUN" "$TICKS" "$WORKERS" "$(pinning)" <<'EOF'
 import statistics, sys
 raw, seconds, ticks, workers = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-pinned = "wrk on CPU 0, servers on the others" if sys.argv[5] == "1" else "unpinned"
+pinned = sys.argv[5]
 rows = [line.split() for line in open(raw) if line.strip()]
 table = {}
 for _, setup, mode, rps, errors, primary, worker_ticks, rss in rows:

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Requests during rolling reloads: herdsman vs PM2, on the same Node app (examples/node/server.js).
+# Requests during rolling reloads: herdsman vs PM2, on the same Node app.
 #
 #   bench/reload.sh [SECONDS_PER_RUN] [ROUNDS]     (defaults: 10 s, 3 rounds)
+#
+# APP= the app: by default examples/node/server.js (takes fd 3 under herdsman, drains politely
+# on SIGTERM/SIGINT); APP=http (examples/node/http-app.js) or APP=express is an unmodified app
+# that just listens on $PORT: herdsman hands it the socket and stops it through Node's cluster
+# protocol (`disconnect`), PM2 as PM2 does. SYSTEMS="herdsman pm2" leaves out herdsman-rust.
 #
 # For each system, keep-alive and `Connection: close`: one wrk run without reloads (the
 # baseline), one with 2 reloads during it (at 30 % and 60 % of the run). Reported: failed
@@ -25,29 +30,18 @@ CONNECTIONS=64
 OUT=$PWD/bench/out
 mkdir -p "$OUT"
 
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
-if [ ! -x "$OUT/pm2/node_modules/.bin/pm2" ]; then
-    npm install --silent --no-audit --no-fund --prefix "$OUT/pm2" pm2@7 >/dev/null
-fi
-PM2="$OUT/pm2/node_modules/.bin/pm2"
-export PM2_HOME="$OUT/pm2-home"
-cargo build --release --quiet --bin herdsman
-# HERDSMAN=path/to/herdsman measures another build (a baseline) with the same script.
-HERDSMAN=${HERDSMAN:-$PWD/target/release/herdsman}
-APP=$PWD/examples/node/server.js
-export XDG_RUNTIME_DIR="$OUT/runtime"
-mkdir -p "$XDG_RUNTIME_DIR"
-LOAD_CPUS=() SERVER_CPUS=()
-if [ "${PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ]; then
-    LOAD_CPUS=(taskset -c 0)
-    SERVER_CPUS=(taskset -c "1-$(($(nproc) - 1))")
-fi
-cargo build --release --quiet --example testserver
-RUST_APP=$PWD/target/release/examples/testserver
-
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+need wrk wrk
+install_pm2 "$OUT"
+APP_PATH=$(node_app "${APP:-examples/node/server.js}")
+cargo build --release --quiet --bin herdsman --example testserver
+# HERDSMAN=path/to/herdsman measures another build (a baseline) with the same script.
+HERDSMAN=${HERDSMAN:-$PWD/target/release/herdsman}
+RUST_APP=$PWD/target/release/examples/testserver
+export XDG_RUNTIME_DIR="$OUT/runtime"
+mkdir -p "$XDG_RUNTIME_DIR"
+pin_cpus
 
 HERDSMAN_PID=""
 cleanup() {
@@ -60,7 +54,7 @@ start_system() { # SYSTEM PORT
     case $1 in
         herdsman)
             "${SERVER_CPUS[@]}" "$HERDSMAN" run --workers "$WORKERS" --host 127.0.0.1 --port "$2" \
-                --name bench --ready-delay 500ms -- node "$APP" >/dev/null 2>&1 &
+                --name bench --ready-delay 500ms -- node "$APP_PATH" >/dev/null 2>&1 &
             HERDSMAN_PID=$! ;;
         herdsman-rust)
             TESTSERVER_NOTIFY=1 "${SERVER_CPUS[@]}" "$HERDSMAN" run --workers "$WORKERS" \
@@ -68,7 +62,7 @@ start_system() { # SYSTEM PORT
                 >/dev/null 2>&1 &
             HERDSMAN_PID=$! ;;
         pm2)
-            PORT=$2 "${SERVER_CPUS[@]}" "$PM2" start "$APP" --name bench -i "$WORKERS" >/dev/null ;;
+            PORT=$2 "${SERVER_CPUS[@]}" "$PM2" start "$APP_PATH" --name bench -i "$WORKERS" >/dev/null ;;
     esac
     wait_serving "$2"
 }
@@ -89,13 +83,10 @@ reload_system() { # SYSTEM
     esac
 }
 
-# run_wrk PORT MODE RELOADS → "req/s errors"
+# run_wrk PORT MODE RELOADS → "req/s failed"
 run_wrk() {
-    local port=$1 mode=$2 reloads=$3 header=()
-    [ "$mode" = close ] && header=(-H "Connection: close")
-    local output_file="$OUT/wrk.txt"
-    "${LOAD_CPUS[@]}" wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" "${header[@]}" \
-        "http://127.0.0.1:$port/" >"$output_file" &
+    local port=$1 mode=$2 reloads=$3
+    wrk_load "$port" "$mode" "$SECONDS_PER_RUN" "$OUT/wrk.txt" &
     local wrk_pid=$!
     if [ "$reloads" = yes ]; then
         sleep "$(python3 -c "print($SECONDS_PER_RUN * 0.3)")"
@@ -104,10 +95,7 @@ run_wrk() {
         reload_system "$SYSTEM"
     fi
     wait "$wrk_pid"
-    local rps errors
-    rps=$(awk '/Requests\/sec/ { print $2 }' "$output_file")
-    errors=$(awk '/Socket errors/ { gsub(",", ""); print $4 + $6 + $8 + $10 } /Non-2xx/ { print $NF }' "$output_file" | paste -sd+ | bc)
-    echo "$rps ${errors:-0}"
+    wrk_figures "$OUT/wrk.txt" | cut -d' ' -f1,2
 }
 
 RAW="$OUT/reload-raw.txt"
@@ -125,7 +113,7 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
-python3 - "$RAW" "$SECONDS_PER_RUN" "${PIN:-1}" <<'EOF'
+python3 - "$RAW" "$SECONDS_PER_RUN" "$(pinning)" "${APP_PATH#"$PWD"/}" <<'EOF'
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1]) if line.strip()]
 seconds = float(sys.argv[2])
@@ -135,8 +123,8 @@ for _, system, mode, base, base_errors, reload, reload_errors in rows:
         (float(base), int(base_errors), float(reload), int(reload_errors)))
 systems = [s for s in ("herdsman", "pm2", "herdsman-rust") if any(r[1] == s for r in rows)]
 rounds = len(rows) // (2 * len(systems))
-pinned = "wrk on CPU 0, servers on the others" if sys.argv[3] == "1" else "unpinned"
-print(f"\n2 workers ({pinned}); herdsman and pm2 run examples/node/server.js, herdsman-rust "
+pinned, app = sys.argv[3], sys.argv[4]
+print(f"\n2 workers ({pinned}); herdsman and pm2 run {app}, herdsman-rust "
       f"runs examples/testserver; wrk -t1 -c64, {seconds:.0f} s per run, "
       f"2 reloads per run, {rounds} rounds (ratio: median of the rounds)\n")
 print("| system | connection | req/s without reload | req/s with 2 reloads | ratio | failed during reloads (all rounds) |")
