@@ -11,6 +11,7 @@
 //! - the primary: [`raise_fd_limit`] at start; the reuseport steering program
 //!   ([`attach_reuseport_cbpf`], [`detach_reuseport_bpf`]); queue lengths for readiness,
 //!   retiring and the rescue ([`listen_queue_length`]); [`own_children`] for the reaper;
+//!   the round-robin port, watched for connections to accept ([`watch_listener`]);
 //! - the state store: [`release_free_memory`]; and, while a Lua script runs past its time
 //!   limit, answering other clients `BUSY` without taking their requests
 //!   ([`peek_nowait`], [`consume_and_reply`], [`accept_nowait`]).
@@ -413,4 +414,16 @@ pub fn raise_fd_limit() -> io::Result<u64> {
         }
     }
     Ok(limit.rlim_cur)
+}
+
+/// Registers `listener` (non-blocking) with the current tokio runtime, to wait until it has a
+/// connection and accept it with a plain `accept`: connections accepted so are not registered
+/// with the runtime, as a `tokio::net::TcpListener`'s are (two `epoll_ctl` calls for each, which
+/// the round-robin primary, passing every connection on at once, has no use for).
+pub fn watch_listener(
+    listener: std::net::TcpListener,
+) -> io::Result<tokio::io::unix::AsyncFd<std::net::TcpListener>> {
+    // SAFETY: the AsyncFd owns `listener`, so its fd stays open, and the same, until the AsyncFd
+    // is dropped (which deregisters it first); `TcpListener::as_raw_fd` always returns it.
+    unsafe { tokio::io::unix::AsyncFd::register(listener) }.map_err(io::Error::from)
 }

@@ -631,8 +631,10 @@ fn round_robin_sends_no_new_connection_to_a_worker_stuck_in_cpu_work() {
     let (slot, pid) = prefix.split_once(':').unwrap();
     let busy_pid: u32 = pid.parse().unwrap();
     assert_eq!(ready[&slot.parse::<usize>().unwrap()], busy_pid, "{line}");
-    // The primary trusts a worker's last answer for 2 ms (`FRESH`); past that it asks first.
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    // An idle worker is asked whether it is free every 100 ms and passed over 200 ms after a
+    // question it leaves unanswered (`round_robin::PULSE`, `PATIENCE`): from then on, well
+    // within the 3 s, the busy worker gets nothing.
+    std::thread::sleep(std::time::Duration::from_millis(400));
     let mut slowest = std::time::Duration::ZERO;
     for request in 0..50 {
         let started = Instant::now();

@@ -143,7 +143,7 @@ impl Executor {
                 Some(intent) = intents.recv() => self.on_intent(intent).await,
                 due = self.timers.next() => self.on_due(due).await,
                 accepted = super::node::accept(self.round_robin.as_ref()) => {
-                    self.on_connection(accepted);
+                    self.on_connections(accepted);
                 }
             }
         }

@@ -24,6 +24,7 @@ use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
+use tokio::io::unix::AsyncFd;
 
 use super::executor::Executor;
 use super::lifecycle::{Input, Intent, Machine, WorkerId, WorkerOrder};
@@ -56,7 +57,7 @@ enum Served {
 /// it sends as its question (`round_robin`).
 pub(super) struct RoundRobinPort {
     /// `None` once the cluster stops.
-    listener: Option<tokio::net::TcpListener>,
+    listener: Option<AsyncFd<std::net::TcpListener>>,
     balancer: RoundRobin,
     question: OwnedFd,
     /// Accepting failed a moment ago.
@@ -71,7 +72,7 @@ impl RoundRobinPort {
         };
         let question = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
         Ok(Some(RoundRobinPort {
-            listener: Some(tokio::net::TcpListener::from_std(socket)?),
+            listener: Some(crate::sys::watch_listener(socket)?),
             balancer: RoundRobin::default(),
             question: question.into(),
             paused: false,
@@ -84,17 +85,39 @@ impl RoundRobinPort {
     }
 }
 
-/// The next connection on the round-robin port; pending while there is none, or while enough
-/// wait for a worker already.
-pub(super) async fn accept(port: Option<&RoundRobinPort>) -> io::Result<OwnedFd> {
+/// The connections waiting on the round-robin port, as many as are there (one wake-up and no
+/// registration with the runtime per connection: the primary only passes them on); pending
+/// while there is none, or while enough wait for a worker already.
+pub(super) async fn accept(port: Option<&RoundRobinPort>) -> io::Result<Vec<OwnedFd>> {
+    let room = port.map_or(0, |port| {
+        WAITING_MAX.saturating_sub(port.balancer.waiting())
+    });
     let listener = port
-        .filter(|port| !port.paused && port.balancer.waiting() < WAITING_MAX)
+        .filter(|port| !port.paused && room > 0)
         .and_then(|port| port.listener.as_ref());
     let Some(listener) = listener else {
         return std::future::pending().await;
     };
-    let (stream, _) = listener.accept().await?;
-    Ok(stream.into_std()?.into())
+    loop {
+        let mut ready = listener.readable().await?;
+        let mut accepted = Vec::new();
+        while accepted.len() < room {
+            match ready.get_inner().accept() {
+                Ok((stream, _)) => accepted.push(stream.into()),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    ready.clear_ready();
+                    break;
+                }
+                // The client gave up before it was accepted: nothing to hand over.
+                Err(error) if error.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(error) if accepted.is_empty() => return Err(error),
+                Err(_) => break,
+            }
+        }
+        if !accepted.is_empty() {
+            return Ok(accepted);
+        }
+    }
 }
 
 /// The executor's side of the balancer: each worker's channel, and who serves.
@@ -360,15 +383,17 @@ impl Executor {
         process.signal(stop_signal);
     }
 
-    /// A connection accepted on the round-robin port waits for a worker (or accepting failed,
+    /// Connections accepted on the round-robin port wait for a worker (or accepting failed,
     /// and stops a moment).
-    pub(super) fn on_connection(&mut self, accepted: io::Result<OwnedFd>) {
+    pub(super) fn on_connections(&mut self, accepted: io::Result<Vec<OwnedFd>>) {
         let Some(port) = &mut self.round_robin else {
             return;
         };
         match accepted {
-            Ok(connection) => {
-                port.balancer.arrived(connection);
+            Ok(connections) => {
+                for connection in connections {
+                    port.balancer.arrived(connection);
+                }
                 self.hand_connections();
             }
             Err(error) => {

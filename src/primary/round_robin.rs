@@ -15,8 +15,10 @@
 //! (a `newconn` for a server it does not have, which it refuses and closes; Node's
 //! `cluster/child.js`), and a connection waits for the answer of the worker whose turn it is, for
 //! [`PATIENCE`] at most; a worker that has not answered by then is passed over until it does.
-//! Under load every worker answers all the time, so no questions are asked; an idle cluster pays
-//! one round trip to the worker. The state here is the balancer's alone (no I/O): the executor
+//! Idle workers are asked every [`PULSE`] too, so a worker that went into CPU work is passed over
+//! from at most `PULSE + PATIENCE` after, whether or not connections came meanwhile. Under load
+//! every worker answers all the time, so no questions are asked; an idle cluster pays one round
+//! trip to the worker, and ten questions a second per worker. The state here is the balancer's alone (no I/O): the executor
 //! accepts, sends through [`Peers`] and hands the answers in (`primary::node`).
 
 use std::collections::{HashMap, VecDeque};
@@ -29,8 +31,13 @@ use super::lifecycle::WorkerId;
 pub const FRESH: Duration = Duration::from_millis(2);
 
 /// How long a connection waits for the answer of the worker whose turn it is before it goes to
-/// the next one.
-pub const PATIENCE: Duration = Duration::from_millis(40);
+/// the next one. Long enough that a worker the machine merely ran late (a loaded CI box) keeps
+/// its turn, so turns stay exact.
+pub const PATIENCE: Duration = Duration::from_millis(200);
+
+/// How often an idle worker is asked whether it is free, so that one stuck in CPU work is known
+/// (and passed over) before connections come for it.
+pub const PULSE: Duration = Duration::from_millis(100);
 
 /// A worker that refused a connection gets none for this long (so that one at its
 /// `maxConnections` is not asked again and again while others are free).
@@ -169,18 +176,51 @@ impl RoundRobin {
     }
 
     /// Hands waiting connections to workers whose turn it is, asking those idle too long
-    /// whether they are free. Returns when to look again if connections are left waiting for
-    /// an answer or a held-out worker.
+    /// whether they are free, and asks the idle ones whose last answer is a [`PULSE`] old.
+    /// Returns when to look again: for connections left waiting for an answer or a held-out
+    /// worker, or for the next pulse.
     pub fn dispatch(&mut self, now: Instant, peers: &mut impl Peers) -> Option<Instant> {
-        loop {
+        let again = loop {
             if self.waiting.is_empty() {
-                return None;
+                break None;
             }
             match self.next_worker(now, peers) {
                 Ok(index) => self.hand(index, peers),
-                Err(again) => return again,
+                Err(again) => break again,
+            }
+        };
+        let pulse = self.pulse(now, peers);
+        again.into_iter().chain(pulse).min()
+    }
+
+    /// Asks each serving idle worker whose last answer is a [`PULSE`] old whether it is free;
+    /// returns when the next one will be.
+    fn pulse(&mut self, now: Instant, peers: &mut impl Peers) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut gone = Vec::new();
+        for &worker in &self.turn {
+            let Some(peer) = self.peers.get_mut(&worker) else {
+                continue;
+            };
+            let State::Idle { answered } = peer.state else {
+                continue;
+            };
+            if !peers.serving(worker) {
+                continue;
+            }
+            if now.saturating_duration_since(answered) < PULSE {
+                next = next.into_iter().chain([answered + PULSE]).min();
+                continue;
+            }
+            match peers.send(worker, Handoff::Question) {
+                Some(seq) => peer.state = State::Asked { seq, since: now },
+                None => gone.push(worker),
             }
         }
+        for worker in gone {
+            self.gone(worker);
+        }
+        next
     }
 
     /// The position in `turn` of the worker that gets the next connection; or, if none may yet,
@@ -337,9 +377,10 @@ mod tests {
             "both asked, nothing handed"
         );
         assert_eq!(again, Some(later + PATIENCE));
-        // B answers first, but it is A's turn: the connection waits for A's patience.
+        // B answers first, but it is A's turn: the connection waits for A's patience (and B
+        // is asked again at its next pulse, which comes first).
         assert!(balancer.answered(B, 2, false, later));
-        assert_eq!(balancer.dispatch(later, &mut fake), Some(later + PATIENCE));
+        assert_eq!(balancer.dispatch(later, &mut fake), Some(later + PULSE));
         // A never answers: past the patience, B gets it.
         balancer.dispatch(later + PATIENCE, &mut fake);
         assert_eq!(
@@ -351,6 +392,30 @@ mod tests {
         balancer.dispatch(later + PATIENCE, &mut fake);
         assert_eq!(fake.sent[3], (B, true));
         assert_eq!(balancer.waiting(), 0);
+    }
+
+    #[test]
+    fn idle_workers_are_asked_every_pulse_and_a_silent_one_is_passed_over_at_once() {
+        let start = Instant::now();
+        let (mut balancer, mut fake) = (two_workers(start), Fake::default());
+        assert_eq!(balancer.dispatch(start, &mut fake), Some(start + PULSE));
+        assert_eq!(fake.sent, []);
+        let pulse = start + PULSE;
+        assert_eq!(
+            balancer.dispatch(pulse, &mut fake),
+            None,
+            "both asked: answers wake it"
+        );
+        assert_eq!(fake.sent, [(A, false), (B, false)]);
+        assert!(balancer.answered(B, 2, false, pulse));
+        // A stays silent (stuck in CPU work): past its patience a connection goes to B at once.
+        let later = pulse + PATIENCE;
+        balancer.arrived(connection());
+        balancer.dispatch(later, &mut fake);
+        assert_eq!(fake.sent[2], (B, false), "B's answer is stale: asked first");
+        assert!(balancer.answered(B, 3, false, later));
+        balancer.dispatch(later, &mut fake);
+        assert_eq!(fake.sent[3], (B, true));
     }
 
     #[test]
