@@ -221,6 +221,35 @@ fn keys_expire_to_the_millisecond_and_are_reclaimed_without_being_read() {
     assert!(set_at.elapsed() >= Duration::from_millis(45));
 }
 
+/// Issue 14: a key reclaimed by the timer, never read, is announced as `expired` (in its own
+/// database); so is one a read finds past its deadline (most often before the timer does).
+#[test]
+fn expired_keys_are_announced_whether_the_timer_or_a_read_finds_them() {
+    let cluster = state_cluster(&[]);
+    let socket = state_socket(&cluster);
+    let mut client = RespClient::unix(&socket);
+    let mut subscriber = RespClient::unix(&socket);
+    assert_eq!(
+        client.text("CONFIG SET notify-keyspace-events Ex"),
+        "+OK\\r\\n"
+    );
+    subscriber.call("PSUBSCRIBE __keyevent@*__:expired");
+    client.call("SELECT 3");
+    client.call("SET by-timer v PX 50");
+    let message = subscriber.read_reply().expect("the timer's expired event");
+    assert_eq!(
+        printable(&message),
+        "*4\\r\\n$8\\r\\npmessage\\r\\n$22\\r\\n__keyevent@*__:expired\\r\\n\
+         $22\\r\\n__keyevent@3__:expired\\r\\n$8\\r\\nby-timer\\r\\n"
+    );
+    // Past its deadline within 2 ms: the read finds it (unless the timer came first).
+    client.call("SET by-read v PX 1");
+    std::thread::sleep(Duration::from_millis(2));
+    assert_eq!(client.text("GET by-read"), "$-1\\r\\n");
+    let message = subscriber.read_reply().expect("the read's expired event");
+    assert!(printable(&message).ends_with("$7\\r\\nby-read\\r\\n"));
+}
+
 #[test]
 fn past_max_memory_writes_get_the_oom_error_and_reads_still_work() {
     let cluster = state_cluster(&["--state-max-memory", "1mb"]);

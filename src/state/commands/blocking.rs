@@ -93,6 +93,11 @@ fn bpop(ctx: &mut Ctx, args: &[Bytes], front: bool) -> Outcome {
         ctx.store
             .db
             .adjust(key, 0, crate::state::db::item_cost(&item));
+        ctx.notify_emptied(
+            crate::state::notify::LIST,
+            if front { "lpop" } else { "rpop" },
+            key,
+        );
         ctx.changed_as(vec![
             Bytes::from_static(if front { b"LPOP" } else { b"RPOP" }),
             key.clone(),

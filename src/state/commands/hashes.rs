@@ -4,11 +4,12 @@ use bytes::Bytes;
 
 use super::{int_arg, Ctx, Fail, Outcome};
 use crate::state::db::item_cost;
+use crate::state::notify;
 use crate::state::number::{self, parse_float, LongDouble};
 use crate::state::reply::text;
 
 /// Sets field/value pairs; how many fields are new.
-fn set_fields(ctx: &mut Ctx, key: &Bytes, pairs: &[Bytes]) -> Result<i64, Fail> {
+fn set_fields(ctx: &mut Ctx, key: &Bytes, pairs: &[Bytes], event: &str) -> Result<i64, Fail> {
     let hash = ctx.hash_mut(key, true)?.expect("created");
     let (mut added, mut removed, mut new_fields) = (0, 0, 0);
     for pair in pairs.chunks(2) {
@@ -28,6 +29,7 @@ fn set_fields(ctx: &mut Ctx, key: &Bytes, pairs: &[Bytes]) -> Result<i64, Fail> 
     }
     ctx.store.db.grew(added);
     ctx.store.db.adjust(key, 0, removed);
+    ctx.notify(notify::HASH, event, key);
     ctx.changed();
     Ok(new_fields)
 }
@@ -36,7 +38,7 @@ pub fn hset(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     if !args.len().is_multiple_of(2) {
         return Err(super::arity_error("hset"));
     }
-    let new_fields = set_fields(ctx, &args[1], &args[2..])?;
+    let new_fields = set_fields(ctx, &args[1], &args[2..], "hset")?;
     ctx.out.int(new_fields);
     Ok(())
 }
@@ -45,7 +47,7 @@ pub fn hmset(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     if !args.len().is_multiple_of(2) {
         return Err(super::arity_error("hmset"));
     }
-    set_fields(ctx, &args[1], &args[2..])?;
+    set_fields(ctx, &args[1], &args[2..], "hset")?;
     ctx.out.ok();
     Ok(())
 }
@@ -57,7 +59,7 @@ pub fn hsetnx(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     if exists {
         ctx.out.int(0);
     } else {
-        set_fields(ctx, &args[1], &args[2..4])?;
+        set_fields(ctx, &args[1], &args[2..4], "hset")?;
         ctx.out.int(1);
     }
     Ok(())
@@ -113,6 +115,7 @@ pub fn hdel(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     }
     ctx.store.db.adjust(&args[1], 0, removed);
     if deleted > 0 {
+        ctx.notify_emptied(notify::HASH, "hdel", &args[1]);
         ctx.changed();
     }
     ctx.out.int(deleted);
@@ -143,6 +146,7 @@ pub fn hincrby(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         ctx,
         &args[1],
         &[args[2].clone(), Bytes::from(value.to_string())],
+        "hincrby",
     )?;
     ctx.out.int(value);
     Ok(())
@@ -164,7 +168,12 @@ pub fn hincrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         .add(by)
         .ok_or(Fail::from("ERR increment would produce NaN or Infinity"))?
         .format();
-    set_fields(ctx, &args[1], &[args[2].clone(), Bytes::from(sum.clone())])?;
+    set_fields(
+        ctx,
+        &args[1],
+        &[args[2].clone(), Bytes::from(sum.clone())],
+        "hincrbyfloat",
+    )?;
     ctx.out.bulk(sum.as_bytes());
     ctx.changed_as(vec![
         Bytes::from_static(b"HSET"),

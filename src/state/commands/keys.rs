@@ -4,12 +4,14 @@ use bytes::Bytes;
 
 use super::{int_arg, Ctx, Fail, Outcome};
 use crate::state::glob;
+use crate::state::notify;
 use crate::state::reply::text;
 
 pub fn del(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let mut removed = 0;
     for key in &args[1..] {
         if ctx.store.db.remove(key, ctx.now).is_some() {
+            ctx.notify(notify::GENERIC, "del", key);
             removed += 1;
         }
     }
@@ -95,9 +97,11 @@ fn expire_generic(ctx: &mut Ctx, args: &[Bytes], unit: i64, absolute: bool, name
     }
     if when <= ctx.now.0 && !ctx.store.db.loading {
         ctx.store.db.remove(key, ctx.now);
+        ctx.notify(notify::GENERIC, "del", key);
         ctx.changed_as(vec![Bytes::from_static(b"DEL"), key.clone()]);
     } else {
         ctx.store.db.set_expiry(key, Some(when));
+        ctx.notify(notify::GENERIC, "expire", key);
         ctx.changed_as(vec![
             Bytes::from_static(b"PEXPIREAT"),
             key.clone(),
@@ -188,6 +192,7 @@ pub fn persist(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         .is_some_and(|entry| entry.expires_at.is_some());
     if had_deadline {
         ctx.store.db.set_expiry(&args[1], None);
+        ctx.notify(notify::GENERIC, "persist", &args[1]);
         ctx.changed();
     }
     ctx.out.int(i64::from(had_deadline));

@@ -5,7 +5,24 @@ use bytes::Bytes;
 
 use super::{int_arg, Ctx, Fail, Outcome};
 use crate::state::db::item_cost;
+use crate::state::notify;
 use crate::state::reply::text;
+
+fn push_event(front: bool) -> &'static str {
+    if front {
+        "lpush"
+    } else {
+        "rpush"
+    }
+}
+
+fn pop_event(front: bool) -> &'static str {
+    if front {
+        "lpop"
+    } else {
+        "rpop"
+    }
+}
 
 fn push_existing(ctx: &mut Ctx, args: &[Bytes], front: bool) -> Outcome {
     let Some(list) = ctx.list_mut(&args[1], false)? else {
@@ -23,6 +40,7 @@ fn push_existing(ctx: &mut Ctx, args: &[Bytes], front: bool) -> Outcome {
     }
     let len = list.len();
     ctx.store.db.grew(added);
+    ctx.notify(notify::LIST, push_event(front), &args[1]);
     ctx.changed();
     ctx.out.int(len as i64);
     Ok(())
@@ -52,6 +70,7 @@ pub fn lset(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let (added, removed) = (item_cost(&args[3]), item_cost(slot));
     *slot = args[3].clone();
     ctx.store.db.adjust(&args[1], added, removed);
+    ctx.notify(notify::LIST, "lset", &args[1]);
     ctx.changed();
     ctx.out.ok();
     Ok(())
@@ -74,6 +93,7 @@ pub fn linsert(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     list.insert(if after { at + 1 } else { at }, args[4].clone());
     let len = list.len();
     ctx.store.db.grew(item_cost(&args[4]));
+    ctx.notify(notify::LIST, "linsert", &args[1]);
     ctx.changed();
     ctx.out.int(len as i64);
     Ok(())
@@ -112,6 +132,7 @@ pub fn lrem(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         .db
         .adjust(key, 0, item_cost(&args[3]) * removed as usize);
     if removed > 0 {
+        ctx.notify_emptied(notify::LIST, "lrem", key);
         ctx.changed();
     }
     ctx.out.int(removed as i64);
@@ -222,14 +243,21 @@ pub fn move_item(
         list.pop_back()
     }
     .expect("not empty");
-    ctx.store.db.adjust(source, 0, item_cost(&item));
-    let list = ctx.list_mut(dest, true)?.expect("created");
+    // As in Redis: the push onto the destination, then the source's pop and, if that emptied
+    // it, its removal (so a one-item list rotated onto itself stays the same key).
+    let list = if source == dest {
+        list
+    } else {
+        ctx.list_mut(dest, true)?.expect("created")
+    };
     if to_left {
         list.push_front(item.clone());
     } else {
         list.push_back(item.clone());
     }
-    ctx.store.db.grew(item_cost(&item));
+    ctx.notify(notify::LIST, push_event(to_left), dest);
+    ctx.store.db.adjust(source, 0, 0);
+    ctx.notify_emptied(notify::LIST, pop_event(from_left), source);
     ctx.changed();
     Ok(Some(item))
 }
@@ -261,6 +289,7 @@ pub fn lmpop(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         };
         let removed = items.iter().map(|item| item_cost(item)).sum();
         ctx.store.db.adjust(key, 0, removed);
+        ctx.notify_emptied(notify::LIST, pop_event(!right), key);
         ctx.changed();
         ctx.out.array_header(2);
         ctx.out.bulk(key);

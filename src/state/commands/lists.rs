@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use super::{int_arg, Ctx, Fail, Outcome};
 use crate::state::db::item_cost;
+use crate::state::notify;
 
 fn push(ctx: &mut Ctx, args: &[Bytes], front: bool) -> Outcome {
     let list = ctx.list_mut(&args[1], true)?.expect("created");
@@ -19,6 +20,11 @@ fn push(ctx: &mut Ctx, args: &[Bytes], front: bool) -> Outcome {
     }
     let len = list.len();
     ctx.store.db.grew(added);
+    ctx.notify(
+        notify::LIST,
+        if front { "lpush" } else { "rpush" },
+        &args[1],
+    );
     ctx.out.int(len as i64);
     ctx.changed();
     Ok(())
@@ -64,6 +70,7 @@ fn pop(ctx: &mut Ctx, args: &[Bytes], front: bool, name: &str) -> Outcome {
     let removed = popped.iter().map(|item| item_cost(item)).sum();
     ctx.store.db.adjust(&args[1], 0, removed);
     if !popped.is_empty() {
+        ctx.notify_emptied(notify::LIST, if front { "lpop" } else { "rpop" }, &args[1]);
         ctx.changed();
     }
     match count {
@@ -138,6 +145,7 @@ pub fn ltrim(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         .sum::<usize>();
     let changed = list.len() != before;
     ctx.store.db.adjust(&args[1], 0, removed);
+    ctx.notify_emptied(notify::LIST, "ltrim", &args[1]);
     if changed {
         ctx.changed();
     }

@@ -4,7 +4,7 @@
 //! `bits` (bitmaps), `keys`, `keyspace` (RENAME, COPY, MOVE, SWAPDB, OBJECT, MEMORY), `hashes`,
 //! `lists`, `list_moves` (LINSERT, LPOS, LMOVE, LMPOP…), `blocking` (BLPOP, BZPOPMIN, …), `sets`,
 //! `set_algebra`, `zsets` (sorted sets), `zset_ranges` (ZRANGE and the range removals),
-//! `zset_algebra` (ZUNION, ZINTER, ZDIFF), `pubsub`, `management` (PING, HELLO, SELECT, FLUSHDB:
+//! `zset_algebra` (ZUNION, ZINTER, ZDIFF), `pubsub`, `monitor` (MONITOR), `management` (PING, HELLO, SELECT, FLUSHDB:
 //! connection and server management), `client`, `info` (INFO, CONFIG), `transaction` (MULTI,
 //! EXEC, WATCH), `script` (EVAL, SCRIPT, FUNCTION: Lua).
 
@@ -18,6 +18,7 @@ mod keyspace;
 mod list_moves;
 mod lists;
 mod management;
+mod monitor;
 mod pubsub;
 mod ranges;
 mod script;
@@ -135,6 +136,22 @@ impl Ctx<'_> {
         match &mut self.changed {
             Changed::As(commands) => commands.push(command),
             _ => self.changed = Changed::As(vec![command]),
+        }
+    }
+
+    /// Publishes keyspace event `event` of `class` on `key` of the current database (see
+    /// `notify`).
+    pub fn notify(&mut self, class: u32, event: &str, key: &[u8]) {
+        let db = self.store.current_db();
+        self.store.notify(class, event, key, db);
+    }
+
+    /// Publishes `event` on `key`, then `del` if the command emptied the collection there
+    /// (the key is gone: Redis never keeps an empty one).
+    pub fn notify_emptied(&mut self, class: u32, event: &str, key: &[u8]) {
+        self.notify(class, event, key);
+        if !self.store.db.is_live(key, self.now) {
+            self.notify(super::notify::GENERIC, "del", key);
         }
     }
 
@@ -353,9 +370,17 @@ fn run(store: &mut Store, client: &mut Client, out: &mut Out, spec: &Spec, args:
         now: Now(super::db::now_ms()),
         changed: Changed::Nothing,
     };
+    let shown_first = monitor::shown_before_running(spec);
+    if shown_first {
+        monitor::feed(ctx.store, ctx.client, args);
+    }
     let failed = (spec.handler)(&mut ctx, args).err();
     let changed = std::mem::take(&mut ctx.changed);
     let store = ctx.store;
+    store.publish_noted();
+    if !shown_first && monitor::shown(spec, args) && !ctx.client.retrying {
+        monitor::feed(store, ctx.client, args);
+    }
     let stat = store.stats.command(&full_name(spec, args));
     stat.calls += 1;
     stat.usec += started.elapsed().as_micros() as u64;

@@ -5,6 +5,7 @@ use indexmap::IndexSet;
 
 use super::{Ctx, Fail, Outcome};
 use crate::state::db::Value;
+use crate::state::notify;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Op {
@@ -63,9 +64,17 @@ fn store(ctx: &mut Ctx, args: &[Bytes], op: Op) -> Outcome {
     let dest = &args[1];
     let len = result.len();
     if result.is_empty() {
-        ctx.store.db.remove(dest, ctx.now);
+        if ctx.store.db.remove(dest, ctx.now).is_some() {
+            ctx.notify(notify::GENERIC, "del", dest);
+        }
     } else {
         ctx.store.db.set(dest, Value::Set(Box::new(result)), None);
+        let event = match op {
+            Op::Inter => "sinterstore",
+            Op::Union => "sunionstore",
+            Op::Diff => "sdiffstore",
+        };
+        ctx.notify(notify::SET, event, dest);
     }
     ctx.changed();
     ctx.out.int(len as i64);

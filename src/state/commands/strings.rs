@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use super::{int_arg, Ctx, Fail, Outcome};
 use crate::state::db::{Entry, Value};
+use crate::state::notify;
 use crate::state::number::{self, parse_float, LongDouble};
 use crate::state::reply::text;
 
@@ -118,6 +119,10 @@ pub fn set(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         expires_at
     };
     store_string(ctx, key, &args[2], expires_at);
+    ctx.notify(notify::STRING, "set", key);
+    if options.expire.is_some() {
+        ctx.notify(notify::GENERIC, "expire", key);
+    }
     if options.get {
         ctx.out.maybe_bulk(old.as_deref());
     } else {
@@ -147,6 +152,7 @@ pub fn setnx(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         ctx.out.int(0);
     } else {
         store_string(ctx, &args[1], &args[2], None);
+        ctx.notify(notify::STRING, "set", &args[1]);
         ctx.out.int(1);
         ctx.changed();
     }
@@ -156,6 +162,8 @@ pub fn setnx(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
 fn set_with_expiry(ctx: &mut Ctx, args: &[Bytes], unit: i64, command: &str) -> Outcome {
     let at = deadline(ctx, &args[2], unit, false, command)?;
     store_string(ctx, &args[1], &args[3], Some(at));
+    ctx.notify(notify::STRING, "set", &args[1]);
+    ctx.notify(notify::GENERIC, "expire", &args[1]);
     ctx.out.ok();
     ctx.changed_as(vec![
         Bytes::from_static(b"SET"),
@@ -178,6 +186,7 @@ pub fn psetex(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
 pub fn getset(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let old = ctx.string(&args[1])?.cloned();
     store_string(ctx, &args[1], &args[2], None);
+    ctx.notify(notify::STRING, "set", &args[1]);
     ctx.out.maybe_bulk(old.as_deref());
     ctx.changed();
     Ok(())
@@ -187,6 +196,7 @@ pub fn getdel(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let old = ctx.string(&args[1])?.cloned();
     if old.is_some() {
         ctx.store.db.remove(&args[1], ctx.now);
+        ctx.notify(notify::GENERIC, "del", &args[1]);
         ctx.changed();
     }
     ctx.out.maybe_bulk(old.as_deref());
@@ -214,6 +224,7 @@ pub fn mset(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     }
     for pair in args[1..].chunks(2) {
         store_string(ctx, &pair[0], &pair[1], None);
+        ctx.notify(notify::STRING, "set", &pair[0]);
     }
     ctx.out.ok();
     ctx.changed();
@@ -233,6 +244,7 @@ pub fn msetnx(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     }
     for pair in args[1..].chunks(2) {
         store_string(ctx, &pair[0], &pair[1], None);
+        ctx.notify(notify::STRING, "set", &pair[0]);
     }
     ctx.out.int(1);
     ctx.changed();
@@ -249,6 +261,7 @@ pub fn append(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     ctx.store
         .db
         .replace_value(&args[1], Value::Str(Bytes::from(value)));
+    ctx.notify(notify::STRING, "append", &args[1]);
     ctx.out.int(len as i64);
     ctx.changed();
     Ok(())
@@ -270,6 +283,7 @@ fn add(ctx: &mut Ctx, key: &[u8], by: i64) -> Outcome {
     ctx.store
         .db
         .replace_value(key, Value::Str(Bytes::from(value.to_string())));
+    ctx.notify(notify::STRING, "incrby", key);
     ctx.out.int(value);
     ctx.changed();
     Ok(())
@@ -310,6 +324,7 @@ pub fn incrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     ctx.store
         .db
         .replace_value(key, Value::Str(Bytes::from(sum.clone())));
+    ctx.notify(notify::STRING, "incrbyfloat", key);
     ctx.out.bulk(sum.as_bytes());
     ctx.changed_as(vec![
         Bytes::from_static(b"SET"),

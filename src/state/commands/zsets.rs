@@ -5,6 +5,7 @@
 use bytes::Bytes;
 
 use super::{int_arg, pick_distinct, random_below, Ctx, Fail, Outcome};
+use crate::state::notify;
 use crate::state::reply::text;
 use crate::state::zset::ZSet;
 
@@ -147,6 +148,7 @@ pub fn zadd(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let after = zset.cost();
     account(ctx, key, before, after);
     if added + updated > 0 {
+        ctx.notify(notify::ZSET, if incr { "zincr" } else { "zadd" }, key);
         ctx.changed();
     }
     if let Some(reason) = failed {
@@ -168,15 +170,20 @@ pub fn zincrby(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let key = &args[1];
     let zset = ctx.zset_mut(key, true)?.expect("created");
     let before = zset.cost();
-    let new = zset.score(&args[3]).unwrap_or(0.0) + increment;
+    let current = zset.score(&args[3]);
+    let new = current.unwrap_or(0.0) + increment;
     let failed = new.is_nan();
     if !failed {
         zset.insert(&args[3], new);
     }
+    let updated = current != Some(new);
     let after = zset.cost();
     account(ctx, key, before, after);
     if failed {
         return Err("ERR resulting score is not a number (NaN)".into());
+    }
+    if updated {
+        ctx.notify(notify::ZSET, "zincr", key);
     }
     ctx.changed();
     ctx.out.double(new);
@@ -227,6 +234,7 @@ pub fn zrem(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let after = zset.cost();
     account(ctx, key, before, after);
     if removed > 0 {
+        ctx.notify_emptied(notify::ZSET, "zrem", key);
         ctx.changed();
     }
     ctx.out.int(removed as i64);
@@ -272,6 +280,8 @@ pub fn pop(ctx: &mut Ctx, key: &[u8], count: usize, max: bool) -> Result<Vec<(By
     let after = zset.cost();
     account(ctx, key, before, after);
     if !items.is_empty() {
+        let event = if max { "zpopmax" } else { "zpopmin" };
+        ctx.notify_emptied(notify::ZSET, event, key);
         ctx.changed();
     }
     Ok(items)
