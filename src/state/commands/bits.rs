@@ -444,9 +444,6 @@ fn bitfield_generic(ctx: &mut Ctx, args: &[Bytes], read_only: bool) -> Outcome {
         if changed {
             store_bytes(ctx, &args[1], bytes);
         }
-        if applied {
-            ctx.notify(notify::STRING, "setbit", &args[1]);
-        }
     }
     ctx.out.array_header(replies.len());
     for reply in replies {
@@ -454,6 +451,9 @@ fn bitfield_generic(ctx: &mut Ctx, args: &[Bytes], read_only: bool) -> Outcome {
             Some(value) => ctx.out.int(value),
             None => ctx.out.null(),
         }
+    }
+    if applied {
+        ctx.notify(notify::STRING, "setbit", &args[1]);
     }
     Ok(())
 }

@@ -8,8 +8,9 @@ use crate::state::notify;
 use crate::state::number::{self, parse_float, LongDouble};
 use crate::state::reply::text;
 
-/// Sets field/value pairs; how many fields are new.
-fn set_fields(ctx: &mut Ctx, key: &Bytes, pairs: &[Bytes], event: &str) -> Result<i64, Fail> {
+/// Sets field/value pairs; how many fields are new. The caller replies, then publishes its
+/// event (Redis's order).
+fn set_fields(ctx: &mut Ctx, key: &Bytes, pairs: &[Bytes]) -> Result<i64, Fail> {
     let hash = ctx.hash_mut(key, true)?.expect("created");
     let (mut added, mut removed, mut new_fields) = (0, 0, 0);
     for pair in pairs.chunks(2) {
@@ -29,7 +30,6 @@ fn set_fields(ctx: &mut Ctx, key: &Bytes, pairs: &[Bytes], event: &str) -> Resul
     }
     ctx.store.db.grew(added);
     ctx.store.db.adjust(key, 0, removed);
-    ctx.notify(notify::HASH, event, key);
     ctx.changed();
     Ok(new_fields)
 }
@@ -38,8 +38,9 @@ pub fn hset(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     if !args.len().is_multiple_of(2) {
         return Err(super::arity_error("hset"));
     }
-    let new_fields = set_fields(ctx, &args[1], &args[2..], "hset")?;
+    let new_fields = set_fields(ctx, &args[1], &args[2..])?;
     ctx.out.int(new_fields);
+    ctx.notify(notify::HASH, "hset", &args[1]);
     Ok(())
 }
 
@@ -47,8 +48,9 @@ pub fn hmset(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     if !args.len().is_multiple_of(2) {
         return Err(super::arity_error("hmset"));
     }
-    set_fields(ctx, &args[1], &args[2..], "hset")?;
+    set_fields(ctx, &args[1], &args[2..])?;
     ctx.out.ok();
+    ctx.notify(notify::HASH, "hset", &args[1]);
     Ok(())
 }
 
@@ -59,8 +61,9 @@ pub fn hsetnx(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     if exists {
         ctx.out.int(0);
     } else {
-        set_fields(ctx, &args[1], &args[2..4], "hset")?;
+        set_fields(ctx, &args[1], &args[2..4])?;
         ctx.out.int(1);
+        ctx.notify(notify::HASH, "hset", &args[1]);
     }
     Ok(())
 }
@@ -146,9 +149,9 @@ pub fn hincrby(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         ctx,
         &args[1],
         &[args[2].clone(), Bytes::from(value.to_string())],
-        "hincrby",
     )?;
     ctx.out.int(value);
+    ctx.notify(notify::HASH, "hincrby", &args[1]);
     Ok(())
 }
 
@@ -168,13 +171,9 @@ pub fn hincrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         .add(by)
         .ok_or(Fail::from("ERR increment would produce NaN or Infinity"))?
         .format();
-    set_fields(
-        ctx,
-        &args[1],
-        &[args[2].clone(), Bytes::from(sum.clone())],
-        "hincrbyfloat",
-    )?;
+    set_fields(ctx, &args[1], &[args[2].clone(), Bytes::from(sum.clone())])?;
     ctx.out.bulk(sum.as_bytes());
+    ctx.notify(notify::HASH, "hincrbyfloat", &args[1]);
     ctx.changed_as(vec![
         Bytes::from_static(b"HSET"),
         args[1].clone(),

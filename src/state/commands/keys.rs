@@ -95,20 +95,22 @@ fn expire_generic(ctx: &mut Ctx, args: &[Bytes], unit: i64, absolute: bool, name
         ctx.out.int(0);
         return Ok(());
     }
+    // Redis tells of a deletion before its reply, of a new deadline after it.
     if when <= ctx.now.0 && !ctx.store.db.loading {
         ctx.store.db.remove(key, ctx.now);
         ctx.notify(notify::GENERIC, "del", key);
         ctx.changed_as(vec![Bytes::from_static(b"DEL"), key.clone()]);
+        ctx.out.int(1);
     } else {
         ctx.store.db.set_expiry(key, Some(when));
-        ctx.notify(notify::GENERIC, "expire", key);
         ctx.changed_as(vec![
             Bytes::from_static(b"PEXPIREAT"),
             key.clone(),
             Bytes::from(when.to_string()),
         ]);
+        ctx.out.int(1);
+        ctx.notify(notify::GENERIC, "expire", key);
     }
-    ctx.out.int(1);
     Ok(())
 }
 

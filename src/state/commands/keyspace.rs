@@ -79,7 +79,7 @@ pub fn copy(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         target.remove(to, now);
     }
     target.set(to, entry.value, entry.expires_at);
-    ctx.store.notify(notify::GENERIC, "copy_to", to, target_db);
+    ctx.notify_in(notify::GENERIC, "copy_to", to, target_db);
     ctx.changed();
     ctx.out.int(1);
     Ok(())
@@ -104,8 +104,7 @@ pub fn move_key(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         .set(&args[1], entry.value, entry.expires_at);
     ctx.store.db.remove(&args[1], now);
     ctx.notify(notify::GENERIC, "move_from", &args[1]);
-    ctx.store
-        .notify(notify::GENERIC, "move_to", &args[1], target_db);
+    ctx.notify_in(notify::GENERIC, "move_to", &args[1], target_db);
     ctx.changed();
     ctx.out.int(1);
     Ok(())

@@ -40,9 +40,9 @@ fn push_existing(ctx: &mut Ctx, args: &[Bytes], front: bool) -> Outcome {
     }
     let len = list.len();
     ctx.store.db.grew(added);
+    ctx.out.int(len as i64);
     ctx.notify(notify::LIST, push_event(front), &args[1]);
     ctx.changed();
-    ctx.out.int(len as i64);
     Ok(())
 }
 
@@ -70,9 +70,9 @@ pub fn lset(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let (added, removed) = (item_cost(&args[3]), item_cost(slot));
     *slot = args[3].clone();
     ctx.store.db.adjust(&args[1], added, removed);
+    ctx.out.ok();
     ctx.notify(notify::LIST, "lset", &args[1]);
     ctx.changed();
-    ctx.out.ok();
     Ok(())
 }
 
@@ -223,8 +223,9 @@ fn side(arg: &[u8]) -> Result<bool, Fail> {
     }
 }
 
-/// Pops from `source` at `from_left`'s end and pushes to `dest`; the item, or `None` when the
-/// source is empty or missing.
+/// Pops from `source` at `from_left`'s end and pushes to `dest`, replying with the item (between
+/// the push's event and the pop's, where Redis writes it); the item, or `None` (and no reply)
+/// when the source is empty or missing.
 pub fn move_item(
     ctx: &mut Ctx,
     source: &[u8],
@@ -256,6 +257,7 @@ pub fn move_item(
         list.push_back(item.clone());
     }
     ctx.notify(notify::LIST, push_event(to_left), dest);
+    ctx.out.bulk(&item);
     ctx.store.db.adjust(source, 0, 0);
     ctx.notify_emptied(notify::LIST, pop_event(from_left), source);
     ctx.changed();
@@ -264,14 +266,16 @@ pub fn move_item(
 
 pub fn lmove(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let (from_left, to_left) = (side(&args[3])?, side(&args[4])?);
-    let item = move_item(ctx, &args[1], &args[2], from_left, to_left)?;
-    ctx.out.maybe_bulk(item.as_deref());
+    if move_item(ctx, &args[1], &args[2], from_left, to_left)?.is_none() {
+        ctx.out.null();
+    }
     Ok(())
 }
 
 pub fn rpoplpush(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
-    let item = move_item(ctx, &args[1], &args[2], false, true)?;
-    ctx.out.maybe_bulk(item.as_deref());
+    if move_item(ctx, &args[1], &args[2], false, true)?.is_none() {
+        ctx.out.null();
+    }
     Ok(())
 }
 
@@ -289,11 +293,11 @@ pub fn lmpop(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         };
         let removed = items.iter().map(|item| item_cost(item)).sum();
         ctx.store.db.adjust(key, 0, removed);
-        ctx.notify_emptied(notify::LIST, pop_event(!right), key);
-        ctx.changed();
         ctx.out.array_header(2);
         ctx.out.bulk(key);
         ctx.out.bulks(items.iter().map(|item| item.as_ref()));
+        ctx.notify_emptied(notify::LIST, pop_event(!right), key);
+        ctx.changed();
         return Ok(());
     }
     ctx.out.null_array();

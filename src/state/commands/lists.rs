@@ -20,12 +20,12 @@ fn push(ctx: &mut Ctx, args: &[Bytes], front: bool) -> Outcome {
     }
     let len = list.len();
     ctx.store.db.grew(added);
+    ctx.out.int(len as i64);
     ctx.notify(
         notify::LIST,
         if front { "lpush" } else { "rpush" },
         &args[1],
     );
-    ctx.out.int(len as i64);
     ctx.changed();
     Ok(())
 }
@@ -69,13 +69,13 @@ fn pop(ctx: &mut Ctx, args: &[Bytes], front: bool, name: &str) -> Outcome {
     }
     let removed = popped.iter().map(|item| item_cost(item)).sum();
     ctx.store.db.adjust(&args[1], 0, removed);
-    if !popped.is_empty() {
-        ctx.notify_emptied(notify::LIST, if front { "lpop" } else { "rpop" }, &args[1]);
-        ctx.changed();
-    }
     match count {
         Some(_) => ctx.out.bulks(popped.iter().map(|item| item.as_ref())),
         None => ctx.out.maybe_bulk(popped.first().map(|item| item.as_ref())),
+    }
+    if !popped.is_empty() {
+        ctx.notify_emptied(notify::LIST, if front { "lpop" } else { "rpop" }, &args[1]);
+        ctx.changed();
     }
     Ok(())
 }

@@ -44,7 +44,7 @@ use indexmap::{IndexMap, IndexSet};
 
 use super::db::{Entry, Now, Value};
 use super::reply::{text, Out};
-use super::store::{Client, Store};
+use super::store::{Client, ReplyMode, Store};
 
 /// Why a command failed: the error reply, code first (`ERR …`, `WRONGTYPE …`).
 #[derive(Debug)]
@@ -143,7 +143,21 @@ impl Ctx<'_> {
     /// `notify`).
     pub fn notify(&mut self, class: u32, event: &str, key: &[u8]) {
         let db = self.store.current_db();
+        self.notify_in(class, event, key, db);
+    }
+
+    /// [`Ctx::notify`] for database `db`. A RESP3 client subscribed to its own events gets the
+    /// push here, as Redis writes it, ahead of the command's reply (a script's commands write
+    /// into a buffer of their own: their pushes wait for the script's reply).
+    pub fn notify_in(&mut self, class: u32, event: &str, key: &[u8], db: usize) {
         self.store.notify(class, event, key, db);
+        let mailbox = &self.client.mailbox;
+        if mailbox.resp3.get()
+            && self.client.reply == ReplyMode::On
+            && !self.store.scripting.busy.running()
+        {
+            mailbox.drain_into(&mut self.out.buf);
+        }
     }
 
     /// Publishes `event` on `key`, then `del` if the command emptied the collection there

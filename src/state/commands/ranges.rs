@@ -100,6 +100,8 @@ pub fn getex(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         ctx.out.null();
         return Ok(());
     };
+    // Redis replies before it changes the deadline (and tells of it).
+    ctx.out.bulk(&value);
     match deadline {
         Some(Some(at)) if at <= ctx.now.0 => {
             ctx.store.db.remove(key, ctx.now);
@@ -127,7 +129,6 @@ pub fn getex(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         Some(None) => {}
         None => {}
     }
-    ctx.out.bulk(&value);
     Ok(())
 }
 

@@ -186,20 +186,20 @@ pub fn psetex(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
 pub fn getset(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let old = ctx.string(&args[1])?.cloned();
     store_string(ctx, &args[1], &args[2], None);
-    ctx.notify(notify::STRING, "set", &args[1]);
     ctx.out.maybe_bulk(old.as_deref());
+    ctx.notify(notify::STRING, "set", &args[1]);
     ctx.changed();
     Ok(())
 }
 
 pub fn getdel(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let old = ctx.string(&args[1])?.cloned();
+    ctx.out.maybe_bulk(old.as_deref());
     if old.is_some() {
         ctx.store.db.remove(&args[1], ctx.now);
         ctx.notify(notify::GENERIC, "del", &args[1]);
         ctx.changed();
     }
-    ctx.out.maybe_bulk(old.as_deref());
     Ok(())
 }
 

@@ -245,6 +245,8 @@ pub fn store_result(
         result.insert(&member, score);
     }
     let len = result.len();
+    // Redis replies first, then tells of the store or the removal.
+    ctx.out.int(len as i64);
     if len > 0 {
         ctx.store.db.set(dest, Value::ZSet(Box::new(result)), None);
         ctx.notify(notify::ZSET, event, dest);
@@ -253,7 +255,6 @@ pub fn store_result(
         ctx.notify(notify::GENERIC, "del", dest);
         ctx.changed();
     }
-    ctx.out.int(len as i64);
 }
 
 pub fn zrangestore(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {

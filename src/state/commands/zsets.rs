@@ -148,7 +148,6 @@ pub fn zadd(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let after = zset.cost();
     account(ctx, key, before, after);
     if added + updated > 0 {
-        ctx.notify(notify::ZSET, if incr { "zincr" } else { "zadd" }, key);
         ctx.changed();
     }
     if let Some(reason) = failed {
@@ -161,6 +160,9 @@ pub fn zadd(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         }
     } else {
         ctx.out.int(if ch { added + updated } else { added });
+    }
+    if added + updated > 0 {
+        ctx.notify(notify::ZSET, if incr { "zincr" } else { "zadd" }, key);
     }
     Ok(())
 }
@@ -182,11 +184,11 @@ pub fn zincrby(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     if failed {
         return Err("ERR resulting score is not a number (NaN)".into());
     }
+    ctx.changed();
+    ctx.out.double(new);
     if updated {
         ctx.notify(notify::ZSET, "zincr", key);
     }
-    ctx.changed();
-    ctx.out.double(new);
     Ok(())
 }
 
@@ -260,7 +262,8 @@ pub fn zrevrank(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     rank(ctx, args, true)
 }
 
-/// Removes up to `count` members from the low (or high) end of the set at `key`.
+/// Removes up to `count` members from the low (or high) end of the set at `key` (the caller
+/// replies with [`reply_popped`]).
 pub fn pop(ctx: &mut Ctx, key: &[u8], count: usize, max: bool) -> Result<Vec<(Bytes, f64)>, Fail> {
     let Some(zset) = ctx.zset_mut(key, false)? else {
         return Ok(Vec::new());
@@ -280,11 +283,29 @@ pub fn pop(ctx: &mut Ctx, key: &[u8], count: usize, max: bool) -> Result<Vec<(By
     let after = zset.cost();
     account(ctx, key, before, after);
     if !items.is_empty() {
-        let event = if max { "zpopmax" } else { "zpopmin" };
-        ctx.notify_emptied(notify::ZSET, event, key);
         ctx.changed();
     }
     Ok(items)
+}
+
+/// The members a pop took from `key` (member and score, each pair an array of its own when
+/// `nested`), after the reply's headers, with the events where Redis writes them: the pop's
+/// before the members, `del` after them if it emptied the key.
+pub fn reply_popped(ctx: &mut Ctx, key: &[u8], max: bool, items: &[(Bytes, f64)], nested: bool) {
+    if items.is_empty() {
+        return;
+    }
+    ctx.notify(notify::ZSET, if max { "zpopmax" } else { "zpopmin" }, key);
+    for (member, score) in items {
+        if nested {
+            ctx.out.array_header(2);
+        }
+        ctx.out.bulk(member);
+        ctx.out.double(*score);
+    }
+    if !ctx.store.db.is_live(key, ctx.now) {
+        ctx.notify(notify::GENERIC, "del", key);
+    }
 }
 
 fn zpop(ctx: &mut Ctx, args: &[Bytes], max: bool) -> Outcome {
@@ -301,15 +322,11 @@ fn zpop(ctx: &mut Ctx, args: &[Bytes], max: bool) -> Outcome {
         None => None,
     };
     let items = pop(ctx, &args[1], count.unwrap_or(1), max)?;
-    if count.is_some() {
-        reply_members(ctx, &items, true);
-    } else {
-        ctx.out.array_header(items.len() * 2);
-        for (member, score) in &items {
-            ctx.out.bulk(member);
-            ctx.out.double(*score);
-        }
-    }
+    // With a count, RESP3 nests the pairs (as reply_members does); without, it stays flat.
+    let nested = count.is_some() && ctx.out.resp3;
+    ctx.out
+        .array_header(if nested { items.len() } else { items.len() * 2 });
+    reply_popped(ctx, &args[1], max, &items, nested);
     Ok(())
 }
 
@@ -366,7 +383,8 @@ pub fn zmpop(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         let items = pop(ctx, key, count, max)?;
         ctx.out.array_header(2);
         ctx.out.bulk(key);
-        reply_pairs(ctx, &items);
+        ctx.out.array_header(items.len());
+        reply_popped(ctx, key, max, &items, true);
         return Ok(());
     }
     ctx.out.null_array();
