@@ -25,7 +25,10 @@ pub fn del(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
 pub fn exists(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let count = args[1..]
         .iter()
-        .filter(|key| ctx.store.db.contains(key, ctx.now))
+        .filter(|key| {
+            ctx.look_up(key);
+            ctx.store.db.contains(key, ctx.now)
+        })
         .count();
     ctx.out.int(count as i64);
     Ok(())

@@ -121,6 +121,8 @@ pub struct Ctx<'a> {
     pub out: &'a mut Out,
     pub now: Now,
     changed: Changed,
+    /// The command's lookups of missing keys are `keymiss` events (see [`tells_misses`]).
+    misses: bool,
 }
 
 impl Ctx<'_> {
@@ -169,11 +171,20 @@ impl Ctx<'_> {
         }
     }
 
+    /// A read lookup of `key`: `keymiss` if it is missing and the command tells of misses.
+    pub fn look_up(&mut self, key: &[u8]) {
+        if self.misses && self.store.db.get(key, self.now).is_none() {
+            self.notify(super::notify::KEY_MISS, "keymiss", key);
+        }
+    }
+
     pub fn entry(&mut self, key: &[u8]) -> Option<&Entry> {
+        self.look_up(key);
         self.store.db.get(key, self.now)
     }
 
     pub fn string(&mut self, key: &[u8]) -> Result<Option<&Bytes>, Fail> {
+        self.look_up(key);
         match self.store.db.get(key, self.now) {
             None => Ok(None),
             Some(Entry {
@@ -191,6 +202,7 @@ macro_rules! collection_access {
     ($read:ident, $write:ident, $variant:ident, $ty:ty) => {
         impl Ctx<'_> {
             pub fn $read(&mut self, key: &[u8]) -> Result<Option<&$ty>, Fail> {
+                self.look_up(key);
                 match self.store.db.get(key, self.now) {
                     None => Ok(None),
                     Some(Entry {
@@ -377,12 +389,14 @@ fn run(store: &mut Store, client: &mut Client, out: &mut Out, spec: &Spec, args:
     store.select(client.db);
     let db = client.db;
     let started = std::time::Instant::now();
+    let misses = store.notify_flags & super::notify::KEY_MISS != 0 && tells_misses(spec, args);
     let mut ctx = Ctx {
         store,
         client,
         out,
         now: Now(super::db::now_ms()),
         changed: Changed::Nothing,
+        misses,
     };
     let shown_first = monitor::shown_before_running(spec);
     if shown_first {
@@ -430,6 +444,21 @@ fn run(store: &mut Store, client: &mut Client, out: &mut Out, spec: &Spec, args:
                 store.log_command(&command);
             }
         }
+    }
+}
+
+/// Whether Redis looks `spec`'s keys up as reads, which tell of a missing key (`keymiss`):
+/// the read-only commands but OBJECT and MEMORY, and the writes that read a source (`SET …
+/// GET`, GETDEL, GETEX, the store commands' sources, BITOP, COPY, a BITFIELD that only reads).
+fn tells_misses(spec: &Spec, args: &[Bytes]) -> bool {
+    let has = |word: &[u8]| args[1..].iter().any(|arg| arg.eq_ignore_ascii_case(word));
+    match spec.name {
+        "object" | "memory" => false,
+        "set" => has(b"get"),
+        "bitfield" => !has(b"set") && !has(b"incrby"),
+        "getdel" | "getex" | "sinterstore" | "sunionstore" | "sdiffstore" | "zunionstore"
+        | "zinterstore" | "zdiffstore" | "zrangestore" | "bitop" | "copy" => true,
+        _ => spec.flags & WRITE == 0,
     }
 }
 
@@ -503,6 +532,7 @@ pub fn replay(store: &mut Store, client: &mut Client, args: &[Bytes]) -> Result<
         out: &mut out,
         now: Now(super::db::now_ms()),
         changed: Changed::Nothing,
+        misses: false,
     };
     (spec.handler)(&mut ctx, args).map_err(|Fail(reason)| ReplayError::Failed {
         reason: reason.into_owned(),

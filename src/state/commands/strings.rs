@@ -10,6 +10,7 @@ use crate::state::reply::text;
 
 pub fn get(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     // Written straight from the keyspace: the hottest command copies its value once.
+    ctx.look_up(&args[1]);
     match ctx.store.db.get(&args[1], ctx.now) {
         None => ctx.out.null(),
         Some(Entry {
@@ -102,8 +103,9 @@ pub fn set(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     } else {
         None
     };
-    // One lookup for both questions: is the key there, and what is its deadline.
-    let current_deadline = ctx.entry(key).map(|entry| entry.expires_at);
+    // One lookup for both questions: is the key there, and what is its deadline (a write's
+    // lookup: no `keymiss`).
+    let current_deadline = ctx.store.db.get(key, ctx.now).map(|entry| entry.expires_at);
     let found = current_deadline.is_some();
     if (options.nx && found) || (options.xx && !found) {
         if options.get {
