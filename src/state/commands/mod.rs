@@ -4,9 +4,9 @@
 //! `bits` (bitmaps), `keys`, `keyspace` (RENAME, COPY, MOVE, SWAPDB, OBJECT, MEMORY), `hashes`,
 //! `lists`, `list_moves` (LINSERT, LPOS, LMOVE, LMPOP…), `blocking` (BLPOP, BZPOPMIN, …), `sets`,
 //! `set_algebra`, `zsets` (sorted sets), `zset_ranges` (ZRANGE and the range removals),
-//! `zset_algebra` (ZUNION, ZINTER, ZDIFF), `pubsub`, `monitor` (MONITOR), `management` (PING, HELLO, SELECT, FLUSHDB:
-//! connection and server management), `client`, `info` (INFO, CONFIG), `transaction` (MULTI,
-//! EXEC, WATCH), `script` (EVAL, SCRIPT, FUNCTION: Lua).
+//! `zset_algebra` (ZUNION, ZINTER, ZDIFF), `pubsub`, `monitor` (MONITOR), `management` (PING,
+//! HELLO, SELECT, FLUSHDB: connection and server management), `client`, `info` (INFO, CONFIG),
+//! `transaction` (MULTI, EXEC, WATCH), `script` (EVAL, SCRIPT, FUNCTION: Lua).
 
 mod bits;
 mod blocking;
@@ -149,8 +149,9 @@ impl Ctx<'_> {
     }
 
     /// [`Ctx::notify`] for database `db`. A RESP3 client subscribed to its own events gets the
-    /// push here, as Redis writes it, ahead of the command's reply (a script's commands write
-    /// into a buffer of their own: their pushes wait for the script's reply).
+    /// push here, wherever the command has got to in its reply, as Redis writes it (so each
+    /// command notifies before, after or amid its reply as Redis's does); a script's commands
+    /// write into a buffer of their own, so their pushes wait for the script's reply.
     pub fn notify_in(&mut self, class: u32, event: &str, key: &[u8], db: usize) {
         self.store.notify(class, event, key, db);
         let mailbox = &self.client.mailbox;
@@ -451,11 +452,14 @@ fn run(store: &mut Store, client: &mut Client, out: &mut Out, spec: &Spec, args:
 /// the read-only commands but OBJECT and MEMORY, and the writes that read a source (`SET …
 /// GET`, GETDEL, GETEX, the store commands' sources, BITOP, COPY, a BITFIELD that only reads).
 fn tells_misses(spec: &Spec, args: &[Bytes]) -> bool {
-    let has = |word: &[u8]| args[1..].iter().any(|arg| arg.eq_ignore_ascii_case(word));
+    let has = |from: usize, word: &[u8]| {
+        let options = args.get(from..).unwrap_or_default();
+        options.iter().any(|arg| arg.eq_ignore_ascii_case(word))
+    };
     match spec.name {
         "object" | "memory" => false,
-        "set" => has(b"get"),
-        "bitfield" => !has(b"set") && !has(b"incrby"),
+        "set" => has(3, b"get"),
+        "bitfield" => !has(2, b"set") && !has(2, b"incrby"),
         "getdel" | "getex" | "sinterstore" | "sunionstore" | "sdiffstore" | "zunionstore"
         | "zinterstore" | "zdiffstore" | "zrangestore" | "bitop" | "copy" => true,
         _ => spec.flags & WRITE == 0,

@@ -42,11 +42,12 @@ pub fn shown_before_running(spec: &Spec) -> bool {
     )
 }
 
-/// Whether a command that ran is shown (Redis hides its administrative commands and QUIT).
+/// Whether a command that ran is shown: Redis hides QUIT and its administrative commands (of
+/// those the store has: MONITOR, CONFIG and some of CLIENT's).
 pub fn shown(spec: &Spec, args: &[Bytes]) -> bool {
     let subcommand = || args.get(1).map(|sub| sub.to_ascii_lowercase());
     match spec.name {
-        "quit" | "monitor" | "config" | "debug" | "shutdown" | "save" | "bgsave" => false,
+        "quit" | "monitor" | "config" => false,
         "client" => !matches!(
             subcommand().as_deref(),
             Some(b"kill" | b"list" | b"no-evict" | b"pause" | b"unpause" | b"unblock")
