@@ -221,6 +221,81 @@ fn keys_expire_to_the_millisecond_and_are_reclaimed_without_being_read() {
     assert!(set_at.elapsed() >= Duration::from_millis(45));
 }
 
+/// Issue 14: a key reclaimed by the timer, never read, is announced as `expired` (in its own
+/// database); so is one a read finds past its deadline (most often before the timer does).
+#[test]
+fn expired_keys_are_announced_whether_the_timer_or_a_read_finds_them() {
+    let cluster = state_cluster(&[]);
+    let socket = state_socket(&cluster);
+    let mut client = RespClient::unix(&socket);
+    let mut subscriber = RespClient::unix(&socket);
+    assert_eq!(
+        client.text("CONFIG SET notify-keyspace-events Ex"),
+        "+OK\\r\\n"
+    );
+    subscriber.call("PSUBSCRIBE __keyevent@*__:expired");
+    client.call("SELECT 3");
+    client.call("SET by-timer v PX 50");
+    let message = subscriber.read_reply().expect("the timer's expired event");
+    assert_eq!(
+        printable(&message),
+        "*4\\r\\n$8\\r\\npmessage\\r\\n$22\\r\\n__keyevent@*__:expired\\r\\n\
+         $22\\r\\n__keyevent@3__:expired\\r\\n$8\\r\\nby-timer\\r\\n"
+    );
+    // Past its deadline within 2 ms: the read finds it (unless the timer came first).
+    client.call("SET by-read v PX 1");
+    std::thread::sleep(Duration::from_millis(2));
+    assert_eq!(client.text("GET by-read"), "$-1\\r\\n");
+    let message = subscriber.read_reply().expect("the read's expired event");
+    assert!(printable(&message).ends_with("$7\\r\\nby-read\\r\\n"));
+}
+
+/// Issue 14: MONITOR names a TCP client by its address, a Unix socket client by the socket and
+/// a script's commands `lua`, each line stamped with the time, as Redis writes them.
+#[test]
+fn monitor_names_each_client_as_redis_does() {
+    use std::io::{Read, Write};
+    let cluster = state_cluster(&["--state-listen", "127.0.0.1:0"]);
+    let socket = state_socket(&cluster);
+    let line = cluster.stderr.wait_for("state store on");
+    let tcp: std::net::SocketAddr = crate::support::word_after(&line, "redis://")
+        .parse()
+        .unwrap();
+    let mut monitor = RespClient::unix(&socket);
+    assert_eq!(monitor.text("MONITOR"), "+OK\\r\\n");
+    let mut raw = std::net::TcpStream::connect(tcp).unwrap();
+    raw.set_read_timeout(Some(DEADLINE)).unwrap();
+    let port = raw.local_addr().unwrap().port();
+    for inline in [&b"SELECT 4\r\n"[..], b"SET k \"a b\"\r\n"] {
+        raw.write_all(inline).unwrap();
+        let mut ok = [0u8; 5];
+        raw.read_exact(&mut ok).unwrap();
+        assert_eq!(&ok, b"+OK\r\n");
+    }
+    let mut unix = RespClient::unix(&socket);
+    unix.call("EVAL \"return redis.call('get', 'k')\" 0");
+    let expected = [
+        format!("[4 127.0.0.1:{port}] \"SELECT\" \"4\""),
+        format!("[4 127.0.0.1:{port}] \"SET\" \"k\" \"a b\""),
+        format!(
+            "[0 unix:{}] \"EVAL\" \"return redis.call('get', 'k')\" \"0\"",
+            socket.display()
+        ),
+        "[0 lua] \"get\" \"k\"".to_string(),
+    ];
+    for expected in expected {
+        let reply = String::from_utf8(monitor.read_reply().expect("a MONITOR line")).unwrap();
+        let (time, rest) = reply
+            .strip_prefix('+')
+            .and_then(|line| line.split_once(' '))
+            .unwrap_or_else(|| panic!("not a MONITOR line: {reply:?}"));
+        let (seconds, micros) = time.split_once('.').unwrap();
+        assert!(seconds.parse::<u64>().unwrap() > 1_700_000_000, "{reply:?}");
+        assert_eq!(micros.len(), 6, "{reply:?}");
+        assert_eq!(rest, format!("{expected}\r\n"));
+    }
+}
+
 #[test]
 fn past_max_memory_writes_get_the_oom_error_and_reads_still_work() {
     let cluster = state_cluster(&["--state-max-memory", "1mb"]);

@@ -56,6 +56,8 @@ pub struct ClientInfo {
     /// A watched key changed (`d`).
     pub dirty: Cell<bool>,
     pub no_evict: Cell<bool>,
+    /// In MONITOR mode.
+    pub monitor: Cell<bool>,
     /// The last command, as `CLIENT LIST`'s `cmd=` (`get`, `client|list`).
     pub command: RefCell<String>,
     pub resp: Cell<u8>,
@@ -77,16 +79,20 @@ impl ClientInfo {
             multi: Cell::new(-1),
             dirty: Cell::new(false),
             no_evict: Cell::new(false),
+            monitor: Cell::new(false),
             command: RefCell::new("NULL".into()),
             resp: Cell::new(2),
             mailbox,
         }
     }
 
-    /// Redis's flag letters: P pub/sub, x in MULTI, d a watched key changed, U Unix socket,
+    /// Redis's flag letters: O monitor, P pub/sub, x in MULTI, d a watched key changed, U Unix socket,
     /// e no-evict; N for none.
     fn flags(&self) -> String {
         let mut flags = String::new();
+        if self.monitor.get() {
+            flags.push('O');
+        }
         if self.channels.get() + self.patterns.get() > 0 {
             flags.push('P');
         }

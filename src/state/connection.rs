@@ -53,6 +53,8 @@ pub async fn serve<R, W>(
                     break;
                 }
                 if client.blocked.is_none() {
+                    // Messages published before these requests ran come before their replies.
+                    mailbox.drain_into(&mut out.buf);
                     let mut store = store.borrow_mut();
                     run_pending(&mut store, &mut client, &mut out, &mut parser, &mut input, limits);
                 } else if input.len() > limits.max_pending {

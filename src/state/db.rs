@@ -12,6 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use indexmap::{IndexMap, IndexSet};
 
+use super::notify;
+
 /// Milliseconds since the Unix epoch, the clock every deadline uses (as Redis's `EXPIREAT`).
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -92,6 +94,10 @@ pub struct Db {
     /// Some client `WATCH`es a key here: record the keys that change in `touched`.
     pub tracking: bool,
     pub touched: Vec<Bytes>,
+    /// The keyspace events this database records itself (`notify::NEW`, `notify::EXPIRED`),
+    /// and those it recorded, for the store to publish in order (see `notify`).
+    pub recording: u32,
+    pub noted: Vec<(&'static str, Bytes)>,
 }
 
 /// The clock a command runs at: one reading per command, as Redis takes one per command.
@@ -120,6 +126,7 @@ impl Db {
             .is_some_and(|at| at <= now.0 && !self.loading);
         if expired {
             if let Some((key, _)) = self.remove_entry(key) {
+                self.note_expired(&key);
                 self.expired.push(key);
             }
             return None;
@@ -191,6 +198,9 @@ impl Db {
 
     fn insert_new(&mut self, key: &[u8], value: Value, expires_at: Option<i64>) {
         let key = Bytes::copy_from_slice(key);
+        if self.recording & notify::NEW != 0 && !self.loading {
+            self.noted.push(("new", key.clone()));
+        }
         self.used_memory += ENTRY_OVERHEAD + key.len() + value.cost();
         if let Some(at) = expires_at {
             self.deadlines.insert((at, key.clone()));
@@ -209,6 +219,12 @@ impl Db {
         entry.value = value;
         if let Some(expires_at) = deadline {
             move_deadline(&mut self.deadlines, key, entry, expires_at);
+        }
+    }
+
+    fn note_expired(&mut self, key: &Bytes) {
+        if self.recording & notify::EXPIRED != 0 {
+            self.noted.push(("expired", key.clone()));
         }
     }
 
@@ -280,6 +296,7 @@ impl Db {
                 break;
             }
             if let Some((key, _)) = self.remove_entry(&key) {
+                self.note_expired(&key);
                 self.expired.push(key);
             }
             removed += 1;

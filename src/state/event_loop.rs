@@ -169,6 +169,7 @@ async fn serve(
                         }
                     }
                 }
+                store.publish_noted();
                 store.process_touched();
                 if store.log.is_some() {
                     store.log_expired();

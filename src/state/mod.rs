@@ -15,6 +15,7 @@
 //! - `clients`: what `CLIENT LIST` shows of each connection; `stats`: INFO's counters.
 //! - `db`: the keyspace: values, millisecond expiry, memory estimate, `SCAN`.
 //! - `append_only`: `--state-file`, the log of writes, replayed and compacted at start.
+//! - `notify`: keyspace notifications (`notify-keyspace-events`).
 //! - `glob`, `number`: Redis's patterns and Redis's number formats.
 //! - `fuzzing`: requests through parser and commands without a socket, for `crate::fuzzing`.
 //!
@@ -30,6 +31,7 @@ mod db;
 mod event_loop;
 pub(crate) mod fuzzing;
 mod glob;
+mod notify;
 mod number;
 mod reply;
 mod request;

@@ -60,6 +60,10 @@ pub struct Store {
     pub log_failed: Option<String>,
     /// Lua: the engine, the compiled scripts, the running script's state.
     pub scripting: Scripting,
+    /// `notify-keyspace-events` (`notify`'s class bits); 0: no keyspace notifications.
+    pub notify_flags: u32,
+    /// Clients in `MONITOR` mode, by id.
+    pub monitors: Vec<(u64, Rc<Mailbox>)>,
 }
 
 impl Store {
@@ -85,6 +89,8 @@ impl Store {
             append_only: None,
             log_failed: None,
             scripting: Scripting::default(),
+            notify_flags: 0,
+            monitors: Vec::new(),
         }
     }
 
@@ -124,6 +130,7 @@ impl Store {
     /// Forgets a client that went away: its listing, subscriptions and watched keys.
     pub fn unregister(&mut self, client: &mut Client) {
         self.unwatch(client);
+        self.monitors.retain(|(id, _)| *id != client.id);
         self.connected_clients -= 1;
         self.clients.remove(&client.id);
         self.scripting.busy.sockets.borrow_mut().remove(&client.id);
@@ -423,7 +430,7 @@ pub struct Mailbox {
 impl Mailbox {
     /// Queues `message`; `false` when it was not queued because the subscriber is past its
     /// limit (it is then disconnected, and gets nothing more).
-    fn deliver(&self, message: Bytes) -> bool {
+    pub fn deliver(&self, message: Bytes) -> bool {
         if self.overflowed.get() {
             return false;
         }

@@ -5,6 +5,7 @@ use bytes::Bytes;
 
 use super::{int_arg, Ctx, Fail, Outcome};
 use crate::state::db::Value;
+use crate::state::notify;
 use crate::state::reply::text;
 
 const BAD_OFFSET: &str = "ERR bit offset is not an integer or out of range";
@@ -51,13 +52,18 @@ pub fn setbit(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         b"0" => false,
         _ => return Err("ERR bit is not an integer or out of range".into()),
     };
-    let mut bytes = ctx
-        .string(&args[1])?
-        .map(|value| value.to_vec())
-        .unwrap_or_default();
+    let current = ctx.string(&args[1])?;
+    let existed = current.is_some();
+    let mut bytes = current.map(|value| value.to_vec()).unwrap_or_default();
+    let len = bytes.len();
     let old = get_bit(&bytes, offset);
     put_bit(&mut bytes, offset, on);
+    // Redis tells of a SETBIT that created the key, grew it or flipped the bit.
+    let changed = !existed || bytes.len() > len || old != on;
     store_bytes(ctx, &args[1], bytes);
+    if changed {
+        ctx.notify(notify::STRING, "setbit", &args[1]);
+    }
     ctx.out.int(i64::from(old));
     Ok(())
 }
@@ -213,12 +219,14 @@ pub fn bitop(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let dest = &args[2];
     if result.is_empty() {
         if ctx.store.db.remove(dest, ctx.now).is_some() {
+            ctx.notify(notify::GENERIC, "del", dest);
             ctx.changed();
         }
     } else {
         ctx.store
             .db
             .set(dest, Value::Str(Bytes::from(result)), None);
+        ctx.notify(notify::STRING, "set", dest);
         ctx.changed();
     }
     ctx.out.int(len as i64);
@@ -386,6 +394,8 @@ fn bitfield_generic(ctx: &mut Ctx, args: &[Bytes], read_only: bool) -> Outcome {
         .unwrap_or_default();
     let mut replies: Vec<Option<i64>> = Vec::new();
     let mut changed = false;
+    // Redis tells of a BITFIELD when a SET or INCRBY applied, not of growth alone.
+    let mut applied = false;
     for op in &ops {
         match *op {
             Op::Get(field, offset) => replies.push(Some(read_field(&bytes, offset, field))),
@@ -395,6 +405,7 @@ fn bitfield_generic(ctx: &mut Ctx, args: &[Bytes], read_only: bool) -> Outcome {
                     Some(new) => {
                         write_field(&mut bytes, offset, field, new);
                         changed = true;
+                        applied = true;
                         replies.push(Some(old));
                     }
                     None => replies.push(None),
@@ -406,6 +417,7 @@ fn bitfield_generic(ctx: &mut Ctx, args: &[Bytes], read_only: bool) -> Outcome {
                     Some(new) => {
                         write_field(&mut bytes, offset, field, new);
                         changed = true;
+                        applied = true;
                         replies.push(Some(new));
                     }
                     None => replies.push(None),
@@ -439,6 +451,9 @@ fn bitfield_generic(ctx: &mut Ctx, args: &[Bytes], read_only: bool) -> Outcome {
             Some(value) => ctx.out.int(value),
             None => ctx.out.null(),
         }
+    }
+    if applied {
+        ctx.notify(notify::STRING, "setbit", &args[1]);
     }
     Ok(())
 }

@@ -100,6 +100,8 @@ fn bpop(ctx: &mut Ctx, args: &[Bytes], front: bool) -> Outcome {
         ctx.out.array_header(2);
         ctx.out.bulk(key);
         ctx.out.bulk(&item);
+        let event = if front { "lpop" } else { "rpop" };
+        ctx.notify_emptied(crate::state::notify::LIST, event, key);
         return Ok(());
     }
     block(ctx, args, keys, deadline, true)
@@ -119,7 +121,7 @@ fn bmove(ctx: &mut Ctx, args: &[Bytes], from_left: bool, to_left: bool, timeout:
         return block(ctx, args, &args[1..2], deadline, false);
     }
     match super::list_moves::move_item(ctx, &args[1], &args[2], from_left, to_left)? {
-        Some(item) => {
+        Some(_) => {
             let (from, to) = (side_name(from_left), side_name(to_left));
             ctx.changed_as(vec![
                 Bytes::from_static(b"LMOVE"),
@@ -128,7 +130,6 @@ fn bmove(ctx: &mut Ctx, args: &[Bytes], from_left: bool, to_left: bool, timeout:
                 Bytes::from_static(from),
                 Bytes::from_static(to),
             ]);
-            ctx.out.bulk(&item);
             Ok(())
         }
         None => block(ctx, args, &args[1..2], deadline, false),
@@ -207,8 +208,7 @@ fn bzpop(ctx: &mut Ctx, args: &[Bytes], max: bool) -> Outcome {
         ]);
         ctx.out.array_header(3);
         ctx.out.bulk(key);
-        ctx.out.bulk(&items[0].0);
-        ctx.out.double(items[0].1);
+        super::zsets::reply_popped(ctx, key, max, &items, false);
         return Ok(());
     }
     block(ctx, args, keys, deadline, true)

@@ -4,10 +4,12 @@ use bytes::Bytes;
 
 use super::{int_arg, Ctx, Fail, Outcome};
 use crate::state::db::item_cost;
+use crate::state::notify;
 use crate::state::number::{self, parse_float, LongDouble};
 use crate::state::reply::text;
 
-/// Sets field/value pairs; how many fields are new.
+/// Sets field/value pairs; how many fields are new. The caller replies, then publishes its
+/// event (Redis's order).
 fn set_fields(ctx: &mut Ctx, key: &Bytes, pairs: &[Bytes]) -> Result<i64, Fail> {
     let hash = ctx.hash_mut(key, true)?.expect("created");
     let (mut added, mut removed, mut new_fields) = (0, 0, 0);
@@ -38,6 +40,7 @@ pub fn hset(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     }
     let new_fields = set_fields(ctx, &args[1], &args[2..])?;
     ctx.out.int(new_fields);
+    ctx.notify(notify::HASH, "hset", &args[1]);
     Ok(())
 }
 
@@ -47,6 +50,7 @@ pub fn hmset(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     }
     set_fields(ctx, &args[1], &args[2..])?;
     ctx.out.ok();
+    ctx.notify(notify::HASH, "hset", &args[1]);
     Ok(())
 }
 
@@ -59,6 +63,7 @@ pub fn hsetnx(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     } else {
         set_fields(ctx, &args[1], &args[2..4])?;
         ctx.out.int(1);
+        ctx.notify(notify::HASH, "hset", &args[1]);
     }
     Ok(())
 }
@@ -113,6 +118,7 @@ pub fn hdel(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     }
     ctx.store.db.adjust(&args[1], 0, removed);
     if deleted > 0 {
+        ctx.notify_emptied(notify::HASH, "hdel", &args[1]);
         ctx.changed();
     }
     ctx.out.int(deleted);
@@ -145,6 +151,7 @@ pub fn hincrby(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         &[args[2].clone(), Bytes::from(value.to_string())],
     )?;
     ctx.out.int(value);
+    ctx.notify(notify::HASH, "hincrby", &args[1]);
     Ok(())
 }
 
@@ -166,6 +173,7 @@ pub fn hincrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         .format();
     set_fields(ctx, &args[1], &[args[2].clone(), Bytes::from(sum.clone())])?;
     ctx.out.bulk(sum.as_bytes());
+    ctx.notify(notify::HASH, "hincrbyfloat", &args[1]);
     ctx.changed_as(vec![
         Bytes::from_static(b"HSET"),
         args[1].clone(),

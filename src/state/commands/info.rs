@@ -9,6 +9,7 @@ use bytes::Bytes;
 use super::management::REDIS_VERSION;
 use super::{subcommand, Ctx, Fail, Outcome};
 use crate::state::glob;
+use crate::state::notify;
 use crate::state::store::Store;
 use crate::sys::{cpu_seconds, Usage};
 
@@ -216,6 +217,7 @@ pub fn config(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         "get" => {
             let max_memory = ctx.store.max_memory.unwrap_or(0).to_string();
             let append_only = if ctx.store.log.is_some() { "yes" } else { "no" };
+            let events = notify::format(ctx.store.notify_flags);
             let mut settings: Vec<(String, String)> = [
                 ("maxmemory", max_memory.as_str()),
                 ("maxmemory-policy", "noeviction"),
@@ -223,7 +225,7 @@ pub fn config(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
                 ("appendfsync", "everysec"),
                 ("save", ""),
                 ("databases", "16"),
-                ("notify-keyspace-events", ""),
+                ("notify-keyspace-events", events.as_str()),
             ]
             .into_iter()
             .map(|(name, value)| (name.to_string(), value.to_string()))
@@ -260,9 +262,21 @@ pub fn config(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
                 .into());
             }
             let mut accepted = Vec::new();
+            let mut events = None;
             for pair in args[2..].chunks(2) {
                 let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
                 let value = String::from_utf8_lossy(&pair[1]).into_owned();
+                if name == "notify-keyspace-events" {
+                    let Some(flags) = notify::parse(&pair[1]) else {
+                        return Err(format!(
+                            "ERR CONFIG SET failed (possibly related to argument '{name}') - {}",
+                            notify::INVALID_CLASS
+                        )
+                        .into());
+                    };
+                    events = Some(flags);
+                    continue;
+                }
                 let Some((_, kind, _)) = KNOBS.iter().find(|(knob, _, _)| *knob == name) else {
                     return Err(refused(&name));
                 };
@@ -289,6 +303,9 @@ pub fn config(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
                 }
             }
             ctx.store.settings.extend(accepted);
+            if let Some(flags) = events {
+                ctx.store.set_notify_flags(flags);
+            }
             ctx.out.ok();
         }
         _ => {

@@ -4,12 +4,14 @@ use bytes::Bytes;
 
 use super::{int_arg, Ctx, Fail, Outcome};
 use crate::state::glob;
+use crate::state::notify;
 use crate::state::reply::text;
 
 pub fn del(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let mut removed = 0;
     for key in &args[1..] {
         if ctx.store.db.remove(key, ctx.now).is_some() {
+            ctx.notify(notify::GENERIC, "del", key);
             removed += 1;
         }
     }
@@ -23,7 +25,10 @@ pub fn del(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
 pub fn exists(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let count = args[1..]
         .iter()
-        .filter(|key| ctx.store.db.contains(key, ctx.now))
+        .filter(|key| {
+            ctx.look_up(key);
+            ctx.store.db.contains(key, ctx.now)
+        })
         .count();
     ctx.out.int(count as i64);
     Ok(())
@@ -93,9 +98,12 @@ fn expire_generic(ctx: &mut Ctx, args: &[Bytes], unit: i64, absolute: bool, name
         ctx.out.int(0);
         return Ok(());
     }
+    // Redis tells of a deletion before its reply, of a new deadline after it.
     if when <= ctx.now.0 && !ctx.store.db.loading {
         ctx.store.db.remove(key, ctx.now);
+        ctx.notify(notify::GENERIC, "del", key);
         ctx.changed_as(vec![Bytes::from_static(b"DEL"), key.clone()]);
+        ctx.out.int(1);
     } else {
         ctx.store.db.set_expiry(key, Some(when));
         ctx.changed_as(vec![
@@ -103,8 +111,9 @@ fn expire_generic(ctx: &mut Ctx, args: &[Bytes], unit: i64, absolute: bool, name
             key.clone(),
             Bytes::from(when.to_string()),
         ]);
+        ctx.out.int(1);
+        ctx.notify(notify::GENERIC, "expire", key);
     }
-    ctx.out.int(1);
     Ok(())
 }
 
@@ -188,6 +197,7 @@ pub fn persist(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         .is_some_and(|entry| entry.expires_at.is_some());
     if had_deadline {
         ctx.store.db.set_expiry(&args[1], None);
+        ctx.notify(notify::GENERIC, "persist", &args[1]);
         ctx.changed();
     }
     ctx.out.int(i64::from(had_deadline));

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use super::management::db_index;
 use super::{subcommand, Ctx, Fail, Outcome};
 use crate::state::db::{Entry, Value};
+use crate::state::notify;
 use crate::state::reply::text;
 
 const SAME_OBJECT: &str = "ERR source and destination objects are the same";
@@ -23,7 +24,11 @@ fn rename_generic(ctx: &mut Ctx, args: &[Bytes], only_new: bool) -> Result<bool,
         return Ok(false);
     }
     ctx.store.db.remove(from, ctx.now);
+    // Replaced as Redis replaces it: removed, then added anew (its `new` event).
+    ctx.store.db.remove(to, ctx.now);
     ctx.store.db.set(to, entry.value, entry.expires_at);
+    ctx.notify(notify::GENERIC, "rename_from", from);
+    ctx.notify(notify::GENERIC, "rename_to", to);
     ctx.changed();
     Ok(true)
 }
@@ -74,6 +79,7 @@ pub fn copy(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         target.remove(to, now);
     }
     target.set(to, entry.value, entry.expires_at);
+    ctx.notify_in(notify::GENERIC, "copy_to", to, target_db);
     ctx.changed();
     ctx.out.int(1);
     Ok(())
@@ -97,6 +103,8 @@ pub fn move_key(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         .db_at(target_db)
         .set(&args[1], entry.value, entry.expires_at);
     ctx.store.db.remove(&args[1], now);
+    ctx.notify(notify::GENERIC, "move_from", &args[1]);
+    ctx.notify_in(notify::GENERIC, "move_to", &args[1], target_db);
     ctx.changed();
     ctx.out.int(1);
     Ok(())

@@ -5,7 +5,24 @@ use bytes::Bytes;
 
 use super::{int_arg, Ctx, Fail, Outcome};
 use crate::state::db::item_cost;
+use crate::state::notify;
 use crate::state::reply::text;
+
+fn push_event(front: bool) -> &'static str {
+    if front {
+        "lpush"
+    } else {
+        "rpush"
+    }
+}
+
+fn pop_event(front: bool) -> &'static str {
+    if front {
+        "lpop"
+    } else {
+        "rpop"
+    }
+}
 
 fn push_existing(ctx: &mut Ctx, args: &[Bytes], front: bool) -> Outcome {
     let Some(list) = ctx.list_mut(&args[1], false)? else {
@@ -23,8 +40,9 @@ fn push_existing(ctx: &mut Ctx, args: &[Bytes], front: bool) -> Outcome {
     }
     let len = list.len();
     ctx.store.db.grew(added);
-    ctx.changed();
     ctx.out.int(len as i64);
+    ctx.notify(notify::LIST, push_event(front), &args[1]);
+    ctx.changed();
     Ok(())
 }
 
@@ -52,8 +70,9 @@ pub fn lset(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let (added, removed) = (item_cost(&args[3]), item_cost(slot));
     *slot = args[3].clone();
     ctx.store.db.adjust(&args[1], added, removed);
-    ctx.changed();
     ctx.out.ok();
+    ctx.notify(notify::LIST, "lset", &args[1]);
+    ctx.changed();
     Ok(())
 }
 
@@ -74,6 +93,7 @@ pub fn linsert(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     list.insert(if after { at + 1 } else { at }, args[4].clone());
     let len = list.len();
     ctx.store.db.grew(item_cost(&args[4]));
+    ctx.notify(notify::LIST, "linsert", &args[1]);
     ctx.changed();
     ctx.out.int(len as i64);
     Ok(())
@@ -112,6 +132,7 @@ pub fn lrem(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         .db
         .adjust(key, 0, item_cost(&args[3]) * removed as usize);
     if removed > 0 {
+        ctx.notify_emptied(notify::LIST, "lrem", key);
         ctx.changed();
     }
     ctx.out.int(removed as i64);
@@ -202,8 +223,9 @@ fn side(arg: &[u8]) -> Result<bool, Fail> {
     }
 }
 
-/// Pops from `source` at `from_left`'s end and pushes to `dest`; the item, or `None` when the
-/// source is empty or missing.
+/// Pops from `source` at `from_left`'s end and pushes to `dest`, replying with the item (between
+/// the push's event and the pop's, where Redis writes it); the item, or `None` (and no reply)
+/// when the source is empty or missing.
 pub fn move_item(
     ctx: &mut Ctx,
     source: &[u8],
@@ -222,28 +244,38 @@ pub fn move_item(
         list.pop_back()
     }
     .expect("not empty");
-    ctx.store.db.adjust(source, 0, item_cost(&item));
-    let list = ctx.list_mut(dest, true)?.expect("created");
+    // As in Redis: the push onto the destination, then the source's pop and, if that emptied
+    // it, its removal (so a one-item list rotated onto itself stays the same key).
+    let list = if source == dest {
+        list
+    } else {
+        ctx.list_mut(dest, true)?.expect("created")
+    };
     if to_left {
         list.push_front(item.clone());
     } else {
         list.push_back(item.clone());
     }
-    ctx.store.db.grew(item_cost(&item));
+    ctx.notify(notify::LIST, push_event(to_left), dest);
+    ctx.out.bulk(&item);
+    ctx.store.db.adjust(source, 0, 0);
+    ctx.notify_emptied(notify::LIST, pop_event(from_left), source);
     ctx.changed();
     Ok(Some(item))
 }
 
 pub fn lmove(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let (from_left, to_left) = (side(&args[3])?, side(&args[4])?);
-    let item = move_item(ctx, &args[1], &args[2], from_left, to_left)?;
-    ctx.out.maybe_bulk(item.as_deref());
+    if move_item(ctx, &args[1], &args[2], from_left, to_left)?.is_none() {
+        ctx.out.null();
+    }
     Ok(())
 }
 
 pub fn rpoplpush(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
-    let item = move_item(ctx, &args[1], &args[2], false, true)?;
-    ctx.out.maybe_bulk(item.as_deref());
+    if move_item(ctx, &args[1], &args[2], false, true)?.is_none() {
+        ctx.out.null();
+    }
     Ok(())
 }
 
@@ -261,10 +293,11 @@ pub fn lmpop(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         };
         let removed = items.iter().map(|item| item_cost(item)).sum();
         ctx.store.db.adjust(key, 0, removed);
-        ctx.changed();
         ctx.out.array_header(2);
         ctx.out.bulk(key);
         ctx.out.bulks(items.iter().map(|item| item.as_ref()));
+        ctx.notify_emptied(notify::LIST, pop_event(!right), key);
+        ctx.changed();
         return Ok(());
     }
     ctx.out.null_array();

@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use super::{int_arg, Ctx, Fail, Outcome};
 use crate::state::db::item_cost;
+use crate::state::notify;
 
 fn push(ctx: &mut Ctx, args: &[Bytes], front: bool) -> Outcome {
     let list = ctx.list_mut(&args[1], true)?.expect("created");
@@ -20,6 +21,11 @@ fn push(ctx: &mut Ctx, args: &[Bytes], front: bool) -> Outcome {
     let len = list.len();
     ctx.store.db.grew(added);
     ctx.out.int(len as i64);
+    ctx.notify(
+        notify::LIST,
+        if front { "lpush" } else { "rpush" },
+        &args[1],
+    );
     ctx.changed();
     Ok(())
 }
@@ -63,12 +69,13 @@ fn pop(ctx: &mut Ctx, args: &[Bytes], front: bool, name: &str) -> Outcome {
     }
     let removed = popped.iter().map(|item| item_cost(item)).sum();
     ctx.store.db.adjust(&args[1], 0, removed);
-    if !popped.is_empty() {
-        ctx.changed();
-    }
     match count {
         Some(_) => ctx.out.bulks(popped.iter().map(|item| item.as_ref())),
         None => ctx.out.maybe_bulk(popped.first().map(|item| item.as_ref())),
+    }
+    if !popped.is_empty() {
+        ctx.notify_emptied(notify::LIST, if front { "lpop" } else { "rpop" }, &args[1]);
+        ctx.changed();
     }
     Ok(())
 }
@@ -138,6 +145,7 @@ pub fn ltrim(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         .sum::<usize>();
     let changed = list.len() != before;
     ctx.store.db.adjust(&args[1], 0, removed);
+    ctx.notify_emptied(notify::LIST, "ltrim", &args[1]);
     if changed {
         ctx.changed();
     }

@@ -65,6 +65,7 @@ pub fn reset(ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
     ctx.client.reply = ReplyMode::On;
     ctx.store.unwatch(ctx.client);
     super::pubsub::forget(ctx.store, ctx.client);
+    super::monitor::stop(ctx.store, ctx.client);
     ctx.client.db = 0;
     ctx.client.info.db.set(0);
     ctx.store.select(0);

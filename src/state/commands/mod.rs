@@ -4,9 +4,9 @@
 //! `bits` (bitmaps), `keys`, `keyspace` (RENAME, COPY, MOVE, SWAPDB, OBJECT, MEMORY), `hashes`,
 //! `lists`, `list_moves` (LINSERT, LPOS, LMOVE, LMPOP…), `blocking` (BLPOP, BZPOPMIN, …), `sets`,
 //! `set_algebra`, `zsets` (sorted sets), `zset_ranges` (ZRANGE and the range removals),
-//! `zset_algebra` (ZUNION, ZINTER, ZDIFF), `pubsub`, `management` (PING, HELLO, SELECT, FLUSHDB:
-//! connection and server management), `client`, `info` (INFO, CONFIG), `transaction` (MULTI,
-//! EXEC, WATCH), `script` (EVAL, SCRIPT, FUNCTION: Lua).
+//! `zset_algebra` (ZUNION, ZINTER, ZDIFF), `pubsub`, `monitor` (MONITOR), `management` (PING,
+//! HELLO, SELECT, FLUSHDB: connection and server management), `client`, `info` (INFO, CONFIG),
+//! `transaction` (MULTI, EXEC, WATCH), `script` (EVAL, SCRIPT, FUNCTION: Lua).
 
 mod bits;
 mod blocking;
@@ -18,6 +18,7 @@ mod keyspace;
 mod list_moves;
 mod lists;
 mod management;
+mod monitor;
 mod pubsub;
 mod ranges;
 mod script;
@@ -43,7 +44,7 @@ use indexmap::{IndexMap, IndexSet};
 
 use super::db::{Entry, Now, Value};
 use super::reply::{text, Out};
-use super::store::{Client, Store};
+use super::store::{Client, ReplyMode, Store};
 
 /// Why a command failed: the error reply, code first (`ERR …`, `WRONGTYPE …`).
 #[derive(Debug)]
@@ -120,6 +121,8 @@ pub struct Ctx<'a> {
     pub out: &'a mut Out,
     pub now: Now,
     changed: Changed,
+    /// The command's lookups of missing keys are `keymiss` events (see [`tells_misses`]).
+    misses: bool,
 }
 
 impl Ctx<'_> {
@@ -138,11 +141,51 @@ impl Ctx<'_> {
         }
     }
 
+    /// Publishes keyspace event `event` of `class` on `key` of the current database (see
+    /// `notify`).
+    pub fn notify(&mut self, class: u32, event: &str, key: &[u8]) {
+        let db = self.store.current_db();
+        self.notify_in(class, event, key, db);
+    }
+
+    /// [`Ctx::notify`] for database `db`. A RESP3 client subscribed to its own events gets the
+    /// push here, wherever the command has got to in its reply, as Redis writes it (so each
+    /// command notifies before, after or amid its reply as Redis's does); a script's commands
+    /// write into a buffer of their own, so their pushes wait for the script's reply.
+    pub fn notify_in(&mut self, class: u32, event: &str, key: &[u8], db: usize) {
+        self.store.notify(class, event, key, db);
+        let mailbox = &self.client.mailbox;
+        if mailbox.resp3.get()
+            && self.client.reply == ReplyMode::On
+            && !self.store.scripting.busy.running()
+        {
+            mailbox.drain_into(&mut self.out.buf);
+        }
+    }
+
+    /// Publishes `event` on `key`, then `del` if the command emptied the collection there
+    /// (the key is gone: Redis never keeps an empty one).
+    pub fn notify_emptied(&mut self, class: u32, event: &str, key: &[u8]) {
+        self.notify(class, event, key);
+        if !self.store.db.is_live(key, self.now) {
+            self.notify(super::notify::GENERIC, "del", key);
+        }
+    }
+
+    /// A read lookup of `key`: `keymiss` if it is missing and the command tells of misses.
+    pub fn look_up(&mut self, key: &[u8]) {
+        if self.misses && self.store.db.get(key, self.now).is_none() {
+            self.notify(super::notify::KEY_MISS, "keymiss", key);
+        }
+    }
+
     pub fn entry(&mut self, key: &[u8]) -> Option<&Entry> {
+        self.look_up(key);
         self.store.db.get(key, self.now)
     }
 
     pub fn string(&mut self, key: &[u8]) -> Result<Option<&Bytes>, Fail> {
+        self.look_up(key);
         match self.store.db.get(key, self.now) {
             None => Ok(None),
             Some(Entry {
@@ -160,6 +203,7 @@ macro_rules! collection_access {
     ($read:ident, $write:ident, $variant:ident, $ty:ty) => {
         impl Ctx<'_> {
             pub fn $read(&mut self, key: &[u8]) -> Result<Option<&$ty>, Fail> {
+                self.look_up(key);
                 match self.store.db.get(key, self.now) {
                     None => Ok(None),
                     Some(Entry {
@@ -346,16 +390,26 @@ fn run(store: &mut Store, client: &mut Client, out: &mut Out, spec: &Spec, args:
     store.select(client.db);
     let db = client.db;
     let started = std::time::Instant::now();
+    let misses = store.notify_flags & super::notify::KEY_MISS != 0 && tells_misses(spec, args);
     let mut ctx = Ctx {
         store,
         client,
         out,
         now: Now(super::db::now_ms()),
         changed: Changed::Nothing,
+        misses,
     };
+    let shown_first = monitor::shown_before_running(spec);
+    if shown_first {
+        monitor::feed(ctx.store, ctx.client, args);
+    }
     let failed = (spec.handler)(&mut ctx, args).err();
     let changed = std::mem::take(&mut ctx.changed);
     let store = ctx.store;
+    store.publish_noted();
+    if !shown_first && monitor::shown(spec, args) && !ctx.client.retrying {
+        monitor::feed(store, ctx.client, args);
+    }
     let stat = store.stats.command(&full_name(spec, args));
     stat.calls += 1;
     stat.usec += started.elapsed().as_micros() as u64;
@@ -391,6 +445,24 @@ fn run(store: &mut Store, client: &mut Client, out: &mut Out, spec: &Spec, args:
                 store.log_command(&command);
             }
         }
+    }
+}
+
+/// Whether Redis looks `spec`'s keys up as reads, which tell of a missing key (`keymiss`):
+/// the read-only commands but OBJECT and MEMORY, and the writes that read a source (`SET …
+/// GET`, GETDEL, GETEX, the store commands' sources, BITOP, COPY, a BITFIELD that only reads).
+fn tells_misses(spec: &Spec, args: &[Bytes]) -> bool {
+    let has = |from: usize, word: &[u8]| {
+        let options = args.get(from..).unwrap_or_default();
+        options.iter().any(|arg| arg.eq_ignore_ascii_case(word))
+    };
+    match spec.name {
+        "object" | "memory" => false,
+        "set" => has(3, b"get"),
+        "bitfield" => !has(2, b"set") && !has(2, b"incrby"),
+        "getdel" | "getex" | "sinterstore" | "sunionstore" | "sdiffstore" | "zunionstore"
+        | "zinterstore" | "zdiffstore" | "zrangestore" | "bitop" | "copy" => true,
+        _ => spec.flags & WRITE == 0,
     }
 }
 
@@ -464,6 +536,7 @@ pub fn replay(store: &mut Store, client: &mut Client, args: &[Bytes]) -> Result<
         out: &mut out,
         now: Now(super::db::now_ms()),
         changed: Changed::Nothing,
+        misses: false,
     };
     (spec.handler)(&mut ctx, args).map_err(|Fail(reason)| ReplayError::Failed {
         reason: reason.into_owned(),

@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use super::{int_arg, Ctx, Fail, Outcome};
 use crate::state::db::Value;
+use crate::state::notify;
 use crate::state::reply::text;
 
 /// Redis's largest string (`proto-max-bulk-len`).
@@ -57,6 +58,7 @@ pub fn setrange(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     ctx.store
         .db
         .replace_value(&args[1], Value::Str(Bytes::from(value)));
+    ctx.notify(notify::STRING, "setrange", &args[1]);
     ctx.changed();
     ctx.out.int(len as i64);
     Ok(())
@@ -98,13 +100,17 @@ pub fn getex(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         ctx.out.null();
         return Ok(());
     };
+    // Redis replies before it changes the deadline (and tells of it).
+    ctx.out.bulk(&value);
     match deadline {
         Some(Some(at)) if at <= ctx.now.0 => {
             ctx.store.db.remove(key, ctx.now);
+            ctx.notify(notify::GENERIC, "del", key);
             ctx.changed_as(vec![Bytes::from_static(b"DEL"), key.clone()]);
         }
         Some(Some(at)) => {
             ctx.store.db.set_expiry(key, Some(at));
+            ctx.notify(notify::GENERIC, "expire", key);
             ctx.changed_as(vec![
                 Bytes::from_static(b"PEXPIREAT"),
                 key.clone(),
@@ -117,12 +123,12 @@ pub fn getex(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
                 .is_some_and(|entry| entry.expires_at.is_some()) =>
         {
             ctx.store.db.set_expiry(key, None);
+            ctx.notify(notify::GENERIC, "persist", key);
             ctx.changed_as(vec![Bytes::from_static(b"PERSIST"), key.clone()]);
         }
         Some(None) => {}
         None => {}
     }
-    ctx.out.bulk(&value);
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use indexmap::IndexSet;
 
 use super::{Ctx, Fail, Outcome};
 use crate::state::db::Value;
+use crate::state::notify;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Op {
@@ -59,16 +60,33 @@ fn reply(ctx: &mut Ctx, args: &[Bytes], op: Op) -> Outcome {
 
 fn store(ctx: &mut Ctx, args: &[Bytes], op: Op) -> Outcome {
     let sets = sets_of(ctx, &args[2..])?;
+    // Redis replies before it tells of the store, and of a removal too, except for an
+    // intersection with a missing set (its shortcut removes first).
+    let removal_first = matches!(op, Op::Inter) && sets.iter().any(Option::is_none);
     let result = compute(sets, op);
     let dest = &args[1];
     let len = result.len();
     if result.is_empty() {
-        ctx.store.db.remove(dest, ctx.now);
+        if !removal_first {
+            ctx.out.int(0);
+        }
+        if ctx.store.db.remove(dest, ctx.now).is_some() {
+            ctx.notify(notify::GENERIC, "del", dest);
+        }
+        if removal_first {
+            ctx.out.int(0);
+        }
     } else {
         ctx.store.db.set(dest, Value::Set(Box::new(result)), None);
+        ctx.out.int(len as i64);
+        let event = match op {
+            Op::Inter => "sinterstore",
+            Op::Union => "sunionstore",
+            Op::Diff => "sdiffstore",
+        };
+        ctx.notify(notify::SET, event, dest);
     }
     ctx.changed();
-    ctx.out.int(len as i64);
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use bytes::Bytes;
 
 use super::{pick_distinct, random_below, Ctx, Fail, Outcome};
 use crate::state::db::item_cost;
+use crate::state::notify;
 use crate::state::reply::text;
 
 pub fn sadd(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
@@ -18,6 +19,7 @@ pub fn sadd(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     }
     ctx.store.db.grew(added);
     if added_members > 0 {
+        ctx.notify(notify::SET, "sadd", &args[1]);
         ctx.changed();
     }
     ctx.out.int(added_members);
@@ -38,6 +40,7 @@ pub fn srem(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     }
     ctx.store.db.adjust(&args[1], 0, removed);
     if removed_members > 0 {
+        ctx.notify_emptied(notify::SET, "srem", &args[1]);
         ctx.changed();
     }
     ctx.out.int(removed_members);
@@ -116,6 +119,7 @@ pub fn spop(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let removed = popped.iter().map(|member| item_cost(member)).sum();
     ctx.store.db.adjust(key, 0, removed);
     if !popped.is_empty() {
+        ctx.notify_emptied(notify::SET, "spop", key);
         // Logged as what it removed, so replaying gives the same set.
         let mut command = vec![Bytes::from_static(b"SREM"), key.clone()];
         command.extend(popped.iter().cloned());
@@ -180,9 +184,17 @@ pub fn smove(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let set = ctx.set_mut(from, false)?.expect("checked above");
     set.swap_remove(member.as_ref());
     ctx.store.db.adjust(from, 0, item_cost(member));
-    let target = ctx.set_mut(to, true)?.expect("created");
-    if target.insert(member.clone()) {
+    ctx.notify_emptied(notify::SET, "srem", from);
+    // A destination that already holds the member is not changed (its watchers keep their
+    // transaction, as in Redis).
+    let target_has = ctx
+        .set(to)?
+        .is_some_and(|set| set.contains(member.as_ref()));
+    if !target_has {
+        let target = ctx.set_mut(to, true)?.expect("created");
+        target.insert(member.clone());
         ctx.store.db.grew(item_cost(member));
+        ctx.notify(notify::SET, "sadd", to);
     }
     ctx.changed();
     ctx.out.int(1);

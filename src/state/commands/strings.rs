@@ -4,11 +4,13 @@ use bytes::Bytes;
 
 use super::{int_arg, Ctx, Fail, Outcome};
 use crate::state::db::{Entry, Value};
+use crate::state::notify;
 use crate::state::number::{self, parse_float, LongDouble};
 use crate::state::reply::text;
 
 pub fn get(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     // Written straight from the keyspace: the hottest command copies its value once.
+    ctx.look_up(&args[1]);
     match ctx.store.db.get(&args[1], ctx.now) {
         None => ctx.out.null(),
         Some(Entry {
@@ -101,8 +103,9 @@ pub fn set(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     } else {
         None
     };
-    // One lookup for both questions: is the key there, and what is its deadline.
-    let current_deadline = ctx.entry(key).map(|entry| entry.expires_at);
+    // One lookup for both questions: is the key there, and what is its deadline (a write's
+    // lookup: no `keymiss`).
+    let current_deadline = ctx.store.db.get(key, ctx.now).map(|entry| entry.expires_at);
     let found = current_deadline.is_some();
     if (options.nx && found) || (options.xx && !found) {
         if options.get {
@@ -118,6 +121,10 @@ pub fn set(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         expires_at
     };
     store_string(ctx, key, &args[2], expires_at);
+    ctx.notify(notify::STRING, "set", key);
+    if options.expire.is_some() {
+        ctx.notify(notify::GENERIC, "expire", key);
+    }
     if options.get {
         ctx.out.maybe_bulk(old.as_deref());
     } else {
@@ -147,6 +154,7 @@ pub fn setnx(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         ctx.out.int(0);
     } else {
         store_string(ctx, &args[1], &args[2], None);
+        ctx.notify(notify::STRING, "set", &args[1]);
         ctx.out.int(1);
         ctx.changed();
     }
@@ -156,6 +164,8 @@ pub fn setnx(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
 fn set_with_expiry(ctx: &mut Ctx, args: &[Bytes], unit: i64, command: &str) -> Outcome {
     let at = deadline(ctx, &args[2], unit, false, command)?;
     store_string(ctx, &args[1], &args[3], Some(at));
+    ctx.notify(notify::STRING, "set", &args[1]);
+    ctx.notify(notify::GENERIC, "expire", &args[1]);
     ctx.out.ok();
     ctx.changed_as(vec![
         Bytes::from_static(b"SET"),
@@ -179,17 +189,19 @@ pub fn getset(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let old = ctx.string(&args[1])?.cloned();
     store_string(ctx, &args[1], &args[2], None);
     ctx.out.maybe_bulk(old.as_deref());
+    ctx.notify(notify::STRING, "set", &args[1]);
     ctx.changed();
     Ok(())
 }
 
 pub fn getdel(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let old = ctx.string(&args[1])?.cloned();
+    ctx.out.maybe_bulk(old.as_deref());
     if old.is_some() {
         ctx.store.db.remove(&args[1], ctx.now);
+        ctx.notify(notify::GENERIC, "del", &args[1]);
         ctx.changed();
     }
-    ctx.out.maybe_bulk(old.as_deref());
     Ok(())
 }
 
@@ -214,6 +226,7 @@ pub fn mset(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     }
     for pair in args[1..].chunks(2) {
         store_string(ctx, &pair[0], &pair[1], None);
+        ctx.notify(notify::STRING, "set", &pair[0]);
     }
     ctx.out.ok();
     ctx.changed();
@@ -233,6 +246,7 @@ pub fn msetnx(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     }
     for pair in args[1..].chunks(2) {
         store_string(ctx, &pair[0], &pair[1], None);
+        ctx.notify(notify::STRING, "set", &pair[0]);
     }
     ctx.out.int(1);
     ctx.changed();
@@ -249,6 +263,7 @@ pub fn append(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     ctx.store
         .db
         .replace_value(&args[1], Value::Str(Bytes::from(value)));
+    ctx.notify(notify::STRING, "append", &args[1]);
     ctx.out.int(len as i64);
     ctx.changed();
     Ok(())
@@ -270,6 +285,7 @@ fn add(ctx: &mut Ctx, key: &[u8], by: i64) -> Outcome {
     ctx.store
         .db
         .replace_value(key, Value::Str(Bytes::from(value.to_string())));
+    ctx.notify(notify::STRING, "incrby", key);
     ctx.out.int(value);
     ctx.changed();
     Ok(())
@@ -310,6 +326,7 @@ pub fn incrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     ctx.store
         .db
         .replace_value(key, Value::Str(Bytes::from(sum.clone())));
+    ctx.notify(notify::STRING, "incrbyfloat", key);
     ctx.out.bulk(sum.as_bytes());
     ctx.changed_as(vec![
         Bytes::from_static(b"SET"),

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 
 use super::{
-    bits, blocking, client, hashes, info, keys, keyspace, list_moves, lists, management, pubsub,
-    ranges, script, set_algebra, sets, strings, transaction, zset_algebra, zset_ranges, zsets,
-    Spec, DENY_OOM, NO_QUEUE, PUBSUB, WRITE,
+    bits, blocking, client, hashes, info, keys, keyspace, list_moves, lists, management, monitor,
+    pubsub, ranges, script, set_algebra, sets, strings, transaction, zset_algebra, zset_ranges,
+    zsets, Spec, DENY_OOM, NO_QUEUE, PUBSUB, WRITE,
 };
 
 macro_rules! spec {
@@ -44,6 +44,7 @@ static COMMANDS: &[Spec] = &[
     spec!("object", -2, 0, keyspace::object, (2, 2, 1)),
     spec!("memory", -2, 0, keyspace::memory, NO_KEYS),
     spec!("time", 1, 0, management::time, NO_KEYS),
+    spec!("monitor", 1, 0, monitor::monitor, NO_KEYS),
     spec!("dbsize", 1, 0, management::dbsize, NO_KEYS),
     spec!("flushdb", -1, WRITE, management::flush, NO_KEYS),
     spec!("flushall", -1, WRITE, management::flush, NO_KEYS),

@@ -199,7 +199,7 @@ fn run(ctx: &mut Ctx, args: &[Bytes], op: Op, command: &str) -> Outcome {
 fn run_store(ctx: &mut Ctx, args: &[Bytes], op: Op, command: &str) -> Outcome {
     let (sources, aggregate, _, _) = sources(ctx, &args[2..], op, command, true, false)?;
     let items = compute(sources, op, aggregate);
-    store_result(ctx, &args[1], items);
+    store_result(ctx, &args[1], items, command);
     Ok(())
 }
 

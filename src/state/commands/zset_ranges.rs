@@ -7,6 +7,7 @@ use bytes::Bytes;
 use super::zsets::{account, reply_members};
 use super::{int_arg, Ctx, Fail, Outcome};
 use crate::state::db::Value;
+use crate::state::notify;
 use crate::state::reply::text;
 use crate::state::zset::{LexBound, Range, ScoreBound, ZSet};
 
@@ -231,20 +232,29 @@ pub fn zrevrangebylex(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
 }
 
 /// Stores `items` as the sorted set at `dest` (deleting it if there are none); how many.
-pub fn store_result(ctx: &mut Ctx, dest: &[u8], items: impl IntoIterator<Item = (Bytes, f64)>) {
+/// Stores a computed sorted set at `dest` (an empty one removes it); `event` is the command's
+/// keyspace event.
+pub fn store_result(
+    ctx: &mut Ctx,
+    dest: &[u8],
+    items: impl IntoIterator<Item = (Bytes, f64)>,
+    event: &str,
+) {
     let mut result = ZSet::default();
     for (member, score) in items {
         result.insert(&member, score);
     }
     let len = result.len();
-    let existed = ctx.store.db.remove(dest, ctx.now).is_some();
+    // Redis replies first, then tells of the store or the removal.
+    ctx.out.int(len as i64);
     if len > 0 {
         ctx.store.db.set(dest, Value::ZSet(Box::new(result)), None);
-    }
-    if len > 0 || existed {
+        ctx.notify(notify::ZSET, event, dest);
+        ctx.changed();
+    } else if ctx.store.db.remove(dest, ctx.now).is_some() {
+        ctx.notify(notify::GENERIC, "del", dest);
         ctx.changed();
     }
-    ctx.out.int(len as i64);
 }
 
 pub fn zrangestore(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
@@ -253,7 +263,7 @@ pub fn zrangestore(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         Some(zset) => select(zset, &query),
         None => Vec::new(),
     };
-    store_result(ctx, &args[1], items);
+    store_result(ctx, &args[1], items, "zrangestore");
     Ok(())
 }
 
@@ -299,6 +309,12 @@ fn remove_range(ctx: &mut Ctx, args: &[Bytes], by: By) -> Outcome {
     let after = zset.cost();
     account(ctx, key, before, after);
     if !items.is_empty() {
+        let event = match by {
+            By::Rank => "zremrangebyrank",
+            By::Score => "zremrangebyscore",
+            By::Lex => "zremrangebylex",
+        };
+        ctx.notify_emptied(notify::ZSET, event, key);
         ctx.changed();
     }
     ctx.out.int(items.len() as i64);

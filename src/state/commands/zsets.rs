@@ -5,6 +5,7 @@
 use bytes::Bytes;
 
 use super::{int_arg, pick_distinct, random_below, Ctx, Fail, Outcome};
+use crate::state::notify;
 use crate::state::reply::text;
 use crate::state::zset::ZSet;
 
@@ -160,6 +161,9 @@ pub fn zadd(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     } else {
         ctx.out.int(if ch { added + updated } else { added });
     }
+    if added + updated > 0 {
+        ctx.notify(notify::ZSET, if incr { "zincr" } else { "zadd" }, key);
+    }
     Ok(())
 }
 
@@ -168,11 +172,13 @@ pub fn zincrby(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let key = &args[1];
     let zset = ctx.zset_mut(key, true)?.expect("created");
     let before = zset.cost();
-    let new = zset.score(&args[3]).unwrap_or(0.0) + increment;
+    let current = zset.score(&args[3]);
+    let new = current.unwrap_or(0.0) + increment;
     let failed = new.is_nan();
     if !failed {
         zset.insert(&args[3], new);
     }
+    let updated = current != Some(new);
     let after = zset.cost();
     account(ctx, key, before, after);
     if failed {
@@ -180,6 +186,9 @@ pub fn zincrby(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     }
     ctx.changed();
     ctx.out.double(new);
+    if updated {
+        ctx.notify(notify::ZSET, "zincr", key);
+    }
     Ok(())
 }
 
@@ -227,6 +236,7 @@ pub fn zrem(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let after = zset.cost();
     account(ctx, key, before, after);
     if removed > 0 {
+        ctx.notify_emptied(notify::ZSET, "zrem", key);
         ctx.changed();
     }
     ctx.out.int(removed as i64);
@@ -252,7 +262,8 @@ pub fn zrevrank(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     rank(ctx, args, true)
 }
 
-/// Removes up to `count` members from the low (or high) end of the set at `key`.
+/// Removes up to `count` members from the low (or high) end of the set at `key` (the caller
+/// replies with [`reply_popped`]).
 pub fn pop(ctx: &mut Ctx, key: &[u8], count: usize, max: bool) -> Result<Vec<(Bytes, f64)>, Fail> {
     let Some(zset) = ctx.zset_mut(key, false)? else {
         return Ok(Vec::new());
@@ -277,6 +288,26 @@ pub fn pop(ctx: &mut Ctx, key: &[u8], count: usize, max: bool) -> Result<Vec<(By
     Ok(items)
 }
 
+/// The members a pop took from `key` (member and score, each pair an array of its own when
+/// `nested`), after the reply's headers, with the events where Redis writes them: the pop's
+/// before the members, `del` after them if it emptied the key.
+pub fn reply_popped(ctx: &mut Ctx, key: &[u8], max: bool, items: &[(Bytes, f64)], nested: bool) {
+    if items.is_empty() {
+        return;
+    }
+    ctx.notify(notify::ZSET, if max { "zpopmax" } else { "zpopmin" }, key);
+    for (member, score) in items {
+        if nested {
+            ctx.out.array_header(2);
+        }
+        ctx.out.bulk(member);
+        ctx.out.double(*score);
+    }
+    if !ctx.store.db.is_live(key, ctx.now) {
+        ctx.notify(notify::GENERIC, "del", key);
+    }
+}
+
 fn zpop(ctx: &mut Ctx, args: &[Bytes], max: bool) -> Outcome {
     if args.len() > 3 {
         return Err(text::SYNTAX.into());
@@ -291,15 +322,11 @@ fn zpop(ctx: &mut Ctx, args: &[Bytes], max: bool) -> Outcome {
         None => None,
     };
     let items = pop(ctx, &args[1], count.unwrap_or(1), max)?;
-    if count.is_some() {
-        reply_members(ctx, &items, true);
-    } else {
-        ctx.out.array_header(items.len() * 2);
-        for (member, score) in &items {
-            ctx.out.bulk(member);
-            ctx.out.double(*score);
-        }
-    }
+    // With a count, RESP3 nests the pairs (as reply_members does); without, it stays flat.
+    let nested = count.is_some() && ctx.out.resp3;
+    ctx.out
+        .array_header(if nested { items.len() } else { items.len() * 2 });
+    reply_popped(ctx, &args[1], max, &items, nested);
     Ok(())
 }
 
@@ -356,7 +383,8 @@ pub fn zmpop(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         let items = pop(ctx, key, count, max)?;
         ctx.out.array_header(2);
         ctx.out.bulk(key);
-        reply_pairs(ctx, &items);
+        ctx.out.array_header(items.len());
+        reply_popped(ctx, key, max, &items, true);
         return Ok(());
     }
     ctx.out.null_array();

@@ -69,6 +69,11 @@ impl Busy {
             .map_or(super::TIME_LIMIT, std::time::Duration::from_millis)
     }
 
+    /// A script is running (its `redis.call`s are the ones MONITOR shows as `lua`).
+    pub fn running(&self) -> bool {
+        self.started.get().is_some()
+    }
+
     pub fn start(&self, client: u64, function: bool) {
         self.started.set(Some(Instant::now()));
         self.function.set(function);

@@ -8,7 +8,7 @@ use mlua::{LightUserData, Lua, MultiValue, Table, Value, Variadic};
 
 type Raw = mlua::Result<(bool, Value)>;
 
-fn results(lua: &Lua, values: Vec<Value>) -> Raw {
+pub fn results(lua: &Lua, values: Vec<Value>) -> Raw {
     let table = lua.create_table()?;
     let count = values.len();
     for (index, value) in values.into_iter().enumerate() {
@@ -18,7 +18,7 @@ fn results(lua: &Lua, values: Vec<Value>) -> Raw {
     Ok((true, Value::Table(table)))
 }
 
-fn failure(lua: &Lua, message: &str) -> Raw {
+pub fn failure(lua: &Lua, message: &str) -> Raw {
     Ok((false, Value::String(lua.create_string(message)?)))
 }
 

@@ -3,9 +3,9 @@
 //!
 //! - One Lua state for the store, made anew by `SCRIPT FLUSH`. `prelude.lua` sets it up as Redis
 //!   does: no `os`, `io`, `loadfile`, `dofile`, `require`, `print` or `debug`; the `redis`
-//!   table, `cjson`, `cmsgpack`, `bit` (`libs`); scripts run with a global table that refuses
+//!   table, `cjson`, `cmsgpack`, `bit` (`libs`), `struct` (`structs`); scripts run with a global table that refuses
 //!   new globals ("Attempt to modify a readonly table") and reads of missing ones, and the
-//!   `redis`, `cjson`, `cmsgpack` and `bit` tables are read-only (Lua's own `string`, `table`,
+//!   `redis`, `cjson`, `cmsgpack`, `bit` and `struct` tables are read-only (Lua's own `string`, `table`,
 //!   `math` are not: Redis patches Lua for that, mlua's Lua is stock).
 //! - A script is compiled once, named by the SHA-1 of its body, and cached until `SCRIPT FLUSH`.
 //! - `redis.call` runs a command through the same checks and handlers as a client's command
@@ -23,6 +23,7 @@ mod busy;
 mod convert;
 mod functions;
 mod libs;
+mod structs;
 
 pub use functions::{fcall, fcall_ro, function};
 
@@ -97,6 +98,7 @@ fn engine(busy: &Rc<Busy>) -> mlua::Result<Engine> {
     };
     let raw = lua.create_table()?;
     libs::register(&lua, &raw)?;
+    structs::register(&lua, &raw)?;
     raw.raw_set(
         "null",
         Value::LightUserData(mlua::LightUserData(std::ptr::null_mut())),

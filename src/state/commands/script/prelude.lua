@@ -108,6 +108,11 @@ local cjson = {
   decode = raising(raw.cjson_decode),
   null = raw.null,
 }
+local struct = {
+  pack = raising(raw.struct_pack),
+  unpack = raising(raw.struct_unpack),
+  size = raising(raw.struct_size),
+}
 local cmsgpack = {
   pack = raising(raw.msgpack_pack),
   unpack = raising(raw.msgpack_unpack),
@@ -130,6 +135,7 @@ G.math = readonly(math)
 G.bit = readonly(bit)
 G.cjson = readonly(cjson)
 G.cmsgpack = readonly(cmsgpack)
+G.struct = readonly(struct)
 G.loadfile, G.dofile, G.require, G.module, G.print = nil, nil, nil, nil, nil
 G.os, G.io, G.package, G.debug, G.newproxy, G.gcinfo = nil, nil, nil, nil, nil, nil
 
