@@ -189,3 +189,44 @@ fn redis_py_lock_is_exclusive_across_two_workers() {
     );
     stop_quietly(cluster);
 }
+
+/// Jobs from both workers, each asked for on one worker (`added_by`, the slot that answered)
+/// and run by the other (`processed_by`), with the right result, each job once.
+fn assert_jobs_cross_workers(answers: &[(String, Response)]) {
+    let mut jobs = BTreeSet::new();
+    for (worker, response) in answers {
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(response.field("product"), "42", "{response:?}");
+        assert_eq!(&response.field("added_by"), worker, "{response:?}");
+        let other = if worker == "1" { "2" } else { "1" };
+        assert_eq!(response.field("processed_by"), other, "{response:?}");
+        assert!(
+            jobs.insert((worker.clone(), response.field("job"))),
+            "one job answered twice: {response:?}"
+        );
+    }
+}
+
+/// BullMQ (Lua scripts, sorted sets, BZPOPMIN, its event stream read by XREAD BLOCK): a job
+/// added on one worker is processed on the other.
+#[test]
+fn bullmq_job_added_on_one_worker_is_processed_on_the_other() {
+    let cluster = library_cluster(&["node", &example("node/bullmq-app.js")]);
+    let answers = answers_from_both_workers(&cluster, 8, |address| {
+        http_get(address, "/job?a=6&b=7").expect("GET /job")
+    });
+    assert_jobs_cross_workers(&answers);
+    stop_quietly(cluster);
+}
+
+/// rq 3 (BLMOVE, sorted-set registries, results in a stream read by XREAD BLOCK), through
+/// redis-py's default protocol: a job queued on one worker is run by the other.
+#[test]
+fn rq_job_queued_on_one_worker_is_run_by_the_other() {
+    let cluster = library_cluster(&["python3", &example("python/jobs_app.py")]);
+    let answers = answers_from_both_workers(&cluster, 8, |address| {
+        http_get(address, "/job?a=6&b=7").expect("GET /job")
+    });
+    assert_jobs_cross_workers(&answers);
+    stop_quietly(cluster);
+}
