@@ -26,13 +26,26 @@ const worker = new Worker(
   { connection },
 );
 const queue = new Queue(`jobs-for-${other}`, { connection });
-const events = new QueueEvents(`jobs-for-${other}`, { connection });
-for (const [name, emitter] of [['worker', worker], ['queue', queue], ['events', events]]) {
+for (const [name, emitter] of [['worker', worker], ['queue', queue]]) {
   emitter.on('error', (error) => console.error(`bullmq ${name} error: ${error.message}`));
 }
 
+// QueueEvents reads the event stream from `$` (what comes next) once it has connected, a moment
+// after `waitUntilReady()` resolves: a job that finished in between would never be heard of.
+// Reading on from the newest event there was at start misses none.
+const listening = (async () => {
+  await queue.waitUntilReady();
+  const [newest] = await connection.xrevrange(queue.keys.events, '+', '-', 'COUNT', 1);
+  const events = new QueueEvents(`jobs-for-${other}`, {
+    connection,
+    lastEventId: newest ? newest[0] : '0-0',
+  });
+  events.on('error', (error) => console.error(`bullmq events error: ${error.message}`));
+  return events;
+})();
+
 function answer(response, status, fields) {
-  const body = JSON.stringify({ ...fields, pid: process.pid });
+  const body = JSON.stringify({ ...fields, worker: me, pid: process.pid });
   response.writeHead(status, {
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(body),
@@ -43,22 +56,24 @@ function answer(response, status, fields) {
 const server = http.createServer(async (request, response) => {
   const query = new URL(request.url, 'http://localhost').searchParams;
   try {
-    await events.waitUntilReady();
+    const events = await listening;
     const job = await queue.add('multiply', { a: Number(query.get('a')), b: Number(query.get('b')) });
     const result = await job.waitUntilFinished(events, 15000);
-    answer(response, 200, { ...result, added_by: me, worker: me, job: job.id });
+    answer(response, 200, { ...result, added_by: me, job: job.id });
   } catch (error) {
     console.error(`job failed: ${error.message}`);
     answer(response, 500, { error: error.message });
   }
 });
-server.listen(Number(process.env.PORT || 8000));
+// Ready once it serves: `process.send('ready')` is PM2's `wait_ready` signal, which herdsman
+// takes too (a worker slow to start is not sent connections before it listens).
+server.listen(Number(process.env.PORT || 8000), () => process.send?.('ready'));
 
 // Stopped by SIGTERM or by Node's cluster disconnect: BullMQ's connections would keep the
 // process alive, so close them too.
 function stop() {
   server.close();
-  Promise.all([worker.close(), queue.close(), events.close()])
+  Promise.all([worker.close(), queue.close(), listening.then((events) => events.close())])
     .then(() => connection.quit())
     .finally(() => process.exit(0));
 }

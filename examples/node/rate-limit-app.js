@@ -48,7 +48,10 @@ const server = http.createServer(async (request, response) => {
 });
 
 // Listen once the store is reachable: with no offline queue an early attempt would fail.
-redis.once('ready', () => server.listen(Number(process.env.PORT || 8000)));
+// Then say so: `process.send('ready')` is PM2's `wait_ready` signal, which herdsman takes too.
+redis.once('ready', () =>
+  server.listen(Number(process.env.PORT || 8000), () => process.send?.('ready')),
+);
 // Stopped by SIGTERM, or by Node's cluster disconnect (herdsman's polite stop of a Node worker):
 // the open store connection would keep the process alive, so close it too.
 function stop() {

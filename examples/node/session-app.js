@@ -42,7 +42,9 @@ app.get('/me', (request, response) => {
 // As connect-redis' README does: connect in the background; node-redis queues commands until
 // the connection is up, so the server may listen at once.
 client.connect().catch((error) => console.error(`redis connect failed: ${error.message}`));
-const server = app.listen(Number(process.env.PORT || 8000));
+// Ready once it serves: `process.send('ready')` is PM2's `wait_ready` signal, which herdsman
+// takes too (a worker slow to start is not sent connections before it listens).
+const server = app.listen(Number(process.env.PORT || 8000), () => process.send?.('ready'));
 
 // Stopped by SIGTERM or by Node's cluster disconnect: the store connection would keep the
 // process alive, so close it too.

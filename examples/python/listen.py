@@ -24,16 +24,30 @@ def make_server(handler):
     return server
 
 
+def notify_ready():
+    """Says the server serves: `READY=1` on $NOTIFY_SOCKET (sd_notify), which herdsman and
+    systemd take, so that a worker slow to start is not counted ready before it serves."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.sendto(b"READY=1", path)
+
+
 def serve(handler):
     """Serves until SIGTERM."""
     server = make_server(handler)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    notify_ready()
     server.serve_forever()
 
 
 def serve_in_background(handler):
     server = make_server(handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    notify_ready()
     return server
 
 
