@@ -19,6 +19,16 @@ install_missing() {
     fi
 }
 
+# pip_install REQUIREMENT: pip-installs a pinned Python package.
+pip_install() {
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        install_package python3-pip
+    fi
+    # Debian's own python3 refuses pip installs outside a virtualenv unless told.
+    python3 -m pip install --quiet "$1" ||
+        python3 -m pip install --quiet --break-system-packages "$1"
+}
+
 # The examples in other languages run under herdsman in the tests.
 install_missing node nodejs
 install_missing npm npm
@@ -41,12 +51,13 @@ install_missing redis-server redis-server
 REDIS_PY=8.1.0
 if ! python3 -c 'import redis, sys; sys.exit(int(redis.__version__.split(".")[0]) < 8)' 2>/dev/null; then
     echo "test.sh: installing redis-py $REDIS_PY (for examples/python/counter.py and tests/state/)" >&2
-    if ! python3 -m pip --version >/dev/null 2>&1; then
-        install_package python3-pip
-    fi
-    # Debian's own python3 refuses pip installs outside a virtualenv unless told.
-    python3 -m pip install --quiet "redis==$REDIS_PY" ||
-        python3 -m pip install --quiet --break-system-packages "redis==$REDIS_PY"
+    pip_install "redis==$REDIS_PY"
+fi
+# tests/state_libraries.rs runs a job queue on the store through rq, pinned like redis-py.
+RQ=3.0.0
+if ! python3 -c "import rq, sys; sys.exit(rq.__version__ != '$RQ')" 2>/dev/null; then
+    echo "test.sh: installing rq $RQ (for examples/python/jobs_app.py and tests/state_libraries.rs)" >&2
+    pip_install "rq==$RQ"
 fi
 # The readiness tests (tests/python_servers.rs) and the README's Python lines (tests/readme.rs)
 # run real gunicorn and uvicorn, pinned.
@@ -59,7 +70,8 @@ if ! command -v gunicorn >/dev/null 2>&1 || ! command -v uvicorn >/dev/null 2>&1
         python3 -m pip install --quiet gunicorn==23.0.0 uvicorn==0.32.1
     fi
 fi
-# The Node examples' packages (ioredis, Express: tests/node_cluster.rs), installed again whenever
+# The Node examples' packages (ioredis, Express: tests/node_cluster.rs; BullMQ,
+# rate-limiter-flexible, connect-redis: tests/state_libraries.rs), installed again whenever
 # package-lock.json differs from the one they were installed from (the stamp), so a checkout that
 # adds a dependency gets it even where node_modules already exists.
 node_stamp=examples/node/node_modules/.herdsman-installed-lock

@@ -1,5 +1,5 @@
 //! Blocking commands in the embedded store (issue 14): first blocked, first served, per key;
-//! `CLIENT UNBLOCK`; timeouts; a blocked client that disconnects is forgotten.
+//! `CLIENT UNBLOCK`; timeouts; a blocked client that disconnects is forgotten; XREAD BLOCK.
 
 use std::time::{Duration, Instant};
 
@@ -83,4 +83,46 @@ fn blocked_clients_are_served_first_come_first_served_and_can_be_unblocked() {
     wait_blocked(&mut control, 0);
     assert_eq!(control.text("RPUSH gone x"), ":1\\r\\n");
     assert_eq!(control.text("LLEN gone"), ":1\\r\\n");
+}
+
+/// XREAD BLOCK: every reader of a stream is woken by an XADD; one whose ID is still ahead of
+/// the stream waits on, and its timeout counts from when it blocked, however often it is woken.
+#[test]
+fn stream_readers_are_all_served_and_one_woken_too_early_keeps_its_deadline() {
+    let cluster = state_cluster();
+    let socket = state_socket(&cluster);
+    let mut control = RespClient::unix(&socket);
+    let mut readers: Vec<RespClient> = (0..2).map(|_| RespClient::unix(&socket)).collect();
+    for (count, reader) in readers.iter_mut().enumerate() {
+        reader.send(&[b"XREAD", b"BLOCK", b"0", b"STREAMS", b"events", b"$"]);
+        wait_blocked(&mut control, count + 1);
+    }
+    assert_eq!(control.text("XADD events 1-0 job 7"), "$3\\r\\n1-0\\r\\n");
+    for reader in &mut readers {
+        assert_eq!(
+            printable(&reader.read_reply().unwrap()),
+            "*1\\r\\n*2\\r\\n$6\\r\\nevents\\r\\n*1\\r\\n*2\\r\\n$3\\r\\n1-0\\r\\n*2\\r\\n$3\\r\\njob\\r\\n$1\\r\\n7\\r\\n"
+        );
+    }
+    wait_blocked(&mut control, 0);
+
+    let reader = &mut readers[0];
+    reader.send(&[b"XREAD", b"BLOCK", b"500", b"STREAMS", b"events", b"9999-0"]);
+    wait_blocked(&mut control, 1);
+    let started = Instant::now();
+    // An entry every 50 ms for 2 s, none after the reader's ID: each wakes it in vain.
+    let writer = std::thread::spawn(move || {
+        for ms in 2..42 {
+            let reply = control.text(&format!("XADD events {ms}-0 n {ms}"));
+            assert!(reply.starts_with('$'), "{reply}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    assert_eq!(printable(&reader.read_reply().unwrap()), "*-1\\r\\n");
+    let waited = started.elapsed();
+    writer.join().unwrap();
+    assert!(
+        waited >= Duration::from_millis(450) && waited < Duration::from_millis(1500),
+        "timed out after {waited:?}, not 500 ms"
+    );
 }

@@ -1,7 +1,7 @@
 //! The embedded store's Redis dialect beyond the differential scripts (issue 14): replies whose
 //! values differ by nature (HELLO's id, CLIENT LIST's figures) compared field by field with a
 //! real redis-server, connection control (CLIENT KILL, CLIENT REPLY), a state file that keeps
-//! every database, and redis-py in its default protocol (RESP3).
+//! every database and streams' IDs, and redis-py in its default protocol (RESP3).
 
 use nix::sys::signal::Signal;
 
@@ -143,26 +143,24 @@ fn client_kill_closes_the_connection_and_client_reply_silences_it() {
     assert_eq!(quiet.text("GET k"), "$1\\r\\n2\\r\\n");
 }
 
-#[test]
-fn the_state_file_keeps_every_database_and_the_new_commands() {
-    let dir = RuntimeDir::new();
-    let file = dir.path().join("state.aof");
-    let file_arg = file.display().to_string();
-    let start = || {
+/// A cluster of one worker whose store keeps `dir`'s `state.aof`, started again each time.
+fn with_state_file(dir: &RuntimeDir) -> impl Fn() -> Cluster + '_ {
+    let file = dir.path().join("state.aof").display().to_string();
+    move || {
         let cluster = cluster()
-            .runtime_dir(&dir)
-            .args(&[
-                "--workers",
-                "1",
-                "--ready-delay",
-                "100ms",
-                "--state-file",
-                &file_arg,
-            ])
+            .runtime_dir(dir)
+            .args(&["--workers", "1", "--ready-delay", "100ms"])
+            .args(&["--state-file", &file])
             .start();
         cluster.wait_ready(1);
         cluster
-    };
+    }
+}
+
+#[test]
+fn the_state_file_keeps_every_database_and_the_new_commands() {
+    let dir = RuntimeDir::new();
+    let start = with_state_file(&dir);
     let mut first = start();
     let mut client = RespClient::unix(&state_socket(&first));
     for line in [
@@ -228,6 +226,43 @@ fn the_state_file_keeps_every_database_and_the_new_commands() {
     assert_eq!(third_client.1.text("GET after"), "$1\\r\\n1\\r\\n");
     third_client.1.call("SELECT 0");
     assert_eq!(third_client.1.text("GET after"), "$-1\\r\\n");
+}
+
+/// Streams in the state file: entries with the IDs they were given (`*` included), what a
+/// trim removed, and the last ID past the newest entry (XDEL) or of an emptied stream, the
+/// same after replaying the log and after replaying the compacted file.
+#[test]
+fn the_state_file_keeps_streams_with_their_last_ids() {
+    let dir = RuntimeDir::new();
+    let start = with_state_file(&dir);
+    let mut cluster = start();
+    let mut client = RespClient::unix(&state_socket(&cluster));
+    for line in [
+        "XADD s * a 1",
+        "XADD s * b 2",
+        "XADD s MAXLEN 2 * c 3",
+        "XADD s 99999999999999-0 d 4",
+        "XDEL s 99999999999999-0",
+        "XADD e 5-0 x y",
+        "XTRIM e MAXLEN 0",
+    ] {
+        let reply = client.text(line);
+        assert!(!reply.starts_with('-'), "{line}: {reply}");
+    }
+    let entries = client.text("XRANGE s - +");
+    assert!(entries.starts_with("*2\\r\\n"), "{entries}");
+    for restart in ["the log replayed", "the compacted file replayed"] {
+        cluster.signal(Signal::SIGKILL);
+        cluster.wait_exit();
+        cluster = start();
+        let mut client = RespClient::unix(&state_socket(&cluster));
+        assert_eq!(client.text("XRANGE s - +"), entries, "{restart}");
+        let top = "-ERR The ID specified in XADD is equal or smaller than the target stream top item\\r\\n";
+        assert_eq!(client.text("XADD s 99999999999999-0 d 4"), top, "{restart}");
+        assert_eq!(client.text("TYPE e"), "+stream\\r\\n", "{restart}");
+        assert_eq!(client.text("XLEN e"), ":0\\r\\n", "{restart}");
+        assert_eq!(client.text("XADD e 5-0 x y"), top, "{restart}");
+    }
 }
 
 #[test]

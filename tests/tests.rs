@@ -27,4 +27,5 @@ mod state;
 mod state_blocking;
 mod state_dialect;
 mod state_differential;
+mod state_libraries;
 mod state_scripting;

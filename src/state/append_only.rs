@@ -349,6 +349,26 @@ fn compact(path: &Path, store: &Store) -> io::Result<u64> {
                     .collect();
                 write_chunks(&mut out, b"ZADD", key, &items);
             }
+            Value::Stream(stream) => {
+                for (id, fields) in stream.iter() {
+                    let id = id.text();
+                    let mut command: Vec<&[u8]> = vec![b"XADD", key, &id];
+                    command.extend(fields.iter().map(|field| field.as_ref()));
+                    encode_command(&mut out, &command);
+                }
+                let last = stream.last_id.text();
+                match stream.newest() {
+                    // An empty stream: made by an entry at its last ID, trimmed away.
+                    None => encode_command(
+                        &mut out,
+                        &[&b"XADD"[..], key, b"MAXLEN", b"0", &last, b"", b""],
+                    ),
+                    Some(newest) if newest != stream.last_id => {
+                        encode_command(&mut out, &[&b"XSETID"[..], key, &last])
+                    }
+                    Some(_) => {}
+                }
+            }
             Value::Hash(hash) => {
                 let items: Vec<&[u8]> = hash
                     .iter()

@@ -81,6 +81,16 @@ impl Waiting {
         self.by_key.contains_key(&(db, key.clone()))
     }
 
+    /// Wakes every client waiting on `key` (readers of a stream).
+    pub fn wake_all(&self, db: usize, key: &Bytes) {
+        let Some(queue) = self.by_key.get(&(db, key.clone())) else {
+            return;
+        };
+        for (mailbox, _) in queue.iter().filter_map(|id| self.clients.get(id)) {
+            mailbox.notify.notify_one();
+        }
+    }
+
     /// Wakes the first client waiting on `key`.
     pub fn wake(&self, db: usize, key: &Bytes) {
         let first = self

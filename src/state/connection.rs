@@ -180,8 +180,10 @@ fn retry_blocked(store: &mut Store, client: &mut Client, out: &mut Out) {
     client.retrying = true;
     run_one(store, client, out, &blocked.args);
     client.retrying = false;
-    if client.blocked.is_none() {
-        release(store, client);
+    match &mut client.blocked {
+        // Still blocked: the timeout still counts from the first time, as in Redis.
+        Some(again) => again.deadline = blocked.deadline,
+        None => release(store, client),
     }
     store.flush_log();
 }

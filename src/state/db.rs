@@ -29,6 +29,7 @@ pub enum Value {
     List(VecDeque<Bytes>),
     Set(Box<IndexSet<Bytes>>),
     ZSet(Box<super::zset::ZSet>),
+    Stream(Box<super::stream::Stream>),
 }
 
 impl Value {
@@ -39,6 +40,7 @@ impl Value {
             Value::List(_) => "list",
             Value::Set(_) => "set",
             Value::ZSet(_) => "zset",
+            Value::Stream(_) => "stream",
         }
     }
 
@@ -50,6 +52,7 @@ impl Value {
             Value::List(list) => list.iter().map(|item| item_cost(item)).sum(),
             Value::Set(set) => set.iter().map(|item| item_cost(item)).sum(),
             Value::ZSet(zset) => zset.cost(),
+            Value::Stream(stream) => stream.cost(),
         }
     }
 
@@ -60,6 +63,8 @@ impl Value {
             Value::List(list) => list.is_empty(),
             Value::Set(set) => set.is_empty(),
             Value::ZSet(zset) => zset.is_empty(),
+            // An empty stream stays, as in Redis: it keeps its last ID.
+            Value::Stream(_) => false,
         }
     }
 }

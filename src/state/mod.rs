@@ -14,6 +14,7 @@
 //!   client's own state.
 //! - `clients`: what `CLIENT LIST` shows of each connection; `stats`: INFO's counters.
 //! - `db`: the keyspace: values, millisecond expiry, memory estimate, `SCAN`.
+//! - `zset`, `stream`: the sorted set's skip list and the stream's entries by ID.
 //! - `append_only`: `--state-file`, the log of writes, replayed and compacted at start.
 //! - `notify`: keyspace notifications (`notify-keyspace-events`).
 //! - `glob`, `number`: Redis's patterns and Redis's number formats.
@@ -37,6 +38,7 @@ mod reply;
 mod request;
 mod stats;
 mod store;
+mod stream;
 mod zset;
 
 use std::io;

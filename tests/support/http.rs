@@ -47,22 +47,46 @@ pub fn http_request(
     path: &str,
     body: Option<&str>,
 ) -> std::io::Result<Response> {
+    http_exchange(address, method, path, &[], body).map(|(response, _)| response)
+}
+
+/// One request on a new connection (`Connection: close`) with extra `headers` (a `Cookie`,
+/// say) and a JSON body if given; the response and its headers (names in lower case).
+pub fn http_exchange(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> std::io::Result<(Response, Vec<(String, String)>)> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(DEADLINE))?;
-    let body_headers = body.map_or(String::new(), |body| {
-        format!(
+    let mut extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    if let Some(body) = body {
+        extra.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",
             body.len()
-        )
-    });
+        ));
+    }
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{body_headers}\r\n{}",
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{extra}\r\n{}",
         body.unwrap_or("")
     )?;
     let mut raw = String::new();
     stream.read_to_string(&mut raw)?;
-    parse_response(&raw)
+    let response = parse_response(&raw)?;
+    let head = raw.split_once("\r\n\r\n").map_or("", |(head, _)| head);
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    Ok((response, headers))
 }
 
 fn parse_response(raw: &str) -> std::io::Result<Response> {

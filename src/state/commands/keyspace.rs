@@ -166,6 +166,7 @@ fn encoding(ctx: &Ctx, value: &Value) -> &'static str {
             }
         }
         Value::List(_) => "quicklist",
+        Value::Stream(_) => "stream",
         Value::ZSet(zset) => {
             let entries = knob(ctx, "zset-max-listpack-entries", 128);
             let size = knob(ctx, "zset-max-listpack-value", 64);

@@ -4,9 +4,10 @@
 //! `bits` (bitmaps), `keys`, `keyspace` (RENAME, COPY, MOVE, SWAPDB, OBJECT, MEMORY), `hashes`,
 //! `lists`, `list_moves` (LINSERT, LPOS, LMOVE, LMPOP…), `blocking` (BLPOP, BZPOPMIN, …), `sets`,
 //! `set_algebra`, `zsets` (sorted sets), `zset_ranges` (ZRANGE and the range removals),
-//! `zset_algebra` (ZUNION, ZINTER, ZDIFF), `pubsub`, `monitor` (MONITOR), `management` (PING,
-//! HELLO, SELECT, FLUSHDB: connection and server management), `client`, `info` (INFO, CONFIG),
-//! `transaction` (MULTI, EXEC, WATCH), `script` (EVAL, SCRIPT, FUNCTION: Lua).
+//! `zset_algebra` (ZUNION, ZINTER, ZDIFF), `streams` (XADD, XREAD…), `pubsub`, `monitor`
+//! (MONITOR), `management` (PING, HELLO, SELECT, FLUSHDB: connection and server management),
+//! `client`, `info` (INFO, CONFIG), `transaction` (MULTI, EXEC, WATCH), `script` (EVAL, SCRIPT,
+//! FUNCTION: Lua).
 
 mod bits;
 mod blocking;
@@ -24,6 +25,7 @@ mod ranges;
 mod script;
 mod set_algebra;
 mod sets;
+mod streams;
 mod strings;
 mod table;
 mod transaction;
@@ -242,6 +244,7 @@ collection_access!(hash, hash_mut, Hash, IndexMap<Bytes, Bytes>);
 collection_access!(list, list_mut, List, VecDeque<Bytes>);
 collection_access!(set, set_mut, Set, IndexSet<Bytes>);
 collection_access!(zset, zset_mut, ZSet, crate::state::zset::ZSet);
+collection_access!(stream, stream_mut, Stream, crate::state::stream::Stream);
 
 thread_local! {
     static RANDOM: std::cell::Cell<u64> = std::cell::Cell::new(seed());
@@ -483,6 +486,11 @@ pub fn wake_ready(store: &mut Store, db: usize, keys: &[Bytes]) {
         let ready = match store.db.get(key, now).map(|entry| &entry.value) {
             Some(Value::List(list)) => !list.is_empty(),
             Some(Value::ZSet(zset)) => !zset.is_empty(),
+            // Every reader of a stream is served (each one's connection checks its own ID).
+            Some(Value::Stream(_)) => {
+                store.waiting.wake_all(db, key);
+                continue;
+            }
             _ => false,
         };
         if ready {

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use super::{
     bits, blocking, client, hashes, info, keys, keyspace, list_moves, lists, management, monitor,
-    pubsub, ranges, script, set_algebra, sets, strings, transaction, zset_algebra, zset_ranges,
-    zsets, Spec, DENY_OOM, NO_QUEUE, PUBSUB, WRITE,
+    pubsub, ranges, script, set_algebra, sets, streams, strings, transaction, zset_algebra,
+    zset_ranges, zsets, Spec, DENY_OOM, NO_QUEUE, PUBSUB, WRITE,
 };
 
 macro_rules! spec {
@@ -277,6 +277,15 @@ static COMMANDS: &[Spec] = &[
         KEY
     ),
     spec!("zintercard", -3, 0, zset_algebra::zintercard, NO_KEYS),
+    // streams
+    spec!("xadd", -5, WRITE | DENY_OOM, streams::xadd, KEY),
+    spec!("xtrim", -4, WRITE, streams::xtrim, KEY),
+    spec!("xdel", -3, WRITE, streams::xdel, KEY),
+    spec!("xsetid", -3, WRITE | DENY_OOM, streams::xsetid, KEY),
+    spec!("xlen", 2, 0, streams::xlen, KEY),
+    spec!("xrange", -4, 0, streams::xrange, KEY),
+    spec!("xrevrange", -4, 0, streams::xrevrange, KEY),
+    spec!("xread", -4, 0, streams::xread, NO_KEYS),
     // pub/sub
     spec!("publish", 3, 0, pubsub::publish, NO_KEYS),
     spec!("subscribe", -2, PUBSUB, pubsub::subscribe, NO_KEYS),

@@ -487,6 +487,22 @@ fn call_from_script(
     if refused_in_scripts(spec.name) {
         return fail(lua, "ERR This Redis command is not allowed from script");
     }
+    let options = command[1..]
+        .iter()
+        .take_while(|arg| !arg.eq_ignore_ascii_case(b"streams"));
+    if spec.name == "xread"
+        && options
+            .clone()
+            .any(|arg| arg.eq_ignore_ascii_case(b"block"))
+    {
+        return fail(
+            lua,
+            &format!(
+                "ERR {} command is not allowed with BLOCK option from scripts",
+                String::from_utf8_lossy(&command[0])
+            ),
+        );
+    }
     if let Some(reason) = refusal(ctx.store, ctx.client, spec, &command) {
         return fail(lua, &reason);
     }
