@@ -41,9 +41,10 @@ impl Out {
     }
 
     fn header(&mut self, kind: u8, len: usize) {
+        use std::fmt::Write;
         self.buf.extend_from_slice(&[kind]);
-        self.buf.extend_from_slice(len.to_string().as_bytes());
-        self.buf.extend_from_slice(b"\r\n");
+        // Into the buffer itself (no allocation): a `BytesMut` grows as written to.
+        let _ = write!(self.buf, "{len}\r\n");
     }
 
     pub fn ok(&mut self) {
@@ -69,8 +70,13 @@ impl Out {
         self.frame(&BorrowedFrame::Integer(value));
     }
 
+    /// A bulk string (`$`, the same in RESP2 and RESP3), written here rather than by the
+    /// encoder: replies of many items (LRANGE, HGETALL) are mostly these.
     pub fn bulk(&mut self, value: &[u8]) {
-        self.frame(&BorrowedFrame::BulkString(value));
+        self.buf.reserve(value.len() + 16);
+        self.header(b'$', value.len());
+        self.buf.extend_from_slice(value);
+        self.buf.extend_from_slice(b"\r\n");
     }
 
     /// The null bulk string (`$-1`; `_` in RESP3).
@@ -91,8 +97,12 @@ impl Out {
     }
 
     /// An array of bulk strings (nulls for `None`).
-    pub fn array<'a>(&mut self, items: impl IntoIterator<Item = Option<&'a [u8]>>) {
-        let items: Vec<Option<&[u8]>> = items.into_iter().collect();
+    pub fn array<'a, I>(&mut self, items: I)
+    where
+        I: IntoIterator<Item = Option<&'a [u8]>>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        let items = items.into_iter();
         self.array_header(items.len());
         for item in items {
             self.maybe_bulk(item);
@@ -100,7 +110,11 @@ impl Out {
     }
 
     /// An array of bulk strings that are all present.
-    pub fn bulks<'a>(&mut self, items: impl IntoIterator<Item = &'a [u8]>) {
+    pub fn bulks<'a, I>(&mut self, items: I)
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+        I::IntoIter: ExactSizeIterator,
+    {
         self.array(items.into_iter().map(Some));
     }
 

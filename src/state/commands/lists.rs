@@ -3,7 +3,9 @@
 use bytes::Bytes;
 
 use super::{int_arg, Ctx, Fail, Outcome};
-use crate::state::db::item_cost;
+use std::collections::VecDeque;
+
+use crate::state::db::{item_cost, Entry, Value};
 use crate::state::notify;
 
 fn push(ctx: &mut Ctx, args: &[Bytes], front: bool) -> Outcome {
@@ -106,14 +108,20 @@ fn clamp_range(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
 pub fn lrange(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let start = int_arg(&args[2])?;
     let end = int_arg(&args[3])?;
-    let items: Vec<Bytes> = match ctx.list(&args[1])? {
-        Some(list) => match clamp_range(start, end, list.len()) {
-            Some((start, end)) => list.range(start..=end).cloned().collect(),
-            None => Vec::new(),
-        },
-        None => Vec::new(),
+    // Checked (type, key miss) first; then written straight from the list, item by item.
+    let len = ctx.list(&args[1])?.map_or(0, VecDeque::len);
+    let Some((start, end)) = clamp_range(start, end, len) else {
+        ctx.out.bulks([]);
+        return Ok(());
     };
-    ctx.out.bulks(items.iter().map(|item| item.as_ref()));
+    if let Some(Entry {
+        value: Value::List(list),
+        ..
+    }) = ctx.store.db.get(&args[1], ctx.now)
+    {
+        ctx.out
+            .bulks(list.range(start..=end).map(|item| item.as_ref()));
+    }
     Ok(())
 }
 
