@@ -209,19 +209,22 @@ impl Executor {
                 };
                 self.feed(Input::Intent(intent)).await;
             }
-            NodeCluster::Accepted { ack, accepted, .. } => {
-                let now = Instant::now();
-                let expected = (self.round_robin.as_mut())
-                    .is_some_and(|port| port.balancer.answered(worker, ack, accepted, now));
-                if expected {
-                    self.hand_connections();
-                } else {
-                    self.logger.warn(format!(
-                        "worker {slot} (pid {pid}): Node cluster answer to message {ack} \
-                         ignored: no connection or question of that number waits for it"
-                    ));
+            NodeCluster::Accepted { ack, accepted, .. } => match &mut self.round_robin {
+                Some(port) => {
+                    // An answer nothing waits for is a leaving worker's (it closed its server, and
+                    // what it had was handed on): nothing to do.
+                    if port
+                        .balancer
+                        .answered(worker, ack, accepted, Instant::now())
+                    {
+                        self.hand_connections();
+                    }
                 }
-            }
+                None => self.logger.warn(format!(
+                    "worker {slot} (pid {pid}): Node cluster answer to message {ack} ignored: \
+                     without --balance round-robin no connection is handed over"
+                )),
+            },
             NodeCluster::Unknown { act, reason, raw } => {
                 let act = act.unwrap_or_else(|| "(no act)".into());
                 let shown = crate::ipc::frame::shorten(&raw);
