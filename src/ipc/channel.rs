@@ -148,7 +148,7 @@ pub enum Received<F> {
 /// it is written (a handle's: until the peer acknowledged it).
 struct Queued {
     line: Vec<u8>,
-    fd: Option<OwnedFd>,
+    fd: Option<Arc<OwnedFd>>,
     _room: Option<OwnedSemaphorePermit>,
 }
 
@@ -244,7 +244,7 @@ impl<E: End> Channel<E> {
 
     /// Queues `line` (with the fd it carries) for the peer if the inbox has room; else `fd`
     /// is closed here.
-    fn queue(&self, line: Vec<u8>, fd: Option<OwnedFd>) -> Delivery {
+    fn queue(&self, line: Vec<u8>, fd: Option<Arc<OwnedFd>>) -> Delivery {
         if self.frames.is_closed() {
             return Delivery::Closed;
         }
@@ -316,8 +316,10 @@ impl PrimaryChannel {
 
     /// Queues a cluster message with a socket, as Node's primary sends a `queryServer` reply
     /// or a `newconn`: `{"cmd":"NODE_HANDLE","type":"net.Native","msg":{"cmd":"NODE_CLUSTER",
-    /// …message,"seq":N}}` with `fd` (see [`PrimaryChannel::send_handle`]).
-    pub fn send_internal_handle(&self, message: &Map<String, Value>, fd: OwnedFd) -> Sent {
+    /// …message,"seq":N}}` with `fd` (see [`PrimaryChannel::send_handle`]). The fd is shared,
+    /// not duplicated: the channel drops its share once the worker acknowledged it, and the
+    /// caller may keep another (the round-robin does, until the worker accepted the connection).
+    pub fn send_internal_handle(&self, message: &Map<String, Value>, fd: Arc<OwnedFd>) -> Sent {
         let seq = self.next_seq();
         let frame = HandleLine::new("net.Native", ClusterLine { message, seq });
         let delivery = self.queue(line(&frame), Some(fd));
@@ -333,7 +335,10 @@ impl PrimaryChannel {
     // Used by the tests with `net.Server` handles; the primary sends `net.Native` ones.
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn send_handle(&self, message: &Value, handle_type: &str, fd: OwnedFd) -> Delivery {
-        self.queue(line(&HandleLine::new(handle_type, message)), Some(fd))
+        self.queue(
+            line(&HandleLine::new(handle_type, message)),
+            Some(Arc::new(fd)),
+        )
     }
 
     fn next_seq(&self) -> u64 {

@@ -132,7 +132,7 @@ async fn a_handle_rides_with_its_frame_and_is_closed_once_acknowledged() {
     let mut node = NodeEnd::new(theirs);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let reply = json!({"errno": 0, "key": "127.0.0.1:0:4:undefined:0", "ack": 2, "data": null});
-    let sent = primary.send_internal_handle(reply.as_object().unwrap(), dup(&listener));
+    let sent = primary.send_internal_handle(reply.as_object().unwrap(), dup(&listener).into());
     assert!(matches!(sent.delivery, Delivery::Queued { .. }), "{sent:?}");
     assert_eq!(sent.seq, 0);
     let (line, fds) = node.line();

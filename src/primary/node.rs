@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
@@ -29,7 +30,7 @@ use tokio::io::unix::AsyncFd;
 use super::executor::Executor;
 use super::lifecycle::{Input, Intent, Machine, WorkerId, WorkerOrder};
 use super::process::Process;
-use super::round_robin::{Handoff, Peers, RoundRobin, QUESTION_KEY};
+use super::round_robin::{Connection, Handoff, Peers, RoundRobin, QUESTION_KEY};
 use super::timers::Due;
 use crate::balance::Listeners;
 use crate::ipc::channel::Delivery;
@@ -59,7 +60,7 @@ pub(super) struct RoundRobinPort {
     /// `None` once the cluster stops.
     listener: Option<AsyncFd<std::net::TcpListener>>,
     balancer: RoundRobin,
-    question: OwnedFd,
+    question: Connection,
     /// Accepting failed a moment ago.
     paused: bool,
 }
@@ -74,7 +75,7 @@ impl RoundRobinPort {
         Ok(Some(RoundRobinPort {
             listener: Some(crate::sys::watch_listener(socket)?),
             balancer: RoundRobin::default(),
-            question: question.into(),
+            question: Arc::new(question.into()),
             paused: false,
         }))
     }
@@ -124,7 +125,7 @@ pub(super) async fn accept(port: Option<&RoundRobinPort>) -> io::Result<Vec<Owne
 struct Senders<'a> {
     processes: &'a HashMap<WorkerId, Process>,
     machine: &'a Machine,
-    question: &'a OwnedFd,
+    question: &'a Connection,
 }
 
 impl Peers for Senders<'_> {
@@ -137,7 +138,7 @@ impl Peers for Senders<'_> {
         let mut message = Map::new();
         message.insert("act".into(), "newconn".into());
         message.insert("key".into(), key.into());
-        let sent = channel.send_internal_handle(&message, socket.try_clone().ok()?);
+        let sent = channel.send_internal_handle(&message, Arc::clone(socket));
         matches!(sent.delivery, Delivery::Queued { .. }).then_some(sent.seq)
     }
 
@@ -329,7 +330,7 @@ impl Executor {
             Ok(Served::Socket(fd)) => {
                 let reply = json!({ "errno": 0, "key": key, "ack": seq, "data": data });
                 if let Value::Object(reply) = reply {
-                    channel.send_internal_handle(&reply, fd);
+                    channel.send_internal_handle(&reply, Arc::new(fd));
                 }
             }
             Ok(Served::RoundRobin) => {
@@ -395,7 +396,7 @@ impl Executor {
         match accepted {
             Ok(connections) => {
                 for connection in connections {
-                    port.balancer.arrived(connection);
+                    port.balancer.arrived(Arc::new(connection));
                 }
                 self.hand_connections();
             }

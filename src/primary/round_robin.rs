@@ -23,6 +23,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::lifecycle::WorkerId;
@@ -46,13 +47,18 @@ pub const HOLD_OUT: Duration = Duration::from_millis(10);
 /// The key of the question: no server of the worker has it, so the worker refuses the socket.
 pub const QUESTION_KEY: &str = "herdsman:are-you-free";
 
+/// An accepted connection. Shared with the channel that sends it (no `dup` per handoff): the
+/// balancer keeps its share until the worker accepted, so that a connection a worker refuses
+/// or dies holding goes to another.
+pub type Connection = Arc<OwnedFd>;
+
 /// What the balancer sends a worker.
 #[derive(Debug)]
 pub enum Handoff<'a> {
     /// A connection, for the worker's server `key`.
     Connection {
         key: &'a str,
-        connection: &'a OwnedFd,
+        connection: &'a Connection,
     },
     /// The question (see the module's doc).
     Question,
@@ -74,7 +80,7 @@ enum State {
     /// Asked whether it is free (`seq`) at `since`.
     Asked { seq: u64, since: Instant },
     /// Handed `connection` (`seq`); out of turn until it answers.
-    Handed { seq: u64, connection: OwnedFd },
+    Handed { seq: u64, connection: Connection },
     /// Refused a connection; in turn again at `until`.
     HeldOut { until: Instant },
 }
@@ -93,7 +99,7 @@ pub struct RoundRobin {
     /// Workers not holding an unanswered connection, in turn order.
     turn: VecDeque<WorkerId>,
     /// Accepted connections no worker has yet, first come first.
-    waiting: VecDeque<OwnedFd>,
+    waiting: VecDeque<Connection>,
 }
 
 impl RoundRobin {
@@ -142,7 +148,7 @@ impl RoundRobin {
     }
 
     /// A connection was accepted.
-    pub fn arrived(&mut self, connection: OwnedFd) {
+    pub fn arrived(&mut self, connection: Connection) {
         self.waiting.push_back(connection);
     }
 
@@ -331,8 +337,8 @@ mod tests {
         }
     }
 
-    fn connection() -> OwnedFd {
-        std::fs::File::open("/dev/null").unwrap().into()
+    fn connection() -> Connection {
+        Arc::new(std::fs::File::open("/dev/null").unwrap().into())
     }
 
     const A: WorkerId = WorkerId(1);
