@@ -64,12 +64,6 @@ impl std::ops::Deref for CompactBytes {
     }
 }
 
-impl AsRef<[u8]> for CompactBytes {
-    fn as_ref(&self) -> &[u8] {
-        self.as_bytes()
-    }
-}
-
 /// Looked up by `&[u8]` in maps: hashes and compares exactly as the slice does.
 impl Borrow<[u8]> for CompactBytes {
     fn borrow(&self) -> &[u8] {
@@ -106,18 +100,6 @@ impl Ord for CompactBytes {
 impl std::fmt::Debug for CompactBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?}", Bytes::copy_from_slice(self.as_bytes()))
-    }
-}
-
-impl From<&[u8]> for CompactBytes {
-    fn from(bytes: &[u8]) -> CompactBytes {
-        CompactBytes::new(bytes)
-    }
-}
-
-impl From<Bytes> for CompactBytes {
-    fn from(bytes: Bytes) -> CompactBytes {
-        CompactBytes::new(&bytes)
     }
 }
 
