@@ -4,10 +4,11 @@
 //! Most keys and values are short (`user:1042`, `42`, a session id), and a `Bytes` costs a
 //! 32-byte handle plus a heap allocation (glibc rounds even a 10-byte one to a 32-byte chunk),
 //! which made a small key cost the store twice what it costs Redis (issue 14). Written here
-//! rather than taken from a crate: `compact_str` and `smol_str` hold UTF-8 `str` only, and the
-//! byte-string crates reach their size with `unsafe` unions; a two-variant enum reaches 24 bytes
-//! in safe code (the tag byte, then 23 bytes inline or a `Box<[u8]>` at offset 8), and the spare
-//! values of that tag let `db::Value` wrap it without growing.
+//! rather than taken from a crate: `compact_str` and `smol_str` hold UTF-8 `str` only, and
+//! `compact_bytes` (23 inline) is an `unsafe` union and a new dependency; a two-variant enum
+//! reaches 24 bytes in safe code (a tag byte, then a length byte and 22 bytes inline, or a
+//! `Box<[u8]>` at offset 8), and the spare values of that tag let `db::Value` wrap it without
+//! growing.
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
