@@ -13,6 +13,7 @@
 # PIN=1 (default): the servers share CPU 1.., redis-benchmark gets CPU 0, so the two servers
 # compete with the load generator the same way (PIN=0: let the scheduler place everything).
 # Targets (issue 14): every ratio ≥ 0.8, EVALSHA included; memory per key ≤ 1.5× redis-server's.
+# ONLY=memory: the memory table alone (no throughput runs).
 # Only processes started here are stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -106,6 +107,7 @@ echo "| what | store RSS | redis used_memory | redis RSS | store ÷ used_memory 
 echo "|---|---:|---:|---:|---:|---:|"
 memory "$KEYS small keys (SET key:N value-N), per key" "$KEYS" "$out/keys.resp"
 memory "$MEMBERS sorted-set members (ZADD zset N member:N), per member" "$MEMBERS" "$out/zset.resp"
+[ "${ONLY:-}" = memory ] && exit 0
 
 # The default set, test by test in its order (`ping` is PING_INLINE and PING_MBULK, `lrange`
 # is LPUSH then LRANGE_100…600), then EVALSHA.

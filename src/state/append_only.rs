@@ -339,13 +339,13 @@ fn compact(path: &Path, store: &Store) -> io::Result<u64> {
                 write_chunks(&mut out, b"SADD", key, &items);
             }
             Value::ZSet(zset) => {
-                let scores: Vec<(String, &Bytes)> = zset
+                let scores: Vec<(String, &[u8])> = zset
                     .iter()
-                    .map(|(member, score)| (super::number::format_double(score), member))
+                    .map(|(member, score)| (super::number::format_double(score), member.as_bytes()))
                     .collect();
                 let items: Vec<&[u8]> = scores
                     .iter()
-                    .flat_map(|(score, member)| [score.as_bytes(), member.as_ref()])
+                    .flat_map(|(score, member)| [score.as_bytes(), member])
                     .collect();
                 write_chunks(&mut out, b"ZADD", key, &items);
             }

@@ -5,6 +5,11 @@
 //! so a key present for the whole walk is never skipped (one moved by a removal may be returned
 //! twice, which Redis allows too). Deadlines are kept in a sorted index beside the keys, so
 //! expired keys are reclaimed from its front without scanning the keyspace.
+//!
+//! Laid out for memory (issue 14: a key within 1.5× of what Redis spends): a key and a string
+//! value are `CompactBytes` (24 bytes, inline up to 22), every collection is boxed so a `Value`
+//! is 24 bytes too, and a map slot (hash, key, entry with its deadline) is 72 bytes, with no
+//! allocation for a small key and value.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use indexmap::{IndexMap, IndexSet};
 
+use super::compact::CompactBytes;
 use super::notify;
 
 /// Milliseconds since the Unix epoch, the clock every deadline uses (as Redis's `EXPIREAT`).
@@ -21,12 +27,16 @@ pub fn now_ms() -> i64 {
         .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
-/// A value, by type. Maps and sets are boxed so a plain string entry stays small.
+/// A value, by type. Every collection is boxed so a value is as small as a string's
+/// `CompactBytes` (24 bytes: its tag's spare values tell the other variants apart).
 #[derive(Debug, Clone)]
 pub enum Value {
-    Str(Bytes),
+    Str(CompactBytes),
     Hash(Box<IndexMap<Bytes, Bytes>>),
-    List(VecDeque<Bytes>),
+    // Boxed, though a `VecDeque` already keeps its items on the heap: unboxed, its 32 bytes
+    // would make every value, strings included, 40.
+    #[allow(clippy::box_collection)]
+    List(Box<VecDeque<Bytes>>),
     Set(Box<IndexSet<Bytes>>),
     ZSet(Box<super::zset::ZSet>),
     Stream(Box<super::stream::Stream>),
@@ -69,8 +79,10 @@ impl Value {
     }
 }
 
-/// Estimated bookkeeping bytes per key (map slot, entry, allocations) and per collection item.
-pub const ENTRY_OVERHEAD: usize = 96;
+/// Estimated bookkeeping bytes per key (map slot, entry, index) and per collection item; a key
+/// costs about 72 bytes beyond its key's and value's bytes when both are inline (measured:
+/// `ONLY=memory bench/state.sh`).
+pub const ENTRY_OVERHEAD: usize = 72;
 const ITEM_OVERHEAD: usize = 48;
 
 /// What one collection item costs, for callers that add or remove items.
@@ -88,8 +100,8 @@ pub struct Entry {
 /// The one database (Redis's db 0).
 #[derive(Debug, Default)]
 pub struct Db {
-    keys: IndexMap<Bytes, Entry>,
-    deadlines: BTreeSet<(i64, Bytes)>,
+    keys: IndexMap<CompactBytes, Entry>,
+    deadlines: BTreeSet<(i64, CompactBytes)>,
     used_memory: usize,
     /// While replaying the append-only file nothing expires (as in Redis), so each logged write
     /// applies to the state it was applied to; keys past their deadline go afterwards.
@@ -132,7 +144,7 @@ impl Db {
         if expired {
             if let Some((key, _)) = self.remove_entry(key) {
                 self.note_expired(&key);
-                self.expired.push(key);
+                self.expired.push(key.to_bytes());
             }
             return None;
         }
@@ -174,7 +186,7 @@ impl Db {
     }
 
     /// The key at position `index` (below [`Db::len`]), expired or not.
-    pub fn key_at(&self, index: usize) -> &Bytes {
+    pub fn key_at(&self, index: usize) -> &CompactBytes {
         self.keys.get_index(index).expect("index below len").0
     }
 
@@ -202,10 +214,10 @@ impl Db {
     }
 
     fn insert_new(&mut self, key: &[u8], value: Value, expires_at: Option<i64>) {
-        let key = Bytes::copy_from_slice(key);
         if self.recording & notify::NEW != 0 && !self.loading {
-            self.noted.push(("new", key.clone()));
+            self.noted.push(("new", Bytes::copy_from_slice(key)));
         }
+        let key = CompactBytes::new(key);
         self.used_memory += ENTRY_OVERHEAD + key.len() + value.cost();
         if let Some(at) = expires_at {
             self.deadlines.insert((at, key.clone()));
@@ -227,9 +239,9 @@ impl Db {
         }
     }
 
-    fn note_expired(&mut self, key: &Bytes) {
+    fn note_expired(&mut self, key: &[u8]) {
         if self.recording & notify::EXPIRED != 0 {
-            self.noted.push(("expired", key.clone()));
+            self.noted.push(("expired", Bytes::copy_from_slice(key)));
         }
     }
 
@@ -239,10 +251,10 @@ impl Db {
         self.remove_entry(key).map(|(_, entry)| entry)
     }
 
-    fn remove_entry(&mut self, key: &[u8]) -> Option<(Bytes, Entry)> {
+    fn remove_entry(&mut self, key: &[u8]) -> Option<(CompactBytes, Entry)> {
         let (key, entry) = self.keys.swap_remove_entry(key)?;
         if self.tracking {
-            self.touched.push(key.clone());
+            self.touched.push(key.to_bytes());
         }
         if let Some(at) = entry.expires_at {
             self.deadlines.remove(&(at, key.clone()));
@@ -259,7 +271,7 @@ impl Db {
             return false;
         };
         if self.tracking {
-            self.touched.push(stored_key.clone());
+            self.touched.push(stored_key.to_bytes());
         }
         move_deadline(&mut self.deadlines, stored_key, entry, expires_at);
         true
@@ -302,7 +314,7 @@ impl Db {
             }
             if let Some((key, _)) = self.remove_entry(&key) {
                 self.note_expired(&key);
-                self.expired.push(key);
+                self.expired.push(key.to_bytes());
             }
             removed += 1;
         }
@@ -316,7 +328,7 @@ impl Db {
         cursor: u64,
         count: usize,
         now: Now,
-        mut keep: impl FnMut(&Bytes, &Entry) -> bool,
+        mut keep: impl FnMut(&[u8], &Entry) -> bool,
     ) -> (u64, Vec<Bytes>) {
         let mut position = if cursor == 0 || cursor as usize > self.keys.len() {
             self.keys.len()
@@ -331,14 +343,14 @@ impl Db {
             let (key, entry) = self.keys.get_index(position).expect("position is in range");
             let live = entry.expires_at.is_none_or(|at| at > now.0) || self.loading;
             if live && keep(key, entry) {
-                found.push(key.clone());
+                found.push(key.to_bytes());
             }
         }
         (position as u64, found)
     }
 
     /// Every live key and entry, in no particular order.
-    pub fn iter(&self, now: Now) -> impl Iterator<Item = (&Bytes, &Entry)> {
+    pub fn iter(&self, now: Now) -> impl Iterator<Item = (&CompactBytes, &Entry)> {
         let loading = self.loading;
         self.keys
             .iter()
@@ -348,8 +360,8 @@ impl Db {
 
 /// Gives `entry` (stored at `key`) the deadline `expires_at`, in the entry and in the index.
 fn move_deadline(
-    deadlines: &mut BTreeSet<(i64, Bytes)>,
-    key: &Bytes,
+    deadlines: &mut BTreeSet<(i64, CompactBytes)>,
+    key: &CompactBytes,
     entry: &mut Entry,
     expires_at: Option<i64>,
 ) {
@@ -370,7 +382,7 @@ mod tests {
     use super::*;
 
     fn text(value: &str) -> Value {
-        Value::Str(Bytes::copy_from_slice(value.as_bytes()))
+        Value::Str(CompactBytes::new(value.as_bytes()))
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! - `store`: the state the commands work on: sixteen databases, pub/sub, watched keys, each
 //!   client's own state.
 //! - `clients`: what `CLIENT LIST` shows of each connection; `stats`: INFO's counters.
-//! - `db`: the keyspace: values, millisecond expiry, memory estimate, `SCAN`.
+//! - `db`: the keyspace: values, millisecond expiry, memory estimate, `SCAN`; `compact`: the
+//!   24-byte string its keys, string values and sorted-set members are stored in.
 //! - `zset`, `stream`: the sorted set's skip list and the stream's entries by ID.
 //! - `append_only`: `--state-file`, the log of writes, replayed and compacted at start.
 //! - `notify`: keyspace notifications (`notify-keyspace-events`).
@@ -27,6 +28,7 @@ mod append_only;
 mod blocking;
 mod clients;
 mod commands;
+mod compact;
 mod connection;
 mod db;
 mod event_loop;

@@ -6,9 +6,17 @@
 //! rank queries, and the crates that do are unmaintained or key on `Ord` types only (a score is
 //! an `f64`). Nodes live in one `Vec` with a free list and link by index, so there is no
 //! `unsafe` and no pointer juggling; the algorithm is Pugh's, as in Redis's `t_zset.c`.
+//!
+//! Laid out for memory (issue 14: within 1.5× of Redis per member): members are
+//! `CompactBytes` (inline up to 22 bytes), a link is two `u32`s (a set is far from 4 billion
+//! members), and a node holds its lowest link itself, so the three nodes in four that have only
+//! that one need no allocation; the member is kept twice (map key and node), which inline costs
+//! 24 bytes and spares the map a level of indirection.
 
 use bytes::Bytes;
 use indexmap::IndexMap;
+
+use super::compact::CompactBytes;
 
 const MAX_LEVEL: usize = 32;
 const NIL: u32 = u32::MAX;
@@ -18,15 +26,49 @@ const HEAD: u32 = 0;
 struct Link {
     forward: u32,
     /// How many nodes this link skips over, counting the one it leads to.
-    span: usize,
+    span: u32,
 }
+
+const UNLINKED: Link = Link {
+    forward: NIL,
+    span: 0,
+};
 
 #[derive(Debug, Clone)]
 struct Node {
-    member: Bytes,
+    member: CompactBytes,
     score: f64,
     backward: u32,
-    links: Vec<Link>,
+    /// The link on level 0, which every node has.
+    first: Link,
+    /// The links on levels 1 and up (empty, so unallocated, for most nodes).
+    upper: Box<[Link]>,
+}
+
+impl Node {
+    fn new(member: CompactBytes, score: f64, level: usize) -> Node {
+        Node {
+            member,
+            score,
+            backward: NIL,
+            first: UNLINKED,
+            upper: vec![UNLINKED; level - 1].into_boxed_slice(),
+        }
+    }
+
+    fn link(&self, level: usize) -> &Link {
+        match level {
+            0 => &self.first,
+            _ => &self.upper[level - 1],
+        }
+    }
+
+    fn link_mut(&mut self, level: usize) -> &mut Link {
+        match level {
+            0 => &mut self.first,
+            _ => &mut self.upper[level - 1],
+        }
+    }
 }
 
 /// Whether `(score, member)` sorts before `(other_score, other)`.
@@ -47,18 +89,7 @@ struct SkipList {
 impl Default for SkipList {
     fn default() -> SkipList {
         SkipList {
-            nodes: vec![Node {
-                member: Bytes::new(),
-                score: 0.0,
-                backward: NIL,
-                links: vec![
-                    Link {
-                        forward: NIL,
-                        span: 0
-                    };
-                    MAX_LEVEL
-                ],
-            }],
+            nodes: vec![Node::new(CompactBytes::default(), 0.0, MAX_LEVEL)],
             free: Vec::new(),
             level: 1,
             len: 0,
@@ -77,11 +108,11 @@ fn random_level() -> usize {
 
 impl SkipList {
     fn link(&self, node: u32, level: usize) -> Link {
-        self.nodes[node as usize].links[level]
+        *self.nodes[node as usize].link(level)
     }
 
     fn link_mut(&mut self, node: u32, level: usize) -> &mut Link {
-        &mut self.nodes[node as usize].links[level]
+        self.nodes[node as usize].link_mut(level)
     }
 
     fn node(&self, node: u32) -> &Node {
@@ -101,7 +132,7 @@ impl SkipList {
                     let next = self.node(link.forward);
                     before(next.score, &next.member, score, member)
                 } {
-                    rank[i] += link.span;
+                    rank[i] += link.span as usize;
                     x = link.forward;
                 } else {
                     break;
@@ -113,29 +144,18 @@ impl SkipList {
     }
 
     /// Inserts a member that is not in the list.
-    fn insert(&mut self, score: f64, member: Bytes) {
+    fn insert(&mut self, score: f64, member: CompactBytes) {
         let (mut update, mut rank) = self.predecessors(score, &member);
         let level = random_level();
         if level > self.level {
             for i in self.level..level {
                 rank[i] = 0;
                 update[i] = HEAD;
-                self.link_mut(HEAD, i).span = self.len;
+                self.link_mut(HEAD, i).span = self.len as u32;
             }
             self.level = level;
         }
-        let node = Node {
-            member,
-            score,
-            backward: NIL,
-            links: vec![
-                Link {
-                    forward: NIL,
-                    span: 0
-                };
-                level
-            ],
-        };
+        let node = Node::new(member, score, level);
         let x = match self.free.pop() {
             Some(index) => {
                 self.nodes[index as usize] = node;
@@ -148,7 +168,7 @@ impl SkipList {
         };
         for i in 0..level {
             let previous = self.link(update[i], i);
-            let skipped = rank[0] - rank[i];
+            let skipped = (rank[0] - rank[i]) as u32;
             *self.link_mut(x, i) = Link {
                 forward: previous.forward,
                 span: previous.span - skipped,
@@ -173,7 +193,7 @@ impl SkipList {
     fn remove(&mut self, score: f64, member: &[u8]) -> bool {
         let (update, _) = self.predecessors(score, member);
         let x = self.link(update[0], 0).forward;
-        if x == NIL || self.node(x).score != score || self.node(x).member != member {
+        if x == NIL || self.node(x).score != score || *self.node(x).member != *member {
             return false;
         }
         for (i, &node) in update.iter().enumerate().take(self.level) {
@@ -198,8 +218,8 @@ impl SkipList {
         }
         self.len -= 1;
         let freed = &mut self.nodes[x as usize];
-        freed.member = Bytes::new();
-        freed.links = Vec::new();
+        freed.member = CompactBytes::default();
+        freed.upper = Box::default();
         self.free.push(x);
         true
     }
@@ -216,15 +236,15 @@ impl SkipList {
                 }
                 let next = self.node(link.forward);
                 if before(next.score, &next.member, score, member)
-                    || (next.score == score && next.member == member)
+                    || (next.score == score && *next.member == *member)
                 {
-                    rank += link.span;
+                    rank += link.span as usize;
                     x = link.forward;
                 } else {
                     break;
                 }
             }
-            if x != HEAD && self.node(x).score == score && self.node(x).member == member {
+            if x != HEAD && self.node(x).score == score && *self.node(x).member == *member {
                 return Some(rank - 1);
             }
         }
@@ -239,8 +259,8 @@ impl SkipList {
         for i in (0..self.level).rev() {
             loop {
                 let link = self.link(x, i);
-                if link.forward != NIL && traversed + link.span <= target {
-                    traversed += link.span;
+                if link.forward != NIL && traversed + link.span as usize <= target {
+                    traversed += link.span as usize;
                     x = link.forward;
                 } else {
                     break;
@@ -281,7 +301,7 @@ impl SkipList {
                     let next = self.node(link.forward);
                     advance(next.score, &next.member)
                 } {
-                    rank += link.span;
+                    rank += link.span as usize;
                     x = link.forward;
                 } else {
                     break;
@@ -353,13 +373,14 @@ impl Range {
     }
 }
 
-/// Estimated bookkeeping bytes per member (skip-list node, links, map slot, score).
-const MEMBER_OVERHEAD: usize = 72;
+/// Estimated bookkeeping bytes per member (skip-list node, links, map slot, score): about 115
+/// for a member kept inline (measured: `ONLY=memory bench/state.sh`).
+const MEMBER_OVERHEAD: usize = 112;
 
 /// A sorted set.
 #[derive(Debug, Clone, Default)]
 pub struct ZSet {
-    scores: IndexMap<Bytes, f64>,
+    scores: IndexMap<CompactBytes, f64>,
     list: SkipList,
     cost: usize,
 }
@@ -397,7 +418,7 @@ impl ZSet {
                 Some(old)
             }
             None => {
-                let member = Bytes::copy_from_slice(member);
+                let member = CompactBytes::new(member);
                 self.cost += member.len() + MEMBER_OVERHEAD;
                 self.scores.insert(member.clone(), score);
                 self.list.insert(score, member);
@@ -422,7 +443,7 @@ impl ZSet {
     }
 
     /// The member and score at 0-based `rank` from the lowest score.
-    pub fn at_rank(&self, rank: usize) -> Option<(&Bytes, f64)> {
+    pub fn at_rank(&self, rank: usize) -> Option<(&CompactBytes, f64)> {
         let node = self.list.node(self.list.at_rank(rank)?);
         Some((&node.member, node.score))
     }
@@ -443,11 +464,11 @@ impl ZSet {
         let mut left = end - start + 1;
         while x != NIL && left > 0 {
             let node = self.list.node(x);
-            found.push((node.member.clone(), node.score));
+            found.push((node.member.to_bytes(), node.score));
             x = if step_back {
                 node.backward
             } else {
-                node.links[0].forward
+                node.first.forward
             };
             left -= 1;
         }
@@ -472,20 +493,20 @@ impl ZSet {
     }
 
     /// Every member and score, lowest first.
-    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, f64)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (&CompactBytes, f64)> + '_ {
         let mut x = self.list.link(HEAD, 0).forward;
         std::iter::from_fn(move || {
             if x == NIL {
                 return None;
             }
             let node = self.list.node(x);
-            x = node.links[0].forward;
+            x = node.first.forward;
             Some((&node.member, node.score))
         })
     }
 
     /// The member at map position `index` (for `ZSCAN`'s cursor), with its score.
-    pub fn at_position(&self, index: usize) -> Option<(&Bytes, f64)> {
+    pub fn at_position(&self, index: usize) -> Option<(&CompactBytes, f64)> {
         self.scores
             .get_index(index)
             .map(|(member, score)| (member, *score))

@@ -39,9 +39,7 @@ fn put_bit(bytes: &mut Vec<u8>, offset: u64, on: bool) {
 }
 
 fn store_bytes(ctx: &mut Ctx, key: &[u8], bytes: Vec<u8>) {
-    ctx.store
-        .db
-        .replace_value(key, Value::Str(Bytes::from(bytes)));
+    ctx.store.db.replace_value(key, Value::Str(bytes.into()));
     ctx.changed();
 }
 
@@ -202,7 +200,7 @@ pub fn bitop(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     for key in &args[3..] {
         sources.push(ctx.string(key)?.cloned().unwrap_or_default());
     }
-    let len = sources.iter().map(Bytes::len).max().unwrap_or(0);
+    let len = sources.iter().map(|source| source.len()).max().unwrap_or(0);
     let mut result = vec![0u8; len];
     for (index, byte) in result.iter_mut().enumerate() {
         let mut bytes = sources
@@ -223,9 +221,7 @@ pub fn bitop(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
             ctx.changed();
         }
     } else {
-        ctx.store
-            .db
-            .set(dest, Value::Str(Bytes::from(result)), None);
+        ctx.store.db.set(dest, Value::Str(result.into()), None);
         ctx.notify(notify::STRING, "set", dest);
         ctx.changed();
     }

@@ -315,7 +315,7 @@ pub fn keys(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         .db
         .iter(ctx.now)
         .filter(|(key, _)| all || glob::matches(pattern, key))
-        .map(|(key, _)| key.clone())
+        .map(|(key, _)| key.to_bytes())
         .collect();
     ctx.out.bulks(keys.iter().map(|key| key.as_ref()));
     Ok(())

@@ -44,6 +44,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use indexmap::{IndexMap, IndexSet};
 
+use super::compact::CompactBytes;
 use super::db::{Entry, Now, Value};
 use super::reply::{text, Out};
 use super::store::{Client, ReplyMode, Store};
@@ -186,7 +187,7 @@ impl Ctx<'_> {
         self.store.db.get(key, self.now)
     }
 
-    pub fn string(&mut self, key: &[u8]) -> Result<Option<&Bytes>, Fail> {
+    pub fn string(&mut self, key: &[u8]) -> Result<Option<&CompactBytes>, Fail> {
         self.look_up(key);
         match self.store.db.get(key, self.now) {
             None => Ok(None),

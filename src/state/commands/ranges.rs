@@ -57,7 +57,7 @@ pub fn setrange(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let len = value.len();
     ctx.store
         .db
-        .replace_value(&args[1], Value::Str(Bytes::from(value)));
+        .replace_value(&args[1], Value::Str(value.into()));
     ctx.notify(notify::STRING, "setrange", &args[1]);
     ctx.changed();
     ctx.out.int(len as i64);
@@ -254,7 +254,7 @@ fn string_or_empty(ctx: &mut Ctx, key: &[u8]) -> Result<Bytes, Fail> {
     match ctx.entry(key) {
         None => Ok(Bytes::new()),
         Some(entry) => match &entry.value {
-            Value::Str(text) => Ok(text.clone()),
+            Value::Str(text) => Ok(text.to_bytes()),
             _ => Err("ERR The specified keys must contain string values".into()),
         },
     }

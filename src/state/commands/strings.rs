@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use super::{int_arg, Ctx, Fail, Outcome};
+use crate::state::compact::CompactBytes;
 use crate::state::db::{Entry, Value};
 use crate::state::notify;
 use crate::state::number::{self, parse_float, LongDouble};
@@ -146,7 +147,7 @@ pub fn set(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
 fn store_string(ctx: &mut Ctx, key: &[u8], value: &[u8], expires_at: Option<i64>) {
     ctx.store
         .db
-        .set(key, Value::Str(Bytes::copy_from_slice(value)), expires_at);
+        .set(key, Value::Str(CompactBytes::new(value)), expires_at);
 }
 
 pub fn setnx(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
@@ -212,7 +213,7 @@ pub fn mget(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
             Some(Entry {
                 value: Value::Str(text),
                 ..
-            }) => Some(text.clone()),
+            }) => Some(text.to_bytes()),
             _ => None,
         })
         .collect();
@@ -262,7 +263,7 @@ pub fn append(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     let len = value.len();
     ctx.store
         .db
-        .replace_value(&args[1], Value::Str(Bytes::from(value)));
+        .replace_value(&args[1], Value::Str(value.into()));
     ctx.notify(notify::STRING, "append", &args[1]);
     ctx.out.int(len as i64);
     ctx.changed();
@@ -270,7 +271,7 @@ pub fn append(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
 }
 
 pub fn strlen(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
-    let len = ctx.string(&args[1])?.map_or(0, Bytes::len);
+    let len = ctx.string(&args[1])?.map_or(0, |text| text.len());
     ctx.out.int(len as i64);
     Ok(())
 }
@@ -284,7 +285,7 @@ fn add(ctx: &mut Ctx, key: &[u8], by: i64) -> Outcome {
     let value = current.checked_add(by).ok_or(Fail::from(text::OVERFLOW))?;
     ctx.store
         .db
-        .replace_value(key, Value::Str(Bytes::from(value.to_string())));
+        .replace_value(key, Value::Str(value.to_string().into()));
     ctx.notify(notify::STRING, "incrby", key);
     ctx.out.int(value);
     ctx.changed();
@@ -325,7 +326,7 @@ pub fn incrbyfloat(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         .format();
     ctx.store
         .db
-        .replace_value(key, Value::Str(Bytes::from(sum.clone())));
+        .replace_value(key, Value::Str(sum.clone().into()));
     ctx.notify(notify::STRING, "incrbyfloat", key);
     ctx.out.bulk(sum.as_bytes());
     ctx.changed_as(vec![

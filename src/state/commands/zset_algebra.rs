@@ -74,7 +74,7 @@ fn sources(
                 ..
             }) => zset
                 .iter()
-                .map(|(member, score)| (member.clone(), score))
+                .map(|(member, score)| (member.to_bytes(), score))
                 .collect(),
             Some(Entry {
                 value: Value::Set(set),
@@ -190,7 +190,7 @@ fn run(ctx: &mut Ctx, args: &[Bytes], op: Op, command: &str) -> Outcome {
     }
     let items: Vec<(Bytes, f64)> = result
         .iter()
-        .map(|(member, score)| (member.clone(), score))
+        .map(|(member, score)| (member.to_bytes(), score))
         .collect();
     reply_members(ctx, &items, withscores);
     Ok(())

@@ -430,14 +430,14 @@ pub fn zrandmember(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         Some(_) if count == 0 => Vec::new(),
         Some(zset) if count < 0 => (0..count.unsigned_abs())
             .filter_map(|_| zset.at_rank(random_below(zset.len())))
-            .map(|(member, score)| (member.clone(), score))
+            .map(|(member, score)| (member.to_bytes(), score))
             .collect(),
         // The whole set, highest first, as Redis 7.0 returns a small one.
         Some(zset) if count as usize >= zset.len() => zset.by_rank(0, zset.len() - 1, true),
         Some(zset) => pick_distinct(zset.len(), count as usize)
             .into_iter()
             .filter_map(|rank| zset.at_rank(rank))
-            .map(|(member, score)| (member.clone(), score))
+            .map(|(member, score)| (member.to_bytes(), score))
             .collect(),
     };
     if withscores && ctx.out.resp3 {
@@ -458,7 +458,7 @@ pub fn zscan(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         super::keys::scan_reply(ctx, 0, &[]);
         return Ok(());
     };
-    let keep = |member: &Bytes| {
+    let keep = |member: &[u8]| {
         options
             .pattern
             .is_none_or(|pattern| crate::state::glob::matches(pattern, member))
@@ -467,7 +467,7 @@ pub fn zscan(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         let items = zset
             .iter()
             .filter(|(member, _)| keep(member))
-            .map(|(member, score)| (member.clone(), score))
+            .map(|(member, score)| (member.to_bytes(), score))
             .collect();
         (items, 0)
     } else {
@@ -476,7 +476,7 @@ pub fn zscan(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
             .rev()
             .filter_map(|index| zset.at_position(index))
             .filter(|(member, _)| keep(member))
-            .map(|(member, score)| (member.clone(), score))
+            .map(|(member, score)| (member.to_bytes(), score))
             .collect();
         (items, next)
     };
