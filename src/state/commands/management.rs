@@ -26,6 +26,11 @@ pub fn ping(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     Ok(())
 }
 
+/// `CLUSTER …`: the store is one node, as a Redis started without `cluster-enabled`.
+pub fn cluster(_ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
+    Err("ERR This instance has cluster support disabled".into())
+}
+
 pub fn echo(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     ctx.out.bulk(&args[1]);
     Ok(())

@@ -31,6 +31,7 @@ static COMMANDS: &[Spec] = &[
     // connection and server
     spec!("ping", -1, PUBSUB, management::ping, NO_KEYS),
     spec!("echo", 2, 0, management::echo, NO_KEYS),
+    spec!("cluster", -2, 0, management::cluster, NO_KEYS),
     spec!("select", 2, 0, management::select, NO_KEYS),
     spec!("swapdb", 3, WRITE, keyspace::swapdb, NO_KEYS),
     spec!("quit", -1, PUBSUB | NO_QUEUE, management::quit, NO_KEYS),
