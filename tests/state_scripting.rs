@@ -7,14 +7,31 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::support::resp::{printable, state_socket, RespClient};
-use crate::support::{cluster, RuntimeDir};
+use crate::support::{cluster, Cluster, RuntimeDir};
 
-#[test]
-fn a_script_that_loops_forever_gets_busy_replies_for_others_and_script_kill_stops_it() {
+const BUSY: &str =
+    "-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\\r\\n";
+
+fn one_worker() -> Cluster {
     let cluster = cluster()
         .args(&["--workers", "1", "--ready-delay", "100ms"])
         .start();
     cluster.wait_ready(1);
+    cluster
+}
+
+/// PONG until the script has started (the connections race), then BUSY.
+fn wait_for_busy(other: &mut RespClient) {
+    crate::support::eventually("a BUSY reply", || {
+        let reply = other.text("PING");
+        assert!(reply == BUSY || reply == "+PONG\\r\\n", "{reply}");
+        (reply == BUSY).then_some(())
+    });
+}
+
+#[test]
+fn a_script_that_loops_forever_gets_busy_replies_for_others_and_script_kill_stops_it() {
+    let cluster = one_worker();
     let socket = state_socket(&cluster);
     let mut looping = RespClient::unix(&socket);
     let mut other = RespClient::unix(&socket);
@@ -23,13 +40,8 @@ fn a_script_that_loops_forever_gets_busy_replies_for_others_and_script_kill_stop
     looping.send(&[b"EVAL", b"local i = 0 while true do i = i + 1 end", b"0"]);
     // Within lua-time-limit (5 s) the store is simply busy; past it, the other clients are
     // answered with BUSY: the connection that was open, and one opened while the script runs.
-    let busy = "-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\\r\\n";
-    // PONG until the script has started (the two connections race), then BUSY.
-    crate::support::eventually("a BUSY reply", || {
-        let reply = other.text("PING");
-        assert!(reply == busy || reply == "+PONG\\r\\n", "{reply}");
-        (reply == busy).then_some(())
-    });
+    let busy = BUSY;
+    wait_for_busy(&mut other);
     assert!(
         started.elapsed() >= Duration::from_millis(4900),
         "BUSY came after {:?}, before the time limit",
@@ -108,10 +120,7 @@ fn the_state_file_logs_the_writes_a_script_made_not_the_script() {
 
 #[test]
 fn a_killed_script_stays_killed_even_when_it_catches_errors_with_pcall() {
-    let cluster = cluster()
-        .args(&["--workers", "1", "--ready-delay", "100ms"])
-        .start();
-    cluster.wait_ready(1);
+    let cluster = one_worker();
     let socket = state_socket(&cluster);
     let mut looping = RespClient::unix(&socket);
     let mut other = RespClient::unix(&socket);
@@ -119,12 +128,7 @@ fn a_killed_script_stays_killed_even_when_it_catches_errors_with_pcall() {
     let script =
         "local f = function() while 1 do redis.call('ping') end end while 1 do pcall(f) end";
     looping.send(&[b"EVAL", script.as_bytes(), b"0"]);
-    let busy = "-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\\r\\n";
-    crate::support::eventually("a BUSY reply", || {
-        let reply = other.text("PING");
-        assert!(reply == busy || reply == "+PONG\\r\\n", "{reply}");
-        (reply == busy).then_some(())
-    });
+    wait_for_busy(&mut other);
     assert_eq!(other.text("SCRIPT KILL"), "+OK\\r\\n");
     let killed = printable(&looping.read_reply().expect("the caller gets its reply"));
     assert!(
@@ -132,4 +136,50 @@ fn a_killed_script_stays_killed_even_when_it_catches_errors_with_pcall() {
         "{killed}"
     );
     assert_eq!(other.text("PING"), "+PONG\\r\\n");
+}
+
+/// Issue 14 (Redis's `unit/multi` "… and script timeout" tests): while a script is busy,
+/// `MULTI` and `DISCARD` run, a command refused inside a transaction aborts its `EXEC`, and
+/// `EXEC` is refused as `EXECABORT … BUSY`, ending the transaction; none of it runs.
+#[test]
+fn a_transaction_around_a_busy_script_runs_none_of_its_commands() {
+    let cluster = one_worker();
+    let socket = state_socket(&cluster);
+    let mut looping = RespClient::unix(&socket);
+    let mut before = RespClient::unix(&socket);
+    let mut during = RespClient::unix(&socket);
+    let mut other = RespClient::unix(&socket);
+    assert_eq!(other.text("CONFIG SET lua-time-limit 10"), "+OK\\r\\n");
+    assert_eq!(other.text("SET xx 1"), "+OK\\r\\n");
+    assert_eq!(before.text("MULTI"), "+OK\\r\\n");
+    assert_eq!(before.text("INCR xx"), "+QUEUED\\r\\n");
+    looping.send(&[b"EVAL", b"while true do end", b"0"]);
+    let busy = BUSY;
+    wait_for_busy(&mut other);
+    assert_eq!(during.text("MULTI"), "+OK\\r\\n");
+    assert_eq!(
+        during.text("MULTI"),
+        "-ERR MULTI calls can not be nested\\r\\n"
+    );
+    assert_eq!(during.text("INCR xx"), busy);
+    assert_eq!(
+        before.text("EXEC"),
+        format!(
+            "-EXECABORT Transaction discarded because of: {}",
+            &busy[1..]
+        )
+    );
+    assert_eq!(other.text("DISCARD"), "-ERR DISCARD without MULTI\\r\\n");
+    assert_eq!(other.text("SCRIPT KILL"), "+OK\\r\\n");
+    let killed = printable(&looping.read_reply().expect("the caller gets its reply"));
+    assert!(killed.starts_with("-ERR Script killed by user"), "{killed}");
+    // `before` left its transaction at EXEC; `during` is still in the one it opened.
+    assert_eq!(before.text("PING x"), "$1\\r\\nx\\r\\n");
+    assert_eq!(during.text("INCR xx"), "+QUEUED\\r\\n");
+    assert_eq!(
+        during.text("EXEC"),
+        "-EXECABORT Transaction discarded because of previous errors.\\r\\n"
+    );
+    assert_eq!(during.text("PING x"), "$1\\r\\nx\\r\\n");
+    assert_eq!(other.text("GET xx"), "$1\\r\\n1\\r\\n");
 }

@@ -62,6 +62,23 @@ pub struct ClientInfo {
     pub command: RefCell<String>,
     pub resp: Cell<u8>,
     pub mailbox: Rc<Mailbox>,
+    /// What the busy-script loop did to this client's transaction while a script held the
+    /// store (it answers on the socket and cannot reach the connection's queue).
+    pub busy_transaction: Cell<BusyTransaction>,
+}
+
+/// Transaction changes made by the busy-script loop (`script/busy.rs`), for the connection to
+/// apply before its next command. `multi` itself is set by the loop directly: a `MULTI` makes
+/// it 0, a `DISCARD` or an `EXEC` -1.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct BusyTransaction {
+    /// The transaction was discarded (by `DISCARD`, or an `EXEC` refused with `EXECABORT`):
+    /// its queue goes and its keys are unwatched.
+    pub discarded: bool,
+    /// `UNWATCH` outside a transaction.
+    pub unwatched: bool,
+    /// A command was refused with BUSY inside the transaction now open: its `EXEC` aborts.
+    pub failed: bool,
 }
 
 impl ClientInfo {
@@ -83,6 +100,7 @@ impl ClientInfo {
             command: RefCell::new("NULL".into()),
             resp: Cell::new(2),
             mailbox,
+            busy_transaction: Cell::new(BusyTransaction::default()),
         }
     }
 

@@ -124,7 +124,7 @@ impl Store {
             .busy
             .sockets
             .borrow_mut()
-            .insert(client.id, client.info.peer.fd);
+            .insert(client.id, client.info.clone());
     }
 
     /// Forgets a client that went away: its listing, subscriptions and watched keys.

@@ -75,10 +75,11 @@ fn section(store: &Store, name: &str, out: &mut String) {
         ),
         "memory" => write!(
             out,
-            "used_memory:{used}\r\nused_memory_human:{}\r\nused_memory_peak:{used}\r\nused_memory_lua:0\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:noeviction\r\nmem_allocator:libc\r\nlazyfree_pending_objects:0\r\n",
+            "used_memory:{used}\r\nused_memory_human:{}\r\nused_memory_peak:{used}\r\nused_memory_lua:0\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:noeviction\r\nmem_allocator:libc\r\nlazyfree_pending_objects:0\r\nnumber_of_cached_scripts:{}\r\n",
             human(used),
             store.max_memory.unwrap_or(0),
             human(store.max_memory.unwrap_or(0)),
+            store.scripting.cached_scripts(),
         ),
         "persistence" => write!(
             out,

@@ -26,6 +26,28 @@ pub fn ping(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     Ok(())
 }
 
+/// `CLUSTER …`: the store is one node, as a Redis started without `cluster-enabled`.
+pub fn cluster(_ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
+    Err("ERR This instance has cluster support disabled".into())
+}
+
+/// `SAVE`: with a state file every write is in it before its reply goes out, so there is
+/// nothing left to save; without one there is nowhere to save to.
+pub fn save(ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
+    if ctx.store.log.is_none() {
+        return Err(
+            "ERR the store has no state file to save to (start herdsman with --state-file)".into(),
+        );
+    }
+    ctx.out.ok();
+    Ok(())
+}
+
+/// `SHUTDOWN`: the store lives as long as the cluster that runs it.
+pub fn shutdown(_ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
+    Err("ERR the store stops with its cluster (`herdsman stop`), not with SHUTDOWN".into())
+}
+
 pub fn echo(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     ctx.out.bulk(&args[1]);
     Ok(())

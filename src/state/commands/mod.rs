@@ -76,6 +76,8 @@ const DENY_OOM: u8 = 2;
 const PUBSUB: u8 = 4;
 /// Runs at once inside `MULTI` instead of being queued.
 const NO_QUEUE: u8 = 8;
+/// Refused inside `MULTI` (Redis's `no_multi`), which then aborts at `EXEC`.
+const NO_MULTI: u8 = 16;
 
 #[derive(Debug)]
 pub struct Spec {
@@ -101,6 +103,9 @@ impl Spec {
         }
         if self.flags & PUBSUB != 0 {
             names.push("pubsub");
+        }
+        if self.flags & NO_MULTI != 0 {
+            names.push("no_multi");
         }
         names
     }
@@ -322,6 +327,7 @@ fn full_name(spec: &Spec, args: &[Bytes]) -> String {
 pub fn dispatch(store: &mut Store, client: &mut Client, out: &mut Out, args: &[Bytes]) {
     store.commands_processed += 1;
     client.info.last_active.set(std::time::Instant::now());
+    transaction::settle_busy_answers(store, client);
     let Some(spec) = check(store, client, out, args) else {
         if client.transaction.is_some() {
             client.transaction_failed = true;
@@ -368,6 +374,9 @@ fn refusal(store: &Store, client: &Client, spec: &'static Spec, args: &[Bytes]) 
     let argc = args.len() as i32;
     if (spec.arity > 0 && argc != spec.arity) || argc < -spec.arity {
         return Some(arity_error(spec.name).0.into_owned());
+    }
+    if client.transaction.is_some() && spec.flags & NO_MULTI != 0 {
+        return Some("ERR Command not allowed inside a transaction".into());
     }
     let denies_oom = spec.flags & DENY_OOM != 0
         || (client.transaction.is_some()

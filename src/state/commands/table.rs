@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use super::{
     bits, blocking, client, hashes, info, keys, keyspace, list_moves, lists, management, monitor,
     pubsub, ranges, script, set_algebra, sets, streams, strings, transaction, zset_algebra,
-    zset_ranges, zsets, Spec, DENY_OOM, NO_QUEUE, PUBSUB, WRITE,
+    zset_ranges, zsets, Spec, DENY_OOM, NO_MULTI, NO_QUEUE, PUBSUB, WRITE,
 };
 
 macro_rules! spec {
@@ -31,6 +31,9 @@ static COMMANDS: &[Spec] = &[
     // connection and server
     spec!("ping", -1, PUBSUB, management::ping, NO_KEYS),
     spec!("echo", 2, 0, management::echo, NO_KEYS),
+    spec!("cluster", -2, 0, management::cluster, NO_KEYS),
+    spec!("save", 1, NO_MULTI, management::save, NO_KEYS),
+    spec!("shutdown", -1, NO_MULTI, management::shutdown, NO_KEYS),
     spec!("select", 2, 0, management::select, NO_KEYS),
     spec!("swapdb", 3, WRITE, keyspace::swapdb, NO_KEYS),
     spec!("quit", -1, PUBSUB | NO_QUEUE, management::quit, NO_KEYS),

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 
 use super::{run, Ctx, Outcome, DENY_OOM};
+use crate::state::clients::BusyTransaction;
 use crate::state::store::{Client, Store};
 
 pub fn multi(ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
@@ -98,4 +99,28 @@ pub fn queued_deny_oom(store: &Store, client: &Client) -> bool {
                 .is_some_and(|spec| spec.flags & DENY_OOM != 0)
         })
     })
+}
+
+/// Applies what the busy-script loop did to `client`'s transaction while a script ran
+/// (`clients::BusyTransaction`): before the client's next command, its queue and watched keys
+/// are what the replies it got said.
+pub fn settle_busy_answers(store: &mut Store, client: &mut Client) {
+    let pending = client.info.busy_transaction.take();
+    if pending == BusyTransaction::default() {
+        return;
+    }
+    if pending.discarded {
+        client.transaction = None;
+        client.transaction_failed = false;
+    }
+    if pending.discarded || pending.unwatched {
+        store.unwatch(client);
+    }
+    if client.info.multi.get() >= 0 && client.transaction.is_none() {
+        client.transaction = Some(Vec::new());
+        client.transaction_failed = false;
+    }
+    if pending.failed {
+        client.transaction_failed = true;
+    }
 }

@@ -7,6 +7,12 @@
 //!   taken off the socket and answered `-BUSY …`, except `SCRIPT KILL`, which stops the script
 //!   (or answers `-UNKILLABLE …` once the script has written, as in Redis). A request not yet
 //!   complete stays on the socket for its connection to read when the script is over;
+//! - the transaction commands that Redis lets through a busy script (`allow-busy`) act as
+//!   there: `MULTI`, `DISCARD` and `UNWATCH` run, a command refused inside a transaction makes
+//!   its `EXEC` abort, and `EXEC` itself is refused as `-EXECABORT Transaction discarded
+//!   because of: BUSY …`, ending the transaction; so a transaction never runs half of its
+//!   commands. The loop cannot reach a connection's queue: it notes what it did in the
+//!   client's `busy_transaction` and the connection applies it before its next command;
 //! - the listeners are accepted from as well, so a new `redis-cli SCRIPT KILL` gets through;
 //!   those connections are answered the same way and handed to the server loop afterwards.
 //!
@@ -25,6 +31,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use mlua::VmState;
 
+use crate::state::clients::ClientInfo;
 use crate::state::request::RequestParser;
 use crate::state::store::Store;
 
@@ -49,8 +56,9 @@ pub struct Busy {
     pub killed: Cell<bool>,
     /// The script ran a write command (it can no longer be killed).
     pub wrote: Rc<Cell<bool>>,
-    /// The clients' sockets by id (kept by the store's register/unregister).
-    pub sockets: RefCell<BTreeMap<u64, RawFd>>,
+    /// The clients by id, for their sockets and transactions (kept by the store's
+    /// register/unregister).
+    pub sockets: RefCell<BTreeMap<u64, Rc<ClientInfo>>>,
     /// The listeners' sockets, and whether each is TCP.
     pub listeners: RefCell<Vec<(RawFd, bool)>>,
     /// Connections accepted while busy, for the server loop to serve afterwards.
@@ -105,15 +113,15 @@ impl Busy {
 
     fn serve_others(&self) {
         let running = self.client.get();
-        let sockets: Vec<RawFd> = self
+        let clients: Vec<Rc<ClientInfo>> = self
             .sockets
             .borrow()
             .iter()
             .filter(|(id, _)| **id != running)
-            .map(|(_, fd)| *fd)
+            .map(|(_, info)| info.clone())
             .collect();
-        for fd in sockets {
-            self.answer(fd);
+        for info in clients {
+            self.answer(info.peer.fd, Some(&info));
         }
         for &(listener, tcp) in self.listeners.borrow().iter() {
             for _ in 0..16 {
@@ -130,12 +138,13 @@ impl Busy {
             .map(|(fd, _)| std::os::fd::AsRawFd::as_raw_fd(fd))
             .collect();
         for fd in accepted {
-            self.answer(fd);
+            self.answer(fd, None);
         }
     }
 
-    /// Answers the complete requests waiting on `fd`, and takes them off the socket.
-    fn answer(&self, fd: RawFd) {
+    /// Answers the complete requests waiting on `fd` (the socket of `client`, or of a
+    /// connection accepted meanwhile), and takes them off the socket.
+    fn answer(&self, fd: RawFd, client: Option<&ClientInfo>) {
         let mut peeked = vec![0u8; 64 * 1024];
         let total = crate::sys::peek_nowait(fd, &mut peeked);
         if total == 0 {
@@ -160,10 +169,16 @@ impl Busy {
             } else if kill {
                 self.killed.set(true);
                 replies.extend_from_slice(b"+OK\r\n");
-            } else if self.function.get() {
-                replies.extend_from_slice(BUSY_FUNCTION);
             } else {
-                replies.extend_from_slice(BUSY);
+                let busy = if self.function.get() {
+                    BUSY_FUNCTION
+                } else {
+                    BUSY
+                };
+                match client {
+                    Some(client) => transaction_reply(client, args, busy, &mut replies),
+                    None => replies.extend_from_slice(busy),
+                }
             }
         }
         if consumed == 0 {
@@ -171,4 +186,52 @@ impl Busy {
         }
         crate::sys::consume_and_reply(fd, consumed, &replies);
     }
+}
+
+/// The reply to `args` from `client` while a script is busy, with what it does to the
+/// client's transaction (Redis 7.0's `processCommand`: `MULTI`, `DISCARD`, `UNWATCH` are
+/// allowed while busy; a refused command flags the open transaction; a refused `EXEC` aborts
+/// it, open or not, with the reason).
+fn transaction_reply(
+    client: &ClientInfo,
+    args: &[bytes::Bytes],
+    busy: &[u8],
+    replies: &mut Vec<u8>,
+) {
+    let mut pending = client.busy_transaction.get();
+    let open = client.multi.get() >= 0;
+    let name = args[0].to_ascii_lowercase();
+    match (name.as_slice(), args.len()) {
+        (b"multi", 1) if open => {
+            replies.extend_from_slice(b"-ERR MULTI calls can not be nested\r\n")
+        }
+        (b"multi", 1) => {
+            client.multi.set(0);
+            pending.failed = false;
+            replies.extend_from_slice(b"+OK\r\n");
+        }
+        (b"discard", 1) if open => {
+            client.multi.set(-1);
+            pending.discarded = true;
+            pending.failed = false;
+            replies.extend_from_slice(b"+OK\r\n");
+        }
+        (b"discard", 1) => replies.extend_from_slice(b"-ERR DISCARD without MULTI\r\n"),
+        (b"exec", _) => {
+            client.multi.set(-1);
+            pending.discarded = true;
+            pending.failed = false;
+            replies.extend_from_slice(b"-EXECABORT Transaction discarded because of: ");
+            replies.extend_from_slice(&busy[1..]);
+        }
+        (b"unwatch", 1) if !open => {
+            pending.unwatched = true;
+            replies.extend_from_slice(b"+OK\r\n");
+        }
+        _ => {
+            pending.failed |= open;
+            replies.extend_from_slice(busy);
+        }
+    }
+    client.busy_transaction.set(pending);
 }

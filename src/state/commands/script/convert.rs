@@ -6,8 +6,8 @@ use mlua::{Lua, Table, Value};
 
 use crate::state::reply::Out;
 
-/// Most levels of nested tables turned into a reply (deeper ones are cut, as Redis does past
-/// its own limit, so a self-referencing table cannot recurse forever).
+/// Most levels of nested tables turned into a reply: a deeper table is replied as Redis's
+/// error at its Lua stack limit, so a self-referencing table cannot recurse forever.
 const MAX_DEPTH: usize = 64;
 
 /// One RESP reply of `buf` from `*pos` as a Lua value (RESP2 and the RESP3 types).
@@ -122,6 +122,7 @@ fn write_value(value: &Value, out: &mut Out, resp3: bool, depth: usize) {
         Value::Integer(number) => out.int(*number),
         Value::Number(number) => out.int(truncate(*number)),
         Value::Table(table) if depth < MAX_DEPTH => write_table(table, out, resp3, depth),
+        Value::Table(_) => out.error("ERR reached lua stack limit"),
         _ => out.null(),
     }
 }

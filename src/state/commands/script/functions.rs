@@ -10,7 +10,7 @@ use bytes::Bytes;
 use mlua::{Function, Value};
 
 use super::{lua_message, run_script, Script};
-use crate::state::commands::{subcommand, Ctx, Fail, Outcome};
+use crate::state::commands::{subcommand, Ctx, Outcome};
 
 #[derive(Default)]
 pub struct Functions {
@@ -18,32 +18,6 @@ pub struct Functions {
     by_name: HashMap<String, (String, Function, bool)>,
     /// Library name → its code and its functions' names.
     libraries: BTreeMap<String, (Bytes, Vec<String>)>,
-}
-
-/// The library name of a `#!lua name=…` first line.
-fn library_name(code: &[u8]) -> Result<String, Fail> {
-    let first = code.split(|byte| *byte == b'\n').next().unwrap_or_default();
-    let Some(shebang) = first.strip_prefix(b"#!") else {
-        return Err("ERR Missing library metadata".into());
-    };
-    let shebang = String::from_utf8_lossy(shebang);
-    let mut parts = shebang.split_whitespace();
-    let engine = parts.next().unwrap_or_default();
-    if engine != "lua" {
-        return Err(format!("ERR Engine '{engine}' not found").into());
-    }
-    let mut name = None;
-    for part in parts {
-        match part.strip_prefix("name=") {
-            Some(value) => name = Some(value.to_string()),
-            None => return Err(format!("ERR Invalid metadata value given: {part}").into()),
-        }
-    }
-    let name = name.ok_or(Fail::from("ERR Library name was not given"))?;
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err("ERR Library names can only contain letters, numbers, or underscores(_) and must be at least one character long".into());
-    }
-    Ok(name)
 }
 
 fn load(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
@@ -59,7 +33,7 @@ fn load(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         }
         _ => return Err(super::super::arity_error("function|load")),
     };
-    let name = library_name(code)?;
+    let name = super::shebang::library_name(code)?;
     let scripting = &mut ctx.store.scripting;
     if !replace && scripting.functions.libraries.contains_key(&name) {
         return Err(format!("ERR Library '{name}' already exists").into());

@@ -1,10 +1,10 @@
-//! The libraries Redis gives scripts besides Lua's own: `cjson` (over serde_json for decoding),
-//! `cmsgpack` (over the rmp crate's encoders and markers) and `bit` (LuaBitOp's semantics on
-//! 32-bit integers). Each function here is raw: it returns `true, {results…}` or
+//! The libraries Redis gives scripts besides Lua's own: `cmsgpack` (over the rmp crate's
+//! encoders and markers) and `bit` (LuaBitOp's semantics on 32-bit integers); `cjson` is in
+//! `json.rs`. Each function here is raw: it returns `true, {results…}` or
 //! `false, message`, and the Lua wrappers in `mod.rs` raise the message as a Lua error, so
 //! errors reach the script as strings, the way Redis's C libraries raise them.
 
-use mlua::{LightUserData, Lua, MultiValue, Table, Value, Variadic};
+use mlua::{Lua, MultiValue, Table, Value, Variadic};
 
 type Raw = mlua::Result<(bool, Value)>;
 
@@ -22,7 +22,7 @@ pub fn failure(lua: &Lua, message: &str) -> Raw {
     Ok((false, Value::String(lua.create_string(message)?)))
 }
 
-fn number(value: &Value) -> Option<f64> {
+pub(super) fn number(value: &Value) -> Option<f64> {
     match value {
         Value::Integer(n) => Some(*n as f64),
         Value::Number(n) => Some(*n),
@@ -37,28 +37,7 @@ pub fn register(lua: &Lua, into: &Table) -> mlua::Result<()> {
         "bit",
         lua.create_function(|lua, (op, args): (String, Variadic<Value>)| bit(lua, &op, &args))?,
     )?;
-    into.raw_set(
-        "cjson_encode",
-        lua.create_function(|lua, value: Value| {
-            let mut text = Vec::new();
-            match json_encode(&value, &mut text, 0) {
-                Ok(()) => results(lua, vec![Value::String(lua.create_string(&text)?)]),
-                Err(error) => failure(lua, &error.to_string()),
-            }
-        })?,
-    )?;
-    into.raw_set(
-        "cjson_decode",
-        lua.create_function(|lua, text: mlua::LuaString| {
-            match serde_json::from_slice::<serde_json::Value>(&text.as_bytes()) {
-                Ok(json) => results(lua, vec![json_to_lua(lua, &json)?]),
-                Err(error) => failure(
-                    lua,
-                    &format!("Expected value but found invalid token: {error}"),
-                ),
-            }
-        })?,
-    )?;
+    super::json::register(lua, into)?;
     into.raw_set(
         "msgpack_pack",
         lua.create_function(|lua, values: MultiValue| {
@@ -72,17 +51,23 @@ pub fn register(lua: &Lua, into: &Table) -> mlua::Result<()> {
     into.raw_set(
         "msgpack_unpack",
         lua.create_function(|lua, data: mlua::LuaString| {
-            let data = data.as_bytes().to_vec();
-            let mut pos = 0;
-            let mut values = Vec::new();
-            while pos < data.len() {
-                match unpack(lua, &data, &mut pos, 0) {
-                    Ok(value) => values.push(value),
-                    Err(error) => return failure(lua, &error.to_string()),
-                }
-            }
-            results(lua, values)
+            unpack_values(lua, &data.as_bytes(), usize::MAX, 0, false)
         })?,
+    )?;
+    into.raw_set(
+        "msgpack_unpack_one",
+        lua.create_function(|lua, (data, offset): (mlua::LuaString, Option<i64>)| {
+            unpack_values(lua, &data.as_bytes(), 1, offset.unwrap_or(0), true)
+        })?,
+    )?;
+    into.raw_set(
+        "msgpack_unpack_limit",
+        lua.create_function(
+            |lua, (data, limit, offset): (mlua::LuaString, i64, Option<i64>)| {
+                let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+                unpack_values(lua, &data.as_bytes(), limit, offset.unwrap_or(0), true)
+            },
+        )?,
     )?;
     Ok(())
 }
@@ -139,175 +124,6 @@ fn bit(lua: &Lua, op: &str, args: &[Value]) -> Raw {
     results(lua, vec![Value::Number(result as f64)])
 }
 
-// ---- cjson ----
-
-fn format_number(n: f64) -> Option<String> {
-    if !n.is_finite() {
-        return None;
-    }
-    if n == n.trunc() && n.abs() < 1e14 {
-        return Some(format!("{}", n as i64));
-    }
-    // cjson prints %.14g.
-    let text = format!("{:.13e}", n);
-    let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
-    let exponent: i32 = exponent.parse().unwrap_or(0);
-    if (-5..14).contains(&exponent) {
-        let decimals = (13 - exponent).max(0) as usize;
-        let fixed = format!("{:.*}", decimals, n);
-        let fixed = if fixed.contains('.') {
-            fixed
-                .trim_end_matches('0')
-                .trim_end_matches('.')
-                .to_string()
-        } else {
-            fixed
-        };
-        Some(fixed)
-    } else {
-        let mantissa = if mantissa.contains('.') {
-            mantissa.trim_end_matches('0').trim_end_matches('.')
-        } else {
-            mantissa
-        };
-        let sign = if exponent < 0 { '-' } else { '+' };
-        Some(format!("{mantissa}e{sign}{:02}", exponent.abs()))
-    }
-}
-
-fn json_string(bytes: &[u8], out: &mut Vec<u8>) {
-    out.push(b'"');
-    for &byte in bytes {
-        match byte {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'/' => out.extend_from_slice(b"\\/"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            0..=0x1f | 0x7f => out.extend_from_slice(format!("\\u{:04x}", byte).as_bytes()),
-            _ => out.push(byte),
-        }
-    }
-    out.push(b'"');
-}
-
-/// A table's length as an array (keys 1..n), or `None` when it is an object.
-fn array_length(table: &Table) -> Option<usize> {
-    let mut max = 0usize;
-    let mut count = 0usize;
-    for pair in table.pairs::<Value, Value>() {
-        let (key, _) = pair.ok()?;
-        let index = match key {
-            Value::Integer(i) if i >= 1 => i as usize,
-            Value::Number(n) if n >= 1.0 && n == n.trunc() => n as usize,
-            _ => return None,
-        };
-        max = max.max(index);
-        count += 1;
-    }
-    // cjson's default "excessively sparse" rule: ratio 2, safe up to 10.
-    if max > 10 && max > count * 2 {
-        return None;
-    }
-    Some(max)
-}
-
-/// Why `cjson.encode` fails: cjson's messages, which scripts see.
-#[derive(Debug, thiserror::Error)]
-enum EncodeError {
-    #[error("Cannot serialise, excessive nesting (1001)")]
-    Nesting,
-    #[error("Cannot serialise number: must not be NaN or Inf")]
-    NotFinite,
-    #[error("Cannot serialise table: table key must be a number or string")]
-    BadKey,
-    #[error("Cannot serialise {0}: type not supported")]
-    Unsupported(&'static str),
-    #[error("{0}")]
-    Lua(#[from] mlua::Error),
-}
-
-fn json_encode(value: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), EncodeError> {
-    if depth > 1000 {
-        return Err(EncodeError::Nesting);
-    }
-    match value {
-        Value::Nil => out.extend_from_slice(b"null"),
-        Value::LightUserData(data) if data.0.is_null() => out.extend_from_slice(b"null"),
-        Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Integer(n) => out.extend_from_slice(n.to_string().as_bytes()),
-        Value::Number(n) => match format_number(*n) {
-            Some(text) => out.extend_from_slice(text.as_bytes()),
-            None => return Err(EncodeError::NotFinite),
-        },
-        Value::String(s) => json_string(&s.as_bytes(), out),
-        Value::Table(table) => match array_length(table) {
-            Some(len) if len > 0 => {
-                out.push(b'[');
-                for index in 1..=len {
-                    if index > 1 {
-                        out.push(b',');
-                    }
-                    let item: Value = table.raw_get(index)?;
-                    json_encode(&item, out, depth + 1)?;
-                }
-                out.push(b']');
-            }
-            _ => {
-                out.push(b'{');
-                let mut first = true;
-                for pair in table.pairs::<Value, Value>() {
-                    let (key, item) = pair?;
-                    if !first {
-                        out.push(b',');
-                    }
-                    first = false;
-                    match &key {
-                        Value::String(s) => json_string(&s.as_bytes(), out),
-                        Value::Integer(_) | Value::Number(_) => {
-                            let mut text = Vec::new();
-                            json_encode(&key, &mut text, depth + 1)?;
-                            json_string(&text, out);
-                        }
-                        _ => return Err(EncodeError::BadKey),
-                    }
-                    out.push(b':');
-                    json_encode(&item, out, depth + 1)?;
-                }
-                out.push(b'}');
-            }
-        },
-        other => return Err(EncodeError::Unsupported(other.type_name())),
-    }
-    Ok(())
-}
-
-fn json_to_lua(lua: &Lua, json: &serde_json::Value) -> mlua::Result<Value> {
-    Ok(match json {
-        serde_json::Value::Null => Value::LightUserData(LightUserData(std::ptr::null_mut())),
-        serde_json::Value::Bool(b) => Value::Boolean(*b),
-        serde_json::Value::Number(n) => Value::Number(n.as_f64().unwrap_or(0.0)),
-        serde_json::Value::String(s) => Value::String(lua.create_string(s)?),
-        serde_json::Value::Array(items) => {
-            let table = lua.create_table()?;
-            for (index, item) in items.iter().enumerate() {
-                table.raw_set(index + 1, json_to_lua(lua, item)?)?;
-            }
-            Value::Table(table)
-        }
-        serde_json::Value::Object(map) => {
-            let table = lua.create_table()?;
-            for (key, item) in map {
-                table.raw_set(key.as_str(), json_to_lua(lua, item)?)?;
-            }
-            Value::Table(table)
-        }
-    })
-}
-
 // ---- cmsgpack ----
 
 fn pack(value: &Value, out: &mut Vec<u8>, depth: usize) {
@@ -356,6 +172,46 @@ fn pack(value: &Value, out: &mut Vec<u8>, depth: usize) {
         }
         _ => encode::write_nil(out).unwrap_or(()),
     }
+}
+
+/// Up to `limit` values packed in `data` from `offset` (lua-cmsgpack's `mp_unpack_full`).
+/// `unpack_one` and `unpack_limit` (`with_offset`) return first the offset of the next value,
+/// or -1 once the input is used up; a negative limit or offset is refused.
+fn unpack_values(lua: &Lua, data: &[u8], limit: usize, offset: i64, with_offset: bool) -> Raw {
+    let start = match usize::try_from(offset) {
+        Ok(start) if start <= data.len() => start,
+        Ok(_) => {
+            return failure(
+                lua,
+                &format!(
+                    "Start offset {offset} greater than input length {}.",
+                    data.len()
+                ),
+            )
+        }
+        Err(_) => {
+            return failure(
+                lua,
+                &format!(
+                    "Invalid request to unpack with offset of {offset} and limit of {}.",
+                    data.len()
+                ),
+            )
+        }
+    };
+    let mut pos = start;
+    let mut values = Vec::new();
+    while pos < data.len() && values.len() < limit {
+        match unpack(lua, data, &mut pos, 0) {
+            Ok(value) => values.push(value),
+            Err(error) => return failure(lua, &error.to_string()),
+        }
+    }
+    if with_offset {
+        let next = if pos == data.len() { -1 } else { pos as i64 };
+        values.insert(0, Value::Integer(next));
+    }
+    results(lua, values)
 }
 
 /// Why `cmsgpack.unpack` fails: lua-cmsgpack's messages, which scripts see.
@@ -457,7 +313,7 @@ fn unpack(lua: &Lua, data: &[u8], pos: &mut usize, depth: usize) -> Result<Value
 
 /// A Lua number as Lua 5.1 turns it into a string (`%.14g`), for command arguments.
 pub fn lua_number_text(n: f64) -> String {
-    format_number(n).unwrap_or_else(|| {
+    super::json::format_number(n).unwrap_or_else(|| {
         if n.is_nan() {
             "nan".into()
         } else if n > 0.0 {

@@ -22,7 +22,9 @@
 mod busy;
 mod convert;
 mod functions;
+mod json;
 mod libs;
+mod shebang;
 mod structs;
 
 pub use functions::{fcall, fcall_ro, function};
@@ -33,7 +35,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mlua::{Function, HookTriggers, Lua, MultiValue, StdLib, Table, Value, VmState};
+use mlua::{Function, HookTriggers, Lua, StdLib, Table, Value, VmState};
 use sha1::{Digest, Sha1};
 
 use super::{int_arg, refusal, subcommand, Ctx, Fail, Outcome, WRITE};
@@ -51,8 +53,9 @@ const NOSCRIPT: &str = "NOSCRIPT No matching script. Please use EVAL.";
 /// The Lua state and the scripts it has compiled.
 pub struct Scripting {
     lua: Option<Engine>,
-    /// Scripts by SHA-1 (lowercase hex): body and compiled function.
-    scripts: HashMap<String, (Bytes, Function)>,
+    /// Scripts by SHA-1 (lowercase hex): body, compiled function, and `no-writes` (its
+    /// shebang's flag).
+    scripts: HashMap<String, (Bytes, Function, bool)>,
     /// Functions (`FUNCTION LOAD`) by name, and their libraries.
     functions: functions::Functions,
     /// Shared with the instruction hook and the busy loop.
@@ -175,6 +178,11 @@ pub fn sha1_hex(body: &[u8]) -> String {
 }
 
 impl Scripting {
+    /// `INFO memory`'s `number_of_cached_scripts`.
+    pub fn cached_scripts(&self) -> usize {
+        self.scripts.len()
+    }
+
     fn engine(&mut self) -> Result<&Engine, Fail> {
         if self.lua.is_none() {
             let engine =
@@ -190,10 +198,11 @@ impl Scripting {
         if self.scripts.contains_key(&sha) {
             return Ok(sha);
         }
+        let (start, no_writes) = shebang::eval_flags(body)?;
         let engine = self.engine()?;
         let compiled = engine
             .lua
-            .load(&body[..])
+            .load(&body[start..])
             .set_name("@user_script")
             .into_function()
             .and_then(|function| engine.prepare.call::<Function>(function))
@@ -203,7 +212,8 @@ impl Scripting {
                     lua_message(&error)
                 ))
             })?;
-        self.scripts.insert(sha.clone(), (body.clone(), compiled));
+        self.scripts
+            .insert(sha.clone(), (body.clone(), compiled, no_writes));
         Ok(sha)
     }
 
@@ -250,12 +260,13 @@ pub fn evalsha_ro(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
 }
 
 fn run_cached(ctx: &mut Ctx, sha: &str, args: &[Bytes], read_only: bool) -> Outcome {
-    let function = ctx.store.scripting.scripts[sha].1.clone();
+    let (_, function, no_writes) = &ctx.store.scripting.scripts[sha];
+    let (function, no_writes) = (function.clone(), *no_writes);
     let script = Script {
         function,
         name: sha,
         source: "@user_script",
-        read_only,
+        read_only: read_only || no_writes,
         as_function: false,
     };
     run_script(ctx, script, args)
@@ -321,9 +332,9 @@ fn run_script(ctx: &mut Ctx, script: Script, args: &[Bytes]) -> Outcome {
             wrote,
         });
         let result = engine.lua.scope(|scope| {
-            let call = scope.create_function(|lua, args: MultiValue| {
+            let call = scope.create_function(|lua, (count, args): (usize, Table)| {
                 let mut caller = caller.borrow_mut();
-                call_from_script(lua, &mut caller, &engine.resp3, args)
+                call_from_script(lua, &mut caller, &engine.resp3, count, args)
             })?;
             engine.raw.raw_set("call", call)?;
             let keys = engine
@@ -365,6 +376,15 @@ fn run_script(ctx: &mut Ctx, script: Script, args: &[Bytes]) -> Outcome {
     }
     ctx.store.select(ctx.client.db);
     outcome?;
+    // A script that returns an error (`redis.error_reply`) failed as a command does: its
+    // code counts in errorstats.
+    if let Some(error) = reply.buf.strip_prefix(b"-") {
+        let line = error
+            .split(|byte| *byte == b'\r')
+            .next()
+            .unwrap_or_default();
+        return Err(Fail::from(String::from_utf8_lossy(line).into_owned()));
+    }
     ctx.out.buf.extend_from_slice(&reply.buf);
     Ok(())
 }
@@ -444,18 +464,17 @@ fn call_from_script(
     lua: &Lua,
     caller: &mut Caller,
     resp3: &Cell<bool>,
-    args: MultiValue,
+    count: usize,
+    args: Table,
 ) -> mlua::Result<(bool, Value)> {
-    let mut values = args.into_iter();
-    let _raise = values.next();
     let fail = |lua: &Lua, text: &str| -> mlua::Result<(bool, Value)> {
         let table = lua.create_table()?;
         table.raw_set("err", text)?;
         Ok((false, Value::Table(table)))
     };
-    let mut command: Vec<Bytes> = Vec::new();
-    for value in values {
-        match value {
+    let mut command: Vec<Bytes> = Vec::with_capacity(count);
+    for index in 1..=count {
+        match args.raw_get::<Value>(index)? {
             Value::String(s) => command.push(Bytes::copy_from_slice(&s.as_bytes())),
             Value::Integer(n) => command.push(Bytes::from(n.to_string())),
             Value::Number(n) => command.push(Bytes::from(libs::lua_number_text(n))),
@@ -484,7 +503,11 @@ fn call_from_script(
             "ERR Wrong number of args calling Redis command from script",
         );
     }
-    if refused_in_scripts(spec.name) {
+    let cluster_reset = spec.name == "cluster"
+        && command
+            .get(1)
+            .is_some_and(|sub| sub.eq_ignore_ascii_case(b"reset"));
+    if refused_in_scripts(spec.name) || cluster_reset {
         return fail(lua, "ERR This Redis command is not allowed from script");
     }
     let options = command[1..]

@@ -8,8 +8,13 @@ local error, type, tostring, setmetatable, select, unpack, xpcall, setfenv, tabl
 
 local env
 local function readonly_error() error("Attempt to modify a readonly table", 2) end
+-- The readonly tables, and what getmetatable shows of each: nothing for a library, a readonly
+-- view for the globals (as Redis, whose readonly tables are a flag in its patched Lua).
+local shown_metatable = setmetatable({}, {__mode = 'k'})
 local function readonly(t)
-  return setmetatable({}, {__index = t, __newindex = readonly_error, __metatable = false})
+  local view = setmetatable({}, {__index = t, __newindex = readonly_error, __metatable = false})
+  shown_metatable[view] = false
+  return view
 end
 
 -- Raw functions answer true, {results, n=...} or false, message.
@@ -36,13 +41,15 @@ local function error_table(msg)
 end
 
 local redis = {}
+-- The arguments go to Rust as one table: a C function cannot take the 8000 that a script may
+-- pass (`redis.call('lpush', k, unpack(t))`), as Redis's own C `redis.call` can.
 redis.call = wrap(function(...)
-  local ok, r = raw.call(true, ...)
+  local ok, r = raw.call(select('#', ...), {...})
   if not ok then error(r) end
   return r
 end)
 redis.pcall = wrap(function(...)
-  local ok, r = raw.call(false, ...)
+  local ok, r = raw.call(select('#', ...), {...})
   return r
 end)
 redis.error_reply = wrap(function(msg)
@@ -106,6 +113,10 @@ end
 local cjson = {
   encode = raising(raw.cjson_encode),
   decode = raising(raw.cjson_decode),
+  encode_max_depth = raising(raw.cjson_encode_max_depth),
+  decode_max_depth = raising(raw.cjson_decode_max_depth),
+  encode_invalid_numbers = raising(raw.cjson_encode_invalid_numbers),
+  encode_keep_buffer = raising(raw.cjson_encode_keep_buffer),
   null = raw.null,
 }
 local struct = {
@@ -116,6 +127,8 @@ local struct = {
 local cmsgpack = {
   pack = raising(raw.msgpack_pack),
   unpack = raising(raw.msgpack_unpack),
+  unpack_one = raising(raw.msgpack_unpack_one),
+  unpack_limit = raising(raw.msgpack_unpack_limit),
 }
 
 -- Redis's pcall hands the script the message of an error table, not the table.
@@ -136,11 +149,45 @@ G.bit = readonly(bit)
 G.cjson = readonly(cjson)
 G.cmsgpack = readonly(cmsgpack)
 G.struct = readonly(struct)
+-- Redis's readonly tables refuse setmetatable and rawset too (its message has no position).
+local lua_setmetatable, lua_rawset, lua_getmetatable = setmetatable, rawset, getmetatable
+G.setmetatable = function(t, mt)
+  if shown_metatable[t] ~= nil then error("Attempt to modify a readonly table", 0) end
+  return lua_setmetatable(t, mt)
+end
+G.rawset = function(t, k, v)
+  if shown_metatable[t] ~= nil then error("Attempt to modify a readonly table", 0) end
+  return lua_rawset(t, k, v)
+end
+G.getmetatable = function(t)
+  local shown = shown_metatable[t]
+  if shown ~= nil then return shown or nil end
+  return lua_getmetatable(t)
+end
+-- No binary chunks (string.dump's output): Redis 7.0 loads source only.
+local lua_loadstring, lua_load, concat = loadstring, load, table.concat
+local function source_only(code, name)
+  if type(code) == 'string' and code:byte(1) == 27 then
+    return nil, 'binary code loading is disabled'
+  end
+  return lua_loadstring(code, name)
+end
+G.loadstring = source_only
+G.load = function(reader, name)
+  if type(reader) ~= 'function' then return lua_load(reader, name) end
+  local pieces = {}
+  while true do
+    local piece = reader()
+    if piece == nil or piece == '' then break end
+    pieces[#pieces + 1] = piece
+  end
+  return source_only(concat(pieces), name)
+end
 G.loadfile, G.dofile, G.require, G.module, G.print = nil, nil, nil, nil, nil
 G.os, G.io, G.package, G.debug, G.newproxy, G.gcinfo = nil, nil, nil, nil, nil, nil
 
 -- The scripts' globals: reads of missing names and every write fail, with Redis's texts.
-env = setmetatable({}, {
+local env_metatable = {
   __index = function(_, name)
     local v = G[name]
     if v == nil then
@@ -149,8 +196,10 @@ env = setmetatable({}, {
     return v
   end,
   __newindex = readonly_error,
-  __metatable = false,
-})
+}
+env = setmetatable({}, env_metatable)
+env_metatable.__metatable = false
+shown_metatable[env] = readonly(env_metatable)
 G._G = env
 
 -- Redis's error handler: every error becomes {err=..., source=..., line=...}, placed at the
