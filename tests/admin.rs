@@ -206,3 +206,51 @@ fn a_non_loopback_admin_address_needs_a_token() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// The dashboard in headless Chromium (tests/dashboard.js, playwright-core from
+/// examples/node): a row per worker, a kill -9 shown within 2 s without reloading the page,
+/// the Reload button reloads, and a screenshot lands in target/admin-dashboard.png.
+#[test]
+fn the_dashboard_follows_the_cluster() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "this test needs Debian's chromium (scripts/test.sh installs it)"
+    );
+    let cluster = cluster()
+        .args(&["-w", "2", "--name", "admin-page", "--admin", "127.0.0.1:0"])
+        .start();
+    let admin = admin_address(&cluster);
+    cluster.ready_pids(2);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let screenshot = format!("{root}/target/admin-dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let mut driver = Command::new("node")
+        .arg(format!("{root}/tests/dashboard.js"))
+        .args([format!("http://{admin}/"), "2".into(), screenshot.clone()])
+        .env("NODE_PATH", format!("{root}/examples/node/node_modules"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run node");
+    let mut stdout = BufReader::new(driver.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let pid: i32 = line
+        .strip_prefix("pid ")
+        .and_then(|pid| pid.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the driver said {line:?}"));
+    let status = status_json(&cluster, "admin-page");
+    assert_eq!(status["slots"][0]["pid"], pid, "{status}");
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    writeln!(driver.stdin.as_mut().unwrap(), "killed").unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let exit = driver.wait().unwrap();
+    assert!(exit.success() && line.starts_with("ok "), "{line:?} {exit}");
+    let status = status_json(&cluster, "admin-page");
+    assert_eq!(status["reloads"], 1, "{status}");
+    assert!(std::fs::metadata(&screenshot).unwrap().len() > 0);
+}
