@@ -18,7 +18,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -28,6 +28,9 @@ use crate::primary::{Intent, LogHub};
 
 /// How many admin connections are served at once; more wait in the kernel's queue.
 const MAX_CONNECTIONS: usize = 32;
+/// A client must send a request's headers within this time, so that a silent connection does not
+/// hold one of the [`MAX_CONNECTIONS`] places.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The admin server could not listen.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +117,8 @@ impl AdminServer {
                         async move { http::handle(request, &shared, shutdown).await }
                     });
                     let connection = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_TIMEOUT)
                         .serve_connection(TokioIo::new(stream), service);
                     let _ = connection.await;
                     drop(permit);
