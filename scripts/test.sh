@@ -38,6 +38,8 @@ install_missing go golang-go
 # The README's Ruby line runs Debian's puma under `bundle exec` (tests/readme.rs).
 install_missing puma puma
 install_missing bundle ruby-bundler
+# The admin dashboard runs in headless Chromium, driven by playwright-core (tests/admin.rs).
+install_missing chromium chromium
 # The control-socket test runs a client as `nobody`; the colour test needs a pseudo-terminal.
 install_missing setpriv util-linux
 # The pid-1 test runs herdsman under unshare and enters its namespace with nsenter.
@@ -71,9 +73,10 @@ if ! command -v gunicorn >/dev/null 2>&1 || ! command -v uvicorn >/dev/null 2>&1
     fi
 fi
 # The Node examples' packages (ioredis, Express: tests/node_cluster.rs; BullMQ,
-# rate-limiter-flexible, connect-redis: tests/state_libraries.rs), installed again whenever
-# package-lock.json differs from the one they were installed from (the stamp), so a checkout that
-# adds a dependency gets it even where node_modules already exists.
+# rate-limiter-flexible, connect-redis: tests/state_libraries.rs; playwright-core, which drives
+# the dashboard: tests/admin.rs), installed again whenever package-lock.json differs from the one
+# they were installed from (the stamp), so a checkout that adds a dependency gets it even where
+# node_modules already exists.
 node_stamp=examples/node/node_modules/.herdsman-installed-lock
 if [ ! -d examples/node/node_modules ] || ! cmp -s examples/node/package-lock.json "$node_stamp"; then
     echo "test.sh: installing the Node examples' packages (npm ci in examples/node)" >&2

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{AdminError, AdminServer};
 use crate::balance::{BindError, Listeners};
 use crate::config::Config;
 use crate::control::socket::{ControlError, ControlSocket};
@@ -38,6 +39,8 @@ pub enum RunError {
     Runtime(#[source] io::Error),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
 }
 
 impl RunError {
@@ -51,6 +54,7 @@ impl RunError {
             RunError::State(StateError::Listen { .. }) => exit::BIND,
             RunError::State(StateError::File(_)) => exit::USAGE,
             RunError::State(StateError::Thread(_)) => exit::FAILED,
+            RunError::Admin(_) => exit::BIND,
         }
     }
 }
@@ -203,6 +207,10 @@ async fn run(config: Config, wiring: Wiring) -> Result<(), RunError> {
     let fd_limit = crate::sys::raise_fd_limit().map_err(RunError::Setup)?;
     let listeners = Listeners::bind(config.address, config.balance, config.workers)?;
     let (control, name) = ControlSocket::bind(&config.name, config.name_is_explicit)?;
+    let admin = config
+        .admin
+        .map(|address| AdminServer::bind(address, config.admin_token.clone()))
+        .transpose()?;
     let config = Config { name, ..config };
     let dir = PrimaryDir::create().map_err(RunError::Setup)?;
     let client_limit = StoreClientLimit::new(config.store.max_clients, fd_limit, config.workers);
@@ -231,6 +239,17 @@ async fn run(config: Config, wiring: Wiring) -> Result<(), RunError> {
     let hub = Arc::new(LogHub::new());
     let (logger, writer) = start_logs(config.log_format, hub.clone());
     let shutdown = CancellationToken::new();
+    let admin_task = match admin {
+        Some(admin) => {
+            if let Ok(address) = admin.local_addr() {
+                logger.info(format!(
+                    "admin server on http://{address}/ (metrics at /metrics, dashboard at /)"
+                ));
+            }
+            Some(admin.serve(intents.clone(), hub.clone(), shutdown.clone()))
+        }
+        None => None,
+    };
     let control_task = control.serve(intents, hub, shutdown.clone());
     let setup = Setup {
         listeners,
@@ -250,6 +269,9 @@ async fn run(config: Config, wiring: Wiring) -> Result<(), RunError> {
     }
     shutdown.cancel();
     let _ = control_task.await;
+    if let Some(admin_task) = admin_task {
+        let _ = admin_task.await;
+    }
     // The writer finishes once every logger is gone.
     drop(logger);
     writer.finish().await;

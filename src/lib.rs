@@ -46,6 +46,7 @@
 
 #![deny(unsafe_code)]
 
+pub(crate) mod admin;
 pub(crate) mod balance;
 #[cfg(feature = "cli")]
 #[doc(hidden)]

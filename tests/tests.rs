@@ -3,6 +3,7 @@
 mod support;
 
 mod accepting;
+mod admin;
 mod control;
 mod examples;
 mod failures;

@@ -74,6 +74,10 @@ pub struct Config {
     /// Whether the log says what `--ready notify` waits for, and names a worker still silent
     /// (`herdsman run`; a `Cluster` program's workers signal by themselves).
     pub explain_ready_notify: bool,
+    /// Where the admin HTTP server listens (`--admin`); off when `None`.
+    pub admin: Option<SocketAddr>,
+    /// What the admin server asks for besides the probes (`--admin-token`).
+    pub admin_token: Option<String>,
 }
 
 /// A configuration that cannot run, with what to do about it.
@@ -107,6 +111,12 @@ pub enum ConfigError {
          --ipc node), or pick --balance reuseport or shared"
     )]
     RoundRobinNeedsNode { command: String },
+    #[error(
+        "--admin {0} is not a loopback address, and the admin server can reload, scale and \
+         restart the cluster: give it a secret with --admin-token (or $HERDSMAN_ADMIN_TOKEN), \
+         or listen on 127.0.0.1"
+    )]
+    AdminNeedsToken(SocketAddr),
 }
 
 impl RunSettings {
@@ -142,6 +152,12 @@ impl RunSettings {
             let command = command[0].to_string_lossy().into_owned();
             return Err(ConfigError::RoundRobinNeedsNode { command });
         }
+        let admin_token = self.admin_token.filter(|token| !token.is_empty());
+        if let Some(address) = self.admin {
+            if !address.ip().is_loopback() && admin_token.is_none() {
+                return Err(ConfigError::AdminNeedsToken(address));
+            }
+        }
         Ok(Config {
             name,
             name_is_explicit,
@@ -161,6 +177,8 @@ impl RunSettings {
             store,
             ipc,
             explain_ready_notify: true,
+            admin: self.admin,
+            admin_token,
         })
     }
 }

@@ -356,6 +356,21 @@ settings! {
     state_max_clients: usize,
     reload restart("state", state_changed);
 
+    /// Serve /metrics, health probes, the status API and a live dashboard over HTTP on this
+    /// address (e.g. 127.0.0.1:9090; port 0 picks a free port, logged) [default: off]
+    #[flag(long, value_name = "ADDRESS")]
+    #[file(default, deserialize_with = "file::loopback_address")]
+    admin: SocketAddr,
+    reload restart;
+
+    /// Token the admin server asks for (`Authorization: Bearer TOKEN`) on everything but
+    /// /health, /ready and /live; required with a non-loopback --admin [default: none]
+    #[flag(long, value_name = "TOKEN")]
+    #[file(alias = "admin_token")]
+    admin_token: String,
+    env "HERDSMAN_ADMIN_TOKEN",
+    reload restart;
+
     /// Give every worker an IPC channel to the primary: `--ipc` (JSON lines at
     /// $HERDSMAN_IPC_FD) or `--ipc node` (Node's process.send / process.on('message') and
     /// its cluster protocol); `auto`: `node` for a `node` command, else off

@@ -126,6 +126,18 @@ fn cases() -> Vec<Case> {
             "state-max-clients = 500",
             "state",
         ),
+        case(
+            "admin",
+            Some(&["--admin", "127.0.0.1:9090"]),
+            "admin = \"127.0.0.1:9090\"",
+            "admin",
+        ),
+        case(
+            "admin_token",
+            Some(&["--admin-token", "secret"]),
+            "admin-token = \"secret\"",
+            "admin-token",
+        ),
         case("ipc", Some(&["--ipc", "node"]), "ipc = \"node\"", "ipc"),
     ]
 }
@@ -313,7 +325,14 @@ fn the_flags_read_the_schemas_variables() {
         assert_eq!(env, setting.env, "{}", setting.field);
     }
     let variables: Vec<_> = SETTINGS.iter().filter_map(|setting| setting.env).collect();
-    assert_eq!(variables, ["HERDSMAN_WORKERS", "HERDSMAN_BALANCE"]);
+    assert_eq!(
+        variables,
+        [
+            "HERDSMAN_WORKERS",
+            "HERDSMAN_BALANCE",
+            "HERDSMAN_ADMIN_TOKEN"
+        ]
+    );
 }
 
 /// The README's table of `herdsman run`'s flags names every flag, with its default.

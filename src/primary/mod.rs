@@ -59,6 +59,7 @@ pub use signals::forward_signals;
 #[cfg(feature = "cli")]
 pub use spawn::adopt_orphans;
 use spawn::Spawner;
+pub use status::cpu_time;
 
 /// Something that happened to a worker, reported to the executor by the tasks around it.
 /// Workers are named by [`WorkerId`], unique for the primary's life, never by pid (pids are

@@ -145,6 +145,11 @@ impl ProcessUsage {
     }
 }
 
+/// CPU time (user and system) `pid` has used, for `/metrics`.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    ProcessUsage::read(pid).map(|usage| usage.cpu)
+}
+
 fn clock_ticks_per_second() -> u64 {
     nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()

@@ -40,6 +40,8 @@ pub fn config(workers: usize) -> Config {
         store: StoreOptions::default(),
         ipc: IpcMode::Off,
         explain_ready_notify: false,
+        admin: None,
+        admin_token: None,
     }
 }
 

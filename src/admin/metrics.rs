@@ -1,0 +1,178 @@
+//! `/metrics`: one status rendered as Prometheus text with `prometheus-client`. A fresh
+//! registry per scrape: every figure is read from the status (and, for CPU seconds, from
+//! /proc) at that moment, so nothing is kept between scrapes and the primary does no work
+//! while nobody scrapes.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::domain::{ClusterStatus, Occupant, WorkerPhase};
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The exposition of `status`.
+pub fn render(status: &ClusterStatus) -> String {
+    let mut registry = Registry::with_prefix("herdsman");
+    registry.register(
+        "build",
+        "herdsman's version",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+    );
+    gauge(
+        &mut registry,
+        "uptime_seconds",
+        "Seconds since the primary started",
+    )
+    .set(status.uptime.as_secs_f64());
+    gauge(
+        &mut registry,
+        "workers_desired",
+        "Slots the cluster should have",
+    )
+    .set(status.workers as f64);
+    gauge(
+        &mut registry,
+        "generation",
+        "The generation new workers get",
+    )
+    .set(status.generation as f64);
+
+    let by_state = family(
+        &mut registry,
+        "workers",
+        "Workers and empty slots, by state",
+    );
+    for state in [
+        "starting", "ready", "retiring", "draining", "backoff", "errored",
+    ] {
+        by_state
+            .get_or_create(&vec![("state", state.to_string())])
+            .set(0.0);
+    }
+    for row in &status.slots {
+        let state = match &row.occupant {
+            Occupant::Worker(worker) => worker.phase.as_str(),
+            Occupant::Backoff => "backoff",
+            Occupant::Errored => "errored",
+        };
+        by_state
+            .get_or_create(&vec![("state", state.to_string())])
+            .inc();
+    }
+
+    // Counters by nature, but read whole from the status each scrape: gauges that only grow,
+    // named `_total` as Prometheus's convention for counts asks.
+    let restarts = family(
+        &mut registry,
+        "slot_restarts_total",
+        "Restarts of a slot after failures, by slot and the last exit's reason",
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for row in &status.slots {
+        if !seen.insert(row.slot) {
+            continue;
+        }
+        let reason = row
+            .last_exit
+            .as_ref()
+            .map(|exit| exit.reason.to_string())
+            .unwrap_or_else(|| "none".into());
+        restarts
+            .get_or_create(&vec![("slot", row.slot.to_string()), ("reason", reason)])
+            .set(row.restarts as f64);
+    }
+    family(&mut registry, "reloads_total", "Reloads, by result")
+        .get_or_create(&vec![("result", "completed".to_string())])
+        .set(status.reloads as f64);
+
+    let rss = family(
+        &mut registry,
+        "worker_rss_bytes",
+        "A worker's resident memory",
+    );
+    let cpu = family(
+        &mut registry,
+        "worker_cpu_seconds_total",
+        "CPU time a worker has used (user and system)",
+    );
+    let uptime = family(
+        &mut registry,
+        "worker_uptime_seconds",
+        "Seconds since a worker started",
+    );
+    let ready = family(
+        &mut registry,
+        "worker_ready",
+        "1 for a ready worker, else 0",
+    );
+    for row in &status.slots {
+        let Some(worker) = row.worker() else {
+            continue;
+        };
+        let labels = vec![
+            ("slot", row.slot.to_string()),
+            ("pid", worker.pid.to_string()),
+            ("generation", worker.generation.to_string()),
+        ];
+        if let Some(bytes) = worker.rss_bytes {
+            rss.get_or_create(&labels).set(bytes as f64);
+        }
+        if let Some(time) = crate::primary::cpu_time(worker.pid) {
+            cpu.get_or_create(&labels).set(time.as_secs_f64());
+        }
+        uptime
+            .get_or_create(&labels)
+            .set(worker.uptime.as_secs_f64());
+        ready
+            .get_or_create(&labels)
+            .set(f64::from(u8::from(worker.phase == WorkerPhase::Ready)));
+    }
+
+    if let Some(store) = status
+        .shared_state
+        .as_ref()
+        .and_then(|state| state.embedded.as_ref())
+    {
+        gauge(&mut registry, "store_keys", "Keys in the embedded store").set(store.keys as f64);
+        gauge(
+            &mut registry,
+            "store_memory_bytes",
+            "Memory the embedded store's data takes",
+        )
+        .set(store.used_memory as f64);
+        gauge(
+            &mut registry,
+            "store_clients",
+            "Clients connected to the embedded store",
+        )
+        .set(store.clients as f64);
+    }
+
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = encode(&mut text, &registry);
+    text
+}
+
+fn gauge(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+) -> Gauge<f64, std::sync::atomic::AtomicU64> {
+    let gauge = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    registry.register(name, help, gauge.clone());
+    gauge
+}
+
+fn family(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+) -> Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>> {
+    let family = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    registry.register(name, help, family.clone());
+    family
+}

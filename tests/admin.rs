@@ -1,0 +1,256 @@
+//! The admin HTTP server (`--admin`, issue 16): its metrics agree with `status --json` after
+//! a kill, `/health` follows readiness, `/api/status` is the status JSON, actions need the
+//! header a cross-origin page cannot send, and a non-loopback address needs a token.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::support::*;
+
+/// The address the primary logged for its admin server (`--admin 127.0.0.1:0`).
+fn admin_address(cluster: &Cluster) -> SocketAddr {
+    let line = cluster.stderr.wait_for("admin server on http://");
+    let address = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    address.parse().unwrap()
+}
+
+/// The samples of `/metrics` named `name`, with their labels.
+fn samples(text: &str, name: &str) -> Vec<(std::collections::HashMap<String, String>, f64)> {
+    let lines = text.lines().map(|line| Ok(line.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("/metrics parses");
+    scrape
+        .samples
+        .into_iter()
+        .filter(|sample| sample.metric == name)
+        .map(|sample| {
+            let value = match sample.value {
+                prometheus_parse::Value::Gauge(value)
+                | prometheus_parse::Value::Counter(value)
+                | prometheus_parse::Value::Untyped(value) => value,
+                other => panic!("{name}: unexpected {other:?}"),
+            };
+            let labels = sample
+                .labels
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            (labels, value)
+        })
+        .collect()
+}
+
+fn slot_value(text: &str, name: &str, slot: u64) -> Vec<(String, f64)> {
+    samples(text, name)
+        .into_iter()
+        .filter(|(labels, _)| labels.get("slot") == Some(&slot.to_string()))
+        .map(|(labels, value)| (labels.get("pid").cloned().unwrap_or_default(), value))
+        .collect()
+}
+
+fn restarts_of_slot_1(text: &str) -> Vec<f64> {
+    slot_value(text, "herdsman_slot_restarts_total", 1)
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect()
+}
+
+#[test]
+fn metrics_match_status_after_a_kill() {
+    let cluster = cluster()
+        .args(&[
+            "-w",
+            "2",
+            "--name",
+            "admin-metrics",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .start();
+    let admin = admin_address(&cluster);
+    let pids = cluster.ready_pids(2);
+
+    let before = status_json(&cluster, "admin-metrics");
+    let metrics = http_get(admin, "/metrics").unwrap();
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+    let ready = samples(&metrics.body, "herdsman_workers");
+    let ready: Vec<f64> = ready
+        .iter()
+        .filter(|(labels, _)| labels["state"] == "ready")
+        .map(|(_, value)| *value)
+        .collect();
+    assert_eq!(ready, vec![2.0], "{}", metrics.body);
+    let slot1 = before["slots"][0]["pid"].as_u64().unwrap();
+    assert_eq!(restarts_of_slot_1(&metrics.body), [0.0], "{}", metrics.body);
+    let rss = slot_value(&metrics.body, "herdsman_worker_rss_bytes", 1);
+    assert_eq!(rss.len(), 1, "{}", metrics.body);
+    assert_eq!(rss[0].0, slot1.to_string());
+    assert!(rss[0].1 > 0.0);
+    assert!(pids.contains(&(slot1 as u32)));
+
+    kill(Pid::from_raw(slot1 as i32), Signal::SIGKILL).unwrap();
+    cluster.wait_ready(3);
+    let after = status_json(&cluster, "admin-metrics");
+    let metrics = http_get(admin, "/metrics").unwrap();
+    let new_pid = after["slots"][0]["pid"].as_u64().unwrap();
+    assert_ne!(new_pid, slot1);
+    assert_eq!(after["slots"][0]["restarts"], 1, "{after}");
+    assert_eq!(restarts_of_slot_1(&metrics.body), [1.0], "{}", metrics.body);
+    let cpu = slot_value(&metrics.body, "herdsman_worker_cpu_seconds_total", 1);
+    assert_eq!(cpu.len(), 1, "{}", metrics.body);
+    assert_eq!(cpu[0].0, new_pid.to_string());
+    let rss = slot_value(&metrics.body, "herdsman_worker_rss_bytes", 1);
+    assert_eq!(rss[0].0, new_pid.to_string());
+    let generation = samples(&metrics.body, "herdsman_generation");
+    assert_eq!(generation[0].1, after["generation"].as_f64().unwrap());
+
+    // /api/status is `status --json`'s document (figures that move aside).
+    let api = http_get(admin, "/api/status").unwrap();
+    assert_eq!(api.status, 200);
+    let mut api: serde_json::Value = serde_json::from_str(&api.body).unwrap();
+    let mut cli = status_json(&cluster, "admin-metrics");
+    for status in [&mut api, &mut cli] {
+        status["uptime_ms"] = 0.into();
+        for row in status["slots"].as_array_mut().unwrap() {
+            row["uptime_ms"] = 0.into();
+            row["cpu_percent"] = 0.into();
+            row["rss_bytes"] = 0.into();
+        }
+    }
+    assert_eq!(api, cli);
+}
+
+#[test]
+fn health_is_503_until_a_worker_is_ready() {
+    let cluster = cluster()
+        .args(&[
+            "-w",
+            "1",
+            "--name",
+            "admin-health",
+            "--admin",
+            "127.0.0.1:0",
+            "--ready-delay",
+            "1500ms",
+        ])
+        .no_wait()
+        .start();
+    let admin = admin_address(&cluster);
+    assert_eq!(http_get(admin, "/live").unwrap().status, 200);
+    let health = http_get(admin, "/health").unwrap();
+    assert_eq!(health.status, 503, "{health:?}\n{}", cluster.log());
+    assert_eq!(http_get(admin, "/ready").unwrap().status, 503);
+    cluster.wait_ready(1);
+    assert_eq!(http_get(admin, "/health").unwrap().status, 200);
+    assert_eq!(http_get(admin, "/ready").unwrap().status, 200);
+}
+
+#[test]
+fn actions_need_the_header_and_the_token() {
+    let cluster = cluster()
+        .args(&[
+            "-w",
+            "1",
+            "--name",
+            "admin-token",
+            "--admin",
+            "127.0.0.1:0",
+            "--admin-token",
+            "s3cret",
+        ])
+        .start();
+    let admin = admin_address(&cluster);
+    cluster.ready_pids(1);
+    assert_eq!(http_get(admin, "/health").unwrap().status, 200);
+    assert_eq!(http_get(admin, "/metrics").unwrap().status, 401);
+    let bearer = [("Authorization", "Bearer s3cret")];
+    let (metrics, _) = http_exchange(admin, "GET", "/metrics", &bearer, None).unwrap();
+    assert_eq!(metrics.status, 200);
+    let foreign = [
+        ("Authorization", "Bearer s3cret"),
+        ("Origin", "http://evil.example"),
+    ];
+    let (refused, _) = http_exchange(admin, "POST", "/api/reload", &foreign, None).unwrap();
+    assert_eq!(refused.status, 403, "{refused:?}");
+    // The test client sends `Host: test`: the page's own origin is http://test.
+    let same = [
+        ("Authorization", "Bearer s3cret"),
+        ("Origin", "http://test"),
+    ];
+    let (bare, _) = http_exchange(admin, "POST", "/api/reload", &same[1..], None).unwrap();
+    assert_eq!(bare.status, 401, "{bare:?}");
+    let (reloaded, _) = http_exchange(admin, "POST", "/api/reload", &same, None).unwrap();
+    assert_eq!(reloaded.status, 200, "{reloaded:?}");
+    let status = status_json(&cluster, "admin-token");
+    assert_eq!(status["reloads"], 1);
+    assert_eq!(status["slots"][0]["generation"], 2, "{status}");
+}
+
+#[test]
+fn a_non_loopback_admin_address_needs_a_token() {
+    let dir = RuntimeDir::new();
+    let started = Instant::now();
+    let output = dir.herdsman(&["run", "--admin", "0.0.0.0:0", "--", "true"]);
+    assert_eq!(output.code, Some(2), "{output:?}");
+    assert!(
+        output.stderr.contains(
+            "--admin 0.0.0.0:0 is not a loopback address, and the admin server can reload"
+        ),
+        "{output:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// The dashboard in headless Chromium (tests/dashboard.js, playwright-core from
+/// examples/node): a row per worker, a kill -9 shown within 2 s without reloading the page,
+/// the Reload button reloads, and a screenshot lands in target/admin-dashboard.png.
+#[test]
+fn the_dashboard_follows_the_cluster() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "this test needs Debian's chromium (scripts/test.sh installs it)"
+    );
+    let cluster = cluster()
+        .args(&["-w", "2", "--name", "admin-page", "--admin", "127.0.0.1:0"])
+        .start();
+    let admin = admin_address(&cluster);
+    cluster.ready_pids(2);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let screenshot = format!("{root}/target/admin-dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let mut driver = Command::new("node")
+        .arg(format!("{root}/tests/dashboard.js"))
+        .args([format!("http://{admin}/"), "2".into(), screenshot.clone()])
+        .env("NODE_PATH", format!("{root}/examples/node/node_modules"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run node");
+    let mut stdout = BufReader::new(driver.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let pid: i32 = line
+        .strip_prefix("pid ")
+        .and_then(|pid| pid.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the driver said {line:?}"));
+    let status = status_json(&cluster, "admin-page");
+    assert_eq!(status["slots"][0]["pid"], pid, "{status}");
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    writeln!(driver.stdin.as_mut().unwrap(), "killed").unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let exit = driver.wait().unwrap();
+    assert!(exit.success() && line.starts_with("ok "), "{line:?} {exit}");
+    let status = status_json(&cluster, "admin-page");
+    assert_eq!(status["reloads"], 1, "{status}");
+    assert!(std::fs::metadata(&screenshot).unwrap().len() > 0);
+}
