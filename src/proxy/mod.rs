@@ -11,13 +11,13 @@
 //! the lifecycle steers (a worker became ready, started to retire, drain, or exited).
 //!
 //! # Why no splice(2)
-//! Zero-copy `splice` needs a pipe per direction per connection (two more fds each) and pays
-//! when large bodies stream: the copy it saves is one `memcpy` of 64 KiB buffers that stay in
-//! cache. The proxy has to read request and response heads anyway (retries, framing), and for
-//! the small requests that dominate a cluster's traffic the cost is in the system calls, which
-//! splice does not reduce (it needs two per chunk instead of one read and one write). Not
-//! measured here yet: `bench/proxy.sh` is where it would be, with splice as the first
-//! candidate for the tunnelled (non-HTTP, WebSocket) path if the copy shows up there.
+//! Not measured yet, so not used. `splice` saves the copy of each chunk through user space (a
+//! 64 KiB buffer that stays in cache), at the price of a pipe per direction per connection (two
+//! more fds each) and the same number of system calls (socket to pipe, pipe to socket, where a
+//! copy makes one read and one write). It can only pay on long bodies and tunnels, and the
+//! proxy has to read HTTP heads anyway (framing, retries). `bench/proxy.sh` measures the proxy
+//! against direct connections; the tunnelled path (`relay`) is where splice would go if the
+//! copy shows up there.
 //!
 //! # Layout
 //! - `balancer`: who gets the next connection (least-connections with ties in turn, or in
