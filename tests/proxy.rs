@@ -271,3 +271,50 @@ fn three_reloads_of_stock_uvicorn_under_keep_alive_load_fail_no_request() {
     assert_eq!(report.failures, Vec::<String>::new(), "{}", cluster.log());
     assert_eq!(report.retries, 0, "{}", cluster.log());
 }
+
+/// A Go net/http server that binds `$HOST:$PORT` itself, with no socket activation.
+const GO_SERVER: &str = r#"package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+)
+
+func main() {
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "{\"pid\":%d,\"worker\":\"%s\"}", os.Getpid(), os.Getenv("HERDSMAN_WORKER_ID"))
+	})
+	if err := http.ListenAndServe(os.Getenv("HOST")+":"+os.Getenv("PORT"), nil); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+"#;
+
+#[test]
+fn a_go_server_binding_its_port_runs_across_two_workers() {
+    let dir = RuntimeDir::new();
+    write_file(&dir, "main.go", GO_SERVER);
+    let build = std::process::Command::new("go")
+        .args(["build", "-o", "server", "main.go"])
+        .current_dir(dir.path())
+        .env("GOCACHE", dir.path().join("go-cache"))
+        .env("GO111MODULE", "off")
+        .output()
+        .expect("run go (scripts/test.sh installs it)");
+    assert!(build.status.success(), "go build: {build:?}");
+    let server = dir.path().join("server").display().to_string();
+    let cluster = cluster()
+        .runtime_dir(&dir)
+        .args(&["-w", "2", "--balance", "proxy-rr"])
+        .command(&[&server])
+        .start();
+    cluster.wait_ready(2);
+    assert_eq!(
+        workers_of(&cluster, 100),
+        expected(2, 50),
+        "{}",
+        cluster.log()
+    );
+}
