@@ -2,7 +2,8 @@
 //! or plain bytes.
 //!
 //! The upstream connection is made when the client connects (least-connections counts it from
-//! then on, and a server that speaks first, like SMTP or MySQL, is relayed as bytes). When the
+//! then on, and a server that speaks first, like SMTP or MySQL, is relayed as bytes; one that
+//! closes before any byte either way, a worker just killed, is replaced by another). When the
 //! client's first bytes are an HTTP/1.x request head, each request is sent on, its bytes kept
 //! (idempotent requests, up to [`MAX_REPLAY`]) until the first byte of the response: if the
 //! worker closes the connection before that byte (the keep-alive race of a draining server,
@@ -28,6 +29,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const NO_WORKER_WAIT: Duration = Duration::from_secs(5);
 const NO_WORKER_POLL: Duration = Duration::from_millis(20);
 const BUFFER: usize = 64 * 1024;
+/// How many times a new connection moves on when its worker closes before any byte.
+const MAX_RECONNECTS: usize = 2;
 const BAD_GATEWAY: &[u8] =
     b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
@@ -92,6 +95,7 @@ pub async fn serve(mut client: TcpStream, shared: Arc<Shared>) {
         return;
     };
     let mut pending = Vec::with_capacity(4096);
+    let mut reconnects = 0;
     loop {
         tokio::select! {
             read = client.read_buf(&mut pending) => match read {
@@ -105,8 +109,24 @@ pub async fn serve(mut client: TcpStream, shared: Arc<Shared>) {
                     }
                 },
             },
-            // The server speaks first: not HTTP.
-            _ = upstream.stream.readable() => break,
+            _ = upstream.stream.readable() => {
+                let mut byte = [0];
+                match upstream.stream.peek(&mut byte).await {
+                    // The server speaks first: not HTTP.
+                    Ok(read) if read > 0 => break,
+                    // Closed before a byte either way (a worker killed): another worker.
+                    _ if reconnects < MAX_RECONNECTS => {
+                        reconnects += 1;
+                        let failed = upstream.id;
+                        drop(upstream);
+                        upstream = match connect(&shared, Some(failed)).await {
+                            Some(upstream) => upstream,
+                            None => return,
+                        };
+                    }
+                    _ => return,
+                }
+            }
             _ = tokio::time::sleep(IDLE_TIMEOUT) => return,
         }
     }
