@@ -318,3 +318,22 @@ fn a_go_server_binding_its_port_runs_across_two_workers() {
         cluster.log()
     );
 }
+
+/// SIGTERM: the proxy stops accepting, a request in flight is answered while its worker
+/// drains, and the primary exits 0.
+#[test]
+fn a_stop_lets_a_request_in_flight_finish() {
+    let mut cluster = cluster().args(&["-w", "2", "--balance", "proxy"]).start();
+    cluster.wait_ready(2);
+    let address = cluster.address();
+    let slow = std::thread::spawn(move || http_get(address, "/sleep?ms=1000"));
+    cluster.stdout.wait_for("sleep start");
+    cluster.signal(Signal::SIGTERM);
+    let response = slow
+        .join()
+        .unwrap()
+        .expect("the request in flight is answered");
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(cluster.wait_exit().code(), Some(0), "{}", cluster.log());
+    assert!(TcpStream::connect(address).is_err(), "the port is closed");
+}
