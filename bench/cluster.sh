@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Throughput of the test server under `herdsman run`, side by side with the limit: the same
-# server as N processes that bind SO_REUSEPORT themselves, with no primary at all.
+# server as N processes that bind SO_REUSEPORT themselves, with no primary at all. The
+# `herdsman-proxy` row runs the same server behind `--balance proxy` (it binds its private $PORT).
 #
 #   bench/cluster.sh [SECONDS_PER_RUN] [ROUNDS]      (defaults: 10 s, 3 rounds)
 #
@@ -60,7 +61,7 @@ start_setup() {
     wait_serving "$port" "${STARTED[0]}"
 }
 
-SETUPS=(limit herdsman-shared herdsman-reuseport)
+SETUPS=(limit herdsman-shared herdsman-reuseport herdsman-proxy)
 RAW="$OUT/cluster-raw.txt"
 : >"$RAW"
 for round in $(seq 1 "$ROUNDS"); do
@@ -100,7 +101,7 @@ print("| setup | connection | req/s | × limit | errors | primary CPU (% of run'
 print("|---|---|---:|---:|---:|---:|---:|")
 for mode in ("keepalive", "close"):
     limit = statistics.median(r[0] for r in table[("limit", mode)])
-    for setup in ("limit", "herdsman-shared", "herdsman-reuseport"):
+    for setup in ("limit", "herdsman-shared", "herdsman-reuseport", "herdsman-proxy"):
         runs = table[(setup, mode)]
         rps = statistics.median(r[0] for r in runs)
         errors = sum(r[1] for r in runs)

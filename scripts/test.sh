@@ -33,7 +33,8 @@ pip_install() {
 install_missing node nodejs
 install_missing npm npm
 install_missing python3 python3
-# The README's Go server is built and run as written (tests/readme.rs).
+# The README's Go server is built and run as written (tests/readme.rs); a Go net/http server
+# that binds $PORT runs behind the proxy (tests/proxy.rs).
 install_missing go golang-go
 # The README's Ruby line runs Debian's puma under `bundle exec` (tests/readme.rs).
 install_missing puma puma
@@ -64,7 +65,7 @@ fi
 # The readiness tests (tests/python_servers.rs) and the README's Python lines (tests/readme.rs)
 # run real gunicorn and uvicorn, pinned.
 if ! command -v gunicorn >/dev/null 2>&1 || ! command -v uvicorn >/dev/null 2>&1; then
-    echo "test.sh: installing gunicorn and uvicorn (for tests/python_servers.rs, tests/readme.rs)" >&2
+    echo "test.sh: installing gunicorn and uvicorn (for tests/python_servers.rs, tests/readme.rs, tests/proxy.rs)" >&2
     if [ "$(command -v python3)" = /usr/bin/python3 ]; then
         install_package gunicorn
         install_package uvicorn

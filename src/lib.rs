@@ -21,6 +21,8 @@
 //! - `launch`: starting a cluster and running it to the end, above `primary` and `control`.
 //! - `primary`: the supervisor: the lifecycle machine and the executor that performs it.
 //! - `balance`: the listening sockets and how workers share them (`shared`, `reuseport`).
+//! - `proxy`: `--balance proxy`: the primary relays each connection to a worker's private
+//!   loopback `$PORT`, on threads of its own, with one retry of an idempotent HTTP request.
 //! - `ipc`: the channel between the primary and each worker: JSON lines over a socketpair,
 //!   typed frames for both directions, and one channel implementation for both ends.
 //! - `control`: the control socket: protocol, the primary's server, the CLI's client
@@ -61,6 +63,7 @@ pub mod fuzzing;
 pub(crate) mod ipc;
 pub(crate) mod launch;
 pub(crate) mod primary;
+pub(crate) mod proxy;
 mod runtime_dir;
 pub(crate) mod shim;
 /// Hidden: what the integration tests use of the store (its inline-command splitter), and the

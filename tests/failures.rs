@@ -131,7 +131,7 @@ fn app_binding_the_port_itself_gets_a_hint() {
     );
     assert_eq!(code, EXIT_NO_WORKER_READY, "{log}");
     assert!(log.contains("Address already in use"), "{log}");
-    assert!(log.contains("itself, but herdsman already listens there; make it use the inherited socket (fd 3, LISTEN_FDS)"), "{log}");
+    assert!(log.contains("itself, but herdsman already listens there; run it with --balance proxy (each worker gets a private $PORT, and the primary relays to it), or make it use the inherited socket (fd 3, LISTEN_FDS)"), "{log}");
 }
 
 #[test]

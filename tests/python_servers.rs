@@ -18,8 +18,8 @@ def app(environ, start_response):
     return [body]
 "#;
 
-/// The same app as ASGI, for uvicorn.
-const ASGI_APP: &str = r#"import json, os
+/// The same app as ASGI, for uvicorn (also behind the proxy, `tests/proxy.rs`).
+pub const ASGI_APP: &str = r#"import json, os
 
 async def app(scope, receive, send):
     if scope["type"] != "http":

@@ -17,6 +17,7 @@ mod messages;
 mod node_cluster;
 mod orphans;
 mod port_group;
+mod proxy;
 mod python_servers;
 mod readme;
 mod reload;

@@ -130,7 +130,7 @@ impl Listeners {
     pub fn bind(address: SocketAddr, balance: Balance, slots: usize) -> Result<Self, BindError> {
         let mut diag = match balance {
             Balance::Reuseport => sock_diag::SockDiag::open().ok(),
-            Balance::Shared | Balance::RoundRobin => None,
+            Balance::Shared | Balance::RoundRobin | Balance::Proxy | Balance::ProxyRr => None,
         };
         if let Some(diag) = diag.as_mut().filter(|_| address.port() != 0) {
             refuse_foreign(address, &[], diag)?;
@@ -200,7 +200,7 @@ impl Listeners {
 
     fn index(&self, slot: usize, side: Side) -> usize {
         match self.balance {
-            Balance::Shared | Balance::RoundRobin => 0,
+            Balance::Shared | Balance::RoundRobin | Balance::Proxy | Balance::ProxyRr => 0,
             Balance::Reuseport => 2 * (slot - 1) + side.0 as usize,
         }
     }
@@ -274,11 +274,20 @@ impl Listeners {
         Ok(Some(copy.into()))
     }
 
+    /// With `--balance proxy`: a copy of the one socket, for the proxy to accept from
+    /// (`proxy`); workers never get it.
+    pub fn proxy_socket(&self) -> io::Result<Option<std::net::TcpListener>> {
+        let Some(socket) = self.sockets.first().filter(|_| self.balance.is_proxy()) else {
+            return Ok(None);
+        };
+        Ok(Some(socket.try_clone()?.into()))
+    }
+
     /// How many slots have sockets (reuseport: also those of slots removed by a scale-down,
     /// whose sockets stay open); 1 with one shared socket.
     pub fn slots(&self) -> usize {
         match self.balance {
-            Balance::Shared | Balance::RoundRobin => 1,
+            Balance::Shared | Balance::RoundRobin | Balance::Proxy | Balance::ProxyRr => 1,
             Balance::Reuseport => self.sockets.len() / 2,
         }
     }

@@ -25,17 +25,36 @@ pub enum Balance {
     /// The primary accepts and hands each connection to the next free worker, as Node's
     /// primary does (Node workers only: `primary::round_robin`).
     RoundRobin,
+    /// The primary accepts and relays bytes to each worker's private loopback `$PORT`, to the
+    /// worker with the fewest open connections (ties in turn): any app, unmodified (`proxy`).
+    Proxy,
+    /// As `proxy`, each connection to the next worker in turn.
+    ProxyRr,
 }
 
 impl Balance {
-    const ALL: [Balance; 3] = [Balance::Shared, Balance::Reuseport, Balance::RoundRobin];
+    const ALL: [Balance; 5] = [
+        Balance::Shared,
+        Balance::Reuseport,
+        Balance::RoundRobin,
+        Balance::Proxy,
+        Balance::ProxyRr,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Balance::Shared => "shared",
             Balance::Reuseport => "reuseport",
             Balance::RoundRobin => "round-robin",
+            Balance::Proxy => "proxy",
+            Balance::ProxyRr => "proxy-rr",
         }
+    }
+
+    /// Whether the primary relays the bytes of every connection (`proxy`, `proxy-rr`): workers
+    /// listen on a private `$PORT` of their own and inherit no socket.
+    pub fn is_proxy(self) -> bool {
+        matches!(self, Balance::Proxy | Balance::ProxyRr)
     }
 }
 
@@ -53,7 +72,11 @@ impl FromStr for Balance {
         Balance::ALL
             .into_iter()
             .find(|balance| balance.as_str() == text)
-            .ok_or_else(|| format!("`{text}` is not `shared`, `reuseport` or `round-robin`"))
+            .ok_or_else(|| {
+                format!(
+                    "`{text}` is not `shared`, `reuseport`, `round-robin`, `proxy` or `proxy-rr`"
+                )
+            })
     }
 }
 
@@ -381,9 +404,14 @@ mod tests {
     fn balance_from_the_environment() {
         assert_eq!("shared".parse(), Ok(Balance::Shared));
         assert_eq!("reuseport".parse(), Ok(Balance::Reuseport));
+        assert_eq!("proxy".parse(), Ok(Balance::Proxy));
+        assert_eq!("proxy-rr".parse(), Ok(Balance::ProxyRr));
         assert_eq!(
             "random".parse::<Balance>(),
-            Err("`random` is not `shared`, `reuseport` or `round-robin`".to_string())
+            Err(
+                "`random` is not `shared`, `reuseport`, `round-robin`, `proxy` or `proxy-rr`"
+                    .to_string()
+            )
         );
     }
 }

@@ -22,7 +22,7 @@ use super::lifecycle::{
 };
 use super::logs::{Level, Logger};
 use super::notify::{Notice, ServiceManager};
-use super::process::{Launch, Process};
+use super::process::{Launch, Process, WorkerSocket};
 use super::report::workers;
 use super::spawn::Spawner;
 use super::timers::{Due, Timers};
@@ -59,6 +59,9 @@ pub(super) struct Executor {
     pub node_sockets: Vec<(std::net::SocketAddr, socket2::Socket)>,
     /// With `--balance round-robin`: the primary's accepting and handing (`node`).
     pub round_robin: Option<super::node::RoundRobinPort>,
+    /// With `--balance proxy`: the proxy, and each worker's private port (`proxied`).
+    pub proxy: Option<crate::proxy::Proxy>,
+    pub private_ports: HashMap<WorkerId, u16>,
 }
 
 /// What the executor starts with, besides the configuration.
@@ -105,6 +108,8 @@ impl Executor {
             phase: parts.phase,
             node_sockets: Vec::new(),
             round_robin: None,
+            proxy: None,
+            private_ports: HashMap::new(),
         };
         (executor, events_rx)
     }
@@ -135,6 +140,7 @@ impl Executor {
         }
         self.round_robin = super::node::RoundRobinPort::open(&self.listeners)
             .map_err(|error| StartupFailed(format!("cannot accept for round-robin: {error}")))?;
+        self.proxy = self.start_proxy()?;
         self.feed(Input::Start).await;
         self.watch_port_group();
         while !self.machine.is_finished() {
@@ -196,12 +202,16 @@ impl Executor {
             Effect::Steer(targets) => {
                 // Who serves changed: waiting connections may have a worker now.
                 self.hand_connections();
+                self.route_proxy();
                 self.steer(&targets)
             }
             Effect::CloseListeners => {
                 self.listeners.close();
                 if let Some(port) = &mut self.round_robin {
                     port.close();
+                }
+                if let Some(proxy) = &self.proxy {
+                    proxy.close();
                 }
                 None
             }
@@ -270,14 +280,26 @@ impl Executor {
             let error = "the listening sockets are closed".to_string();
             return Input::SpawnFailed { worker, error };
         };
+        let socket = match self.proxy {
+            Some(_) => match self.private_port(worker) {
+                Ok(port) => WorkerSocket::Private { port },
+                Err(error) => {
+                    let error = format!("cannot find a free loopback port for it: {error}");
+                    return Input::SpawnFailed { worker, error };
+                }
+            },
+            None => WorkerSocket::Inherited {
+                fd: listen_fd,
+                port: self.listeners.local_addr().port(),
+            },
+        };
         let config = self.machine.config();
         let launch = Launch {
             worker,
             slot: order.slot,
             spec: order.spec,
             workers: order.workers,
-            port: self.listeners.local_addr().port(),
-            listen_fd,
+            socket,
             notify_path: self.dir.path().join(format!("notify-{}", worker.0)),
             name: &config.name,
             state_url: self.shared_state.url.as_deref(),
@@ -288,6 +310,7 @@ impl Executor {
             Ok(process) => {
                 let pid = process.pid;
                 self.processes.insert(worker, process);
+                self.probe_private_port(worker);
                 Input::Spawned { worker, pid }
             }
             Err(error) => Input::SpawnFailed {
@@ -295,6 +318,11 @@ impl Executor {
                 error: error.to_string(),
             },
         }
+    }
+
+    /// Where the tasks that watch workers send what they see.
+    pub fn events(&self) -> mpsc::UnboundedSender<Event> {
+        self.events.clone()
     }
 
     /// Reports a lifecycle event to the library's handler, if there is one.
@@ -327,6 +355,7 @@ impl Executor {
                 self.processes.remove(&worker);
                 self.timers.cancel_worker(worker);
                 self.round_robin_gone(worker);
+                self.private_ports.remove(&worker);
                 self.feed(Input::Exited {
                     worker,
                     reason,

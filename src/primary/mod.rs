@@ -11,6 +11,7 @@
 //! - `status`: the snapshot `herdsman status` shows.
 //! - `ipc`: each worker's IPC channel: frames in, messages routed, `herdsman send`.
 //! - `rescue`: connections queued on a socket no worker holds, relayed to ready workers.
+//! - `proxied`: `--balance proxy`: private ports, readiness by them, who the proxy relays to.
 //! - `port_watch`: foreign sockets on the cluster's port, reported while the cluster runs.
 //! - `report`: how exits and failures are described to people.
 //! - `process`: one worker process: start (through the exec shim), watch, signal.
@@ -32,6 +33,7 @@ mod node;
 mod notify;
 mod port_watch;
 mod process;
+mod proxied;
 mod report;
 mod rescue;
 mod restart;

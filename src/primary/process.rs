@@ -55,14 +55,24 @@ pub struct Launch<'a> {
     pub slot: usize,
     pub spec: Arc<LaunchSpec>,
     pub workers: usize,
-    pub port: u16,
-    /// The fd, in the primary, of the slot's socket the worker gets (see `balance`).
-    pub listen_fd: RawFd,
+    /// The socket the worker serves on.
+    pub socket: WorkerSocket,
     pub notify_path: PathBuf,
     pub name: &'a str,
     /// `HERDSMAN_STATE_URL` and `REDIS_URL`, unless shared state is off.
     pub state_url: Option<&'a str>,
     pub ipc: IpcMode,
+}
+
+/// Where a worker serves.
+#[derive(Clone, Copy, Debug)]
+pub enum WorkerSocket {
+    /// The fd, in the primary, of the slot's socket the worker inherits (see `balance`), and
+    /// the cluster's port (`$PORT`).
+    Inherited { fd: RawFd, port: u16 },
+    /// A loopback port of its own, which the primary's proxy relays to (`--balance proxy`):
+    /// `$PORT`, with `HOST=127.0.0.1`, and no inherited socket.
+    Private { port: u16 },
 }
 
 /// A live worker process: what the executor needs to signal it, talk to it and report on it.
@@ -96,7 +106,13 @@ impl Process {
             None => None,
             Some(dialect) => Some(open_channel(launch.worker, dialect, events.clone())?),
         };
-        let mut inherited = vec![launch.listen_fd];
+        let (mut inherited, port) = match launch.socket {
+            WorkerSocket::Inherited { fd, port } => (vec![fd], port),
+            WorkerSocket::Private { port } => (Vec::new(), port),
+        };
+        let listen_count = inherited.len();
+        // The channel follows the listening socket, if any, from fd 3 on.
+        let ipc_fd = (ipc::WORKER_FD - 1 + listen_count as i32).to_string();
         inherited.extend(channel.as_ref().map(|(_, theirs, _)| theirs.as_raw_fd()));
         // Only the primary holds `keeper_control` (close-on-exec): the keeper reads end of file
         // on its end when the primary is gone.
@@ -118,9 +134,8 @@ impl Process {
             .env_remove("LISTEN_PID")
             .env(SHIM_FDS_ENV, shim_fds)
             .env(SHIM_CONTROL_FD_ENV, keeper_end.as_raw_fd().to_string())
-            .env(SHIM_LISTEN_COUNT_ENV, "1")
-            .env("LISTEN_FDNAMES", "herdsman")
-            .env("PORT", launch.port.to_string())
+            .env(SHIM_LISTEN_COUNT_ENV, listen_count.to_string())
+            .env("PORT", port.to_string())
             .env("HERDSMAN_NAME", launch.name)
             .env("HERDSMAN_WORKER_ID", launch.slot.to_string())
             .env("HERDSMAN_WORKER_COUNT", launch.workers.to_string())
@@ -136,14 +151,18 @@ impl Process {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        match launch.socket {
+            WorkerSocket::Inherited { .. } => command.env("LISTEN_FDNAMES", "herdsman"),
+            WorkerSocket::Private { .. } => command.env("HOST", "127.0.0.1"),
+        };
         match launch.ipc {
             IpcMode::Off => {}
             IpcMode::On => {
-                command.env("HERDSMAN_IPC_FD", ipc::WORKER_FD.to_string());
+                command.env("HERDSMAN_IPC_FD", &ipc_fd);
             }
             IpcMode::Node => {
                 command
-                    .env("NODE_CHANNEL_FD", ipc::WORKER_FD.to_string())
+                    .env("NODE_CHANNEL_FD", &ipc_fd)
                     .env("NODE_CHANNEL_SERIALIZATION_MODE", "json");
                 // NODE_UNIQUE_ID makes Node's `cluster` module run its worker half (see `node`),
                 // which Node sets up only for a script: with `-e` its listen() would wait for

@@ -90,8 +90,10 @@ pub fn startup_hint(exit: &LastExit, config: &Config, port: u16) -> String {
         || tail.contains("address in use")
     {
         return format!(
-            "this app binds port {port} itself, but herdsman already listens there; make it use \
-             the inherited socket (fd 3, LISTEN_FDS) as the README shows for your language"
+            "this app binds port {port} itself, but herdsman already listens there; run it with \
+             --balance proxy (each worker gets a private $PORT, and the primary relays to it), or \
+             make it use the inherited socket (fd 3, LISTEN_FDS) as the README shows for your \
+             language"
         );
     }
     "the worker exits on its own before it is ready; run the command by hand to see why".into()

@@ -1,0 +1,163 @@
+//! Which worker gets the next connection: plain state, no I/O.
+//!
+//! Least-connections counts the connections each worker holds open through the proxy now
+//! (exact: the proxy opened every one of them); ties go in turn, from the worker after the last
+//! one picked, so that fresh connections one after another spread as evenly as round-robin.
+
+use std::net::SocketAddr;
+
+/// How the proxy picks (`--balance proxy`, `--balance proxy-rr`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    LeastConnections,
+    RoundRobin,
+}
+
+/// A worker the proxy may relay to: its id (the lifecycle's, never reused) and private port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    pub id: u64,
+    pub address: SocketAddr,
+}
+
+#[derive(Debug)]
+struct Entry {
+    upstream: Upstream,
+    open: usize,
+}
+
+#[derive(Debug)]
+pub struct Balancer {
+    policy: Policy,
+    /// Sorted by id: the turn goes in the order the workers started.
+    entries: Vec<Entry>,
+    /// Where the next turn starts looking.
+    next: usize,
+}
+
+impl Balancer {
+    pub fn new(policy: Policy) -> Self {
+        Balancer {
+            policy,
+            entries: Vec::new(),
+            next: 0,
+        }
+    }
+
+    /// The workers that get new connections from now on; those that stay keep their counts.
+    pub fn set(&mut self, upstreams: &[Upstream]) {
+        let mut entries: Vec<Entry> = upstreams
+            .iter()
+            .map(|upstream| Entry {
+                upstream: *upstream,
+                open: self
+                    .entries
+                    .iter()
+                    .find(|entry| entry.upstream.id == upstream.id)
+                    .map_or(0, |entry| entry.open),
+            })
+            .collect();
+        entries.sort_by_key(|entry| entry.upstream.id);
+        self.entries = entries;
+        if self.next >= self.entries.len() {
+            self.next = 0;
+        }
+    }
+
+    /// Picks a worker for a new upstream connection, not one of `except`, and counts it open.
+    pub fn pick(&mut self, except: &[u64]) -> Option<Upstream> {
+        let count = self.entries.len();
+        let in_turn = (0..count).map(|offset| (self.next + offset) % count);
+        let mut eligible =
+            in_turn.filter(|&index| !except.contains(&self.entries[index].upstream.id));
+        let index = match self.policy {
+            Policy::RoundRobin => eligible.next()?,
+            // `min_by_key` keeps the first of equals: the first in turn.
+            Policy::LeastConnections => eligible.min_by_key(|&index| self.entries[index].open)?,
+        };
+        self.next = (index + 1) % count;
+        let entry = &mut self.entries[index];
+        entry.open += 1;
+        Some(entry.upstream)
+    }
+
+    /// A connection to worker `id` closed (or it was never made).
+    pub fn release(&mut self, id: u64) {
+        if let Some(entry) = self
+            .entries
+            .iter_mut()
+            .find(|entry| entry.upstream.id == id)
+        {
+            entry.open = entry.open.saturating_sub(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstreams(ids: &[u64]) -> Vec<Upstream> {
+        ids.iter()
+            .map(|&id| Upstream {
+                id,
+                address: SocketAddr::from(([127, 0, 0, 1], 20000 + id as u16)),
+            })
+            .collect()
+    }
+
+    fn picks(balancer: &mut Balancer, times: usize, release: bool) -> Vec<u64> {
+        (0..times)
+            .map(|_| {
+                let id = balancer.pick(&[]).unwrap().id;
+                if release {
+                    balancer.release(id);
+                }
+                id
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_robin_goes_in_turn_whatever_is_open() {
+        let mut balancer = Balancer::new(Policy::RoundRobin);
+        balancer.set(&upstreams(&[3, 1, 2]));
+        assert_eq!(picks(&mut balancer, 7, false), [1, 2, 3, 1, 2, 3, 1]);
+    }
+
+    #[test]
+    fn least_connections_takes_the_least_busy_and_ties_in_turn() {
+        let mut balancer = Balancer::new(Policy::LeastConnections);
+        balancer.set(&upstreams(&[1, 2]));
+        // Closed at once: every pick is a tie, so they alternate.
+        assert_eq!(picks(&mut balancer, 4, true), [1, 2, 1, 2]);
+        // Held open: ties alternate, and the one with fewer open wins.
+        assert_eq!(picks(&mut balancer, 1, false), [1]);
+        assert_eq!(picks(&mut balancer, 1, false), [2]);
+        assert_eq!(picks(&mut balancer, 1, false), [1]);
+        assert_eq!(picks(&mut balancer, 1, false), [2]);
+        assert_eq!(picks(&mut balancer, 1, false), [1]);
+        assert_eq!(picks(&mut balancer, 3, false), [2, 1, 2]);
+        balancer.release(1);
+        balancer.release(1);
+        assert_eq!(picks(&mut balancer, 2, false), [1, 1]);
+    }
+
+    #[test]
+    fn except_and_changes_of_workers() {
+        let mut balancer = Balancer::new(Policy::LeastConnections);
+        assert_eq!(balancer.pick(&[]), None);
+        balancer.set(&upstreams(&[1, 2]));
+        assert_eq!(balancer.pick(&[1]).unwrap().id, 2);
+        assert_eq!(balancer.pick(&[1, 2]), None);
+        // Worker 2 keeps its open connection; worker 3 is new and idle.
+        balancer.set(&upstreams(&[2, 3]));
+        assert_eq!(picks(&mut balancer, 1, false), [3]);
+        assert_eq!(picks(&mut balancer, 2, false), [2, 3]);
+        // A connection to a worker no longer listed closes: nothing to count.
+        balancer.release(1);
+        assert_eq!(picks(&mut balancer, 2, false), [2, 3]);
+        balancer.set(&[]);
+        assert_eq!(balancer.pick(&[]), None);
+    }
+}

@@ -1,0 +1,353 @@
+//! One client connection through the proxy: a worker for it, then HTTP/1.x request by request,
+//! or plain bytes.
+//!
+//! The upstream connection is made when the client connects (least-connections counts it from
+//! then on, and a server that speaks first, like SMTP or MySQL, is relayed as bytes; one that
+//! closes before any byte either way, a worker just killed, is replaced by another). When the
+//! client's first bytes are an HTTP/1.x request head, each request is sent on, its bytes kept
+//! (idempotent requests, up to [`MAX_REPLAY`]) until the first byte of the response: if the
+//! worker closes the connection before that byte (the keep-alive race of a draining server,
+//! a worker killed), the request is sent once more on a new connection to another worker. The
+//! client's connection outlives the worker's: the next request after an upstream close goes
+//! on a new upstream connection, so a reload never closes a client's keep-alive connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+
+use super::framing::{parse_request, parse_response, Body, Parsed, RequestHead};
+use super::relay::{relay, IDLE_TIMEOUT};
+use super::Shared;
+
+/// A request body kept for a second try, at most.
+pub const MAX_REPLAY: usize = 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a new connection waits for a serving worker when none is (all restarting).
+const NO_WORKER_WAIT: Duration = Duration::from_secs(5);
+const NO_WORKER_POLL: Duration = Duration::from_millis(20);
+const BUFFER: usize = 64 * 1024;
+/// How many times a new connection moves on when its worker closes before any byte.
+const MAX_RECONNECTS: usize = 2;
+const BAD_GATEWAY: &[u8] =
+    b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+/// A connection to a worker, counted open in the balancer while it lives.
+struct Upstream {
+    stream: TcpStream,
+    id: u64,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.shared.release(self.id);
+    }
+}
+
+/// Connects to a serving worker, other than `avoid` if there is another; a worker that does
+/// not accept (killed, not yet taken off the list) is passed over.
+async fn connect(shared: &Arc<Shared>, avoid: Option<u64>) -> Option<Upstream> {
+    let deadline = Instant::now() + NO_WORKER_WAIT;
+    let mut failed: Vec<u64> = Vec::new();
+    loop {
+        let mut except = failed.clone();
+        except.extend(avoid);
+        let picked = shared.pick(&except).or_else(|| shared.pick(&failed));
+        let Some(picked) = picked else {
+            if Instant::now() >= deadline {
+                return None;
+            }
+            // Maybe the list changes: a dead worker goes, a new one comes.
+            failed.clear();
+            tokio::time::sleep(NO_WORKER_POLL).await;
+            continue;
+        };
+        let upstream = |stream| Upstream {
+            stream,
+            id: picked.id,
+            shared: shared.clone(),
+        };
+        match timeout(CONNECT_TIMEOUT, TcpStream::connect(picked.address)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Some(upstream(stream));
+            }
+            _ => {
+                shared.release(picked.id);
+                failed.push(picked.id);
+            }
+        }
+    }
+}
+
+/// Whether a kept upstream connection was closed by its worker (or sent what nobody asked).
+fn is_stale(stream: &TcpStream) -> bool {
+    let mut byte = [0];
+    !matches!(stream.try_read(&mut byte), Err(error) if error.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+pub async fn serve(mut client: TcpStream, shared: Arc<Shared>) {
+    let _ = client.set_nodelay(true);
+    let Some(mut upstream) = connect(&shared, None).await else {
+        return;
+    };
+    let mut pending = Vec::with_capacity(4096);
+    let mut reconnects = 0;
+    loop {
+        tokio::select! {
+            read = client.read_buf(&mut pending) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(_) => match parse_request(&pending) {
+                    Parsed::Partial => continue,
+                    Parsed::NotHttp => break,
+                    Parsed::Head(_) => {
+                        let exchange = Exchange { client, upstream: Some(upstream), pending, shared };
+                        return exchange.run().await;
+                    }
+                },
+            },
+            _ = upstream.stream.readable() => {
+                let mut byte = [0];
+                match upstream.stream.peek(&mut byte).await {
+                    // The server speaks first: not HTTP.
+                    Ok(read) if read > 0 => break,
+                    // Closed before a byte either way (a worker killed): another worker.
+                    _ if reconnects < MAX_RECONNECTS => {
+                        reconnects += 1;
+                        let failed = upstream.id;
+                        drop(upstream);
+                        upstream = match connect(&shared, Some(failed)).await {
+                            Some(upstream) => upstream,
+                            None => return,
+                        };
+                    }
+                    _ => return,
+                }
+            }
+            _ = tokio::time::sleep(IDLE_TIMEOUT) => return,
+        }
+    }
+    relay(&mut client, &mut upstream.stream, &pending).await;
+}
+
+/// What follows one request and its response.
+enum After {
+    Next,
+    Close,
+    /// The rest of the connection is bytes (`101 Switching Protocols`, or not HTTP any more).
+    Tunnel,
+}
+
+struct Exchange {
+    client: TcpStream,
+    upstream: Option<Upstream>,
+    /// Bytes from the client not sent on yet: the next request's start.
+    pending: Vec<u8>,
+    shared: Arc<Shared>,
+}
+
+impl Exchange {
+    async fn run(mut self) {
+        loop {
+            let after = match self.next_request().await {
+                Some(Parsed::Head(head)) => self.exchange(head).await,
+                Some(_) => After::Tunnel,
+                None => After::Close,
+            };
+            match after {
+                After::Next => continue,
+                After::Close => return,
+                After::Tunnel => return self.tunnel().await,
+            }
+        }
+    }
+
+    /// Reads until `pending` starts with a whole request head; `None` when the client closed
+    /// or idled first.
+    async fn next_request(&mut self) -> Option<Parsed<RequestHead>> {
+        loop {
+            match parse_request(&self.pending) {
+                Parsed::Partial => {}
+                parsed => return Some(parsed),
+            }
+            match timeout(IDLE_TIMEOUT, self.client.read_buf(&mut self.pending)).await {
+                Ok(Ok(read)) if read > 0 => {}
+                _ => return None,
+            }
+        }
+    }
+
+    async fn tunnel(mut self) {
+        let mut upstream = match self.upstream.take() {
+            Some(upstream) => upstream,
+            None => match connect(&self.shared, None).await {
+                Some(upstream) => upstream,
+                None => return,
+            },
+        };
+        relay(&mut self.client, &mut upstream.stream, &self.pending).await;
+    }
+
+    /// An upstream connection for the next request: the kept one if its worker has not closed
+    /// it, else a new one.
+    async fn upstream(&mut self, avoid: Option<u64>) -> Option<&mut Upstream> {
+        if self
+            .upstream
+            .as_ref()
+            .is_some_and(|upstream| is_stale(&upstream.stream))
+        {
+            self.upstream = None;
+        }
+        if self.upstream.is_none() {
+            self.upstream = connect(&self.shared, avoid).await;
+        }
+        self.upstream.as_mut()
+    }
+
+    /// Sends one request on and its response back.
+    async fn exchange(&mut self, head: RequestHead) -> After {
+        let mut body = head.body.clone();
+        let mut request: Vec<u8> = self.pending.drain(..head.length).collect();
+        let Ok(used) = body.consume(&self.pending) else {
+            return After::Close;
+        };
+        request.extend(self.pending.drain(..used));
+        let mut replay = head.idempotent.then(|| request.clone());
+        let mut retried = false;
+        let mut sent = self.send(&request, None).await;
+        // The response's head so far, then how its body ends.
+        let mut response_head = Vec::new();
+        let mut response_body: Option<(Body, bool)> = None;
+        let mut answered = false;
+        let mut client_buffer = vec![0; BUFFER];
+        let mut upstream_buffer = vec![0; BUFFER];
+        loop {
+            let read = if !sent {
+                None
+            } else {
+                let Some(upstream) = self.upstream.as_mut() else {
+                    return After::Close;
+                };
+                tokio::select! {
+                    read = self.client.read(&mut client_buffer), if !body.is_done() => {
+                        let read = match read {
+                            Ok(0) | Err(_) => return After::Close,
+                            Ok(read) => read,
+                        };
+                        let Ok(used) = body.consume(&client_buffer[..read]) else {
+                            return After::Close;
+                        };
+                        self.pending.extend_from_slice(&client_buffer[used..read]);
+                        let part = &client_buffer[..used];
+                        replay = replay.filter(|kept| kept.len() + used <= MAX_REPLAY).map(|mut kept| {
+                            kept.extend_from_slice(part);
+                            kept
+                        });
+                        if upstream.stream.write_all(part).await.is_err() {
+                            sent = false;
+                        }
+                        continue;
+                    }
+                    read = upstream.stream.read(&mut upstream_buffer) => match read {
+                        Ok(read) if read > 0 => Some(read),
+                        _ => None,
+                    },
+                    _ = tokio::time::sleep(IDLE_TIMEOUT) => return After::Close,
+                }
+            };
+            let Some(read) = read else {
+                // The worker closed (or could not be reached).
+                if !answered {
+                    if let Some(bytes) = replay.as_ref().filter(|_| !retried && body.is_done()) {
+                        retried = true;
+                        let failed = self.upstream.take().map(|upstream| upstream.id);
+                        let bytes = bytes.clone();
+                        sent = self.send(&bytes, failed).await;
+                        continue;
+                    }
+                    let _ = self.client.write_all(BAD_GATEWAY).await;
+                    return After::Close;
+                }
+                if matches!(response_body, Some((Body::Length(u64::MAX), _))) {
+                    let _ = self.client.shutdown().await;
+                }
+                return After::Close;
+            };
+            answered = true;
+            let whole_head;
+            let bytes: &[u8] = if response_body.is_none() {
+                response_head.extend_from_slice(&upstream_buffer[..read]);
+                loop {
+                    match parse_response(&response_head, head.is_head) {
+                        Parsed::Partial => break,
+                        Parsed::NotHttp => {
+                            if self.client.write_all(&response_head).await.is_err() {
+                                return After::Close;
+                            }
+                            return After::Tunnel;
+                        }
+                        Parsed::Head(response) => {
+                            let rest = response_head.split_off(response.length);
+                            if self.client.write_all(&response_head).await.is_err() {
+                                return After::Close;
+                            }
+                            response_head = rest;
+                            if response.status == 101 && head.upgrade {
+                                if self.client.write_all(&response_head).await.is_err() {
+                                    return After::Close;
+                                }
+                                return After::Tunnel;
+                            }
+                            // 100 Continue and other interim answers: the real one follows.
+                            if (100..200).contains(&response.status) {
+                                continue;
+                            }
+                            response_body = Some((response.body, response.closes));
+                            break;
+                        }
+                    }
+                }
+                if response_body.is_none() {
+                    continue;
+                }
+                // What followed the head: the body's start.
+                whole_head = std::mem::take(&mut response_head);
+                &whole_head
+            } else {
+                &upstream_buffer[..read]
+            };
+            let Some((response, closes)) = response_body.as_mut() else {
+                continue;
+            };
+            let Ok(used) = response.consume(bytes) else {
+                return After::Close;
+            };
+            if self.client.write_all(&bytes[..used]).await.is_err() {
+                return After::Close;
+            }
+            if response.is_done() {
+                if !body.is_done() {
+                    // Answered before the request's body was all there: the worker will close.
+                    return After::Close;
+                }
+                // Either side said this is the connection's last exchange: both ends close.
+                if *closes || head.closes {
+                    return After::Close;
+                }
+                return After::Next;
+            }
+        }
+    }
+
+    /// Sends `bytes` on the kept or a new upstream connection; false if none takes them (the
+    /// caller then sees the connection closed).
+    async fn send(&mut self, bytes: &[u8], avoid: Option<u64>) -> bool {
+        let Some(upstream) = self.upstream(avoid).await else {
+            return false;
+        };
+        upstream.stream.write_all(bytes).await.is_ok()
+    }
+}

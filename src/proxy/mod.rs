@@ -1,0 +1,137 @@
+//! The proxy (`--balance proxy`, `--balance proxy-rr`): any app, unmodified, behind the
+//! primary. Each worker listens on a private loopback `$PORT`; the proxy accepts on the
+//! cluster's port and relays every connection to a serving worker.
+//!
+//! # Why its own threads
+//! The bytes of every connection pass through here, so the data path runs on a multi-threaded
+//! tokio runtime of its own (threads `herdsman-proxy`), never on the primary's single-threaded
+//! control loop: a busy proxy does not delay a reload, a status request or a worker's exit, and
+//! the control plane's work does not delay a byte. The two share one thing, the list of
+//! workers that may get new connections, which the executor sets ([`Proxy::route`]) whenever
+//! the lifecycle steers (a worker became ready, started to retire, drain, or exited).
+//!
+//! # Why no splice(2)
+//! Not measured yet, so not used. `splice` saves the copy of each chunk through user space (a
+//! 64 KiB buffer that stays in cache), at the price of a pipe per direction per connection (two
+//! more fds each) and the same number of system calls (socket to pipe, pipe to socket, where a
+//! copy makes one read and one write). It can only pay on long bodies and tunnels, and the
+//! proxy has to read HTTP heads anyway (framing, retries). `bench/proxy.sh` measures the proxy
+//! against direct connections; the tunnelled path (`relay`) is where splice would go if the
+//! copy shows up there.
+//!
+//! # Layout
+//! - `balancer`: who gets the next connection (least-connections with ties in turn, or in
+//!   turn), plain state.
+//! - `framing`: the HTTP/1.x that the proxy reads: heads, where bodies end, idempotent methods.
+//! - `connection`: one client connection: HTTP request by request with one retry, or bytes.
+//! - `relay`: bytes both ways with half-close, backpressure and the idle timeout.
+
+mod balancer;
+mod connection;
+mod framing;
+mod relay;
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use balancer::Balancer;
+pub use balancer::{Policy, Upstream};
+
+/// The proxy's threads.
+const THREADS: usize = 2;
+/// After a failed `accept` (out of fds), the pause before the next.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
+
+/// What the connections share: the balancer, behind a lock held only to pick or release.
+pub(crate) struct Shared {
+    balancer: Mutex<Balancer>,
+}
+
+impl Shared {
+    fn pick(&self, except: &[u64]) -> Option<Upstream> {
+        self.balancer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pick(except)
+    }
+
+    fn release(&self, id: u64) {
+        self.balancer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .release(id);
+    }
+}
+
+/// A running proxy. Dropping it ends every connection through it.
+pub struct Proxy {
+    runtime: Option<tokio::runtime::Runtime>,
+    shared: Arc<Shared>,
+    accepting: CancellationToken,
+}
+
+impl Proxy {
+    /// Accepts on `listener` (a copy of the cluster's socket) on the proxy's own threads.
+    pub fn start(listener: std::net::TcpListener, policy: Policy) -> io::Result<Proxy> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(THREADS)
+            .thread_name("herdsman-proxy")
+            .enable_all()
+            .build()?;
+        listener.set_nonblocking(true)?;
+        let listener = {
+            let _entered = runtime.enter();
+            tokio::net::TcpListener::from_std(listener)?
+        };
+        let shared = Arc::new(Shared {
+            balancer: Mutex::new(Balancer::new(policy)),
+        });
+        let accepting = CancellationToken::new();
+        let (stop, connections) = (accepting.clone(), shared.clone());
+        runtime.spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    _ = stop.cancelled() => return,
+                };
+                match accepted {
+                    Ok((client, _)) => {
+                        tokio::spawn(connection::serve(client, connections.clone()));
+                    }
+                    Err(_) => tokio::time::sleep(ACCEPT_PAUSE).await,
+                }
+            }
+        });
+        Ok(Proxy {
+            runtime: Some(runtime),
+            shared,
+            accepting,
+        })
+    }
+
+    /// The workers that get new connections from now on. Connections already open to others
+    /// go on until they end.
+    pub fn route(&self, upstreams: &[Upstream]) {
+        self.shared
+            .balancer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set(upstreams);
+    }
+
+    /// Stops accepting (the cluster is stopping); open connections go on.
+    pub fn close(&self) {
+        self.accepting.cancel();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
