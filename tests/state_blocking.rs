@@ -107,9 +107,11 @@ fn stream_readers_are_all_served_and_one_woken_too_early_keeps_its_deadline() {
     wait_blocked(&mut control, 0);
 
     let reader = &mut readers[0];
+    // Timed from before the send: the store's deadline cannot start earlier, however late
+    // `wait_blocked` sees the reader blocked on a loaded machine.
+    let started = Instant::now();
     reader.send(&[b"XREAD", b"BLOCK", b"500", b"STREAMS", b"events", b"9999-0"]);
     wait_blocked(&mut control, 1);
-    let started = Instant::now();
     // An entry every 50 ms for 2 s, none after the reader's ID: each wakes it in vain.
     let writer = std::thread::spawn(move || {
         for ms in 2..42 {
@@ -122,7 +124,7 @@ fn stream_readers_are_all_served_and_one_woken_too_early_keeps_its_deadline() {
     let waited = started.elapsed();
     writer.join().unwrap();
     assert!(
-        waited >= Duration::from_millis(450) && waited < Duration::from_millis(1500),
+        waited >= Duration::from_millis(500) && waited < Duration::from_millis(1500),
         "timed out after {waited:?}, not 500 ms"
     );
 }
