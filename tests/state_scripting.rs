@@ -20,6 +20,22 @@ fn one_worker() -> Cluster {
     cluster
 }
 
+fn one_worker_with_state_file(dir: &RuntimeDir, file: &str) -> Cluster {
+    let cluster = cluster()
+        .runtime_dir(dir)
+        .args(&[
+            "--workers",
+            "1",
+            "--ready-delay",
+            "100ms",
+            "--state-file",
+            file,
+        ])
+        .start();
+    cluster.wait_ready(1);
+    cluster
+}
+
 /// PONG until the script has started (the connections race), then BUSY.
 fn wait_for_busy(other: &mut RespClient) {
     crate::support::eventually("a BUSY reply", || {
@@ -72,21 +88,7 @@ fn the_state_file_logs_the_writes_a_script_made_not_the_script() {
     let dir = RuntimeDir::new();
     let file = dir.path().join("state.aof");
     let file_arg = file.display().to_string();
-    let start = || {
-        let cluster = cluster()
-            .runtime_dir(&dir)
-            .args(&[
-                "--workers",
-                "1",
-                "--ready-delay",
-                "100ms",
-                "--state-file",
-                &file_arg,
-            ])
-            .start();
-        cluster.wait_ready(1);
-        cluster
-    };
+    let start = || one_worker_with_state_file(&dir, &file_arg);
     let mut first = start();
     let mut client = RespClient::unix(&state_socket(&first));
     let script = "redis.call('set', KEYS[1], ARGV[1]) redis.call('select', 2) \
@@ -182,4 +184,34 @@ fn a_transaction_around_a_busy_script_runs_none_of_its_commands() {
     );
     assert_eq!(during.text("PING x"), "$1\\r\\nx\\r\\n");
     assert_eq!(other.text("GET xx"), "$1\\r\\n1\\r\\n");
+}
+
+/// A script that never ends does not keep the primary from stopping: SIGTERM abandons it (as
+/// `SHUTDOWN NOSAVE` does in Redis, written or not), the primary exits 0, and the state file
+/// holds nothing of what the abandoned script wrote.
+#[test]
+fn sigterm_stops_a_primary_whose_store_runs_a_script_that_never_ends() {
+    let dir = RuntimeDir::new();
+    let file = dir.path().join("state.aof");
+    let file_arg = file.display().to_string();
+    let mut cluster = one_worker_with_state_file(&dir, &file_arg);
+    let socket = state_socket(&cluster);
+    let mut looping = RespClient::unix(&socket);
+    let mut other = RespClient::unix(&socket);
+    assert_eq!(other.text("SET before 1"), "+OK\\r\\n");
+    assert_eq!(other.text("CONFIG SET lua-time-limit 10"), "+OK\\r\\n");
+    let script = "redis.call('set', 'abandoned', 'x') while true do end";
+    looping.send(&[b"EVAL", script.as_bytes(), b"0"]);
+    wait_for_busy(&mut other);
+    cluster.signal(Signal::SIGTERM);
+    assert_eq!(cluster.wait_exit().code(), Some(0));
+    let logged = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
+    assert!(
+        logged.contains("before"),
+        "the file lacks SET before: {logged}"
+    );
+    assert!(
+        !logged.contains("abandoned"),
+        "the file holds the abandoned script's write: {logged}"
+    );
 }

@@ -47,7 +47,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 
@@ -149,6 +149,8 @@ pub(crate) struct StateStore {
     recovered: Recovered,
     figures: Arc<event_loop::LiveFigures>,
     stop: Option<oneshot::Sender<()>>,
+    /// Read by a running script's hook: the stop must not wait for a script to end.
+    stopping: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<io::Result<()>>>,
 }
 
@@ -196,10 +198,13 @@ impl StateStore {
         let (started, start_result) = mpsc::channel();
         let file = options.file.clone();
         let thread_figures = figures.clone();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let thread_stopping = stopping.clone();
         let thread = thread::Builder::new()
             .name("herdsman-state".into())
             .spawn(move || {
                 let mut store = store::Store::new(max_memory);
+                store.scripting.abandon_when(thread_stopping);
                 if let Some(path) = file {
                     match append_only::AppendOnly::open(&path, &mut store) {
                         Ok((file, loaded)) => {
@@ -241,6 +246,7 @@ impl StateStore {
             recovered,
             figures,
             stop: Some(stop),
+            stopping,
             thread: Some(thread),
         })
     }
@@ -269,6 +275,7 @@ impl StateStore {
     }
 
     fn shut_down(&mut self) -> io::Result<()> {
+        self.stopping.store(true, Ordering::Relaxed);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

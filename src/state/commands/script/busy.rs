@@ -26,6 +26,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::os::fd::{OwnedFd, RawFd};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -64,6 +66,12 @@ pub struct Busy {
     /// Connections accepted while busy, for the server loop to serve afterwards.
     pub accepted: RefCell<Vec<Adopted>>,
     pub adopt: tokio::sync::Notify,
+    /// Set from the primary's thread when the store is told to stop: a running script is then
+    /// abandoned at the next hook, written or not (`SHUTDOWN NOSAVE`), so a script that loops
+    /// forever cannot keep the primary from exiting.
+    pub stopping: Arc<AtomicBool>,
+    /// The running script was abandoned for the stop: its writes stay out of the state file.
+    pub abandoned: Cell<bool>,
 }
 
 impl Busy {
@@ -88,6 +96,7 @@ impl Busy {
         self.client.set(client);
         self.killed.set(false);
         self.wrote.set(false);
+        self.abandoned.set(false);
     }
 
     /// The script ended: connections accepted meanwhile go to the server loop.
@@ -104,6 +113,10 @@ impl Busy {
         let Some(started) = self.started.get() else {
             return Ok(VmState::Continue);
         };
+        if self.stopping.load(Ordering::Relaxed) {
+            self.abandoned.set(true);
+            return super::hook_result(true);
+        }
         // Killed or not, others are answered until the script is over.
         if started.elapsed() >= self.limit() {
             self.serve_others();

@@ -21,6 +21,7 @@
 
 mod busy;
 mod convert;
+mod engine;
 mod functions;
 mod json;
 mod libs;
@@ -29,13 +30,15 @@ mod structs;
 
 pub use functions::{fcall, fcall_ro, function};
 
+use engine::{engine, Engine};
+
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mlua::{Function, HookTriggers, Lua, StdLib, Table, Value, VmState};
+use mlua::{Function, Lua, Table, Value, VmState};
 use sha1::{Digest, Sha1};
 
 use super::{int_arg, refusal, subcommand, Ctx, Fail, Outcome, WRITE};
@@ -55,7 +58,7 @@ pub struct Scripting {
     lua: Option<Engine>,
     /// Scripts by SHA-1 (lowercase hex): body, compiled function, and `no-writes` (its
     /// shebang's flag).
-    scripts: HashMap<String, (Bytes, Function, bool)>,
+    scripts: HashMap<Rc<str>, (Bytes, Function, bool)>,
     /// Functions (`FUNCTION LOAD`) by name, and their libraries.
     functions: functions::Functions,
     /// Shared with the instruction hook and the busy loop.
@@ -81,94 +84,13 @@ impl Default for Scripting {
     }
 }
 
-struct Engine {
-    lua: Lua,
-    raw: Table,
-    prepare: Function,
-    run: Function,
-    resp3: Rc<Cell<bool>>,
-}
-
-#[allow(unsafe_code)]
-fn engine(busy: &Rc<Busy>) -> mlua::Result<Engine> {
-    // SAFETY: the debug library is needed for the error handler's positions; the prelude takes
-    // it away from scripts.
-    let lua = unsafe {
-        Lua::unsafe_new_with(
-            StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::DEBUG,
-            mlua::LuaOptions::new(),
-        )
-    };
-    let raw = lua.create_table()?;
-    libs::register(&lua, &raw)?;
-    structs::register(&lua, &raw)?;
-    raw.raw_set(
-        "null",
-        Value::LightUserData(mlua::LightUserData(std::ptr::null_mut())),
-    )?;
-    raw.raw_set(
-        "sha1hex",
-        lua.create_function(|_, text: mlua::LuaString| Ok(sha1_hex(&text.as_bytes())))?,
-    )?;
-    let resp3 = Rc::new(Cell::new(false));
-    let flag = resp3.clone();
-    raw.raw_set(
-        "setresp",
-        lua.create_function(move |_, version: i64| {
-            flag.set(version == 3);
-            Ok(())
-        })?,
-    )?;
-    raw.raw_set(
-        "wrap",
-        lua.create_function(|lua, function: Function| trampoline(lua, function))?,
-    )?;
-    let (prepare, run): (Function, Function) = lua
-        .load(include_str!("prelude.lua"))
-        .set_name("=herdsman")
-        .call(raw.clone())?;
-    let killed_busy = busy.clone();
-    raw.raw_set(
-        "killed",
-        lua.create_function(move |_, ()| Ok(killed_busy.killed.get()))?,
-    )?;
-    let hook_busy = busy.clone();
-    lua.set_hook(
-        HookTriggers::new().every_nth_instruction(HOOK_EVERY),
-        move |_, _| hook_busy.tick(),
-    )?;
-    Ok(Engine {
-        lua,
-        raw,
-        prepare,
-        run,
-        resp3,
-    })
-}
-
-/// `function` behind a C function that calls it (Lua 5.1 keeps the caller's frame for a tail
-/// call to a C function, not to a Lua one: error positions then name the script's line).
-#[allow(unsafe_code)]
-fn trampoline(lua: &Lua, function: Function) -> mlua::Result<Function> {
-    unsafe extern "C-unwind" fn call_upvalue(state: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
-        use mlua::ffi;
-        // SAFETY: Lua calls this with its arguments on the stack and the wrapped function as
-        // upvalue 1; lua_call moves them to the function and leaves its results, which are
-        // the whole stack. An error unwinds through this frame, which holds nothing to drop.
-        unsafe {
-            let args = ffi::lua_gettop(state);
-            ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
-            ffi::lua_insert(state, 1);
-            ffi::lua_call(state, args, ffi::LUA_MULTRET);
-            ffi::lua_gettop(state)
-        }
-    }
-    // SAFETY: `function` is on the stack as the only argument; pushcclosure takes it as the
-    // upvalue and leaves the new closure, the result.
-    unsafe {
-        lua.exec_raw(function, |state| {
-            mlua::ffi::lua_pushcclosure(state, call_upvalue, 1);
-        })
+impl Scripting {
+    /// A script running when `stopping` is set is abandoned (see [`Busy::stopping`]). Called
+    /// on a fresh store, before any script has shared the busy state.
+    pub fn abandon_when(&mut self, stopping: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        Rc::get_mut(&mut self.busy)
+            .expect("no script has run yet")
+            .stopping = stopping;
     }
 }
 
@@ -195,7 +117,7 @@ impl Scripting {
     /// Compiles `body` (once) and returns its SHA-1.
     fn load(&mut self, body: &Bytes) -> Result<String, Fail> {
         let sha = sha1_hex(body);
-        if self.scripts.contains_key(&sha) {
+        if self.scripts.contains_key(sha.as_str()) {
             return Ok(sha);
         }
         let (start, no_writes) = shebang::eval_flags(body)?;
@@ -213,7 +135,7 @@ impl Scripting {
                 ))
             })?;
         self.scripts
-            .insert(sha.clone(), (body.clone(), compiled, no_writes));
+            .insert(sha.as_str().into(), (body.clone(), compiled, no_writes));
         Ok(sha)
     }
 
@@ -244,19 +166,25 @@ pub fn eval_ro(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
 }
 
 pub fn evalsha(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
-    let sha = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
-    if !ctx.store.scripting.scripts.contains_key(&sha) {
-        return Err(NOSCRIPT.into());
-    }
+    let sha = cached_sha(ctx, &args[1])?;
     run_cached(ctx, &sha, args, false)
 }
 
 pub fn evalsha_ro(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
-    let sha = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
-    if !ctx.store.scripting.scripts.contains_key(&sha) {
-        return Err(NOSCRIPT.into());
-    }
+    let sha = cached_sha(ctx, &args[1])?;
     run_cached(ctx, &sha, args, true)
+}
+
+/// The cached script's name for `sha` in any case, or `NOSCRIPT`.
+fn cached_sha(ctx: &Ctx, sha: &[u8]) -> Result<Rc<str>, Fail> {
+    let scripts = &ctx.store.scripting.scripts;
+    let found = match std::str::from_utf8(sha) {
+        Ok(text) if !text.bytes().any(|b| b.is_ascii_uppercase()) => scripts.get_key_value(text),
+        _ => scripts.get_key_value(String::from_utf8_lossy(sha).to_ascii_lowercase().as_str()),
+    };
+    found
+        .map(|(name, _)| name.clone())
+        .ok_or_else(|| NOSCRIPT.into())
 }
 
 fn run_cached(ctx: &mut Ctx, sha: &str, args: &[Bytes], read_only: bool) -> Outcome {
@@ -283,7 +211,7 @@ struct Script<'a> {
 }
 
 /// What a running script's `redis.call` works with.
-struct Caller<'a, 'b> {
+pub struct Caller<'a, 'b> {
     ctx: &'a mut Ctx<'b>,
     read_only: bool,
     wrote: Rc<Cell<bool>>,
@@ -331,23 +259,19 @@ fn run_script(ctx: &mut Ctx, script: Script, args: &[Bytes]) -> Outcome {
             read_only,
             wrote,
         });
-        let result = engine.lua.scope(|scope| {
-            let call = scope.create_function(|lua, (count, args): (usize, Table)| {
-                let mut caller = caller.borrow_mut();
-                call_from_script(lua, &mut caller, &engine.resp3, count, args)
-            })?;
-            engine.raw.raw_set("call", call)?;
+        let running = engine.run_for(&caller);
+        let result = (|| {
             let keys = engine
                 .lua
                 .create_sequence_from(keys.iter().map(|k| BytesLua(k)))?;
             let argv = engine
                 .lua
                 .create_sequence_from(argv.iter().map(|a| BytesLua(a)))?;
-            let (ok, value): (bool, Value) =
-                engine.run.call((function, keys, argv, as_function))?;
-            let _ = engine.raw.raw_set("call", Value::Nil);
-            Ok((ok, value))
-        });
+            engine
+                .run
+                .call::<(bool, Value)>((function, keys, argv, as_function))
+        })();
+        drop(running);
         match result {
             Ok((true, value)) => {
                 convert::lua_to_reply(&value, &mut reply, engine.resp3.get());
@@ -360,11 +284,14 @@ fn run_script(ctx: &mut Ctx, script: Script, args: &[Bytes]) -> Outcome {
             ))),
         }
     };
+    let abandoned = busy.abandoned.get();
     busy.finish(ctx.store);
     ctx.client.db = saved_db;
     ctx.store.select(body_db);
     if let Some(log) = &mut ctx.store.log {
-        if log.len() == body_start {
+        // A script abandoned for the stop leaves the file as it was before it (its writes
+        // are in memory only, which goes with the process).
+        if log.len() == body_start || abandoned {
             log.truncate(log_start);
         } else {
             crate::state::store::encode_command(log, &[&b"EXEC"[..]]);
@@ -460,7 +387,7 @@ fn refused_in_scripts(name: &str) -> bool {
 }
 
 /// `redis.call` / `redis.pcall`: `raise` is the first argument; answers `(ok, value)`.
-fn call_from_script(
+pub fn call_from_script(
     lua: &Lua,
     caller: &mut Caller,
     resp3: &Cell<bool>,
@@ -568,7 +495,7 @@ pub fn script(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
             ctx.out.array_header(args.len() - 2);
             for sha in &args[2..] {
                 let sha = String::from_utf8_lossy(sha).to_ascii_lowercase();
-                ctx.out.int(i64::from(scripts.contains_key(&sha)));
+                ctx.out.int(i64::from(scripts.contains_key(sha.as_str())));
             }
         }
         "flush" => {
