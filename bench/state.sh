@@ -13,7 +13,8 @@
 # PIN=1 (default): the servers share CPU 1.., redis-benchmark gets CPU 0, so the two servers
 # compete with the load generator the same way (PIN=0: let the scheduler place everything).
 # Targets (issue 14): every ratio ≥ 0.8, EVALSHA included; memory per key ≤ 1.5× redis-server's.
-# ONLY=memory: the memory table alone (no throughput runs).
+# ONLY=memory: the memory table alone (no throughput runs); ONLY=throughput: the runs alone.
+# TESTS="get incr": a subset of the default set (EVALSHA and the -P 16 runs always run).
 # Only processes started here are stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,7 +88,8 @@ EOF
     stop_started
 }
 
-python3 - "$KEYS" "$MEMBERS" "$out" <<'EOF'
+if [ "${ONLY:-}" != throughput ]; then
+    python3 - "$KEYS" "$MEMBERS" "$out" <<'EOF'
 import sys
 keys, members, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 def command(*words):
@@ -99,19 +101,20 @@ with open(f"{out}/zset.resp", "w") as f:
     for i in range(members):
         f.write(command("ZADD", "zset", str(i), "member:%d" % i))
 EOF
-echo
-echo "Memory per key, bytes: the store's RSS growth (the herdsman primary) against redis-server's"
-echo "used_memory and RSS growth, each pair of servers fresh"
-echo
-echo "| what | store RSS | redis used_memory | redis RSS | store ÷ used_memory | store ÷ redis RSS |"
-echo "|---|---:|---:|---:|---:|---:|"
-memory "$KEYS small keys (SET key:N value-N), per key" "$KEYS" "$out/keys.resp"
-memory "$MEMBERS sorted-set members (ZADD zset N member:N), per member" "$MEMBERS" "$out/zset.resp"
+    echo
+    echo "Memory per key, bytes: the store's RSS growth (the herdsman primary) against redis-server's"
+    echo "used_memory and RSS growth, each pair of servers fresh"
+    echo
+    echo "| what | store RSS | redis used_memory | redis RSS | store ÷ used_memory | store ÷ redis RSS |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    memory "$KEYS small keys (SET key:N value-N), per key" "$KEYS" "$out/keys.resp"
+    memory "$MEMBERS sorted-set members (ZADD zset N member:N), per member" "$MEMBERS" "$out/zset.resp"
+fi
 [ "${ONLY:-}" = memory ] && exit 0
 
 # The default set, test by test in its order (`ping` is PING_INLINE and PING_MBULK, `lrange`
 # is LPUSH then LRANGE_100…600), then EVALSHA.
-TESTS=(ping set get incr lpush rpush lpop rpop sadd hset spop zadd zpopmin lrange mset)
+read -r -a TESTS <<<"${TESTS:-ping set get incr lpush rpush lpop rpop sadd hset spop zadd zpopmin lrange mset}"
 SCRIPT="return redis.call('INCR', KEYS[1])"
 LIMIT=$((30 + REQUESTS / 2000)) # seconds a test may take (~20× redis-server's time on 2 CPUs)
 
