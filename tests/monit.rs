@@ -77,6 +77,19 @@ impl Tmux {
     }
 }
 
+impl Tmux {
+    /// The pids of the pane shell's children (the command it runs in the foreground).
+    fn pane_children(&self) -> Vec<u32> {
+        let output = self.run(&["list-panes", "-t", "monit", "-F", "#{pane_pid}"]);
+        let shell = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|pid| pid.parse().unwrap())
+            .collect()
+    }
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.run(&["kill-server"]);
@@ -164,6 +177,80 @@ fn monit_in_tmux_shows_the_workers_reloads_on_r_and_quits_on_q() {
     });
     // monit only watched: the cluster still runs its two new workers.
     assert_eq!(column(&status_json(&cluster, "web"), "pid"), new_pids);
+}
+
+#[test]
+fn monit_scales_on_plus_and_minus_restarts_the_selected_slot_on_k_and_ends_on_sigterm() {
+    let cluster = cluster()
+        .args(&["-w", "1", "--ready-delay", "100ms", "--name", "web"])
+        .start();
+    let first = cluster.ready_pids(1)[0] as u64;
+    let tmux = Tmux::start(cluster.runtime_dir.path());
+    let command = format!(
+        "{} monit web; echo \"monit-exit=$?\"",
+        herdsman_bin().display()
+    );
+    tmux.send_keys(&[&command, "Enter"]);
+    tmux.wait_for("the worker in monit's table", |screen| {
+        table_row(screen, first).is_some()
+    });
+
+    tmux.send_keys(&["+"]);
+    let second = eventually("a second worker ready", || {
+        let status = status_json(&cluster, "web");
+        let rows = status["slots"].as_array().unwrap();
+        (status["workers"] == 2
+            && rows.len() == 2
+            && rows.iter().all(|row| row["state"] == "ready"))
+        .then(|| rows[1]["pid"].as_u64().unwrap())
+    });
+    tmux.wait_for("slot 2 and the scale's result in monit", |screen| {
+        table_row(screen, second).is_some_and(|row| row[0] == "2")
+            && screen.contains("last action: scale +1: done")
+    });
+
+    // Down to slot 2, then restart it: a new pid in slot 2, slot 1 untouched.
+    tmux.send_keys(&["j"]);
+    tmux.wait_for("slot 2 selected", |screen| {
+        screen.lines().any(|line| line.starts_with("│> 2 "))
+    });
+    tmux.send_keys(&["k"]);
+    let replacement = eventually("slot 2 restarted", || {
+        let status = status_json(&cluster, "web");
+        let pids = column(&status, "pid");
+        (pids.len() == 2 && pids[0] == first && pids[1] != second)
+            .then_some(pids[1])
+            .filter(|_| status["slots"][1]["state"] == "ready")
+    });
+    tmux.wait_for("the restart's result in monit", |screen| {
+        table_row(screen, replacement).is_some()
+            && screen.contains("last action: restart slot 2: done")
+    });
+
+    tmux.send_keys(&["-"]);
+    eventually("back to one worker", || {
+        let status = status_json(&cluster, "web");
+        (status["workers"] == 1 && column(&status, "pid") == [first]).then_some(())
+    });
+    tmux.wait_for("the scale down's result in monit", |screen| {
+        table_row(screen, replacement).is_none() && screen.contains("last action: scale -1: done")
+    });
+
+    // SIGTERM ends monit (128 + 15) and gives the terminal back to the shell.
+    let monit = tmux.pane_children();
+    assert_eq!(monit.len(), 1, "{monit:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monit[0] as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let screen = tmux.wait_for("monit exiting 143", |screen| {
+        // sh may print a prompt first, as for a job that a signal ended.
+        screen
+            .lines()
+            .any(|line| line.trim_start_matches("shell$ ") == "monit-exit=143")
+    });
+    assert!(!screen.contains("SLOT PID"), "{screen}");
 }
 
 #[test]
