@@ -90,6 +90,22 @@ impl Tmux {
     }
 }
 
+/// Runs `herdsman monit ARGS` in a new tmux session over `cluster`'s runtime directory, its
+/// exit code echoed after it as `monit-exit=N`.
+fn monit_in_tmux(cluster: &Cluster, args: &str) -> Tmux {
+    let tmux = Tmux::start(cluster.runtime_dir.path());
+    // Keys typed before the shell's first prompt would be echoed ahead of it.
+    tmux.wait_for("the shell's prompt", |screen| {
+        screen.lines().next() == Some("shell$")
+    });
+    let command = format!(
+        "{} monit{args}; echo \"monit-exit=$?\"",
+        herdsman_bin().display()
+    );
+    tmux.send_keys(&[&command, "Enter"]);
+    tmux
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.run(&["kill-server"]);
@@ -121,12 +137,7 @@ fn monit_in_tmux_shows_the_workers_reloads_on_r_and_quits_on_q() {
     assert_eq!(old_pids.len(), 2, "{before}");
     let generation = before["generation"].as_u64().unwrap();
 
-    let tmux = Tmux::start(cluster.runtime_dir.path());
-    let command = format!(
-        "{} monit web; echo \"monit-exit=$?\"",
-        herdsman_bin().display()
-    );
-    tmux.send_keys(&[&command, "Enter"]);
+    let tmux = monit_in_tmux(&cluster, " web");
     let screen = tmux.wait_for("both workers in monit's table", |screen| {
         old_pids.iter().all(|&pid| table_row(screen, pid).is_some())
     });
@@ -185,12 +196,7 @@ fn monit_scales_on_plus_and_minus_restarts_the_selected_slot_on_k_and_ends_on_si
         .args(&["-w", "1", "--ready-delay", "100ms", "--name", "web"])
         .start();
     let first = cluster.ready_pids(1)[0] as u64;
-    let tmux = Tmux::start(cluster.runtime_dir.path());
-    let command = format!(
-        "{} monit web; echo \"monit-exit=$?\"",
-        herdsman_bin().display()
-    );
-    tmux.send_keys(&[&command, "Enter"]);
+    let tmux = monit_in_tmux(&cluster, " web");
     tmux.wait_for("the worker in monit's table", |screen| {
         table_row(screen, first).is_some()
     });
@@ -245,10 +251,7 @@ fn monit_scales_on_plus_and_minus_restarts_the_selected_slot_on_k_and_ends_on_si
     )
     .unwrap();
     let screen = tmux.wait_for("monit exiting 143", |screen| {
-        // sh may print a prompt first, as for a job that a signal ended.
-        screen
-            .lines()
-            .any(|line| line.trim_start_matches("shell$ ") == "monit-exit=143")
+        screen.lines().any(|line| line == "monit-exit=143")
     });
     assert!(!screen.contains("SLOT PID"), "{screen}");
 }
@@ -259,9 +262,8 @@ fn monit_exits_5_with_a_message_when_the_cluster_goes_away() {
         .args(&["-w", "1", "--ready-delay", "100ms", "--name", "web"])
         .start();
     let pid = cluster.ready_pids(1)[0] as u64;
-    let tmux = Tmux::start(cluster.runtime_dir.path());
-    let command = format!("{} monit; echo \"monit-exit=$?\"", herdsman_bin().display());
-    tmux.send_keys(&[&command, "Enter"]);
+    // No NAME: the only cluster running.
+    let tmux = monit_in_tmux(&cluster, "");
     tmux.wait_for("the worker in monit's table", |screen| {
         table_row(screen, pid).is_some()
     });
