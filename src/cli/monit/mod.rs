@@ -34,6 +34,8 @@ use model::{Key, Model, Order};
 
 /// How long one wait for a key lasts before the channel is drained again.
 const TICK: Duration = Duration::from_millis(50);
+/// Events handed to the model between two draws, at most.
+const DRAIN_AT_ONCE: usize = 10_000;
 
 pub(super) fn run(name: Option<&str>) -> Result<ExitCode, Failure> {
     let name = client::resolve(name)?;
@@ -134,9 +136,10 @@ impl Monitor {
         }
     }
 
-    /// Hands every waiting event to the model; an end if one ends monit.
+    /// Hands the waiting events to the model (at most [`DRAIN_AT_ONCE`], so that a flood of
+    /// log lines cannot keep the screen from being drawn); an end if one ends monit.
     fn drain(&mut self, dirty: &mut bool) -> Option<End> {
-        loop {
+        for _ in 0..DRAIN_AT_ONCE {
             let event = match self.events.try_recv() {
                 Ok(event) => event,
                 // `self.sender` keeps the channel open.
@@ -158,6 +161,7 @@ impl Monitor {
                 Event::Signal(signal) => return Some(End::Signal(signal)),
             }
         }
+        None
     }
 }
 
