@@ -117,7 +117,7 @@ pub enum Command {
             "  q, Esc, Ctrl-C  quit\n",
             "\n",
             "Exit codes: 0 after q; 5 when the cluster goes away (or none is running); ",
-            "2 without a terminal."
+            "2 without a terminal; 128 + N on signal N (143 on SIGTERM)."
         )
     )]
     Monit {
