@@ -41,6 +41,9 @@ install_missing puma puma
 install_missing bundle ruby-bundler
 # The admin dashboard runs in headless Chromium, driven by playwright-core (tests/admin.rs).
 install_missing chromium chromium
+# `herdsman monit` runs in a real terminal: tmux, driven by send-keys and capture-pane
+# (tests/monit.rs).
+install_missing tmux tmux
 # The control-socket test runs a client as `nobody`; the colour test needs a pseudo-terminal.
 install_missing setpriv util-linux
 # The pid-1 test runs herdsman under unshare and enters its namespace with nsenter.

@@ -14,6 +14,7 @@ mod library;
 mod limits;
 mod logs;
 mod messages;
+mod monit;
 mod node_cluster;
 mod orphans;
 mod port_group;

@@ -102,6 +102,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Watch a cluster live in the terminal: workers, CPU and memory, a slot's log; act on keys.
+    #[command(
+        long_about = "Watch a cluster live in the terminal: the worker table (as `status`), each \
+                      worker's CPU and memory over the last 10 minutes, and the log of the \
+                      selected slot (as `logs -f --slot N`). Works over the control socket, like \
+                      `status`; needs no --admin.",
+        after_help = concat!(
+            "Keys:\n",
+            "  \u{2191}/\u{2193}, j          select a slot\n",
+            "  r               reload (new workers before old, slot by slot)\n",
+            "  + / -           scale up / down by one worker\n",
+            "  k               restart the selected slot (new worker before old)\n",
+            "  q, Esc, Ctrl-C  quit\n",
+            "\n",
+            "Exit codes: 0 after q; 5 when the cluster goes away (or none is running); ",
+            "2 without a terminal; 128 + N on signal N (143 on SIGTERM)."
+        )
+    )]
+    Monit {
+        /// The cluster [default: the only one running]
+        name: Option<String>,
+    },
     /// Internal: the step between fork and the worker command (sets LISTEN_PID to the worker's
     /// own pid, moves the listening sockets to fd 3…, then execs COMMAND).
     #[command(name = "__exec-shim", hide = true)]

@@ -1,5 +1,5 @@
 //! The commands that talk to a running cluster over its control socket: `ls`, `status`,
-//! `reload`, `scale`, `restart`, `stop`, `logs`. Each prints for people, or JSON with `--json`,
+//! `reload`, `scale`, `restart`, `stop`, `logs` (and `monit`, in its own module). Each prints for people, or JSON with `--json`,
 //! and exits with a code that says how it went.
 
 use std::process::ExitCode;
@@ -71,6 +71,7 @@ pub fn run(command: Command) -> ExitCode {
             lines,
             json,
         } => logs(name.as_deref(), slot, lines, follow, json),
+        Command::Monit { name } => super::monit::run(name.as_deref()),
         Command::Run(_) | Command::ExecShim { .. } => unreachable!("handled in main"),
     };
     match result {
@@ -82,12 +83,13 @@ pub fn run(command: Command) -> ExitCode {
     }
 }
 
-struct Failure {
-    code: u8,
-    message: String,
+/// A command that failed: the exit code, and the message printed as `herdsman: error: …`.
+pub(super) struct Failure {
+    pub code: u8,
+    pub message: String,
 }
 
-fn usage(message: String) -> Failure {
+pub(super) fn usage(message: String) -> Failure {
     Failure {
         code: EXIT_USAGE,
         message,
@@ -226,8 +228,7 @@ fn status(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
             row.restarts,
             row.cpu_percent
                 .map_or_else(dash, |cpu| format!("{cpu:.1}%")),
-            row.rss_bytes
-                .map_or_else(dash, |rss| format!("{:.1} MB", rss as f64 / 1_048_576.0)),
+            row.rss_bytes.map_or_else(dash, megabytes),
             row.last_exit
                 .as_ref()
                 .map_or_else(dash, |exit| format!("{} ({})", exit.reason, exit.at)),
@@ -398,7 +399,12 @@ fn emit(reply: &Reply, json: bool) {
     }
 }
 
+/// `31.2 MB` (MiB, to a tenth), as `status` prints memory.
+pub(super) fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1_048_576.0)
+}
+
 /// `4m 1s`, rounded to the second.
-fn short_duration(millis: u64) -> String {
+pub(super) fn short_duration(millis: u64) -> String {
     humantime::format_duration(Duration::from_secs(millis / 1000)).to_string()
 }

@@ -1,10 +1,11 @@
 //! The `herdsman` command line (feature `cli`): its flags (`args`), the commands that talk to a
-//! running cluster (`commands`), and `run`, which starts one. The binary (`src/main.rs`) only
+//! running cluster (`commands`), the terminal monitor (`monit`), and `run`, which starts one. The binary (`src/main.rs`) only
 //! calls [`main`]; the code lives here so that everything but the library's public API stays
 //! private to the crate.
 
 mod args;
 mod commands;
+mod monit;
 
 use std::process::ExitCode;
 

@@ -72,8 +72,14 @@ pub fn resolve(name: Option<&str>) -> Result<String, ClientError> {
 pub fn request(
     name: &str,
     request: &Request,
-    mut each: impl FnMut(&Reply),
+    each: impl FnMut(&Reply),
 ) -> Result<Option<(bool, String)>, ClientError> {
+    replies(send(name, request)?, each)
+}
+
+/// Connects to cluster `name` and sends `request`; read the answer with [`replies`]. A clone of
+/// the stream (`try_clone`) shut down from another thread ends a reader that follows logs.
+pub fn send(name: &str, request: &Request) -> Result<UnixStream, ClientError> {
     let path = socket_path(name);
     let mut stream =
         UnixStream::connect(&path).map_err(|source| ClientError::Connect { path, source })?;
@@ -81,6 +87,15 @@ pub fn request(
         serde_json::to_string(request).map_err(|error| ClientError::BadReply(error.to_string()))?;
     line.push('\n');
     stream.write_all(line.as_bytes())?;
+    Ok(stream)
+}
+
+/// Hands every reply on `stream` to `each` until the primary closes the connection; returns
+/// the final result, as [`request`] does.
+pub fn replies(
+    stream: UnixStream,
+    mut each: impl FnMut(&Reply),
+) -> Result<Option<(bool, String)>, ClientError> {
     let mut result = None;
     for line in BufReader::new(stream).lines() {
         let line = line?;

@@ -1,5 +1,5 @@
-//! The control socket: how `herdsman status|reload|scale|restart|stop|logs|ls` talk to a running
-//! primary.
+//! The control socket: how `herdsman status|reload|scale|restart|stop|logs|ls` (and `monit`)
+//! talk to a running primary.
 //!
 //! - [`protocol`]: the JSON requests and replies, line by line.
 //! - [`socket`]: the primary's end: the socket, its name lock and the peer check.
