@@ -169,7 +169,7 @@ start_setup() {
             done ;;
         node-rr | node-none | pm2)
             if [ "$APP_KIND" != node ]; then
-                SKIP_REASON="${name%%-*} runs Node apps only"
+                SKIP_REASON="Node's cluster module and PM2's cluster mode run Node apps only"
                 return 3
             fi
             if [ "$name" = pm2 ]; then
@@ -182,11 +182,13 @@ start_setup() {
                 STARTED+=($!) PRIMARY=$! ROOTS=$!
             fi ;;
         herdsman-*)
-            local balance=${name#herdsman-} ready=()
+            local balance=${name#herdsman-} ready=() notify=0
             # The test server says when it serves (READY=1); behind the proxy, the primary
             # sees its private port accept.
-            if [ "$APP_KIND" = rust ] && [[ $balance != proxy* ]]; then ready=(--ready notify); fi
-            TESTSERVER_NOTIFY=1 TESTSERVER_HOST=127.0.0.1 "${SERVER_CPUS[@]}" "$HERDSMAN" run \
+            if [ "$APP_KIND" = rust ] && [[ $balance != proxy* ]]; then
+                ready=(--ready notify) notify=1
+            fi
+            TESTSERVER_NOTIFY=$notify TESTSERVER_HOST=127.0.0.1 "${SERVER_CPUS[@]}" "$HERDSMAN" run \
                 --workers "$workers" --host 127.0.0.1 --port "$port" --name "$BENCH_NAME" \
                 --balance "$balance" "${ready[@]}" -- "${command[@]}" >"$log" 2>&1 &
             STARTED+=($!) PRIMARY=$! ROOTS=$! ;;
