@@ -47,10 +47,11 @@ class Runs:
         self.excluded, self.not_quiet, self.quiet_checks = 0, 0, 0
         self.skipped, self.apps, self.setups = {}, [], []
         records = list(records)
-        skipped = {(r["app"], r["setup"]) for r in records if r["measure"] == "skipped"}
-        # A skipped setup's quiet check (made before it was found out) counts for nothing.
+        measured = {(r["app"], r["setup"]) for r in records
+                    if r["measure"] not in ("quiet", "skipped")}
+        # The quiet check of a setup that never ran (made before it was found out) counts not.
         records = [r for r in records if r["measure"] != "quiet" or (r["app"], r["setup"])
-                   not in skipped]
+                   in measured]
         for record in records:
             app, setup, kind = record["app"], record["setup"], record["measure"]
             if app not in self.apps:
@@ -59,7 +60,7 @@ class Runs:
                 self.quiet_checks += 1
                 self.not_quiet += not record["quiet"]
             elif kind == "skipped":
-                self.skipped[(app, setup)] = record["reason"]
+                self.skipped.setdefault((app, setup), record["reason"])
             elif record.get("excluded"):
                 self.excluded += 1
             else:
@@ -299,7 +300,8 @@ def section(runs, meta):
               "highest VmRSS sampled during the 64-connection runs, peak its VmHWM. Head-of-line: "
               "quick requests on fresh connections every 10 ms while one worker spins; kill -9: "
               "4 clients on fresh connections, the ms until a new process answers. "
-              "Reload ratio: req/s during 2 reloads ÷ the same round's run without.", ""]
+              "Reload ratio: req/s during 2 reloads ÷ the same round's run without. Proxy targets: "
+              "\"direct\" is herdsman reuseport, whose workers accept themselves.", ""]
     return lines
 
 

@@ -63,9 +63,12 @@ def load(setup, round_, kind, rps, requests=1000, ticks=0, rss=4096, hwm=5120, *
 
 def check_report():
     ticks = os.sysconf("SC_CLK_TCK")
-    records = [{"app": "http", "setup": "single", "round": 1, "measure": "quiet", "quiet": False,
+    records = [{"app": "http", "setup": "pm2", "round": 1, "measure": "quiet", "quiet": False,
                 "other_cores": 0.5, "waited_s": 5.0},
-               {"app": "http", "setup": "limit", "measure": "skipped", "reason": "node v20"}]
+               {"app": "http", "setup": "limit", "measure": "skipped", "reason": "node v20"},
+               # The quiet check of a setup that never ran counts not.
+               {"app": "http", "setup": "limit", "round": 1, "measure": "quiet", "quiet": False,
+                "other_cores": 0.5, "waited_s": 5.0}]
     for round_, (pm2, herdsman) in enumerate(((1000, 2100), (1200, 2500), (900, 1900)), 1):
         records += [load("pm2", round_, "keepalive", 5000, rss=70 * 1024),
                     load("pm2", round_, "close", pm2, rss=70 * 1024),
