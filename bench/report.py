@@ -270,7 +270,7 @@ def section(runs, meta):
     lines = [f"## {meta['date']} — `{meta['command']}`{' (quick pass)' if quick else ''}",
              "",
              f"Commit {meta['commit']}, release build. Machine: {meta['machine']}; "
-             f"{meta['versions']}; {meta['pinning']}. {meta['rounds']} interleaved round(s) of "
+             f"{meta['versions']}; {meta['pinning']}. Interleaved rounds: {meta['rounds']}, of "
              f"{meta['seconds']} s runs (reloads: {meta['reload_seconds']} s runs, "
              f"{meta.get('reload_modes', 'keepalive close').replace(' ', ' and ')}, 2 reloads at "
              f"30 % and 60 %), wrk -t1 -c64 --latency; head-of-line: one worker spins "
