@@ -13,6 +13,7 @@
 # Each round runs every setup once, keep-alive and `Connection: close`, in the same order, so
 # that all setups see the same machine; the table reports the median round. Also measured: the
 # primary's CPU time during the runs (as a share of the whole run's CPU) and its peak RSS.
+# The setups are bench/lib.sh's start_setup (the Rust server: APP_KIND=rust).
 # Everything listens on 127.0.0.1 and stops by itself; only processes started here are stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,8 +32,14 @@ cargo build --release --quiet --bin herdsman --example testserver
 # HERDSMAN=path/to/herdsman measures another build (a baseline) with the same script.
 HERDSMAN=${HERDSMAN:-target/release/herdsman}
 SERVER=target/release/examples/testserver
+SERVER=$PWD/$SERVER
 TICKS=$(getconf CLK_TCK)
 pin_cpus
+# For start_setup (bench/lib.sh): the Rust test server on every CPU; herdsman's control
+# sockets in a directory of this script's own.
+APP_KIND=rust BENCH_NAME=bench-cluster
+export XDG_RUNTIME_DIR="$PWD/$OUT/runtime-cluster"
+mkdir -p "$XDG_RUNTIME_DIR"
 
 tree_ticks() { # PIDS... → summed CPU ticks of those processes
     local total=0 pid
@@ -44,32 +51,14 @@ tree_ticks() { # PIDS... → summed CPU ticks of those processes
 
 trap stop_started EXIT
 
-# start_setup NAME PORT → starts the setup, fills STARTED (primary first when there is one)
-start_setup() {
-    local name=$1 port=$2
-    case $name in
-        limit)
-            for _ in $(seq 1 "$WORKERS"); do
-                TESTSERVER_REUSEPORT=1 PORT=$port "${SERVER_CPUS[@]}" "$SERVER" >/dev/null 2>&1 &
-                STARTED+=($!)
-            done ;;
-        herdsman-*)
-            "${SERVER_CPUS[@]}" "$HERDSMAN" run --workers "$WORKERS" --host 127.0.0.1 --port "$port" \
-                --balance "${name#herdsman-}" --ready-delay 200ms -- "$SERVER" >/dev/null 2>&1 &
-            STARTED+=($!) ;;
-    esac
-    wait_serving "$port" "${STARTED[0]}"
-}
-
 SETUPS=(limit herdsman-shared herdsman-reuseport herdsman-proxy)
 RAW="$OUT/cluster-raw.txt"
 : >"$RAW"
 for round in $(seq 1 "$ROUNDS"); do
     for setup in "${SETUPS[@]}"; do
         port=$(free_port)
-        start_setup "$setup" "$port"
-        primary=""
-        [ "$setup" != limit ] && primary=${STARTED[0]}
+        start_setup "$setup" "$port" "$OUT/cluster-$setup.log"
+        primary=$PRIMARY
         workers=$(if [ -n "$primary" ]; then descendants "$primary" | tr '\n' ' '; else echo "${STARTED[*]}"; fi)
         for mode in keepalive close; do
             primary_before=$([ -n "$primary" ] && cpu_ticks "$primary" || echo 0)

@@ -62,11 +62,11 @@ peak_rss_kb() { # PID → the process's peak resident memory (VmHWM) in kB
 
 # Runs wrk on LOAD_CPUS against http://127.0.0.1:PORT/ for SECONDS with CONNECTIONS (default
 # 64) connections, keep-alive or, for MODE close, a new connection per request (`Connection:
-# close`); its report goes to FILE, for wrk_figures.
+# close`); its report (with `--latency`'s percentiles) goes to FILE, for wrk_figures.
 wrk_load() { # PORT MODE SECONDS FILE
     local header=()
     [ "$2" = close ] && header=(-H "Connection: close")
-    "${LOAD_CPUS[@]}" wrk -t1 -c"${CONNECTIONS:-64}" -d"$3s" "${header[@]}" \
+    "${LOAD_CPUS[@]}" wrk -t1 -c"${CONNECTIONS:-64}" -d"$3s" --latency "${header[@]}" \
         "http://127.0.0.1:$1/" >"$4"
 }
 
@@ -90,13 +90,17 @@ stop_started() {
     STARTED=()
 }
 
-# Installs PM2 7 from npm under DIR (once) with a private PM2_HOME there, so that no PM2 of the
-# machine's is touched; sets PM2 to its command. Whoever calls this must `"$PM2" kill` on exit.
+# Installs PM2 $PM2_VERSION (default 7.0.4, the one bench/RESULTS.md measured) from npm under
+# DIR (once) with a private PM2_HOME there, so that no PM2 of the machine's is touched; sets PM2
+# to its command. Whoever calls this must `"$PM2" kill` on exit.
 install_pm2() { # DIR
     need node nodejs
     need npm npm
-    if [ ! -x "$1/pm2/node_modules/.bin/pm2" ]; then
-        npm install --silent --no-audit --no-fund --prefix "$1/pm2" pm2@7 >/dev/null
+    local version=${PM2_VERSION:-7.0.4} installed=""
+    [ -f "$1/pm2/node_modules/pm2/package.json" ] &&
+        installed=$(node -p "require('$1/pm2/node_modules/pm2/package.json').version")
+    if [ "$installed" != "$version" ]; then
+        npm install --silent --no-audit --no-fund --prefix "$1/pm2" "pm2@$version" >/dev/null
     fi
     PM2="$1/pm2/node_modules/.bin/pm2"
     export PM2_HOME="$1/pm2-home"
@@ -113,4 +117,118 @@ node_app() { # NAME_OR_PATH → absolute path
         npm ci --silent --no-audit --no-fund --prefix examples/node >/dev/null
     fi
     echo "$app"
+}
+
+# Whether this Node can bind SO_REUSEPORT (`listen({ reusePort: true })`, Node 22.12/23.1 on):
+# two servers bound to one port with it. Older Node ignores the option, and the second fails.
+node_reuseport() {
+    node -e '
+        const net = require("node:net");
+        const first = net.createServer().listen({ port: 0, host: "127.0.0.1", reusePort: true }, () => {
+            const second = net.createServer().on("error", () => process.exit(1));
+            second.listen({ port: first.address().port, host: "127.0.0.1", reusePort: true },
+                () => process.exit(0));
+        });' 2>/dev/null
+}
+
+# The setups the benchmarks compare, one app on WORKERS (default 2) workers:
+#   single            the app alone: one process that binds $PORT
+#   limit             WORKERS copies that bind $PORT with SO_REUSEPORT themselves, no primary
+#   node-rr/node-none Node's cluster module as the primary (bench/node-cluster-primary.js)
+#   pm2               PM2's cluster mode, `pm2 start APP -i WORKERS` (private PM2_HOME)
+#   herdsman-BALANCE  `herdsman run --balance BALANCE`
+# APP_KIND=node runs `node $APP_PATH` (an app that listens on $PORT); APP_KIND=rust runs $SERVER
+# (examples/testserver). Uses HERDSMAN, PM2 (install_pm2), SERVER_CPUS (pin_cpus) and
+# BENCH_NAME (the cluster's --name, for `herdsman reload`).
+#
+# start_setup NAME PORT LOG → starts NAME serving on 127.0.0.1:PORT, its output in LOG. Sets
+# PRIMARY, the pid whose CPU and memory are the supervisor's ("" without one), and ROOTS, the
+# pids under which every process of the setup runs. Returns 0 once it serves; 3 with
+# SKIP_REASON set when this setup cannot run here (a Node-only setup for the Rust server, a
+# --balance value this herdsman rejects, a Node without reusePort); 1 if it does not serve.
+start_setup() {
+    local name=$1 port=$2 log=$3 workers=${WORKERS:-2} command=() status=0
+    PRIMARY="" ROOTS="" SKIP_REASON=""
+    if [ "$APP_KIND" = rust ]; then command=("$SERVER"); else command=(node "$APP_PATH"); fi
+    case $name in
+        single)
+            PORT=$port TESTSERVER_HOST=127.0.0.1 "${SERVER_CPUS[@]}" "${command[@]}" >"$log" 2>&1 &
+            STARTED+=($!) ROOTS=$! ;;
+        limit)
+            if [ "$APP_KIND" = node ]; then
+                node_reuseport || {
+                    SKIP_REASON="node $(node --version) cannot bind SO_REUSEPORT (reusePort: Node 22.12 on)"
+                    return 3
+                }
+                command=(node --require "$PWD/bench/reuseport.js" "$APP_PATH")
+            fi
+            for _ in $(seq 1 "$workers"); do
+                TESTSERVER_REUSEPORT=1 TESTSERVER_HOST=127.0.0.1 PORT=$port "${SERVER_CPUS[@]}" \
+                    "${command[@]}" >>"$log" 2>&1 &
+                STARTED+=($!) ROOTS="${ROOTS:+$ROOTS }$!"
+            done ;;
+        node-rr | node-none | pm2)
+            if [ "$APP_KIND" != node ]; then
+                SKIP_REASON="Node's cluster module and PM2's cluster mode run Node apps only"
+                return 3
+            fi
+            if [ "$name" = pm2 ]; then
+                PORT=$port "${SERVER_CPUS[@]}" "$PM2" start "$APP_PATH" --name "$BENCH_NAME" \
+                    -i "$workers" >"$log" 2>&1
+                PRIMARY=$(cat "$PM2_HOME/pm2.pid") ROOTS=$PRIMARY
+            else
+                BENCH_SCHED=${name#node-} PORT=$port "${SERVER_CPUS[@]}" \
+                    node bench/node-cluster-primary.js "$APP_PATH" "$workers" >"$log" 2>&1 &
+                STARTED+=($!) PRIMARY=$! ROOTS=$!
+            fi ;;
+        herdsman-*)
+            local balance=${name#herdsman-} ready=() notify=0
+            # The test server says when it serves (READY=1); behind the proxy, the primary
+            # sees its private port accept.
+            if [ "$APP_KIND" = rust ] && [[ $balance != proxy* ]]; then
+                ready=(--ready notify) notify=1
+            fi
+            TESTSERVER_NOTIFY=$notify TESTSERVER_HOST=127.0.0.1 "${SERVER_CPUS[@]}" "$HERDSMAN" run \
+                --workers "$workers" --host 127.0.0.1 --port "$port" --name "$BENCH_NAME" \
+                --balance "$balance" "${ready[@]}" -- "${command[@]}" >"$log" 2>&1 &
+            STARTED+=($!) PRIMARY=$! ROOTS=$! ;;
+        *) echo "unknown setup $name" >&2; return 1 ;;
+    esac
+    wait_serving "$port" "${ROOTS%% *}" 2>>"$log" && return 0
+    if [[ $name == herdsman-* ]] && ! kill -0 "$PRIMARY" 2>/dev/null; then
+        wait "$PRIMARY" || status=$?
+        if [ "$status" = 2 ]; then # a usage error: this herdsman has no such mode for this app
+            SKIP_REASON="herdsman refuses it (exit 2): $(grep -m1 -i 'error' "$log" || head -1 "$log")"
+            return 3
+        fi
+    fi
+    echo "$name did not serve; its log ($log):" >&2
+    tail -20 "$log" >&2
+    return 1
+}
+
+stop_setup() { # NAME
+    if [ "$1" = pm2 ]; then "$PM2" kill >/dev/null 2>&1 || true; else stop_started; fi
+}
+
+# reload_setup NAME LOG PRIMARY → a rolling restart of the running setup NAME, returning once it
+# is done: `herdsman reload`, `pm2 reload`, or for Node's cluster module SIGUSR2 to
+# bench/node-cluster-primary.js, which logs "rolling restart done" (in LOG) when it is. Returns 3
+# for a setup without a supervisor (single, limit).
+reload_setup() {
+    local name=$1 log=$2 primary=$3 done_before
+    case $name in
+        herdsman-*) "$HERDSMAN" reload "$BENCH_NAME" >/dev/null ;;
+        pm2) "$PM2" reload "$BENCH_NAME" >/dev/null ;;
+        node-*)
+            done_before=$(grep -c 'rolling restart done' "$log" || true)
+            kill -USR2 "$primary"
+            for _ in $(seq 1 600); do
+                [ "$(grep -c 'rolling restart done' "$log" || true)" -gt "$done_before" ] && return 0
+                sleep 0.05
+            done
+            echo "node cluster primary $primary: no rolling restart done within 30 s" >&2
+            return 1 ;;
+        *) return 3 ;;
+    esac
 }

@@ -47,49 +47,14 @@ export XDG_RUNTIME_DIR="$OUT/runtime-node"
 mkdir -p "$XDG_RUNTIME_DIR"
 TICKS=$(getconf CLK_TCK)
 pin_cpus
+# For start_setup (bench/lib.sh): the app and the cluster's name.
+APP_KIND=node BENCH_NAME=bench-node
 
 cleanup() {
     stop_started
     "$PM2" kill >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-
-# start_setup NAME PORT LOG → starts NAME serving the app on PORT; PRIMARY is the pid whose CPU
-# and memory count ("" for a single process). Fails if it does not serve; for herdsman, with
-# status 3 if it rejected its --balance value.
-start_setup() {
-    local name=$1 port=$2 log=$3
-    PRIMARY=""
-    case $name in
-        herdsman-*)
-            "${SERVER_CPUS[@]}" "$HERDSMAN" run --workers "$WORKERS" --host 127.0.0.1 --port "$port" \
-                --name bench-node --balance "${name#herdsman-}" -- node "$APP_PATH" >"$log" 2>&1 &
-            STARTED+=($!) PRIMARY=$! ;;
-        pm2)
-            PORT=$port "${SERVER_CPUS[@]}" "$PM2" start "$APP_PATH" --name bench-node -i "$WORKERS" \
-                >"$log" 2>&1
-            PRIMARY=$(cat "$PM2_HOME/pm2.pid") ;;
-        node-rr | node-none)
-            BENCH_SCHED=${name#node-} PORT=$port "${SERVER_CPUS[@]}" \
-                node bench/node-cluster-primary.js "$APP_PATH" "$WORKERS" >"$log" 2>&1 &
-            STARTED+=($!) PRIMARY=$! ;;
-        single)
-            PORT=$port "${SERVER_CPUS[@]}" node "$APP_PATH" >"$log" 2>&1 &
-            STARTED+=($!) ;;
-        *) echo "unknown setup $name" >&2; return 1 ;;
-    esac
-    wait_serving "$port" "${STARTED[0]:-$PRIMARY}" 2>>"$log" && return 0
-    if [[ $name == herdsman-* ]] && grep -q "invalid value '${name#herdsman-}'" "$log"; then
-        return 3
-    fi
-    echo "$name did not serve; its log ($log):" >&2
-    tail -20 "$log" >&2
-    return 1
-}
-
-stop_setup() { # NAME
-    if [ "$1" = pm2 ]; then "$PM2" kill >/dev/null 2>&1 || true; else stop_started; fi
-}
 
 SETUPS=(${SETUPS:-herdsman-shared herdsman-reuseport herdsman-round-robin pm2 node-rr node-none single})
 declare -A SKIPPED=()
@@ -104,7 +69,7 @@ for round in $(seq 1 "$ROUNDS"); do
         status=0
         start_setup "$setup" "$port" "$log" || status=$?
         if [ "$status" = 3 ]; then
-            echo "skipped $setup: $HERDSMAN rejects --balance ${setup#herdsman-} ($(grep -m1 'invalid value' "$log"))"
+            echo "skipped $setup: $SKIP_REASON"
             SKIPPED[$setup]=1
             stop_setup "$setup"
             continue

@@ -88,6 +88,9 @@ if [ ! -d examples/node/node_modules ] || ! cmp -s examples/node/package-lock.js
     cp examples/node/package-lock.json "$node_stamp"
 fi
 
+# The benchmark's parsers and report, on stored wrk reports (no server, no load).
+bench/run --self-test
+
 # `cargo test` builds the examples too; the integration tests run examples/testserver.
 cargo test --all-targets --no-fail-fast
 # The API documentation's examples compile (`--all-targets` leaves doc tests out).

@@ -21,5 +21,13 @@ app.get('/', (request, response) => {
   });
 });
 
+// N ms of CPU work, during which this worker answers nothing (the benchmark's head-of-line
+// measure).
+app.get('/spin', (request, response) => {
+  const until = Date.now() + Number(request.query.ms || 1000);
+  while (Date.now() < until);
+  response.json({ pid: process.pid, spun_ms: Number(request.query.ms || 1000) });
+});
+
 const port = process.env.PORT || 3000;
 app.listen(port, () => console.log(`express ${process.pid} listening on ${port}`));

@@ -11,6 +11,9 @@ const port = Number(process.argv[2] || process.env.PORT || 3000);
 const host = process.argv[3];
 
 const server = http.createServer((request, response) => {
+  // `GET /spin?ms=N`: N ms of CPU work, during which this worker answers nothing (the
+  // benchmark's head-of-line measure).
+  if (request.url.startsWith('/spin')) spin(request.url);
   response.setHeader('content-type', 'application/json');
   response.end(JSON.stringify({
     runtime: 'http',
@@ -20,6 +23,11 @@ const server = http.createServer((request, response) => {
     port: server.address().port,
   }));
 });
+
+function spin(url) {
+  const until = Date.now() + Number(new URL(url, 'http://localhost').searchParams.get('ms') || 1000);
+  while (Date.now() < until);
+}
 
 server.listen(port, host, () => {
   console.log(`http ${process.pid} listening on ${JSON.stringify(server.address())}`);
