@@ -309,3 +309,35 @@ fn bad_limits_are_refused_with_what_to_do() {
         dir.assert_run_refused(&[args, &["--", "true"]].concat(), message);
     }
 }
+
+#[test]
+fn round_robin_counts_the_connections_it_hands_a_node_worker() {
+    let name = "max-requests-rr";
+    let app = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/node/http-app.js");
+    let cluster = cluster()
+        .args(&[
+            "--name",
+            name,
+            "--workers",
+            "1",
+            "--balance",
+            "round-robin",
+            "--max-requests",
+            "15",
+        ])
+        .command(&["node", app.to_str().unwrap()])
+        .start();
+    let first = cluster.ready_pids(1)[0];
+    for request in 0..15 {
+        assert_eq!(cluster.get("/").unwrap().pid(), first, "request {request}");
+    }
+    cluster.stderr.wait_for(&format!(
+        "worker 1 (pid {first}) replaced: served 15 requests (--max-requests, its limit 15)"
+    ));
+    let second = cluster.ready_pids(2)[1];
+    eventually("the new worker serves", || {
+        (cluster.get("/").ok()?.pid() == second).then_some(())
+    });
+    let status = status_json(&cluster, name);
+    assert_eq!(replacement_of(&status, 1)["pid"], first);
+}
