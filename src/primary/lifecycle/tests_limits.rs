@@ -278,3 +278,32 @@ fn nothing_is_watched_without_the_settings() {
         "rss 2.5 MiB over --max-memory 1.0 MiB"
     );
 }
+
+#[test]
+fn a_limit_turned_on_by_a_reload_is_read_from_then_on() {
+    let mut world = World::with(config(1), true);
+    world.start();
+    world.ready_all();
+    assert!(!world.is_set(Timer::MemoryCheck));
+    world.next_config = Some(Ok(Config {
+        max_memory: Some(Size(64 * MIB)),
+        ..config(1)
+    }));
+    world.intent(Intent::Reload {
+        parallel: 1,
+        request: None,
+    });
+    assert!(world.logged("max-memory: off → 64mb"));
+    assert!(world.is_set(Timer::MemoryCheck));
+    let new = world.in_slot(1)[1];
+    world.ready(new);
+    world.advance(Duration::from_secs(1));
+    world.exit_signalled();
+    world.rss.insert(new, 65 * MIB);
+    world.advance(Duration::from_secs(1));
+    assert_eq!(world.in_slot(1).len(), 2, "replaced for the new limit");
+    assert_eq!(
+        reason_of(&world, 1).as_deref(),
+        Some("rss 65 MiB over --max-memory 64 MiB")
+    );
+}
