@@ -8,7 +8,8 @@ use std::time::Duration;
 use crate::support::*;
 
 /// A Python server on herdsman's socket (fd 3) that sends `READY=1`, then `WATCHDOG=1` every
-/// half of `$WATCHDOG_USEC` until `GET /stop-heartbeat`. `GET /grow?mb=N` keeps N more MB
+/// half of `$WATCHDOG_USEC` until `GET /stop-heartbeat`; `GET /stop-accepting` stops its
+/// accept loop (heartbeats go on). `GET /grow?mb=N` keeps N more MB
 /// (touched, so resident). Every answer is `{"pid":…,"watchdog_usec":…,"watchdog_pid":…,
 /// "rss_mb":…}` and closes its connection; SIGTERM stops it gracefully.
 const SERVER: &str = r#"
@@ -21,6 +22,7 @@ def tell(text):
     s.sendto(text.encode(), notify)
     s.close()
 
+stuck = threading.Event()
 beating = threading.Event()
 beating.set()
 def heartbeat():
@@ -36,6 +38,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/stop-heartbeat":
             beating.clear()
+        if self.path == "/stop-accepting":
+            stuck.set()
+            threading.Thread(target=server.shutdown).start()
         if self.path.startswith("/grow?mb="):
             block = bytearray(int(self.path.split("=")[1]) << 20)
             for i in range(0, len(block), 4096):
@@ -59,6 +64,8 @@ server.daemon_threads = False
 signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
 tell("READY=1")
 server.serve_forever()
+while stuck.is_set():
+    time.sleep(1)
 server.server_close()
 "#;
 
@@ -161,6 +168,44 @@ fn a_worker_that_stops_its_heartbeat_is_replaced_new_first_and_aborted() {
         metrics.contains("herdsman_slot_replacements_total{slot=\"1\",reason=\"watchdog\"} 1"),
         "{metrics}"
     );
+}
+
+#[test]
+fn a_worker_that_leaves_its_queue_unaccepted_for_the_watchdog_is_hung() {
+    let name = "watchdog-queue";
+    let cluster = python_cluster(
+        name,
+        &[
+            "--workers",
+            "1",
+            "--watchdog",
+            "1s",
+            "--accept-timeout",
+            "5s",
+        ],
+    );
+    let old = cluster.ready_pids(1)[0];
+    assert_eq!(cluster.get("/stop-accepting").unwrap().pid(), old);
+    // This connection waits in the stuck worker's queue; the hung worker's replacement gets it
+    // (relayed once the old worker is gone).
+    let address = cluster.address();
+    let waiting = std::thread::spawn(move || http_get(address, "/"));
+    let line = cluster.stderr.wait_for(&format!(
+        "worker 1 (pid {old}) replaced: left 1 connection unaccepted"
+    ));
+    assert!(line.contains("for 1s (--watchdog)"), "{line}");
+    let new = cluster.ready_pids(2)[1];
+    cluster
+        .stderr
+        .wait_for(&format!("worker 1 (pid {old}) was killed by SIGABRT"));
+    assert_eq!(waiting.join().unwrap().unwrap().pid(), new);
+    assert!(
+        !cluster.log().contains("not accepting"),
+        "{}",
+        cluster.log()
+    );
+    let status = status_json(&cluster, name);
+    assert_eq!(replacement_of(&status, 1)["kind"], "watchdog");
 }
 
 #[test]
