@@ -69,17 +69,13 @@ while stuck.is_set():
 server.server_close()
 "#;
 
-fn python_cluster(name: &str, args: &[&str]) -> Cluster {
+/// `workers` of [`SERVER`] under `--ready notify`, with `args`.
+fn python_cluster(name: &str, workers: usize, args: &[&str]) -> Cluster {
     let dir = RuntimeDir::new();
     let script = write_file(&dir, "server.py", SERVER);
-    let mut all = vec![
-        "--name",
-        name,
-        "--ready",
-        "notify",
-        "--ready-delay",
-        "200ms",
-    ];
+    let workers = workers.to_string();
+    let mut all = vec!["--name", name, "--workers", &workers, "--ready", "notify"];
+    all.extend_from_slice(&["--ready-delay", "200ms"]);
     all.extend_from_slice(args);
     cluster()
         .runtime_dir(&dir)
@@ -107,17 +103,7 @@ fn replacement_of(status: &serde_json::Value, slot: u64) -> serde_json::Value {
 #[test]
 fn a_worker_that_stops_its_heartbeat_is_replaced_new_first_and_aborted() {
     let name = "watchdog-hung";
-    let cluster = python_cluster(
-        name,
-        &[
-            "--workers",
-            "1",
-            "--watchdog",
-            "1s",
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
+    let cluster = python_cluster(name, 1, &["--watchdog", "1s", "--admin", "127.0.0.1:0"]);
     let old = cluster.ready_pids(1)[0];
     let answer = cluster.get("/").unwrap();
     assert_eq!(answer.field("watchdog_usec"), "1000000");
@@ -173,17 +159,7 @@ fn a_worker_that_stops_its_heartbeat_is_replaced_new_first_and_aborted() {
 #[test]
 fn a_worker_that_leaves_its_queue_unaccepted_for_the_watchdog_is_hung() {
     let name = "watchdog-queue";
-    let cluster = python_cluster(
-        name,
-        &[
-            "--workers",
-            "1",
-            "--watchdog",
-            "1s",
-            "--accept-timeout",
-            "5s",
-        ],
-    );
+    let cluster = python_cluster(name, 1, &["--watchdog", "1s", "--accept-timeout", "5s"]);
     let old = cluster.ready_pids(1)[0];
     assert_eq!(cluster.get("/stop-accepting").unwrap().pid(), old);
     // This connection waits in the stuck worker's queue; the hung worker's replacement gets it
@@ -211,7 +187,7 @@ fn a_worker_that_leaves_its_queue_unaccepted_for_the_watchdog_is_hung() {
 #[test]
 fn a_worker_past_max_memory_is_replaced_with_no_failed_request() {
     let name = "max-memory";
-    let cluster = python_cluster(name, &["--workers", "2", "--max-memory", "80mb"]);
+    let cluster = python_cluster(name, 2, &["--max-memory", "80mb"]);
     let ready = cluster.wait_ready(2);
     let pids: Vec<u32> = ready.iter().map(|(_, pid)| *pid).collect();
     let load = load_loop(cluster.address(), false);
