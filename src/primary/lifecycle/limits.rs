@@ -35,7 +35,7 @@ const RETRY_AT_LEAST: Duration = Duration::from_secs(1);
 /// Why a ready worker is replaced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReplaceReason {
-    /// No `WATCHDOG=1` within `--watchdog` (`since_ready`: none at all since it was ready).
+    /// No `WATCHDOG=1` within `--watchdog`; `ever`: whether it had sent one at all.
     NoHeartbeat { timeout: Duration, ever: bool },
     /// Its accept queue held connections, never shrinking, for `--watchdog`.
     QueueStuck { timeout: Duration, queued: u32 },
