@@ -302,6 +302,28 @@ impl Cluster {
         self
     }
 
+    /// A ready worker whose runtime sends no heartbeat for `timeout` is hung, and replaced new
+    /// first (`--watchdog`; [`Worker::listener`] starts the heartbeat on the worker's runtime).
+    pub fn watchdog(mut self, timeout: Duration) -> Self {
+        self.settings.watchdog = Some(timeout);
+        self
+    }
+
+    /// A worker whose process tree's resident memory is over `bytes` is replaced, new first
+    /// (`--max-memory`).
+    pub fn max_memory(mut self, bytes: u64) -> Self {
+        self.settings.max_memory = Some(bytes.max(1));
+        self
+    }
+
+    /// A worker that accepted `count` connections, plus a random 0 to `jitter` of its own, is
+    /// replaced, new first (`--max-requests`, `--max-requests-jitter`).
+    pub fn max_requests(mut self, count: u64, jitter: u64) -> Self {
+        self.settings.max_requests = Some(count.max(1));
+        self.settings.max_requests_jitter = Some(jitter);
+        self
+    }
+
     /// Names the cluster for `herdsman status NAME` and the other commands.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.settings.name = Some(name.into());

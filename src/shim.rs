@@ -93,6 +93,10 @@ pub fn exec(command: &[OsString]) -> i32 {
         exec.env("LISTEN_FDS", listen_count.to_string())
             .env("LISTEN_PID", std::process::id().to_string());
     }
+    if std::env::var_os("WATCHDOG_USEC").is_some() {
+        // As systemd sets it: the process that must send WATCHDOG=1 (sd_watchdog_enabled(3)).
+        exec.env("WATCHDOG_PID", std::process::id().to_string());
+    }
     let error = exec.exec();
     let shown = program.to_string_lossy();
     eprintln!("herdsman: cannot execute `{shown}`: {error}");

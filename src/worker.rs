@@ -28,6 +28,7 @@ use crate::ipc::channel::{Delivery, Received};
 use crate::ipc::{Dialect, FromWorker, Target, ToWorker, WorkerChannel};
 
 mod listener;
+mod report;
 
 pub use listener::{shutdown, stop_accepting, Connection, Listener, FIRST_READ_WAIT};
 
@@ -193,6 +194,8 @@ impl Worker {
         };
         listener.set_nonblocking(true)?;
         let listener = Listener::new(tokio::net::TcpListener::from_std(listener)?)?;
+        // Heartbeats (`--watchdog`) and accepted counts (`--max-requests`) for herdsman.
+        report::start();
         // The socket is listening: connections wait in its queue until the server accepts.
         if self.ready_on_listen {
             self.ready()?;

@@ -268,14 +268,6 @@ fn a_client_limit_that_cannot_work_is_refused_with_exit_code_2() {
         ),
     ];
     for (args, message) in cases {
-        let mut all = vec!["run", "--port", "0"];
-        all.extend_from_slice(args);
-        let output = dir.herdsman(&all);
-        assert_eq!(output.code, Some(2), "{args:?}: {output:?}");
-        assert!(
-            output.stderr.contains(message),
-            "{args:?}: {}",
-            output.stderr
-        );
+        dir.assert_run_refused(args, message);
     }
 }

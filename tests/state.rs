@@ -542,16 +542,7 @@ fn state_flags_that_cannot_work_are_refused_with_exit_code_2() {
         ),
     ];
     for (args, message) in cases {
-        let mut all = vec!["run", "--port", "0"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--", "true"]);
-        let output = dir.herdsman(&all);
-        assert_eq!(output.code, Some(2), "{args:?}: {output:?}");
-        assert!(
-            output.stderr.contains(message),
-            "{args:?}: {}",
-            output.stderr
-        );
+        dir.assert_run_refused(&[args, &["--", "true"]].concat(), message);
     }
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();

@@ -22,6 +22,7 @@ mod proxy;
 mod python_servers;
 mod readme;
 mod reload;
+mod replacing;
 mod rescue;
 mod restarts;
 mod run;

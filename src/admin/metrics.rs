@@ -84,6 +84,26 @@ pub fn render(status: &ClusterStatus) -> String {
             .get_or_create(&vec![("slot", row.slot.to_string()), ("reason", reason)])
             .set(row.restarts as f64);
     }
+    let replacements = family(
+        &mut registry,
+        "slot_replacements_total",
+        "Workers of a slot replaced while serving, by slot and reason (watchdog, max-memory, \
+         max-requests)",
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for row in &status.slots {
+        if !seen.insert(row.slot) {
+            continue;
+        }
+        for &(reason, count) in &row.replacements {
+            replacements
+                .get_or_create(&vec![
+                    ("slot", row.slot.to_string()),
+                    ("reason", reason.to_string()),
+                ])
+                .set(f64::from(count));
+        }
+    }
     family(&mut registry, "reloads_total", "Reloads, by result")
         .get_or_create(&vec![("result", "completed".to_string())])
         .set(status.reloads as f64);

@@ -229,9 +229,7 @@ fn status(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
             row.cpu_percent
                 .map_or_else(dash, |cpu| format!("{cpu:.1}%")),
             row.rss_bytes.map_or_else(dash, megabytes),
-            row.last_exit
-                .as_ref()
-                .map_or_else(dash, |exit| format!("{} ({})", exit.reason, exit.at)),
+            last_event(row).unwrap_or_else(dash),
         );
     }
     if let Some(state) = &status.shared_state {
@@ -250,6 +248,20 @@ fn status(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The LAST EXIT column: the slot's last exit or, when later, its last replacement for a
+/// reason (`replaced: rss 312 MiB over --max-memory 256 MiB`). Both times are RFC 3339 in UTC
+/// with milliseconds, so they compare as text.
+fn last_event(row: &crate::control::protocol::SlotStatus) -> Option<String> {
+    let exit = row.last_exit.as_ref();
+    match &row.last_replacement {
+        Some(replaced) if exit.is_none_or(|exit| exit.at <= replaced.at) => Some(format!(
+            "replaced: {} (pid {}, {})",
+            replaced.reason, replaced.pid, replaced.at
+        )),
+        _ => exit.map(|exit| format!("{} ({})", exit.reason, exit.at)),
+    }
 }
 
 /// `reload`, `restart` and `scale`: print progress as it comes, exit by the result.

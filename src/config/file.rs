@@ -24,7 +24,8 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 use super::values::{
-    parse_client_count, parse_duration, parse_signal, parse_size, parse_state, WorkerCount,
+    parse_client_count, parse_duration, parse_request_count, parse_signal, parse_size, parse_state,
+    parse_watchdog, WorkerCount,
 };
 use super::{Config, ConfigError, Settings};
 use crate::state::StateMode;
@@ -228,6 +229,25 @@ pub(super) fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<
         .map_err(|_| D::Error::custom("expected a size, e.g. \"100mb\""))?
         .into_text();
     parse_size(&text).map(Some).map_err(D::Error::custom)
+}
+
+pub(super) fn request_count<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    let text = TextOrNumber::deserialize(deserializer)
+        .map_err(|_| D::Error::custom("expected a number of requests, e.g. 1000"))?
+        .into_text();
+    parse_request_count(&text)
+        .map(Some)
+        .map_err(D::Error::custom)
+}
+
+pub(super) fn watchdog<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)
+        .map_err(|_| D::Error::custom("expected a duration in quotes, e.g. \"30s\""))?;
+    parse_watchdog(&text).map(Some).map_err(D::Error::custom)
 }
 
 pub(super) fn client_count<'de, D: Deserializer<'de>>(

@@ -65,6 +65,14 @@ pub struct Config {
     pub kill_timeout: Duration,
     /// A ready worker that leaves a connection unaccepted in its queue this long is replaced.
     pub accept_timeout: Duration,
+    /// A ready worker silent (no `WATCHDOG=1`) this long is hung and replaced (`--watchdog`).
+    pub watchdog: Option<Duration>,
+    /// A worker whose process tree's RSS is over this is replaced (`--max-memory`).
+    pub max_memory: Option<Size>,
+    /// A worker that served this many connections is replaced (`--max-requests`)…
+    pub max_requests: Option<u64>,
+    /// …each worker's limit raised by a random 0 to this (`--max-requests-jitter`).
+    pub max_requests_jitter: u64,
     pub log_format: LogFormat,
     /// Where workers' shared state lives (`--state`), and how the embedded store runs.
     pub state: StateMode,
@@ -117,6 +125,16 @@ pub enum ConfigError {
          or listen on 127.0.0.1"
     )]
     AdminNeedsToken(SocketAddr),
+    #[error(
+        "--max-requests-jitter {0} raises each worker's --max-requests, but no --max-requests \
+         is set: give --max-requests N too (e.g. --max-requests 1000 --max-requests-jitter 50)"
+    )]
+    JitterWithoutMaxRequests(u64),
+    #[error(
+        "--max-requests 0 would replace every worker before it serves: give a number of \
+         connections (e.g. 1000), or leave it out for no limit"
+    )]
+    ZeroMaxRequests,
 }
 
 impl RunSettings {
@@ -152,6 +170,14 @@ impl RunSettings {
             let command = command[0].to_string_lossy().into_owned();
             return Err(ConfigError::RoundRobinNeedsNode { command });
         }
+        if self.max_requests_jitter > 0 && self.max_requests.is_none() {
+            return Err(ConfigError::JitterWithoutMaxRequests(
+                self.max_requests_jitter,
+            ));
+        }
+        if self.max_requests == Some(0) {
+            return Err(ConfigError::ZeroMaxRequests);
+        }
         let admin_token = self.admin_token.filter(|token| !token.is_empty());
         if let Some(address) = self.admin {
             if !address.ip().is_loopback() && admin_token.is_none() {
@@ -172,6 +198,10 @@ impl RunSettings {
             stop_signal: self.stop_signal,
             kill_timeout: self.kill_timeout,
             accept_timeout: self.accept_timeout,
+            watchdog: self.watchdog,
+            max_memory: self.max_memory.map(Size),
+            max_requests: self.max_requests,
+            max_requests_jitter: self.max_requests_jitter,
             log_format: self.log_format,
             state: self.state,
             store,

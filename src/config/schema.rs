@@ -304,6 +304,37 @@ settings! {
     accept_timeout: Duration = Duration::from_secs(5),
     reload applied;
 
+    /// A ready worker that sends no WATCHDOG=1 on $NOTIFY_SOCKET for this long (workers get
+    /// $WATCHDOG_USEC), or leaves connections unaccepted this long, is hung: replaced, new
+    /// first, then sent SIGABRT (gunicorn's --timeout) [default: off]
+    #[flag(long, value_name = "DURATION", value_parser = parse_watchdog)]
+    #[file(default, deserialize_with = "file::watchdog")]
+    watchdog: Duration,
+    reload applied;
+
+    /// A worker whose process tree's resident memory grows past this (e.g. 200mb, 1gb; checked
+    /// every second) is replaced gracefully, new first (PM2's max_memory_restart)
+    /// [default: off]
+    #[flag(long, value_name = "SIZE", value_parser = parse_size)]
+    #[file(default, deserialize_with = "file::size", alias = "max_memory")]
+    max_memory: u64,
+    reload applied;
+
+    /// A worker that has served this many connections (counted by the proxy or round-robin,
+    /// or reported by the worker: REQUESTS=n) is replaced gracefully, new first (gunicorn's
+    /// --max-requests) [default: off]
+    #[flag(long, value_name = "N", value_parser = parse_request_count)]
+    #[file(default, deserialize_with = "file::request_count", alias = "max_requests")]
+    max_requests: u64,
+    reload applied;
+
+    /// Each worker's --max-requests is raised by a random 0 to this, so that workers are not
+    /// all replaced at once [default: 0]
+    #[flag(long, value_name = "J", value_parser = parse_request_count)]
+    #[file(default, deserialize_with = "file::request_count", alias = "max_requests_jitter")]
+    max_requests_jitter: u64 = 0,
+    reload applied;
+
     /// Signal that asks a worker to finish in-flight work and exit [default: TERM]
     #[flag(long, value_parser = parse_signal)]
     #[file(default, deserialize_with = "file::signal", alias = "stop_signal")]

@@ -257,6 +257,55 @@ impl Shown for ReadyMode {
     }
 }
 
+/// A size in bytes (`--max-memory`), shown as herdsman.toml may spell it (`256mb`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Size(pub u64);
+
+impl Shown for Size {
+    fn shown(&self) -> String {
+        let Size(bytes) = *self;
+        match bytes {
+            _ if bytes % (1 << 30) == 0 => format!("{}gb", bytes >> 30),
+            _ if bytes % (1 << 20) == 0 => format!("{}mb", bytes >> 20),
+            _ if bytes % (1 << 10) == 0 => format!("{}kb", bytes >> 10),
+            _ => bytes.to_string(),
+        }
+    }
+}
+
+/// A limit that may be off: its value, or `off`.
+impl<T: Shown> Shown for Option<T> {
+    fn shown(&self) -> String {
+        self.as_ref().map_or_else(|| "off".into(), T::shown)
+    }
+}
+
+impl Shown for u64 {
+    fn shown(&self) -> String {
+        self.to_string()
+    }
+}
+
+#[cfg(feature = "cli")]
+/// Parses a count of requests (`--max-requests`, `--max-requests-jitter`).
+pub fn parse_request_count(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("`{text}` is not a number of requests; write e.g. 1000"))
+}
+
+#[cfg(feature = "cli")]
+/// Parses `--watchdog`: a duration of at least 100ms.
+pub fn parse_watchdog(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    match duration >= Duration::from_millis(100) {
+        true => Ok(duration),
+        false => Err(format!(
+            "`{text}` is too short for a watchdog (workers send a heartbeat every half of it);              write at least 100ms, e.g. 10s or 30s"
+        )),
+    }
+}
+
 impl Shown for usize {
     fn shown(&self) -> String {
         self.to_string()

@@ -8,6 +8,8 @@
 //! The status types here are the JSON's shape (strings, milliseconds); the typed values they are
 //! made of live in [`crate::domain`], and `mapping` turns one into the other, in one place.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 pub use crate::domain::ScaleTarget;
@@ -163,6 +165,23 @@ pub struct SlotStatus {
     /// CPU use since the previous status request (or since the worker started).
     pub cpu_percent: Option<f64>,
     pub rss_bytes: Option<u64>,
+    /// The slot's last worker replaced for a reason, while it served; absent if none was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_replacement: Option<ReplacementStatus>,
+    /// Workers of the slot replaced for a reason, by kind; absent if none was.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub replacements: BTreeMap<String, u32>,
+}
+
+/// A worker replaced while it served: hung (`watchdog`), `max-memory` or `max-requests`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplacementStatus {
+    pub pid: u32,
+    pub kind: String,
+    /// `rss 312 MiB over --max-memory 256 MiB`.
+    pub reason: String,
+    /// RFC 3339, UTC, milliseconds.
+    pub at: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

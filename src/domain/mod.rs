@@ -25,5 +25,6 @@ pub use phase::{ClusterPhase, SlotState, WorkerPhase};
 pub use progress::Update;
 pub use scale::{ScaleError, ScaleTarget, Scaled};
 pub use status::{
-    ClusterStatus, ForeignListener, LastExit, Occupant, SlotStatus, StateStatus, WorkerStatus,
+    ClusterStatus, ForeignListener, LastExit, LastReplacement, Occupant, SlotStatus, StateStatus,
+    WorkerStatus,
 };

@@ -50,6 +50,21 @@ pub struct SlotStatus {
     /// Restarts of this slot after failures.
     pub restarts: u32,
     pub last_exit: Option<LastExit>,
+    /// The slot's last worker replaced for a reason (`--watchdog`, `--max-memory`,
+    /// `--max-requests`), and how many were, by kind (`watchdog`, `max-memory`, …).
+    pub last_replacement: Option<LastReplacement>,
+    pub replacements: Vec<(&'static str, u32)>,
+}
+
+/// Why a slot's worker was last replaced while it served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastReplacement {
+    pub pid: u32,
+    /// `watchdog`, `max-memory` or `max-requests`.
+    pub kind: &'static str,
+    /// For people: `no heartbeat for 10s (--watchdog)`.
+    pub reason: String,
+    pub at: SystemTime,
 }
 
 /// What a slot's row shows: a worker, or the wait for one.

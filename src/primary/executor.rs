@@ -88,6 +88,10 @@ impl Executor {
             port: parts.listeners.local_addr().port(),
             rereads: parts.reread.is_some(),
             wall_at_start: std::time::SystemTime::now(),
+            seed: std::hash::BuildHasher::hash_one(
+                &std::collections::hash_map::RandomState::new(),
+                std::process::id(),
+            ),
         };
         let executor = Executor {
             machine: Machine::new(config, facts, now()),
@@ -304,6 +308,8 @@ impl Executor {
             name: &config.name,
             state_url: self.shared_state.url.as_deref(),
             ipc: config.ipc,
+            watchdog: config.watchdog,
+            max_requests: self.machine.request_limit(worker),
         };
         let started = Process::start(launch, &self.spawner, &self.logger, self.events.clone());
         match started.await {
@@ -346,6 +352,18 @@ impl Executor {
                     process.status = Some(status);
                 }
             }
+            Event::Notified {
+                worker,
+                notice: Notice::Watchdog,
+            } => self.feed(Input::Heartbeat { worker }).await,
+            Event::Notified {
+                worker,
+                notice: Notice::Requests(count),
+            } => {
+                if let Some(process) = self.processes.get_mut(&worker) {
+                    process.reported_served = count;
+                }
+            }
             Event::Notified { .. } => {}
             Event::Exited {
                 worker,
@@ -356,6 +374,9 @@ impl Executor {
                 self.timers.cancel_worker(worker);
                 self.round_robin_gone(worker);
                 self.private_ports.remove(&worker);
+                if let Some(proxy) = &self.proxy {
+                    proxy.forget(worker.0);
+                }
                 self.feed(Input::Exited {
                     worker,
                     reason,
@@ -443,6 +464,14 @@ impl Executor {
                     false => (Vec::new(), self.listeners.shared_queued()),
                 };
                 self.feed(Input::AcceptSample { queued, shared }).await;
+            }
+            Due::Lifecycle(Timer::MemoryCheck) => {
+                let sample = self.memory_sample();
+                self.feed(Input::MemorySample(sample)).await;
+            }
+            Due::Lifecycle(Timer::ServedCheck) => {
+                let sample = self.served_sample();
+                self.feed(Input::ServedSample(sample)).await;
             }
             Due::Lifecycle(timer) => self.feed(Input::Timer(timer)).await,
             Due::RescueSweep => self.sweep_stranded(),

@@ -27,6 +27,7 @@
 mod executor;
 mod ipc;
 pub(crate) mod lifecycle;
+mod limits;
 mod log_hub;
 mod logs;
 mod node;

@@ -433,6 +433,13 @@ impl Executor {
         }
     }
 
+    /// The connections `worker` accepted from the primary's round-robin.
+    pub(super) fn round_robin_served(&self, worker: WorkerId) -> u64 {
+        self.round_robin
+            .as_ref()
+            .map_or(0, |port| port.balancer.served(worker))
+    }
+
     /// `worker` exited: what it had not answered for goes to another worker.
     pub(super) fn round_robin_gone(&mut self, worker: WorkerId) {
         if let Some(port) = &mut self.round_robin {

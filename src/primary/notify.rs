@@ -21,6 +21,10 @@ pub enum Notice {
     Ready,
     Stopping,
     Status(String),
+    /// `WATCHDOG=1`: the worker's heartbeat (`--watchdog`).
+    Watchdog,
+    /// `REQUESTS=n`: the connections (or requests) it has served so far (`--max-requests`).
+    Requests(u64),
 }
 
 /// Parses one sd_notify datagram: newline-separated `KEY=VALUE` assignments.
@@ -31,6 +35,8 @@ pub fn parse(datagram: &[u8]) -> Vec<Notice> {
             Some(("READY", "1")) => Some(Notice::Ready),
             Some(("STOPPING", "1")) => Some(Notice::Stopping),
             Some(("STATUS", status)) => Some(Notice::Status(status.to_string())),
+            Some(("WATCHDOG", "1")) => Some(Notice::Watchdog),
+            Some(("REQUESTS", count)) => count.trim().parse().ok().map(Notice::Requests),
             _ => None,
         })
         .collect()
@@ -119,5 +125,9 @@ mod tests {
         );
         assert_eq!(parse(b"READY=0\nSTOPPING=1"), [Notice::Stopping]);
         assert_eq!(parse(b"garbage"), []);
+        assert_eq!(
+            parse(b"WATCHDOG=1\nREQUESTS=42\nREQUESTS=x\nWATCHDOG=trigger"),
+            [Notice::Watchdog, Notice::Requests(42)]
+        );
     }
 }

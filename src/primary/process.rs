@@ -62,6 +62,10 @@ pub struct Launch<'a> {
     /// `HERDSMAN_STATE_URL` and `REDIS_URL`, unless shared state is off.
     pub state_url: Option<&'a str>,
     pub ipc: IpcMode,
+    /// `--watchdog`: the worker gets `WATCHDOG_USEC` (and `WATCHDOG_PID`, from the shim).
+    pub watchdog: Option<Duration>,
+    /// This worker's `--max-requests` (with its jitter), as `HERDSMAN_MAX_REQUESTS`.
+    pub max_requests: Option<u64>,
 }
 
 /// Where a worker serves.
@@ -79,6 +83,10 @@ pub enum WorkerSocket {
 /// Where it is in its life is the lifecycle's ([`super::lifecycle::WorkerRecord`]).
 pub struct Process {
     pub pid: u32,
+    /// Its keeper's pid: the worker's parent, which adopts what the worker leaves.
+    pub keeper_pid: u32,
+    /// The connections it said it served (`REQUESTS=n` on its notify socket).
+    pub reported_served: u64,
     /// The last `STATUS=` the worker sent on its notify socket.
     pub status: Option<String>,
     /// CPU time and when it was read, for the CPU % of the next status request.
@@ -141,6 +149,18 @@ impl Process {
             .env("HERDSMAN_WORKER_COUNT", launch.workers.to_string())
             .env("HERDSMAN_GENERATION", launch.spec.generation.to_string())
             .env("NOTIFY_SOCKET", notify.path())
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .envs(launch.watchdog.map(|watchdog| {
+                let usec = watchdog.as_micros().to_string();
+                ("WATCHDOG_USEC", usec)
+            }))
+            .env_remove("HERDSMAN_MAX_REQUESTS")
+            .envs(
+                launch
+                    .max_requests
+                    .map(|limit| ("HERDSMAN_MAX_REQUESTS", limit.to_string())),
+            )
             .envs(
                 launch
                     .state_url
@@ -222,6 +242,8 @@ impl Process {
         });
         Ok(Process {
             pid,
+            keeper_pid,
+            reported_served: 0,
             status: None,
             cpu_sample: None,
             ipc,

@@ -90,6 +90,8 @@ struct Peer {
     /// The worker's servers on the cluster's address (Node's keys), first first.
     keys: Vec<String>,
     state: State,
+    /// Connections it accepted (`--max-requests` counts them).
+    served: u64,
 }
 
 /// The balancer: who listens, whose turn it is, and the connections waiting for a worker.
@@ -108,11 +110,17 @@ impl RoundRobin {
         self.waiting.len()
     }
 
+    /// The connections `worker` has accepted.
+    pub fn served(&self, worker: WorkerId) -> u64 {
+        self.peers.get(&worker).map_or(0, |peer| peer.served)
+    }
+
     /// `worker`'s server `key` listens on the cluster's address: it takes its turn.
     pub fn listening(&mut self, worker: WorkerId, key: String, now: Instant) {
         let peer = self.peers.entry(worker).or_insert_with(|| Peer {
             keys: Vec::new(),
             state: State::Idle { answered: now },
+            served: 0,
         });
         if !peer.keys.contains(&key) {
             peer.keys.push(key);
@@ -168,7 +176,9 @@ impl RoundRobin {
                 else {
                     unreachable!("matched above");
                 };
-                if !accepted {
+                if accepted {
+                    peer.served += 1;
+                } else {
                     self.waiting.push_front(connection);
                     peer.state = State::HeldOut {
                         until: now + HOLD_OUT,

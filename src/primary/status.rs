@@ -8,7 +8,8 @@ use tokio::time::Instant;
 use super::executor::Executor;
 use super::lifecycle::StopReason;
 use crate::domain::{
-    ClusterStatus, LastExit, Occupant, SlotState, SlotStatus, StateStatus, WorkerStatus,
+    ClusterStatus, LastExit, LastReplacement, Occupant, SlotState, SlotStatus, StateStatus,
+    WorkerStatus,
 };
 
 impl Executor {
@@ -33,6 +34,21 @@ impl Executor {
                 at: exit.at,
             });
             let restarts = history.restarts;
+            let last_replacement =
+                history
+                    .last_replacement
+                    .as_ref()
+                    .map(|replaced| LastReplacement {
+                        pid: replaced.pid,
+                        kind: replaced.reason.kind(),
+                        reason: replaced.reason.to_string(),
+                        at: replaced.at,
+                    });
+            let replacements: Vec<(&'static str, u32)> = history
+                .replacements
+                .iter()
+                .map(|(kind, count)| (*kind, *count))
+                .collect();
             let mut any = false;
             let in_slot = machine
                 .workers()
@@ -74,6 +90,8 @@ impl Executor {
                     }),
                     restarts,
                     last_exit: last_exit.clone(),
+                    last_replacement: last_replacement.clone(),
+                    replacements: replacements.clone(),
                 });
             }
             if !any && slot <= config.workers {
@@ -87,6 +105,8 @@ impl Executor {
                     },
                     restarts,
                     last_exit,
+                    last_replacement,
+                    replacements,
                 });
             }
         }

@@ -73,6 +73,7 @@ async fn connect(shared: &Arc<Shared>, avoid: Option<u64>) -> Option<Upstream> {
         match timeout(CONNECT_TIMEOUT, TcpStream::connect(picked.address)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
+                shared.count_served(picked.id);
                 return Some(upstream(stream));
             }
             _ => {

@@ -48,6 +48,8 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
 /// What the connections share: the balancer, behind a lock held only to pick or release.
 pub(crate) struct Shared {
     balancer: Mutex<Balancer>,
+    /// The connections made to each worker so far, by its id.
+    served: Mutex<std::collections::HashMap<u64, u64>>,
 }
 
 impl Shared {
@@ -56,6 +58,12 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pick(except)
+    }
+
+    /// A connection to worker `id` was made (`--max-requests` counts them).
+    fn count_served(&self, id: u64) {
+        let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
+        *served.entry(id).or_default() += 1;
     }
 
     fn release(&self, id: u64) {
@@ -88,6 +96,7 @@ impl Proxy {
         };
         let shared = Arc::new(Shared {
             balancer: Mutex::new(Balancer::new(policy)),
+            served: Mutex::default(),
         });
         let accepting = CancellationToken::new();
         let (stop, connections) = (accepting.clone(), shared.clone());
@@ -120,6 +129,19 @@ impl Proxy {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .set(upstreams);
+    }
+
+    /// The connections made to worker `id` so far (each request's, for HTTP/1 to a worker
+    /// that closes kept connections).
+    pub fn served(&self, id: u64) -> u64 {
+        let served = self.shared.served.lock().unwrap_or_else(|e| e.into_inner());
+        served.get(&id).copied().unwrap_or(0)
+    }
+
+    /// Worker `id` has exited: its count goes.
+    pub fn forget(&self, id: u64) {
+        let mut served = self.shared.served.lock().unwrap_or_else(|e| e.into_inner());
+        served.remove(&id);
     }
 
     /// Stops accepting (the cluster is stopping); open connections go on.

@@ -90,6 +90,7 @@ impl Listener {
                 _ = self.stopping.wait_for(|stopping| *stopping) => continue,
                 accepted = socket.accept() => {
                     let (stream, peer) = accepted?;
+                    super::report::accepted();
                     return Ok((Connection::new(stream), peer));
                 }
             }

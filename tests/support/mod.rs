@@ -126,6 +126,22 @@ impl RuntimeDir {
     }
 }
 
+impl RuntimeDir {
+    /// `herdsman run --port 0 ARGS` is refused with exit code 2 and an error that says
+    /// `message`.
+    pub fn assert_run_refused(&self, args: &[&str], message: &str) {
+        let mut all = vec!["run", "--port", "0"];
+        all.extend_from_slice(args);
+        let output = self.herdsman(&all);
+        assert_eq!(output.code, Some(2), "{args:?}: {output:?}");
+        assert!(
+            output.stderr.contains(message),
+            "{args:?}: {}",
+            output.stderr
+        );
+    }
+}
+
 impl Drop for RuntimeDir {
     fn drop(&mut self) {
         if Arc::strong_count(&self.0) == 1 {

@@ -5,7 +5,8 @@
 use std::time::{Duration, SystemTime};
 
 use super::{
-    ClusterStatus, ForeignListenerStatus, LastExitStatus, LogLine, Reply, SlotStatus, StateStatus,
+    ClusterStatus, ForeignListenerStatus, LastExitStatus, LogLine, ReplacementStatus, Reply,
+    SlotStatus, StateStatus,
 };
 use crate::domain::{self, Occupant, Update, WorkerPhase};
 
@@ -65,6 +66,20 @@ impl From<&domain::SlotStatus> for SlotStatus {
             last_exit: row.last_exit.as_ref().map(LastExitStatus::from),
             cpu_percent: worker.and_then(|worker| worker.cpu_percent),
             rss_bytes: worker.and_then(|worker| worker.rss_bytes),
+            last_replacement: row
+                .last_replacement
+                .as_ref()
+                .map(|replaced| ReplacementStatus {
+                    pid: replaced.pid,
+                    kind: replaced.kind.into(),
+                    reason: replaced.reason.clone(),
+                    at: rfc3339(replaced.at),
+                }),
+            replacements: row
+                .replacements
+                .iter()
+                .map(|&(kind, count)| (kind.to_string(), count))
+                .collect(),
         }
     }
 }

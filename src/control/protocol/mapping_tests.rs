@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::Balance;
 use crate::domain::{
-    ClusterPhase, ClusterStatus, ExitReason, ForeignListener, LastExit, LogEntry, Occupant,
-    SlotStatus, StateStatus, Update, WorkerPhase, WorkerStatus,
+    ClusterPhase, ClusterStatus, ExitReason, ForeignListener, LastExit, LastReplacement, LogEntry,
+    Occupant, SlotStatus, StateStatus, Update, WorkerPhase, WorkerStatus,
 };
 use crate::state::StoreFigures;
 
@@ -37,6 +37,8 @@ fn row(slot: usize, occupant: Occupant, restarts: u32, last_exit: Option<LastExi
         occupant,
         restarts,
         last_exit,
+        last_replacement: None,
+        replacements: Vec::new(),
     }
 }
 
@@ -110,12 +112,21 @@ fn full_example() -> ClusterStatus {
                 1,
                 exit(4096, ExitReason::Signal(40), false),
             ),
-            row(
-                5,
-                Occupant::Worker(worker(4104, 1, WorkerPhase::Draining)),
-                0,
-                exit(4097, ExitReason::Unknown, false),
-            ),
+            SlotStatus {
+                last_replacement: Some(LastReplacement {
+                    pid: 4098,
+                    kind: "max-memory",
+                    reason: "rss 312 MiB over --max-memory 256 MiB".into(),
+                    at: at(1_700_000_000_123),
+                }),
+                replacements: vec![("max-memory", 2), ("watchdog", 1)],
+                ..row(
+                    5,
+                    Occupant::Worker(worker(4104, 1, WorkerPhase::Draining)),
+                    0,
+                    exit(4097, ExitReason::Unknown, false),
+                )
+            },
         ],
         shared_state: Some(StateStatus {
             url: "redis+unix:///run/user/1000/herdsman/4100/state.sock".into(),
@@ -164,7 +175,10 @@ const FULL_EXAMPLE_JSON: &str = concat!(
     r#""rss_bytes":null},"#,
     r#"{"slot":5,"pid":4104,"generation":1,"state":"draining","uptime_ms":1500,"restarts":0,"#,
     r#""last_exit":{"pid":4097,"reason":"exited (status unknown)","code":null,"signal":null,"#,
-    r#""at":"2023-11-14T22:13:20.123Z"},"cpu_percent":null,"rss_bytes":null}],"#,
+    r#""at":"2023-11-14T22:13:20.123Z"},"cpu_percent":null,"rss_bytes":null,"#,
+    r#""last_replacement":{"pid":4098,"kind":"max-memory","#,
+    r#""reason":"rss 312 MiB over --max-memory 256 MiB","at":"2023-11-14T22:13:20.123Z"},"#,
+    r#""replacements":{"max-memory":2,"watchdog":1}}],"#,
     r#""shared_state":{"url":"redis+unix:///run/user/1000/herdsman/4100/state.sock","#,
     r#""kind":"embedded","tcp":"127.0.0.1:6390","keys":12,"used_memory":4096,"clients":3},"#,
     r#""foreign_listeners":[{"address":"0.0.0.0:8000","pid":777,"command":"nginx","#,

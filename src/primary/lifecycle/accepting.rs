@@ -11,6 +11,10 @@
 //! counts as a failure of its slot (never as a healthy run), so a command that never accepts
 //! backs off and ends `errored`.
 //!
+//! With `--watchdog` no longer than `--accept-timeout`, such a worker is hung instead, at the
+//! watchdog's duration: it is replaced new first (`limits`), as one that stopped sending
+//! `WATCHDOG=1` is.
+//!
 //! With `--balance shared` every worker takes from one queue and the primary cannot tell which
 //! one does not: but one accepting worker is enough to drain it, so a shared queue that stays
 //! stuck while workers claim to be ready means none of them accepts, and every ready worker is
@@ -27,7 +31,16 @@ pub type Stall = Option<(Instant, u32)>;
 impl Machine {
     /// How often the accept queues are sampled: ten times per `--accept-timeout`, within bounds.
     pub fn accept_poll(&self) -> Duration {
-        (self.config.accept_timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
+        (self.stall_limit().0 / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+
+    /// How long a queue may stall, and whether a worker that stalls that long is hung
+    /// (`--watchdog`, when no longer than `--accept-timeout`) rather than not accepting.
+    fn stall_limit(&self) -> (Duration, bool) {
+        match self.config.watchdog {
+            Some(watchdog) if watchdog <= self.config.accept_timeout => (watchdog, true),
+            _ => (self.config.accept_timeout, false),
+        }
     }
 
     /// Takes a sample of the queues: replaces the ready workers not accepting, and schedules
@@ -40,7 +53,8 @@ impl Machine {
             // A worker served for the healthy uptime: start-up is over for good (`failure`).
             self.served_healthy = true;
         }
-        let (now, timeout) = (self.now, self.config.accept_timeout);
+        let now = self.now;
+        let (timeout, hung) = self.stall_limit();
         let stalled_for = |stall: Stall| {
             stall.is_some_and(|(since, _)| now.saturating_duration_since(since) > timeout)
         };
@@ -74,8 +88,11 @@ impl Machine {
                 stalled.extend(serving.into_iter().map(|id| (id, count, true)));
             }
         }
-        for (id, count, shared) in stalled {
-            self.not_accepting(id, count, shared);
+        for (id, queued, shared) in stalled {
+            match hung {
+                true => self.replace_for(id, super::ReplaceReason::QueueStuck { timeout, queued }),
+                false => self.not_accepting(id, queued, shared),
+            }
         }
         let poll = self.accept_poll();
         self.schedule(Timer::AcceptCheck, poll);

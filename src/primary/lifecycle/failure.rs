@@ -36,6 +36,7 @@ impl Machine {
         });
         self.steer();
         self.on_exit(worker, reason, tail);
+        self.check_failed_replacements(slot);
         self.ensure_occupied(slot);
     }
 

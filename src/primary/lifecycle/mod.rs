@@ -28,10 +28,13 @@
 //! - `reload`: rolling reloads and single-slot restarts, new worker before old.
 //! - `scale`: adding and retiring slots; the answer once the new count serves.
 //! - `accepting`: ready workers that leave connections unaccepted are replaced.
+//! - `limits`: ready workers replaced for a reason, new first: hung (`--watchdog`), over
+//!   `--max-memory`, done with `--max-requests`.
 //! - `operator`: stop, and acting on one worker.
 
 mod accepting;
 mod failure;
+mod limits;
 mod operator;
 mod readiness;
 mod reconfigure;
@@ -46,6 +49,8 @@ mod worker;
 mod props;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_limits;
 #[cfg(test)]
 mod world;
 
@@ -62,6 +67,7 @@ use crate::config::{Config, ConfigError};
 use crate::domain::{ClusterEvent, ScaleTarget, Update};
 
 pub use accepting::Stall;
+pub use limits::{ReplaceReason, Replacement};
 pub use slot::{LastExit, Slot};
 pub use worker::{LaunchSpec, Life, StopReason, WorkerId, WorkerRecord};
 
@@ -106,6 +112,15 @@ pub enum Input {
         queued: Vec<(WorkerId, u32)>,
         shared: Option<u32>,
     },
+    /// `WATCHDOG=1` from a worker (with `--watchdog`).
+    Heartbeat {
+        worker: WorkerId,
+    },
+    /// [`Timer::MemoryCheck`] fell due: the RSS of each serving worker's process tree.
+    MemorySample(Vec<(WorkerId, u64)>),
+    /// [`Timer::ServedCheck`] fell due: the connections each serving worker has served so far
+    /// (counted by the primary, or reported by the worker with `REQUESTS=n`).
+    ServedSample(Vec<(WorkerId, u64)>),
     /// Steering connections failed (reported once): no connection can be relayed by steering.
     SteeringFailed,
     /// The configuration, read again for a reload ([`Effect::ReadConfig`]).
@@ -171,6 +186,12 @@ pub enum Timer {
     AcceptCheck,
     /// A `scale` request has waited long enough for the new count.
     ScaleDeadline(RequestId),
+    /// A ready worker's heartbeat (`WATCHDOG=1`) is overdue (`--watchdog`).
+    Watchdog(WorkerId),
+    /// Time to read the workers' RSS (the executor does: [`Input::MemorySample`]).
+    MemoryCheck,
+    /// Time to read what the workers served (the executor does: [`Input::ServedSample`]).
+    ServedCheck,
 }
 
 impl Timer {
@@ -181,8 +202,13 @@ impl Timer {
             | Timer::ReadyTimeout(id)
             | Timer::ReadyHint(id)
             | Timer::KillDeadline(id)
-            | Timer::Retire(id) => Some(id),
-            Timer::Respawn(_) | Timer::AcceptCheck | Timer::ScaleDeadline(_) => None,
+            | Timer::Retire(id)
+            | Timer::Watchdog(id) => Some(id),
+            Timer::Respawn(_)
+            | Timer::AcceptCheck
+            | Timer::ScaleDeadline(_)
+            | Timer::MemoryCheck
+            | Timer::ServedCheck => None,
         }
     }
 }
@@ -248,6 +274,8 @@ pub struct Facts {
     pub rereads: bool,
     /// The wall-clock time at the machine's start `Instant`: exits are dated from it.
     pub wall_at_start: SystemTime,
+    /// Where each worker's `--max-requests-jitter` is drawn from.
+    pub seed: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -299,6 +327,8 @@ pub struct Machine {
     shared_accept_stall: Stall,
     /// Whether the `--ready notify` hint was given (once per cluster).
     ready_hint_given: bool,
+    /// Whether the `--watchdog` hint was given (once per cluster).
+    watchdog_hint_given: bool,
     /// The time of the input being handled.
     now: Instant,
     effects: Vec<Effect>,
@@ -336,6 +366,7 @@ impl Machine {
             served_healthy: false,
             shared_accept_stall: None,
             ready_hint_given: false,
+            watchdog_hint_given: false,
             now,
             effects: Vec::new(),
         }
@@ -356,6 +387,9 @@ impl Machine {
             } => self.on_exited(worker, reason, tail),
             Input::RetireCheck { worker, queued } => self.retire_check(worker, queued),
             Input::AcceptSample { queued, shared } => self.check_accepting(&queued, shared),
+            Input::Heartbeat { worker } => self.on_heartbeat(worker),
+            Input::MemorySample(sample) => self.on_memory_sample(&sample),
+            Input::ServedSample(sample) => self.on_served_sample(&sample),
             Input::SteeringFailed => self.steering_failed = true,
             Input::ConfigRead(config) => self.on_config_read(config),
             Input::SlotsAdded(added) => self.on_slots_added(added),
@@ -374,8 +408,10 @@ impl Machine {
             Timer::KillDeadline(id) => self.on_kill_deadline(id),
             Timer::Respawn(slot) => self.on_respawn_due(slot),
             Timer::ScaleDeadline(request) => self.on_scale_deadline(request),
-            // Read by the executor and handed in as `RetireCheck` and `AcceptSample`.
-            Timer::Retire(_) | Timer::AcceptCheck => {}
+            Timer::Watchdog(id) => self.on_watchdog(id),
+            // Read by the executor and handed in as `RetireCheck`, `AcceptSample`,
+            // `MemorySample` and `ServedSample`.
+            Timer::Retire(_) | Timer::AcceptCheck | Timer::MemoryCheck | Timer::ServedCheck => {}
         }
     }
 

@@ -23,6 +23,25 @@ enum Step {
     Scale(usize),
     Disconnect(usize),
     Kill(usize),
+    /// The `n`th live worker sends `WATCHDOG=1`.
+    Heartbeat(usize),
+    /// Its tree's RSS goes over `--max-memory`.
+    Grow(usize),
+    /// It has served its `--max-requests`.
+    Serve(usize),
+}
+
+/// A world with every limit on: `watchdog` (2 s) only when asked, since a hung worker whose
+/// replacement fails goes all the same, and ready capacity drops then by design.
+fn limited(workers: usize, watchdog: bool) -> World {
+    let config = crate::config::Config {
+        watchdog: watchdog.then_some(Duration::from_secs(2)),
+        max_memory: Some(crate::config::Size(100 << 20)),
+        max_requests: Some(100),
+        max_requests_jitter: 10,
+        ..super::world::config(workers)
+    };
+    World::with(config, false)
 }
 
 fn step(crashes: bool) -> impl Strategy<Value = Step> {
@@ -32,6 +51,9 @@ fn step(crashes: bool) -> impl Strategy<Value = Step> {
         4 => (0u64..3000).prop_map(Step::Advance),
         1 => (1usize..4).prop_map(Step::Reload),
         1 => (1usize..5).prop_map(Step::Restart),
+        3 => (0usize..8).prop_map(Step::Heartbeat),
+        1 => (0usize..8).prop_map(Step::Grow),
+        1 => (0usize..8).prop_map(Step::Serve),
     ];
     if !crashes {
         return calm.boxed();
@@ -88,6 +110,21 @@ fn apply(world: &mut World, step: &Step, requests: &mut Vec<RequestId>) {
                 target: ScaleTarget::To(count),
                 request: Some(request),
             });
+        }
+        Step::Heartbeat(n) => {
+            if let Some(id) = nth_live(world, n) {
+                world.feed(super::Input::Heartbeat { worker: id });
+            }
+        }
+        Step::Grow(n) => {
+            if let Some(id) = nth_live(world, n) {
+                world.rss.insert(id, 200 << 20);
+            }
+        }
+        Step::Serve(n) => {
+            if let Some(id) = nth_live(world, n) {
+                world.served.insert(id, 1000);
+            }
         }
         Step::Disconnect(slot) | Step::Kill(slot) => {
             let order = match step {
@@ -189,7 +226,7 @@ proptest! {
         workers in 1usize..4,
         steps in prop::collection::vec(step(true), 0..60),
     ) {
-        let mut world = World::new(workers);
+        let mut world = limited(workers, true);
         world.start();
         let mut requests = Vec::new();
         for step in &steps {
@@ -206,7 +243,9 @@ proptest! {
         workers in 1usize..4,
         steps in prop::collection::vec(step(false), 0..60),
     ) {
-        let mut world = World::started(workers);
+        let mut world = limited(workers, false);
+        world.start();
+        world.ready_all();
         prop_assert_eq!(world.machine.ready_slots().len(), workers);
         let mut requests = Vec::new();
         for step in &steps {

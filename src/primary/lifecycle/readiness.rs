@@ -82,8 +82,11 @@ impl Machine {
         self.info(format!("worker {slot} (pid {pid}) ready"));
         self.observe(ClusterEvent::Online { slot, pid });
         self.observe(ClusterEvent::Listening { slot, pid });
-        if let Some(old) = replaces {
-            self.on_replacement_ready(id, old);
+        self.arm_watchdog(id);
+        match replaces {
+            Some(old) if self.is_in_flight(id) => self.on_replacement_ready(id, old),
+            Some(old) => self.on_limit_replacement_ready(id, old),
+            None => {}
         }
         self.steer();
         self.check_started();

@@ -14,6 +14,8 @@ impl Machine {
         }
         let reloaded = reloaded(&self.config, new);
         self.config = reloaded.config.clone();
+        // A limit the file turned on starts being read now (one already read just goes on).
+        self.schedule_limit_checks();
         reloaded
     }
 }

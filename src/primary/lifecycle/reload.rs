@@ -206,6 +206,11 @@ impl Machine {
             let spec = reload.spec.clone();
             match self.serving_worker(slot).map(|worker| worker.id) {
                 Some(old) => {
+                    // A replacement for a limit (`limits`) gives way to the reload's.
+                    let limit_replacements = self.ids_replacing(old);
+                    for id in limit_replacements {
+                        self.stop_worker(id, StopReason::Aborted);
+                    }
                     let new = self.start_replacement(slot, spec, old);
                     if let Some(reload) = &mut self.reload {
                         reload.in_flight.push((slot, new, old));
@@ -247,6 +252,22 @@ impl Machine {
             .is_some_and(|reload| reload.in_flight.iter().any(|&(_, new, _)| new == id))
     }
 
+    /// Whether the running reload has yet to replace `slot`'s worker, or is replacing it.
+    pub(super) fn reload_will_replace(&self, slot: usize) -> bool {
+        self.reload.as_ref().is_some_and(|reload| {
+            reload.pending.contains(&slot) || reload.in_flight.iter().any(|(s, _, _)| *s == slot)
+        })
+    }
+
+    /// The starting workers that replace `old`.
+    fn ids_replacing(&self, old: WorkerId) -> Vec<WorkerId> {
+        self.workers
+            .iter()
+            .filter(|worker| worker.replaces() == Some(old))
+            .map(|worker| worker.id)
+            .collect()
+    }
+
     /// A replacement could not even be started.
     pub(super) fn on_replacement_not_started(&mut self, slot: usize) {
         self.abort_reload(format!(
@@ -264,7 +285,11 @@ impl Machine {
         // New connections go to the replacement's side from now on; the old worker finishes
         // the ones already queued on its own side, then stops.
         self.slots[slot - 1].side = side;
-        self.retire_worker(old, StopReason::Replaced);
+        match self.hung_signal(old) {
+            // A hung worker will not finish its queue: it goes now (`limits`).
+            Some(_) => self.stop_worker(old, StopReason::Replaced),
+            None => self.retire_worker(old, StopReason::Replaced),
+        }
         let Some(reload) = &mut self.reload else {
             return;
         };

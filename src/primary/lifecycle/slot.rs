@@ -1,5 +1,6 @@
 //! A slot: the place a worker holds, and what it remembers across the workers that held it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,6 +22,9 @@ pub struct Slot {
     pub side: Side,
     /// In backoff: the slot is empty and its next worker is due then.
     pub respawn_at: Option<Instant>,
+    /// The last worker replaced for a reason (`limits`), and how many were, by kind.
+    pub last_replacement: Option<super::Replacement>,
+    pub replacements: BTreeMap<&'static str, u32>,
 }
 
 impl Slot {
@@ -32,6 +36,8 @@ impl Slot {
             last_exit: None,
             side: Side::default(),
             respawn_at: None,
+            last_replacement: None,
+            replacements: BTreeMap::new(),
         }
     }
 }

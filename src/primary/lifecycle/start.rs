@@ -36,6 +36,7 @@ impl Machine {
         }
         let poll = self.accept_poll();
         self.schedule(Timer::AcceptCheck, poll);
+        self.schedule_limit_checks();
     }
 
     /// Starts a worker in `slot` running the slot's spec, on the side
@@ -78,6 +79,9 @@ impl Machine {
             ready_signal_at: None,
             ready_at: None,
             accept_stall: None,
+            replacing: None,
+            retry_replace_at: None,
+            heartbeats: false,
         });
         self.effects.push(Effect::Spawn(Spawn {
             worker: id,
@@ -216,7 +220,10 @@ impl Machine {
         }
         worker.life = Life::Draining { reason };
         let (slot, pid) = (worker.slot, worker.pid);
-        self.effects.push(Effect::Stop { worker: id });
+        match self.hung_signal(id) {
+            Some(signal) => self.signal(id, signal),
+            None => self.effects.push(Effect::Stop { worker: id }),
+        }
         self.observe(ClusterEvent::Disconnect { slot, pid });
         self.schedule(Timer::KillDeadline(id), kill_timeout);
         self.steer();

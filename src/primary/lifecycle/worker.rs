@@ -92,6 +92,12 @@ pub struct WorkerRecord {
     pub ready_at: Option<Instant>,
     /// Since when its accept queue has held connections without shrinking (`accepting`).
     pub accept_stall: Stall,
+    /// Why it is being replaced while it serves (`limits`), once a replacement started.
+    pub replacing: Option<super::ReplaceReason>,
+    /// A replacement for a limit failed: not tried again before then.
+    pub retry_replace_at: Option<Instant>,
+    /// It has sent `WATCHDOG=1` at least once.
+    pub heartbeats: bool,
 }
 
 impl WorkerRecord {

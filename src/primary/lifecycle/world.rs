@@ -35,6 +35,10 @@ pub fn config(workers: usize) -> Config {
         stop_signal: Signal::SIGTERM,
         kill_timeout: KILL_TIMEOUT,
         accept_timeout: Duration::from_secs(30),
+        watchdog: None,
+        max_memory: None,
+        max_requests: None,
+        max_requests_jitter: 0,
         log_format: LogFormat::Text,
         state: StateMode::Off,
         store: StoreOptions::default(),
@@ -57,6 +61,10 @@ pub struct World {
     next_pid: u32,
     /// Connections waiting on each socket, as the accept and retire checks read them.
     pub queued: HashMap<(usize, Side), u32>,
+    /// The RSS of workers' trees and the connections they served, as the limit checks read
+    /// them (0 when unset).
+    pub rss: HashMap<WorkerId, u64>,
+    pub served: HashMap<WorkerId, u64>,
     /// Spawns fail while set (fork fails).
     pub fail_spawns: bool,
     /// What `ReadConfig` reads.
@@ -77,6 +85,7 @@ impl World {
             port: 8080,
             rereads,
             wall_at_start: SystemTime::UNIX_EPOCH,
+            seed: 7,
         };
         World {
             machine: Machine::new(config, facts, now),
@@ -86,6 +95,8 @@ impl World {
             effects: Vec::new(),
             next_pid: 100,
             queued: HashMap::new(),
+            rss: HashMap::new(),
+            served: HashMap::new(),
             fail_spawns: false,
             next_config: None,
             next_request: 1,
@@ -169,11 +180,21 @@ impl World {
                         .collect(),
                     shared: None,
                 },
+                Timer::MemoryCheck => Input::MemorySample(self.serving_with(&self.rss)),
+                Timer::ServedCheck => Input::ServedSample(self.serving_with(&self.served)),
                 timer => Input::Timer(timer),
             };
             self.feed(input);
         }
         self.now = until;
+    }
+
+    /// `readings` of the serving workers, as the executor hands them in.
+    fn serving_with(&self, readings: &HashMap<WorkerId, u64>) -> Vec<(WorkerId, u64)> {
+        let serving = self.machine.workers().iter().filter(|w| w.is_serving());
+        serving
+            .map(|w| (w.id, readings.get(&w.id).copied().unwrap_or(0)))
+            .collect()
     }
 
     fn queued_on(&self, slot: usize, side: Side) -> u32 {
