@@ -31,3 +31,4 @@ mod state_dialect;
 mod state_differential;
 mod state_libraries;
 mod state_scripting;
+mod sticky;

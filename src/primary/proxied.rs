@@ -10,8 +10,8 @@ use super::executor::Executor;
 use super::lifecycle::WorkerId;
 use super::notify::Notice;
 use super::{Event, StartupFailed};
-use crate::config::Balance;
-use crate::proxy::{Policy, Proxy, Upstream};
+use crate::config::{Balance, Sticky};
+use crate::proxy::{Options, Policy, Proxy, Upstream};
 
 /// How often a starting worker's private port is tried until it accepts.
 const PROBE_INTERVAL: Duration = Duration::from_millis(20);
@@ -20,17 +20,23 @@ impl Executor {
     /// Starts the proxy on a copy of the cluster's socket, with `--balance proxy` or
     /// `proxy-rr`.
     pub fn start_proxy(&self) -> Result<Option<Proxy>, StartupFailed> {
-        let policy = match self.machine.config().balance {
+        let config = self.machine.config();
+        let policy = match config.balance {
             Balance::Proxy => Policy::LeastConnections,
             Balance::ProxyRr => Policy::RoundRobin,
             _ => return Ok(None),
+        };
+        let options = Options {
+            policy,
+            sticky: config.sticky == Sticky::Ip,
+            header: config.proxy_protocol,
         };
         let cannot =
             |error: std::io::Error| StartupFailed(format!("cannot start the proxy: {error}"));
         let Some(listener) = self.listeners.proxy_socket().map_err(cannot)? else {
             return Ok(None);
         };
-        Proxy::start(listener, policy).map(Some).map_err(cannot)
+        Proxy::start(listener, options).map(Some).map_err(cannot)
     }
 
     /// A free loopback port for `worker` to listen on, which no other live worker has. The
@@ -86,6 +92,7 @@ impl Executor {
                 let port = self.private_ports.get(&worker.id)?;
                 Some(Upstream {
                     id: worker.id.0,
+                    slot: worker.slot,
                     address: SocketAddr::from((Ipv4Addr::LOCALHOST, *port)),
                 })
             })
