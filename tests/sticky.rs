@@ -1,5 +1,6 @@
 //! `--sticky ip` and `--proxy-protocol` (issue 15): a client address's connections reach one
-//! worker while it lives, in reuseport (the kernel's steering program) and proxy mode; the
+//! worker while it lives, in reuseport (the kernel's steering program), proxy and Node
+//! round-robin mode; the
 //! proxy tells apps the client's address with HAProxy's PROXY protocol header.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,6 +34,11 @@ fn pids_from(address: SocketAddr, source: IpAddr, count: usize) -> BTreeSet<u32>
 /// With `balance` and 2 workers: 200 fresh connections from 127.0.0.1 reach one worker with
 /// `--sticky ip`, both without it; 127.0.0.2..9 each stick to one and spread over both.
 fn one_source_reaches_one_worker(balance: &str) {
+    one_source_reaches_one_worker_of(balance, &[&testserver_bin().display().to_string()]);
+}
+
+/// [`one_source_reaches_one_worker`] with workers running `command`.
+fn one_source_reaches_one_worker_of(balance: &str, command: &[&str]) {
     let name = format!("sticky-{balance}");
     let sticky = cluster()
         .args(&[
@@ -45,6 +51,7 @@ fn one_source_reaches_one_worker(balance: &str) {
             "--name",
             &name,
         ])
+        .command(command)
         .start();
     let pids: BTreeSet<u32> = sticky.ready_pids(2).into_iter().collect();
     let address = sticky.address();
@@ -67,7 +74,10 @@ fn one_source_reaches_one_worker(balance: &str) {
     );
 
     // The same without --sticky: one source's fresh connections go to both workers.
-    let plain = cluster().args(&["-w", "2", "--balance", balance]).start();
+    let plain = cluster()
+        .args(&["-w", "2", "--balance", balance])
+        .command(command)
+        .start();
     plain.wait_ready(2);
     let spread = pids_from(plain.address(), loopback(1), 200);
     assert_eq!(spread.len(), 2, "{balance} without --sticky: {spread:?}");
@@ -81,6 +91,13 @@ fn sticky_ip_in_reuseport_mode_sends_one_source_to_one_worker() {
 #[test]
 fn sticky_ip_in_proxy_mode_sends_one_source_to_one_worker() {
     one_source_reaches_one_worker("proxy");
+}
+
+/// Node's round-robin: the primary hands each connection to the worker its address sticks to.
+#[test]
+fn sticky_ip_in_round_robin_mode_sends_one_source_to_one_worker() {
+    let app = format!("{}/examples/node/busy-app.js", env!("CARGO_MANIFEST_DIR"));
+    one_source_reaches_one_worker_of("round-robin", &["node", &app]);
 }
 
 /// Slot by source, for 127.0.0.1..9, with the pid that answered.

@@ -203,6 +203,11 @@ impl Listeners {
         self.sticky = sticky;
     }
 
+    /// Whether every connection from one source address goes to one worker (`--sticky ip`).
+    pub fn is_sticky(&self) -> bool {
+        self.sticky
+    }
+
     /// Whether each worker has a queue of its own that new connections can be steered away from
     /// (reuseport), rather than one queue shared by all.
     pub fn steerable(&self) -> bool {
