@@ -2,6 +2,7 @@
 //! watch, on real sockets of this process.
 
 use super::*;
+use std::net::IpAddr;
 
 const A: Side = Side(0);
 const B: Side = Side(1);
@@ -74,11 +75,22 @@ fn reuseport_steers_new_connections_to_the_chosen_sockets() {
 /// Connects from `source` (a loopback address) `count` times; the index of every socket
 /// that got one of the connections.
 fn sockets_reached_from(listeners: &Listeners, source: [u8; 4], count: usize) -> Vec<usize> {
+    let target = listeners.relay_address();
+    sockets_reached_at(listeners, IpAddr::from(source), target, count)
+}
+
+/// [`sockets_reached_from`] for any `source`, connecting to `target`.
+fn sockets_reached_at(
+    listeners: &Listeners,
+    source: IpAddr,
+    target: SocketAddr,
+    count: usize,
+) -> Vec<usize> {
     let clients: Vec<_> = (0..count)
         .map(|_| {
-            let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-            socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
-            socket.connect(&listeners.local_addr().into()).unwrap();
+            let socket = Socket::new(Domain::for_address(target), Type::STREAM, None).unwrap();
+            socket.bind(&SocketAddr::new(source, 0).into()).unwrap();
+            socket.connect(&target.into()).unwrap();
             socket
         })
         .collect();
@@ -137,6 +149,37 @@ fn sticky_steering_sends_one_source_to_one_socket_and_a_departed_slots_own_elsew
     listeners.set_sticky(false);
     listeners.steer(&[(1, A), (3, A)]).unwrap();
     assert_eq!(sockets_reached_from(&listeners, [127, 0, 0, 1], 60), [0, 4]);
+}
+
+/// On a dual-stack socket the program reads IPv6 sources (::1) and IPv4 ones (127.0.0.N, as
+/// IPv4 packets), each into the bucket worked out in Rust.
+#[test]
+fn sticky_steering_reads_ipv6_and_ipv4_sources_of_a_dual_stack_socket() {
+    let Ok(mut listeners) = Listeners::bind("[::]:0".parse().unwrap(), Balance::Reuseport, 4)
+    else {
+        eprintln!("no IPv6 here: skipped");
+        return;
+    };
+    listeners.set_sticky(true);
+    let targets = [(1, A), (2, A), (3, A), (4, A)];
+    listeners.steer(&targets).unwrap();
+    let owners = listeners.sticky_owners(&targets).unwrap();
+    let port = listeners.local_addr().port();
+    let v6 = IpAddr::from(Ipv6Addr::LOCALHOST);
+    let reached = sockets_reached_at(&listeners, v6, SocketAddr::new(v6, port), 10);
+    let bucket = sticky::bucket(sticky::address_word(v6));
+    assert_eq!(reached, [owners[bucket as usize] as usize], "::1");
+    for last in 1..=9 {
+        let v4 = IpAddr::from([127, 0, 0, last]);
+        let reached =
+            sockets_reached_at(&listeners, v4, SocketAddr::from(([127, 0, 0, 1], port)), 5);
+        let bucket = sticky::bucket(sticky::address_word(v4));
+        assert_eq!(
+            reached,
+            [owners[bucket as usize] as usize],
+            "127.0.0.{last}"
+        );
+    }
 }
 
 #[test]
