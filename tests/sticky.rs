@@ -261,10 +261,15 @@ fn socket_io_polling_works_across_two_workers_only_with_sticky_ip() {
 
 /// A server that expects the PROXY protocol header: parses it (v1 or v2, TCP4/TCP6), then
 /// answers an HTTP request with what it said. The first `/flaky` request of the whole cluster
-/// is closed unanswered (a file marks it), so the proxy sends it again to the other worker.
+/// is closed unanswered (a file marks it), so the proxy sends it again to the other worker. A
+/// connection of the proxy's own (v2 `LOCAL`, v1 `UNKNOWN`: the readiness probe) is closed; each
+/// connection's kind (`local`, `proxy`, or `missing` without a header) is a line of $SEEN.
 const PROXY_PROTOCOL_SERVER: &str = r#"import ipaddress, json, os, socket, struct, threading
 server = socket.create_server((os.environ["HOST"], int(os.environ["PORT"])))
 flaky_mark = os.environ["FLAKY_MARK"]
+def seen(kind):
+    with open(os.environ["SEEN"], "a") as log:
+        log.write(kind + "\n")
 SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 def read_exact(connection, count, data):
     while len(data) < count:
@@ -274,8 +279,13 @@ def read_exact(connection, count, data):
         data += more
     return data
 def header(connection):
-    data = read_exact(connection, 16, b"")
-    if data.startswith(SIGNATURE):
+    data = read_exact(connection, 6, b"")
+    if data[:6] == SIGNATURE[:6]:
+        data = read_exact(connection, 16, data)
+        if not data.startswith(SIGNATURE):
+            raise ValueError("bad signature %r" % data)
+        if data[12] == 0x20:
+            return {"local": True}, data[16:]
         length = struct.unpack("!H", data[14:16])[0]
         data = read_exact(connection, 16 + length, data)
         family, body = data[13], data[16:16 + length]
@@ -291,11 +301,18 @@ def header(connection):
             data = read_exact(connection, len(data) + 1, data)
         line, rest = data.split(b"\r\n", 1)
         parts = line.decode().split(" ")
+        if parts[1] == "UNKNOWN":
+            return {"local": True}, rest
         return {"version": 1, "family": parts[1], "client": parts[2], "port": int(parts[4])}, rest
     raise ValueError("no PROXY header: %r" % data)
 def serve(connection):
     try:
         said, data = header(connection)
+        if said.get("local"):
+            seen("local")
+            connection.close()
+            return
+        seen("proxy")
         while b"\r\n\r\n" not in data:
             data = read_exact(connection, len(data) + 1, data)
         if data.startswith(b"GET /flaky "):
@@ -309,6 +326,7 @@ def serve(connection):
         body = json.dumps(said).encode()
         connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
     except (EOFError, ValueError) as error:
+        seen("missing")
         body = str(error).encode()
         connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
     connection.close()
@@ -325,10 +343,12 @@ fn the_proxy_protocol_header_tells_a_worker_the_client_address_and_port() {
         let dir = RuntimeDir::new();
         let script = write_file(&dir, "pp.py", PROXY_PROTOCOL_SERVER);
         let mark = dir.path().join("flaky-done");
+        let seen = dir.path().join("seen");
         let cluster = cluster()
             .runtime_dir(&dir)
             .args(&["-w", "2", "--balance", "proxy", "--proxy-protocol", version])
             .env("FLAKY_MARK", &mark.display().to_string())
+            .env("SEEN", &seen.display().to_string())
             .command(&["python3", &script.display().to_string()])
             .start();
         cluster.wait_ready(2);
@@ -364,6 +384,16 @@ fn the_proxy_protocol_header_tells_a_worker_the_client_address_and_port() {
             mark.exists(),
             "{version}: the first /flaky was closed unanswered"
         );
+        // Each worker's readiness probe said LOCAL/UNKNOWN; every relayed connection (4: the
+        // retry of /flaky too) had the header.
+        let seen = std::fs::read_to_string(&seen).unwrap();
+        let count = |kind: &str| seen.lines().filter(|line| *line == kind).count();
+        assert_eq!(
+            (count("local"), count("proxy")),
+            (2, 4),
+            "{version}: {seen}"
+        );
+        assert_eq!(count("missing"), 0, "{version}: {seen}");
     }
 }
 

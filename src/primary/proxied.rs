@@ -11,7 +11,7 @@ use super::lifecycle::WorkerId;
 use super::notify::Notice;
 use super::{Event, StartupFailed};
 use crate::config::{Balance, Sticky};
-use crate::proxy::{Options, Policy, Proxy, Upstream};
+use crate::proxy::{local_header, Options, Policy, Proxy, Upstream};
 
 /// How often a starting worker's private port is tried until it accepts.
 const PROBE_INTERVAL: Duration = Duration::from_millis(20);
@@ -56,17 +56,22 @@ impl Executor {
     }
 
     /// With the proxy, a worker is ready once its private port accepts: tries it until it does
-    /// (a ready signal, as `READY=1` would be) or the ready timeout has passed.
+    /// (a ready signal, as `READY=1` would be) or the ready timeout has passed. With
+    /// `--proxy-protocol` the probe's connection says so with the spec's header for a
+    /// connection of the proxy's own (v2 `LOCAL`, v1 `UNKNOWN`), so the app accepts it.
     pub fn probe_private_port(&self, worker: WorkerId) {
         let Some(&port) = self.private_ports.get(&worker) else {
             return;
         };
         let deadline = tokio::time::Instant::now() + self.machine.config().ready_timeout;
         let events = self.events();
+        let header = local_header(self.machine.config().proxy_protocol);
         tokio::spawn(async move {
             let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             while tokio::time::Instant::now() < deadline && !events.is_closed() {
-                if tokio::net::TcpStream::connect(address).await.is_ok() {
+                if let Ok(mut probe) = tokio::net::TcpStream::connect(address).await {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = probe.write_all(&header).await;
                     let _ = events.send(Event::Notified {
                         worker,
                         notice: Notice::Ready,

@@ -75,6 +75,22 @@ pub fn encode(protocol: ProxyProtocol, client: SocketAddr, local: SocketAddr) ->
     }
 }
 
+/// The header of a connection the proxy makes on its own (the readiness probe), which relays
+/// no client: v2's `LOCAL` command, v1's `UNKNOWN`; empty with `off`.
+pub fn local(protocol: ProxyProtocol) -> Vec<u8> {
+    match protocol {
+        ProxyProtocol::Off => Vec::new(),
+        ProxyProtocol::V1 => ppp::v1::Addresses::Unknown.to_string().into_bytes(),
+        ProxyProtocol::V2 => Builder::with_addresses(
+            Version::Two | Command::Local,
+            Protocol::Unspecified,
+            ppp::v2::Addresses::Unspecified,
+        )
+        .build()
+        .unwrap_or_default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +128,15 @@ mod tests {
             ),
             b""
         );
+    }
+
+    #[test]
+    fn a_connection_of_the_proxys_own_says_local_or_unknown() {
+        assert_eq!(local(ProxyProtocol::V1), b"PROXY UNKNOWN\r\n");
+        let mut expected = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+        expected.extend([0x20, 0x00, 0, 0]);
+        assert_eq!(local(ProxyProtocol::V2), expected);
+        assert_eq!(local(ProxyProtocol::Off), b"");
     }
 
     #[test]

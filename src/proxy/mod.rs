@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use balancer::Balancer;
 pub use balancer::{Policy, Upstream};
+pub use header::local as local_header;
 
 use crate::config::ProxyProtocol;
 
