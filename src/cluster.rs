@@ -33,7 +33,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{Balance, EnvError, Settings, WorkerCount};
+use crate::config::{Balance, EnvError, Settings, Sticky, WorkerCount};
 pub use crate::domain::ClusterEvent;
 use crate::domain::{ClusterPhase, ClusterStatus, ScaleTarget};
 use crate::ipc::frame::Target;
@@ -287,6 +287,13 @@ impl Cluster {
     /// overrides; `round-robin` needs Node workers).
     pub fn balance(mut self, balance: Balance) -> Self {
         self.settings.balance = Some(balance);
+        self
+    }
+
+    /// Whether each client address's connections all reach the same worker while it lives
+    /// (`Sticky::Ip`; not with `Balance::Shared`, where the kernel picks).
+    pub fn sticky(mut self, sticky: Sticky) -> Self {
+        self.settings.sticky = Some(sticky);
         self
     }
 

@@ -205,7 +205,8 @@ async fn run(config: Config, wiring: Wiring) -> Result<(), RunError> {
         phase,
     } = wiring;
     let fd_limit = crate::sys::raise_fd_limit().map_err(RunError::Setup)?;
-    let listeners = Listeners::bind(config.address, config.balance, config.workers)?;
+    let mut listeners = Listeners::bind(config.address, config.balance, config.workers)?;
+    listeners.set_sticky(config.sticky == crate::config::Sticky::Ip);
     let (control, name) = ControlSocket::bind(&config.name, config.name_is_explicit)?;
     let admin = config
         .admin

@@ -78,7 +78,7 @@ pub use cluster::{
     role, Cluster, ClusterError, ClusterEvents, Primary, Role, WorkerHandle, UNREAD_MESSAGES,
     UNREAD_MESSAGE_BYTES,
 };
-pub use config::{Balance, ConfigError, EnvError};
+pub use config::{Balance, ConfigError, EnvError, Sticky};
 pub use control::socket::ControlError;
 pub use domain::{
     ClusterEvent, ClusterPhase, ClusterStatus, ExitReason, ForeignListener, LastExit, Occupant,

@@ -33,3 +33,4 @@ mod state_dialect;
 mod state_differential;
 mod state_libraries;
 mod state_scripting;
+mod sticky;

@@ -34,6 +34,7 @@ use crate::config::Balance;
 mod port_group;
 mod reuseport;
 mod sock_diag;
+pub mod sticky;
 
 use port_group::{holders_of, refuse_foreign, refuse_foreign_in_group};
 pub use port_group::{Foreign, WATCH_INTERVAL};
@@ -68,6 +69,8 @@ pub struct Listeners {
     inodes: Vec<u64>,
     /// The sockets new connections go to (reuseport), as last given to [`Listeners::steer`].
     steered_to: Vec<(usize, Side)>,
+    /// `--sticky ip`: steering sends each source address to one slot (see `sticky`).
+    sticky: bool,
     /// The program must be attached again whatever the targets: a foreign socket in the group
     /// may have replaced it.
     reattach: bool,
@@ -147,6 +150,7 @@ impl Listeners {
             inodes: vec![inode(&first)],
             sockets: vec![first],
             steered_to: Vec::new(),
+            sticky: false,
             reattach: true,
             diag: None,
             foreign: Vec::new(),
@@ -192,6 +196,18 @@ impl Listeners {
         Ok(())
     }
 
+    /// With `sticky`, steering sends every connection from one source address to the same
+    /// slot while its worker serves (reuseport; see `sticky`). Takes effect at the next steer.
+    pub fn set_sticky(&mut self, sticky: bool) {
+        self.reattach |= self.sticky != sticky;
+        self.sticky = sticky;
+    }
+
+    /// Whether every connection from one source address goes to one worker (`--sticky ip`).
+    pub fn is_sticky(&self) -> bool {
+        self.sticky
+    }
+
     /// Whether each worker has a queue of its own that new connections can be steered away from
     /// (reuseport), rather than one queue shared by all.
     pub fn steerable(&self) -> bool {
@@ -224,12 +240,38 @@ impl Listeners {
             .iter()
             .map(|&(slot, side)| self.index(slot, side) as u32)
             .collect();
-        reuseport::steer(self.sockets[0].as_raw_fd(), &indexes)?;
+        let fd = self.sockets[0].as_raw_fd();
+        match self.sticky_owners(targets) {
+            Some(owners) => reuseport::steer_sticky(fd, &owners)?,
+            None => reuseport::steer(fd, &indexes)?,
+        }
         // While a foreign socket is in the group it may attach a program of its own: attach ours
         // again on every look.
         self.reattach = self.foreign.iter().any(|foreign| foreign.in_group);
         self.steered_to = targets.to_vec();
         Ok(())
+    }
+
+    /// With `--sticky ip` and some target: the socket each bucket of source addresses goes to,
+    /// by rendezvous over the targets' slots (a slot steered on both sides: its later side).
+    fn sticky_owners(&self, targets: &[(usize, Side)]) -> Option<[u32; sticky::BUCKETS as usize]> {
+        if !self.sticky || targets.is_empty() {
+            return None;
+        }
+        let mut by_slot: Vec<(u64, u32)> = Vec::new();
+        for &(slot, side) in targets {
+            let index = self.index(slot, side) as u32;
+            match by_slot.iter_mut().find(|(key, _)| *key == slot as u64) {
+                Some(entry) => entry.1 = entry.1.max(index),
+                None => by_slot.push((slot as u64, index)),
+            }
+        }
+        let mut owners = [0; sticky::BUCKETS as usize];
+        for (bucket, owner) in owners.iter_mut().enumerate() {
+            let candidates = by_slot.iter().copied();
+            *owner = sticky::choose(bucket as u64, candidates).unwrap_or(0);
+        }
+        Some(owners)
     }
 
     /// The sockets new connections go to (reuseport), as last steered; empty when unsteered.
@@ -393,191 +435,4 @@ fn bind_socket(address: SocketAddr, balance: Balance) -> io::Result<Socket> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const A: Side = Side(0);
-    const B: Side = Side(1);
-
-    #[test]
-    fn reuseport_binds_two_sockets_per_slot_on_one_port() {
-        let listeners =
-            Listeners::bind("127.0.0.1:0".parse().unwrap(), Balance::Reuseport, 3).unwrap();
-        let port = listeners.local_addr().port();
-        assert_ne!(port, 0);
-        let mut fds: Vec<_> = (1..=3)
-            .flat_map(|slot| [listeners.fd_for(slot, A), listeners.fd_for(slot, B)])
-            .collect();
-        fds.dedup();
-        assert_eq!(fds.len(), 6);
-        assert_eq!(A.other(), B);
-        for socket in &listeners.sockets {
-            assert_eq!(
-                socket.local_addr().unwrap().as_socket().unwrap().port(),
-                port
-            );
-        }
-    }
-
-    /// Connects `count` times and counts, per socket, the connections waiting in it.
-    fn queued_per_slot(listeners: &Listeners, count: usize) -> Vec<usize> {
-        let clients: Vec<_> = (0..count)
-            .map(|_| std::net::TcpStream::connect(listeners.local_addr()).unwrap())
-            .collect();
-        let queued = listeners
-            .sockets
-            .iter()
-            .map(|socket| {
-                socket.set_nonblocking(true).unwrap();
-                std::iter::from_fn(|| socket.accept().ok())
-                    .take(count)
-                    .count()
-            })
-            .collect();
-        drop(clients);
-        queued
-    }
-
-    #[test]
-    fn reuseport_steers_new_connections_to_the_chosen_sockets() {
-        let mut listeners =
-            Listeners::bind("127.0.0.1:0".parse().unwrap(), Balance::Reuseport, 3).unwrap();
-        listeners.steer(&[(2, B)]).unwrap();
-        assert_eq!(queued_per_slot(&listeners, 30), [0, 0, 0, 30, 0, 0]);
-        listeners.steer(&[(1, A), (3, A)]).unwrap();
-        let queued = queued_per_slot(&listeners, 60);
-        assert_eq!(queued[0] + queued[4], 60, "{queued:?}");
-        assert!(
-            queued[0] > 0 && queued[4] > 0,
-            "both sockets get connections: {queued:?}"
-        );
-        listeners.steer(&[]).unwrap();
-        let queued = queued_per_slot(&listeners, 120);
-        assert_eq!(queued.iter().sum::<usize>(), 120);
-        assert!(
-            queued.iter().all(|&n| n > 0),
-            "unsteered, the kernel hashes over all: {queued:?}"
-        );
-    }
-
-    #[test]
-    fn reports_the_accept_queue_of_a_socket() {
-        let mut listeners =
-            Listeners::bind("127.0.0.1:0".parse().unwrap(), Balance::Reuseport, 2).unwrap();
-        listeners.steer(&[(2, B)]).unwrap();
-        assert_eq!(listeners.queued(2, B), Some(0));
-        let clients: Vec<_> = (0..3)
-            .map(|_| std::net::TcpStream::connect(listeners.local_addr()).unwrap())
-            .collect();
-        assert_eq!(listeners.queued(1, A), Some(0));
-        assert_eq!(listeners.queued(2, B), Some(3));
-        drop(clients);
-        let shared = Listeners::bind("127.0.0.1:0".parse().unwrap(), Balance::Shared, 2).unwrap();
-        assert_eq!(shared.queued(1, A), None);
-    }
-
-    #[test]
-    fn takes_what_waits_on_a_socket_and_gives_it_back_its_mode() {
-        let mut listeners =
-            Listeners::bind("0.0.0.0:0".parse().unwrap(), Balance::Reuseport, 2).unwrap();
-        let relay = listeners.relay_address();
-        assert_eq!(relay.ip(), Ipv4Addr::LOCALHOST);
-        assert_eq!(relay.port(), listeners.local_addr().port());
-        listeners.steer(&[(2, B)]).unwrap();
-        let clients: Vec<_> = (0..3)
-            .map(|_| std::net::TcpStream::connect(relay).unwrap())
-            .collect();
-        assert_eq!(listeners.queued(2, B), Some(3));
-        assert_eq!(listeners.take_queued(2, B, 2).unwrap().len(), 2);
-        assert_eq!(listeners.take_queued(2, B, 10).unwrap().len(), 1);
-        assert_eq!(listeners.take_queued(2, B, 10).unwrap().len(), 0);
-        assert_eq!(listeners.queued(2, B), Some(0));
-        let socket = &listeners.sockets[listeners.index(2, B)];
-        assert!(!socket.nonblocking().unwrap(), "blocking again");
-        assert_eq!(listeners.slots(), 2);
-        assert_eq!(listeners.steered_to(), [(2, B)]);
-        drop(clients);
-    }
-
-    #[test]
-    fn once_closed_new_connections_are_refused() {
-        let mut listeners =
-            Listeners::bind("127.0.0.1:0".parse().unwrap(), Balance::Reuseport, 2).unwrap();
-        let address = listeners.local_addr();
-        std::net::TcpStream::connect(address).expect("listening");
-        listeners.close();
-        assert_eq!(listeners.fd_for(1, A), None);
-        assert_eq!(listeners.queued(1, A), None);
-        listeners.steer(&[(1, A)]).expect("nothing to steer");
-        let refused = std::net::TcpStream::connect(address).unwrap_err();
-        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
-    }
-
-    /// A socket of this process on `port` with SO_REUSEPORT: foreign to the listeners.
-    fn foreign_listener(port: u16) -> Socket {
-        bind_one(SocketAddr::from(([127, 0, 0, 1], port)), Balance::Reuseport).unwrap()
-    }
-
-    #[test]
-    fn a_foreign_reuseport_socket_is_refused_at_start_and_reported_later() {
-        let foreign = foreign_listener(0);
-        let address = foreign.local_addr().unwrap().as_socket().unwrap();
-        let error = Listeners::bind(address, Balance::Reuseport, 2).unwrap_err();
-        let message = error.to_string();
-        let me = format!("pid {} (`", std::process::id());
-        assert!(message.contains(&me), "{message}");
-        assert!(
-            message.contains("with SO_REUSEPORT too, in the cluster's port group"),
-            "{message}"
-        );
-        drop(foreign);
-
-        let mut listeners = Listeners::bind(address, Balance::Reuseport, 2).unwrap();
-        assert!(listeners.check_group().unwrap().is_empty());
-        let foreign = foreign_listener(address.port());
-        let change = listeners.check_group().unwrap();
-        assert_eq!(change.joined.len(), 1);
-        assert!(change.joined[0].in_group);
-        assert_eq!(change.joined[0].owner().unwrap().pid, std::process::id());
-        assert_eq!(listeners.foreign().len(), 1);
-        assert!(listeners.check_group().unwrap().is_empty(), "reported once");
-        let refused = listeners.ensure_slots(3).unwrap_err().to_string();
-        assert!(refused.contains("no socket is added while"), "{refused}");
-        assert_eq!(listeners.sockets.len(), 4);
-        // Behind the cluster's sockets, it gets no connection while steered.
-        listeners.steer(&[(1, A)]).unwrap();
-        assert_eq!(queued_per_slot(&listeners, 20), [20, 0, 0, 0]);
-        drop(foreign);
-        let change = listeners.check_group().unwrap();
-        assert_eq!((change.joined.len(), change.left.len()), (0, 1));
-        assert!(listeners.foreign().is_empty());
-        listeners.ensure_slots(3).unwrap();
-        assert_eq!(listeners.sockets.len(), 6);
-        // shutdown() by any holder stops one of the cluster's own sockets.
-        listeners.sockets[3]
-            .shutdown(std::net::Shutdown::Read)
-            .unwrap();
-        let change = listeners.check_group().unwrap();
-        assert_eq!(change.lost, [2]);
-        assert!(listeners.check_group().unwrap().is_empty(), "reported once");
-    }
-
-    #[test]
-    fn shared_hands_every_slot_the_same_socket() {
-        let listeners =
-            Listeners::bind("127.0.0.1:0".parse().unwrap(), Balance::Shared, 4).unwrap();
-        assert_eq!(
-            listeners.fd_for(1, Side::default()),
-            listeners.fd_for(4, Side::default().other())
-        );
-    }
-
-    #[test]
-    fn address_in_use_says_what_to_do() {
-        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let error = Listeners::bind(taken.local_addr().unwrap(), Balance::Shared, 1).unwrap_err();
-        let message = error.to_string();
-        assert!(message.starts_with(&format!("cannot listen on {}", taken.local_addr().unwrap())));
-        assert!(message.contains("pick another --port"), "{message}");
-    }
-}
+mod tests;

@@ -180,6 +180,21 @@ fn shown_state(status: &ClusterStatus) -> String {
     }
 }
 
+/// `--balance` as `status` prints it, with `--sticky` and `--proxy-protocol` when they are on:
+/// `proxy, sticky ip, proxy-protocol v2`.
+fn shown_balance(status: &ClusterStatus) -> String {
+    let mut shown = status.balance.clone();
+    for (name, value) in [
+        ("sticky", &status.sticky),
+        ("proxy-protocol", &status.proxy_protocol),
+    ] {
+        if value != "off" {
+            shown.push_str(&format!(", {name} {value}"));
+        }
+    }
+    shown
+}
+
 fn status(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
     let name = client::resolve(name)?;
     let status = fetch_status(&name)?;
@@ -195,7 +210,7 @@ fn status(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
         status.name,
         status.pid,
         status.address,
-        status.balance,
+        shown_balance(&status),
         shown_state(&status),
         status.generation,
         status.reloads,

@@ -58,6 +58,10 @@ pub struct Config {
     pub workers: usize,
     pub address: SocketAddr,
     pub balance: Balance,
+    /// Whether a client address's connections all reach one worker (`--sticky`).
+    pub sticky: Sticky,
+    /// The header the proxy starts each upstream connection with (`--proxy-protocol`).
+    pub proxy_protocol: ProxyProtocol,
     pub ready: ReadyMode,
     pub ready_delay: Duration,
     pub ready_timeout: Duration,
@@ -135,6 +139,21 @@ pub enum ConfigError {
          connections (e.g. 1000), or leave it out for no limit"
     )]
     ZeroMaxRequests,
+    #[error(
+        "--sticky {0} needs a balance mode that chooses the worker, and with --balance shared \
+         the kernel wakes whichever worker waits: use --balance reuseport (the default), proxy \
+         or round-robin, or drop --sticky"
+    )]
+    StickyNeedsChoice(Sticky),
+    #[error(
+        "--proxy-protocol {protocol} is written by the primary's proxy, and --balance {balance} \
+         has none (workers accept the clients themselves): use --balance proxy or proxy-rr, or \
+         drop --proxy-protocol"
+    )]
+    ProxyProtocolNeedsProxy {
+        protocol: ProxyProtocol,
+        balance: Balance,
+    },
 }
 
 impl RunSettings {
@@ -178,6 +197,15 @@ impl RunSettings {
         if self.max_requests == Some(0) {
             return Err(ConfigError::ZeroMaxRequests);
         }
+        if self.sticky != Sticky::Off && self.balance == Balance::Shared {
+            return Err(ConfigError::StickyNeedsChoice(self.sticky));
+        }
+        if self.proxy_protocol != ProxyProtocol::Off && !self.balance.is_proxy() {
+            return Err(ConfigError::ProxyProtocolNeedsProxy {
+                protocol: self.proxy_protocol,
+                balance: self.balance,
+            });
+        }
         let admin_token = self.admin_token.filter(|token| !token.is_empty());
         if let Some(address) = self.admin {
             if !address.ip().is_loopback() && admin_token.is_none() {
@@ -192,6 +220,8 @@ impl RunSettings {
             workers: self.workers.resolve(),
             address,
             balance: self.balance,
+            sticky: self.sticky,
+            proxy_protocol: self.proxy_protocol,
             ready: self.ready,
             ready_delay: self.ready_delay,
             ready_timeout: self.ready_timeout,
@@ -361,6 +391,43 @@ mod tests {
             short.validate().unwrap_err(),
             ConfigError::ReadyTimeoutTooShort { .. }
         ));
+    }
+
+    #[test]
+    fn sticky_needs_a_chooser_and_the_proxy_protocol_a_proxy() {
+        let with = |balance, sticky, proxy_protocol| {
+            RunSettings {
+                balance,
+                sticky,
+                proxy_protocol,
+                ..settings()
+            }
+            .validate()
+        };
+        for balance in [Balance::Reuseport, Balance::Proxy, Balance::ProxyRr] {
+            let config = with(balance, Sticky::Ip, ProxyProtocol::Off).unwrap();
+            assert_eq!(config.sticky, Sticky::Ip);
+        }
+        assert_eq!(
+            with(Balance::Shared, Sticky::Ip, ProxyProtocol::Off)
+                .unwrap_err()
+                .to_string(),
+            "--sticky ip needs a balance mode that chooses the worker, and with --balance shared \
+             the kernel wakes whichever worker waits: use --balance reuseport (the default), \
+             proxy or round-robin, or drop --sticky"
+        );
+        for protocol in [ProxyProtocol::V1, ProxyProtocol::V2] {
+            let config = with(Balance::Proxy, Sticky::Off, protocol).unwrap();
+            assert_eq!(config.proxy_protocol, protocol);
+        }
+        assert_eq!(
+            with(Balance::Reuseport, Sticky::Off, ProxyProtocol::V2)
+                .unwrap_err()
+                .to_string(),
+            "--proxy-protocol v2 is written by the primary's proxy, and --balance reuseport has \
+             none (workers accept the clients themselves): use --balance proxy or proxy-rr, or \
+             drop --proxy-protocol"
+        );
     }
 
     #[cfg(feature = "cli")]

@@ -269,6 +269,22 @@ settings! {
     env "HERDSMAN_BALANCE",
     reload restart;
 
+    /// Send each client address's connections to the same worker while it lives: `ip` (for
+    /// socket.io's polling transport, or sessions in a worker's memory); not with --balance
+    /// shared, where the kernel picks [default: off]
+    #[flag(long, value_enum, value_name = "off|ip")]
+    #[file()]
+    sticky: Sticky = Sticky::Off,
+    reload restart;
+
+    /// With --balance proxy or proxy-rr: start each connection to a worker with HAProxy's PROXY
+    /// protocol header (`v1` text, `v2` binary), so the app learns the client's address; the
+    /// app must expect it [default: off]
+    #[flag(long, value_enum, value_name = "off|v1|v2")]
+    #[file(alias = "proxy_protocol")]
+    proxy_protocol: ProxyProtocol = ProxyProtocol::Off,
+    reload restart;
+
     /// When a new worker counts as ready: `delay` = --ready-delay after its start, and after
     /// its ready signal if it sends one (READY=1 on $NOTIFY_SOCKET; with --ipc, a `ready` frame
     /// or process.send('ready')); `notify` = --ready-delay after its ready signal

@@ -54,6 +54,18 @@ fn cases() -> Vec<Case> {
             "balance",
         ),
         case(
+            "sticky",
+            Some(&["--sticky", "ip"]),
+            "sticky = \"ip\"",
+            "sticky",
+        ),
+        case(
+            "proxy_protocol",
+            Some(&["--balance", "proxy", "--proxy-protocol", "v2"]),
+            "balance = \"proxy\"\nproxy_protocol = \"v2\"",
+            "proxy-protocol",
+        ),
+        case(
             "ready",
             Some(&["--ready", "notify"]),
             "ready = \"notify\"",
@@ -249,10 +261,19 @@ fn help_shows_each_default() {
     }
 }
 
+/// The herdsman.toml a case's change is made from: the defaults, but for a setting that only
+/// goes with another (`proxy-protocol` with `balance = "proxy"`).
+fn base(field: &str) -> &'static str {
+    match field {
+        "proxy_protocol" => "balance = \"proxy\"",
+        _ => "",
+    }
+}
+
 #[test]
 fn each_setting_reloads_as_its_row_says() {
-    let old = config("");
     for case in cases() {
+        let old = config(base(case.field));
         let new = config(case.toml);
         let setting = SETTINGS.iter().find(|s| s.field == case.field).unwrap();
         let reloaded = reloaded(&old, new.clone());

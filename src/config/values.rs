@@ -80,6 +80,65 @@ impl FromStr for Balance {
     }
 }
 
+/// Whether a client's connections all reach the same worker (`--sticky`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Sticky {
+    /// Each new connection is balanced on its own.
+    #[default]
+    Off,
+    /// By the client's IP address: the same address reaches the same worker while it lives
+    /// (socket.io's polling transport, sessions kept in a worker's memory).
+    Ip,
+}
+
+impl Sticky {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sticky::Off => "off",
+            Sticky::Ip => "ip",
+        }
+    }
+}
+
+impl fmt::Display for Sticky {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether the proxy tells workers the client's address with HAProxy's PROXY protocol
+/// (`--proxy-protocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    /// No header: the worker sees the proxy's loopback address as its peer.
+    #[default]
+    Off,
+    /// The text header, `PROXY TCP4 SRC DST SPORT DPORT\r\n`.
+    V1,
+    /// The binary header.
+    V2,
+}
+
+impl ProxyProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyProtocol::Off => "off",
+            ProxyProtocol::V1 => "v1",
+            ProxyProtocol::V2 => "v2",
+        }
+    }
+}
+
+impl fmt::Display for ProxyProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// When a starting worker counts as ready (`--ready`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
@@ -334,6 +393,18 @@ impl Shown for WorkerCount {
 }
 
 impl Shown for Balance {
+    fn shown(&self) -> String {
+        self.as_str().into()
+    }
+}
+
+impl Shown for Sticky {
+    fn shown(&self) -> String {
+        self.as_str().into()
+    }
+}
+
+impl Shown for ProxyProtocol {
     fn shown(&self) -> String {
         self.as_str().into()
     }

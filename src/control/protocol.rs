@@ -91,6 +91,12 @@ pub struct ClusterStatus {
     pub pid: u32,
     pub address: String,
     pub balance: String,
+    /// `off` or `ip` (`--sticky`).
+    #[serde(default = "off")]
+    pub sticky: String,
+    /// `off`, `v1` or `v2` (`--proxy-protocol`).
+    #[serde(default = "off")]
+    pub proxy_protocol: String,
     /// `starting`, `running`, `reloading` or `stopping`.
     pub state: String,
     /// Running (or reloading) with fewer ready workers than slots: a slot is crash-looping,
@@ -193,6 +199,11 @@ pub struct LastExitStatus {
     pub signal: Option<String>,
     /// RFC 3339, UTC, milliseconds.
     pub at: String,
+}
+
+/// The value of a setting that an older primary's status does not name.
+fn off() -> String {
+    "off".into()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use super::{ClusterPhase, ExitReason, WorkerPhase};
-use crate::config::Balance;
+use crate::config::{Balance, ProxyProtocol, Sticky};
 
 /// The cluster line and one row per worker or empty slot.
 #[derive(Clone, Debug, PartialEq)]
@@ -17,6 +17,10 @@ pub struct ClusterStatus {
     pub pid: u32,
     pub address: SocketAddr,
     pub balance: Balance,
+    /// `--sticky`.
+    pub sticky: Sticky,
+    /// `--proxy-protocol`.
+    pub proxy_protocol: ProxyProtocol,
     pub phase: ClusterPhase,
     /// Running (or reloading) with fewer ready workers than slots: a slot is crash-looping,
     /// waiting to restart or not accepting.

@@ -74,7 +74,10 @@ impl RoundRobinPort {
         let question = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
         Ok(Some(RoundRobinPort {
             listener: Some(crate::sys::watch_listener(socket)?),
-            balancer: RoundRobin::default(),
+            balancer: match listeners.is_sticky() {
+                true => RoundRobin::sticky(),
+                false => RoundRobin::default(),
+            },
             question: Arc::new(question.into()),
             paused: false,
         }))
@@ -148,6 +151,10 @@ impl Peers for Senders<'_> {
             .get(&worker)
             .is_none_or(|process| process.disconnecting);
         !disconnecting && self.machine.worker(worker).is_some_and(|w| w.is_serving())
+    }
+
+    fn slot(&self, worker: WorkerId) -> Option<usize> {
+        self.machine.worker(worker).map(|worker| worker.slot)
     }
 }
 

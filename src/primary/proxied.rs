@@ -10,8 +10,8 @@ use super::executor::Executor;
 use super::lifecycle::WorkerId;
 use super::notify::Notice;
 use super::{Event, StartupFailed};
-use crate::config::Balance;
-use crate::proxy::{Policy, Proxy, Upstream};
+use crate::config::{Balance, Sticky};
+use crate::proxy::{local_header, Options, Policy, Proxy, Upstream};
 
 /// How often a starting worker's private port is tried until it accepts.
 const PROBE_INTERVAL: Duration = Duration::from_millis(20);
@@ -20,17 +20,23 @@ impl Executor {
     /// Starts the proxy on a copy of the cluster's socket, with `--balance proxy` or
     /// `proxy-rr`.
     pub fn start_proxy(&self) -> Result<Option<Proxy>, StartupFailed> {
-        let policy = match self.machine.config().balance {
+        let config = self.machine.config();
+        let policy = match config.balance {
             Balance::Proxy => Policy::LeastConnections,
             Balance::ProxyRr => Policy::RoundRobin,
             _ => return Ok(None),
+        };
+        let options = Options {
+            policy,
+            sticky: config.sticky == Sticky::Ip,
+            header: config.proxy_protocol,
         };
         let cannot =
             |error: std::io::Error| StartupFailed(format!("cannot start the proxy: {error}"));
         let Some(listener) = self.listeners.proxy_socket().map_err(cannot)? else {
             return Ok(None);
         };
-        Proxy::start(listener, policy).map(Some).map_err(cannot)
+        Proxy::start(listener, options).map(Some).map_err(cannot)
     }
 
     /// A free loopback port for `worker` to listen on, which no other live worker has. The
@@ -50,17 +56,22 @@ impl Executor {
     }
 
     /// With the proxy, a worker is ready once its private port accepts: tries it until it does
-    /// (a ready signal, as `READY=1` would be) or the ready timeout has passed.
+    /// (a ready signal, as `READY=1` would be) or the ready timeout has passed. With
+    /// `--proxy-protocol` the probe's connection says so with the spec's header for a
+    /// connection of the proxy's own (v2 `LOCAL`, v1 `UNKNOWN`), so the app accepts it.
     pub fn probe_private_port(&self, worker: WorkerId) {
         let Some(&port) = self.private_ports.get(&worker) else {
             return;
         };
         let deadline = tokio::time::Instant::now() + self.machine.config().ready_timeout;
         let events = self.events();
+        let header = local_header(self.machine.config().proxy_protocol);
         tokio::spawn(async move {
             let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             while tokio::time::Instant::now() < deadline && !events.is_closed() {
-                if tokio::net::TcpStream::connect(address).await.is_ok() {
+                if let Ok(mut probe) = tokio::net::TcpStream::connect(address).await {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = probe.write_all(&header).await;
                     let _ = events.send(Event::Notified {
                         worker,
                         notice: Notice::Ready,
@@ -86,6 +97,7 @@ impl Executor {
                 let port = self.private_ports.get(&worker.id)?;
                 Some(Upstream {
                     id: worker.id.0,
+                    slot: worker.slot,
                     address: SocketAddr::from((Ipv4Addr::LOCALHOST, *port)),
                 })
             })

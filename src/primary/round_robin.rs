@@ -20,13 +20,20 @@
 //! every worker answers all the time, so no questions are asked; an idle cluster pays one round
 //! trip to the worker, and ten questions a second per worker. The state here is the balancer's alone (no I/O): the executor
 //! accepts, sends through [`Peers`] and hands the answers in (`primary::node`).
+//!
+//! Sticky (`--sticky ip`, [`RoundRobin::sticky`]): the connection first in line goes to the
+//! serving worker its client address sticks to ([`RoundRobin::pick`]: rendezvous over slots,
+//! `balance::sticky`), when that worker's turn rules allow, and waits for it otherwise (the
+//! connections behind it wait too: a sticky worker busy in CPU work holds up the line).
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::lifecycle::WorkerId;
+use crate::balance::sticky;
 
 /// How long a worker's last answer counts as proof that its event loop is free.
 pub const FRESH: Duration = Duration::from_millis(2);
@@ -71,6 +78,8 @@ pub trait Peers {
     fn send(&mut self, worker: WorkerId, handoff: Handoff<'_>) -> Option<u64>;
     /// Whether `worker` may get new connections now.
     fn serving(&self, worker: WorkerId) -> bool;
+    /// `worker`'s slot, what a sticky client sticks to.
+    fn slot(&self, worker: WorkerId) -> Option<usize>;
 }
 
 #[derive(Debug)]
@@ -102,9 +111,31 @@ pub struct RoundRobin {
     turn: VecDeque<WorkerId>,
     /// Accepted connections no worker has yet, first come first.
     waiting: VecDeque<Connection>,
+    /// `--sticky ip`: a connection goes to the worker its client address sticks to.
+    sticky: bool,
 }
 
 impl RoundRobin {
+    /// A balancer for `--sticky ip`.
+    pub fn sticky() -> Self {
+        RoundRobin {
+            sticky: true,
+            ..RoundRobin::default()
+        }
+    }
+
+    /// The worker a connection from `client` must go to, whatever the turn: with `--sticky
+    /// ip`, the serving worker the address sticks to; `None` when any may take it.
+    pub fn pick(&self, client: Option<IpAddr>, peers: &impl Peers) -> Option<WorkerId> {
+        let client = client.filter(|_| self.sticky)?;
+        let candidates = self
+            .peers
+            .keys()
+            .filter(|&&worker| peers.serving(worker))
+            .filter_map(|&worker| Some((peers.slot(worker)? as u64, worker)));
+        sticky::choose(sticky::address_hash(client), candidates)
+    }
+
     /// How many accepted connections wait for a worker.
     pub fn waiting(&self) -> usize {
         self.waiting.len()
@@ -200,7 +231,12 @@ impl RoundRobin {
             if self.waiting.is_empty() {
                 break None;
             }
-            match self.next_worker(now, peers) {
+            let client = self.waiting.front().filter(|_| self.sticky).and_then(|c| {
+                let address = socket2::SockRef::from(&**c).peer_addr().ok()?;
+                Some(address.as_socket()?.ip())
+            });
+            let only = self.pick(client, peers);
+            match self.next_worker(now, peers, only) {
                 Ok(index) => self.hand(index, peers),
                 Err(again) => break again,
             }
@@ -239,12 +275,14 @@ impl RoundRobin {
         next
     }
 
-    /// The position in `turn` of the worker that gets the next connection; or, if none may yet,
-    /// when to look again (after asking the idle ones whether they are free).
+    /// The position in `turn` of the worker that gets the next connection (`only` that one,
+    /// when given); or, if none may yet, when to look again (after asking the idle ones whether
+    /// they are free).
     fn next_worker(
         &mut self,
         now: Instant,
         peers: &mut impl Peers,
+        only: Option<WorkerId>,
     ) -> Result<usize, Option<Instant>> {
         let mut again: Option<Instant> = None;
         let mut wait = |at: Instant| again = Some(again.map_or(at, |again| again.min(at)));
@@ -252,7 +290,7 @@ impl RoundRobin {
         let mut gone = Vec::new();
         let mut chosen = None;
         for (index, &worker) in self.turn.iter().enumerate() {
-            if !peers.serving(worker) {
+            if !peers.serving(worker) || only.is_some_and(|only| only != worker) {
                 continue;
             }
             let Some(peer) = self.peers.get_mut(&worker) else {
@@ -344,6 +382,10 @@ mod tests {
 
         fn serving(&self, worker: WorkerId) -> bool {
             !self.not_serving.contains(&worker)
+        }
+
+        fn slot(&self, worker: WorkerId) -> Option<usize> {
+            Some(worker.0 as usize)
         }
     }
 
@@ -481,6 +523,67 @@ mod tests {
             balancer.waiting(),
             2,
             "A's channel is closed: no one to hand to"
+        );
+    }
+
+    /// An accepted connection from `source` (127.0.0.X), with its client end.
+    fn connection_from(last: u8) -> (Connection, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let source = std::net::SocketAddr::from(([127, 0, 0, last], 0));
+        client.bind(&source.into()).unwrap();
+        client
+            .connect(&listener.local_addr().unwrap().into())
+            .unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        (Arc::new(accepted.into()), client.into())
+    }
+
+    #[test]
+    fn sticky_hands_a_client_address_to_its_worker_whatever_the_turn() {
+        let now = Instant::now();
+        let mut balancer = RoundRobin::sticky();
+        balancer.listening(A, "k".into(), now);
+        balancer.listening(B, "k".into(), now);
+        let mut fake = Fake::default();
+        let owner = balancer
+            .pick(Some(IpAddr::from([127, 0, 0, 1])), &fake)
+            .unwrap();
+        let mut clients = Vec::new();
+        for round in 0..4 {
+            let (connection, client) = connection_from(1);
+            clients.push(client);
+            balancer.arrived(connection);
+            balancer.dispatch(now, &mut fake);
+            let (worker, handed) = *fake.sent.last().unwrap();
+            assert_eq!((worker, handed), (owner, true), "round {round}");
+            assert!(balancer.answered(owner, fake.seq, true, now));
+        }
+        // While its worker holds an unanswered connection, the next one from it waits.
+        let (first, _a) = connection_from(1);
+        let (second, _b) = connection_from(1);
+        balancer.arrived(first);
+        balancer.arrived(second);
+        balancer.dispatch(now, &mut fake);
+        assert_eq!(
+            balancer.waiting(),
+            1,
+            "waits for {owner:?}, not the other worker"
+        );
+        assert!(balancer.answered(owner, fake.seq, true, now));
+        balancer.dispatch(now, &mut fake);
+        assert_eq!(*fake.sent.last().unwrap(), (owner, true));
+        // Its worker goes: the address's next choice serves it.
+        fake.not_serving.insert(owner);
+        let other = balancer
+            .pick(Some(IpAddr::from([127, 0, 0, 1])), &fake)
+            .unwrap();
+        assert_ne!(other, owner);
+        // Not sticky: no one in particular.
+        assert_eq!(
+            two_workers(now).pick(Some(IpAddr::from([127, 0, 0, 1])), &fake),
+            None
         );
     }
 }

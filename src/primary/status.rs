@@ -116,6 +116,8 @@ impl Executor {
             pid: std::process::id(),
             address: self.listeners.local_addr(),
             balance: config.balance,
+            sticky: config.sticky,
+            proxy_protocol: config.proxy_protocol,
             phase: *self.phase.borrow(),
             workers: config.workers,
             generation: machine.generation(),

@@ -3,8 +3,14 @@
 //! Least-connections counts the connections each worker holds open through the proxy now
 //! (exact: the proxy opened every one of them); ties go in turn, from the worker after the last
 //! one picked, so that fresh connections one after another spread as evenly as round-robin.
+//!
+//! Sticky (`--sticky ip`): a connection whose client address is known goes to the worker its
+//! address sticks to among those that may get it (`balance::sticky`: rendezvous over the
+//! workers' slots), whatever the policy; the count of open connections is kept all the same.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::balance::sticky;
 
 /// How the proxy picks (`--balance proxy`, `--balance proxy-rr`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,10 +19,12 @@ pub enum Policy {
     RoundRobin,
 }
 
-/// A worker the proxy may relay to: its id (the lifecycle's, never reused) and private port.
+/// A worker the proxy may relay to: its id (the lifecycle's, never reused), its slot (what a
+/// sticky client sticks to) and private port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Upstream {
     pub id: u64,
+    pub slot: usize,
     pub address: SocketAddr,
 }
 
@@ -29,6 +37,8 @@ struct Entry {
 #[derive(Debug)]
 pub struct Balancer {
     policy: Policy,
+    /// `--sticky ip`: a client's address picks its worker.
+    sticky: bool,
     /// Sorted by id: the turn goes in the order the workers started.
     entries: Vec<Entry>,
     /// Where the next turn starts looking.
@@ -36,9 +46,10 @@ pub struct Balancer {
 }
 
 impl Balancer {
-    pub fn new(policy: Policy) -> Self {
+    pub fn new(policy: Policy, sticky: bool) -> Self {
         Balancer {
             policy,
+            sticky,
             entries: Vec::new(),
             next: 0,
         }
@@ -64,8 +75,12 @@ impl Balancer {
         }
     }
 
-    /// Picks a worker for a new upstream connection, not one of `except`, and counts it open.
-    pub fn pick(&mut self, except: &[u64]) -> Option<Upstream> {
+    /// Picks a worker for a new upstream connection from `client`, not one of `except`, and
+    /// counts it open.
+    pub fn pick(&mut self, except: &[u64], client: Option<IpAddr>) -> Option<Upstream> {
+        if let Some(client) = client.filter(|_| self.sticky) {
+            return self.pick_sticky(except, client);
+        }
         let count = self.entries.len();
         let in_turn = (0..count).map(|offset| (self.next + offset) % count);
         let mut eligible =
@@ -76,6 +91,26 @@ impl Balancer {
             Policy::LeastConnections => eligible.min_by_key(|&index| self.entries[index].open)?,
         };
         self.next = (index + 1) % count;
+        let entry = &mut self.entries[index];
+        entry.open += 1;
+        Some(entry.upstream)
+    }
+
+    /// The worker `client` sticks to, of those not in `except`. A slot listed twice (a
+    /// moment of a replacement) is its newer worker.
+    fn pick_sticky(&mut self, except: &[u64], client: IpAddr) -> Option<Upstream> {
+        let eligible = |entry: &&Entry| !except.contains(&entry.upstream.id);
+        let newest_of_slot = |index: &usize| {
+            let entry = &self.entries[*index];
+            !self.entries.iter().filter(eligible).any(|other| {
+                other.upstream.slot == entry.upstream.slot && other.upstream.id > entry.upstream.id
+            })
+        };
+        let candidates = (0..self.entries.len())
+            .filter(|&index| eligible(&&self.entries[index]))
+            .filter(newest_of_slot)
+            .map(|index| (self.entries[index].upstream.slot as u64, index));
+        let index = sticky::choose(sticky::address_hash(client), candidates)?;
         let entry = &mut self.entries[index];
         entry.open += 1;
         Some(entry.upstream)
@@ -101,6 +136,7 @@ mod tests {
         ids.iter()
             .map(|&id| Upstream {
                 id,
+                slot: id as usize,
                 address: SocketAddr::from(([127, 0, 0, 1], 20000 + id as u16)),
             })
             .collect()
@@ -109,7 +145,7 @@ mod tests {
     fn picks(balancer: &mut Balancer, times: usize, release: bool) -> Vec<u64> {
         (0..times)
             .map(|_| {
-                let id = balancer.pick(&[]).unwrap().id;
+                let id = balancer.pick(&[], None).unwrap().id;
                 if release {
                     balancer.release(id);
                 }
@@ -120,14 +156,14 @@ mod tests {
 
     #[test]
     fn round_robin_goes_in_turn_whatever_is_open() {
-        let mut balancer = Balancer::new(Policy::RoundRobin);
+        let mut balancer = Balancer::new(Policy::RoundRobin, false);
         balancer.set(&upstreams(&[3, 1, 2]));
         assert_eq!(picks(&mut balancer, 7, false), [1, 2, 3, 1, 2, 3, 1]);
     }
 
     #[test]
     fn least_connections_takes_the_least_busy_and_ties_in_turn() {
-        let mut balancer = Balancer::new(Policy::LeastConnections);
+        let mut balancer = Balancer::new(Policy::LeastConnections, false);
         balancer.set(&upstreams(&[1, 2]));
         // Closed at once: every pick is a tie, so they alternate.
         assert_eq!(picks(&mut balancer, 4, true), [1, 2, 1, 2]);
@@ -145,11 +181,11 @@ mod tests {
 
     #[test]
     fn except_and_changes_of_workers() {
-        let mut balancer = Balancer::new(Policy::LeastConnections);
-        assert_eq!(balancer.pick(&[]), None);
+        let mut balancer = Balancer::new(Policy::LeastConnections, false);
+        assert_eq!(balancer.pick(&[], None), None);
         balancer.set(&upstreams(&[1, 2]));
-        assert_eq!(balancer.pick(&[1]).unwrap().id, 2);
-        assert_eq!(balancer.pick(&[1, 2]), None);
+        assert_eq!(balancer.pick(&[1], None).unwrap().id, 2);
+        assert_eq!(balancer.pick(&[1, 2], None), None);
         // Worker 2 keeps its open connection; worker 3 is new and idle.
         balancer.set(&upstreams(&[2, 3]));
         assert_eq!(picks(&mut balancer, 1, false), [3]);
@@ -158,6 +194,58 @@ mod tests {
         balancer.release(1);
         assert_eq!(picks(&mut balancer, 2, false), [2, 3]);
         balancer.set(&[]);
-        assert_eq!(balancer.pick(&[]), None);
+        assert_eq!(balancer.pick(&[], None), None);
+    }
+
+    fn client(last: u8) -> Option<IpAddr> {
+        Some(IpAddr::from([127, 0, 0, last]))
+    }
+
+    #[test]
+    fn sticky_sends_a_client_to_its_slot_and_a_dead_workers_clients_elsewhere() {
+        let mut balancer = Balancer::new(Policy::LeastConnections, true);
+        balancer.set(&upstreams(&[1, 2, 3]));
+        let owners: Vec<u64> = (1..=30)
+            .map(|last| balancer.pick(&[], client(last)).unwrap().id)
+            .collect();
+        for (index, &owner) in owners.iter().enumerate() {
+            for _ in 0..5 {
+                let again = balancer.pick(&[], client(index as u8 + 1)).unwrap().id;
+                assert_eq!(
+                    again, owner,
+                    "least-connections does not move a sticky client"
+                );
+            }
+        }
+        assert!((1..=3).all(|id| owners.contains(&id)), "{owners:?}");
+        // Worker 2 failed (not taken off the list yet): its clients go elsewhere, no one else's.
+        for (index, &owner) in owners.iter().enumerate() {
+            let now = balancer.pick(&[2], client(index as u8 + 1)).unwrap().id;
+            match owner {
+                2 => assert_ne!(now, 2),
+                _ => assert_eq!(now, owner),
+            }
+        }
+        // Its replacement (id 4) serves slot 2, and gets slot 2's clients back.
+        balancer.set(&[
+            upstreams(&[1, 3])[0],
+            upstreams(&[3])[0],
+            Upstream {
+                id: 4,
+                slot: 2,
+                ..upstreams(&[4])[0]
+            },
+        ]);
+        for (index, &owner) in owners.iter().enumerate() {
+            let now = balancer.pick(&[], client(index as u8 + 1)).unwrap().id;
+            assert_eq!(now, if owner == 2 { 4 } else { owner });
+        }
+        // No address known (or not sticky): the policy.
+        let mut plain = Balancer::new(Policy::RoundRobin, false);
+        plain.set(&upstreams(&[1, 2]));
+        let ids: Vec<u64> = (0..4)
+            .map(|_| plain.pick(&[], client(1)).unwrap().id)
+            .collect();
+        assert_eq!(ids, [1, 2, 1, 2]);
     }
 }

@@ -10,7 +10,12 @@
 //! a worker killed), the request is sent once more on a new connection to another worker. The
 //! client's connection outlives the worker's: the next request after an upstream close goes
 //! on a new upstream connection, so a reload never closes a client's keep-alive connection.
+//!
+//! Every upstream connection, the first and each one after (a retry, a reconnect), is picked
+//! for the client's address (`--sticky ip`) and starts with the PROXY protocol header when
+//! `--proxy-protocol` asks for one, before any of the client's bytes.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
 use super::framing::{parse_request, parse_response, Body, Parsed, RequestHead};
+use super::header;
 use super::relay::{relay, IDLE_TIMEOUT};
 use super::Shared;
 
@@ -47,15 +53,41 @@ impl Drop for Upstream {
     }
 }
 
+/// The two ends of the client's connection, as the PROXY protocol header names them.
+#[derive(Clone, Copy, Debug)]
+struct Ends {
+    /// The client's address, `None` if the socket could not tell it.
+    client: Option<SocketAddr>,
+    /// The cluster's address the client reached.
+    local: Option<SocketAddr>,
+}
+
+impl Ends {
+    fn of(client: &TcpStream) -> Ends {
+        Ends {
+            client: client.peer_addr().ok(),
+            local: client.local_addr().ok(),
+        }
+    }
+}
+
 /// Connects to a serving worker, other than `avoid` if there is another; a worker that does
-/// not accept (killed, not yet taken off the list) is passed over.
-async fn connect(shared: &Arc<Shared>, avoid: Option<u64>) -> Option<Upstream> {
+/// not accept (killed, not yet taken off the list) is passed over. The header, if any, is
+/// written first.
+async fn connect(shared: &Arc<Shared>, ends: Ends, avoid: Option<u64>) -> Option<Upstream> {
     let deadline = Instant::now() + NO_WORKER_WAIT;
     let mut failed: Vec<u64> = Vec::new();
+    let client = ends.client.map(|address| address.ip());
+    let header = match (ends.client, ends.local) {
+        (Some(client), Some(local)) => header::encode(shared.header, client, local),
+        _ => Vec::new(),
+    };
     loop {
         let mut except = failed.clone();
         except.extend(avoid);
-        let picked = shared.pick(&except).or_else(|| shared.pick(&failed));
+        let picked = shared
+            .pick(&except, client)
+            .or_else(|| shared.pick(&failed, client));
         let Some(picked) = picked else {
             if Instant::now() >= deadline {
                 return None;
@@ -70,17 +102,17 @@ async fn connect(shared: &Arc<Shared>, avoid: Option<u64>) -> Option<Upstream> {
             id: picked.id,
             shared: shared.clone(),
         };
-        match timeout(CONNECT_TIMEOUT, TcpStream::connect(picked.address)).await {
-            Ok(Ok(stream)) => {
+        if let Ok(Ok(mut stream)) =
+            timeout(CONNECT_TIMEOUT, TcpStream::connect(picked.address)).await
+        {
+            if header.is_empty() || stream.write_all(&header).await.is_ok() {
                 let _ = stream.set_nodelay(true);
                 shared.count_served(picked.id);
                 return Some(upstream(stream));
             }
-            _ => {
-                shared.release(picked.id);
-                failed.push(picked.id);
-            }
         }
+        shared.release(picked.id);
+        failed.push(picked.id);
     }
 }
 
@@ -92,7 +124,8 @@ fn is_stale(stream: &TcpStream) -> bool {
 
 pub async fn serve(mut client: TcpStream, shared: Arc<Shared>) {
     let _ = client.set_nodelay(true);
-    let Some(mut upstream) = connect(&shared, None).await else {
+    let ends = Ends::of(&client);
+    let Some(mut upstream) = connect(&shared, ends, None).await else {
         return;
     };
     let mut pending = Vec::with_capacity(4096);
@@ -105,7 +138,7 @@ pub async fn serve(mut client: TcpStream, shared: Arc<Shared>) {
                     Parsed::Partial => continue,
                     Parsed::NotHttp => break,
                     Parsed::Head(_) => {
-                        let exchange = Exchange { client, upstream: Some(upstream), pending, shared };
+                        let exchange = Exchange { client, ends, upstream: Some(upstream), pending, shared };
                         return exchange.run().await;
                     }
                 },
@@ -120,7 +153,7 @@ pub async fn serve(mut client: TcpStream, shared: Arc<Shared>) {
                         reconnects += 1;
                         let failed = upstream.id;
                         drop(upstream);
-                        upstream = match connect(&shared, Some(failed)).await {
+                        upstream = match connect(&shared, ends, Some(failed)).await {
                             Some(upstream) => upstream,
                             None => return,
                         };
@@ -144,6 +177,7 @@ enum After {
 
 struct Exchange {
     client: TcpStream,
+    ends: Ends,
     upstream: Option<Upstream>,
     /// Bytes from the client not sent on yet: the next request's start.
     pending: Vec<u8>,
@@ -184,7 +218,7 @@ impl Exchange {
     async fn tunnel(mut self) {
         let mut upstream = match self.upstream.take() {
             Some(upstream) => upstream,
-            None => match connect(&self.shared, None).await {
+            None => match connect(&self.shared, self.ends, None).await {
                 Some(upstream) => upstream,
                 None => return,
             },
@@ -203,7 +237,7 @@ impl Exchange {
             self.upstream = None;
         }
         if self.upstream.is_none() {
-            self.upstream = connect(&self.shared, avoid).await;
+            self.upstream = connect(&self.shared, self.ends, avoid).await;
         }
         self.upstream.as_mut()
     }

@@ -21,7 +21,9 @@
 //!
 //! # Layout
 //! - `balancer`: who gets the next connection (least-connections with ties in turn, or in
-//!   turn), plain state.
+//!   turn; or by the client's address, `--sticky ip`), plain state.
+//! - `header`: the PROXY protocol header that starts each upstream connection
+//!   (`--proxy-protocol`), so that apps learn the client's address.
 //! - `framing`: the HTTP/1.x that the proxy reads: heads, where bodies end, idempotent methods.
 //! - `connection`: one client connection: HTTP request by request with one retry, or bytes.
 //! - `relay`: bytes both ways with half-close, backpressure and the idle timeout.
@@ -29,9 +31,11 @@
 mod balancer;
 mod connection;
 mod framing;
+mod header;
 mod relay;
 
 use std::io;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +43,19 @@ use tokio_util::sync::CancellationToken;
 
 use balancer::Balancer;
 pub use balancer::{Policy, Upstream};
+pub use header::local as local_header;
+
+use crate::config::ProxyProtocol;
+
+/// How the proxy picks workers and what it tells them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    pub policy: Policy,
+    /// `--sticky ip`: a client's address picks its worker.
+    pub sticky: bool,
+    /// `--proxy-protocol`: the header each upstream connection starts with.
+    pub header: ProxyProtocol,
+}
 
 /// The proxy's threads.
 const THREADS: usize = 2;
@@ -50,14 +67,15 @@ pub(crate) struct Shared {
     balancer: Mutex<Balancer>,
     /// The connections made to each worker so far, by its id.
     served: Mutex<std::collections::HashMap<u64, u64>>,
+    header: ProxyProtocol,
 }
 
 impl Shared {
-    fn pick(&self, except: &[u64]) -> Option<Upstream> {
+    fn pick(&self, except: &[u64], client: Option<IpAddr>) -> Option<Upstream> {
         self.balancer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .pick(except)
+            .pick(except, client)
     }
 
     /// A connection to worker `id` was made (`--max-requests` counts them).
@@ -83,7 +101,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// Accepts on `listener` (a copy of the cluster's socket) on the proxy's own threads.
-    pub fn start(listener: std::net::TcpListener, policy: Policy) -> io::Result<Proxy> {
+    pub fn start(listener: std::net::TcpListener, options: Options) -> io::Result<Proxy> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(THREADS)
             .thread_name("herdsman-proxy")
@@ -95,8 +113,9 @@ impl Proxy {
             tokio::net::TcpListener::from_std(listener)?
         };
         let shared = Arc::new(Shared {
-            balancer: Mutex::new(Balancer::new(policy)),
             served: Mutex::default(),
+            balancer: Mutex::new(Balancer::new(options.policy, options.sticky)),
+            header: options.header,
         });
         let accepting = CancellationToken::new();
         let (stop, connections) = (accepting.clone(), shared.clone());

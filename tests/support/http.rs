@@ -89,6 +89,42 @@ pub fn http_exchange(
     Ok((response, headers))
 }
 
+/// A new connection to `address` from `source` (a loopback address such as 127.0.0.5: the
+/// client socket is bound to it before it connects).
+pub fn connect_from(source: std::net::IpAddr, address: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.connect_timeout(&address.into(), Duration::from_secs(5))?;
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(DEADLINE))?;
+    Ok(stream)
+}
+
+/// One request on a new connection from `source` (`Connection: close`), with a body if given.
+pub fn http_from(
+    source: std::net::IpAddr,
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<Response> {
+    let mut stream = connect_from(source, address)?;
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+         Content-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw)?;
+    parse_response(&raw)
+}
+
 fn parse_response(raw: &str) -> std::io::Result<Response> {
     let bad = || {
         std::io::Error::new(

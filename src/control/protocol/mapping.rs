@@ -26,6 +26,8 @@ impl From<&domain::ClusterStatus> for ClusterStatus {
             pid: status.pid,
             address: status.address.to_string(),
             balance: status.balance.to_string(),
+            sticky: status.sticky.to_string(),
+            proxy_protocol: status.proxy_protocol.to_string(),
             state: status.phase.as_str().into(),
             degraded: status.degraded,
             workers: status.workers,

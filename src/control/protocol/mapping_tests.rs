@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use crate::config::Balance;
+use crate::config::{Balance, ProxyProtocol, Sticky};
 use crate::domain::{
     ClusterPhase, ClusterStatus, ExitReason, ForeignListener, LastExit, LastReplacement, LogEntry,
     Occupant, SlotStatus, StateStatus, Update, WorkerPhase, WorkerStatus,
@@ -58,6 +58,8 @@ fn full_example() -> ClusterStatus {
         pid: 4100,
         address: address("127.0.0.1:8000"),
         balance: Balance::Reuseport,
+        sticky: Sticky::Ip,
+        proxy_protocol: ProxyProtocol::Off,
         phase: ClusterPhase::Reloading,
         degraded: true,
         workers: 4,
@@ -152,7 +154,8 @@ fn full_example() -> ClusterStatus {
 
 const FULL_EXAMPLE_JSON: &str = concat!(
     r#"{"type":"status","name":"api","pid":4100,"address":"127.0.0.1:8000","#,
-    r#""balance":"reuseport","state":"reloading","degraded":true,"workers":4,"generation":2,"#,
+    r#""balance":"reuseport","sticky":"ip","proxy_protocol":"off","state":"reloading","#,
+    r#""degraded":true,"workers":4,"generation":2,"#,
     r#""reloads":1,"uptime_ms":61234,"command":["python3","-m","http.server"],"slots":["#,
     r#"{"slot":1,"pid":4101,"generation":2,"state":"ready","uptime_ms":1500,"restarts":0,"#,
     r#""last_exit":null,"cpu_percent":12.5,"rss_bytes":20480000},"#,

@@ -29,6 +29,8 @@ pub fn config(workers: usize) -> Config {
         workers,
         address: "127.0.0.1:0".parse().unwrap(),
         balance: Balance::Reuseport,
+        sticky: crate::config::Sticky::Off,
+        proxy_protocol: crate::config::ProxyProtocol::Off,
         ready: ReadyMode::Notify,
         ready_delay: READY_DELAY,
         ready_timeout: READY_TIMEOUT,
