@@ -18,8 +18,8 @@ use crate::control::socket::{ControlError, ControlSocket};
 use crate::domain::{ClusterEvent, ClusterPhase};
 use crate::exit;
 use crate::primary::{
-    self, forward_signals, start_logs, ConfigReader, Intent, LogHub, Setup, SharedState,
-    StartupFailed, SuperviseError,
+    self, forward_signals, start_logs, ConfigReader, FileSink, Intent, LogDirError, LogHub, Setup,
+    SharedState, StartupFailed, SuperviseError,
 };
 use crate::runtime_dir::PrimaryDir;
 use crate::state::{StateError, StateMode, StateStore};
@@ -41,6 +41,8 @@ pub enum RunError {
     State(#[from] StateError),
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error(transparent)]
+    LogDir(#[from] LogDirError),
 }
 
 impl RunError {
@@ -55,6 +57,7 @@ impl RunError {
             RunError::State(StateError::File(_)) => exit::USAGE,
             RunError::State(StateError::Thread(_)) => exit::FAILED,
             RunError::Admin(_) => exit::BIND,
+            RunError::LogDir(_) => exit::USAGE,
         }
     }
 }
@@ -212,6 +215,15 @@ async fn run(config: Config, wiring: Wiring) -> Result<(), RunError> {
         .map(|address| AdminServer::bind(address, config.admin_token.clone()))
         .transpose()?;
     let config = Config { name, ..config };
+    let files = match &config.log_files.dir {
+        Some(dir) => Some(FileSink::open(
+            dir,
+            &config.log_files,
+            &config.name,
+            config.log_format,
+        )?),
+        None => None,
+    };
     let dir = PrimaryDir::create().map_err(RunError::Setup)?;
     let client_limit = StoreClientLimit::new(config.store.max_clients, fd_limit, config.workers);
     let store = match config.state {
@@ -237,7 +249,7 @@ async fn run(config: Config, wiring: Wiring) -> Result<(), RunError> {
         }),
     };
     let hub = Arc::new(LogHub::new());
-    let (logger, writer) = start_logs(config.log_format, hub.clone());
+    let (logger, writer) = start_logs(config.log_format, hub.clone(), files);
     let shutdown = CancellationToken::new();
     let admin_task = match admin {
         Some(admin) => {

@@ -66,6 +66,8 @@ pub struct Config {
     /// A ready worker that leaves a connection unaccepted in its queue this long is replaced.
     pub accept_timeout: Duration,
     pub log_format: LogFormat,
+    /// Where log lines are also written to files (`--log-dir`), and how they rotate.
+    pub log_files: LogFiles,
     /// Where workers' shared state lives (`--state`), and how the embedded store runs.
     pub state: StateMode,
     pub store: StoreOptions,
@@ -173,6 +175,11 @@ impl RunSettings {
             kill_timeout: self.kill_timeout,
             accept_timeout: self.accept_timeout,
             log_format: self.log_format,
+            log_files: LogFiles {
+                dir: self.log_dir,
+                max_size: self.log_max_size.0,
+                keep: self.log_keep,
+            },
             state: self.state,
             store,
             ipc,

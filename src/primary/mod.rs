@@ -19,6 +19,7 @@
 //! - `notify`: sd_notify, from workers and to the primary's own service manager.
 //! - `spawn`: the thread every worker's keeper is forked from, and the reaper of orphans.
 //! - `logs`: the primary's messages and the workers' output, line by line.
+//! - `log_files`: `--log-dir`, the lines also written to rotated files, on a thread of their own.
 //! - `log_hub`: the ring of recent lines and the followers of new ones (`herdsman logs`).
 //! - `signals`: operating-system signals mapped to intents.
 //!
@@ -27,6 +28,7 @@
 mod executor;
 mod ipc;
 pub(crate) mod lifecycle;
+mod log_files;
 mod log_hub;
 mod logs;
 mod node;
@@ -53,6 +55,7 @@ use crate::domain::{ClusterEvent, ClusterPhase, ClusterStatus, ScaleTarget, Upda
 use crate::runtime_dir::PrimaryDir;
 use executor::Executor;
 use lifecycle::WorkerId;
+pub use log_files::{FileSink, LogDirError};
 pub use log_hub::LogHub;
 pub use logs::{start as start_logs, Logger};
 use notify::Notice;

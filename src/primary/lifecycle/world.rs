@@ -36,6 +36,11 @@ pub fn config(workers: usize) -> Config {
         kill_timeout: KILL_TIMEOUT,
         accept_timeout: Duration::from_secs(30),
         log_format: LogFormat::Text,
+        log_files: crate::config::LogFiles {
+            dir: None,
+            max_size: 1 << 20,
+            keep: 1,
+        },
         state: StateMode::Off,
         store: StoreOptions::default(),
         ipc: IpcMode::Off,
