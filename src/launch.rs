@@ -144,6 +144,9 @@ fn describe_store(store: &StateStore, file: Option<&std::path::Path>) -> String 
     )
 }
 
+/// Lifecycle events a slow `/api/events` follower may fall behind by before it misses some.
+const LIFECYCLE_QUEUE: usize = 256;
+
 /// How a program reaches its running primary: where intents go, and the cluster's phase as it
 /// changes (the library's `Primary` holds one).
 #[derive(Clone, Debug)]
@@ -251,6 +254,8 @@ async fn run(config: Config, wiring: Wiring) -> Result<(), RunError> {
     let hub = Arc::new(LogHub::new());
     let (logger, writer) = start_logs(config.log_format, hub.clone(), files);
     let shutdown = CancellationToken::new();
+    // Lifecycle events for the admin server's followers (`/api/events`); none kept for later.
+    let (lifecycle, _) = tokio::sync::broadcast::channel(LIFECYCLE_QUEUE);
     let admin_task = match admin {
         Some(admin) => {
             if let Ok(address) = admin.local_addr() {
@@ -258,7 +263,12 @@ async fn run(config: Config, wiring: Wiring) -> Result<(), RunError> {
                     "admin server on http://{address}/ (metrics at /metrics, dashboard at /)"
                 ));
             }
-            Some(admin.serve(intents.clone(), hub.clone(), shutdown.clone()))
+            Some(admin.serve(
+                intents.clone(),
+                hub.clone(),
+                lifecycle.clone(),
+                shutdown.clone(),
+            ))
         }
         None => None,
     };
@@ -269,6 +279,7 @@ async fn run(config: Config, wiring: Wiring) -> Result<(), RunError> {
         reread,
         shared_state,
         observer,
+        lifecycle,
         phase,
         logger: logger.clone(),
     };

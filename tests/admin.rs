@@ -126,6 +126,99 @@ fn metrics_match_status_after_a_kill() {
     assert_eq!(api, cli);
 }
 
+/// `/api/events` streams the lifecycle as typed events (issue 16): a kill -9 is `exited`,
+/// `spawned`, `ready`, in that order, within 5 s; a reload is `started` then `completed`; a
+/// scale says from and to. The log lines still come as unnamed events.
+#[test]
+fn events_stream_the_lifecycle_typed() {
+    let cluster = cluster()
+        .args(&[
+            "-w",
+            "2",
+            "--name",
+            "admin-events",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .args(&["--ready-delay", "100ms"])
+        .start();
+    let admin = admin_address(&cluster);
+    cluster.wait_ready(2);
+    let mut events = SseStream::open(admin, "/api/events");
+    let old = status_json(&cluster, "admin-events")["slots"][0]["pid"]
+        .as_u64()
+        .unwrap();
+    let killed = Instant::now();
+    kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+    let deadline = killed + Duration::from_secs(5);
+    let worker = |event: &SseEvent| event.name == "worker";
+    let exited = events.until("exited", deadline, worker).data;
+    assert_eq!(
+        (&exited["change"], &exited["slot"], &exited["pid"]),
+        (&"exited".into(), &1.into(), &old.into()),
+        "{exited}"
+    );
+    assert_eq!(exited["signal"], 9, "{exited}");
+    assert_eq!(exited["code"], serde_json::Value::Null, "{exited}");
+    assert_eq!(exited["reason"], "died", "{exited}");
+    assert_eq!(exited["description"], "was killed by SIGKILL", "{exited}");
+    let spawned = events.until("spawned", deadline, worker).data;
+    assert_eq!(spawned["change"], "spawned", "{spawned}");
+    assert_eq!(spawned["slot"], 1, "{spawned}");
+    assert_eq!(spawned["generation"], 1, "{spawned}");
+    let new = spawned["pid"].as_u64().unwrap();
+    assert_ne!(new, old);
+    let ready = events.until("ready", deadline, worker).data;
+    assert_eq!(
+        (&ready["change"], &ready["slot"], &ready["pid"]),
+        (&"ready".into(), &1.into(), &new.into()),
+        "{ready}"
+    );
+    assert!(humantime::parse_rfc3339(ready["time"].as_str().unwrap()).is_ok());
+    assert_eq!(
+        status_json(&cluster, "admin-events")["slots"][0]["pid"],
+        new
+    );
+
+    let action = [("X-Herdsman-Action", "1")];
+    let (reloaded, _) = http_exchange(admin, "POST", "/api/reload", &action, None).unwrap();
+    assert_eq!(reloaded.status, 200, "{reloaded:?}");
+    let deadline = Instant::now() + DEADLINE;
+    let reload = |event: &SseEvent| event.name == "reload";
+    let started = events.until("reload started", deadline, reload).data;
+    assert_eq!(
+        (&started["change"], &started["generation"], &started["slot"]),
+        (&"started".into(), &2.into(), &serde_json::Value::Null),
+        "{started}"
+    );
+    let completed = events.until("reload completed", deadline, reload).data;
+    assert_eq!(completed["change"], "completed", "{completed}");
+    assert_eq!(completed["generation"], 2, "{completed}");
+    assert!(
+        completed["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("reload complete: 2 workers on generation 2"),
+        "{completed}"
+    );
+
+    let (scaled, _) = http_exchange(admin, "POST", "/api/scale?to=3", &action, None).unwrap();
+    assert_eq!(scaled.status, 200, "{scaled:?}");
+    let scale = events
+        .until("scale", deadline, |event| event.name == "scale")
+        .data;
+    assert_eq!(
+        (&scale["from"], &scale["to"]),
+        (&2.into(), &3.into()),
+        "{scale}"
+    );
+    // The primary's log lines still come, unnamed, as `herdsman logs --json` has them.
+    let line = events
+        .until("a log line", deadline, |event| event.name == "message")
+        .data;
+    assert_eq!(line["stream"], "herdsman", "{line}");
+}
+
 #[test]
 fn health_is_503_until_a_worker_is_ready() {
     let cluster = cluster()

@@ -47,11 +47,13 @@ mod timers;
 
 use std::io;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::balance::Listeners;
 use crate::config::Config;
-use crate::domain::{ClusterEvent, ClusterPhase, ClusterStatus, ScaleTarget, Update};
+use crate::domain::{
+    ClusterEvent, ClusterPhase, ClusterStatus, LifecycleEvent, ScaleTarget, Update,
+};
 use crate::runtime_dir::PrimaryDir;
 use executor::Executor;
 use lifecycle::WorkerId;
@@ -187,6 +189,8 @@ pub struct Setup {
     pub shared_state: SharedState,
     /// Where lifecycle events go (the library's event handler).
     pub observer: Option<mpsc::UnboundedSender<ClusterEvent>>,
+    /// Where lifecycle events go for the admin server's stream.
+    pub lifecycle: broadcast::Sender<LifecycleEvent>,
     /// Where the cluster's phase is published.
     pub phase: watch::Sender<ClusterPhase>,
     pub logger: Logger,
@@ -210,6 +214,7 @@ pub async fn supervise(
             reread: setup.reread,
             shared_state: setup.shared_state,
             observer: setup.observer,
+            lifecycle: setup.lifecycle,
             phase: setup.phase,
         },
     );

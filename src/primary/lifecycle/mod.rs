@@ -59,7 +59,9 @@ pub use super::restart::{ExitReason, RestartPolicy};
 use crate::balance::BindError;
 use crate::balance::Side;
 use crate::config::{Config, ConfigError};
-use crate::domain::{ClusterEvent, ScaleTarget, Update};
+use crate::domain::{
+    ClusterEvent, LifecycleEvent, ReloadChange, ScaleTarget, Update, WorkerChange,
+};
 
 pub use accepting::Stall;
 pub use slot::{LastExit, Slot};
@@ -233,6 +235,8 @@ pub enum Effect {
     Log(Level, String),
     /// A lifecycle event for the library's handler.
     Observe(ClusterEvent),
+    /// A lifecycle event for the admin server's stream (`/api/events`).
+    Announce(LifecycleEvent),
     /// A state for the primary's own service manager (sd_notify).
     NotifyManager(String),
 }
@@ -422,6 +426,19 @@ impl Machine {
 
     fn observe(&mut self, event: ClusterEvent) {
         self.effects.push(Effect::Observe(event));
+    }
+
+    fn announce(&mut self, event: LifecycleEvent) {
+        self.effects.push(Effect::Announce(event));
+    }
+
+    fn announce_worker(&mut self, slot: usize, pid: u32, generation: u64, change: WorkerChange) {
+        self.announce(LifecycleEvent::Worker {
+            slot,
+            pid,
+            generation,
+            change,
+        });
     }
 
     fn schedule(&mut self, timer: Timer, after: Duration) {

@@ -281,6 +281,17 @@ impl World {
             .collect()
     }
 
+    /// The admin server's lifecycle events so far, in order.
+    pub fn announced(&self) -> Vec<crate::domain::LifecycleEvent> {
+        self.effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Announce(event) => Some(event.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn logged(&self, part: &str) -> bool {
         self.lines().iter().any(|line| line.contains(part))
     }
