@@ -219,6 +219,94 @@ fn events_stream_the_lifecycle_typed() {
     assert_eq!(line["stream"], "herdsman", "{line}");
 }
 
+/// The metric of `name` without labels (or with only `result`), as one number.
+fn single(text: &str, name: &str, result: Option<&str>) -> f64 {
+    let found: Vec<f64> = samples(text, name)
+        .into_iter()
+        .filter(|(labels, _)| labels.get("result").map(String::as_str) == result)
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(found.len(), 1, "{name} {result:?} in:\n{text}");
+    found[0]
+}
+
+/// The families `/metrics` gained (issue 16): reloads by result, aborted ones included, and
+/// the store's commands, each the figure `status --json` shows.
+#[test]
+fn reloads_by_result_and_store_figures_match_status() {
+    let runtime = RuntimeDir::new();
+    let crash = runtime.path().join("crash-now");
+    let cluster = cluster()
+        .runtime_dir(&runtime)
+        .args(&[
+            "-w",
+            "1",
+            "--name",
+            "admin-figures",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .args(&["--ready-delay", "100ms", "--state-listen", "127.0.0.1:0"])
+        .env("TESTSERVER_CRASH_IF", crash.to_str().unwrap())
+        .start();
+    let admin = admin_address(&cluster);
+    cluster.wait_ready(1);
+    let line = cluster.stderr.wait_for("state store on");
+    let store: SocketAddr = word_after(&line, "redis://").parse().unwrap();
+
+    // One reload completes; the next one's new worker crashes at once: aborted.
+    assert_eq!(cluster.herdsman(&["reload", "admin-figures"]).code, Some(0));
+    std::fs::write(&crash, "").unwrap();
+    let aborted = cluster.herdsman(&["reload", "admin-figures"]);
+    assert_eq!(aborted.code, Some(1), "{aborted:?}");
+    std::fs::remove_file(&crash).unwrap();
+
+    let mut client = crate::support::resp::RespClient::tcp(store);
+    for index in 0..10 {
+        assert_eq!(client.text(&format!("SET key{index} value")), "+OK\\r\\n");
+    }
+    // The store publishes its figures on its timer: wait until they show the 10 keys.
+    let status = eventually("the store's figures", || {
+        let status = status_json(&cluster, "admin-figures");
+        (status["shared_state"]["keys"] == 10).then_some(status)
+    });
+    assert_eq!(
+        (&status["reloads"], &status["reloads_aborted"]),
+        (&1.into(), &1.into())
+    );
+    let commands = status["shared_state"]["commands_processed"]
+        .as_f64()
+        .unwrap();
+    assert!(commands >= 10.0, "{status}");
+
+    let metrics = http_get(admin, "/metrics").unwrap().body;
+    assert_eq!(
+        single(&metrics, "herdsman_reloads_total", Some("completed")),
+        1.0
+    );
+    assert_eq!(
+        single(&metrics, "herdsman_reloads_total", Some("aborted")),
+        1.0
+    );
+    assert_eq!(single(&metrics, "herdsman_store_keys", None), 10.0);
+    assert_eq!(
+        single(&metrics, "herdsman_store_commands_total", None),
+        commands
+    );
+    assert_eq!(
+        single(&metrics, "herdsman_store_clients", None),
+        status["shared_state"]["clients"].as_f64().unwrap()
+    );
+    let memory = status["shared_state"]["used_memory"].as_f64().unwrap();
+    assert_eq!(
+        single(&metrics, "herdsman_store_memory_bytes", None),
+        memory
+    );
+    let version = samples(&metrics, "herdsman_build_info");
+    assert_eq!(version.len(), 1, "{metrics}");
+    assert_eq!(version[0].0["version"], env!("CARGO_PKG_VERSION"));
+}
+
 #[test]
 fn health_is_503_until_a_worker_is_ready() {
     let cluster = cluster()

@@ -84,9 +84,15 @@ pub fn render(status: &ClusterStatus) -> String {
             .get_or_create(&vec![("slot", row.slot.to_string()), ("reason", reason)])
             .set(row.restarts as f64);
     }
-    family(&mut registry, "reloads_total", "Reloads, by result")
-        .get_or_create(&vec![("result", "completed".to_string())])
-        .set(status.reloads as f64);
+    let reloads = family(&mut registry, "reloads_total", "Reloads, by result");
+    for (result, count) in [
+        ("completed", status.reloads),
+        ("aborted", status.reloads_aborted),
+    ] {
+        reloads
+            .get_or_create(&vec![("result", result.to_string())])
+            .set(count as f64);
+    }
 
     let rss = family(
         &mut registry,
@@ -149,6 +155,12 @@ pub fn render(status: &ClusterStatus) -> String {
             "Clients connected to the embedded store",
         )
         .set(store.clients as f64);
+        gauge(
+            &mut registry,
+            "store_commands_total",
+            "Commands the embedded store has run since it started",
+        )
+        .set(store.commands as f64);
     }
 
     let mut text = String::new();

@@ -101,6 +101,9 @@ pub struct ClusterStatus {
     pub generation: u64,
     /// Completed reloads.
     pub reloads: u64,
+    /// Aborted reloads (a replacement died or was not ready in time).
+    #[serde(default)]
+    pub reloads_aborted: u64,
     pub uptime_ms: u64,
     pub command: Vec<String>,
     pub slots: Vec<SlotStatus>,
@@ -146,6 +149,9 @@ pub struct StateStatus {
     /// Estimated bytes held by the embedded store.
     pub used_memory: Option<u64>,
     pub clients: Option<u64>,
+    /// Commands the embedded store has run since it started.
+    #[serde(default)]
+    pub commands_processed: Option<u64>,
 }
 
 /// One worker, or a slot waiting for one (`pid` is then `None`).

@@ -27,6 +27,8 @@ pub struct ClusterStatus {
     pub generation: u64,
     /// Completed reloads.
     pub reloads: u64,
+    /// Aborted reloads.
+    pub reloads_aborted: u64,
     pub uptime: Duration,
     /// The worker command.
     pub command: Vec<OsString>,

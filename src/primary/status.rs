@@ -100,6 +100,7 @@ impl Executor {
             workers: config.workers,
             generation: machine.generation(),
             reloads: machine.reloads(),
+            reloads_aborted: machine.reloads_aborted(),
             uptime: machine.started_at().elapsed(),
             command: config.command.clone(),
             slots: rows,

@@ -30,6 +30,7 @@ impl From<&domain::ClusterStatus> for ClusterStatus {
             workers: status.workers,
             generation: status.generation,
             reloads: status.reloads,
+            reloads_aborted: status.reloads_aborted,
             uptime_ms: millis(status.uptime),
             command: status
                 .command
@@ -110,6 +111,7 @@ impl From<&domain::StateStatus> for StateStatus {
             keys: figures.map(|figures| figures.keys),
             used_memory: figures.map(|figures| figures.used_memory),
             clients: figures.map(|figures| figures.clients),
+            commands_processed: figures.map(|figures| figures.commands),
         }
     }
 }

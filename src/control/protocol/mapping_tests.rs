@@ -61,6 +61,7 @@ fn full_example() -> ClusterStatus {
         workers: 4,
         generation: 2,
         reloads: 1,
+        reloads_aborted: 2,
         uptime: Duration::from_micros(61_234_567),
         command: vec!["python3".into(), "-m".into(), "http.server".into()],
         slots: vec![
@@ -124,6 +125,7 @@ fn full_example() -> ClusterStatus {
                 keys: 12,
                 used_memory: 4096,
                 clients: 3,
+                commands: 250,
             }),
         }),
         foreign_listeners: vec![ForeignListener {
@@ -142,7 +144,7 @@ fn full_example() -> ClusterStatus {
 const FULL_EXAMPLE_JSON: &str = concat!(
     r#"{"type":"status","name":"api","pid":4100,"address":"127.0.0.1:8000","#,
     r#""balance":"reuseport","state":"reloading","degraded":true,"workers":4,"generation":2,"#,
-    r#""reloads":1,"uptime_ms":61234,"command":["python3","-m","http.server"],"slots":["#,
+    r#""reloads":1,"reloads_aborted":2,"uptime_ms":61234,"command":["python3","-m","http.server"],"slots":["#,
     r#"{"slot":1,"pid":4101,"generation":2,"state":"ready","uptime_ms":1500,"restarts":0,"#,
     r#""last_exit":null,"cpu_percent":12.5,"rss_bytes":20480000},"#,
     r#"{"slot":1,"pid":4099,"generation":1,"state":"draining","uptime_ms":1500,"restarts":0,"#,
@@ -166,7 +168,7 @@ const FULL_EXAMPLE_JSON: &str = concat!(
     r#""last_exit":{"pid":4097,"reason":"exited (status unknown)","code":null,"signal":null,"#,
     r#""at":"2023-11-14T22:13:20.123Z"},"cpu_percent":null,"rss_bytes":null}],"#,
     r#""shared_state":{"url":"redis+unix:///run/user/1000/herdsman/4100/state.sock","#,
-    r#""kind":"embedded","tcp":"127.0.0.1:6390","keys":12,"used_memory":4096,"clients":3},"#,
+    r#""kind":"embedded","tcp":"127.0.0.1:6390","keys":12,"used_memory":4096,"clients":3,"commands_processed":250},"#,
     r#""foreign_listeners":[{"address":"0.0.0.0:8000","pid":777,"command":"nginx","#,
     r#""cluster":null,"slot":null,"in_group":true,"#,
     r#""description":"nginx (pid 777) takes some of the cluster's connections"}],"#,
@@ -191,7 +193,7 @@ fn an_external_store_and_no_store() {
     assert_eq!(
         json["shared_state"],
         serde_json::json!({"url": "redis://cache:6379/0", "kind": "external", "tcp": null,
-            "keys": null, "used_memory": null, "clients": null})
+            "keys": null, "used_memory": null, "clients": null, "commands_processed": null})
     );
     status.shared_state = None;
     let json = serde_json::to_value(super::ClusterStatus::from(&status)).unwrap();

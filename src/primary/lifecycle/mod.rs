@@ -287,6 +287,8 @@ pub struct Machine {
     /// A scale up waiting for the sockets of its new slots: the count, and who asked.
     adding_slots: Option<(usize, Option<RequestId>)>,
     reloads: u64,
+    /// Reloads of the cluster that were aborted (a replacement died or was not ready in time).
+    reloads_aborted: u64,
     next_worker: u64,
     started_at: Instant,
     /// Set when start-up failed; the primary ends with it once the last worker has exited.
@@ -331,6 +333,7 @@ impl Machine {
             scale_waits: Vec::new(),
             adding_slots: None,
             reloads: 0,
+            reloads_aborted: 0,
             next_worker: 1,
             started_at: now,
             failure: None,

@@ -381,6 +381,9 @@ impl Machine {
             }
             Ending::Complete => (true, format!("restart complete in {elapsed}")),
             Ending::Aborted(reason) => {
+                if reload.whole_cluster {
+                    self.reloads_aborted += 1;
+                }
                 let kept = self
                     .workers
                     .iter()
