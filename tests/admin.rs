@@ -307,6 +307,60 @@ fn reloads_by_result_and_store_figures_match_status() {
     assert_eq!(version[0].0["version"], env!("CARGO_PKG_VERSION"));
 }
 
+/// `--balance proxy`: the connections open to each worker, in `status --json` and in
+/// `herdsman_worker_connections`, the same figures, up while clients hold them, 0 once closed.
+#[test]
+fn proxy_connections_are_in_status_and_metrics() {
+    let cluster = cluster()
+        .args(&["-w", "2", "--balance", "proxy", "--name", "admin-conns"])
+        .args(&["--admin", "127.0.0.1:0", "--ready-delay", "100ms"])
+        .start();
+    let admin = admin_address(&cluster);
+    cluster.wait_ready(2);
+    let by_pid = |status: &serde_json::Value| -> std::collections::BTreeMap<String, f64> {
+        let rows = status["slots"].as_array().unwrap().iter();
+        rows.map(|row| (row["pid"].to_string(), row["connections"].as_f64().unwrap()))
+            .collect()
+    };
+    let metric_by_pid = || -> std::collections::BTreeMap<String, f64> {
+        let metrics = http_get(admin, "/metrics").unwrap().body;
+        let samples = samples(&metrics, "herdsman_worker_connections").into_iter();
+        samples
+            .map(|(labels, value)| (labels["pid"].clone(), value))
+            .collect()
+    };
+    let idle = by_pid(&status_json(&cluster, "admin-conns"));
+    assert_eq!(idle.values().collect::<Vec<_>>(), [&0.0, &0.0]);
+    assert_eq!(metric_by_pid(), idle);
+
+    // Least connections: three held open go 2 and 1.
+    let held: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(cluster.address()).unwrap())
+        .collect();
+    let open = eventually("3 connections counted", || {
+        let open = by_pid(&status_json(&cluster, "admin-conns"));
+        (open.values().sum::<f64>() == 3.0).then_some(open)
+    });
+    let mut counts: Vec<f64> = open.values().copied().collect();
+    counts.sort_by(f64::total_cmp);
+    assert_eq!(counts, [1.0, 2.0]);
+    assert_eq!(metric_by_pid(), open);
+
+    drop(held);
+    eventually("the connections closed", || {
+        let open = by_pid(&status_json(&cluster, "admin-conns"));
+        (open.values().all(|count| *count == 0.0)).then_some(())
+    });
+    assert!(metric_by_pid().values().all(|count| *count == 0.0));
+    // Where the primary does not see connections, status has no such field.
+    let plain = crate::support::cluster()
+        .args(&["-w", "1", "--name", "admin-no-conns"])
+        .start();
+    plain.wait_ready(1);
+    let status = status_json(&plain, "admin-no-conns");
+    assert_eq!(status["slots"][0].get("connections"), None, "{status}");
+}
+
 #[test]
 fn health_is_503_until_a_worker_is_ready() {
     let cluster = cluster()

@@ -49,7 +49,7 @@ function showWorkers(status) {
     cell(row, slot.restarts);
     cell(row, slot.cpu_percent == null ? "" : slot.cpu_percent.toFixed(1));
     cell(row, slot.rss_bytes == null ? "" : (slot.rss_bytes / 1048576).toFixed(1) + " MB");
-    cell(row, "–");
+    cell(row, slot.connections == null ? "–" : slot.connections).className = "connections";
     const restart = document.createElement("button");
     restart.textContent = "Restart";
     restart.onclick = () => act("/api/restart?slot=" + slot.slot);

@@ -114,6 +114,11 @@ pub fn render(status: &ClusterStatus) -> String {
         "worker_ready",
         "1 for a ready worker, else 0",
     );
+    let connections = family(
+        &mut registry,
+        "worker_connections",
+        "Connections open to a worker now, where the primary sees them (the proxy modes)",
+    );
     for row in &status.slots {
         let Some(worker) = row.worker() else {
             continue;
@@ -135,6 +140,9 @@ pub fn render(status: &ClusterStatus) -> String {
         ready
             .get_or_create(&labels)
             .set(f64::from(u8::from(worker.phase == WorkerPhase::Ready)));
+        if let Some(open) = worker.connections {
+            connections.get_or_create(&labels).set(open as f64);
+        }
     }
 
     if let Some(store) = status

@@ -79,6 +79,8 @@ pub struct WorkerStatus {
     /// one core, to a tenth.
     pub cpu_percent: Option<f64>,
     pub rss_bytes: Option<u64>,
+    /// Connections open to it now, where the primary sees them (`--balance proxy`, `proxy-rr`).
+    pub connections: Option<u64>,
 }
 
 /// How a slot's last worker ended.

@@ -71,6 +71,10 @@ impl Executor {
                         uptime: now.saturating_duration_since(worker.started_at),
                         cpu_percent,
                         rss_bytes: usage.map(|usage| usage.rss_bytes),
+                        connections: self
+                            .proxy
+                            .as_ref()
+                            .map(|proxy| proxy.open_connections(worker.id.0) as u64),
                     }),
                     restarts,
                     last_exit: last_exit.clone(),

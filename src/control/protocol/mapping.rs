@@ -66,6 +66,7 @@ impl From<&domain::SlotStatus> for SlotStatus {
             last_exit: row.last_exit.as_ref().map(LastExitStatus::from),
             cpu_percent: worker.and_then(|worker| worker.cpu_percent),
             rss_bytes: worker.and_then(|worker| worker.rss_bytes),
+            connections: worker.and_then(|worker| worker.connections),
         }
     }
 }
