@@ -361,6 +361,48 @@ fn proxy_connections_are_in_status_and_metrics() {
     assert_eq!(status["slots"][0].get("connections"), None, "{status}");
 }
 
+/// `--balance reuseport`: connections waiting in a worker's own socket, in `status --json`'s
+/// `accept_queue` and in `herdsman_worker_accept_queue`, exactly, while the worker is busy.
+#[test]
+fn accept_queues_are_in_status_and_metrics() {
+    let cluster = cluster()
+        .args(&["-w", "1", "--name", "admin-queue", "--admin", "127.0.0.1:0"])
+        .args(&["--ready-delay", "100ms", "--accept-timeout", "30s"])
+        .start();
+    let admin = admin_address(&cluster);
+    let pid = cluster.ready_pids(1)[0];
+    let queued = || {
+        let status = status_json(&cluster, "admin-queue");
+        let metrics = http_get(admin, "/metrics").unwrap().body;
+        let metric = slot_value(&metrics, "herdsman_worker_accept_queue", 1);
+        (status["slots"][0]["accept_queue"].as_u64().unwrap(), metric)
+    };
+    assert_eq!(queued(), (0, vec![(pid.to_string(), 0.0)]));
+    // The one-threaded worker burns: three connections wait in its socket's queue.
+    let address = cluster.address();
+    let burn = std::thread::spawn(move || http_get(address, "/burn?ms=2000"));
+    cluster.stdout.wait_for("burn start");
+    let held: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(address).unwrap())
+        .collect();
+    let waiting = eventually("3 connections queued", || {
+        let queued = queued();
+        (queued.0 == 3).then_some(queued)
+    });
+    assert_eq!(waiting, (3, vec![(pid.to_string(), 3.0)]));
+    burn.join().unwrap().unwrap();
+    eventually("the queue emptied", || (queued().0 == 0).then_some(()));
+    drop(held);
+    // One shared socket: its queue is the cluster's, not a worker's.
+    let shared = crate::support::cluster()
+        .args(&["-w", "1", "--balance", "shared", "--name", "admin-shared"])
+        .start();
+    shared.wait_ready(1);
+    let status = status_json(&shared, "admin-shared");
+    assert_eq!(status["accept_queue"], 0, "{status}");
+    assert_eq!(status["slots"][0].get("accept_queue"), None, "{status}");
+}
+
 #[test]
 fn health_is_503_until_a_worker_is_ready() {
     let cluster = cluster()

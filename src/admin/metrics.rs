@@ -84,6 +84,14 @@ pub fn render(status: &ClusterStatus) -> String {
             .get_or_create(&vec![("slot", row.slot.to_string()), ("reason", reason)])
             .set(row.restarts as f64);
     }
+    if let Some(waiting) = status.accept_queue {
+        gauge(
+            &mut registry,
+            "accept_queue",
+            "Connections waiting in the one socket's accept queue (--balance shared)",
+        )
+        .set(waiting as f64);
+    }
     let reloads = family(&mut registry, "reloads_total", "Reloads, by result");
     for (result, count) in [
         ("completed", status.reloads),
@@ -114,6 +122,11 @@ pub fn render(status: &ClusterStatus) -> String {
         "worker_ready",
         "1 for a ready worker, else 0",
     );
+    let accept_queue = family(
+        &mut registry,
+        "worker_accept_queue",
+        "Connections waiting in the accept queue of a worker's own socket (reuseport)",
+    );
     let connections = family(
         &mut registry,
         "worker_connections",
@@ -140,6 +153,9 @@ pub fn render(status: &ClusterStatus) -> String {
         ready
             .get_or_create(&labels)
             .set(f64::from(u8::from(worker.phase == WorkerPhase::Ready)));
+        if let Some(waiting) = worker.accept_queue {
+            accept_queue.get_or_create(&labels).set(waiting as f64);
+        }
         if let Some(open) = worker.connections {
             connections.get_or_create(&labels).set(open as f64);
         }

@@ -104,6 +104,10 @@ pub struct ClusterStatus {
     /// Aborted reloads (a replacement died or was not ready in time).
     #[serde(default)]
     pub reloads_aborted: u64,
+    /// Connections waiting in the one socket's accept queue (`--balance shared`); absent in
+    /// the other modes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_queue: Option<u64>,
     pub uptime_ms: u64,
     pub command: Vec<String>,
     pub slots: Vec<SlotStatus>,
@@ -173,6 +177,10 @@ pub struct SlotStatus {
     /// absent in the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<u64>,
+    /// Connections waiting in the accept queue of the worker's own socket (reuseport); absent
+    /// in the other modes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_queue: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -29,6 +29,8 @@ pub struct ClusterStatus {
     pub reloads: u64,
     /// Aborted reloads.
     pub reloads_aborted: u64,
+    /// Connections waiting in the one socket's accept queue (`--balance shared`).
+    pub accept_queue: Option<u64>,
     pub uptime: Duration,
     /// The worker command.
     pub command: Vec<OsString>,
@@ -81,6 +83,8 @@ pub struct WorkerStatus {
     pub rss_bytes: Option<u64>,
     /// Connections open to it now, where the primary sees them (`--balance proxy`, `proxy-rr`).
     pub connections: Option<u64>,
+    /// Connections waiting in the accept queue of its own socket (`--balance reuseport`).
+    pub accept_queue: Option<u64>,
 }
 
 /// How a slot's last worker ended.

@@ -75,6 +75,10 @@ impl Executor {
                             .proxy
                             .as_ref()
                             .map(|proxy| proxy.open_connections(worker.id.0) as u64),
+                        accept_queue: self
+                            .listeners
+                            .queued(worker.slot, worker.side)
+                            .map(u64::from),
                     }),
                     restarts,
                     last_exit: last_exit.clone(),
@@ -105,6 +109,7 @@ impl Executor {
             generation: machine.generation(),
             reloads: machine.reloads(),
             reloads_aborted: machine.reloads_aborted(),
+            accept_queue: self.listeners.shared_queued().map(u64::from),
             uptime: machine.started_at().elapsed(),
             command: config.command.clone(),
             slots: rows,

@@ -31,6 +31,7 @@ impl From<&domain::ClusterStatus> for ClusterStatus {
             generation: status.generation,
             reloads: status.reloads,
             reloads_aborted: status.reloads_aborted,
+            accept_queue: status.accept_queue,
             uptime_ms: millis(status.uptime),
             command: status
                 .command
@@ -67,6 +68,7 @@ impl From<&domain::SlotStatus> for SlotStatus {
             cpu_percent: worker.and_then(|worker| worker.cpu_percent),
             rss_bytes: worker.and_then(|worker| worker.rss_bytes),
             connections: worker.and_then(|worker| worker.connections),
+            accept_queue: worker.and_then(|worker| worker.accept_queue),
         }
     }
 }

@@ -29,6 +29,7 @@ fn worker(pid: u32, generation: u64, phase: WorkerPhase) -> WorkerStatus {
         cpu_percent: None,
         rss_bytes: None,
         connections: None,
+        accept_queue: None,
     }
 }
 
@@ -63,6 +64,7 @@ fn full_example() -> ClusterStatus {
         generation: 2,
         reloads: 1,
         reloads_aborted: 2,
+        accept_queue: None,
         uptime: Duration::from_micros(61_234_567),
         command: vec!["python3".into(), "-m".into(), "http.server".into()],
         slots: vec![
@@ -72,6 +74,7 @@ fn full_example() -> ClusterStatus {
                     cpu_percent: Some(12.5),
                     rss_bytes: Some(20_480_000),
                     connections: Some(7),
+                    accept_queue: Some(3),
                     ..worker(4101, 2, WorkerPhase::Ready)
                 }),
                 0,
@@ -148,7 +151,7 @@ const FULL_EXAMPLE_JSON: &str = concat!(
     r#""balance":"reuseport","state":"reloading","degraded":true,"workers":4,"generation":2,"#,
     r#""reloads":1,"reloads_aborted":2,"uptime_ms":61234,"command":["python3","-m","http.server"],"slots":["#,
     r#"{"slot":1,"pid":4101,"generation":2,"state":"ready","uptime_ms":1500,"restarts":0,"#,
-    r#""last_exit":null,"cpu_percent":12.5,"rss_bytes":20480000,"connections":7},"#,
+    r#""last_exit":null,"cpu_percent":12.5,"rss_bytes":20480000,"connections":7,"accept_queue":3},"#,
     r#"{"slot":1,"pid":4099,"generation":1,"state":"draining","uptime_ms":1500,"restarts":0,"#,
     r#""last_exit":null,"cpu_percent":0.0,"rss_bytes":null},"#,
     r#"{"slot":2,"pid":4102,"generation":1,"state":"not accepting","uptime_ms":1500,"#,
