@@ -250,3 +250,42 @@ fn a_disk_that_refuses_writes_costs_lines_not_the_cluster() {
             .then_some(())
     });
 }
+
+/// logrotate's `create`: the files are moved away, `herdsman reload` (SIGHUP, its
+/// `postrotate`) opens them again by name, and the next lines go to new files.
+#[test]
+fn a_reload_opens_the_log_files_again_by_name() {
+    let runtime = RuntimeDir::new();
+    let dir = runtime.path().join("logs");
+    let cluster = cluster()
+        .runtime_dir(&runtime)
+        .args(&["-w", "1", "--name", "rotated", "--ready-delay", "100ms"])
+        .args(&["--log-dir", dir.to_str().unwrap()])
+        .start();
+    let pid = cluster.ready_pids(1)[0];
+    let out = dir.join("rotated-1.out.log");
+    let own = dir.join("rotated.herdsman.log");
+    let ready = format!("worker 1 (pid {pid}) ready");
+    eventually("the ready line in the file", || {
+        let text = std::fs::read_to_string(&own).ok()?;
+        text.contains(&ready).then_some(())
+    });
+    for path in [&out, &own] {
+        std::fs::rename(path, path.with_extension("log.old")).unwrap();
+    }
+    let reload = cluster.herdsman(&["reload", "rotated"]);
+    assert_eq!(reload.code, Some(0), "{reload:?}");
+    let new_pid = cluster.get("/log?lines=2").unwrap().pid();
+    let expected = format!("[1:{new_pid}] log line 2 from pid {new_pid}");
+    eventually("the new lines in new files", || {
+        let out = std::fs::read_to_string(&out).ok()?;
+        let own = std::fs::read_to_string(&own).ok()?;
+        (out.lines().any(|line| line.ends_with(&expected)) && own.contains("reload complete"))
+            .then_some(())
+    });
+    let old = std::fs::read_to_string(dir.join("rotated.herdsman.log.old")).unwrap();
+    assert!(
+        old.contains(&ready) && !old.contains("reload complete"),
+        "{old}"
+    );
+}

@@ -389,10 +389,13 @@ impl Executor {
     async fn on_intent(&mut self, intent: Intent) {
         let intent = match intent {
             Intent::Stop { fast } => lifecycle::Intent::Stop { fast },
-            Intent::Reload { parallel, progress } => lifecycle::Intent::Reload {
-                parallel,
-                request: self.register(progress),
-            },
+            Intent::Reload { parallel, progress } => {
+                self.logger.reopen_files();
+                lifecycle::Intent::Reload {
+                    parallel,
+                    request: self.register(progress),
+                }
+            }
             Intent::Restart { slot, progress } => lifecycle::Intent::Restart {
                 slot,
                 request: self.register(progress),

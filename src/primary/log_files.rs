@@ -6,7 +6,8 @@
 //! A file that a line would grow past `--log-max-size` is rotated first (`F` → `F.1` → … →
 //! `F.N`, `N` = `--log-keep`, the oldest dropped), so a file never passes the size unless one
 //! line alone does. Files are opened for appending: a restart continues them, and logrotate's
-//! `copytruncate` works as is.
+//! `copytruncate` works as is; `herdsman reload` (SIGHUP) opens them again by name, for
+//! logrotate's `create` (its `postrotate` sends the HUP).
 //!
 //! The files are written by a thread of their own, fed by a bounded queue the log writer task
 //! never waits on: when the disk is slow or full, lines are dropped and counted, and the log
@@ -16,7 +17,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -57,6 +58,8 @@ struct Shared {
     dropped: AtomicU64,
     /// The last write error, for the report.
     error: Mutex<Option<String>>,
+    /// Set by `herdsman reload` (and SIGHUP): close the files, open them again by name.
+    reopen: Arc<AtomicBool>,
 }
 
 impl FileSink {
@@ -89,6 +92,7 @@ impl FileSink {
             dir: dir.to_path_buf(),
             dropped: AtomicU64::new(0),
             error: Mutex::new(None),
+            reopen: Arc::new(AtomicBool::new(false)),
         });
         let (queue, lines) = sync_channel(FILE_QUEUE);
         let thread_state = state.clone();
@@ -112,6 +116,12 @@ impl FileSink {
                 self.state.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// The flag that has the thread open the files again by name before its next batch (after
+    /// a `create` rotation by logrotate: the old files were moved away).
+    pub fn reopen_flag(&self) -> Arc<AtomicBool> {
+        self.state.reopen.clone()
     }
 
     /// Whether lines were not written since the last report.
@@ -155,6 +165,9 @@ impl FileSink {
 fn write_files(mut files: Files, lines: Receiver<LogEntry>, state: &Shared) {
     let mut pending: HashMap<FileKey, String> = HashMap::new();
     while let Ok(first) = lines.recv() {
+        if state.reopen.swap(false, Ordering::Relaxed) {
+            files.open.clear();
+        }
         let mut batch = vec![first];
         batch.extend(lines.try_iter().take(BATCH - 1));
         for entry in &batch {

@@ -129,6 +129,8 @@ pub struct Logger {
     /// The primary's lines dropped since the writer last reported them.
     dropped: Arc<AtomicU64>,
     workers: mpsc::Sender<Record>,
+    /// With `--log-dir`: asks the file thread to open its files again by name.
+    reopen: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Owns the writer task; [`LogWriter::finish`] waits until every line sent so far is written.
@@ -153,12 +155,14 @@ pub fn start(format: LogFormat, hub: Arc<LogHub>, files: Option<FileSink>) -> (L
         workers: workers_rx,
         dropped: dropped.clone(),
     };
+    let reopen = files.as_ref().map(FileSink::reopen_flag);
     let task = tokio::spawn(write_loop(formatter, queues, hub, files));
     (
         Logger {
             primary: primary_tx,
             dropped,
             workers: workers_tx,
+            reopen,
         },
         LogWriter { task },
     )
@@ -177,6 +181,13 @@ impl LogWriter {
 }
 
 impl Logger {
+    /// `--log-dir`'s files are opened again by name before the next lines (a reload).
+    pub fn reopen_files(&self) {
+        if let Some(reopen) = &self.reopen {
+            reopen.store(true, Ordering::Relaxed);
+        }
+    }
+
     pub fn info(&self, line: impl Into<String>) {
         self.primary(Level::Info, line.into());
     }

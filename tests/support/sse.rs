@@ -90,7 +90,7 @@ impl SseStream {
         let mut size = String::new();
         self.reader
             .read_line(&mut size)
-            .unwrap_or_else(|error| panic!("{what}: {error}"));
+            .unwrap_or_else(|error| panic!("{what}: no event in time ({error})"));
         let size = usize::from_str_radix(size.trim(), 16)
             .unwrap_or_else(|_| panic!("{what}: bad chunk size {size:?}"));
         assert!(size > 0, "{what}: the stream ended");
