@@ -18,8 +18,8 @@ use crate::control::socket::{ControlError, ControlSocket};
 use crate::domain::{ClusterEvent, ClusterPhase};
 use crate::exit;
 use crate::primary::{
-    self, forward_signals, start_logs, ConfigReader, Intent, LogHub, Setup, SharedState,
-    StartupFailed, SuperviseError,
+    self, forward_signals, start_logs, ConfigReader, FileSink, Intent, LogDirError, LogHub, Setup,
+    SharedState, StartupFailed, SuperviseError,
 };
 use crate::runtime_dir::PrimaryDir;
 use crate::state::{StateError, StateMode, StateStore};
@@ -41,6 +41,8 @@ pub enum RunError {
     State(#[from] StateError),
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error(transparent)]
+    LogDir(#[from] LogDirError),
 }
 
 impl RunError {
@@ -55,6 +57,7 @@ impl RunError {
             RunError::State(StateError::File(_)) => exit::USAGE,
             RunError::State(StateError::Thread(_)) => exit::FAILED,
             RunError::Admin(_) => exit::BIND,
+            RunError::LogDir(_) => exit::USAGE,
         }
     }
 }
@@ -141,6 +144,9 @@ fn describe_store(store: &StateStore, file: Option<&std::path::Path>) -> String 
     )
 }
 
+/// Lifecycle events a slow `/api/events` follower may fall behind by before it misses some.
+const LIFECYCLE_QUEUE: usize = 256;
+
 /// How a program reaches its running primary: where intents go, and the cluster's phase as it
 /// changes (the library's `Primary` holds one).
 #[derive(Clone, Debug)]
@@ -213,6 +219,15 @@ async fn run(config: Config, wiring: Wiring) -> Result<(), RunError> {
         .map(|address| AdminServer::bind(address, config.admin_token.clone()))
         .transpose()?;
     let config = Config { name, ..config };
+    let files = match &config.log_files.dir {
+        Some(dir) => Some(FileSink::open(
+            dir,
+            &config.log_files,
+            &config.name,
+            config.log_format,
+        )?),
+        None => None,
+    };
     let dir = PrimaryDir::create().map_err(RunError::Setup)?;
     let client_limit = StoreClientLimit::new(config.store.max_clients, fd_limit, config.workers);
     let store = match config.state {
@@ -238,8 +253,10 @@ async fn run(config: Config, wiring: Wiring) -> Result<(), RunError> {
         }),
     };
     let hub = Arc::new(LogHub::new());
-    let (logger, writer) = start_logs(config.log_format, hub.clone());
+    let (logger, writer) = start_logs(config.log_format, hub.clone(), files);
     let shutdown = CancellationToken::new();
+    // Lifecycle events for the admin server's followers (`/api/events`); none kept for later.
+    let (lifecycle, _) = tokio::sync::broadcast::channel(LIFECYCLE_QUEUE);
     let admin_task = match admin {
         Some(admin) => {
             if let Ok(address) = admin.local_addr() {
@@ -247,7 +264,12 @@ async fn run(config: Config, wiring: Wiring) -> Result<(), RunError> {
                     "admin server on http://{address}/ (metrics at /metrics, dashboard at /)"
                 ));
             }
-            Some(admin.serve(intents.clone(), hub.clone(), shutdown.clone()))
+            Some(admin.serve(
+                intents.clone(),
+                hub.clone(),
+                lifecycle.clone(),
+                shutdown.clone(),
+            ))
         }
         None => None,
     };
@@ -258,6 +280,7 @@ async fn run(config: Config, wiring: Wiring) -> Result<(), RunError> {
         reread,
         shared_state,
         observer,
+        lifecycle,
         phase,
         logger: logger.clone(),
     };

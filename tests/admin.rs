@@ -126,6 +126,283 @@ fn metrics_match_status_after_a_kill() {
     assert_eq!(api, cli);
 }
 
+/// `/api/events` streams the lifecycle as typed events (issue 16): a kill -9 is `exited`,
+/// `spawned`, `ready`, in that order, within 5 s; a reload is `started` then `completed`; a
+/// scale says from and to. The log lines still come as unnamed events.
+#[test]
+fn events_stream_the_lifecycle_typed() {
+    let cluster = cluster()
+        .args(&[
+            "-w",
+            "2",
+            "--name",
+            "admin-events",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .args(&["--ready-delay", "100ms"])
+        .start();
+    let admin = admin_address(&cluster);
+    cluster.wait_ready(2);
+    let mut events = SseStream::open(admin, "/api/events");
+    let old = status_json(&cluster, "admin-events")["slots"][0]["pid"]
+        .as_u64()
+        .unwrap();
+    let killed = Instant::now();
+    kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+    let deadline = killed + Duration::from_secs(5);
+    let worker = |event: &SseEvent| event.name == "worker";
+    let exited = events.until("exited", deadline, worker).data;
+    assert_eq!(
+        (&exited["change"], &exited["slot"], &exited["pid"]),
+        (&"exited".into(), &1.into(), &old.into()),
+        "{exited}"
+    );
+    assert_eq!(exited["signal"], 9, "{exited}");
+    assert_eq!(exited["code"], serde_json::Value::Null, "{exited}");
+    assert_eq!(exited["reason"], "died", "{exited}");
+    assert_eq!(exited["description"], "was killed by SIGKILL", "{exited}");
+    let spawned = events.until("spawned", deadline, worker).data;
+    assert_eq!(spawned["change"], "spawned", "{spawned}");
+    assert_eq!(spawned["slot"], 1, "{spawned}");
+    assert_eq!(spawned["generation"], 1, "{spawned}");
+    let new = spawned["pid"].as_u64().unwrap();
+    assert_ne!(new, old);
+    let ready = events.until("ready", deadline, worker).data;
+    assert_eq!(
+        (&ready["change"], &ready["slot"], &ready["pid"]),
+        (&"ready".into(), &1.into(), &new.into()),
+        "{ready}"
+    );
+    assert!(humantime::parse_rfc3339(ready["time"].as_str().unwrap()).is_ok());
+    assert_eq!(
+        status_json(&cluster, "admin-events")["slots"][0]["pid"],
+        new
+    );
+
+    let action = [("X-Herdsman-Action", "1")];
+    let (reloaded, _) = http_exchange(admin, "POST", "/api/reload", &action, None).unwrap();
+    assert_eq!(reloaded.status, 200, "{reloaded:?}");
+    let deadline = Instant::now() + DEADLINE;
+    let reload = |event: &SseEvent| event.name == "reload";
+    let started = events.until("reload started", deadline, reload).data;
+    assert_eq!(
+        (&started["change"], &started["generation"], &started["slot"]),
+        (&"started".into(), &2.into(), &serde_json::Value::Null),
+        "{started}"
+    );
+    let completed = events.until("reload completed", deadline, reload).data;
+    assert_eq!(completed["change"], "completed", "{completed}");
+    assert_eq!(completed["generation"], 2, "{completed}");
+    assert!(
+        completed["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("reload complete: 2 workers on generation 2"),
+        "{completed}"
+    );
+
+    let (scaled, _) = http_exchange(admin, "POST", "/api/scale?to=3", &action, None).unwrap();
+    assert_eq!(scaled.status, 200, "{scaled:?}");
+    let scale = events
+        .until("scale", deadline, |event| event.name == "scale")
+        .data;
+    assert_eq!(
+        (&scale["from"], &scale["to"]),
+        (&2.into(), &3.into()),
+        "{scale}"
+    );
+    // The primary's log lines still come, unnamed, as `herdsman logs --json` has them.
+    let line = events
+        .until("a log line", deadline, |event| event.name == "message")
+        .data;
+    assert_eq!(line["stream"], "herdsman", "{line}");
+}
+
+/// The metric of `name` without labels (or with only `result`), as one number.
+fn single(text: &str, name: &str, result: Option<&str>) -> f64 {
+    let found: Vec<f64> = samples(text, name)
+        .into_iter()
+        .filter(|(labels, _)| labels.get("result").map(String::as_str) == result)
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(found.len(), 1, "{name} {result:?} in:\n{text}");
+    found[0]
+}
+
+/// The families `/metrics` gained (issue 16): reloads by result, aborted ones included, and
+/// the store's commands, each the figure `status --json` shows.
+#[test]
+fn reloads_by_result_and_store_figures_match_status() {
+    let runtime = RuntimeDir::new();
+    let crash = runtime.path().join("crash-now");
+    let cluster = cluster()
+        .runtime_dir(&runtime)
+        .args(&[
+            "-w",
+            "1",
+            "--name",
+            "admin-figures",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .args(&["--ready-delay", "100ms", "--state-listen", "127.0.0.1:0"])
+        .env("TESTSERVER_CRASH_IF", crash.to_str().unwrap())
+        .start();
+    let admin = admin_address(&cluster);
+    cluster.wait_ready(1);
+    let line = cluster.stderr.wait_for("state store on");
+    let store: SocketAddr = word_after(&line, "redis://").parse().unwrap();
+
+    // One reload completes; the next one's new worker crashes at once: aborted.
+    assert_eq!(cluster.herdsman(&["reload", "admin-figures"]).code, Some(0));
+    std::fs::write(&crash, "").unwrap();
+    let aborted = cluster.herdsman(&["reload", "admin-figures"]);
+    assert_eq!(aborted.code, Some(1), "{aborted:?}");
+    std::fs::remove_file(&crash).unwrap();
+
+    let mut client = crate::support::resp::RespClient::tcp(store);
+    for index in 0..10 {
+        assert_eq!(client.text(&format!("SET key{index} value")), "+OK\\r\\n");
+    }
+    // The store publishes its figures on its timer: wait until they show the 10 keys.
+    let status = eventually("the store's figures", || {
+        let status = status_json(&cluster, "admin-figures");
+        (status["shared_state"]["keys"] == 10).then_some(status)
+    });
+    assert_eq!(
+        (&status["reloads"], &status["reloads_aborted"]),
+        (&1.into(), &1.into())
+    );
+    let commands = status["shared_state"]["commands_processed"]
+        .as_f64()
+        .unwrap();
+    assert!(commands >= 10.0, "{status}");
+
+    let metrics = http_get(admin, "/metrics").unwrap().body;
+    assert_eq!(
+        single(&metrics, "herdsman_reloads_total", Some("completed")),
+        1.0
+    );
+    assert_eq!(
+        single(&metrics, "herdsman_reloads_total", Some("aborted")),
+        1.0
+    );
+    assert_eq!(single(&metrics, "herdsman_store_keys", None), 10.0);
+    assert_eq!(
+        single(&metrics, "herdsman_store_commands_total", None),
+        commands
+    );
+    assert_eq!(
+        single(&metrics, "herdsman_store_clients", None),
+        status["shared_state"]["clients"].as_f64().unwrap()
+    );
+    let memory = status["shared_state"]["used_memory"].as_f64().unwrap();
+    assert_eq!(
+        single(&metrics, "herdsman_store_memory_bytes", None),
+        memory
+    );
+    let version = samples(&metrics, "herdsman_build_info");
+    assert_eq!(version.len(), 1, "{metrics}");
+    assert_eq!(version[0].0["version"], env!("CARGO_PKG_VERSION"));
+}
+
+/// `--balance proxy`: the connections open to each worker, in `status --json` and in
+/// `herdsman_worker_connections`, the same figures, up while clients hold them, 0 once closed.
+#[test]
+fn proxy_connections_are_in_status_and_metrics() {
+    let cluster = cluster()
+        .args(&["-w", "2", "--balance", "proxy", "--name", "admin-conns"])
+        .args(&["--admin", "127.0.0.1:0", "--ready-delay", "100ms"])
+        .start();
+    let admin = admin_address(&cluster);
+    cluster.wait_ready(2);
+    let by_pid = |status: &serde_json::Value| -> std::collections::BTreeMap<String, f64> {
+        let rows = status["slots"].as_array().unwrap().iter();
+        rows.map(|row| (row["pid"].to_string(), row["connections"].as_f64().unwrap()))
+            .collect()
+    };
+    let metric_by_pid = || -> std::collections::BTreeMap<String, f64> {
+        let metrics = http_get(admin, "/metrics").unwrap().body;
+        let samples = samples(&metrics, "herdsman_worker_connections").into_iter();
+        samples
+            .map(|(labels, value)| (labels["pid"].clone(), value))
+            .collect()
+    };
+    let idle = by_pid(&status_json(&cluster, "admin-conns"));
+    assert_eq!(idle.values().collect::<Vec<_>>(), [&0.0, &0.0]);
+    assert_eq!(metric_by_pid(), idle);
+
+    // Least connections: three held open go 2 and 1.
+    let held: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(cluster.address()).unwrap())
+        .collect();
+    let open = eventually("3 connections counted", || {
+        let open = by_pid(&status_json(&cluster, "admin-conns"));
+        (open.values().sum::<f64>() == 3.0).then_some(open)
+    });
+    let mut counts: Vec<f64> = open.values().copied().collect();
+    counts.sort_by(f64::total_cmp);
+    assert_eq!(counts, [1.0, 2.0]);
+    assert_eq!(metric_by_pid(), open);
+
+    drop(held);
+    eventually("the connections closed", || {
+        let open = by_pid(&status_json(&cluster, "admin-conns"));
+        (open.values().all(|count| *count == 0.0)).then_some(())
+    });
+    assert!(metric_by_pid().values().all(|count| *count == 0.0));
+    // Where the primary does not see connections, status has no such field.
+    let plain = crate::support::cluster()
+        .args(&["-w", "1", "--name", "admin-no-conns"])
+        .start();
+    plain.wait_ready(1);
+    let status = status_json(&plain, "admin-no-conns");
+    assert_eq!(status["slots"][0].get("connections"), None, "{status}");
+}
+
+/// `--balance reuseport`: connections waiting in a worker's own socket, in `status --json`'s
+/// `accept_queue` and in `herdsman_worker_accept_queue`, exactly, while the worker is busy.
+#[test]
+fn accept_queues_are_in_status_and_metrics() {
+    let cluster = cluster()
+        .args(&["-w", "1", "--name", "admin-queue", "--admin", "127.0.0.1:0"])
+        .args(&["--ready-delay", "100ms", "--accept-timeout", "30s"])
+        .start();
+    let admin = admin_address(&cluster);
+    let pid = cluster.ready_pids(1)[0];
+    let queued = || {
+        let status = status_json(&cluster, "admin-queue");
+        let metrics = http_get(admin, "/metrics").unwrap().body;
+        let metric = slot_value(&metrics, "herdsman_worker_accept_queue", 1);
+        (status["slots"][0]["accept_queue"].as_u64().unwrap(), metric)
+    };
+    assert_eq!(queued(), (0, vec![(pid.to_string(), 0.0)]));
+    // The one-threaded worker burns: three connections wait in its socket's queue.
+    let address = cluster.address();
+    let burn = std::thread::spawn(move || http_get(address, "/burn?ms=2000"));
+    cluster.stdout.wait_for("burn start");
+    let held: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(address).unwrap())
+        .collect();
+    let waiting = eventually("3 connections queued", || {
+        let queued = queued();
+        (queued.0 == 3).then_some(queued)
+    });
+    assert_eq!(waiting, (3, vec![(pid.to_string(), 3.0)]));
+    burn.join().unwrap().unwrap();
+    eventually("the queue emptied", || (queued().0 == 0).then_some(()));
+    drop(held);
+    // One shared socket: its queue is the cluster's, not a worker's.
+    let shared = crate::support::cluster()
+        .args(&["-w", "1", "--balance", "shared", "--name", "admin-shared"])
+        .start();
+    shared.wait_ready(1);
+    let status = status_json(&shared, "admin-shared");
+    assert_eq!(status["accept_queue"], 0, "{status}");
+    assert_eq!(status["slots"][0].get("accept_queue"), None, "{status}");
+}
+
 #[test]
 fn health_is_503_until_a_worker_is_ready() {
     let cluster = cluster()

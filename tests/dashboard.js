@@ -1,6 +1,7 @@
 // Drives the admin dashboard in headless Chromium (tests/admin.rs, `the_dashboard_follows_the_cluster`):
 // every worker has a row; slot 1's pid changes within 2 s of a kill -9 without reloading the
-// page; the Reload button runs a reload (every row's generation changes); a screenshot is saved.
+// page, and the timeline shows its exit; the Reload button runs a reload (every row's generation
+// changes, the timeline says it completed); a screenshot is saved.
 // Talks to the test over stdin/stdout, one line each way: it prints `pid SLOT1PID` and waits for
 // `killed`, then prints `ok …` or throws.
 // Usage: node tests/dashboard.js ADMIN_URL WORKERS SCREENSHOT
@@ -36,6 +37,10 @@ async function cells(page, column) {
       return cell && cell.textContent !== "" && cell.textContent !== old;
     }, pids[0], { timeout: 2000, polling: 50 });
     const changedIn = Date.now() - killedAt;
+    // The timeline has the kill, from the typed lifecycle events.
+    await page.waitForFunction((old) => [...document.querySelectorAll("#timeline .worker.exited")]
+      .some((entry) => entry.textContent.includes(`(pid ${old},`) && entry.textContent.includes("SIGKILL")),
+      pids[0], { timeout: 2000, polling: 50 });
     const generations = await cells(page, "generation");
     await page.click("#reload");
     await page.waitForFunction((before) => {
@@ -43,6 +48,8 @@ async function cells(page, column) {
       return now.length === before.length && now.every((generation, i) => generation !== before[i] && generation !== "");
     }, generations, { timeout: 20000 });
     const after = await cells(page, "generation");
+    await page.waitForFunction(() => document.querySelector("#timeline .reload.completed") !== null,
+      null, { timeout: 5000 });
     await page.screenshot({ path: screenshot, fullPage: true });
     console.log(`ok changed_in_ms ${changedIn} generations ${generations.join(",")} -> ${after.join(",")}`);
   } finally {

@@ -12,6 +12,7 @@ mod ipc;
 mod languages;
 mod library;
 mod limits;
+mod log_files;
 mod logs;
 mod messages;
 mod monit;

@@ -49,7 +49,7 @@ function showWorkers(status) {
     cell(row, slot.restarts);
     cell(row, slot.cpu_percent == null ? "" : slot.cpu_percent.toFixed(1));
     cell(row, slot.rss_bytes == null ? "" : (slot.rss_bytes / 1048576).toFixed(1) + " MB");
-    cell(row, "–");
+    cell(row, slot.connections == null ? "–" : slot.connections).className = "connections";
     const restart = document.createElement("button");
     restart.textContent = "Restart";
     restart.onclick = () => act("/api/restart?slot=" + slot.slot);
@@ -141,15 +141,42 @@ async function act(path) {
   poll();
 }
 
+// The restart/reload timeline, from the typed lifecycle events of /api/events.
+function describe(kind, data) {
+  switch (kind) {
+    case "worker": {
+      const who = `worker ${data.slot} (pid ${data.pid}, generation ${data.generation})`;
+      if (data.change === "exited") return `${who} exited: ${data.description} (${data.reason})`;
+      return `${who} ${data.change}`;
+    }
+    case "reload": {
+      const what = data.slot === null ? "reload" : `restart of slot ${data.slot}`;
+      return `${what} ${data.change} (generation ${data.generation})` +
+        (data.change === "aborted" ? `: ${data.message}` : "");
+    }
+    case "scale": return `scaled from ${data.from} to ${data.to} workers`;
+  }
+  return kind;
+}
+
+function addToTimeline(kind, data) {
+  const timeline = document.getElementById("timeline");
+  const entry = document.createElement("div");
+  entry.className = `event ${kind} ${data.change || ""}`;
+  entry.textContent = `${data.time} ${describe(kind, data)}`;
+  timeline.appendChild(entry);
+  while (timeline.childElementCount > 500) timeline.firstElementChild.remove();
+  timeline.scrollTop = timeline.scrollHeight;
+}
+
 function followEvents() {
   const source = new EventSource("/api/events" + (token ? "?token=" + encodeURIComponent(token) : ""));
-  source.onmessage = (event) => {
-    const line = JSON.parse(event.data);
-    const timeline = document.getElementById("timeline");
-    timeline.textContent += `${line.time} ${line.line}\n`;
-    timeline.scrollTop = timeline.scrollHeight;
-    poll();
-  };
+  for (const kind of ["worker", "reload", "scale"]) {
+    source.addEventListener(kind, (event) => {
+      addToTimeline(kind, JSON.parse(event.data));
+      poll();
+    });
+  }
 }
 
 document.getElementById("reload").onclick = () => act("/api/reload");

@@ -9,18 +9,16 @@
 //! whose `Origin` is not this server is refused besides.
 
 use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame, Incoming};
-use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{metrics, Shared};
+use super::{events, metrics, Shared};
 use crate::control::protocol::{ClusterStatus, LogLine};
 use crate::domain::{self, ScaleTarget, Update, WorkerPhase};
 use crate::primary::Intent;
@@ -100,7 +98,7 @@ pub async fn handle(
                 serde_json::to_string(&lines).unwrap_or_default(),
             )
         }
-        (Method::GET, "/api/events") => events(shared, shutdown),
+        (Method::GET, "/api/events") => events::follow(shared, shutdown),
         (Method::GET, "/") => reply(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD_HTML),
         (Method::GET, "/dashboard.js") => reply(
             StatusCode::OK,
@@ -242,65 +240,6 @@ async fn outcome(mut updates: mpsc::UnboundedReceiver<Update>) -> Response<Reply
         }
     }
     stopping()
-}
-
-/// The primary's own log lines (forks, readiness, exits, reloads) as server-sent events, one
-/// `data:` line of JSON each, until the client goes or the primary stops.
-fn events(shared: &Shared, shutdown: CancellationToken) -> Response<ReplyBody> {
-    let mut follow = shared.hub.subscribe();
-    let (sender, receiver) = mpsc::channel::<Bytes>(16);
-    tokio::spawn(async move {
-        if sender
-            .send(Bytes::from_static(b": herdsman\n\n"))
-            .await
-            .is_err()
-        {
-            return;
-        }
-        loop {
-            let entry = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = sender.closed() => return,
-                entry = follow.recv() => entry,
-            };
-            match entry {
-                Ok((_, entry)) if entry.stream == "herdsman" => {
-                    let line = serde_json::to_string(&LogLine::from(&entry)).unwrap_or_default();
-                    if sender
-                        .send(Bytes::from(format!("data: {line}\n\n")))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    });
-    let mut response = Response::new(ChannelBody(receiver).boxed_unsync());
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    response
-}
-
-/// A body fed by a channel, ending when the sender goes.
-struct ChannelBody(mpsc::Receiver<Bytes>);
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0
-            .poll_recv(context)
-            .map(|chunk| chunk.map(|chunk| Ok(Frame::data(chunk))))
-    }
 }
 
 fn reply(code: StatusCode, kind: &'static str, body: impl Into<Bytes>) -> Response<ReplyBody> {

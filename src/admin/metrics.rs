@@ -104,9 +104,23 @@ pub fn render(status: &ClusterStatus) -> String {
                 .set(f64::from(count));
         }
     }
-    family(&mut registry, "reloads_total", "Reloads, by result")
-        .get_or_create(&vec![("result", "completed".to_string())])
-        .set(status.reloads as f64);
+    if let Some(waiting) = status.accept_queue {
+        gauge(
+            &mut registry,
+            "accept_queue",
+            "Connections waiting in the one socket's accept queue (--balance shared)",
+        )
+        .set(waiting as f64);
+    }
+    let reloads = family(&mut registry, "reloads_total", "Reloads, by result");
+    for (result, count) in [
+        ("completed", status.reloads),
+        ("aborted", status.reloads_aborted),
+    ] {
+        reloads
+            .get_or_create(&vec![("result", result.to_string())])
+            .set(count as f64);
+    }
 
     let rss = family(
         &mut registry,
@@ -127,6 +141,16 @@ pub fn render(status: &ClusterStatus) -> String {
         &mut registry,
         "worker_ready",
         "1 for a ready worker, else 0",
+    );
+    let accept_queue = family(
+        &mut registry,
+        "worker_accept_queue",
+        "Connections waiting in the accept queue of a worker's own socket (reuseport)",
+    );
+    let connections = family(
+        &mut registry,
+        "worker_connections",
+        "Connections open to a worker now, where the primary sees them (the proxy modes)",
     );
     for row in &status.slots {
         let Some(worker) = row.worker() else {
@@ -149,6 +173,12 @@ pub fn render(status: &ClusterStatus) -> String {
         ready
             .get_or_create(&labels)
             .set(f64::from(u8::from(worker.phase == WorkerPhase::Ready)));
+        if let Some(waiting) = worker.accept_queue {
+            accept_queue.get_or_create(&labels).set(waiting as f64);
+        }
+        if let Some(open) = worker.connections {
+            connections.get_or_create(&labels).set(open as f64);
+        }
     }
 
     if let Some(store) = status
@@ -169,6 +199,12 @@ pub fn render(status: &ClusterStatus) -> String {
             "Clients connected to the embedded store",
         )
         .set(store.clients as f64);
+        gauge(
+            &mut registry,
+            "store_commands_total",
+            "Commands the embedded store has run since it started",
+        )
+        .set(store.commands as f64);
     }
 
     let mut text = String::new();

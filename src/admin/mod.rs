@@ -1,5 +1,6 @@
 //! The admin HTTP server (`--admin ADDRESS`): Prometheus metrics, health probes, the status
-//! JSON, the primary's lifecycle lines as server-sent events, and a live dashboard.
+//! JSON, the primary's lifecycle (typed events and its log lines) as server-sent events, and a
+//! live dashboard.
 //!
 //! It runs on the primary's one-threaded runtime beside the control server and asks the
 //! supervisor for state the way the control socket does (an `Intent::Status`), so it costs
@@ -8,9 +9,11 @@
 //!
 //! - `metrics`: the Prometheus text, made with `prometheus-client` from one status.
 //! - `http`: requests (routes, the token, the cross-origin check) and replies.
+//! - `events`: `/api/events`, the log lines and the typed lifecycle events as SSE.
 //! - `dashboard.html`, `dashboard.js`: the page, embedded with `include_str!`; it polls
 //!   `/api/status`, follows `/api/events` and draws its charts itself, so it works offline.
 
+mod events;
 mod http;
 mod metrics;
 
@@ -20,10 +23,11 @@ use std::sync::Arc;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::LifecycleEvent;
 use crate::primary::{Intent, LogHub};
 
 /// How many admin connections are served at once; more wait in the kernel's queue.
@@ -54,6 +58,8 @@ pub struct AdminServer {
 struct Shared {
     intents: mpsc::UnboundedSender<Intent>,
     hub: Arc<LogHub>,
+    /// What `/api/events` subscribes to for the lifecycle.
+    lifecycle: broadcast::Sender<LifecycleEvent>,
     token: Option<String>,
 }
 
@@ -79,11 +85,13 @@ impl AdminServer {
         self,
         intents: mpsc::UnboundedSender<Intent>,
         hub: Arc<LogHub>,
+        lifecycle: broadcast::Sender<LifecycleEvent>,
         shutdown: CancellationToken,
     ) -> JoinHandle<()> {
         let shared = Arc::new(Shared {
             intents,
             hub,
+            lifecycle,
             token: self.token,
         });
         let listener = self.listener;

@@ -24,8 +24,8 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 use super::values::{
-    parse_client_count, parse_duration, parse_request_count, parse_signal, parse_size, parse_state,
-    parse_watchdog, WorkerCount,
+    parse_client_count, parse_duration, parse_keep, parse_log_size, parse_request_count,
+    parse_signal, parse_size, parse_state, parse_watchdog, ByteSize, WorkerCount,
 };
 use super::{Config, ConfigError, Settings};
 use crate::state::StateMode;
@@ -248,6 +248,24 @@ pub(super) fn watchdog<'de, D: Deserializer<'de>>(
     let text = String::deserialize(deserializer)
         .map_err(|_| D::Error::custom("expected a duration in quotes, e.g. \"30s\""))?;
     parse_watchdog(&text).map(Some).map_err(D::Error::custom)
+}
+
+pub(super) fn log_size<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<ByteSize>, D::Error> {
+    let text = TextOrNumber::deserialize(deserializer)
+        .map_err(|_| D::Error::custom("expected a size, e.g. \"10mb\""))?
+        .into_text();
+    parse_log_size(&text).map(Some).map_err(D::Error::custom)
+}
+
+pub(super) fn keep_count<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<usize>, D::Error> {
+    let text = TextOrNumber::deserialize(deserializer)
+        .map_err(|_| D::Error::custom("expected a number of files, e.g. 5"))?
+        .into_text();
+    parse_keep(&text).map(Some).map_err(D::Error::custom)
 }
 
 pub(super) fn client_count<'de, D: Deserializer<'de>>(

@@ -78,6 +78,8 @@ pub struct Config {
     /// …each worker's limit raised by a random 0 to this (`--max-requests-jitter`).
     pub max_requests_jitter: u64,
     pub log_format: LogFormat,
+    /// Where log lines are also written to files (`--log-dir`), and how they rotate.
+    pub log_files: LogFiles,
     /// Where workers' shared state lives (`--state`), and how the embedded store runs.
     pub state: StateMode,
     pub store: StoreOptions,
@@ -233,6 +235,11 @@ impl RunSettings {
             max_requests: self.max_requests,
             max_requests_jitter: self.max_requests_jitter,
             log_format: self.log_format,
+            log_files: LogFiles {
+                dir: self.log_dir,
+                max_size: self.log_max_size.0,
+                keep: self.log_keep,
+            },
             state: self.state,
             store,
             ipc,

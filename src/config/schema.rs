@@ -363,6 +363,28 @@ settings! {
     log_format: LogFormat = LogFormat::Text,
     reload restart;
 
+    /// Also write each slot's stdout and stderr, and herdsman's own lines, to files in this
+    /// directory (created if missing): NAME-SLOT.out.log, NAME-SLOT.err.log and
+    /// NAME.herdsman.log, timestamped as `herdsman logs` shows them [default: off]
+    #[flag(long, value_name = "DIR")]
+    #[file(alias = "log_dir")]
+    log_dir: PathBuf,
+    reload restart("log files", log_files_changed);
+
+    /// Rotate a --log-dir file before it grows past this size (e.g. 10mb, 512kb)
+    /// [default: 10mb]
+    #[flag(long, value_name = "SIZE", value_parser = parse_log_size)]
+    #[file(default, deserialize_with = "file::log_size", alias = "log_max_size")]
+    log_max_size: ByteSize = ByteSize(10 << 20),
+    reload restart("log files", log_files_changed);
+
+    /// Rotated files kept of each --log-dir file (NAME-1.out.log.1 … .N, the oldest dropped;
+    /// 0 keeps none) [default: 5]
+    #[flag(long, value_name = "N", value_parser = parse_keep)]
+    #[file(default, deserialize_with = "file::keep_count", alias = "log_keep")]
+    log_keep: usize = 5,
+    reload restart("log files", log_files_changed);
+
     /// Name of the cluster, for `herdsman status NAME` [default: the script's name for
     /// node, python… (`node server.js` → `server`), else the command's file name]
     #[flag(long)]
@@ -437,6 +459,10 @@ fn address_changed(old: &Config, new: &Config) -> bool {
 /// A derived name follows the command, which reload changes; only one given is reported.
 fn name_changed(old: &Config, new: &Config) -> bool {
     new.name_is_explicit && new.name != old.name
+}
+
+fn log_files_changed(old: &Config, new: &Config) -> bool {
+    old.log_files != new.log_files
 }
 
 fn state_changed(old: &Config, new: &Config) -> bool {

@@ -131,6 +131,24 @@ fn cases() -> Vec<Case> {
             "log-format = \"json\"",
             "log-format",
         ),
+        case(
+            "log_dir",
+            Some(&["--log-dir", "/var/log/api"]),
+            "log-dir = \"/var/log/api\"",
+            "log files",
+        ),
+        case(
+            "log_max_size",
+            Some(&["--log-max-size", "1mb"]),
+            "log-max-size = \"1mb\"",
+            "log files",
+        ),
+        case(
+            "log_keep",
+            Some(&["--log-keep", "0"]),
+            "log-keep = 0",
+            "log files",
+        ),
         case("name", Some(&["--name", "api"]), "name = \"api\"", "name"),
         case(
             "state",

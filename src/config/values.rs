@@ -290,6 +290,35 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is not a usable size (zero, or too large)"))
 }
 
+#[cfg(feature = "cli")]
+/// Parses `--log-max-size`: a size as [`parse_size`] reads it.
+pub fn parse_log_size(text: &str) -> Result<ByteSize, String> {
+    parse_size(text).map(ByteSize)
+}
+
+#[cfg(feature = "cli")]
+/// Parses `--log-keep`: how many rotated files to keep, 0 or more.
+pub fn parse_keep(text: &str) -> Result<usize, String> {
+    text.trim()
+        .parse::<usize>()
+        .map_err(|_| format!("`{text}` is not a number of files to keep (0 or more, e.g. 5)"))
+}
+
+/// A size in bytes (`--log-max-size`), shown as herdsman.toml would spell it (`10mb`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+/// Where `--log-dir` writes, and when its files rotate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogFiles {
+    /// The directory, created at start if missing; no files when `None`.
+    pub dir: Option<std::path::PathBuf>,
+    /// A file that would grow past this many bytes is rotated first.
+    pub max_size: u64,
+    /// Rotated files kept (`NAME-1.out.log.1` … `.N`); the oldest is dropped.
+    pub keep: usize,
+}
+
 /// A value as the reload diff shows it: as herdsman.toml spells it (`1s`, `TERM`, `notify`).
 pub trait Shown {
     fn shown(&self) -> String;
@@ -446,6 +475,18 @@ impl Shown for crate::ipc::IpcMode {
     }
 }
 
+impl Shown for ByteSize {
+    fn shown(&self) -> String {
+        let ByteSize(bytes) = *self;
+        match bytes {
+            _ if bytes % (1 << 30) == 0 => format!("{}gb", bytes >> 30),
+            _ if bytes % (1 << 20) == 0 => format!("{}mb", bytes >> 20),
+            _ if bytes % (1 << 10) == 0 => format!("{}kb", bytes >> 10),
+            _ => bytes.to_string(),
+        }
+    }
+}
+
 /// `[env]`: the names of the variables, never their values.
 impl Shown for std::collections::BTreeMap<String, String> {
     fn shown(&self) -> String {
@@ -518,6 +559,17 @@ mod tests {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("0").is_err());
+        assert_eq!(
+            parse_log_size("10mb").map(|size| size.shown()),
+            Ok("10mb".into())
+        );
+        assert_eq!(ByteSize(1500).shown(), "1500");
+        assert_eq!(ByteSize(2048).shown(), "2kb");
+        assert_eq!(parse_keep("0"), Ok(0));
+        assert_eq!(
+            parse_keep("-1"),
+            Err("`-1` is not a number of files to keep (0 or more, e.g. 5)".into())
+        );
     }
 
     #[test]

@@ -109,6 +109,13 @@ pub struct ClusterStatus {
     pub generation: u64,
     /// Completed reloads.
     pub reloads: u64,
+    /// Aborted reloads (a replacement died or was not ready in time).
+    #[serde(default)]
+    pub reloads_aborted: u64,
+    /// Connections waiting in the one socket's accept queue (`--balance shared`); absent in
+    /// the other modes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_queue: Option<u64>,
     pub uptime_ms: u64,
     pub command: Vec<String>,
     pub slots: Vec<SlotStatus>,
@@ -154,6 +161,9 @@ pub struct StateStatus {
     /// Estimated bytes held by the embedded store.
     pub used_memory: Option<u64>,
     pub clients: Option<u64>,
+    /// Commands the embedded store has run since it started.
+    #[serde(default)]
+    pub commands_processed: Option<u64>,
 }
 
 /// One worker, or a slot waiting for one (`pid` is then `None`).
@@ -171,6 +181,14 @@ pub struct SlotStatus {
     /// CPU use since the previous status request (or since the worker started).
     pub cpu_percent: Option<f64>,
     pub rss_bytes: Option<u64>,
+    /// Connections open to the worker now, where the primary sees them (the proxy modes);
+    /// absent in the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u64>,
+    /// Connections waiting in the accept queue of the worker's own socket (reuseport); absent
+    /// in the other modes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_queue: Option<u64>,
     /// The slot's last worker replaced for a reason, while it served; absent if none was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_replacement: Option<ReplacementStatus>,

@@ -66,3 +66,51 @@ impl ClusterEvent {
         }
     }
 }
+
+/// A change in the cluster's life as the admin server streams it (`/api/events`): the workers'
+/// starts, readiness and exits (with why), the reloads and restarts, and the scales.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LifecycleEvent {
+    Worker {
+        slot: usize,
+        pid: u32,
+        generation: u64,
+        change: WorkerChange,
+    },
+    /// A reload of the cluster, or a restart of one slot (`slot`).
+    Reload {
+        slot: Option<usize>,
+        generation: u64,
+        change: ReloadChange,
+        /// What the log says of it (the reason of an abort).
+        message: String,
+    },
+    /// The worker count changed.
+    Scale { from: usize, to: usize },
+}
+
+/// What happened to a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerChange {
+    /// Its process was started.
+    Spawned,
+    /// It counts as ready: it gets connections.
+    Ready,
+    /// It exited: its code or the signal that ended it, and why it went.
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+        /// Why it was asked to go (`replaced`, `shutdown`, …), or `died` when it was not.
+        reason: &'static str,
+        /// How it ended, for people: `was killed by SIGKILL`, `exited with code 1`.
+        description: String,
+    },
+}
+
+/// How far a reload or restart is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadChange {
+    Started,
+    Completed,
+    Aborted,
+}

@@ -3,7 +3,8 @@
 //! depends on those modules, so neither imports the other for a type.
 //!
 //! - `phase`: where a worker, a slot and the cluster are in their lives.
-//! - `event`: [`ClusterEvent`], what happens to workers, for the library's handlers.
+//! - `event`: [`ClusterEvent`], what happens to workers, for the library's handlers;
+//!   [`LifecycleEvent`], the same and the reloads and scales, for the admin server's stream.
 //! - `exit`: [`ExitReason`], how a worker process ended.
 //! - `status`: [`ClusterStatus`], the typed snapshot `status` shows.
 //! - `scale`: [`ScaleTarget`], what a scale asks; [`Scaled`] and [`ScaleError`], its outcome.
@@ -18,7 +19,7 @@ mod progress;
 mod scale;
 mod status;
 
-pub use event::ClusterEvent;
+pub use event::{ClusterEvent, LifecycleEvent, ReloadChange, WorkerChange};
 pub use exit::ExitReason;
 pub use log::LogEntry;
 pub use phase::{ClusterPhase, SlotState, WorkerPhase};

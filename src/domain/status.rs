@@ -31,6 +31,10 @@ pub struct ClusterStatus {
     pub generation: u64,
     /// Completed reloads.
     pub reloads: u64,
+    /// Aborted reloads.
+    pub reloads_aborted: u64,
+    /// Connections waiting in the one socket's accept queue (`--balance shared`).
+    pub accept_queue: Option<u64>,
     pub uptime: Duration,
     /// The worker command.
     pub command: Vec<OsString>,
@@ -96,6 +100,10 @@ pub struct WorkerStatus {
     /// one core, to a tenth.
     pub cpu_percent: Option<f64>,
     pub rss_bytes: Option<u64>,
+    /// Connections open to it now, where the primary sees them (`--balance proxy`, `proxy-rr`).
+    pub connections: Option<u64>,
+    /// Connections waiting in the accept queue of its own socket (`--balance reuseport`).
+    pub accept_queue: Option<u64>,
 }
 
 /// How a slot's last worker ended.

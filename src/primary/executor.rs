@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
 use super::lifecycle::{
@@ -30,7 +30,7 @@ use super::{ConfigReader, Event, Intent, Progress, SharedState, StartupFailed, W
 use crate::balance::Listeners;
 use crate::config::Config;
 use crate::domain::ClusterEvent;
-use crate::domain::{ClusterPhase, Update};
+use crate::domain::{ClusterPhase, LifecycleEvent, Update};
 use crate::runtime_dir::PrimaryDir;
 
 pub(super) struct Executor {
@@ -50,6 +50,8 @@ pub(super) struct Executor {
     pub shared_state: SharedState,
     /// Where lifecycle events go (the library's `Cluster::on_event`).
     pub observer: Option<mpsc::UnboundedSender<ClusterEvent>>,
+    /// Where the admin server's event stream follows the lifecycle.
+    lifecycle: broadcast::Sender<LifecycleEvent>,
     /// systemd (or another manager) waiting for the primary's `READY=1`, if any.
     service_manager: Option<ServiceManager>,
     /// Connections stranded on sockets no worker holds, relayed to ready workers.
@@ -73,6 +75,7 @@ pub(super) struct Parts {
     pub reread: Option<ConfigReader>,
     pub shared_state: SharedState,
     pub observer: Option<mpsc::UnboundedSender<ClusterEvent>>,
+    pub lifecycle: broadcast::Sender<LifecycleEvent>,
     pub phase: watch::Sender<ClusterPhase>,
 }
 
@@ -107,6 +110,7 @@ impl Executor {
             reread: parts.reread,
             shared_state: parts.shared_state,
             observer: parts.observer,
+            lifecycle: parts.lifecycle,
             service_manager: ServiceManager::from_env(),
             rescue: Default::default(),
             phase: parts.phase,
@@ -252,6 +256,11 @@ impl Executor {
             }
             Effect::Observe(event) => {
                 self.observe(event);
+                None
+            }
+            Effect::Announce(event) => {
+                // Nobody may be following: that is fine.
+                let _ = self.lifecycle.send(event);
                 None
             }
             Effect::NotifyManager(state) => {
@@ -401,10 +410,13 @@ impl Executor {
     async fn on_intent(&mut self, intent: Intent) {
         let intent = match intent {
             Intent::Stop { fast } => lifecycle::Intent::Stop { fast },
-            Intent::Reload { parallel, progress } => lifecycle::Intent::Reload {
-                parallel,
-                request: self.register(progress),
-            },
+            Intent::Reload { parallel, progress } => {
+                self.logger.reopen_files();
+                lifecycle::Intent::Reload {
+                    parallel,
+                    request: self.register(progress),
+                }
+            }
             Intent::Restart { slot, progress } => lifecycle::Intent::Restart {
                 slot,
                 request: self.register(progress),

@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::log_files::FileSink;
 use super::log_hub::LogHub;
 use crate::config::LogFormat;
 use crate::domain::LogEntry;
@@ -104,6 +105,14 @@ impl Record {
         }
     }
 
+    fn warning(line: String) -> Record {
+        Record::Primary {
+            time: SystemTime::now(),
+            level: Level::Warn,
+            line,
+        }
+    }
+
     /// Where the record is written: a worker's stdout to stdout, everything else to stderr.
     fn target(&self) -> Stream {
         match self {
@@ -120,6 +129,8 @@ pub struct Logger {
     /// The primary's lines dropped since the writer last reported them.
     dropped: Arc<AtomicU64>,
     workers: mpsc::Sender<Record>,
+    /// With `--log-dir`: asks the file thread to open its files again by name.
+    reopen: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Owns the writer task; [`LogWriter::finish`] waits until every line sent so far is written.
@@ -127,8 +138,9 @@ pub struct LogWriter {
     task: JoinHandle<()>,
 }
 
-/// Starts the writer task on the current runtime; it keeps recent lines in `hub`.
-pub fn start(format: LogFormat, hub: Arc<LogHub>) -> (Logger, LogWriter) {
+/// Starts the writer task on the current runtime; it keeps recent lines in `hub`, and hands
+/// them to `files` (`--log-dir`) when given.
+pub fn start(format: LogFormat, hub: Arc<LogHub>, files: Option<FileSink>) -> (Logger, LogWriter) {
     let (primary_tx, primary_rx) = mpsc::channel(PRIMARY_QUEUE);
     let (workers_tx, workers_rx) = mpsc::channel(LINE_QUEUE);
     let dropped = Arc::new(AtomicU64::new(0));
@@ -143,12 +155,14 @@ pub fn start(format: LogFormat, hub: Arc<LogHub>) -> (Logger, LogWriter) {
         workers: workers_rx,
         dropped: dropped.clone(),
     };
-    let task = tokio::spawn(write_loop(formatter, queues, hub));
+    let reopen = files.as_ref().map(FileSink::reopen_flag);
+    let task = tokio::spawn(write_loop(formatter, queues, hub, files));
     (
         Logger {
             primary: primary_tx,
             dropped,
             workers: workers_tx,
+            reopen,
         },
         LogWriter { task },
     )
@@ -167,6 +181,13 @@ impl LogWriter {
 }
 
 impl Logger {
+    /// `--log-dir`'s files are opened again by name before the next lines (a reload).
+    pub fn reopen_files(&self) {
+        if let Some(reopen) = &self.reopen {
+            reopen.store(true, Ordering::Relaxed);
+        }
+    }
+
     pub fn info(&self, line: impl Into<String>) {
         self.primary(Level::Info, line.into());
     }
@@ -307,15 +328,16 @@ struct Formatter {
 /// One colour per slot, cycling, so that neighbouring workers are told apart at a glance.
 const SLOT_COLOURS: [&str; 6] = ["36", "32", "33", "35", "34", "91"];
 
+/// A line as `--log-format json` writes it (and, without a level, as the log files do).
 #[derive(Serialize)]
-struct JsonLine<'a> {
-    time: String,
-    slot: Option<usize>,
-    pid: u32,
-    stream: &'a str,
+pub(super) struct JsonLine<'a> {
+    pub time: String,
+    pub slot: Option<usize>,
+    pub pid: u32,
+    pub stream: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    level: Option<Level>,
-    line: &'a str,
+    pub level: Option<Level>,
+    pub line: &'a str,
 }
 
 impl Formatter {
@@ -417,20 +439,27 @@ impl Queues {
     }
 }
 
-async fn write_loop(formatter: Formatter, mut queues: Queues, hub: Arc<LogHub>) {
+async fn write_loop(
+    formatter: Formatter,
+    mut queues: Queues,
+    hub: Arc<LogHub>,
+    files: Option<FileSink>,
+) {
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
     let (mut out, mut err) = (String::new(), String::new());
     let (mut primary_open, mut workers_open) = (true, true);
     let mut last_report = tokio::time::Instant::now();
     while primary_open || workers_open {
-        let dropping = queues.dropped.load(Ordering::Relaxed) > 0;
+        let dropping = queues.dropped.load(Ordering::Relaxed) > 0
+            || files.as_ref().is_some_and(FileSink::has_dropped);
         let first = tokio::select! {
             biased;
             record = queues.primary.recv(), if primary_open => record.or_else(|| { primary_open = false; None }),
             record = queues.workers.recv(), if workers_open => record.or_else(|| { workers_open = false; None }),
             // Lines were dropped and nothing else comes: the writer has caught up.
-            () = tokio::time::sleep(DROP_REPORT_EVERY), if dropping => queues.drop_report(),
+            () = tokio::time::sleep(DROP_REPORT_EVERY), if dropping => queues.drop_report()
+                .or_else(|| files.as_ref().and_then(FileSink::dropped_report).map(Record::warning)),
         };
         let Some(first) = first else { continue };
         let mut batch = vec![first];
@@ -449,7 +478,9 @@ async fn write_loop(formatter: Formatter, mut queues: Queues, hub: Arc<LogHub>) 
             }
         }
         if caught_up || last_report.elapsed() >= DROP_REPORT_EVERY {
-            if let Some(report) = queues.drop_report() {
+            let not_written = files.as_ref().and_then(FileSink::dropped_report);
+            let reports = [queues.drop_report(), not_written.map(Record::warning)];
+            for report in reports.into_iter().flatten() {
                 batch.push(report);
                 last_report = tokio::time::Instant::now();
             }
@@ -460,7 +491,11 @@ async fn write_loop(formatter: Formatter, mut queues: Queues, hub: Arc<LogHub>) 
                 Stream::Stderr => &mut err,
             };
             formatter.format(&record, buffer);
-            hub.push(record.into_entry(formatter.primary_pid));
+            let entry = record.into_entry(formatter.primary_pid);
+            if let Some(files) = &files {
+                files.send(&entry);
+            }
+            hub.push(entry);
         }
         // Write errors (a closed terminal, a dead pipe) must not stop supervision: drop the lines.
         if !out.is_empty() {
@@ -479,6 +514,9 @@ async fn write_loop(formatter: Formatter, mut queues: Queues, hub: Arc<LogHub>) 
         formatter.format(&report, &mut err);
         let _ = stderr.write_all(err.as_bytes()).await;
         let _ = stderr.flush().await;
+    }
+    if let Some(files) = files {
+        let _ = tokio::task::spawn_blocking(move || files.finish()).await;
     }
 }
 

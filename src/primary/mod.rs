@@ -19,6 +19,7 @@
 //! - `notify`: sd_notify, from workers and to the primary's own service manager.
 //! - `spawn`: the thread every worker's keeper is forked from, and the reaper of orphans.
 //! - `logs`: the primary's messages and the workers' output, line by line.
+//! - `log_files`: `--log-dir`, the lines also written to rotated files, on a thread of their own.
 //! - `log_hub`: the ring of recent lines and the followers of new ones (`herdsman logs`).
 //! - `signals`: operating-system signals mapped to intents.
 //!
@@ -28,6 +29,7 @@ mod executor;
 mod ipc;
 pub(crate) mod lifecycle;
 mod limits;
+mod log_files;
 mod log_hub;
 mod logs;
 mod node;
@@ -46,14 +48,17 @@ mod timers;
 
 use std::io;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::balance::Listeners;
 use crate::config::Config;
-use crate::domain::{ClusterEvent, ClusterPhase, ClusterStatus, ScaleTarget, Update};
+use crate::domain::{
+    ClusterEvent, ClusterPhase, ClusterStatus, LifecycleEvent, ScaleTarget, Update,
+};
 use crate::runtime_dir::PrimaryDir;
 use executor::Executor;
 use lifecycle::WorkerId;
+pub use log_files::{FileSink, LogDirError};
 pub use log_hub::LogHub;
 pub use logs::{start as start_logs, Logger};
 use notify::Notice;
@@ -185,6 +190,8 @@ pub struct Setup {
     pub shared_state: SharedState,
     /// Where lifecycle events go (the library's event handler).
     pub observer: Option<mpsc::UnboundedSender<ClusterEvent>>,
+    /// Where lifecycle events go for the admin server's stream.
+    pub lifecycle: broadcast::Sender<LifecycleEvent>,
     /// Where the cluster's phase is published.
     pub phase: watch::Sender<ClusterPhase>,
     pub logger: Logger,
@@ -208,6 +215,7 @@ pub async fn supervise(
             reread: setup.reread,
             shared_state: setup.shared_state,
             observer: setup.observer,
+            lifecycle: setup.lifecycle,
             phase: setup.phase,
         },
     );

@@ -87,6 +87,14 @@ impl Executor {
                         uptime: now.saturating_duration_since(worker.started_at),
                         cpu_percent,
                         rss_bytes: usage.map(|usage| usage.rss_bytes),
+                        connections: self
+                            .proxy
+                            .as_ref()
+                            .map(|proxy| proxy.open_connections(worker.id.0) as u64),
+                        accept_queue: self
+                            .listeners
+                            .queued(worker.slot, worker.side)
+                            .map(u64::from),
                     }),
                     restarts,
                     last_exit: last_exit.clone(),
@@ -122,6 +130,8 @@ impl Executor {
             workers: config.workers,
             generation: machine.generation(),
             reloads: machine.reloads(),
+            reloads_aborted: machine.reloads_aborted(),
+            accept_queue: self.listeners.shared_queued().map(u64::from),
             uptime: machine.started_at().elapsed(),
             command: config.command.clone(),
             slots: rows,

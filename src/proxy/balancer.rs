@@ -41,6 +41,8 @@ pub struct Balancer {
     sticky: bool,
     /// Sorted by id: the turn goes in the order the workers started.
     entries: Vec<Entry>,
+    /// Workers no longer picked that still have connections open, counted until they close.
+    leaving: Vec<Entry>,
     /// Where the next turn starts looking.
     next: usize,
 }
@@ -51,21 +53,32 @@ impl Balancer {
             policy,
             sticky,
             entries: Vec::new(),
+            leaving: Vec::new(),
             next: 0,
         }
     }
 
     /// The workers that get new connections from now on; those that stay keep their counts.
     pub fn set(&mut self, upstreams: &[Upstream]) {
+        let mut old = std::mem::take(&mut self.entries);
+        old.append(&mut self.leaving);
         let mut entries: Vec<Entry> = upstreams
             .iter()
             .map(|upstream| Entry {
                 upstream: *upstream,
-                open: self
-                    .entries
+                open: old
                     .iter()
                     .find(|entry| entry.upstream.id == upstream.id)
                     .map_or(0, |entry| entry.open),
+            })
+            .collect();
+        self.leaving = old
+            .into_iter()
+            .filter(|entry| entry.open > 0)
+            .filter(|entry| {
+                !upstreams
+                    .iter()
+                    .any(|upstream| upstream.id == entry.upstream.id)
             })
             .collect();
         entries.sort_by_key(|entry| entry.upstream.id);
@@ -121,10 +134,21 @@ impl Balancer {
         if let Some(entry) = self
             .entries
             .iter_mut()
+            .chain(self.leaving.iter_mut())
             .find(|entry| entry.upstream.id == id)
         {
             entry.open = entry.open.saturating_sub(1);
         }
+        self.leaving.retain(|entry| entry.open > 0);
+    }
+
+    /// The connections open through the proxy to worker `id` now (0 for one it never had).
+    pub fn open(&self, id: u64) -> usize {
+        self.entries
+            .iter()
+            .chain(&self.leaving)
+            .find(|entry| entry.upstream.id == id)
+            .map_or(0, |entry| entry.open)
     }
 }
 
@@ -152,6 +176,29 @@ mod tests {
                 id
             })
             .collect()
+    }
+
+    #[test]
+    fn a_worker_taken_off_the_list_is_counted_until_its_connections_close() {
+        let mut balancer = Balancer::new(Policy::LeastConnections, false);
+        balancer.set(&upstreams(&[1, 2]));
+        assert_eq!(picks(&mut balancer, 3, false), [1, 2, 1]);
+        balancer.set(&upstreams(&[2, 3]));
+        assert_eq!(
+            (balancer.open(1), balancer.open(2), balancer.open(3)),
+            (2, 1, 0)
+        );
+        assert_eq!(
+            picks(&mut balancer, 2, false),
+            [3, 2],
+            "1 is picked no more"
+        );
+        balancer.release(1);
+        balancer.set(&upstreams(&[2, 3]));
+        assert_eq!(balancer.open(1), 1);
+        balancer.release(1);
+        assert_eq!(balancer.open(1), 0);
+        assert!(balancer.leaving.is_empty());
     }
 
     #[test]

@@ -163,6 +163,15 @@ impl Proxy {
         served.remove(&id);
     }
 
+    /// The connections open through the proxy to the worker of lifecycle id `id` now.
+    pub fn open_connections(&self, id: u64) -> usize {
+        self.shared
+            .balancer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .open(id)
+    }
+
     /// Stops accepting (the cluster is stopping); open connections go on.
     pub fn close(&self) {
         self.accepting.cancel();

@@ -37,6 +37,7 @@ pub struct LiveFigures {
     pub keys: AtomicU64,
     pub used_memory: AtomicU64,
     pub clients: AtomicU64,
+    pub commands: AtomicU64,
 }
 
 pub struct Listening {
@@ -194,6 +195,7 @@ async fn serve(
                 figures.keys.store(store.total_keys() as u64, Ordering::Relaxed);
                 figures.used_memory.store(used as u64, Ordering::Relaxed);
                 figures.clients.store(store.connected_clients as u64, Ordering::Relaxed);
+                figures.commands.store(store.commands_processed, Ordering::Relaxed);
             }
             Some(_) = clients.join_next(), if !clients.is_empty() => {}
         }

@@ -125,6 +125,8 @@ pub struct StoreFigures {
     pub keys: u64,
     pub used_memory: u64,
     pub clients: u64,
+    /// Commands run since the store started (Redis's `total_commands_processed`).
+    pub commands: u64,
 }
 
 /// A handle on the running store's figures, for the supervisor's status.
@@ -137,6 +139,7 @@ impl StoreMonitor {
             keys: self.0.keys.load(Ordering::Relaxed),
             used_memory: self.0.used_memory.load(Ordering::Relaxed),
             clients: self.0.clients.load(Ordering::Relaxed),
+            commands: self.0.commands.load(Ordering::Relaxed),
         }
     }
 }

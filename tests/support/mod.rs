@@ -8,9 +8,11 @@
 mod http;
 mod lines;
 pub mod resp;
+mod sse;
 
 pub use http::*;
 pub use lines::*;
+pub use sse::*;
 
 use std::collections::BTreeSet;
 use std::io::Read;

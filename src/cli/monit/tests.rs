@@ -19,6 +19,10 @@ fn row(slot: usize, pid: u32, cpu: f64, rss: u64) -> SlotStatus {
         last_exit: None,
         cpu_percent: Some(cpu),
         rss_bytes: Some(rss),
+        connections: None,
+        accept_queue: None,
+        last_replacement: None,
+        replacements: Default::default(),
     }
 }
 
@@ -39,17 +43,21 @@ fn status() -> ClusterStatus {
         pid: 4100,
         address: "127.0.0.1:8000".into(),
         balance: "reuseport".into(),
+        sticky: "off".into(),
+        proxy_protocol: "off".into(),
         state: "running".into(),
         degraded: false,
         workers: 2,
         generation: 2,
         reloads: 1,
+        reloads_aborted: 0,
         uptime_ms: 241_000,
         command: vec!["./server".into()],
         slots: vec![row(1, 4121, 12.5, 32 * 1_048_576), second],
         shared_state: None,
         foreign_listeners: Vec::new(),
         also_serving: Vec::new(),
+        accept_queue: None,
     }
 }
 

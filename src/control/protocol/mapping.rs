@@ -33,6 +33,8 @@ impl From<&domain::ClusterStatus> for ClusterStatus {
             workers: status.workers,
             generation: status.generation,
             reloads: status.reloads,
+            reloads_aborted: status.reloads_aborted,
+            accept_queue: status.accept_queue,
             uptime_ms: millis(status.uptime),
             command: status
                 .command
@@ -82,6 +84,8 @@ impl From<&domain::SlotStatus> for SlotStatus {
                 .iter()
                 .map(|&(kind, count)| (kind.to_string(), count))
                 .collect(),
+            connections: worker.and_then(|worker| worker.connections),
+            accept_queue: worker.and_then(|worker| worker.accept_queue),
         }
     }
 }
@@ -127,6 +131,7 @@ impl From<&domain::StateStatus> for StateStatus {
             keys: figures.map(|figures| figures.keys),
             used_memory: figures.map(|figures| figures.used_memory),
             clients: figures.map(|figures| figures.clients),
+            commands_processed: figures.map(|figures| figures.commands),
         }
     }
 }

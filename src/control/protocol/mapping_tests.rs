@@ -28,6 +28,8 @@ fn worker(pid: u32, generation: u64, phase: WorkerPhase) -> WorkerStatus {
         uptime: Duration::from_micros(1_500_900),
         cpu_percent: None,
         rss_bytes: None,
+        connections: None,
+        accept_queue: None,
     }
 }
 
@@ -65,6 +67,8 @@ fn full_example() -> ClusterStatus {
         workers: 4,
         generation: 2,
         reloads: 1,
+        reloads_aborted: 2,
+        accept_queue: None,
         uptime: Duration::from_micros(61_234_567),
         command: vec!["python3".into(), "-m".into(), "http.server".into()],
         slots: vec![
@@ -73,6 +77,8 @@ fn full_example() -> ClusterStatus {
                 Occupant::Worker(WorkerStatus {
                     cpu_percent: Some(12.5),
                     rss_bytes: Some(20_480_000),
+                    connections: Some(7),
+                    accept_queue: Some(3),
                     ..worker(4101, 2, WorkerPhase::Ready)
                 }),
                 0,
@@ -137,6 +143,7 @@ fn full_example() -> ClusterStatus {
                 keys: 12,
                 used_memory: 4096,
                 clients: 3,
+                commands: 250,
             }),
         }),
         foreign_listeners: vec![ForeignListener {
@@ -156,9 +163,9 @@ const FULL_EXAMPLE_JSON: &str = concat!(
     r#"{"type":"status","name":"api","pid":4100,"address":"127.0.0.1:8000","#,
     r#""balance":"reuseport","sticky":"ip","proxy_protocol":"off","state":"reloading","#,
     r#""degraded":true,"workers":4,"generation":2,"#,
-    r#""reloads":1,"uptime_ms":61234,"command":["python3","-m","http.server"],"slots":["#,
+    r#""reloads":1,"reloads_aborted":2,"uptime_ms":61234,"command":["python3","-m","http.server"],"slots":["#,
     r#"{"slot":1,"pid":4101,"generation":2,"state":"ready","uptime_ms":1500,"restarts":0,"#,
-    r#""last_exit":null,"cpu_percent":12.5,"rss_bytes":20480000},"#,
+    r#""last_exit":null,"cpu_percent":12.5,"rss_bytes":20480000,"connections":7,"accept_queue":3},"#,
     r#"{"slot":1,"pid":4099,"generation":1,"state":"draining","uptime_ms":1500,"restarts":0,"#,
     r#""last_exit":null,"cpu_percent":0.0,"rss_bytes":null},"#,
     r#"{"slot":2,"pid":4102,"generation":1,"state":"not accepting","uptime_ms":1500,"#,
@@ -183,7 +190,7 @@ const FULL_EXAMPLE_JSON: &str = concat!(
     r#""reason":"rss 312 MiB over --max-memory 256 MiB","at":"2023-11-14T22:13:20.123Z"},"#,
     r#""replacements":{"max-memory":2,"watchdog":1}}],"#,
     r#""shared_state":{"url":"redis+unix:///run/user/1000/herdsman/4100/state.sock","#,
-    r#""kind":"embedded","tcp":"127.0.0.1:6390","keys":12,"used_memory":4096,"clients":3},"#,
+    r#""kind":"embedded","tcp":"127.0.0.1:6390","keys":12,"used_memory":4096,"clients":3,"commands_processed":250},"#,
     r#""foreign_listeners":[{"address":"0.0.0.0:8000","pid":777,"command":"nginx","#,
     r#""cluster":null,"slot":null,"in_group":true,"#,
     r#""description":"nginx (pid 777) takes some of the cluster's connections"}],"#,
@@ -208,7 +215,7 @@ fn an_external_store_and_no_store() {
     assert_eq!(
         json["shared_state"],
         serde_json::json!({"url": "redis://cache:6379/0", "kind": "external", "tcp": null,
-            "keys": null, "used_memory": null, "clients": null})
+            "keys": null, "used_memory": null, "clients": null, "commands_processed": null})
     );
     status.shared_state = None;
     let json = serde_json::to_value(super::ClusterStatus::from(&status)).unwrap();

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::super::report::{describe_exit, format_tail, startup_hint};
 use super::{ExitReason, LastExit, Machine, Phase, StopReason, Timer, WorkerId, WorkerRecord};
-use crate::domain::ClusterEvent;
+use crate::domain::{ClusterEvent, WorkerChange};
 
 impl Machine {
     pub(super) fn on_exited(&mut self, id: WorkerId, reason: ExitReason, tail: Vec<String>) {
@@ -34,6 +34,13 @@ impl Machine {
             signal,
             exited_after_disconnect: worker.stop_reason().is_some_and(StopReason::was_requested),
         });
+        let change = WorkerChange::Exited {
+            code,
+            signal,
+            reason: worker.stop_reason().map_or("died", StopReason::as_str),
+            description: reason.to_string(),
+        };
+        self.announce_worker(slot, worker.pid, worker.generation, change);
         self.steer();
         self.on_exit(worker, reason, tail);
         self.check_failed_replacements(slot);

@@ -64,7 +64,9 @@ pub use super::restart::{ExitReason, RestartPolicy};
 use crate::balance::BindError;
 use crate::balance::Side;
 use crate::config::{Config, ConfigError};
-use crate::domain::{ClusterEvent, ScaleTarget, Update};
+use crate::domain::{
+    ClusterEvent, LifecycleEvent, ReloadChange, ScaleTarget, Update, WorkerChange,
+};
 
 pub use accepting::Stall;
 pub use limits::{ReplaceReason, Replacement};
@@ -259,6 +261,8 @@ pub enum Effect {
     Log(Level, String),
     /// A lifecycle event for the library's handler.
     Observe(ClusterEvent),
+    /// A lifecycle event for the admin server's stream (`/api/events`).
+    Announce(LifecycleEvent),
     /// A state for the primary's own service manager (sd_notify).
     NotifyManager(String),
 }
@@ -311,6 +315,8 @@ pub struct Machine {
     /// A scale up waiting for the sockets of its new slots: the count, and who asked.
     adding_slots: Option<(usize, Option<RequestId>)>,
     reloads: u64,
+    /// Reloads of the cluster that were aborted (a replacement died or was not ready in time).
+    reloads_aborted: u64,
     next_worker: u64,
     started_at: Instant,
     /// Set when start-up failed; the primary ends with it once the last worker has exited.
@@ -357,6 +363,7 @@ impl Machine {
             scale_waits: Vec::new(),
             adding_slots: None,
             reloads: 0,
+            reloads_aborted: 0,
             next_worker: 1,
             started_at: now,
             failure: None,
@@ -458,6 +465,19 @@ impl Machine {
 
     fn observe(&mut self, event: ClusterEvent) {
         self.effects.push(Effect::Observe(event));
+    }
+
+    fn announce(&mut self, event: LifecycleEvent) {
+        self.effects.push(Effect::Announce(event));
+    }
+
+    fn announce_worker(&mut self, slot: usize, pid: u32, generation: u64, change: WorkerChange) {
+        self.announce(LifecycleEvent::Worker {
+            slot,
+            pid,
+            generation,
+            change,
+        });
     }
 
     fn schedule(&mut self, timer: Timer, after: Duration) {

@@ -78,10 +78,11 @@ impl Machine {
         };
         worker.life = Life::Ready;
         worker.ready_at = Some(now);
-        let (slot, pid) = (worker.slot, worker.pid);
+        let (slot, pid, generation) = (worker.slot, worker.pid, worker.generation);
         self.info(format!("worker {slot} (pid {pid}) ready"));
         self.observe(ClusterEvent::Online { slot, pid });
         self.observe(ClusterEvent::Listening { slot, pid });
+        self.announce_worker(slot, pid, generation, super::WorkerChange::Ready);
         self.arm_watchdog(id);
         match replaces {
             Some(old) if self.is_in_flight(id) => self.on_replacement_ready(id, old),

@@ -16,7 +16,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::super::report::{describe_exit, format_tail, workers};
-use super::{LastExit, LaunchSpec, Machine, Phase, RequestId, StopReason, Update, WorkerId};
+use super::{
+    LastExit, LaunchSpec, LifecycleEvent, Machine, Phase, ReloadChange, RequestId, StopReason,
+    Update, WorkerId,
+};
 use crate::config::{Config, ConfigError};
 
 /// A reload or restart in progress.
@@ -25,6 +28,8 @@ pub(super) struct Reload {
     spec: Arc<LaunchSpec>,
     /// `reload` moves the cluster to `spec`; `restart` replaces one slot's worker in place.
     whole_cluster: bool,
+    /// The slot a restart replaces the worker of.
+    restarted: Option<usize>,
     pending: VecDeque<usize>,
     /// Replacements started and not ready yet: (slot, the replacement, the worker it replaces).
     in_flight: Vec<(usize, WorkerId, WorkerId)>,
@@ -37,6 +42,18 @@ pub(super) struct Reload {
     started: Instant,
     /// A worker count that herdsman.toml changed, applied once the reload is done.
     scale_to: Option<usize>,
+}
+
+impl Reload {
+    /// The admin server's event for it.
+    fn event(&self, change: ReloadChange, message: String) -> LifecycleEvent {
+        LifecycleEvent::Reload {
+            slot: self.restarted,
+            generation: self.spec.generation,
+            change,
+            message,
+        }
+    }
 }
 
 /// How a reload ends.
@@ -141,6 +158,7 @@ impl Machine {
         self.reload = Some(Reload {
             spec,
             whole_cluster: true,
+            restarted: None,
             pending: (1..=count).collect(),
             in_flight: Vec::new(),
             draining: Vec::new(),
@@ -150,6 +168,7 @@ impl Machine {
             started: self.now,
             scale_to,
         });
+        self.announce_reload(ReloadChange::Started, opening.clone());
         self.say(opening);
         self.advance_reload();
     }
@@ -175,6 +194,7 @@ impl Machine {
         self.reload = Some(Reload {
             spec: self.slots[slot - 1].spec.clone(),
             whole_cluster: false,
+            restarted: Some(slot),
             pending: VecDeque::from([slot]),
             in_flight: Vec::new(),
             draining: Vec::new(),
@@ -184,7 +204,9 @@ impl Machine {
             started: self.now,
             scale_to: None,
         });
-        self.say(format!("restarting slot {slot}"));
+        let message = format!("restarting slot {slot}");
+        self.announce_reload(ReloadChange::Started, message.clone());
+        self.say(message);
         self.advance_reload();
     }
 
@@ -351,7 +373,16 @@ impl Machine {
         self.abort_reload(reason.to_string());
     }
 
+    /// Tells the admin server's stream that the reload in progress started.
+    fn announce_reload(&mut self, change: ReloadChange, message: String) {
+        if let Some(reload) = &self.reload {
+            let event = reload.event(change, message);
+            self.announce(event);
+        }
+    }
+
     fn finish_reload(&mut self, ending: Ending) {
+        let aborted = matches!(ending, Ending::Aborted(_));
         let Some(reload) = self.reload.take() else {
             return;
         };
@@ -375,6 +406,9 @@ impl Machine {
             }
             Ending::Complete => (true, format!("restart complete in {elapsed}")),
             Ending::Aborted(reason) => {
+                if reload.whole_cluster {
+                    self.reloads_aborted += 1;
+                }
                 let kept = self
                     .workers
                     .iter()
@@ -400,6 +434,11 @@ impl Machine {
         } else {
             self.error(&message);
         }
+        let change = match aborted {
+            true => ReloadChange::Aborted,
+            false => ReloadChange::Completed,
+        };
+        self.announce(reload.event(change, message.clone()));
         for request in reload.subscribers {
             self.done(Some(request), ok, &message);
         }

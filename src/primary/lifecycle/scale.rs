@@ -95,6 +95,7 @@ impl Machine {
             return Scaled::Already { workers: from };
         }
         self.config.workers = to;
+        self.announce(super::LifecycleEvent::Scale { from, to });
         if to > from {
             for slot in from + 1..=to {
                 let fresh = Slot::new(self.spec.clone());

@@ -106,6 +106,7 @@ impl Machine {
             "worker {slot} (pid {pid}) starting, generation {generation}"
         ));
         self.observe(ClusterEvent::Fork { slot, pid });
+        self.announce_worker(slot, pid, generation, super::WorkerChange::Spawned);
         if stopped.is_some() {
             // Stopped before it ran (its reload was aborted meanwhile): the order stands.
             self.effects.push(Effect::Stop { worker: id });

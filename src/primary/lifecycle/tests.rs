@@ -481,3 +481,64 @@ fn a_reread_configuration_changes_the_command_and_then_the_count() {
         )]
     );
 }
+
+#[test]
+fn the_admin_events_follow_a_worker_and_a_reload() {
+    use crate::domain::{LifecycleEvent, ReloadChange, WorkerChange};
+    let reloads = |world: &World| -> Vec<(ReloadChange, u64)> {
+        let events = world.announced().into_iter();
+        let reloads = events.filter_map(|event| match event {
+            LifecycleEvent::Reload {
+                change, generation, ..
+            } => Some((change, generation)),
+            _ => None,
+        });
+        reloads.collect()
+    };
+    let mut world = World::started(1);
+    let old = world.in_slot(1)[0];
+    let pid = world.machine.worker(old).unwrap().pid;
+    let before = world.announced().len();
+    world.crash(old);
+    let new = world.in_slot(1)[0];
+    world.ready(new);
+    let new_pid = world.machine.worker(new).unwrap().pid;
+    let worker = |pid, change| LifecycleEvent::Worker {
+        slot: 1,
+        pid,
+        generation: 1,
+        change,
+    };
+    let exited = WorkerChange::Exited {
+        code: Some(1),
+        signal: None,
+        reason: "died",
+        description: "exited with code 1".into(),
+    };
+    assert_eq!(
+        world.announced()[before..],
+        [
+            worker(pid, exited),
+            worker(new_pid, WorkerChange::Spawned),
+            worker(new_pid, WorkerChange::Ready),
+        ]
+    );
+
+    // A reload whose replacement dies is started, then aborted, on its generation.
+    reload(&mut world, 1);
+    let replacement = world.in_slot(1)[1];
+    world.crash(replacement);
+    assert_eq!(
+        reloads(&world),
+        [(ReloadChange::Started, 2), (ReloadChange::Aborted, 2)]
+    );
+    reload(&mut world, 1);
+    let replacement = world.in_slot(1)[1];
+    world.ready(replacement);
+    world.advance(Duration::from_secs(1));
+    world.exit_signalled();
+    assert_eq!(
+        reloads(&world)[2..],
+        [(ReloadChange::Started, 3), (ReloadChange::Completed, 3)]
+    );
+}

@@ -38,6 +38,11 @@ impl Machine {
         self.reloads
     }
 
+    /// Aborted reloads (of the cluster; a restart of one slot is not counted).
+    pub fn reloads_aborted(&self) -> u64 {
+        self.reloads_aborted
+    }
+
     pub fn started_at(&self) -> Instant {
         self.started_at
     }

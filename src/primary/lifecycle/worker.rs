@@ -71,6 +71,20 @@ impl StopReason {
     pub fn was_requested(self) -> bool {
         !matches!(self, StopReason::NotReady | StopReason::NotAccepting)
     }
+
+    /// Its name in the admin server's events (`/api/events`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Shutdown => "shutdown",
+            StopReason::NotReady => "not ready",
+            StopReason::Replaced => "replaced",
+            StopReason::Aborted => "reload aborted",
+            StopReason::ScaleDown => "scaled down",
+            StopReason::Disconnected => "disconnected",
+            StopReason::Killed => "killed",
+            StopReason::NotAccepting => "not accepting",
+        }
+    }
 }
 
 /// One worker process, from the order to start it to its exit.

@@ -42,6 +42,11 @@ pub fn config(workers: usize) -> Config {
         max_requests: None,
         max_requests_jitter: 0,
         log_format: LogFormat::Text,
+        log_files: crate::config::LogFiles {
+            dir: None,
+            max_size: 1 << 20,
+            keep: 1,
+        },
         state: StateMode::Off,
         store: StoreOptions::default(),
         ipc: IpcMode::Off,
@@ -294,6 +299,17 @@ impl World {
             .iter()
             .filter_map(|effect| match effect {
                 Effect::Log(_, line) => Some(line.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The admin server's lifecycle events so far, in order.
+    pub fn announced(&self) -> Vec<crate::domain::LifecycleEvent> {
+        self.effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Announce(event) => Some(event.clone()),
                 _ => None,
             })
             .collect()
