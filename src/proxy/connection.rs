@@ -25,7 +25,7 @@ use tokio::time::{timeout, Instant};
 
 use super::framing::{parse_request, parse_response, Body, Parsed, RequestHead};
 use super::header;
-use super::relay::{relay, IDLE_TIMEOUT};
+use super::relay::{read_some, relay, IDLE_TIMEOUT};
 use super::Shared;
 
 /// A request body kept for a second try, at most.
@@ -34,7 +34,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a new connection waits for a serving worker when none is (all restarting).
 const NO_WORKER_WAIT: Duration = Duration::from_secs(5);
 const NO_WORKER_POLL: Duration = Duration::from_millis(20);
-const BUFFER: usize = 64 * 1024;
 /// How many times a new connection moves on when its worker closes before any byte.
 const MAX_RECONNECTS: usize = 2;
 const BAD_GATEWAY: &[u8] =
@@ -164,7 +163,7 @@ pub async fn serve(mut client: TcpStream, shared: Arc<Shared>) {
             _ = tokio::time::sleep(IDLE_TIMEOUT) => return,
         }
     }
-    relay(&mut client, &mut upstream.stream, &pending).await;
+    relay(&client, &upstream.stream, &pending).await;
 }
 
 /// What follows one request and its response.
@@ -216,14 +215,14 @@ impl Exchange {
     }
 
     async fn tunnel(mut self) {
-        let mut upstream = match self.upstream.take() {
+        let upstream = match self.upstream.take() {
             Some(upstream) => upstream,
             None => match connect(&self.shared, self.ends, None).await {
                 Some(upstream) => upstream,
                 None => return,
             },
         };
-        relay(&mut self.client, &mut upstream.stream, &self.pending).await;
+        relay(&self.client, &upstream.stream, &self.pending).await;
     }
 
     /// An upstream connection for the next request: the kept one if its worker has not closed
@@ -257,8 +256,6 @@ impl Exchange {
         let mut response_head = Vec::new();
         let mut response_body: Option<(Body, bool)> = None;
         let mut answered = false;
-        let mut client_buffer = vec![0; BUFFER];
-        let mut upstream_buffer = vec![0; BUFFER];
         loop {
             let read = if !sent {
                 None
@@ -266,17 +263,19 @@ impl Exchange {
                 let Some(upstream) = self.upstream.as_mut() else {
                     return After::Close;
                 };
+                // Buffers are made when bytes come (`read_some`), not held while waiting.
                 tokio::select! {
-                    read = self.client.read(&mut client_buffer), if !body.is_done() => {
-                        let read = match read {
-                            Ok(0) | Err(_) => return After::Close,
-                            Ok(read) => read,
+                    read = read_some(&self.client), if !body.is_done() => {
+                        let client_bytes = match read {
+                            Ok(Some(bytes)) if !bytes.is_empty() => bytes,
+                            Ok(None) => continue,
+                            Ok(Some(_)) | Err(_) => return After::Close,
                         };
-                        let Ok(used) = body.consume(&client_buffer[..read]) else {
+                        let Ok(used) = body.consume(&client_bytes) else {
                             return After::Close;
                         };
-                        self.pending.extend_from_slice(&client_buffer[used..read]);
-                        let part = &client_buffer[..used];
+                        self.pending.extend_from_slice(&client_bytes[used..]);
+                        let part = &client_bytes[..used];
                         replay = replay.filter(|kept| kept.len() + used <= MAX_REPLAY).map(|mut kept| {
                             kept.extend_from_slice(part);
                             kept
@@ -286,14 +285,15 @@ impl Exchange {
                         }
                         continue;
                     }
-                    read = upstream.stream.read(&mut upstream_buffer) => match read {
-                        Ok(read) if read > 0 => Some(read),
+                    read = read_some(&upstream.stream) => match read {
+                        Ok(Some(bytes)) if !bytes.is_empty() => Some(bytes),
+                        Ok(None) => continue,
                         _ => None,
                     },
                     _ = tokio::time::sleep(IDLE_TIMEOUT) => return After::Close,
                 }
             };
-            let Some(read) = read else {
+            let Some(upstream_bytes) = read else {
                 // The worker closed (or could not be reached).
                 if !answered {
                     if let Some(bytes) = replay.as_ref().filter(|_| !retried && body.is_done()) {
@@ -314,7 +314,7 @@ impl Exchange {
             answered = true;
             let whole_head;
             let bytes: &[u8] = if response_body.is_none() {
-                response_head.extend_from_slice(&upstream_buffer[..read]);
+                response_head.extend_from_slice(&upstream_bytes);
                 loop {
                     match parse_response(&response_head, head.is_head) {
                         Parsed::Partial => break,
@@ -352,7 +352,7 @@ impl Exchange {
                 whole_head = std::mem::take(&mut response_head);
                 &whole_head
             } else {
-                &upstream_buffer[..read]
+                &upstream_bytes
             };
             let Some((response, closes)) = response_body.as_mut() else {
                 continue;

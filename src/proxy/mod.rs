@@ -12,12 +12,13 @@
 //!
 //! # Why no splice(2)
 //! Not measured yet, so not used. `splice` saves the copy of each chunk through user space (a
-//! 64 KiB buffer that stays in cache), at the price of a pipe per direction per connection (two
-//! more fds each) and the same number of system calls (socket to pipe, pipe to socket, where a
-//! copy makes one read and one write). It can only pay on long bodies and tunnels, and the
-//! proxy has to read HTTP heads anyway (framing, retries). `bench/proxy.sh` measures the proxy
-//! against direct connections; the tunnelled path (`relay`) is where splice would go if the
-//! copy shows up there.
+//! buffer of up to 64 KiB, made when bytes arrive and gone once they are written, so a waiting
+//! connection holds none), at the price of a pipe per direction per connection (two more fds
+//! each) and the same number of system calls (socket to pipe, pipe to socket, where a copy
+//! makes one read and one write). It can only pay on long bodies and tunnels, and the proxy has
+//! to read HTTP heads anyway (framing, retries). `bench/run` measures the proxy against the
+//! app's own workers; the tunnelled path (`relay`) is where splice would go if the copy shows
+//! up there.
 //!
 //! # Layout
 //! - `balancer`: who gets the next connection (least-connections with ties in turn, or in

@@ -1,13 +1,17 @@
 //! Bytes both ways between two connections, for what is not HTTP/1.x or no longer is (after a
 //! `101 Switching Protocols`): each direction's end of file is passed on as a `shutdown(Write)`
-//! (half-close), each waits for its writes to be taken before it reads more (backpressure, one
-//! 64 KiB buffer per direction), and the pair is closed after [`IDLE_TIMEOUT`] with no byte
-//! either way.
+//! (half-close), each waits for its writes to be taken before it reads more (backpressure), and
+//! the pair is closed after [`IDLE_TIMEOUT`] with no byte either way.
+//!
+//! A buffer exists only while bytes are on their way ([`read_some`]): a connection waiting for
+//! its next bytes holds none, so a thousand quiet connections cost their sockets and tasks, not
+//! two 64 KiB buffers each (128 MB).
 
+use std::io;
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -18,18 +22,16 @@ const BUFFER: usize = 64 * 1024;
 
 /// Relays between `client` and `upstream` until both directions ended or the pair idled;
 /// `early` (bytes the client sent already) goes to `upstream` first.
-pub async fn relay(client: &mut TcpStream, upstream: &mut TcpStream, early: &[u8]) {
+pub async fn relay(client: &TcpStream, upstream: &TcpStream, early: &[u8]) {
     let start = Instant::now();
     let activity = AtomicU64::new(0);
-    let (client_read, client_write) = client.split();
-    let (upstream_read, mut upstream_write) = upstream.split();
-    if !early.is_empty() && upstream_write.write_all(early).await.is_err() {
+    if !early.is_empty() && write_all(upstream, early).await.is_err() {
         return;
     }
     let both = async {
         tokio::join!(
-            copy(client_read, upstream_write, &activity, start),
-            copy(upstream_read, client_write, &activity, start),
+            copy(client, upstream, &activity, start),
+            copy(upstream, client, &activity, start),
         )
     };
     tokio::select! {
@@ -39,24 +41,45 @@ pub async fn relay(client: &mut TcpStream, upstream: &mut TcpStream, early: &[u8
 }
 
 /// One direction: reads until end of file or an error, then shuts the other side's writing.
-async fn copy(
-    mut from: impl AsyncRead + Unpin,
-    mut to: impl AsyncWrite + Unpin,
-    activity: &AtomicU64,
-    start: Instant,
-) {
-    let mut buffer = vec![0; BUFFER];
+async fn copy(from: &TcpStream, to: &TcpStream, activity: &AtomicU64, start: Instant) {
     loop {
-        let read = match from.read(&mut buffer).await {
-            Ok(0) | Err(_) => break,
-            Ok(read) => read,
+        let bytes = match read_some(from).await {
+            Ok(Some(bytes)) if !bytes.is_empty() => bytes,
+            Ok(None) => continue,
+            Ok(Some(_)) | Err(_) => break,
         };
         activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-        if to.write_all(&buffer[..read]).await.is_err() {
+        if write_all(to, &bytes).await.is_err() {
             return;
         }
     }
-    let _ = to.shutdown().await;
+    let _ = socket2::SockRef::from(to).shutdown(Shutdown::Write);
+}
+
+/// Waits until `stream` has bytes (or its end), then reads them into a buffer made for them:
+/// `Some(empty)` is the end of file, `None` a wake-up with nothing to read after all. Cancel
+/// safe (it waits only in `readable`).
+pub async fn read_some(stream: &TcpStream) -> io::Result<Option<Vec<u8>>> {
+    stream.readable().await?;
+    let mut buffer = Vec::with_capacity(BUFFER);
+    match stream.try_read_buf(&mut buffer) {
+        Ok(_) => Ok(Some(buffer)),
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Writes all of `bytes`, waiting while the peer's window is full (backpressure).
+pub async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(bytes) {
+            Ok(written) => bytes = &bytes[written..],
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 /// Returns once no byte went either way for [`IDLE_TIMEOUT`].
