@@ -24,7 +24,8 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 use super::values::{
-    parse_client_count, parse_duration, parse_signal, parse_size, parse_state, WorkerCount,
+    parse_client_count, parse_duration, parse_max_pending, parse_signal, parse_size, parse_state,
+    WorkerCount,
 };
 use super::{Config, ConfigError, Settings};
 use crate::state::StateMode;
@@ -228,6 +229,15 @@ pub(super) fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<
         .map_err(|_| D::Error::custom("expected a size, e.g. \"100mb\""))?
         .into_text();
     parse_size(&text).map(Some).map_err(D::Error::custom)
+}
+
+pub(super) fn max_pending<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<usize>, D::Error> {
+    let text = TextOrNumber::deserialize(deserializer)
+        .map_err(|_| D::Error::custom("expected a number of connections, e.g. 1"))?
+        .into_text();
+    parse_max_pending(&text).map(Some).map_err(D::Error::custom)
 }
 
 pub(super) fn client_count<'de, D: Deserializer<'de>>(

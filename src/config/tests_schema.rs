@@ -54,6 +54,12 @@ fn cases() -> Vec<Case> {
             "balance",
         ),
         case(
+            "max_pending",
+            Some(&["--max-pending", "4"]),
+            "max-pending = 4",
+            "max-pending",
+        ),
+        case(
             "ready",
             Some(&["--ready", "notify"]),
             "ready = \"notify\"",

@@ -40,6 +40,8 @@
 //! kernel closes its fd, and the channel answers `NODE_HANDLE_NACK` ahead of any queued frame
 //! (the frame is reported as [`FromWorker::UnsupportedHandle`]).
 
+use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -49,7 +51,7 @@ use std::sync::Arc;
 
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use serde_json::{Map, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -57,6 +59,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::frame::{line, Dialect, EncodeError, FromWorker, ToWorker};
+use super::handoff::{self, Kind};
 use super::line::{Decoder, FrameError};
 use super::node::{ClusterLine, HandleLine, HANDLE_NACK};
 
@@ -83,6 +86,10 @@ pub enum Incoming<F> {
     RefusedHandle(F),
     /// The peer's answer to the handle last sent: the writer may go on.
     HandleAck { received: bool },
+    /// A handed connection (herdsman's `connection` frame): its fd came with the line.
+    Handoff { id: u64 },
+    /// Write this line back at once, ahead of queued frames (the answer to a ping).
+    Reply(Vec<u8>),
     /// Pass it over.
     Pass,
 }
@@ -95,8 +102,16 @@ pub trait End: std::fmt::Debug + Send + 'static {
     const INBOX_BYTES: Option<usize>;
     /// Frames decoded and not yet [`Channel::handled`], at most (`None`: no bound).
     const UNHANDLED_FRAMES: Option<usize>;
+    /// Whether this end takes the fds that come with frames (`recvmsg`); else the kernel
+    /// closes them unread.
+    const TAKES_FDS: bool = false;
     /// What `value` is for this end; an error cuts the channel.
     fn receive(value: Value, dialect: Dialect) -> Result<Incoming<Self::Receives>, FrameError>;
+    /// What a line is, read without JSON, for the lines that come once per connection
+    /// (`handoff`); `None` to decode it as JSON.
+    fn quick(_line: &[u8], _dialect: Dialect) -> Option<Incoming<Self::Receives>> {
+        None
+    }
 }
 
 /// The primary's end: reads [`FromWorker`], sends [`ToWorker`], bounded both ways.
@@ -120,6 +135,11 @@ impl End for PrimaryEnd {
             frame => Incoming::Frame(frame),
         })
     }
+
+    fn quick(line: &[u8], dialect: Dialect) -> Option<Incoming<FromWorker>> {
+        let (kind, id) = handoff::parse(line).filter(|(kind, _)| kind.is_answer())?;
+        (dialect == Dialect::Herdsman).then_some(Incoming::Frame(FromWorker::Handoff { kind, id }))
+    }
 }
 
 impl End for WorkerEnd {
@@ -127,9 +147,28 @@ impl End for WorkerEnd {
     const INBOX_BYTES: Option<usize> = None;
     const UNHANDLED_FRAMES: Option<usize> = None;
 
+    const TAKES_FDS: bool = true;
+
     /// A frame the worker does not know (a newer primary's) is passed over, not an error.
     fn receive(value: Value, dialect: Dialect) -> Result<Incoming<ToWorker<'static>>, FrameError> {
+        if let Some(handed) = handoff::from_value(&value).and_then(worker_handoff) {
+            return Ok(handed);
+        }
         Ok(ToWorker::decode(value, dialect).map_or(Incoming::Pass, Incoming::Frame))
+    }
+
+    fn quick(line: &[u8], _dialect: Dialect) -> Option<Incoming<ToWorker<'static>>> {
+        handoff::parse(line).and_then(worker_handoff)
+    }
+}
+
+/// What the primary's handoff frame `(kind, id)` is for a worker's reader: a connection to
+/// pair with its fd, or a ping it answers itself (so a worker whose runtime runs answers).
+fn worker_handoff((kind, id): (Kind, u64)) -> Option<Incoming<ToWorker<'static>>> {
+    match kind {
+        Kind::Connection => Some(Incoming::Handoff { id }),
+        Kind::Ping => Some(Incoming::Reply(handoff::line(Kind::Pong, id))),
+        _ => None,
     }
 }
 
@@ -140,15 +179,35 @@ pub type WorkerChannel = Channel<WorkerEnd>;
 #[derive(Debug, PartialEq)]
 pub enum Received<F> {
     Frame(F),
+    /// A connection the primary handed over (a worker's end): its fd, or `None` if none came
+    /// with the frame (then the worker refuses it).
+    Connection {
+        id: u64,
+        fd: Option<Handed>,
+    },
     /// The channel ended, the last report: `None` at end of file, else why it was cut.
     Closed(Option<String>),
 }
 
+/// A handed connection's fd, as a worker's reader received it.
+#[derive(Debug)]
+pub struct Handed(pub OwnedFd);
+
+/// Two handed fds are the same if they are the same descriptor (for tests' `assert_eq!`).
+impl PartialEq for Handed {
+    fn eq(&self, other: &Handed) -> bool {
+        self.0.as_raw_fd() == other.0.as_raw_fd()
+    }
+}
+
 /// A line queued for the writer, with the fd it carries, holding its share of the inbox until
-/// it is written (a handle's: until the peer acknowledged it).
+/// it is written (a Node handle's: until the peer acknowledged it).
 struct Queued {
     line: Vec<u8>,
     fd: Option<Arc<OwnedFd>>,
+    /// Whether later frames wait for the peer's `NODE_HANDLE_ACK` (Node's handles; herdsman's
+    /// connections are answered by the balancer's own frames instead).
+    awaits_ack: bool,
     _room: Option<OwnedSemaphorePermit>,
 }
 
@@ -245,6 +304,11 @@ impl<E: End> Channel<E> {
     /// Queues `line` (with the fd it carries) for the peer if the inbox has room; else `fd`
     /// is closed here.
     fn queue(&self, line: Vec<u8>, fd: Option<Arc<OwnedFd>>) -> Delivery {
+        let awaits_ack = fd.is_some();
+        self.queue_line(line, fd, awaits_ack)
+    }
+
+    fn queue_line(&self, line: Vec<u8>, fd: Option<Arc<OwnedFd>>, awaits_ack: bool) -> Delivery {
         if self.frames.is_closed() {
             return Delivery::Closed;
         }
@@ -265,6 +329,7 @@ impl<E: End> Channel<E> {
         let queued = Queued {
             line,
             fd,
+            awaits_ack,
             _room: room,
         };
         if self.frames.send(queued).is_err() {
@@ -341,6 +406,30 @@ impl PrimaryChannel {
         )
     }
 
+    /// Hands `connection` to a worker of herdsman's dialect: `{"id":N,"type":"connection"}`
+    /// with the fd (`handoff`). Nothing waits for a handle ack: the worker's `accepted` or
+    /// `refused` (naming `seq`) is the balancer's to read. The channel drops its share of the
+    /// fd once written; the caller keeps its own until the worker accepted.
+    pub fn send_connection(&self, connection: Arc<OwnedFd>) -> Sent {
+        let seq = self.next_seq();
+        let line = handoff::line(Kind::Connection, seq);
+        let delivery = self.queue_line(line, Some(connection), false);
+        Sent { delivery, seq }
+    }
+
+    /// Asks a worker of herdsman's dialect whether its loop runs: `{"id":N,"type":"ping"}`,
+    /// which its channel answers with `pong`.
+    pub fn send_ping(&self) -> Sent {
+        let seq = self.next_seq();
+        let delivery = self.queue_line(handoff::line(Kind::Ping, seq), None, false);
+        Sent { delivery, seq }
+    }
+
+    /// The channel's dialect.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
     fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }
@@ -350,6 +439,12 @@ impl WorkerChannel {
     /// Queues `frame` for the primary.
     pub fn send(&self, frame: &FromWorker) -> Result<Delivery, EncodeError> {
         Ok(self.queue(frame.encode(self.dialect)?, None))
+    }
+
+    /// Tells the primary what became of handed connection `id` (`accepted`, `refused`,
+    /// `closed`).
+    pub fn answer(&self, kind: Kind, id: u64) -> Delivery {
+        self.queue(handoff::line(kind, id), None)
     }
 }
 
@@ -368,7 +463,7 @@ struct Peer {
     /// Set by the writer while it waits for an answer, so that a stray answer is passed over.
     awaiting: Arc<AtomicBool>,
     answers: mpsc::Sender<bool>,
-    nacks: mpsc::Sender<&'static [u8]>,
+    nacks: mpsc::Sender<Cow<'static, [u8]>>,
 }
 
 /// The writer's side of [`Peer`].
@@ -379,7 +474,7 @@ struct Answers {
 }
 
 async fn read<E: End>(
-    mut reader: OwnedReadHalf,
+    reader: OwnedReadHalf,
     dialect: Dialect,
     unhandled: Option<Arc<Semaphore>>,
     peer: Peer,
@@ -387,32 +482,45 @@ async fn read<E: End>(
 ) {
     let mut decoder = Decoder::default();
     let mut buffer = vec![0u8; 64 * 1024];
-    let mut values = Vec::new();
+    let mut items = Vec::new();
+    // The fds that came and wait for the frame they came with (`E::TAKES_FDS`).
+    let mut fds = VecDeque::new();
     let reason = loop {
-        let read = match reader.read(&mut buffer).await {
+        let read = match read_some::<E>(&reader, &mut buffer, &mut fds).await {
             Ok(0) => break None,
             Ok(read) => read,
             Err(error) => break Some(error.to_string()),
         };
-        let fed = decoder.feed(&buffer[..read], &mut values);
-        for value in values.drain(..) {
-            let frame = match E::receive(value, dialect) {
-                Ok(Incoming::Pass) => continue,
-                Ok(Incoming::HandleAck { received }) => {
+        let fed = decoder.feed_lines(&buffer[..read], |line| {
+            let item = match E::quick(line, dialect) {
+                Some(item) => item,
+                None => E::receive(super::line::parse(line)?, dialect)?,
+            };
+            items.push(item);
+            Ok(())
+        });
+        for item in items.drain(..) {
+            let received = match item {
+                Incoming::Pass => continue,
+                Incoming::HandleAck { received } => {
                     if peer.awaiting.swap(false, Ordering::SeqCst) {
                         let _ = peer.answers.try_send(received);
                     }
                     continue;
                 }
-                Ok(Incoming::Frame(frame)) => frame,
-                Ok(Incoming::RefusedHandle(frame)) => {
-                    // Full only for a peer that does not wait for its answers: it goes without.
-                    let _ = peer.nacks.try_send(HANDLE_NACK);
-                    frame
+                Incoming::Reply(line) => {
+                    // Full only for a peer that does not read its answers: it goes without.
+                    let _ = peer.nacks.try_send(Cow::Owned(line));
+                    continue;
                 }
-                Err(error) => {
-                    receive(Received::Closed(Some(error.to_string())));
-                    return;
+                Incoming::Handoff { id } => Received::Connection {
+                    id,
+                    fd: fds.pop_front().map(Handed),
+                },
+                Incoming::Frame(frame) => Received::Frame(frame),
+                Incoming::RefusedHandle(frame) => {
+                    let _ = peer.nacks.try_send(Cow::Borrowed(HANDLE_NACK));
+                    Received::Frame(frame)
                 }
             };
             if let Some(unhandled) = &unhandled {
@@ -422,13 +530,52 @@ async fn read<E: End>(
                 };
                 permit.forget();
             }
-            receive(Received::Frame(frame));
+            receive(received);
         }
         if let Err(error) = fed {
             break Some(error.to_string());
         }
     };
     receive(Received::Closed(reason));
+}
+
+/// One read: plain, or `recvmsg` keeping the fds that come (`E::TAKES_FDS`).
+async fn read_some<E: End>(
+    reader: &OwnedReadHalf,
+    buffer: &mut [u8],
+    fds: &mut VecDeque<OwnedFd>,
+) -> io::Result<usize> {
+    let stream: &UnixStream = reader.as_ref();
+    when_ready(stream, Interest::READABLE, || {
+        if E::TAKES_FDS {
+            crate::sys::recv_with_fds(stream.as_raw_fd(), buffer, fds)
+        } else {
+            nix::sys::socket::recv(stream.as_raw_fd(), buffer, MsgFlags::MSG_DONTWAIT)
+                .map_err(io::Error::from)
+        }
+    })
+    .await
+}
+
+/// Runs the non-blocking `io` on `stream` once it is ready for `interest`, again while it
+/// would block or was interrupted.
+async fn when_ready<T>(
+    stream: &UnixStream,
+    interest: Interest,
+    mut io: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    loop {
+        stream.ready(interest).await?;
+        match stream.try_io(interest, &mut io) {
+            Ok(done) => return Ok(done),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// Writes the queued frames in order; after a handle, nothing but `NODE_HANDLE_NACK`s until the
@@ -438,13 +585,13 @@ async fn write(
     mut writer: OwnedWriteHalf,
     mut queue: mpsc::UnboundedReceiver<Queued>,
     mut answers: Answers,
-    mut nacks: mpsc::Receiver<&'static [u8]>,
+    mut nacks: mpsc::Receiver<Cow<'static, [u8]>>,
 ) -> io::Result<()> {
     loop {
         let queued = tokio::select! {
             biased;
             Some(nack) = nacks.recv() => {
-                writer.write_all(nack).await?;
+                writer.write_all(&nack).await?;
                 continue;
             }
             queued = queue.recv() => match queued {
@@ -457,6 +604,12 @@ async fn write(
             writer.write_all(&queued.line).await?;
             continue;
         };
+        if !queued.awaits_ack {
+            // herdsman's connection: the fd goes with the first bytes, and nothing waits.
+            let sent = send_with_fd(&writer, &queued.line, fd).await?;
+            writer.write_all(&queued.line[sent..]).await?;
+            continue;
+        }
         for _ in 0..=HANDLE_RETRIES {
             answers.awaiting.store(true, Ordering::SeqCst);
             let sent = send_with_fd(&writer, &queued.line, fd).await?;
@@ -464,7 +617,7 @@ async fn write(
             let received = loop {
                 tokio::select! {
                     biased;
-                    Some(nack) = nacks.recv() => writer.write_all(nack).await?,
+                    Some(nack) = nacks.recv() => writer.write_all(&nack).await?,
                     answer = answers.answered.recv() => match answer {
                         Some(received) => break received,
                         // The reader is gone: nobody will answer.
@@ -485,28 +638,17 @@ async fn write(
 async fn send_with_fd(writer: &OwnedWriteHalf, line: &[u8], fd: &OwnedFd) -> io::Result<usize> {
     let stream: &UnixStream = writer.as_ref();
     let fds = [fd.as_raw_fd()];
-    loop {
-        stream.writable().await?;
-        let sent = stream.try_io(Interest::WRITABLE, || {
-            sendmsg::<()>(
-                stream.as_raw_fd(),
-                &[IoSlice::new(line)],
-                &[ControlMessage::ScmRights(&fds)],
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            )
-            .map_err(io::Error::from)
-        });
-        match sent {
-            Ok(sent) => return Ok(sent),
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
-            Err(error) => return Err(error),
-        }
-    }
+    when_ready(stream, Interest::WRITABLE, || {
+        sendmsg::<()>(
+            stream.as_raw_fd(),
+            &[IoSlice::new(line)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(io::Error::from)
+    })
+    .await
 }
 
 #[cfg(test)]

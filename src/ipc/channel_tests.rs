@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::ipc::frame::Target;
+use tokio::io::AsyncReadExt;
 
 /// What a channel's reader reported, as a stream.
 fn collect<F: Send + 'static>() -> (
@@ -87,7 +88,7 @@ async fn a_bad_frame_cuts_the_channel_with_its_reason() {
     assert_eq!(
             next(&mut primary_got).await,
             Received::Closed(Some(
-                r#"frame {"type":"shout"} is not a herdsman frame: `type` must be "ready" or "message""#
+                r#"frame {"type":"shout"} is not a herdsman frame: `type` must be "ready", "message", or a handoff answer ("accepted", "refused", "closed", "pong") with a numeric `id`"#
                     .into()
             ))
         );

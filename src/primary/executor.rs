@@ -58,7 +58,7 @@ pub(super) struct Executor {
     /// Sockets on addresses Node workers asked for besides the cluster's (`node`).
     pub node_sockets: Vec<(std::net::SocketAddr, socket2::Socket)>,
     /// With `--balance round-robin`: the primary's accepting and handing (`node`).
-    pub round_robin: Option<super::node::RoundRobinPort>,
+    pub round_robin: Option<super::handoff::RoundRobinPort>,
     /// With `--balance proxy`: the proxy, and each worker's private port (`proxied`).
     pub proxy: Option<crate::proxy::Proxy>,
     pub private_ports: HashMap<WorkerId, u16>,
@@ -138,7 +138,7 @@ impl Executor {
         if let Some(announcement) = self.machine.ready_mode_announcement() {
             self.logger.info(announcement);
         }
-        self.round_robin = super::node::RoundRobinPort::open(&self.listeners)
+        self.round_robin = super::handoff::RoundRobinPort::open(&self.listeners, config)
             .map_err(|error| StartupFailed(format!("cannot accept for round-robin: {error}")))?;
         self.proxy = self.start_proxy()?;
         self.feed(Input::Start).await;
@@ -148,7 +148,7 @@ impl Executor {
                 Some(event) = events.recv() => self.on_event(event).await,
                 Some(intent) = intents.recv() => self.on_intent(intent).await,
                 due = self.timers.next() => self.on_due(due).await,
-                accepted = super::node::accept(self.round_robin.as_ref()) => {
+                accepted = super::handoff::accept(self.round_robin.as_ref()) => {
                     self.on_connections(accepted);
                 }
             }
@@ -288,6 +288,13 @@ impl Executor {
                     return Input::SpawnFailed { worker, error };
                 }
             },
+            None if self.machine.config().balance.is_handoff()
+                && self.machine.config().ipc == crate::ipc::IpcMode::On =>
+            {
+                WorkerSocket::Handoff {
+                    address: self.listeners.local_addr(),
+                }
+            }
             None => WorkerSocket::Inherited {
                 fd: listen_fd,
                 port: self.listeners.local_addr().port(),
@@ -311,6 +318,7 @@ impl Executor {
                 let pid = process.pid;
                 self.processes.insert(worker, process);
                 self.probe_private_port(worker);
+                self.handoff_spawned(worker);
                 Input::Spawned { worker, pid }
             }
             Err(error) => Input::SpawnFailed {

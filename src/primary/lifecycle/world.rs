@@ -29,6 +29,7 @@ pub fn config(workers: usize) -> Config {
         workers,
         address: "127.0.0.1:0".parse().unwrap(),
         balance: Balance::Reuseport,
+        max_pending: 1,
         ready: ReadyMode::Notify,
         ready_delay: READY_DELAY,
         ready_timeout: READY_TIMEOUT,
