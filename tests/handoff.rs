@@ -272,3 +272,34 @@ fn handoff_needs_an_ipc_channel_and_least_conn_a_worker_that_reports_closes() {
         output.stderr
     );
 }
+
+/// The Python worker in docs/protocol.md ("Handed connections"), as it is written there.
+fn python_handoff_worker() -> String {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/protocol.md"))
+        .expect("read docs/protocol.md");
+    let start = "In Python, a worker that serves handed connections:\n\n```python\n";
+    let after = &doc[doc.find(start).expect("the Python handoff worker") + start.len()..];
+    after[..after.find("```").unwrap()].to_string()
+}
+
+#[test]
+fn the_documented_python_worker_takes_handed_connections_in_turn() {
+    let dir = RuntimeDir::new();
+    let script = write_file(&dir, "handed.py", &python_handoff_worker());
+    let cluster = cluster()
+        .runtime_dir(&dir)
+        .args(&["--workers", "2", "--name", "py", "--balance", "round-robin", "--ipc"])
+        .command(&["python3", script.to_str().unwrap()])
+        .start();
+    let ready: BTreeSet<u32> = cluster.ready_pids(2).into_iter().collect();
+    let mut by_pid: BTreeMap<u32, usize> = BTreeMap::new();
+    for request in 0..100 {
+        let response = http_get(cluster.address(), "/")
+            .unwrap_or_else(|error| panic!("request {request}: {error}; log:\n{}", cluster.log()));
+        assert_eq!(response.status, 200, "{response:?}");
+        let pid: u32 = response.body.trim().parse().unwrap();
+        *by_pid.entry(pid).or_default() += 1;
+    }
+    let expected: BTreeMap<u32, usize> = ready.iter().map(|&pid| (pid, 50)).collect();
+    assert_eq!(by_pid, expected, "log:\n{}", cluster.log());
+}
