@@ -288,7 +288,15 @@ fn the_documented_python_worker_takes_handed_connections_in_turn() {
     let script = write_file(&dir, "handed.py", &python_handoff_worker());
     let cluster = cluster()
         .runtime_dir(&dir)
-        .args(&["--workers", "2", "--name", "py", "--balance", "round-robin", "--ipc"])
+        .args(&[
+            "--workers",
+            "2",
+            "--name",
+            "py",
+            "--balance",
+            "round-robin",
+            "--ipc",
+        ])
         .command(&["python3", script.to_str().unwrap()])
         .start();
     let ready: BTreeSet<u32> = cluster.ready_pids(2).into_iter().collect();
