@@ -455,7 +455,7 @@ impl Executor {
             Due::Lifecycle(timer) => self.feed(Input::Timer(timer)).await,
             Due::RescueSweep => self.sweep_stranded(),
             Due::PortGroupCheck => self.check_port_group().await,
-            Due::RoundRobin => self.hand_connections(),
+            Due::RoundRobin => self.round_robin_due(),
             Due::RoundRobinAccept => self.resume_accepting(),
         }
     }

@@ -48,6 +48,9 @@ pub(super) struct RoundRobinPort {
     question: Connection,
     /// Accepting failed a moment ago.
     paused: bool,
+    /// When `Due::RoundRobin` is set to fall due, if it is: moved only to an earlier time, as
+    /// the balancer asks for one on nearly every call (a timer moved per connection costs).
+    due_at: Option<Instant>,
 }
 
 impl RoundRobinPort {
@@ -66,6 +69,7 @@ impl RoundRobinPort {
             balancer: RoundRobin::new(policy, config.max_pending),
             question: Arc::new(question.into()),
             paused: false,
+            due_at: None,
         }))
     }
 
@@ -222,10 +226,23 @@ impl Executor {
             question: &port.question,
         };
         let now = Instant::now();
-        if let Some(at) = port.balancer.dispatch(now, &mut senders) {
+        let Some(at) = port.balancer.dispatch(now, &mut senders) else {
+            return;
+        };
+        // A timer due earlier than needed only makes the balancer look again, and set it anew.
+        if port.due_at.is_none_or(|due| at < due || due <= now) {
+            port.due_at = Some(at);
             self.timers
                 .schedule(Due::RoundRobin, at.saturating_duration_since(now));
         }
+    }
+
+    /// `Due::RoundRobin` fell due.
+    pub(super) fn round_robin_due(&mut self) {
+        if let Some(port) = &mut self.round_robin {
+            port.due_at = None;
+        }
+        self.hand_connections();
     }
 
     /// `worker` exited: what it had not answered for goes to another worker.
