@@ -15,7 +15,7 @@
 #
 # HERDSMAN=path/to/herdsman and TESTSERVER=path/to/testserver measure other builds (the
 # defaults are built here, PROFILE=release by default); SETUPS="lib-rr lib-lc node-rr" picks
-# setups. PIN=1 (the default on 2+ CPUs): wrk on CPU 0, the cluster on the others.
+# setups; EXTRA="--max-pending 4" adds flags to every cluster. PIN=1 (the default on 2+ CPUs): wrk on CPU 0, the cluster on the others.
 # Targets: ≤ 8 µs (issue 15, handoff), ≤ 10 µs (issue 13, Node round-robin).
 # Everything listens on 127.0.0.1 (ports picked free) and is stopped by the script.
 set -euo pipefail
@@ -65,7 +65,7 @@ start_setup() {
         *) echo "unknown setup $name" >&2; return 1 ;;
     esac
     "${SERVER_CPUS[@]}" "$HERDSMAN" run --workers 2 --host 127.0.0.1 --port "$port" \
-        --name "rrcpu-$name" --balance "$balance" "${ipc[@]}" -- "${command[@]}" >"$log" 2>&1 &
+        --name "rrcpu-$name" --balance "$balance" "${ipc[@]}" ${EXTRA:-} -- "${command[@]}" >"$log" 2>&1 &
     STARTED+=($!) PRIMARY=$!
     wait_serving "$port" "$PRIMARY" 2>>"$log" && return 0
     echo "$name did not serve; its log ($log):" >&2
@@ -76,7 +76,7 @@ start_setup() {
 SETUPS=(${SETUPS:-lib-rr lib-lc node-rr})
 RAW="$OUT/rrcpu-raw.txt"
 : >"$RAW"
-echo "herdsman: $HERDSMAN; $CONNECTIONS connections, Connection: close; $(pinning)"
+echo "herdsman: $HERDSMAN ${EXTRA:-}; $CONNECTIONS connections, Connection: close; $(pinning)"
 for round in $(seq 1 "$ROUNDS"); do
     for setup in "${SETUPS[@]}"; do
         port=$(free_port)

@@ -35,6 +35,10 @@ mod listener;
 /// `least-conn` with `--ipc`): the cluster's address, which [`Listener::local_addr`] gives.
 pub(crate) const HANDOFF_ENV: &str = "HERDSMAN_HANDOFF";
 
+/// Set to `1` when the primary counts each worker's open connections (`least-conn`): then
+/// every handed connection reports its close.
+pub(crate) const HANDOFF_CLOSES_ENV: &str = "HERDSMAN_HANDOFF_CLOSES";
+
 pub use listener::{shutdown, stop_accepting, Connection, Listener, FIRST_READ_WAIT};
 
 /// This worker, as herdsman started it.
@@ -242,7 +246,13 @@ impl Worker {
                      call Worker::listener() once",
                 )
             })?;
-        Ok(Listener::handed(handed, channel.ipc.clone(), address))
+        let report_closes = std::env::var(HANDOFF_CLOSES_ENV).is_ok_and(|value| value == "1");
+        Ok(Listener::handed(
+            handed,
+            channel.ipc.clone(),
+            address,
+            report_closes,
+        ))
     }
 
     /// Tells herdsman this worker is ready for connections (`READY=1` on `NOTIFY_SOCKET`); a

@@ -15,6 +15,16 @@ use crate::support::*;
 /// `--workers N --balance BALANCE --ipc --name NAME` over the testserver, every worker ready;
 /// returns pids by slot.
 fn handoff_cluster(name: &str, balance: &str, workers: usize) -> (Cluster, BTreeMap<usize, u32>) {
+    handoff_cluster_with(name, balance, workers, &[])
+}
+
+/// [`handoff_cluster`] with more flags.
+fn handoff_cluster_with(
+    name: &str,
+    balance: &str,
+    workers: usize,
+    more: &[&str],
+) -> (Cluster, BTreeMap<usize, u32>) {
     let count = workers.to_string();
     let cluster = cluster()
         .args(&[
@@ -26,6 +36,7 @@ fn handoff_cluster(name: &str, balance: &str, workers: usize) -> (Cluster, BTree
             balance,
             "--ipc",
         ])
+        .args(more)
         .start();
     let ready = cluster.wait_ready(workers).into_iter().collect();
     cluster
@@ -110,7 +121,10 @@ fn round_robin_sends_no_new_connection_to_a_library_worker_stuck_in_cpu_work() {
 
 #[test]
 fn least_conn_sends_fresh_connections_to_the_worker_holding_fewest_open() {
-    let (cluster, ready) = handoff_cluster("fewest", "least-conn", 2);
+    // `--max-pending 2`: a worker's `accepted` may reach the primary after its answer reached
+    // the client, whose next connection must still go to it (with 1 it would be passed over
+    // while that answer is on its way, as Node's round-robin does).
+    let (cluster, ready) = handoff_cluster_with("fewest", "least-conn", 2, &["--max-pending", "2"]);
     let address = cluster.address();
     // 10 keep-alive connections: least-connections spreads them 5 and 5.
     let mut held: Vec<(u32, KeepAliveClient)> = (0..10)

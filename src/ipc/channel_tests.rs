@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::ipc::frame::Target;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What a channel's reader reported, as a stream.
 fn collect<F: Send + 'static>() -> (

@@ -145,6 +145,9 @@ impl Executor {
         self.watch_port_group();
         while !self.machine.is_finished() {
             tokio::select! {
+                // In this order: what workers said (a handed connection's answer among it)
+                // before new connections are accepted, so that a pick counts what is known.
+                biased;
                 Some(event) = events.recv() => self.on_event(event).await,
                 Some(intent) = intents.recv() => self.on_intent(intent).await,
                 due = self.timers.next() => self.on_due(due).await,
@@ -293,6 +296,8 @@ impl Executor {
             {
                 WorkerSocket::Handoff {
                     address: self.listeners.local_addr(),
+                    report_closes: self.machine.config().balance
+                        == crate::config::Balance::LeastConn,
                 }
             }
             None => WorkerSocket::Inherited {

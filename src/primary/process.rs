@@ -77,7 +77,13 @@ pub enum WorkerSocket {
     /// round-robin` or `least-conn` with `--ipc`), announced as `HERDSMAN_HANDOFF=ADDRESS`,
     /// the cluster's address (so a worker that would accept from an inherited socket cannot
     /// take connections past the balancer).
-    Handoff { address: std::net::SocketAddr },
+    /// With `least-conn` it reports each connection's close (`HERDSMAN_HANDOFF_CLOSES=1`);
+    /// round-robin counts none, so it is spared the frame (one wake-up of the primary less per
+    /// connection).
+    Handoff {
+        address: std::net::SocketAddr,
+        report_closes: bool,
+    },
 }
 
 /// A live worker process: what the executor needs to signal it, talk to it and report on it.
@@ -114,7 +120,7 @@ impl Process {
         let (mut inherited, port) = match launch.socket {
             WorkerSocket::Inherited { fd, port } => (vec![fd], port),
             WorkerSocket::Private { port } => (Vec::new(), port),
-            WorkerSocket::Handoff { address } => (Vec::new(), address.port()),
+            WorkerSocket::Handoff { address, .. } => (Vec::new(), address.port()),
         };
         let listen_count = inherited.len();
         // The channel follows the listening socket, if any, from fd 3 on.
@@ -160,7 +166,13 @@ impl Process {
         match launch.socket {
             WorkerSocket::Inherited { .. } => command.env("LISTEN_FDNAMES", "herdsman"),
             WorkerSocket::Private { .. } => command.env("HOST", "127.0.0.1"),
-            WorkerSocket::Handoff { address } => {
+            WorkerSocket::Handoff {
+                address,
+                report_closes,
+            } => {
+                if report_closes {
+                    command.env(crate::worker::HANDOFF_CLOSES_ENV, "1");
+                }
                 command.env(crate::worker::HANDOFF_ENV, address.to_string())
             }
         };

@@ -20,7 +20,8 @@
 //! socket: it yields the connections the primary hands over the IPC channel, and answers each
 //! (`accepted` when the server takes it from [`Listener::accept`]; `refused` for those that
 //! arrive once it stopped, which the primary hands to another worker, so a stop loses none),
-//! and each [`Connection`] reports its close when dropped, which `least-conn` counts.
+//! and, under `least-conn` (`HERDSMAN_HANDOFF_CLOSES=1`), each [`Connection`] reports its
+//! close when dropped, which the primary counts.
 //!
 //! The socket and the connections are tokio's, wrapped: [`Connection`] derefs to
 //! [`tokio::net::TcpStream`]. With the `axum` feature, [`Listener`] is an
@@ -80,6 +81,8 @@ enum Source {
     Handed {
         connections: mpsc::UnboundedReceiver<(u64, OwnedFd)>,
         channel: Arc<WorkerChannel>,
+        /// Whether each connection reports its close (`least-conn` counts them).
+        report_closes: bool,
     },
 }
 
@@ -94,10 +97,12 @@ impl Listener {
         connections: mpsc::UnboundedReceiver<(u64, OwnedFd)>,
         channel: Arc<WorkerChannel>,
         address: SocketAddr,
+        report_closes: bool,
     ) -> Listener {
         let source = Source::Handed {
             connections,
             channel,
+            report_closes,
         };
         Listener::with(source, address)
     }
@@ -133,22 +138,25 @@ impl Listener {
                 Some(Source::Handed {
                     connections,
                     channel,
+                    report_closes,
                 }) => tokio::select! {
                     biased;
                     _ = self.stopping.wait_for(|stopping| *stopping) => continue,
-                    next = connections.recv() => next.map(|(id, fd)| (id, fd, channel.clone())),
+                    next = connections.recv() => {
+                        next.map(|(id, fd)| (id, fd, channel.clone(), *report_closes))
+                    }
                 },
             };
             // The channel is gone (the primary is): nothing more comes.
-            let Some((id, fd, channel)) = next else {
+            let Some((id, fd, channel, report_closes)) = next else {
                 self.close();
                 continue;
             };
             match adopt(fd) {
                 Ok((stream, peer)) => {
                     channel.answer(Kind::Accepted, id);
-                    let report = CloseReport { id, channel };
-                    return Ok((Connection::new(stream, Some(report)), peer));
+                    let report = report_closes.then_some(CloseReport { id, channel });
+                    return Ok((Connection::new(stream, report), peer));
                 }
                 // Not a socket this process can serve: another worker may.
                 Err(_) => {
@@ -170,6 +178,7 @@ impl Listener {
         if let Source::Handed {
             mut connections,
             channel,
+            ..
         } = source
         {
             // Those handed already go back, and the channel refuses any that come after.
