@@ -183,7 +183,6 @@ pub fn parse_signal(text: &str) -> Result<Signal, String> {
 }
 
 #[cfg(feature = "cli")]
-/// Parses `--state-max-clients`: a count of 1 or more.
 /// Parses `--max-pending`: how many handed connections a worker may leave unanswered.
 pub fn parse_max_pending(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
@@ -195,6 +194,8 @@ pub fn parse_max_pending(text: &str) -> Result<usize, String> {
     }
 }
 
+#[cfg(feature = "cli")]
+/// Parses `--state-max-clients`: a count of 1 or more.
 pub fn parse_client_count(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
         Ok(count) if count >= 1 => Ok(count),
