@@ -25,6 +25,10 @@
 //! `TESTSERVER_NOTIFY=1` sends `READY=1` to
 //! `$NOTIFY_SOCKET` once serving, after `TESTSERVER_NOTIFY_DELAY_MS`; `TESTSERVER_IGNORE_TERM=1`
 //! ignores SIGTERM.
+//!
+//! Under `--balance round-robin` or `least-conn` with `--ipc` (`HERDSMAN_HANDOFF` set) it
+//! serves through `herdsman::Worker::listener()`, which yields the connections the primary
+//! hands over: the same axum app on the library's listener.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -63,6 +67,14 @@ fn main() {
         eprintln!("testserver: {crash_if} exists; crashing on purpose");
         std::process::exit(1);
     }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    if std::env::var_os("HERDSMAN_HANDOFF").is_some() {
+        runtime.block_on(serve_handed());
+        return;
+    }
     let listener = match listener() {
         Ok(listener) => listener,
         Err(error) => {
@@ -70,11 +82,36 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     runtime.block_on(serve(listener));
+}
+
+/// Serves the connections the primary hands over, through the library's listener.
+async fn serve_handed() {
+    let mut worker = herdsman::Worker::from_env().ready_on_listen(true);
+    let listener = match worker.listener() {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("testserver: cannot listen: {error}");
+            std::process::exit(1);
+        }
+    };
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+    println!(
+        "testserver pid={} worker={} serving handed connections on {}",
+        std::process::id(),
+        env_var("HERDSMAN_WORKER_ID"),
+        listener.local_addr().unwrap()
+    );
+    let shutdown = async {
+        terminated(term).await;
+        // Connections handed meanwhile go back to the primary, then the server drains.
+        herdsman::worker::stop_accepting().await;
+    };
+    axum::serve(listener, app())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .unwrap();
+    println!("testserver pid={} drained, exiting", std::process::id());
 }
 
 fn listener() -> std::io::Result<std::net::TcpListener> {
@@ -105,14 +142,7 @@ fn listener() -> std::io::Result<std::net::TcpListener> {
 async fn serve(listener: std::net::TcpListener) {
     listener.set_nonblocking(true).unwrap();
     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    let app = Router::new()
-        .route("/", get(identity))
-        .route("/env", get(environment))
-        .route("/sleep", get(sleep))
-        .route("/burn", get(burn))
-        .route("/crash", get(crash))
-        .route("/log", get(log))
-        .layer(axum::middleware::map_response(close_while_draining));
+    let app = app();
     // Before the line below: a test that waits for it may signal at once, and a SIGTERM that
     // arrives before the handler is installed would end the process (default action).
     let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
@@ -130,6 +160,17 @@ async fn serve(listener: std::net::TcpListener) {
         .await
         .unwrap();
     println!("testserver pid={} drained, exiting", std::process::id());
+}
+
+fn app() -> Router {
+    Router::new()
+        .route("/", get(identity))
+        .route("/env", get(environment))
+        .route("/sleep", get(sleep))
+        .route("/burn", get(burn))
+        .route("/crash", get(crash))
+        .route("/log", get(log))
+        .layer(axum::middleware::map_response(close_while_draining))
 }
 
 async fn close_while_draining(mut response: Response) -> Response {

@@ -7,7 +7,8 @@
 //!   inherited listening sockets at fds 3, 4, … as socket activation expects);
 //! - the worker's keeper: [`adopt_inherited_socket`], [`close_inherited`], [`die_by_signal`];
 //! - the worker library: [`take_inherited_listener`], [`take_ipc_channel`] (fds it inherited,
-//!   each taken once), [`cpu_seconds`];
+//!   each taken once), [`cpu_seconds`], and the channel's reader, which takes handed
+//!   connections with their frames ([`recv_with_fds`]);
 //! - the primary: [`raise_fd_limit`] at start; the reuseport steering program
 //!   ([`attach_reuseport_cbpf`], [`detach_reuseport_bpf`]); queue lengths for readiness,
 //!   retiring and the rescue ([`listen_queue_length`]); [`own_children`] for the reaper;
@@ -371,6 +372,35 @@ pub fn consume_and_reply(fd: RawFd, len: usize, reply: &[u8]) {
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         );
     }
+}
+
+/// One non-blocking `recvmsg` on the stream socket `fd` into `buf`: the bytes read (0 at end
+/// of file), and the fds that came with them (SCM_RIGHTS, close-on-exec) pushed to `fds`. The
+/// kernel ends a read after the bytes an fd came with, so each fd belongs to a frame whose
+/// first bytes are in this read or were in an earlier one (herdsman's handed connections).
+pub fn recv_with_fds(
+    fd: RawFd,
+    buf: &mut [u8],
+    fds: &mut std::collections::VecDeque<std::os::fd::OwnedFd>,
+) -> io::Result<usize> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::FromRawFd;
+    let mut space = nix::cmsg_space!([RawFd; 8]);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
+    let message = recvmsg::<()>(fd, &mut iov, Some(&mut space), flags).map_err(io::Error::from)?;
+    for control in message.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(received) = control {
+            // SAFETY: recvmsg just installed each of these descriptors in this process, and
+            // nothing else owns them.
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok(message.bytes)
 }
 
 /// A connection waiting on listening socket `fd`, accepted non-blocking, if there is one.

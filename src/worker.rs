@@ -19,16 +19,26 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::ipc::channel::{Delivery, Received};
+use crate::ipc::channel::{Delivery, Handed, Received};
+use crate::ipc::handoff::Kind;
 use crate::ipc::{Dialect, FromWorker, Target, ToWorker, WorkerChannel};
 
 mod listener;
 mod report;
+
+/// Set for a worker that gets its connections from the primary (`--balance round-robin` or
+/// `least-conn` with `--ipc`): the cluster's address, which [`Listener::local_addr`] gives.
+pub(crate) const HANDOFF_ENV: &str = "HERDSMAN_HANDOFF";
+
+/// Set to `1` when the primary counts each worker's open connections (`least-conn`): then
+/// every handed connection reports its close.
+pub(crate) const HANDOFF_CLOSES_ENV: &str = "HERDSMAN_HANDOFF_CLOSES";
 
 pub use listener::{shutdown, stop_accepting, Connection, Listener, FIRST_READ_WAIT};
 
@@ -54,10 +64,15 @@ pub struct Message {
     pub from: Option<usize>,
 }
 
+/// A connection the primary handed over: its `id` (for the answers) and its fd.
+type HandedConnection = (u64, OwnedFd);
+
 #[derive(Debug)]
 struct Channel {
-    ipc: WorkerChannel,
+    ipc: Arc<WorkerChannel>,
     incoming: Mutex<Option<mpsc::UnboundedReceiver<Message>>>,
+    /// The connections the primary handed over, for the first listener to take.
+    handed: Mutex<Option<mpsc::UnboundedReceiver<HandedConnection>>>,
 }
 
 /// Why [`Worker::state`] has no client to give.
@@ -182,9 +197,18 @@ impl Worker {
 
     /// The listening socket: the cluster's (fd 3) under herdsman, else a new one on
     /// `0.0.0.0:$PORT` (default 8000). Takes the inherited socket; a second call binds anew.
-    /// It stops accepting when the worker is asked to stop ([`shutdown`]). Must be called
-    /// inside a tokio runtime.
+    /// With `--balance round-robin` or `least-conn` it yields the connections the primary
+    /// hands over instead (answering each, and reporting each close), the same [`Listener`]
+    /// to the server; then only the first call has them. It stops accepting when the worker is
+    /// asked to stop ([`shutdown`]). Must be called inside a tokio runtime.
     pub fn listener(&mut self) -> io::Result<Listener> {
+        if let Ok(address) = std::env::var(HANDOFF_ENV) {
+            let listener = self.handoff_listener(&address)?;
+            if self.ready_on_listen {
+                self.ready()?;
+            }
+            return Ok(listener);
+        }
         let listener = match crate::sys::take_inherited_listener()? {
             Some(listener) => listener,
             None => {
@@ -201,6 +225,37 @@ impl Worker {
             self.ready()?;
         }
         Ok(listener)
+    }
+
+    /// The listener of handed connections, on the cluster's `address`.
+    fn handoff_listener(&self, address: &str) -> io::Result<Listener> {
+        let address: SocketAddr = address.parse().map_err(|_| {
+            io::Error::other(format!("{HANDOFF_ENV}=`{address}` is not an address"))
+        })?;
+        let channel = self.channel().ok_or_else(|| {
+            io::Error::other(format!(
+                "{HANDOFF_ENV} is set, so the primary hands this worker its connections, but \
+                 the worker has no IPC channel (HERDSMAN_IPC_FD)"
+            ))
+        })?;
+        let handed = channel
+            .handed
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take()
+            .ok_or_else(|| {
+                io::Error::other(
+                    "the primary's handed connections go to this worker's first listener; \
+                     call Worker::listener() once",
+                )
+            })?;
+        let report_closes = std::env::var(HANDOFF_CLOSES_ENV).is_ok_and(|value| value == "1");
+        Ok(Listener::handed(
+            handed,
+            channel.ipc.clone(),
+            address,
+            report_closes,
+        ))
     }
 
     /// Tells herdsman this worker is ready for connections (`READY=1` on `NOTIFY_SOCKET`); a
@@ -242,17 +297,34 @@ impl Worker {
 fn open_channel() -> Option<Channel> {
     let stream = crate::sys::take_ipc_channel().ok()??;
     let (deliver, incoming) = mpsc::unbounded_channel();
-    let (ipc, _reading) = WorkerChannel::open(stream, Dialect::Herdsman, move |received| {
-        if let Received::Frame(ToWorker::Message { data, from }) = received {
-            let _ = deliver.send(Message {
-                data: data.into_owned(),
-                from,
-            });
-        }
-    })
-    .ok()?;
+    let (hand, handed) = mpsc::unbounded_channel::<HandedConnection>();
+    // The reader refuses what no listener will take, through the channel it reads for.
+    let answerer: Arc<OnceLock<Arc<WorkerChannel>>> = Arc::new(OnceLock::new());
+    let refuse = answerer.clone();
+    let (ipc, _reading) =
+        WorkerChannel::open(stream, Dialect::Herdsman, move |received| match received {
+            Received::Frame(ToWorker::Message { data, from }) => {
+                let _ = deliver.send(Message {
+                    data: data.into_owned(),
+                    from,
+                });
+            }
+            Received::Connection { id, fd } => {
+                // Without its fd, or with the listener gone (stopped), it is not served here:
+                // the primary hands it to another worker.
+                let taken = fd.is_some_and(|Handed(fd)| hand.send((id, fd)).is_ok());
+                if let (false, Some(channel)) = (taken, refuse.get()) {
+                    channel.answer(Kind::Refused, id);
+                }
+            }
+            Received::Closed(_) => {}
+        })
+        .ok()?;
+    let ipc = Arc::new(ipc);
+    let _ = answerer.set(ipc.clone());
     Some(Channel {
         ipc,
         incoming: Mutex::new(Some(incoming)),
+        handed: Mutex::new(Some(handed)),
     })
 }

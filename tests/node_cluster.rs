@@ -227,31 +227,7 @@ fn three_reloads_under_round_robin_fail_no_request() {
 fn three_reloads_under_keep_alive_and_fresh_connections_fail_no_request(balance: &str) {
     let express = example("express-app.js");
     let (cluster, ready) = node_cluster_balanced("express", balance, &["node", &express]);
-    let keep_alive = load_loop(cluster.address(), true);
-    let fresh = load_loop(cluster.address(), false);
-    for reload in 1..=3 {
-        let output = cluster.herdsman(&["reload", "express"]);
-        assert_eq!(output.code, Some(0), "reload {reload}: {output:?}");
-        assert!(
-            output.stdout.contains(&format!(
-                "reload complete: 2 workers on generation {}",
-                reload + 1
-            )),
-            "{}",
-            output.stdout
-        );
-    }
-    for (client, report) in [("keep-alive", keep_alive), ("fresh", fresh)] {
-        let report = report.finish(200);
-        assert_eq!(
-            report.failures,
-            Vec::<String>::new(),
-            "{client}: {} ok, {} retried; log:\n{}",
-            report.ok,
-            report.retries,
-            cluster.log()
-        );
-    }
+    three_reloads_under_load_fail_nothing(&cluster, "express");
     let status = status_json(&cluster, "express");
     assert_eq!(status["generation"], 4, "{status}");
     let pids = column(&status, "pid");
@@ -635,24 +611,7 @@ fn round_robin_sends_no_new_connection_to_a_worker_stuck_in_cpu_work() {
     // question it leaves unanswered (`round_robin::PULSE`, `PATIENCE`): from then on, well
     // within the 3 s, the busy worker gets nothing.
     std::thread::sleep(std::time::Duration::from_millis(400));
-    let mut slowest = std::time::Duration::ZERO;
-    for request in 0..50 {
-        let started = Instant::now();
-        let response =
-            http_get(address, "/").unwrap_or_else(|error| panic!("request {request}: {error}"));
-        slowest = slowest.max(started.elapsed());
-        assert_eq!(response.status, 200, "{response:?}");
-        assert_ne!(
-            response.pid(),
-            busy_pid,
-            "request {request} reached the busy worker"
-        );
-    }
-    assert!(
-        slowest < std::time::Duration::from_millis(100),
-        "the slowest of 50 quick requests took {slowest:?}; log:\n{}",
-        cluster.log()
-    );
+    quick_requests_pass_over(&cluster, busy_pid);
     let spun = spin
         .join()
         .unwrap()
@@ -661,7 +620,7 @@ fn round_robin_sends_no_new_connection_to_a_worker_stuck_in_cpu_work() {
 }
 
 #[test]
-fn round_robin_needs_a_node_worker() {
+fn round_robin_needs_an_ipc_channel() {
     let output = RuntimeDir::new().herdsman(&[
         "run",
         "--balance",
@@ -676,8 +635,8 @@ fn round_robin_needs_a_node_worker() {
     assert_eq!(output.code, Some(2), "{output:?}");
     assert!(
         output.stderr.contains(
-            "--balance round-robin hands each connection to a worker over Node's cluster \
-             protocol, and `python3` does not speak it"
+            "--balance round-robin hands each connection to a worker over its IPC channel, and \
+             `python3` runs without one: give it --ipc if it takes handed connections"
         ),
         "{}",
         output.stderr

@@ -7,6 +7,7 @@ mod admin;
 mod control;
 mod examples;
 mod failures;
+mod handoff;
 mod hostile;
 mod ipc;
 mod languages;

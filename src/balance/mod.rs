@@ -133,7 +133,11 @@ impl Listeners {
     pub fn bind(address: SocketAddr, balance: Balance, slots: usize) -> Result<Self, BindError> {
         let mut diag = match balance {
             Balance::Reuseport => sock_diag::SockDiag::open().ok(),
-            Balance::Shared | Balance::RoundRobin | Balance::Proxy | Balance::ProxyRr => None,
+            Balance::Shared
+            | Balance::RoundRobin
+            | Balance::LeastConn
+            | Balance::Proxy
+            | Balance::ProxyRr => None,
         };
         if let Some(diag) = diag.as_mut().filter(|_| address.port() != 0) {
             refuse_foreign(address, &[], diag)?;
@@ -216,7 +220,11 @@ impl Listeners {
 
     fn index(&self, slot: usize, side: Side) -> usize {
         match self.balance {
-            Balance::Shared | Balance::RoundRobin | Balance::Proxy | Balance::ProxyRr => 0,
+            Balance::Shared
+            | Balance::RoundRobin
+            | Balance::LeastConn
+            | Balance::Proxy
+            | Balance::ProxyRr => 0,
             Balance::Reuseport => 2 * (slot - 1) + side.0 as usize,
         }
     }
@@ -304,11 +312,7 @@ impl Listeners {
     /// With `--balance round-robin`: the one socket, non-blocking, for the primary to accept
     /// from (`primary::round_robin`); workers never accept from it.
     pub fn round_robin_socket(&self) -> io::Result<Option<std::net::TcpListener>> {
-        let Some(socket) = self
-            .sockets
-            .first()
-            .filter(|_| self.balance == Balance::RoundRobin)
-        else {
+        let Some(socket) = self.sockets.first().filter(|_| self.balance.is_handoff()) else {
             return Ok(None);
         };
         let copy = socket.try_clone()?;
@@ -329,7 +333,11 @@ impl Listeners {
     /// whose sockets stay open); 1 with one shared socket.
     pub fn slots(&self) -> usize {
         match self.balance {
-            Balance::Shared | Balance::RoundRobin | Balance::Proxy | Balance::ProxyRr => 1,
+            Balance::Shared
+            | Balance::RoundRobin
+            | Balance::LeastConn
+            | Balance::Proxy
+            | Balance::ProxyRr => 1,
             Balance::Reuseport => self.sockets.len() / 2,
         }
     }

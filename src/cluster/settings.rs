@@ -110,7 +110,7 @@ mod tests {
         );
         assert_eq!(
             resolved(&cluster, &[("HERDSMAN_BALANCE", "random")]),
-            Err("$HERDSMAN_BALANCE: `random` is not `shared`, `reuseport`, `round-robin`, `proxy` or `proxy-rr`".into())
+            Err("$HERDSMAN_BALANCE: `random` is not `shared`, `reuseport`, `round-robin`, `least-conn`, `proxy` or `proxy-rr`".into())
         );
         assert_eq!(
             resolved(&cluster, &[("PORT", "http")]),

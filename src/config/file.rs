@@ -24,8 +24,9 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 use super::values::{
-    parse_client_count, parse_duration, parse_keep, parse_log_size, parse_request_count,
-    parse_signal, parse_size, parse_state, parse_watchdog, ByteSize, WorkerCount,
+    parse_client_count, parse_duration, parse_keep, parse_log_size, parse_max_pending,
+    parse_request_count, parse_signal, parse_size, parse_state, parse_watchdog, ByteSize,
+    WorkerCount,
 };
 use super::{Config, ConfigError, Settings};
 use crate::state::StateMode;
@@ -266,6 +267,15 @@ pub(super) fn keep_count<'de, D: Deserializer<'de>>(
         .map_err(|_| D::Error::custom("expected a number of files, e.g. 5"))?
         .into_text();
     parse_keep(&text).map(Some).map_err(D::Error::custom)
+}
+
+pub(super) fn max_pending<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<usize>, D::Error> {
+    let text = TextOrNumber::deserialize(deserializer)
+        .map_err(|_| D::Error::custom("expected a number of connections, e.g. 1"))?
+        .into_text();
+    parse_max_pending(&text).map(Some).map_err(D::Error::custom)
 }
 
 pub(super) fn client_count<'de, D: Deserializer<'de>>(

@@ -62,6 +62,8 @@ pub struct Config {
     pub sticky: Sticky,
     /// The header the proxy starts each upstream connection with (`--proxy-protocol`).
     pub proxy_protocol: ProxyProtocol,
+    /// With a handoff balance: unanswered connections per worker, at most (`--max-pending`).
+    pub max_pending: usize,
     pub ready: ReadyMode,
     pub ready_delay: Duration,
     pub ready_timeout: Duration,
@@ -120,11 +122,18 @@ pub enum ConfigError {
     #[error("--{flag} configures the embedded store, but --state is `{state}`; drop one of them")]
     StateOptionWithoutStore { flag: &'static str, state: String },
     #[error(
-        "--balance round-robin hands each connection to a worker over Node's cluster protocol, \
-         and `{command}` does not speak it: use it with a Node worker (`node app.js`, or \
-         --ipc node), or pick --balance reuseport or shared"
+        "--balance {balance} hands each connection to a worker over its IPC channel, and `{command}` \
+         runs without one: give it --ipc if it takes handed connections (herdsman::Worker's \
+         listener does; the frames are in docs/protocol.md), run a Node worker (`node app.js`, \
+         or --ipc node), or pick --balance reuseport, shared or proxy"
     )]
-    RoundRobinNeedsNode { command: String },
+    HandoffNeedsIpc { balance: Balance, command: String },
+    #[error(
+        "--balance least-conn counts each worker's open connections from the closes it reports, \
+         and Node's cluster protocol reports none: use --balance round-robin for Node workers \
+         (it passes over a busy worker too), or --balance proxy (least-connections for any app)"
+    )]
+    LeastConnNeedsCloseReports,
     #[error(
         "--admin {0} is not a loopback address, and the admin server can reload, scale and \
          restart the cluster: give it a secret with --admin-token (or $HERDSMAN_ADMIN_TOKEN), \
@@ -187,9 +196,13 @@ impl RunSettings {
         }
         let node = is_node(&command);
         let ipc = self.ipc.resolve(node);
-        if self.balance == Balance::RoundRobin && ipc != IpcMode::Node {
+        if self.balance.is_handoff() && ipc == IpcMode::Off {
             let command = command[0].to_string_lossy().into_owned();
-            return Err(ConfigError::RoundRobinNeedsNode { command });
+            let balance = self.balance;
+            return Err(ConfigError::HandoffNeedsIpc { balance, command });
+        }
+        if self.balance == Balance::LeastConn && ipc == IpcMode::Node {
+            return Err(ConfigError::LeastConnNeedsCloseReports);
         }
         if self.max_requests_jitter > 0 && self.max_requests.is_none() {
             return Err(ConfigError::JitterWithoutMaxRequests(
@@ -224,6 +237,7 @@ impl RunSettings {
             balance: self.balance,
             sticky: self.sticky,
             proxy_protocol: self.proxy_protocol,
+            max_pending: self.max_pending,
             ready: self.ready,
             ready_delay: self.ready_delay,
             ready_timeout: self.ready_timeout,

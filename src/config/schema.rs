@@ -285,6 +285,13 @@ settings! {
     proxy_protocol: ProxyProtocol = ProxyProtocol::Off,
     reload restart;
 
+    /// With --balance round-robin or least-conn: how many handed connections a worker may
+    /// leave unanswered before it is passed over (1, as Node's round-robin) [default: 1]
+    #[flag(long, value_name = "N", value_parser = parse_max_pending)]
+    #[file(default, deserialize_with = "file::max_pending", alias = "max_pending")]
+    max_pending: usize = 1,
+    reload restart;
+
     /// When a new worker counts as ready: `delay` = --ready-delay after its start, and after
     /// its ready signal if it sends one (READY=1 on $NOTIFY_SOCKET; with --ipc, a `ready` frame
     /// or process.send('ready')); `notify` = --ready-delay after its ready signal

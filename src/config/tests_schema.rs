@@ -66,6 +66,12 @@ fn cases() -> Vec<Case> {
             "proxy-protocol",
         ),
         case(
+            "max_pending",
+            Some(&["--max-pending", "4"]),
+            "max-pending = 4",
+            "max-pending",
+        ),
+        case(
             "ready",
             Some(&["--ready", "notify"]),
             "ready = \"notify\"",

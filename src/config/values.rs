@@ -22,9 +22,13 @@ pub enum Balance {
     /// One `SO_REUSEPORT` socket per slot, all bound to the same address; the kernel hashes
     /// connections evenly across them.
     Reuseport,
-    /// The primary accepts and hands each connection to the next free worker, as Node's
-    /// primary does (Node workers only: `primary::round_robin`).
+    /// The primary accepts and hands each connection to the next free worker over its IPC
+    /// channel (the fd as SCM_RIGHTS), as Node's primary does: Node workers and workers that
+    /// speak herdsman's handoff frames (`primary::round_robin`).
     RoundRobin,
+    /// As `round-robin`, each connection to the worker holding the fewest open connections
+    /// (ties in turn); workers that report closes only (not Node's protocol).
+    LeastConn,
     /// The primary accepts and relays bytes to each worker's private loopback `$PORT`, to the
     /// worker with the fewest open connections (ties in turn): any app, unmodified (`proxy`).
     Proxy,
@@ -33,10 +37,11 @@ pub enum Balance {
 }
 
 impl Balance {
-    const ALL: [Balance; 5] = [
+    const ALL: [Balance; 6] = [
         Balance::Shared,
         Balance::Reuseport,
         Balance::RoundRobin,
+        Balance::LeastConn,
         Balance::Proxy,
         Balance::ProxyRr,
     ];
@@ -46,6 +51,7 @@ impl Balance {
             Balance::Shared => "shared",
             Balance::Reuseport => "reuseport",
             Balance::RoundRobin => "round-robin",
+            Balance::LeastConn => "least-conn",
             Balance::Proxy => "proxy",
             Balance::ProxyRr => "proxy-rr",
         }
@@ -55,6 +61,12 @@ impl Balance {
     /// listen on a private `$PORT` of their own and inherit no socket.
     pub fn is_proxy(self) -> bool {
         matches!(self, Balance::Proxy | Balance::ProxyRr)
+    }
+
+    /// Whether the primary accepts and hands each connection's fd to a worker over its IPC
+    /// channel (`round-robin`, `least-conn`).
+    pub fn is_handoff(self) -> bool {
+        matches!(self, Balance::RoundRobin | Balance::LeastConn)
     }
 }
 
@@ -74,7 +86,7 @@ impl FromStr for Balance {
             .find(|balance| balance.as_str() == text)
             .ok_or_else(|| {
                 format!(
-                    "`{text}` is not `shared`, `reuseport`, `round-robin`, `proxy` or `proxy-rr`"
+                    "`{text}` is not `shared`, `reuseport`, `round-robin`, `least-conn`, `proxy` or `proxy-rr`"
                 )
             })
     }
@@ -227,6 +239,18 @@ pub fn parse_signal(text: &str) -> Result<Signal, String> {
     };
     Signal::from_str(&name)
         .map_err(|_| format!("`{text}` is not a signal name; write e.g. TERM, INT, QUIT, USR1"))
+}
+
+#[cfg(feature = "cli")]
+/// Parses `--max-pending`: how many handed connections a worker may leave unanswered.
+pub fn parse_max_pending(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(count) if count >= 1 => Ok(count),
+        _ => Err(format!(
+            "`{text}` is not a number of unanswered connections per worker (1 or more; 1, the \
+             default, is Node's)"
+        )),
+    }
 }
 
 #[cfg(feature = "cli")]
@@ -581,7 +605,7 @@ mod tests {
         assert_eq!(
             "random".parse::<Balance>(),
             Err(
-                "`random` is not `shared`, `reuseport`, `round-robin`, `proxy` or `proxy-rr`"
+                "`random` is not `shared`, `reuseport`, `round-robin`, `least-conn`, `proxy` or `proxy-rr`"
                     .to_string()
             )
         );

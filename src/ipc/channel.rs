@@ -40,25 +40,23 @@
 //! kernel closes its fd, and the channel answers `NODE_HANDLE_NACK` ahead of any queued frame
 //! (the frame is reported as [`FromWorker::UnsupportedHandle`]).
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use serde_json::{Map, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::frame::{line, Dialect, EncodeError, FromWorker, ToWorker};
-use super::line::{Decoder, FrameError};
-use super::node::{ClusterLine, HandleLine, HANDLE_NACK};
+use super::handoff::{self, Kind};
+use super::line::FrameError;
+use super::node::{ClusterLine, HandleLine};
 
 /// Bytes of messages the primary holds for one worker that has not read them yet.
 pub const INBOX_BYTES: usize = 4 * 1024 * 1024;
@@ -83,6 +81,10 @@ pub enum Incoming<F> {
     RefusedHandle(F),
     /// The peer's answer to the handle last sent: the writer may go on.
     HandleAck { received: bool },
+    /// A handed connection (herdsman's `connection` frame): its fd came with the line.
+    Handoff { id: u64 },
+    /// Write this line back at once, ahead of queued frames (the answer to a ping).
+    Reply(Vec<u8>),
     /// Pass it over.
     Pass,
 }
@@ -95,8 +97,16 @@ pub trait End: std::fmt::Debug + Send + 'static {
     const INBOX_BYTES: Option<usize>;
     /// Frames decoded and not yet [`Channel::handled`], at most (`None`: no bound).
     const UNHANDLED_FRAMES: Option<usize>;
+    /// Whether this end takes the fds that come with frames (`recvmsg`); else the kernel
+    /// closes them unread.
+    const TAKES_FDS: bool = false;
     /// What `value` is for this end; an error cuts the channel.
     fn receive(value: Value, dialect: Dialect) -> Result<Incoming<Self::Receives>, FrameError>;
+    /// What a line is, read without JSON, for the lines that come once per connection
+    /// (`handoff`); `None` to decode it as JSON.
+    fn quick(_line: &[u8], _dialect: Dialect) -> Option<Incoming<Self::Receives>> {
+        None
+    }
 }
 
 /// The primary's end: reads [`FromWorker`], sends [`ToWorker`], bounded both ways.
@@ -120,6 +130,11 @@ impl End for PrimaryEnd {
             frame => Incoming::Frame(frame),
         })
     }
+
+    fn quick(line: &[u8], dialect: Dialect) -> Option<Incoming<FromWorker>> {
+        let (kind, id) = handoff::parse(line).filter(|(kind, _)| kind.is_answer())?;
+        (dialect == Dialect::Herdsman).then_some(Incoming::Frame(FromWorker::Handoff { kind, id }))
+    }
 }
 
 impl End for WorkerEnd {
@@ -127,9 +142,28 @@ impl End for WorkerEnd {
     const INBOX_BYTES: Option<usize> = None;
     const UNHANDLED_FRAMES: Option<usize> = None;
 
+    const TAKES_FDS: bool = true;
+
     /// A frame the worker does not know (a newer primary's) is passed over, not an error.
     fn receive(value: Value, dialect: Dialect) -> Result<Incoming<ToWorker<'static>>, FrameError> {
+        if let Some(handed) = handoff::from_value(&value).and_then(worker_handoff) {
+            return Ok(handed);
+        }
         Ok(ToWorker::decode(value, dialect).map_or(Incoming::Pass, Incoming::Frame))
+    }
+
+    fn quick(line: &[u8], _dialect: Dialect) -> Option<Incoming<ToWorker<'static>>> {
+        handoff::parse(line).and_then(worker_handoff)
+    }
+}
+
+/// What the primary's handoff frame `(kind, id)` is for a worker's reader: a connection to
+/// pair with its fd, or a ping it answers itself (so a worker whose runtime runs answers).
+fn worker_handoff((kind, id): (Kind, u64)) -> Option<Incoming<ToWorker<'static>>> {
+    match kind {
+        Kind::Connection => Some(Incoming::Handoff { id }),
+        Kind::Ping => Some(Incoming::Reply(handoff::line(Kind::Pong, id))),
+        _ => None,
     }
 }
 
@@ -140,15 +174,35 @@ pub type WorkerChannel = Channel<WorkerEnd>;
 #[derive(Debug, PartialEq)]
 pub enum Received<F> {
     Frame(F),
+    /// A connection the primary handed over (a worker's end): its fd, or `None` if none came
+    /// with the frame (then the worker refuses it).
+    Connection {
+        id: u64,
+        fd: Option<Handed>,
+    },
     /// The channel ended, the last report: `None` at end of file, else why it was cut.
     Closed(Option<String>),
 }
 
+/// A handed connection's fd, as a worker's reader received it.
+#[derive(Debug)]
+pub struct Handed(pub OwnedFd);
+
+/// Two handed fds are the same if they are the same descriptor (for tests' `assert_eq!`).
+impl PartialEq for Handed {
+    fn eq(&self, other: &Handed) -> bool {
+        self.0.as_raw_fd() == other.0.as_raw_fd()
+    }
+}
+
 /// A line queued for the writer, with the fd it carries, holding its share of the inbox until
-/// it is written (a handle's: until the peer acknowledged it).
+/// it is written (a Node handle's: until the peer acknowledged it).
 struct Queued {
     line: Vec<u8>,
     fd: Option<Arc<OwnedFd>>,
+    /// Whether later frames wait for the peer's `NODE_HANDLE_ACK` (Node's handles; herdsman's
+    /// connections are answered by the balancer's own frames instead).
+    awaits_ack: bool,
     _room: Option<OwnedSemaphorePermit>,
 }
 
@@ -245,6 +299,11 @@ impl<E: End> Channel<E> {
     /// Queues `line` (with the fd it carries) for the peer if the inbox has room; else `fd`
     /// is closed here.
     fn queue(&self, line: Vec<u8>, fd: Option<Arc<OwnedFd>>) -> Delivery {
+        let awaits_ack = fd.is_some();
+        self.queue_line(line, fd, awaits_ack)
+    }
+
+    fn queue_line(&self, line: Vec<u8>, fd: Option<Arc<OwnedFd>>, awaits_ack: bool) -> Delivery {
         if self.frames.is_closed() {
             return Delivery::Closed;
         }
@@ -265,6 +324,7 @@ impl<E: End> Channel<E> {
         let queued = Queued {
             line,
             fd,
+            awaits_ack,
             _room: room,
         };
         if self.frames.send(queued).is_err() {
@@ -341,6 +401,30 @@ impl PrimaryChannel {
         )
     }
 
+    /// Hands `connection` to a worker of herdsman's dialect: `{"id":N,"type":"connection"}`
+    /// with the fd (`handoff`). Nothing waits for a handle ack: the worker's `accepted` or
+    /// `refused` (naming `seq`) is the balancer's to read. The channel drops its share of the
+    /// fd once written; the caller keeps its own until the worker accepted.
+    pub fn send_connection(&self, connection: Arc<OwnedFd>) -> Sent {
+        let seq = self.next_seq();
+        let line = handoff::line(Kind::Connection, seq);
+        let delivery = self.queue_line(line, Some(connection), false);
+        Sent { delivery, seq }
+    }
+
+    /// Asks a worker of herdsman's dialect whether its loop runs: `{"id":N,"type":"ping"}`,
+    /// which its channel answers with `pong`.
+    pub fn send_ping(&self) -> Sent {
+        let seq = self.next_seq();
+        let delivery = self.queue_line(handoff::line(Kind::Ping, seq), None, false);
+        Sent { delivery, seq }
+    }
+
+    /// The channel's dialect.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
     fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }
@@ -350,6 +434,12 @@ impl WorkerChannel {
     /// Queues `frame` for the primary.
     pub fn send(&self, frame: &FromWorker) -> Result<Delivery, EncodeError> {
         Ok(self.queue(frame.encode(self.dialect)?, None))
+    }
+
+    /// Tells the primary what became of handed connection `id` (`accepted`, `refused`,
+    /// `closed`).
+    pub fn answer(&self, kind: Kind, id: u64) -> Delivery {
+        self.queue(handoff::line(kind, id), None)
     }
 }
 
@@ -362,152 +452,9 @@ impl<E: End> Drop for Channel<E> {
     }
 }
 
-/// What the reader tells the writer: the answers to the handles it sent, and the
-/// `NODE_HANDLE_NACK`s to write for the handles the peer sent.
-struct Peer {
-    /// Set by the writer while it waits for an answer, so that a stray answer is passed over.
-    awaiting: Arc<AtomicBool>,
-    answers: mpsc::Sender<bool>,
-    nacks: mpsc::Sender<&'static [u8]>,
-}
-
-/// The writer's side of [`Peer`].
-struct Answers {
-    awaiting: Arc<AtomicBool>,
-    answered: mpsc::Receiver<bool>,
-    stop: CancellationToken,
-}
-
-async fn read<E: End>(
-    mut reader: OwnedReadHalf,
-    dialect: Dialect,
-    unhandled: Option<Arc<Semaphore>>,
-    peer: Peer,
-    mut receive: impl FnMut(Received<E::Receives>),
-) {
-    let mut decoder = Decoder::default();
-    let mut buffer = vec![0u8; 64 * 1024];
-    let mut values = Vec::new();
-    let reason = loop {
-        let read = match reader.read(&mut buffer).await {
-            Ok(0) => break None,
-            Ok(read) => read,
-            Err(error) => break Some(error.to_string()),
-        };
-        let fed = decoder.feed(&buffer[..read], &mut values);
-        for value in values.drain(..) {
-            let frame = match E::receive(value, dialect) {
-                Ok(Incoming::Pass) => continue,
-                Ok(Incoming::HandleAck { received }) => {
-                    if peer.awaiting.swap(false, Ordering::SeqCst) {
-                        let _ = peer.answers.try_send(received);
-                    }
-                    continue;
-                }
-                Ok(Incoming::Frame(frame)) => frame,
-                Ok(Incoming::RefusedHandle(frame)) => {
-                    // Full only for a peer that does not wait for its answers: it goes without.
-                    let _ = peer.nacks.try_send(HANDLE_NACK);
-                    frame
-                }
-                Err(error) => {
-                    receive(Received::Closed(Some(error.to_string())));
-                    return;
-                }
-            };
-            if let Some(unhandled) = &unhandled {
-                // Closed when the channel is dropped: the peer is gone.
-                let Ok(permit) = unhandled.acquire().await else {
-                    return;
-                };
-                permit.forget();
-            }
-            receive(Received::Frame(frame));
-        }
-        if let Err(error) = fed {
-            break Some(error.to_string());
-        }
-    };
-    receive(Received::Closed(reason));
-}
-
-/// Writes the queued frames in order; after a handle, nothing but `NODE_HANDLE_NACK`s until the
-/// peer answers it. Ends when the channel is dropped, a write fails, or the reader ends while
-/// an answer is awaited.
-async fn write(
-    mut writer: OwnedWriteHalf,
-    mut queue: mpsc::UnboundedReceiver<Queued>,
-    mut answers: Answers,
-    mut nacks: mpsc::Receiver<&'static [u8]>,
-) -> io::Result<()> {
-    loop {
-        let queued = tokio::select! {
-            biased;
-            Some(nack) = nacks.recv() => {
-                writer.write_all(nack).await?;
-                continue;
-            }
-            queued = queue.recv() => match queued {
-                Some(queued) => queued,
-                None => return Ok(()),
-            },
-        };
-        let Some(fd) = &queued.fd else {
-            // Its share of the inbox goes back once written (`queued` dropped).
-            writer.write_all(&queued.line).await?;
-            continue;
-        };
-        for _ in 0..=HANDLE_RETRIES {
-            answers.awaiting.store(true, Ordering::SeqCst);
-            let sent = send_with_fd(&writer, &queued.line, fd).await?;
-            writer.write_all(&queued.line[sent..]).await?;
-            let received = loop {
-                tokio::select! {
-                    biased;
-                    Some(nack) = nacks.recv() => writer.write_all(nack).await?,
-                    answer = answers.answered.recv() => match answer {
-                        Some(received) => break received,
-                        // The reader is gone: nobody will answer.
-                        None => return Ok(()),
-                    },
-                    () = answers.stop.cancelled() => return Ok(()),
-                }
-            };
-            if received {
-                break;
-            }
-        }
-        // The fd is closed and the inbox's share given back (`queued` dropped).
-    }
-}
-
-/// Writes the first bytes of `line` with `fd` attached (SCM_RIGHTS); returns how many.
-async fn send_with_fd(writer: &OwnedWriteHalf, line: &[u8], fd: &OwnedFd) -> io::Result<usize> {
-    let stream: &UnixStream = writer.as_ref();
-    let fds = [fd.as_raw_fd()];
-    loop {
-        stream.writable().await?;
-        let sent = stream.try_io(Interest::WRITABLE, || {
-            sendmsg::<()>(
-                stream.as_raw_fd(),
-                &[IoSlice::new(line)],
-                &[ControlMessage::ScmRights(&fds)],
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            )
-            .map_err(io::Error::from)
-        });
-        match sent {
-            Ok(sent) => return Ok(sent),
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
-            Err(error) => return Err(error),
-        }
-    }
-}
+#[path = "channel_io.rs"]
+mod tasks;
+use tasks::{read, write, Answers, Peer};
 
 #[cfg(test)]
 #[path = "channel_tests.rs"]

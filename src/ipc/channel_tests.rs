@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::ipc::frame::Target;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What a channel's reader reported, as a stream.
 fn collect<F: Send + 'static>() -> (
@@ -87,7 +88,7 @@ async fn a_bad_frame_cuts_the_channel_with_its_reason() {
     assert_eq!(
             next(&mut primary_got).await,
             Received::Closed(Some(
-                r#"frame {"type":"shout"} is not a herdsman frame: `type` must be "ready" or "message""#
+                r#"frame {"type":"shout"} is not a herdsman frame: `type` must be "ready", "message", or a handoff answer ("accepted", "refused", "closed", "pong") with a numeric `id`"#
                     .into()
             ))
         );
@@ -219,5 +220,54 @@ async fn a_full_inbox_drops_whole_messages_and_counts_them() {
             dropped: 2,
             bytes: 2 * line
         }
+    );
+}
+
+#[tokio::test]
+async fn a_handed_connection_arrives_with_its_fd_and_pings_are_answered_by_the_reader() {
+    let (at_primary, mut primary_got) = collect();
+    let (primary, theirs, _reading) = PrimaryChannel::pair(Dialect::Herdsman, at_primary).unwrap();
+    let (at_worker, mut worker_got) = collect();
+    let (worker, _worker_reading) =
+        WorkerChannel::open(theirs, Dialect::Herdsman, at_worker).unwrap();
+    // Three connections back to back: each fd pairs with its own frame.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut clients = Vec::new();
+    for index in 0..3u64 {
+        let client = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
+        let (accepted, _) = server.accept().unwrap();
+        let sent = primary.send_connection(Arc::new(accepted.into()));
+        assert_eq!(sent.seq, index);
+        assert!(matches!(sent.delivery, Delivery::Queued { .. }));
+        clients.push(client);
+    }
+    for (index, client) in clients.iter().enumerate() {
+        let Received::Connection {
+            id,
+            fd: Some(Handed(fd)),
+        } = next(&mut worker_got).await
+        else {
+            panic!("connection {index} without its fd");
+        };
+        assert_eq!(id, index as u64);
+        let stream = std::net::TcpStream::from(fd);
+        assert_eq!(stream.peer_addr().unwrap(), client.local_addr().unwrap());
+    }
+    let ping = primary.send_ping();
+    assert_eq!(ping.seq, 3);
+    assert_eq!(
+        next(&mut primary_got).await,
+        Received::Frame(FromWorker::Handoff {
+            kind: Kind::Pong,
+            id: 3
+        })
+    );
+    worker.answer(Kind::Closed, 1);
+    assert_eq!(
+        next(&mut primary_got).await,
+        Received::Frame(FromWorker::Handoff {
+            kind: Kind::Closed,
+            id: 1
+        })
     );
 }

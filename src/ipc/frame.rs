@@ -67,6 +67,9 @@ pub enum FromWorker {
     /// Node's other bookkeeping (`{"cmd":"NODE_…"}`): decoded so that it can be passed over,
     /// never encoded.
     Ignored,
+    /// herdsman's answer about a handed connection or a ping (`handoff`: `accepted`,
+    /// `refused`, `closed`, `pong`), herdsman's dialect only.
+    Handoff { kind: super::handoff::Kind, id: u64 },
 }
 
 /// A frame from the primary to a worker. `data` is borrowed when the primary sends one
@@ -78,14 +81,10 @@ pub enum ToWorker<'a> {
         data: Cow<'a, Value>,
         from: Option<usize>,
     },
-    // herdsman's own fd-handoff frame goes here (balancing in the primary for non-Node
-    // workers: the primary accepts a connection and hands it to a worker). Not implemented.
-    // Its shape, so that it fits: a variant `Connection { .. }` (peer address, listener side)
-    // encoded as `{"type":"connection",…}`, queued with its fd as Node's handle frames are
-    // (`PrimaryChannel::send_handle`: the writer already `sendmsg`s a frame's fd); a Rust
-    // worker's reader would `recvmsg` and pair each received fd with the frame it came with.
-    // In Node's dialect a connection is Node's own frame, `send_internal_handle` with
-    // `{act:'newconn',key}`.
+    // herdsman's handed connections (`{"id":N,"type":"connection"}` with the fd) and pings
+    // are the channel's, not messages: `handoff` writes and reads them, and the worker's
+    // reader pairs each with the fd that came with it (`channel`). In Node's dialect a
+    // connection is Node's own frame, `send_internal_handle` with `{act:'newconn',key}`.
 }
 
 /// Why a frame has no line in a dialect.
@@ -97,6 +96,8 @@ pub enum EncodeError {
     Ignored,
     #[error("Node's own messages are written by Node, not by herdsman's worker library")]
     NodeInternal,
+    #[error("herdsman's handoff answers have no line in Node's dialect (Node answers `newconn`)")]
+    NodeHasNoHandoff,
 }
 
 /// herdsman's frames as written: one struct for every frame of both directions, whose fields
@@ -151,6 +152,10 @@ impl FromWorker {
                 | FromWorker::HandleAck { .. },
                 _,
             ) => Err(EncodeError::NodeInternal),
+            (FromWorker::Handoff { kind, id }, Dialect::Herdsman) if kind.is_answer() => {
+                Ok(super::handoff::line(*kind, *id))
+            }
+            (FromWorker::Handoff { .. }, _) => Err(EncodeError::NodeHasNoHandoff),
             (FromWorker::Ready, Dialect::Herdsman) => Ok(line(&Line {
                 data: None,
                 from: None,
@@ -198,6 +203,11 @@ impl FromWorker {
             frame: shorten(&value),
             reason,
         };
+        if let Some((kind, id)) = super::handoff::from_value(&value) {
+            if kind.is_answer() {
+                return Ok(FromWorker::Handoff { kind, id });
+            }
+        }
         match value.get("type").and_then(Value::as_str) {
             Some("ready") => Ok(FromWorker::Ready),
             Some("message") => {
@@ -213,7 +223,10 @@ impl FromWorker {
                 let data = value.get("data").cloned().unwrap_or(Value::Null);
                 Ok(FromWorker::Message { data, to })
             }
-            Some(_) => Err(unknown("`type` must be \"ready\" or \"message\"")),
+            Some(_) => Err(unknown(
+                "`type` must be \"ready\", \"message\", or a handoff answer (\"accepted\", \
+                 \"refused\", \"closed\", \"pong\") with a numeric `id`",
+            )),
             None => Err(unknown("expected an object with a `type`")),
         }
     }
@@ -345,7 +358,7 @@ mod tests {
         );
         assert_eq!(
             parse(r#"{"type":"shout"}"#).unwrap_err().to_string(),
-            r#"frame {"type":"shout"} is not a herdsman frame: `type` must be "ready" or "message""#
+            r#"frame {"type":"shout"} is not a herdsman frame: `type` must be "ready", "message", or a handoff answer ("accepted", "refused", "closed", "pong") with a numeric `id`"#
         );
         assert!(parse(r#"{"type":"message","to":0}"#).is_err());
         assert!(parse("[1,2]").is_err());

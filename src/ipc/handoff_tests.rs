@@ -2,7 +2,7 @@
 //! (nothing after a handle before its `NODE_HANDLE_ACK`), no fd left open, and real Node
 //! taking a listening socket as a `net.Server`.
 
-use std::io::{IoSliceMut, Read, Write};
+use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::socket::{recvmsg, ControlMessageOwned};
+use nix::sys::socket::{recvmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use serde_json::json;
 use tokio::sync::mpsc;
 

@@ -41,24 +41,42 @@ impl Decoder {
 
     /// Feeds bytes in; every complete line's value is pushed to `values`. After an error the
     /// channel must be closed (what follows is not trusted).
-    pub fn feed(&mut self, mut bytes: &[u8], values: &mut Vec<Value>) -> Result<(), FrameError> {
+    pub fn feed(&mut self, bytes: &[u8], values: &mut Vec<Value>) -> Result<(), FrameError> {
+        self.feed_lines(bytes, |line| {
+            values.push(parse(line)?);
+            Ok(())
+        })
+    }
+
+    /// Feeds bytes in; every complete line that is not blank goes to `each` (without its
+    /// newline or `\r`), which may read it without JSON ([`parse`] is the ordinary way).
+    pub fn feed_lines(
+        &mut self,
+        mut bytes: &[u8],
+        mut each: impl FnMut(&[u8]) -> Result<(), FrameError>,
+    ) -> Result<(), FrameError> {
         while let Some(newline) = bytes.iter().position(|&byte| byte == b'\n') {
             if self.pending.len() + newline > self.max_frame {
                 return Err(FrameError::TooLong {
                     limit: self.max_frame,
                 });
             }
-            self.pending.extend_from_slice(&bytes[..newline]);
+            let whole = &bytes[..newline];
             bytes = &bytes[newline + 1..];
-            let line = std::mem::take(&mut self.pending);
-            let line = line.strip_suffix(b"\r").unwrap_or(&line);
+            // Most lines come whole in one read: no copy.
+            let joined;
+            let line = if self.pending.is_empty() {
+                whole
+            } else {
+                self.pending.extend_from_slice(whole);
+                joined = std::mem::take(&mut self.pending);
+                &joined[..]
+            };
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let value = serde_json::from_slice(line).map_err(|error| FrameError::NotJson {
-                reason: error.to_string(),
-            })?;
-            values.push(value);
+            each(line)?;
         }
         if self.pending.len() + bytes.len() > self.max_frame {
             return Err(FrameError::TooLong {
@@ -68,6 +86,13 @@ impl Decoder {
         self.pending.extend_from_slice(bytes);
         Ok(())
     }
+}
+
+/// A line's JSON value.
+pub fn parse(line: &[u8]) -> Result<Value, FrameError> {
+    serde_json::from_slice(line).map_err(|error| FrameError::NotJson {
+        reason: error.to_string(),
+    })
 }
 
 #[cfg(test)]

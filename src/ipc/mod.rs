@@ -8,6 +8,8 @@
 //! - `node`: Node's own messages in Node's dialect (`{"cmd":"NODE_…"}`): the cluster messages
 //!   a worker's `net.Server.listen()` sends ([`NodeCluster`]), the primary's replies, and the
 //!   handle frame a socket rides with.
+//! - `handoff`: herdsman's frames for handed connections (`connection`, `accepted`,
+//!   `refused`, `closed`, ping and pong), written and read without a JSON tree.
 //! - `channel`: one end of a channel, the same code at both ends ([`PrimaryChannel`],
 //!   [`WorkerChannel`]): a writer fed by a queue, a reader that decodes frames, and the bounds
 //!   of the primary's end (its inbox).
@@ -16,11 +18,12 @@
 //!
 //! In Node's dialect a socket goes to a worker over this channel as Node's handle frame, its fd
 //! SCM_RIGHTS ancillary data on the `sendmsg` of the frame's line (`channel`'s module doc, and
-//! `node` for the frames). herdsman's own dialect has no handle frame yet; its place is marked
-//! at [`ToWorker`].
+//! `node` for the frames). In herdsman's dialect a handed connection is `handoff`'s frame, its fd
+//! attached the same way; the worker's reader `recvmsg`s and pairs each fd with its frame.
 
 pub mod channel;
 pub mod frame;
+pub mod handoff;
 pub mod line;
 pub mod node;
 

@@ -60,7 +60,7 @@ pub(super) struct Executor {
     /// Sockets on addresses Node workers asked for besides the cluster's (`node`).
     pub node_sockets: Vec<(std::net::SocketAddr, socket2::Socket)>,
     /// With `--balance round-robin`: the primary's accepting and handing (`node`).
-    pub round_robin: Option<super::node::RoundRobinPort>,
+    pub round_robin: Option<super::handoff::RoundRobinPort>,
     /// With `--balance proxy`: the proxy, and each worker's private port (`proxied`).
     pub proxy: Option<crate::proxy::Proxy>,
     pub private_ports: HashMap<WorkerId, u16>,
@@ -146,17 +146,20 @@ impl Executor {
         if let Some(announcement) = self.machine.ready_mode_announcement() {
             self.logger.info(announcement);
         }
-        self.round_robin = super::node::RoundRobinPort::open(&self.listeners)
+        self.round_robin = super::handoff::RoundRobinPort::open(&self.listeners, config)
             .map_err(|error| StartupFailed(format!("cannot accept for round-robin: {error}")))?;
         self.proxy = self.start_proxy()?;
         self.feed(Input::Start).await;
         self.watch_port_group();
         while !self.machine.is_finished() {
             tokio::select! {
+                // In this order: what workers said (a handed connection's answer among it)
+                // before new connections are accepted, so that a pick counts what is known.
+                biased;
                 Some(event) = events.recv() => self.on_event(event).await,
                 Some(intent) = intents.recv() => self.on_intent(intent).await,
                 due = self.timers.next() => self.on_due(due).await,
-                accepted = super::node::accept(self.round_robin.as_ref()) => {
+                accepted = super::handoff::accept(self.round_robin.as_ref()) => {
                     self.on_connections(accepted);
                 }
             }
@@ -301,6 +304,15 @@ impl Executor {
                     return Input::SpawnFailed { worker, error };
                 }
             },
+            None if self.machine.config().balance.is_handoff()
+                && self.machine.config().ipc == crate::ipc::IpcMode::On =>
+            {
+                WorkerSocket::Handoff {
+                    address: self.listeners.local_addr(),
+                    report_closes: self.machine.config().balance
+                        == crate::config::Balance::LeastConn,
+                }
+            }
             None => WorkerSocket::Inherited {
                 fd: listen_fd,
                 port: self.listeners.local_addr().port(),
@@ -326,6 +338,7 @@ impl Executor {
                 let pid = process.pid;
                 self.processes.insert(worker, process);
                 self.probe_private_port(worker);
+                self.handoff_spawned(worker);
                 Input::Spawned { worker, pid }
             }
             Err(error) => Input::SpawnFailed {
@@ -488,7 +501,7 @@ impl Executor {
             Due::Lifecycle(timer) => self.feed(Input::Timer(timer)).await,
             Due::RescueSweep => self.sweep_stranded(),
             Due::PortGroupCheck => self.check_port_group().await,
-            Due::RoundRobin => self.hand_connections(),
+            Due::RoundRobin => self.round_robin_due(),
             Due::RoundRobinAccept => self.resume_accepting(),
         }
     }

@@ -28,6 +28,8 @@ pub(super) fn open_channel(
         let _ = events.send(match received {
             Received::Frame(frame) => Event::Ipc { worker, frame },
             Received::Closed(reason) => Event::IpcClosed { worker, reason },
+            // Only a worker's end takes connections; the primary's reads no fds.
+            Received::Connection { .. } => return,
         });
     })
 }
@@ -84,6 +86,7 @@ impl Executor {
             }
             // The channel itself consumes the acks of the handles it sent.
             FromWorker::HandleAck { .. } | FromWorker::Ignored => {}
+            FromWorker::Handoff { kind, id } => self.on_handoff_answer(worker, kind, id),
         }
     }
 

@@ -11,6 +11,10 @@
 //! - `status`: the snapshot `herdsman status` shows.
 //! - `ipc`: each worker's IPC channel: frames in, messages routed, `herdsman send`.
 //! - `rescue`: connections queued on a socket no worker holds, relayed to ready workers.
+//! - `handoff`: `--balance round-robin` and `least-conn`: accepting on the cluster's port and
+//!   handing each connection to a worker over its IPC channel; `round_robin`, the balancer
+//!   itself (plain state: whose turn, what is unanswered, who holds how many).
+//! - `node`: Node's cluster protocol, the primary's side (`queryServer`, `newconn`, …).
 //! - `proxied`: `--balance proxy`: private ports, readiness by them, who the proxy relays to.
 //! - `port_watch`: foreign sockets on the cluster's port, reported while the cluster runs.
 //! - `report`: how exits and failures are described to people.
@@ -26,6 +30,7 @@
 //! The lifecycle, as a state diagram, is in docs/architecture.md.
 
 mod executor;
+mod handoff;
 mod ipc;
 pub(crate) mod lifecycle;
 mod limits;

@@ -17,34 +17,20 @@
 //! answered with an error the worker reports, or logged with the worker and ignored; never a
 //! hang. The messages are in docs/protocol.md, "Node's cluster messages".
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde_json::{json, Map, Value};
-use tokio::io::unix::AsyncFd;
+use serde_json::{json, Value};
 
 use super::executor::Executor;
-use super::lifecycle::{Input, Intent, Machine, WorkerId, WorkerOrder};
-use super::process::Process;
-use super::round_robin::{Connection, Handoff, Peers, RoundRobin, QUESTION_KEY};
-use super::timers::Due;
-use crate::balance::Listeners;
-use crate::ipc::channel::Delivery;
+use super::lifecycle::{Input, Intent, WorkerId, WorkerOrder};
 use crate::ipc::node::{AddressType, NodeCluster};
 
 /// `ENOTSUP`, as libuv numbers it: what a worker hears for a listen herdsman does not serve.
 const UV_ENOTSUP: i32 = -95;
-
-/// At most this many accepted connections wait in the primary for a worker; past it the rest
-/// wait in the kernel's queue, as they would for a worker's accept.
-const WAITING_MAX: usize = 1024;
-
-/// How long the primary stops accepting after accepting failed (out of fds, say).
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// How a worker's `listen()` is served.
 enum Served {
@@ -52,110 +38,6 @@ enum Served {
     Socket(OwnedFd),
     /// By the primary's round-robin: no socket, connections come as `newconn`.
     RoundRobin,
-}
-
-/// `--balance round-robin`: the socket the primary accepts from, the balancer, and the socket
-/// it sends as its question (`round_robin`).
-pub(super) struct RoundRobinPort {
-    /// `None` once the cluster stops.
-    listener: Option<AsyncFd<std::net::TcpListener>>,
-    balancer: RoundRobin,
-    question: Connection,
-    /// Accepting failed a moment ago.
-    paused: bool,
-}
-
-impl RoundRobinPort {
-    /// The port for the cluster's listeners if they balance round-robin.
-    pub fn open(listeners: &Listeners) -> io::Result<Option<RoundRobinPort>> {
-        let Some(socket) = listeners.round_robin_socket()? else {
-            return Ok(None);
-        };
-        let question = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-        Ok(Some(RoundRobinPort {
-            listener: Some(crate::sys::watch_listener(socket)?),
-            balancer: match listeners.is_sticky() {
-                true => RoundRobin::sticky(),
-                false => RoundRobin::default(),
-            },
-            question: Arc::new(question.into()),
-            paused: false,
-        }))
-    }
-
-    /// Stops accepting (the cluster is stopping).
-    pub fn close(&mut self) {
-        self.listener = None;
-    }
-}
-
-/// The connections waiting on the round-robin port, as many as are there (one wake-up and no
-/// registration with the runtime per connection: the primary only passes them on); pending
-/// while there is none, or while enough wait for a worker already.
-pub(super) async fn accept(port: Option<&RoundRobinPort>) -> io::Result<Vec<OwnedFd>> {
-    let room = port.map_or(0, |port| {
-        WAITING_MAX.saturating_sub(port.balancer.waiting())
-    });
-    let listener = port
-        .filter(|port| !port.paused && room > 0)
-        .and_then(|port| port.listener.as_ref());
-    let Some(listener) = listener else {
-        return std::future::pending().await;
-    };
-    loop {
-        let mut ready = listener.readable().await?;
-        let mut accepted = Vec::new();
-        while accepted.len() < room {
-            match ready.get_inner().accept() {
-                Ok((stream, _)) => accepted.push(stream.into()),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    ready.clear_ready();
-                    break;
-                }
-                // The client gave up before it was accepted: nothing to hand over.
-                Err(error) if error.kind() == io::ErrorKind::ConnectionAborted => {}
-                Err(error) if accepted.is_empty() => return Err(error),
-                Err(_) => break,
-            }
-        }
-        if !accepted.is_empty() {
-            return Ok(accepted);
-        }
-    }
-}
-
-/// The executor's side of the balancer: each worker's channel, and who serves.
-struct Senders<'a> {
-    processes: &'a HashMap<WorkerId, Process>,
-    machine: &'a Machine,
-    question: &'a Connection,
-}
-
-impl Peers for Senders<'_> {
-    fn send(&mut self, worker: WorkerId, handoff: Handoff<'_>) -> Option<u64> {
-        let channel = self.processes.get(&worker)?.ipc.as_ref()?;
-        let (key, socket) = match handoff {
-            Handoff::Connection { key, connection } => (key, connection),
-            Handoff::Question => (QUESTION_KEY, self.question),
-        };
-        let mut message = Map::new();
-        message.insert("act".into(), "newconn".into());
-        message.insert("key".into(), key.into());
-        let sent = channel.send_internal_handle(&message, Arc::clone(socket));
-        matches!(sent.delivery, Delivery::Queued { .. }).then_some(sent.seq)
-    }
-
-    fn serving(&self, worker: WorkerId) -> bool {
-        let disconnecting = self
-            .processes
-            .get(&worker)
-            .is_none_or(|process| process.disconnecting);
-        !disconnecting && self.machine.worker(worker).is_some_and(|w| w.is_serving())
-    }
-
-    fn slot(&self, worker: WorkerId) -> Option<usize> {
-        self.machine.worker(worker).map(|worker| worker.slot)
-    }
 }
 
 /// What a worker's `listen()` fails with when the primary cannot give it a socket: libuv's
@@ -392,66 +274,5 @@ impl Executor {
             return;
         }
         process.signal(stop_signal);
-    }
-
-    /// Connections accepted on the round-robin port wait for a worker (or accepting failed,
-    /// and stops a moment).
-    pub(super) fn on_connections(&mut self, accepted: io::Result<Vec<OwnedFd>>) {
-        let Some(port) = &mut self.round_robin else {
-            return;
-        };
-        match accepted {
-            Ok(connections) => {
-                for connection in connections {
-                    port.balancer.arrived(Arc::new(connection));
-                }
-                self.hand_connections();
-            }
-            Err(error) => {
-                port.paused = true;
-                self.timers.schedule(Due::RoundRobinAccept, ACCEPT_PAUSE);
-                self.logger.warn(format!(
-                    "cannot accept a connection: {error}; trying again in {ACCEPT_PAUSE:?}"
-                ));
-            }
-        }
-    }
-
-    pub(super) fn resume_accepting(&mut self) {
-        if let Some(port) = &mut self.round_robin {
-            port.paused = false;
-        }
-    }
-
-    /// Hands waiting connections to workers whose turn it is (round-robin).
-    pub(super) fn hand_connections(&mut self) {
-        let Some(port) = &mut self.round_robin else {
-            return;
-        };
-        let mut senders = Senders {
-            processes: &self.processes,
-            machine: &self.machine,
-            question: &port.question,
-        };
-        let now = Instant::now();
-        if let Some(at) = port.balancer.dispatch(now, &mut senders) {
-            self.timers
-                .schedule(Due::RoundRobin, at.saturating_duration_since(now));
-        }
-    }
-
-    /// The connections `worker` accepted from the primary's round-robin.
-    pub(super) fn round_robin_served(&self, worker: WorkerId) -> u64 {
-        self.round_robin
-            .as_ref()
-            .map_or(0, |port| port.balancer.served(worker))
-    }
-
-    /// `worker` exited: what it had not answered for goes to another worker.
-    pub(super) fn round_robin_gone(&mut self, worker: WorkerId) {
-        if let Some(port) = &mut self.round_robin {
-            port.balancer.gone(worker);
-            self.hand_connections();
-        }
     }
 }

@@ -77,6 +77,17 @@ pub enum WorkerSocket {
     /// A loopback port of its own, which the primary's proxy relays to (`--balance proxy`):
     /// `$PORT`, with `HOST=127.0.0.1`, and no inherited socket.
     Private { port: u16 },
+    /// No socket: the primary hands it connections over its channel (`--balance
+    /// round-robin` or `least-conn` with `--ipc`), announced as `HERDSMAN_HANDOFF=ADDRESS`,
+    /// the cluster's address (so a worker that would accept from an inherited socket cannot
+    /// take connections past the balancer).
+    /// With `least-conn` it reports each connection's close (`HERDSMAN_HANDOFF_CLOSES=1`);
+    /// round-robin counts none, so it is spared the frame (one wake-up of the primary less per
+    /// connection).
+    Handoff {
+        address: std::net::SocketAddr,
+        report_closes: bool,
+    },
 }
 
 /// A live worker process: what the executor needs to signal it, talk to it and report on it.
@@ -117,6 +128,7 @@ impl Process {
         let (mut inherited, port) = match launch.socket {
             WorkerSocket::Inherited { fd, port } => (vec![fd], port),
             WorkerSocket::Private { port } => (Vec::new(), port),
+            WorkerSocket::Handoff { address, .. } => (Vec::new(), address.port()),
         };
         let listen_count = inherited.len();
         // The channel follows the listening socket, if any, from fd 3 on.
@@ -174,6 +186,15 @@ impl Process {
         match launch.socket {
             WorkerSocket::Inherited { .. } => command.env("LISTEN_FDNAMES", "herdsman"),
             WorkerSocket::Private { .. } => command.env("HOST", "127.0.0.1"),
+            WorkerSocket::Handoff {
+                address,
+                report_closes,
+            } => {
+                if report_closes {
+                    command.env(crate::worker::HANDOFF_CLOSES_ENV, "1");
+                }
+                command.env(crate::worker::HANDOFF_ENV, address.to_string())
+            }
         };
         match launch.ipc {
             IpcMode::Off => {}

@@ -1,19 +1,23 @@
-//! Round-robin (`--balance round-robin`), as Node's primary does it: the primary accepts each
-//! connection on the cluster's socket and hands it to a free worker with Node's `newconn`
-//! (the socket rides on the message as SCM_RIGHTS, `crate::ipc`), keeping its own copy until the
-//! worker answers `accepted`. A worker has at most one connection unanswered; one it refuses (its
-//! server is closing, or at `maxConnections`) goes to another worker, and so does one handed to a
-//! worker that dies before answering: nothing is lost. Workers take turns in Node's order: the
-//! one that has been free longest goes first. A worker gets connections once it listens (its
-//! `queryServer` for the cluster's address) and while the lifecycle says it serves: not while it
-//! starts, drains or is retired.
+//! The primary's balancer for handed connections (`--balance round-robin` and `least-conn`), as
+//! Node's primary does round-robin: the primary accepts each connection on the cluster's socket
+//! and hands it to a free worker over its IPC channel (the socket rides on the message as
+//! SCM_RIGHTS, `crate::ipc`: Node's `newconn`, or herdsman's `connection` frame), keeping its own
+//! copy until the worker answers `accepted`. A worker has at most `--max-pending` connections
+//! unanswered (1, as Node); one it refuses (its server is closing, or at `maxConnections`) goes
+//! to another worker, and so does one handed to a worker that dies before answering: nothing is
+//! lost. The pick is one function ([`RoundRobin::candidates`]): round-robin offers the worker
+//! handed a connection longest ago first; least-connections the one holding the fewest
+//! connections now (handed and not yet reported closed: herdsman's `closed` frame, so not for
+//! Node's protocol, which reports no close), ties in that same turn. A worker gets connections
+//! once it listens (Node's `queryServer` for the cluster's address; a herdsman worker from its
+//! start) and while the lifecycle says it serves: not while it starts, drains or is retired.
 //!
 //! One difference from Node, on purpose. Node counts a worker free as soon as it answered, so a
 //! worker that went into CPU work just after its last answer still gets the next connection,
 //! which then waits for the work to end. Here an answer proves a free event loop for [`FRESH`]
 //! only: a worker idle for longer is first asked a question its loop answers at once if it runs
 //! (a `newconn` for a server it does not have, which it refuses and closes; Node's
-//! `cluster/child.js`), and a connection waits for the answer of the worker whose turn it is, for
+//! `cluster/child.js`; herdsman's `ping`, which the worker's channel answers), and a connection waits for the answer of the worker whose turn it is, for
 //! [`PATIENCE`] at most; a worker that has not answered by then is passed over until it does.
 //! Idle workers are asked every [`PULSE`] too, so a worker that went into CPU work is passed over
 //! from at most `PULSE + PATIENCE` after, whether or not connections came meanwhile. Under load
@@ -21,7 +25,7 @@
 //! trip to the worker, and ten questions a second per worker. The state here is the balancer's alone (no I/O): the executor
 //! accepts, sends through [`Peers`] and hands the answers in (`primary::node`).
 //!
-//! Sticky (`--sticky ip`, [`RoundRobin::sticky`]): the connection first in line goes to the
+//! Sticky (`--sticky ip`, [`RoundRobin::new`]'s `sticky`): the connection first in line goes to the
 //! serving worker its client address sticks to ([`RoundRobin::pick`]: rendezvous over slots,
 //! `balance::sticky`), when that worker's turn rules allow, and waits for it otherwise (the
 //! connections behind it wait too: a sticky worker busy in CPU work holds up the line).
@@ -54,10 +58,23 @@ pub const HOLD_OUT: Duration = Duration::from_millis(10);
 /// The key of the question: no server of the worker has it, so the worker refuses the socket.
 pub const QUESTION_KEY: &str = "herdsman:are-you-free";
 
+/// The key a herdsman worker (not Node) takes its turns under: it has one server.
+pub const HANDOFF_KEY: &str = "herdsman";
+
 /// An accepted connection. Shared with the channel that sends it (no `dup` per handoff): the
 /// balancer keeps its share until the worker accepted, so that a connection a worker refuses
 /// or dies holding goes to another.
 pub type Connection = Arc<OwnedFd>;
+
+/// Who gets the next connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Policy {
+    /// The worker handed one longest ago (Node's order).
+    #[default]
+    RoundRobin,
+    /// The worker holding the fewest connections; ties as round-robin.
+    LeastConnections,
+}
 
 /// What the balancer sends a worker.
 #[derive(Debug)]
@@ -82,32 +99,59 @@ pub trait Peers {
     fn slot(&self, worker: WorkerId) -> Option<usize>;
 }
 
+/// Whether a worker's loop is known to run.
 #[derive(Debug)]
-enum State {
-    /// Free since its last answer, at `answered`.
+enum Liveness {
+    /// It answered last at `answered`.
     Idle { answered: Instant },
     /// Asked whether it is free (`seq`) at `since`.
     Asked { seq: u64, since: Instant },
-    /// Handed `connection` (`seq`); out of turn until it answers.
-    Handed { seq: u64, connection: Connection },
     /// Refused a connection; in turn again at `until`.
     HeldOut { until: Instant },
+}
+
+/// A connection handed and not answered yet.
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    connection: Connection,
+    since: Instant,
+}
+
+/// One worker's counts (all of them here, so that another count is one more field).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// Connections it accepted and has not reported closed (least-connections counts these).
+    pub open: usize,
+    /// Connections it accepted, in all.
+    pub accepted: u64,
 }
 
 #[derive(Debug)]
 struct Peer {
     /// The worker's servers on the cluster's address (Node's keys), first first.
     keys: Vec<String>,
-    state: State,
-    /// Connections it accepted (`--max-requests` counts them).
-    served: u64,
+    liveness: Liveness,
+    /// What it was handed and has not answered, oldest first.
+    pending: Vec<Pending>,
+    counters: Counters,
+}
+
+impl Peer {
+    /// The connections it holds now: open, and handed but not yet answered.
+    fn held(&self) -> usize {
+        self.counters.open + self.pending.len()
+    }
 }
 
 /// The balancer: who listens, whose turn it is, and the connections waiting for a worker.
 #[derive(Debug, Default)]
 pub struct RoundRobin {
+    policy: Policy,
+    /// Unanswered connections per worker, at most (`--max-pending`); 0 is taken as 1.
+    max_pending: usize,
     peers: HashMap<WorkerId, Peer>,
-    /// Workers not holding an unanswered connection, in turn order.
+    /// Every listening worker, the one handed a connection longest ago first.
     turn: VecDeque<WorkerId>,
     /// Accepted connections no worker has yet, first come first.
     waiting: VecDeque<Connection>,
@@ -116,10 +160,11 @@ pub struct RoundRobin {
 }
 
 impl RoundRobin {
-    /// A balancer for `--sticky ip`.
-    pub fn sticky() -> Self {
+    pub fn new(policy: Policy, max_pending: usize, sticky: bool) -> RoundRobin {
         RoundRobin {
-            sticky: true,
+            policy,
+            max_pending: max_pending.max(1),
+            sticky,
             ..RoundRobin::default()
         }
     }
@@ -136,27 +181,53 @@ impl RoundRobin {
         sticky::choose(sticky::address_hash(client), candidates)
     }
 
+    fn max_pending(&self) -> usize {
+        self.max_pending.max(1)
+    }
+
     /// How many accepted connections wait for a worker.
     pub fn waiting(&self) -> usize {
         self.waiting.len()
     }
 
-    /// The connections `worker` has accepted.
+    /// How many more connections the workers could be handed now (each up to its
+    /// `--max-pending`), less those waiting already: what is worth accepting. The rest wait in
+    /// the kernel's queue, which is the line.
+    pub fn room(&self) -> usize {
+        let max = self.max_pending();
+        let free: usize = self
+            .peers
+            .values()
+            .map(|peer| max.saturating_sub(peer.pending.len()))
+            .sum();
+        free.saturating_sub(self.waiting.len())
+    }
+
+    /// `worker`'s counts, if it listens.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn counters(&self, worker: WorkerId) -> Option<Counters> {
+        self.peers.get(&worker).map(|peer| peer.counters)
+    }
+
+    /// The connections `worker` has accepted (`--max-requests` counts them).
     pub fn served(&self, worker: WorkerId) -> u64 {
-        self.peers.get(&worker).map_or(0, |peer| peer.served)
+        self.peers
+            .get(&worker)
+            .map_or(0, |peer| peer.counters.accepted)
     }
 
     /// `worker`'s server `key` listens on the cluster's address: it takes its turn.
     pub fn listening(&mut self, worker: WorkerId, key: String, now: Instant) {
         let peer = self.peers.entry(worker).or_insert_with(|| Peer {
             keys: Vec::new(),
-            state: State::Idle { answered: now },
-            served: 0,
+            liveness: Liveness::Idle { answered: now },
+            pending: Vec::new(),
+            counters: Counters::default(),
         });
         if !peer.keys.contains(&key) {
             peer.keys.push(key);
         }
-        if !self.turn.contains(&worker) && !matches!(peer.state, State::Handed { .. }) {
+        if !self.turn.contains(&worker) {
             self.turn.push_back(worker);
         }
     }
@@ -172,17 +243,15 @@ impl RoundRobin {
         }
     }
 
-    /// `worker` is gone (exited, or closed its last server): a connection it had not answered
-    /// for goes first to another. A worker that closed its server refuses whatever reaches it
-    /// after, so the connection is never served twice.
+    /// `worker` is gone (exited, or closed its last server): the connections it had not
+    /// answered for go first to another. A worker that closed its server refuses whatever
+    /// reaches it after, so a connection is never served twice.
     pub fn gone(&mut self, worker: WorkerId) {
         self.turn.retain(|&id| id != worker);
-        if let Some(Peer {
-            state: State::Handed { connection, .. },
-            ..
-        }) = self.peers.remove(&worker)
-        {
-            self.waiting.push_front(connection);
+        if let Some(peer) = self.peers.remove(&worker) {
+            for pending in peer.pending.into_iter().rev() {
+                self.waiting.push_front(pending.connection);
+            }
         }
     }
 
@@ -197,28 +266,36 @@ impl RoundRobin {
         let Some(peer) = self.peers.get_mut(&worker) else {
             return false;
         };
-        match &peer.state {
-            State::Asked { seq: asked, .. } if *asked == seq => {
-                peer.state = State::Idle { answered: now };
+        if let Liveness::Asked { seq: asked, .. } = peer.liveness {
+            if asked == seq {
+                peer.liveness = Liveness::Idle { answered: now };
+                return true;
             }
-            State::Handed { seq: handed, .. } if *handed == seq => {
-                let State::Handed { connection, .. } =
-                    std::mem::replace(&mut peer.state, State::Idle { answered: now })
-                else {
-                    unreachable!("matched above");
-                };
-                if accepted {
-                    peer.served += 1;
-                } else {
-                    self.waiting.push_front(connection);
-                    peer.state = State::HeldOut {
-                        until: now + HOLD_OUT,
-                    };
-                }
-                self.turn.push_back(worker);
-            }
-            _ => return false,
         }
+        let Some(index) = peer.pending.iter().position(|pending| pending.seq == seq) else {
+            return false;
+        };
+        let pending = peer.pending.remove(index);
+        if accepted {
+            peer.counters.open += 1;
+            peer.counters.accepted += 1;
+            peer.liveness = Liveness::Idle { answered: now };
+        } else {
+            self.waiting.push_front(pending.connection);
+            peer.liveness = Liveness::HeldOut {
+                until: now + HOLD_OUT,
+            };
+        }
+        true
+    }
+
+    /// `worker` closed a connection it had accepted (herdsman's `closed`). False if it does
+    /// not listen.
+    pub fn connection_closed(&mut self, worker: WorkerId) -> bool {
+        let Some(peer) = self.peers.get_mut(&worker) else {
+            return false;
+        };
+        peer.counters.open = peer.counters.open.saturating_sub(1);
         true
     }
 
@@ -237,7 +314,7 @@ impl RoundRobin {
             });
             let only = self.pick(client, peers);
             match self.next_worker(now, peers, only) {
-                Ok(index) => self.hand(index, peers),
+                Ok(index) => self.hand(index, now, peers),
                 Err(again) => break again,
             }
         };
@@ -254,10 +331,10 @@ impl RoundRobin {
             let Some(peer) = self.peers.get_mut(&worker) else {
                 continue;
             };
-            let State::Idle { answered } = peer.state else {
+            let Liveness::Idle { answered } = peer.liveness else {
                 continue;
             };
-            if !peers.serving(worker) {
+            if !peer.pending.is_empty() || !peers.serving(worker) {
                 continue;
             }
             if now.saturating_duration_since(answered) < PULSE {
@@ -265,7 +342,7 @@ impl RoundRobin {
                 continue;
             }
             match peers.send(worker, Handoff::Question) {
-                Some(seq) => peer.state = State::Asked { seq, since: now },
+                Some(seq) => peer.liveness = Liveness::Asked { seq, since: now },
                 None => gone.push(worker),
             }
         }
@@ -273,6 +350,21 @@ impl RoundRobin {
             self.gone(worker);
         }
         next
+    }
+
+    /// The pick: positions in `turn` in the order the workers are offered the next connection.
+    /// Round-robin: in turn. Least-connections: fewest held first, ties in turn.
+    fn candidates(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.turn.len()).collect();
+        if self.policy == Policy::LeastConnections {
+            let held = |index: &usize| {
+                self.peers
+                    .get(&self.turn[*index])
+                    .map_or(usize::MAX, Peer::held)
+            };
+            order.sort_by_key(held);
+        }
+        order
     }
 
     /// The position in `turn` of the worker that gets the next connection (`only` that one,
@@ -289,35 +381,49 @@ impl RoundRobin {
         let mut blocked = false;
         let mut gone = Vec::new();
         let mut chosen = None;
-        for (index, &worker) in self.turn.iter().enumerate() {
+        let max_pending = self.max_pending();
+        for index in self.candidates() {
+            let worker = self.turn[index];
             if !peers.serving(worker) || only.is_some_and(|only| only != worker) {
                 continue;
             }
             let Some(peer) = self.peers.get_mut(&worker) else {
                 continue;
             };
-            match peer.state {
-                State::HeldOut { until } if now < until => {
+            if peer.pending.len() >= max_pending {
+                continue;
+            }
+            // Handed some and not yet answered (with --max-pending above 1): it takes more
+            // while its oldest is recent; one it sits on is not a free loop.
+            if let Some(oldest) = peer.pending.first() {
+                if now.saturating_duration_since(oldest.since) < PATIENCE && !blocked {
+                    chosen = Some(index);
+                    break;
+                }
+                continue;
+            }
+            match peer.liveness {
+                Liveness::HeldOut { until } if now < until => {
                     wait(until);
                     continue;
                 }
-                State::Idle { answered } if now.saturating_duration_since(answered) <= FRESH => {
+                Liveness::Idle { answered } if now.saturating_duration_since(answered) <= FRESH => {
                     if !blocked {
                         chosen = Some(index);
                         break;
                     }
                     continue;
                 }
-                State::Idle { .. } | State::HeldOut { .. } => {
+                Liveness::Idle { .. } | Liveness::HeldOut { .. } => {
                     let Some(seq) = peers.send(worker, Handoff::Question) else {
                         gone.push(worker);
                         continue;
                     };
-                    peer.state = State::Asked { seq, since: now };
+                    peer.liveness = Liveness::Asked { seq, since: now };
                 }
-                State::Asked { .. } | State::Handed { .. } => {}
+                Liveness::Asked { .. } => {}
             }
-            if let State::Asked { since, .. } = peer.state {
+            if let Liveness::Asked { since, .. } = peer.liveness {
                 if now.saturating_duration_since(since) < PATIENCE {
                     blocked = true;
                     wait(since + PATIENCE);
@@ -330,8 +436,9 @@ impl RoundRobin {
         chosen.ok_or(again)
     }
 
-    /// Hands the first waiting connection to the worker at `index` in turn.
-    fn hand(&mut self, index: usize, peers: &mut impl Peers) {
+    /// Hands the first waiting connection to the worker at `index` in turn, which goes to the
+    /// back of the turn.
+    fn hand(&mut self, index: usize, now: Instant, peers: &mut impl Peers) {
         let (Some(worker), Some(connection)) = (self.turn.remove(index), self.waiting.pop_front())
         else {
             return;
@@ -346,7 +453,14 @@ impl RoundRobin {
             connection: &connection,
         };
         match peers.send(worker, handoff) {
-            Some(seq) => peer.state = State::Handed { seq, connection },
+            Some(seq) => {
+                peer.pending.push(Pending {
+                    seq,
+                    connection,
+                    since: now,
+                });
+                self.turn.push_back(worker);
+            }
             None => {
                 self.waiting.push_front(connection);
                 self.gone(worker);
@@ -356,234 +470,5 @@ impl RoundRobin {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashSet;
-
-    /// Records what was sent; every worker serves unless told otherwise.
-    #[derive(Default)]
-    struct Fake {
-        sent: Vec<(WorkerId, bool)>,
-        seq: u64,
-        not_serving: HashSet<WorkerId>,
-        closed: HashSet<WorkerId>,
-    }
-
-    impl Peers for Fake {
-        fn send(&mut self, worker: WorkerId, handoff: Handoff<'_>) -> Option<u64> {
-            if self.closed.contains(&worker) {
-                return None;
-            }
-            self.sent
-                .push((worker, matches!(handoff, Handoff::Connection { .. })));
-            self.seq += 1;
-            Some(self.seq)
-        }
-
-        fn serving(&self, worker: WorkerId) -> bool {
-            !self.not_serving.contains(&worker)
-        }
-
-        fn slot(&self, worker: WorkerId) -> Option<usize> {
-            Some(worker.0 as usize)
-        }
-    }
-
-    fn connection() -> Connection {
-        Arc::new(std::fs::File::open("/dev/null").unwrap().into())
-    }
-
-    const A: WorkerId = WorkerId(1);
-    const B: WorkerId = WorkerId(2);
-
-    fn two_workers(now: Instant) -> RoundRobin {
-        let mut balancer = RoundRobin::default();
-        balancer.listening(A, "k".into(), now);
-        balancer.listening(B, "k".into(), now);
-        balancer
-    }
-
-    #[test]
-    fn fresh_workers_take_turns_one_unanswered_connection_each() {
-        let now = Instant::now();
-        let (mut balancer, mut fake) = (two_workers(now), Fake::default());
-        for _ in 0..3 {
-            balancer.arrived(connection());
-        }
-        assert_eq!(balancer.dispatch(now, &mut fake), None);
-        assert_eq!(fake.sent, [(A, true), (B, true)]);
-        assert_eq!(balancer.waiting(), 1, "each worker holds one unanswered");
-        assert!(balancer.answered(B, 2, true, now));
-        balancer.dispatch(now, &mut fake);
-        assert_eq!(fake.sent[2], (B, true), "the first to answer is next");
-        assert!(
-            !balancer.answered(B, 1, true, now),
-            "not the seq it was sent"
-        );
-    }
-
-    #[test]
-    fn a_worker_idle_too_long_is_asked_first_and_one_that_does_not_answer_is_passed_over() {
-        let start = Instant::now();
-        let (mut balancer, mut fake) = (two_workers(start), Fake::default());
-        let later = start + FRESH * 2;
-        balancer.arrived(connection());
-        let again = balancer.dispatch(later, &mut fake);
-        assert_eq!(
-            fake.sent,
-            [(A, false), (B, false)],
-            "both asked, nothing handed"
-        );
-        assert_eq!(again, Some(later + PATIENCE));
-        // B answers first, but it is A's turn: the connection waits for A's patience (and B
-        // is asked again at its next pulse, which comes first).
-        assert!(balancer.answered(B, 2, false, later));
-        assert_eq!(balancer.dispatch(later, &mut fake), Some(later + PULSE));
-        // A never answers: past the patience, B gets it.
-        balancer.dispatch(later + PATIENCE, &mut fake);
-        assert_eq!(
-            fake.sent[2],
-            (B, false),
-            "B's answer is stale by then: asked again"
-        );
-        assert!(balancer.answered(B, 3, false, later + PATIENCE));
-        balancer.dispatch(later + PATIENCE, &mut fake);
-        assert_eq!(fake.sent[3], (B, true));
-        assert_eq!(balancer.waiting(), 0);
-    }
-
-    #[test]
-    fn idle_workers_are_asked_every_pulse_and_a_silent_one_is_passed_over_at_once() {
-        let start = Instant::now();
-        let (mut balancer, mut fake) = (two_workers(start), Fake::default());
-        assert_eq!(balancer.dispatch(start, &mut fake), Some(start + PULSE));
-        assert_eq!(fake.sent, []);
-        let pulse = start + PULSE;
-        assert_eq!(
-            balancer.dispatch(pulse, &mut fake),
-            None,
-            "both asked: answers wake it"
-        );
-        assert_eq!(fake.sent, [(A, false), (B, false)]);
-        assert!(balancer.answered(B, 2, false, pulse));
-        // A stays silent (stuck in CPU work): past its patience a connection goes to B at once.
-        let later = pulse + PATIENCE;
-        balancer.arrived(connection());
-        balancer.dispatch(later, &mut fake);
-        assert_eq!(fake.sent[2], (B, false), "B's answer is stale: asked first");
-        assert!(balancer.answered(B, 3, false, later));
-        balancer.dispatch(later, &mut fake);
-        assert_eq!(fake.sent[3], (B, true));
-    }
-
-    #[test]
-    fn a_refused_or_orphaned_connection_goes_to_another_worker() {
-        let now = Instant::now();
-        let (mut balancer, mut fake) = (two_workers(now), Fake::default());
-        balancer.arrived(connection());
-        balancer.dispatch(now, &mut fake);
-        assert!(balancer.answered(A, 1, false, now));
-        balancer.dispatch(now, &mut fake);
-        assert_eq!(fake.sent[1], (B, true), "refused by A, held out: B");
-        balancer.gone(B);
-        assert_eq!(
-            balancer.waiting(),
-            1,
-            "B died before answering: back in line"
-        );
-        let again = balancer.dispatch(now, &mut fake);
-        assert_eq!(again, Some(now + HOLD_OUT), "A is held out a while");
-        balancer.dispatch(now + HOLD_OUT, &mut fake);
-        assert_eq!(
-            fake.sent[2],
-            (A, false),
-            "asked first: its last answer is stale"
-        );
-    }
-
-    #[test]
-    fn workers_that_do_not_serve_or_closed_their_server_get_nothing() {
-        let now = Instant::now();
-        let (mut balancer, mut fake) = (two_workers(now), Fake::default());
-        fake.not_serving.insert(A);
-        balancer.arrived(connection());
-        balancer.arrived(connection());
-        balancer.dispatch(now, &mut fake);
-        assert_eq!(fake.sent, [(B, true)]);
-        balancer.closed(B, "k");
-        assert_eq!(
-            balancer.waiting(),
-            2,
-            "B closed before answering: its connection waits"
-        );
-        fake.closed.insert(A);
-        fake.not_serving.clear();
-        assert_eq!(balancer.dispatch(now, &mut fake), None);
-        assert_eq!(
-            balancer.waiting(),
-            2,
-            "A's channel is closed: no one to hand to"
-        );
-    }
-
-    /// An accepted connection from `source` (127.0.0.X), with its client end.
-    fn connection_from(last: u8) -> (Connection, std::net::TcpStream) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        let source = std::net::SocketAddr::from(([127, 0, 0, last], 0));
-        client.bind(&source.into()).unwrap();
-        client
-            .connect(&listener.local_addr().unwrap().into())
-            .unwrap();
-        let (accepted, _) = listener.accept().unwrap();
-        (Arc::new(accepted.into()), client.into())
-    }
-
-    #[test]
-    fn sticky_hands_a_client_address_to_its_worker_whatever_the_turn() {
-        let now = Instant::now();
-        let mut balancer = RoundRobin::sticky();
-        balancer.listening(A, "k".into(), now);
-        balancer.listening(B, "k".into(), now);
-        let mut fake = Fake::default();
-        let owner = balancer
-            .pick(Some(IpAddr::from([127, 0, 0, 1])), &fake)
-            .unwrap();
-        let mut clients = Vec::new();
-        for round in 0..4 {
-            let (connection, client) = connection_from(1);
-            clients.push(client);
-            balancer.arrived(connection);
-            balancer.dispatch(now, &mut fake);
-            let (worker, handed) = *fake.sent.last().unwrap();
-            assert_eq!((worker, handed), (owner, true), "round {round}");
-            assert!(balancer.answered(owner, fake.seq, true, now));
-        }
-        // While its worker holds an unanswered connection, the next one from it waits.
-        let (first, _a) = connection_from(1);
-        let (second, _b) = connection_from(1);
-        balancer.arrived(first);
-        balancer.arrived(second);
-        balancer.dispatch(now, &mut fake);
-        assert_eq!(
-            balancer.waiting(),
-            1,
-            "waits for {owner:?}, not the other worker"
-        );
-        assert!(balancer.answered(owner, fake.seq, true, now));
-        balancer.dispatch(now, &mut fake);
-        assert_eq!(*fake.sent.last().unwrap(), (owner, true));
-        // Its worker goes: the address's next choice serves it.
-        fake.not_serving.insert(owner);
-        let other = balancer
-            .pick(Some(IpAddr::from([127, 0, 0, 1])), &fake)
-            .unwrap();
-        assert_ne!(other, owner);
-        // Not sticky: no one in particular.
-        assert_eq!(
-            two_workers(now).pick(Some(IpAddr::from([127, 0, 0, 1])), &fake),
-            None
-        );
-    }
-}
+#[path = "round_robin_tests.rs"]
+mod tests;

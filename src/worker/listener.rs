@@ -16,20 +16,31 @@
 //! 3. only then does it resolve, and the server's graceful shutdown finishes the requests in
 //!    progress and closes the rest.
 //!
+//! Under `--balance round-robin` or `least-conn` (`HERDSMAN_HANDOFF`) the listener has no
+//! socket: it yields the connections the primary hands over the IPC channel, and answers each
+//! (`accepted` when the server takes it from [`Listener::accept`]; `refused` for those that
+//! arrive once it stopped, which the primary hands to another worker, so a stop loses none),
+//! and, under `least-conn` (`HERDSMAN_HANDOFF_CLOSES=1`), each [`Connection`] reports its
+//! close when dropped, which the primary counts.
+//!
 //! The socket and the connections are tokio's, wrapped: [`Connection`] derefs to
 //! [`tokio::net::TcpStream`]. With the `axum` feature, [`Listener`] is an
 //! `axum::serve::Listener`, so `axum::serve(worker.listener()?, app)` works as with tokio's.
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+
+use crate::ipc::handoff::Kind;
+use crate::ipc::WorkerChannel;
 
 /// How long [`shutdown`] waits for accepted connections whose client has sent nothing yet.
 pub const FIRST_READ_WAIT: Duration = Duration::from_secs(1);
@@ -57,21 +68,53 @@ fn drain() -> &'static Drain {
 /// is asked to stop ([`shutdown`]), then closes and accepts nothing more.
 #[derive(Debug)]
 pub struct Listener {
-    socket: Option<tokio::net::TcpListener>,
+    socket: Option<Source>,
     local_addr: SocketAddr,
     stopping: watch::Receiver<bool>,
+}
+
+/// Where a listener's connections come from.
+#[derive(Debug)]
+enum Source {
+    Socket(tokio::net::TcpListener),
+    /// Handed over by the primary, each with its id, and the channel the answers go on.
+    Handed {
+        connections: mpsc::UnboundedReceiver<(u64, OwnedFd)>,
+        channel: Arc<WorkerChannel>,
+        /// Whether each connection reports its close (`least-conn` counts them).
+        report_closes: bool,
+    },
 }
 
 impl Listener {
     pub(crate) fn new(socket: tokio::net::TcpListener) -> io::Result<Listener> {
         let local_addr = socket.local_addr()?;
+        Ok(Listener::with(Source::Socket(socket), local_addr))
+    }
+
+    /// The listener of the connections the primary hands over, on the cluster's `address`.
+    pub(crate) fn handed(
+        connections: mpsc::UnboundedReceiver<(u64, OwnedFd)>,
+        channel: Arc<WorkerChannel>,
+        address: SocketAddr,
+        report_closes: bool,
+    ) -> Listener {
+        let source = Source::Handed {
+            connections,
+            channel,
+            report_closes,
+        };
+        Listener::with(source, address)
+    }
+
+    fn with(source: Source, local_addr: SocketAddr) -> Listener {
         let drain = drain();
         drain.open_listeners.send_modify(|open| *open += 1);
-        Ok(Listener {
-            socket: Some(socket),
+        Listener {
+            socket: Some(source),
             local_addr,
             stopping: drain.stopping.subscribe(),
-        })
+        }
     }
 
     /// The next connection. Once the worker is asked to stop, the socket is closed and this
@@ -81,17 +124,45 @@ impl Listener {
             if *self.stopping.borrow() {
                 self.close();
             }
-            let Some(socket) = &self.socket else {
-                return std::future::pending().await;
+            let next = match &mut self.socket {
+                None => return std::future::pending().await,
+                Some(Source::Socket(socket)) => tokio::select! {
+                    // Checked first: after the stop, not one more connection is taken.
+                    biased;
+                    _ = self.stopping.wait_for(|stopping| *stopping) => continue,
+                    accepted = socket.accept() => {
+                        let (stream, peer) = accepted?;
+                        super::report::accepted();
+                        return Ok((Connection::new(stream, None), peer));
+                    }
+                },
+                Some(Source::Handed {
+                    connections,
+                    channel,
+                    report_closes,
+                }) => tokio::select! {
+                    biased;
+                    _ = self.stopping.wait_for(|stopping| *stopping) => continue,
+                    next = connections.recv() => {
+                        next.map(|(id, fd)| (id, fd, channel.clone(), *report_closes))
+                    }
+                },
             };
-            tokio::select! {
-                // Checked first: after the stop, not one more connection is taken.
-                biased;
-                _ = self.stopping.wait_for(|stopping| *stopping) => continue,
-                accepted = socket.accept() => {
-                    let (stream, peer) = accepted?;
+            // The channel is gone (the primary is): nothing more comes.
+            let Some((id, fd, channel, report_closes)) = next else {
+                self.close();
+                continue;
+            };
+            match adopt(fd) {
+                Ok((stream, peer)) => {
+                    channel.answer(Kind::Accepted, id);
                     super::report::accepted();
-                    return Ok((Connection::new(stream), peer));
+                    let report = report_closes.then_some(CloseReport { id, channel });
+                    return Ok((Connection::new(stream, report), peer));
+                }
+                // Not a socket this process can serve: another worker may.
+                Err(_) => {
+                    channel.answer(Kind::Refused, id);
                 }
             }
         }
@@ -103,9 +174,46 @@ impl Listener {
     }
 
     fn close(&mut self) {
-        if self.socket.take().is_some() {
-            drain().open_listeners.send_modify(|open| *open -= 1);
+        let Some(source) = self.socket.take() else {
+            return;
+        };
+        if let Source::Handed {
+            mut connections,
+            channel,
+            ..
+        } = source
+        {
+            // Those handed already go back, and the channel refuses any that come after.
+            connections.close();
+            while let Ok((id, _fd)) = connections.try_recv() {
+                channel.answer(Kind::Refused, id);
+            }
         }
+        drain().open_listeners.send_modify(|open| *open -= 1);
+    }
+}
+
+/// A handed connection's fd as a tokio stream, and its peer.
+fn adopt(fd: OwnedFd) -> io::Result<(TcpStream, SocketAddr)> {
+    let stream = std::net::TcpStream::from(fd);
+    stream.set_nonblocking(true)?;
+    // A client that reset already has no address: the server reads the reset.
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    Ok((TcpStream::from_std(stream)?, peer))
+}
+
+/// Tells the primary, when dropped, that handed connection `id` is closed.
+#[derive(Debug)]
+struct CloseReport {
+    id: u64,
+    channel: Arc<WorkerChannel>,
+}
+
+impl Drop for CloseReport {
+    fn drop(&mut self) {
+        self.channel.answer(Kind::Closed, self.id);
     }
 }
 
@@ -150,6 +258,8 @@ impl axum::serve::Listener for Listener {
 pub struct Connection {
     stream: TcpStream,
     unread: Option<Unread>,
+    /// A handed connection reports its close to the primary.
+    _closed: Option<CloseReport>,
 }
 
 /// Counts a connection as not read yet until dropped.
@@ -170,14 +280,16 @@ impl Drop for Unread {
 }
 
 impl Connection {
-    fn new(stream: TcpStream) -> Connection {
+    fn new(stream: TcpStream, closed: Option<CloseReport>) -> Connection {
         Connection {
             stream,
             unread: Some(Unread::new()),
+            _closed: closed,
         }
     }
 
-    /// The stream itself (no longer watched by [`shutdown`]).
+    /// The stream itself (no longer watched by [`shutdown`]; a handed connection counts as
+    /// closed for `least-conn` from here).
     pub fn into_inner(self) -> TcpStream {
         self.stream
     }

@@ -594,3 +594,56 @@ pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("bad line {line:?}"));
     kib * 1024
 }
+
+/// Reloads cluster `name` three times under two client loops, one keep-alive and one of fresh
+/// connections: each reload completes (generation 2, 3, 4) and neither loop fails a request.
+pub fn three_reloads_under_load_fail_nothing(cluster: &Cluster, name: &str) {
+    let keep_alive = load_loop(cluster.address(), true);
+    let fresh = load_loop(cluster.address(), false);
+    for reload in 1..=3 {
+        let output = cluster.herdsman(&["reload", name]);
+        assert_eq!(output.code, Some(0), "reload {reload}: {output:?}");
+        assert!(
+            output.stdout.contains(&format!(
+                "reload complete: 2 workers on generation {}",
+                reload + 1
+            )),
+            "{}",
+            output.stdout
+        );
+    }
+    for (client, report) in [("keep-alive", keep_alive), ("fresh", fresh)] {
+        let report = report.finish(200);
+        assert_eq!(
+            report.failures,
+            Vec::<String>::new(),
+            "{client}: {} ok, {} retried; log:\n{}",
+            report.ok,
+            report.retries,
+            cluster.log()
+        );
+    }
+}
+
+/// 50 quick requests, each on a fresh connection, while the worker `busy_pid` is stuck: none
+/// reaches it, and the slowest finishes in under 100 ms.
+pub fn quick_requests_pass_over(cluster: &Cluster, busy_pid: u32) {
+    let mut slowest = Duration::ZERO;
+    for request in 0..50 {
+        let started = Instant::now();
+        let response = http_get(cluster.address(), "/")
+            .unwrap_or_else(|error| panic!("request {request}: {error}"));
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_ne!(
+            response.pid(),
+            busy_pid,
+            "request {request} reached the busy worker"
+        );
+    }
+    assert!(
+        slowest < Duration::from_millis(100),
+        "the slowest of 50 quick requests took {slowest:?}; log:\n{}",
+        cluster.log()
+    );
+}

@@ -31,6 +31,7 @@ pub fn config(workers: usize) -> Config {
         balance: Balance::Reuseport,
         sticky: crate::config::Sticky::Off,
         proxy_protocol: crate::config::ProxyProtocol::Off,
+        max_pending: 1,
         ready: ReadyMode::Notify,
         ready_delay: READY_DELAY,
         ready_timeout: READY_TIMEOUT,
