@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Throughput of the test server under `herdsman run`, side by side with the limit: the same
 # server as N processes that bind SO_REUSEPORT themselves, with no primary at all. The
-# `herdsman-proxy` row runs the same server behind `--balance proxy` (it binds its private $PORT).
+# `herdsman-proxy` row runs the same server behind `--balance proxy` (it binds its private $PORT);
+# `herdsman-reuseport+admin` is reuseport with the admin server on (`--admin`, issue 16).
 #
 #   bench/cluster.sh [SECONDS_PER_RUN] [ROUNDS]      (defaults: 10 s, 3 rounds)
 #
@@ -51,7 +52,7 @@ tree_ticks() { # PIDS... → summed CPU ticks of those processes
 
 trap stop_started EXIT
 
-SETUPS=(limit herdsman-shared herdsman-reuseport herdsman-proxy)
+SETUPS=(limit herdsman-shared herdsman-reuseport herdsman-reuseport+admin herdsman-proxy)
 RAW="$OUT/cluster-raw.txt"
 : >"$RAW"
 for round in $(seq 1 "$ROUNDS"); do
@@ -85,12 +86,13 @@ rows = [line.split() for line in open(raw) if line.strip()]
 table = {}
 for _, setup, mode, rps, errors, primary, worker_ticks, rss in rows:
     table.setdefault((setup, mode), []).append((float(rps), int(errors), int(primary), int(worker_ticks), int(rss)))
-print(f"\n{workers} workers, wrk -t1 -c64, {seconds:.0f} s per run, median of {len(rows) // 6} rounds, {pinned}\n")
+print(f"\n{workers} workers, wrk -t1 -c64, {seconds:.0f} s per run, median of {len(rows) // 10} rounds, {pinned}\n")
 print("| setup | connection | req/s | × limit | errors | primary CPU (% of run's CPU) | primary peak RSS |")
 print("|---|---|---:|---:|---:|---:|---:|")
 for mode in ("keepalive", "close"):
     limit = statistics.median(r[0] for r in table[("limit", mode)])
-    for setup in ("limit", "herdsman-shared", "herdsman-reuseport", "herdsman-proxy"):
+    for setup in ("limit", "herdsman-shared", "herdsman-reuseport", "herdsman-reuseport+admin",
+                  "herdsman-proxy"):
         runs = table[(setup, mode)]
         rps = statistics.median(r[0] for r in runs)
         errors = sum(r[1] for r in runs)

@@ -182,7 +182,11 @@ start_setup() {
                 STARTED+=($!) PRIMARY=$! ROOTS=$!
             fi ;;
         herdsman-*)
-            local balance=${name#herdsman-} ready=() notify=0
+            local balance=${name#herdsman-} ready=() notify=0 admin=()
+            # NAME+admin: the same with the admin server on (what it costs the data path).
+            if [[ $balance == *+admin ]]; then
+                balance=${balance%+admin} admin=(--admin 127.0.0.1:0)
+            fi
             # The test server says when it serves (READY=1); behind the proxy, the primary
             # sees its private port accept.
             if [ "$APP_KIND" = rust ] && [[ $balance != proxy* ]]; then
@@ -190,7 +194,7 @@ start_setup() {
             fi
             TESTSERVER_NOTIFY=$notify TESTSERVER_HOST=127.0.0.1 "${SERVER_CPUS[@]}" "$HERDSMAN" run \
                 --workers "$workers" --host 127.0.0.1 --port "$port" --name "$BENCH_NAME" \
-                --balance "$balance" "${ready[@]}" -- "${command[@]}" >"$log" 2>&1 &
+                --balance "$balance" "${ready[@]}" "${admin[@]}" -- "${command[@]}" >"$log" 2>&1 &
             STARTED+=($!) PRIMARY=$! ROOTS=$! ;;
         *) echo "unknown setup $name" >&2; return 1 ;;
     esac
