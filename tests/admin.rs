@@ -54,10 +54,12 @@ fn slot_value(text: &str, name: &str, slot: u64) -> Vec<(String, f64)> {
         .collect()
 }
 
-fn restarts_of_slot_1(text: &str) -> Vec<f64> {
-    slot_value(text, "herdsman_slot_restarts_total", 1)
+/// Slot 1's restarts by reason: (reason, count).
+fn restarts_of_slot_1(text: &str) -> Vec<(String, f64)> {
+    samples(text, "herdsman_slot_restarts_total")
         .into_iter()
-        .map(|(_, value)| value)
+        .filter(|(labels, _)| labels["slot"] == "1")
+        .map(|(labels, value)| (labels["reason"].clone(), value))
         .collect()
 }
 
@@ -87,7 +89,7 @@ fn metrics_match_status_after_a_kill() {
         .collect();
     assert_eq!(ready, vec![2.0], "{}", metrics.body);
     let slot1 = before["slots"][0]["pid"].as_u64().unwrap();
-    assert_eq!(restarts_of_slot_1(&metrics.body), [0.0], "{}", metrics.body);
+    assert_eq!(restarts_of_slot_1(&metrics.body), [], "{}", metrics.body);
     let rss = slot_value(&metrics.body, "herdsman_worker_rss_bytes", 1);
     assert_eq!(rss.len(), 1, "{}", metrics.body);
     assert_eq!(rss[0].0, slot1.to_string());
@@ -101,7 +103,17 @@ fn metrics_match_status_after_a_kill() {
     let new_pid = after["slots"][0]["pid"].as_u64().unwrap();
     assert_ne!(new_pid, slot1);
     assert_eq!(after["slots"][0]["restarts"], 1, "{after}");
-    assert_eq!(restarts_of_slot_1(&metrics.body), [1.0], "{}", metrics.body);
+    assert_eq!(
+        after["slots"][0]["restart_reasons"],
+        serde_json::json!({"killed": 1}),
+        "{after}"
+    );
+    assert_eq!(
+        restarts_of_slot_1(&metrics.body),
+        [("killed".to_string(), 1.0)],
+        "{}",
+        metrics.body
+    );
     let cpu = slot_value(&metrics.body, "herdsman_worker_cpu_seconds_total", 1);
     assert_eq!(cpu.len(), 1, "{}", metrics.body);
     assert_eq!(cpu[0].0, new_pid.to_string());

@@ -68,21 +68,22 @@ pub fn render(status: &ClusterStatus) -> String {
     let restarts = family(
         &mut registry,
         "slot_restarts_total",
-        "Restarts of a slot after failures, by slot and the last exit's reason",
+        "Restarts of a slot after failures, by slot and the kind of failure (crashed, killed, \
+         exited, ready-timeout, not-accepting, unknown)",
     );
     let mut seen = std::collections::BTreeSet::new();
     for row in &status.slots {
         if !seen.insert(row.slot) {
             continue;
         }
-        let reason = row
-            .last_exit
-            .as_ref()
-            .map(|exit| exit.reason.to_string())
-            .unwrap_or_else(|| "none".into());
-        restarts
-            .get_or_create(&vec![("slot", row.slot.to_string()), ("reason", reason)])
-            .set(row.restarts as f64);
+        for &(reason, count) in &row.restart_reasons {
+            restarts
+                .get_or_create(&vec![
+                    ("slot", row.slot.to_string()),
+                    ("reason", reason.to_string()),
+                ])
+                .set(f64::from(count));
+        }
     }
     let replacements = family(
         &mut registry,

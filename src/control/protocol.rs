@@ -177,6 +177,10 @@ pub struct SlotStatus {
     pub uptime_ms: Option<u64>,
     /// Restarts of this slot after failures.
     pub restarts: u32,
+    /// Those restarts by the kind of failure (`crashed`, `killed`, `exited`, `ready-timeout`,
+    /// `not-accepting`, `unknown`); absent before the first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub restart_reasons: BTreeMap<String, u32>,
     pub last_exit: Option<LastExitStatus>,
     /// CPU use since the previous status request (or since the worker started).
     pub cpu_percent: Option<f64>,

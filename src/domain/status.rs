@@ -62,6 +62,8 @@ pub struct SlotStatus {
     /// `--max-requests`), and how many were, by kind (`watchdog`, `max-memory`, …).
     pub last_replacement: Option<LastReplacement>,
     pub replacements: Vec<(&'static str, u32)>,
+    /// Restarts by the kind of failure (`crashed`, `killed`, `ready-timeout`, …).
+    pub restart_reasons: Vec<(&'static str, u32)>,
 }
 
 /// Why a slot's worker was last replaced while it served.

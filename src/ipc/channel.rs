@@ -313,7 +313,16 @@ impl<E: End> Channel<E> {
             let Some(cost) = u32::try_from(cost).ok().filter(|_| cost <= limit) else {
                 return Delivery::TooLarge { bytes: line.len() };
             };
-            let Ok(permit) = inbox.clone().try_acquire_many_owned(cost) else {
+            // Once full, the inbox takes messages again only when half of it is free: room
+            // that opens because the kernel's socket buffer took some bytes is not the worker
+            // reading, and must not end the run of drops (nor be logged as "reads again").
+            let dropping = self.dropped.load(Ordering::Relaxed) > 0
+                && inbox.available_permits() < limit / 2;
+            let permit = match dropping {
+                true => None,
+                false => inbox.clone().try_acquire_many_owned(cost).ok(),
+            };
+            let Some(permit) = permit else {
                 let before = self.dropped.fetch_add(1, Ordering::Relaxed);
                 self.dropped_bytes
                     .fetch_add(line.len() as u64, Ordering::Relaxed);

@@ -49,6 +49,11 @@ impl Executor {
                 .iter()
                 .map(|(kind, count)| (*kind, *count))
                 .collect();
+            let restart_reasons: Vec<(&'static str, u32)> = history
+                .restart_reasons
+                .iter()
+                .map(|(kind, count)| (*kind, *count))
+                .collect();
             let mut any = false;
             let in_slot = machine
                 .workers()
@@ -100,6 +105,7 @@ impl Executor {
                     last_exit: last_exit.clone(),
                     last_replacement: last_replacement.clone(),
                     replacements: replacements.clone(),
+                    restart_reasons: restart_reasons.clone(),
                 });
             }
             if !any && slot <= config.workers {
@@ -115,6 +121,7 @@ impl Executor {
                     last_exit,
                     last_replacement,
                     replacements,
+                    restart_reasons,
                 });
             }
         }

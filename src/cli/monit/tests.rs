@@ -16,6 +16,7 @@ fn row(slot: usize, pid: u32, cpu: f64, rss: u64) -> SlotStatus {
         state: "ready".into(),
         uptime_ms: Some(61_000),
         restarts: 0,
+        restart_reasons: Default::default(),
         last_exit: None,
         cpu_percent: Some(cpu),
         rss_bytes: Some(rss),

@@ -84,6 +84,11 @@ impl From<&domain::SlotStatus> for SlotStatus {
                 .iter()
                 .map(|&(kind, count)| (kind.to_string(), count))
                 .collect(),
+            restart_reasons: row
+                .restart_reasons
+                .iter()
+                .map(|&(kind, count)| (kind.to_string(), count))
+                .collect(),
             connections: worker.and_then(|worker| worker.connections),
             accept_queue: worker.and_then(|worker| worker.accept_queue),
         }

@@ -41,6 +41,7 @@ fn row(slot: usize, occupant: Occupant, restarts: u32, last_exit: Option<LastExi
         last_exit,
         last_replacement: None,
         replacements: Vec::new(),
+        restart_reasons: Vec::new(),
     }
 }
 

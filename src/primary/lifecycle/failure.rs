@@ -188,7 +188,9 @@ impl Machine {
         self.check_started();
         // Counted here, where the restart is decided: not for a slot whose replacement already
         // starts, nor when start-up has failed.
-        self.slots[slot - 1].restarts += 1;
+        let history = &mut self.slots[slot - 1];
+        history.restarts += 1;
+        *history.restart_reasons.entry(exit.kind()).or_default() += 1;
         if delay.is_zero() {
             self.start_worker(slot);
         } else {

@@ -25,6 +25,8 @@ pub struct Slot {
     /// The last worker replaced for a reason (`limits`), and how many were, by kind.
     pub last_replacement: Option<super::Replacement>,
     pub replacements: BTreeMap<&'static str, u32>,
+    /// Restarts after failures, by the kind of the exit ([`LastExit::kind`]).
+    pub restart_reasons: BTreeMap<&'static str, u32>,
 }
 
 impl Slot {
@@ -38,6 +40,7 @@ impl Slot {
             respawn_at: None,
             last_replacement: None,
             replacements: BTreeMap::new(),
+            restart_reasons: BTreeMap::new(),
         }
     }
 }
@@ -55,4 +58,20 @@ pub struct LastExit {
     /// A worker that said it was ready but ended before that counted: how long after saying it.
     pub said_ready_before: Option<Duration>,
     pub stop_reason: Option<StopReason>,
+}
+
+impl LastExit {
+    /// What kind of failure it was, for counting restarts by reason: stopped by herdsman for
+    /// `ready-timeout` or `not-accepting`, or ended by itself: `exited` (code 0), `crashed`
+    /// (another code), `killed` (a signal), `unknown`.
+    pub fn kind(&self) -> &'static str {
+        match (self.stop_reason, self.reason) {
+            (Some(StopReason::NotReady), _) => "ready-timeout",
+            (Some(StopReason::NotAccepting), _) => "not-accepting",
+            (_, ExitReason::Code(0)) => "exited",
+            (_, ExitReason::Code(_)) => "crashed",
+            (_, ExitReason::Signal(_)) => "killed",
+            (_, ExitReason::Unknown) => "unknown",
+        }
+    }
 }

@@ -272,6 +272,14 @@ fn a_crash_loop_is_errored_and_keeps_retrying() {
     world.crash(id);
     assert_eq!(world.machine.slot(2).unwrap().failures, 1);
     assert_eq!(world.in_slot(2).len(), 1, "restarted at once");
+    // Counted by kind: eight crashes; then a kill from outside.
+    let id = world.in_slot(2)[0];
+    world.exit(id, ExitReason::Signal(9));
+    let reasons = &world.machine.slot(2).unwrap().restart_reasons;
+    assert_eq!(
+        reasons.iter().map(|(k, n)| (*k, *n)).collect::<Vec<_>>(),
+        [("crashed", 8), ("killed", 1)]
+    );
 }
 
 #[test]
