@@ -142,6 +142,18 @@ fn least_conn_sends_fresh_connections_to_the_worker_holding_fewest_open() {
     });
     let expected: BTreeMap<u32, usize> = ready.values().map(|&pid| (pid, 5)).collect();
     assert_eq!(counts, expected, "5 open on each worker");
+    // The primary knows them: status (and /metrics) say 5 and 5.
+    let open = |cluster: &Cluster| -> Vec<serde_json::Value> {
+        let status = status_json(cluster, "fewest");
+        let slots = status["slots"].as_array().unwrap().clone();
+        slots
+            .iter()
+            .map(|slot| slot["connections"].clone())
+            .collect()
+    };
+    eventually("5 connections open on each worker in status", || {
+        (open(&cluster) == [5, 5]).then_some(())
+    });
     // Slot 2's five close; slot 1's stay open.
     let (keeper, idle) = (ready[&1], ready[&2]);
     held.retain(|(pid, _)| *pid == keeper);
@@ -150,6 +162,9 @@ fn least_conn_sends_fresh_connections_to_the_worker_holding_fewest_open() {
     eventually("a fresh connection reaches slot 2", || {
         let response = http_get(address, "/").expect("GET /");
         (response.pid() == idle).then_some(())
+    });
+    eventually("slot 2's closes in status", || {
+        (open(&cluster) == [5, 0]).then_some(())
     });
     let mut by_pid: BTreeMap<u32, usize> = BTreeMap::new();
     for request in 0..20 {

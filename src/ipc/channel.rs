@@ -316,8 +316,8 @@ impl<E: End> Channel<E> {
             // Once full, the inbox takes messages again only when half of it is free: room
             // that opens because the kernel's socket buffer took some bytes is not the worker
             // reading, and must not end the run of drops (nor be logged as "reads again").
-            let dropping = self.dropped.load(Ordering::Relaxed) > 0
-                && inbox.available_permits() < limit / 2;
+            let dropping =
+                self.dropped.load(Ordering::Relaxed) > 0 && inbox.available_permits() < limit / 2;
             let permit = match dropping {
                 true => None,
                 false => inbox.clone().try_acquire_many_owned(cost).ok(),

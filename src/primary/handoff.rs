@@ -250,6 +250,11 @@ impl Executor {
     }
 
     /// `worker` exited: what it had not answered for goes to another worker.
+    /// The connections `worker` holds open now, with `--balance least-conn` (status, metrics).
+    pub(super) fn handed_open(&self, worker: WorkerId) -> Option<u64> {
+        self.round_robin.as_ref()?.balancer.open_connections(worker)
+    }
+
     /// The connections `worker` accepted from the primary's handoff (`--max-requests`).
     pub(super) fn round_robin_served(&self, worker: WorkerId) -> u64 {
         self.round_robin

@@ -209,6 +209,14 @@ impl RoundRobin {
         self.peers.get(&worker).map(|peer| peer.counters)
     }
 
+    /// The connections `worker` holds open now, where the primary knows them: under
+    /// least-connections, whose workers report each close (those handed and not yet answered
+    /// count too); `None` under round-robin, whose workers report none.
+    pub fn open_connections(&self, worker: WorkerId) -> Option<u64> {
+        (self.policy == Policy::LeastConnections)
+            .then(|| self.peers.get(&worker).map_or(0, |peer| peer.held() as u64))
+    }
+
     /// The connections `worker` has accepted (`--max-requests` counts them).
     pub fn served(&self, worker: WorkerId) -> u64 {
         self.peers

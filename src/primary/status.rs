@@ -95,7 +95,8 @@ impl Executor {
                         connections: self
                             .proxy
                             .as_ref()
-                            .map(|proxy| proxy.open_connections(worker.id.0) as u64),
+                            .map(|proxy| proxy.open_connections(worker.id.0) as u64)
+                            .or_else(|| self.handed_open(worker.id)),
                         accept_queue: self
                             .listeners
                             .queued(worker.slot, worker.side)
