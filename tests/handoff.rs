@@ -201,33 +201,8 @@ fn killed_worker_under_handoff_loses_no_new_connection() {
     // Dead, not dying (a worker in its last microseconds may still take one), and perhaps not
     // yet seen dead by the primary, which may hand it the next connections: they must go on.
     wait_all_gone(&[victim]);
-    let killed = std::time::Instant::now();
-    let (mut ok, mut failures) = (0usize, Vec::new());
-    let mut replacement: Option<u32> = None;
-    loop {
-        assert!(
-            killed.elapsed() < DEADLINE,
-            "the replacement did not serve within {DEADLINE:?} ({ok} ok, {failures:?}); log:\n{}",
-            cluster.log()
-        );
-        if replacement.is_none() {
-            replacement = cluster
-                .pids_ready_so_far()
-                .into_iter()
-                .find(|pid| !ready.values().any(|old| old == pid));
-        }
-        match http_get(address, "/") {
-            Ok(response) if response.status == 200 => {
-                ok += 1;
-                assert_ne!(response.pid(), victim, "the killed worker answered");
-                if Some(response.pid()) == replacement {
-                    break;
-                }
-            }
-            Ok(response) => failures.push(format!("request {ok}: {response:?}")),
-            Err(error) => failures.push(format!("request {ok}: {error}")),
-        }
-    }
+    let old: Vec<u32> = ready.values().copied().collect();
+    let (ok, failures, _) = fresh_requests_until_replaced(&cluster, &old, victim, |_, _| {});
     assert_eq!(
         failures,
         Vec::<String>::new(),

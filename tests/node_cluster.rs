@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
-use std::time::Instant;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -171,37 +170,14 @@ fn killed_worker_is_replaced_and_no_new_connection_fails(balance: &str) {
     // The client sends one request per connection, one at a time, and the kill falls between
     // two of them: every request after it is on a new connection, and none may fail.
     kill(Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
-    let killed = Instant::now();
-    let (mut ok, mut failures) = (0usize, Vec::new());
-    let mut replacement: Option<u32> = None;
-    let mut replacement_answered = false;
-    while !replacement_answered {
-        assert!(
-            killed.elapsed() < DEADLINE,
-            "the replacement did not serve within {DEADLINE:?} ({ok} ok, {failures:?}); log:\n{}",
-            cluster.log()
-        );
-        if replacement.is_none() {
-            replacement = cluster
-                .pids_ready_so_far()
-                .into_iter()
-                .find(|pid| !ready.values().any(|old| old == pid));
-        }
-        match http_get(cluster.address(), "/") {
-            Ok(response) if response.status == 200 => {
-                ok += 1;
-                let pid = response.pid();
-                assert_ne!(pid, victim, "the killed worker answered");
-                assert_eq!(response.field("cluster_worker"), response.field("worker"));
-                if Some(pid) == replacement {
-                    assert_eq!(response.field("worker"), "1", "{response:?}");
-                    replacement_answered = true;
-                }
+    let old: Vec<u32> = ready.values().copied().collect();
+    let (_, failures, replacement) =
+        fresh_requests_until_replaced(&cluster, &old, victim, |response, replaced| {
+            assert_eq!(response.field("cluster_worker"), response.field("worker"));
+            if replaced {
+                assert_eq!(response.field("worker"), "1", "{response:?}");
             }
-            Ok(response) => failures.push(format!("request {ok}: {response:?}")),
-            Err(error) => failures.push(format!("request {ok}: {error}")),
-        }
-    }
+        });
     assert_eq!(failures, Vec::<String>::new(), "log:\n{}", cluster.log());
     cluster
         .stderr
@@ -209,7 +185,7 @@ fn killed_worker_is_replaced_and_no_new_connection_fails(balance: &str) {
     let status = status_json(&cluster, "express");
     assert_eq!(
         column(&status, "pid"),
-        [replacement.unwrap() as u64, ready[&2] as u64],
+        [replacement as u64, ready[&2] as u64],
         "{status}"
     );
 }

@@ -647,3 +647,44 @@ pub fn quick_requests_pass_over(cluster: &Cluster, busy_pid: u32) {
         cluster.log()
     );
 }
+
+/// After worker `victim` of `cluster` was killed: GETs on fresh connections, one at a time,
+/// until the slot's replacement (a ready pid not in `old`) answers, within [`DEADLINE`]. Each
+/// 200 is checked by `check` (and must not come from the victim); returns how many succeeded,
+/// every failure, and the replacement's pid.
+pub fn fresh_requests_until_replaced(
+    cluster: &Cluster,
+    old: &[u32],
+    victim: u32,
+    mut check: impl FnMut(&Response, bool),
+) -> (usize, Vec<String>, u32) {
+    let killed = Instant::now();
+    let (mut ok, mut failures) = (0usize, Vec::new());
+    let mut replacement: Option<u32> = None;
+    loop {
+        assert!(
+            killed.elapsed() < DEADLINE,
+            "the replacement did not serve within {DEADLINE:?} ({ok} ok, {failures:?}); log:\n{}",
+            cluster.log()
+        );
+        if replacement.is_none() {
+            replacement = cluster
+                .pids_ready_so_far()
+                .into_iter()
+                .find(|pid| !old.contains(pid));
+        }
+        match http_get(cluster.address(), "/") {
+            Ok(response) if response.status == 200 => {
+                ok += 1;
+                assert_ne!(response.pid(), victim, "the killed worker answered");
+                let replaced = Some(response.pid()) == replacement;
+                check(&response, replaced);
+                if replaced {
+                    return (ok, failures, response.pid());
+                }
+            }
+            Ok(response) => failures.push(format!("request {ok}: {response:?}")),
+            Err(error) => failures.push(format!("request {ok}: {error}")),
+        }
+    }
+}
