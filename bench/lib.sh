@@ -182,7 +182,7 @@ start_setup() {
                 STARTED+=($!) PRIMARY=$! ROOTS=$!
             fi ;;
         herdsman-*)
-            local balance=${name#herdsman-} ready=() notify=0 admin=()
+            local balance=${name#herdsman-} ready=() notify=0 admin=() ipc=()
             # NAME+admin: the same with the admin server on (what it costs the data path).
             if [[ $balance == *+admin ]]; then
                 balance=${balance%+admin} admin=(--admin 127.0.0.1:0)
@@ -192,9 +192,14 @@ start_setup() {
             if [ "$APP_KIND" = rust ] && [[ $balance != proxy* ]]; then
                 ready=(--ready notify) notify=1
             fi
+            # The primary hands the test server its connections over its IPC channel
+            # (`Worker::listener()`).
+            if [ "$APP_KIND" = rust ] && [[ $balance == round-robin || $balance == least-conn ]]; then
+                ipc=(--ipc)
+            fi
             TESTSERVER_NOTIFY=$notify TESTSERVER_HOST=127.0.0.1 "${SERVER_CPUS[@]}" "$HERDSMAN" run \
                 --workers "$workers" --host 127.0.0.1 --port "$port" --name "$BENCH_NAME" \
-                --balance "$balance" "${ready[@]}" "${admin[@]}" -- "${command[@]}" >"$log" 2>&1 &
+                --balance "$balance" "${ready[@]}" "${admin[@]}" "${ipc[@]}" -- "${command[@]}" >"$log" 2>&1 &
             STARTED+=($!) PRIMARY=$! ROOTS=$! ;;
         *) echo "unknown setup $name" >&2; return 1 ;;
     esac
