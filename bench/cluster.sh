@@ -2,7 +2,9 @@
 # Throughput of the test server under `herdsman run`, side by side with the limit: the same
 # server as N processes that bind SO_REUSEPORT themselves, with no primary at all. The
 # `herdsman-proxy` row runs the same server behind `--balance proxy` (it binds its private $PORT);
-# `herdsman-reuseport+admin` is reuseport with the admin server on (`--admin`, issue 16).
+# `herdsman-reuseport+admin` is reuseport with the admin server on (`--admin`, issue 16);
+# `floor-relay` is bench/floor's bare relay (one thread, one epoll, bytes copied both ways, no
+# HTTP), the least a proxy can cost on this machine, beside `herdsman-proxy`. SETUPS="…" picks.
 #
 #   bench/cluster.sh [SECONDS_PER_RUN] [ROUNDS]      (defaults: 10 s, 3 rounds)
 #
@@ -30,6 +32,8 @@ mkdir -p "$OUT"
 source bench/lib.sh
 need wrk wrk
 cargo build --release --quiet --bin herdsman --example testserver
+cargo build --release --quiet --manifest-path bench/floor/Cargo.toml --target-dir target/bench-floor
+FLOOR=$PWD/target/bench-floor/release/herdsman-bench-floor
 # HERDSMAN=path/to/herdsman measures another build (a baseline) with the same script.
 HERDSMAN=${HERDSMAN:-target/release/herdsman}
 SERVER=target/release/examples/testserver
@@ -52,7 +56,7 @@ tree_ticks() { # PIDS... → summed CPU ticks of those processes
 
 trap stop_started EXIT
 
-SETUPS=(limit herdsman-shared herdsman-reuseport herdsman-reuseport+admin herdsman-proxy)
+read -r -a SETUPS <<<"${SETUPS:-limit herdsman-shared herdsman-reuseport herdsman-reuseport+admin herdsman-proxy floor-relay}"
 RAW="$OUT/cluster-raw.txt"
 : >"$RAW"
 for round in $(seq 1 "$ROUNDS"); do
@@ -78,21 +82,20 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 # Median over rounds per setup and mode, then ratios to the limit.
-python3 - "$RAW" "$SECONDS_PER_RUN" "$TICKS" "$WORKERS" "$(pinning)" <<'EOF'
+python3 - "$RAW" "$SECONDS_PER_RUN" "$TICKS" "$WORKERS" "$(pinning)" "$ROUNDS" "${SETUPS[*]}" <<'EOF'
 import statistics, sys
 raw, seconds, ticks, workers = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-pinned = sys.argv[5]
+pinned, rounds, setups = sys.argv[5], int(sys.argv[6]), sys.argv[7].split()
 rows = [line.split() for line in open(raw) if line.strip()]
 table = {}
 for _, setup, mode, rps, errors, primary, worker_ticks, rss in rows:
     table.setdefault((setup, mode), []).append((float(rps), int(errors), int(primary), int(worker_ticks), int(rss)))
-print(f"\n{workers} workers, wrk -t1 -c64, {seconds:.0f} s per run, median of {len(rows) // 10} rounds, {pinned}\n")
+print(f"\n{workers} workers, wrk -t1 -c64, {seconds:.0f} s per run, median of {rounds} rounds, {pinned}\n")
 print("| setup | connection | req/s | × limit | errors | primary CPU (% of run's CPU) | primary peak RSS |")
 print("|---|---|---:|---:|---:|---:|---:|")
 for mode in ("keepalive", "close"):
-    limit = statistics.median(r[0] for r in table[("limit", mode)])
-    for setup in ("limit", "herdsman-shared", "herdsman-reuseport", "herdsman-reuseport+admin",
-                  "herdsman-proxy"):
+    limit = statistics.median(r[0] for r in table.get(("limit", mode), [(float("nan"),)]))
+    for setup in setups:
         runs = table[(setup, mode)]
         rps = statistics.median(r[0] for r in runs)
         errors = sum(r[1] for r in runs)

@@ -181,6 +181,9 @@ start_setup() {
                     node bench/node-cluster-primary.js "$APP_PATH" "$workers" >"$log" 2>&1 &
                 STARTED+=($!) PRIMARY=$! ROOTS=$!
             fi ;;
+        floor-relay) # bench/floor's bare relay (FLOOR, built by bench/cluster.sh)
+            "${SERVER_CPUS[@]}" "$FLOOR" relay "$port" "$workers" -- "${command[@]}" >"$log" 2>&1 &
+            STARTED+=($!) PRIMARY=$! ROOTS=$! ;;
         herdsman-*)
             local balance=${name#herdsman-} ready=() notify=0 admin=() ipc=()
             # NAME+admin: the same with the admin server on (what it costs the data path).

@@ -15,7 +15,8 @@
 #
 # HERDSMAN=path/to/herdsman and TESTSERVER=path/to/testserver measure other builds (the
 # defaults are built here, PROFILE=release by default); SETUPS="lib-rr lib-lc node-rr" picks
-# setups; EXTRA="--max-pending 4" adds flags to every cluster. PIN=1 (the default on 2+ CPUs): wrk on CPU 0, the cluster on the others.
+# setups (and `floor`: bench/floor, a bare handoff loop in one thread with the same workers,
+# the least this machine lets a handoff cost); EXTRA="--max-pending 4" adds flags to every cluster. PIN=1 (the default on 2+ CPUs): wrk on CPU 0, the cluster on the others.
 # Targets: ≤ 8 µs (issue 15, handoff), ≤ 10 µs (issue 13, Node round-robin).
 # Everything listens on 127.0.0.1 (ports picked free) and is stopped by the script.
 set -euo pipefail
@@ -33,6 +34,9 @@ mkdir -p "$OUT"
 source bench/lib.sh
 need wrk wrk
 dir=$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
+# The floor (bench/floor): a bare handoff loop with the same workers, built on its own.
+cargo build --quiet --release --manifest-path bench/floor/Cargo.toml --target-dir target/bench-floor
+FLOOR=$PWD/target/bench-floor/release/herdsman-bench-floor
 if [ -z "${HERDSMAN:-}" ] || [ -z "${TESTSERVER:-}" ]; then
     cargo build --quiet --profile "$PROFILE" --bin herdsman --example testserver
 fi
@@ -62,6 +66,11 @@ start_setup() {
         node-rr) command=(node examples/node/express-app.js) ;;
         lib-rr) command=("$TESTSERVER") ipc=(--ipc) ;;
         lib-lc) command=("$TESTSERVER") ipc=(--ipc) balance=least-conn ;;
+        floor)
+            "${SERVER_CPUS[@]}" "$FLOOR" handoff "$port" 2 -- "$TESTSERVER" >"$log" 2>&1 &
+            STARTED+=($!) PRIMARY=$!
+            wait_serving "$port" "$PRIMARY" 2>>"$log"
+            return ;;
         *) echo "unknown setup $name" >&2; return 1 ;;
     esac
     "${SERVER_CPUS[@]}" "$HERDSMAN" run --workers 2 --host 127.0.0.1 --port "$port" \
@@ -73,7 +82,7 @@ start_setup() {
     return 1
 }
 
-SETUPS=(${SETUPS:-lib-rr lib-lc node-rr})
+SETUPS=(${SETUPS:-lib-rr lib-lc node-rr floor})
 RAW="$OUT/rrcpu-raw.txt"
 : >"$RAW"
 echo "herdsman: $HERDSMAN ${EXTRA:-}; $CONNECTIONS connections, Connection: close; $(pinning)"
@@ -84,7 +93,7 @@ for round in $(seq 1 "$ROUNDS"); do
         start_setup "$setup" "$port" "$log"
         # Both workers serve (`all 2 workers ready`) before the clock starts.
         for _ in $(seq 1 200); do
-            grep -q "all 2 workers ready" "$log" && break
+            grep -Eq "all 2 workers (ready|started)" "$log" && break
             sleep 0.05
         done
         wrk_load "$port" close "$WARMUP" "$OUT/wrk.txt"
