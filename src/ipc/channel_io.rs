@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, MsgFlags};
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
@@ -104,21 +104,55 @@ pub(super) async fn read<E: End>(
 }
 
 /// One read: plain, or `recvmsg` keeping the fds that come (`E::TAKES_FDS`).
+///
+/// A read that leaves room in the buffer took all the socket had, so it also clears the
+/// socket's readiness (the closure's `WouldBlock` does, `UnixStream::try_io`): the next read
+/// waits for the next bytes instead of costing a system call that finds none, one per frame
+/// when frames come one at a time (a handed connection's answer, a handed connection). Not
+/// after a frame that carried fds: the kernel ends a read there, whatever follows. Bytes that
+/// come meanwhile are a new edge for the reactor, which clearing does not lose (tokio's
+/// readiness ticks).
 async fn read_some<E: End>(
     reader: &OwnedReadHalf,
     buffer: &mut [u8],
     fds: &mut VecDeque<OwnedFd>,
 ) -> io::Result<usize> {
     let stream: &UnixStream = reader.as_ref();
-    when_ready(stream, Interest::READABLE, || {
-        if E::TAKES_FDS {
-            crate::sys::recv_with_fds(stream.as_raw_fd(), buffer, fds)
-        } else {
-            nix::sys::socket::recv(stream.as_raw_fd(), buffer, MsgFlags::MSG_DONTWAIT)
-                .map_err(io::Error::from)
+    let capacity = buffer.len();
+    loop {
+        stream.ready(Interest::READABLE).await?;
+        let mut drained = None;
+        let outcome = stream.try_io(Interest::READABLE, || {
+            let (read, stopped_at_fds) = if E::TAKES_FDS {
+                let before = fds.len();
+                let read = crate::sys::recv_with_fds(stream.as_raw_fd(), buffer, fds)?;
+                (read, fds.len() != before)
+            } else {
+                let mut iov = [io::IoSliceMut::new(&mut *buffer)];
+                let message =
+                    recvmsg::<()>(stream.as_raw_fd(), &mut iov, None, MsgFlags::MSG_DONTWAIT)?;
+                // Fds this end does not take (the kernel closes them) set MSG_CTRUNC.
+                (message.bytes, message.flags.contains(MsgFlags::MSG_CTRUNC))
+            };
+            if read == 0 || read == capacity || stopped_at_fds {
+                return Ok(read);
+            }
+            drained = Some(read);
+            Err(io::ErrorKind::WouldBlock.into())
+        });
+        if let Some(read) = drained {
+            return Ok(read);
         }
-    })
-    .await
+        match outcome {
+            Ok(read) => return Ok(read),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// Runs the non-blocking `io` on `stream` once it is ready for `interest`, again while it

@@ -138,6 +138,69 @@ async fn each_end_passes_over_what_is_not_for_it_and_reads_on() {
     );
 }
 
+/// Writes `line` to `socket` with `fd` attached (SCM_RIGHTS), as a peer sending a handle does.
+fn send_with_fd(socket: &StdUnixStream, line: &[u8], fd: &impl AsRawFd) {
+    let fds = [fd.as_raw_fd()];
+    let sent = nix::sys::socket::sendmsg::<()>(
+        socket.as_raw_fd(),
+        &[std::io::IoSlice::new(line)],
+        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(sent, line.len());
+}
+
+/// The kernel ends a read at a frame that carried fds, with bytes still queued behind it: a
+/// reader that took such a short read for "all there was" (and cleared the socket's readiness)
+/// would wait for bytes that are already there. Everything is queued before each reader starts,
+/// so no later write wakes it.
+#[tokio::test]
+async fn bytes_queued_behind_a_frame_with_fds_are_read_at_once() {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let connection = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
+
+    // The worker's end: two handed connections, then a message.
+    let (ours, theirs) = StdUnixStream::pair().unwrap();
+    send_with_fd(&ours, &handoff::line(Kind::Connection, 0), &connection);
+    send_with_fd(&ours, &handoff::line(Kind::Connection, 1), &connection);
+    let message = ToWorker::Message {
+        data: std::borrow::Cow::Owned(Value::from(7)),
+        from: None,
+    };
+    std::io::Write::write_all(&mut &ours, &message.encode(Dialect::Herdsman)).unwrap();
+    let (at_worker, mut worker_got) = collect();
+    let (_worker, _reading) = WorkerChannel::open(theirs, Dialect::Herdsman, at_worker).unwrap();
+    for id in 0..2 {
+        let received = next(&mut worker_got).await;
+        assert!(
+            matches!(received, Received::Connection { id: got, fd: Some(_) } if got == id),
+            "connection {id} with its fd, got {received:?}"
+        );
+    }
+    assert_eq!(next(&mut worker_got).await, Received::Frame(message));
+
+    // The primary's end, which takes no fds: a Node worker's handle, then a message.
+    let (ours, theirs) = StdUnixStream::pair().unwrap();
+    send_with_fd(
+        &theirs,
+        b"{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Socket\",\"msg\":{\"a\":1}}\n",
+        &connection,
+    );
+    std::io::Write::write_all(&mut &theirs, b"\"ready\"\n").unwrap();
+    let (at_primary, mut primary_got) = collect();
+    let (_primary, _reading) = PrimaryChannel::open(ours, Dialect::Node, at_primary).unwrap();
+    assert!(matches!(
+        next(&mut primary_got).await,
+        Received::Frame(FromWorker::UnsupportedHandle { .. })
+    ));
+    assert_eq!(
+        next(&mut primary_got).await,
+        Received::Frame(FromWorker::Ready)
+    );
+}
+
 #[tokio::test]
 async fn the_primary_reads_no_further_than_the_frames_it_has_not_handled() {
     let (at_primary, mut primary_got) = collect();
