@@ -19,13 +19,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
 use super::framing::{parse_request, parse_response, Body, Parsed, RequestHead};
 use super::header;
-use super::relay::{read_some, relay, IDLE_TIMEOUT};
+use super::relay::{read_more, read_some, relay, IDLE_TIMEOUT};
 use super::Shared;
 
 /// A request body kept for a second try, at most.
@@ -116,12 +116,18 @@ async fn connect(shared: &Arc<Shared>, ends: Ends, avoid: Option<u64>) -> Option
 }
 
 /// Whether a kept upstream connection was closed by its worker (or sent what nobody asked).
+/// Nothing came since the last read cleared its readiness (`relay::read_into`): then it is
+/// alive, known without a system call.
 fn is_stale(stream: &TcpStream) -> bool {
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    if stream.poll_read_ready(&mut context).is_pending() {
+        return false;
+    }
     let mut byte = [0];
     !matches!(stream.try_read(&mut byte), Err(error) if error.kind() == std::io::ErrorKind::WouldBlock)
 }
 
-pub async fn serve(mut client: TcpStream, shared: Arc<Shared>) {
+pub async fn serve(client: TcpStream, shared: Arc<Shared>) {
     let _ = client.set_nodelay(true);
     let ends = Ends::of(&client);
     let Some(mut upstream) = connect(&shared, ends, None).await else {
@@ -131,7 +137,7 @@ pub async fn serve(mut client: TcpStream, shared: Arc<Shared>) {
     let mut reconnects = 0;
     loop {
         tokio::select! {
-            read = client.read_buf(&mut pending) => match read {
+            read = read_more(&client, &mut pending) => match read {
                 Ok(0) | Err(_) => break,
                 Ok(_) => match parse_request(&pending) {
                     Parsed::Partial => continue,
@@ -207,7 +213,7 @@ impl Exchange {
                 Parsed::Partial => {}
                 parsed => return Some(parsed),
             }
-            match timeout(IDLE_TIMEOUT, self.client.read_buf(&mut self.pending)).await {
+            match timeout(IDLE_TIMEOUT, read_more(&self.client, &mut self.pending)).await {
                 Ok(Ok(read)) if read > 0 => {}
                 _ => return None,
             }
@@ -255,6 +261,8 @@ impl Exchange {
         // The response's head so far, then how its body ends.
         let mut response_head = Vec::new();
         let mut response_body: Option<(Body, bool)> = None;
+        // The final response's head, not written yet.
+        let mut unsent = Vec::new();
         let mut answered = false;
         loop {
             let read = if !sent {
@@ -326,22 +334,26 @@ impl Exchange {
                         }
                         Parsed::Head(response) => {
                             let rest = response_head.split_off(response.length);
+                            let upgraded = response.status == 101 && head.upgrade;
+                            if !upgraded && !(100..200).contains(&response.status) {
+                                // The final answer's head goes with its body's first bytes,
+                                // in one write.
+                                unsent = std::mem::replace(&mut response_head, rest);
+                                response_body = Some((response.body, response.closes));
+                                break;
+                            }
                             if self.client.write_all(&response_head).await.is_err() {
                                 return After::Close;
                             }
                             response_head = rest;
-                            if response.status == 101 && head.upgrade {
+                            if upgraded {
                                 if self.client.write_all(&response_head).await.is_err() {
                                     return After::Close;
                                 }
                                 return After::Tunnel;
                             }
                             // 100 Continue and other interim answers: the real one follows.
-                            if (100..200).contains(&response.status) {
-                                continue;
-                            }
-                            response_body = Some((response.body, response.closes));
-                            break;
+                            continue;
                         }
                     }
                 }
@@ -360,9 +372,17 @@ impl Exchange {
             let Ok(used) = response.consume(bytes) else {
                 return After::Close;
             };
-            if self.client.write_all(&bytes[..used]).await.is_err() {
+            let out = match unsent.is_empty() {
+                true => &bytes[..used],
+                false => {
+                    unsent.extend_from_slice(&bytes[..used]);
+                    &unsent[..]
+                }
+            };
+            if self.client.write_all(out).await.is_err() {
                 return After::Close;
             }
+            unsent.clear();
             if response.is_done() {
                 if !body.is_done() {
                     // Answered before the request's body was all there: the worker will close.

@@ -9,6 +9,7 @@
 
 use std::io;
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -62,10 +63,46 @@ async fn copy(from: &TcpStream, to: &TcpStream, activity: &AtomicU64, start: Ins
 pub async fn read_some(stream: &TcpStream) -> io::Result<Option<Vec<u8>>> {
     stream.readable().await?;
     let mut buffer = Vec::with_capacity(BUFFER);
-    match stream.try_read_buf(&mut buffer) {
+    match read_into(stream, &mut buffer) {
         Ok(_) => Ok(Some(buffer)),
         Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(None),
         Err(error) => Err(error),
+    }
+}
+
+/// Reads more of `stream` into `buffer` (at least 4 KiB of room), waiting for bytes; 0 at its
+/// end. Cancel safe (it waits only in `readable`).
+pub async fn read_more(stream: &TcpStream, buffer: &mut Vec<u8>) -> io::Result<usize> {
+    loop {
+        stream.readable().await?;
+        buffer.reserve(4096);
+        match read_into(stream, buffer) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+            read => return read,
+        }
+    }
+}
+
+/// One non-blocking read of `stream` into the spare capacity of `buffer`; `WouldBlock` if it
+/// had nothing. A read that leaves room took all the socket had, so it also clears the
+/// socket's readiness (the closure's `WouldBlock`, `TcpStream::try_io`): the next wait is for
+/// new bytes, without a read that finds none (one per request and per response otherwise), and
+/// a kept upstream connection with nothing new is known alive without a system call
+/// (`connection::is_stale`). Bytes that come meanwhile are a new edge for the reactor.
+fn read_into(stream: &TcpStream, buffer: &mut Vec<u8>) -> io::Result<usize> {
+    let mut drained = None;
+    let outcome = stream.try_io(tokio::io::Interest::READABLE, || {
+        let room = buffer.capacity() - buffer.len();
+        let read = crate::sys::recv_appending(stream.as_raw_fd(), buffer)?;
+        if read == 0 || read == room {
+            return Ok(read);
+        }
+        drained = Some(read);
+        Err(io::ErrorKind::WouldBlock.into())
+    });
+    match drained {
+        Some(read) => Ok(read),
+        None => outcome,
     }
 }
 
