@@ -18,6 +18,7 @@ mod logs;
 mod messages;
 mod monit;
 mod node_cluster;
+mod node_drain;
 mod orphans;
 mod port_group;
 mod proxy;

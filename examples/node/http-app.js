@@ -20,7 +20,9 @@ const server = http.createServer((request, response) => {
     pid: process.pid,
     cluster_worker: cluster.worker?.id ?? null,
     worker: process.env.HERDSMAN_WORKER_ID ?? null,
-    port: server.address().port,
+    // The port it listens on, kept: after close() (a worker leaving) `address()` is null,
+    // and the requests of its open connections are still answered.
+    port: listening,
   }));
 });
 
@@ -29,6 +31,8 @@ function spin(url) {
   while (Date.now() < until);
 }
 
+let listening = null;
 server.listen(port, host, () => {
+  listening = server.address().port;
   console.log(`http ${process.pid} listening on ${JSON.stringify(server.address())}`);
 });

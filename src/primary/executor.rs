@@ -59,6 +59,8 @@ pub(super) struct Executor {
     pub(super) phase: watch::Sender<ClusterPhase>,
     /// Sockets on addresses Node workers asked for besides the cluster's (`node`).
     pub node_sockets: Vec<(std::net::SocketAddr, socket2::Socket)>,
+    /// The polite drain every Node worker loads (`node::write_drain`), once written.
+    node_drain: Option<std::path::PathBuf>,
     /// With `--balance round-robin`: the primary's accepting and handing (`node`).
     pub round_robin: Option<super::handoff::RoundRobinPort>,
     /// With `--balance proxy`: the proxy, and each worker's private port (`proxied`).
@@ -115,6 +117,7 @@ impl Executor {
             rescue: Default::default(),
             phase: parts.phase,
             node_sockets: Vec::new(),
+            node_drain: None,
             round_robin: None,
             proxy: None,
             private_ports: HashMap::new(),
@@ -149,6 +152,7 @@ impl Executor {
         self.round_robin = super::handoff::RoundRobinPort::open(&self.listeners, config)
             .map_err(|error| StartupFailed(format!("cannot accept for round-robin: {error}")))?;
         self.proxy = self.start_proxy()?;
+        self.node_drain = super::node::write_drain(self.dir.path(), &self.logger);
         self.feed(Input::Start).await;
         self.watch_port_group();
         while !self.machine.is_finished() {
@@ -331,6 +335,7 @@ impl Executor {
             ipc: config.ipc,
             watchdog: config.watchdog,
             max_requests: self.machine.request_limit(worker),
+            node_drain: self.node_drain.as_deref(),
         };
         let started = Process::start(launch, &self.spawner, &self.logger, self.events.clone());
         match started.await {

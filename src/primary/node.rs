@@ -17,9 +17,11 @@
 //! answered with an error the worker reports, or logged with the worker and ignored; never a
 //! hang. The messages are in docs/protocol.md, "Node's cluster messages".
 
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,6 +30,43 @@ use serde_json::{json, Value};
 use super::executor::Executor;
 use super::lifecycle::{Input, Intent, WorkerId, WorkerOrder};
 use crate::ipc::node::{AddressType, NodeCluster};
+
+/// The polite drain (`node_drain.js`, see its header): how an http server of a Node worker
+/// closes while the worker leaves at the primary's request. Loaded into every Node worker.
+const DRAIN_JS: &str = include_str!("node_drain.js");
+const DRAIN_FILE: &str = "node-drain.js";
+
+/// Writes the polite drain into the primary's directory; `None` (logged: Node workers then
+/// close as Node's own do) if it cannot.
+pub(super) fn write_drain(dir: &std::path::Path, logger: &super::logs::Logger) -> Option<PathBuf> {
+    let path = dir.join(DRAIN_FILE);
+    match std::fs::write(&path, DRAIN_JS) {
+        Ok(()) => Some(path),
+        Err(error) => {
+            logger.warn(format!(
+                "cannot write {}: {error}; Node workers close their keep-alive connections as \
+                 Node does when they leave (a request racing the close is lost)",
+                path.display()
+            ));
+            None
+        }
+    }
+}
+
+/// `NODE_OPTIONS` for a Node worker: `--require` of the drain first, then the app's own.
+pub(super) fn options_with_drain(drain: &std::path::Path, app: Option<&OsStr>) -> OsString {
+    // Node reads NODE_OPTIONS split at spaces, with double quotes and backslash escapes.
+    let quoted = drain
+        .to_string_lossy()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    let mut options = OsString::from(format!("--require \"{quoted}\""));
+    if let Some(app) = app.filter(|app| !app.is_empty()) {
+        options.push(" ");
+        options.push(app);
+    }
+    options
+}
 
 /// `ENOTSUP`, as libuv numbers it: what a worker hears for a listen herdsman does not serve.
 const UV_ENOTSUP: i32 = -95;
@@ -82,6 +121,8 @@ impl Executor {
             // Herdsman holds every socket for the cluster's life; a round-robin server takes
             // no more connections.
             NodeCluster::Close { key, .. } => {
+                self.logger
+                    .info(format!("worker {slot} (pid {pid}) closed its server {key}"));
                 if let Some(port) = &mut self.round_robin {
                     port.balancer.closed(worker, &key);
                     self.hand_connections();
@@ -274,5 +315,33 @@ impl Executor {
             return;
         }
         process.signal(stop_signal);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drain_comes_first_quoted_and_the_apps_node_options_follow() {
+        let drain = std::path::Path::new("/run/a dir/with \"quotes\"/node-drain.js");
+        assert_eq!(
+            options_with_drain(drain, None),
+            r#"--require "/run/a dir/with \"quotes\"/node-drain.js""#
+        );
+        assert_eq!(
+            options_with_drain(
+                drain,
+                Some(OsStr::new("--max-old-space-size=64 --trace-warnings"))
+            ),
+            r#"--require "/run/a dir/with \"quotes\"/node-drain.js" --max-old-space-size=64 --trace-warnings"#
+        );
+        assert_eq!(
+            options_with_drain(
+                std::path::Path::new("/d/node-drain.js"),
+                Some(OsStr::new(""))
+            ),
+            r#"--require "/d/node-drain.js""#
+        );
     }
 }

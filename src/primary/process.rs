@@ -66,6 +66,8 @@ pub struct Launch<'a> {
     pub watchdog: Option<Duration>,
     /// This worker's `--max-requests` (with its jitter), as `HERDSMAN_MAX_REQUESTS`.
     pub max_requests: Option<u64>,
+    /// The polite drain a Node worker loads (`--require` in `NODE_OPTIONS`), if written.
+    pub node_drain: Option<&'a std::path::Path>,
 }
 
 /// Where a worker serves.
@@ -210,6 +212,20 @@ impl Process {
                 // ever on a reply nothing receives.
                 if runs_a_script(&launch.spec.command) {
                     command.env("NODE_UNIQUE_ID", launch.slot.to_string());
+                }
+                if let Some(drain) = launch.node_drain {
+                    let app_options = launch
+                        .spec
+                        .env
+                        .iter()
+                        .rev()
+                        .find(|(name, _)| name == "NODE_OPTIONS")
+                        .map(|(_, value)| value.clone().into())
+                        .or_else(|| std::env::var_os("NODE_OPTIONS"));
+                    command.env(
+                        "NODE_OPTIONS",
+                        super::node::options_with_drain(drain, app_options.as_deref()),
+                    );
                 }
             }
         }
