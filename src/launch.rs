@@ -188,7 +188,7 @@ pub fn run_blocking(
         // wakes (a worker's channel handing over a frame, once per handed connection) runs in
         // the same turn of the scheduler, where waking `block_on`'s future first costs a poll of
         // the reactor (tokio's current-thread `park_yield`, an `epoll_wait` per wake-up;
-        // bench/RESULTS.md, "the floors").
+        // bench/RESULTS.md, "the handoff's system calls").
         match tokio::spawn(run(config, wiring)).await {
             Ok(outcome) => outcome,
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
