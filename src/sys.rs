@@ -403,6 +403,32 @@ pub fn recv_with_fds(
     Ok(message.bytes)
 }
 
+/// Runs the non-blocking `io` through a tokio socket's `try_io` (the caller's, as `try_io`:
+/// `|io| stream.try_io(Interest::READABLE, io)`), which clears the socket's readiness on
+/// `WouldBlock`. `io` returns its result and whether the socket has nothing more for now (a
+/// read that left room in its buffer took all there was): then the readiness is cleared as
+/// well, so the next wait is for new bytes instead of a call that finds none. Bytes that come
+/// meanwhile are a new edge for the reactor, which clearing does not lose (tokio's readiness
+/// ticks).
+pub fn try_io_clearing<T>(
+    try_io: impl FnOnce(&mut dyn FnMut() -> io::Result<T>) -> io::Result<T>,
+    mut io: impl FnMut() -> io::Result<(T, bool)>,
+) -> io::Result<T> {
+    let mut done = None;
+    let outcome = try_io(&mut || {
+        let (value, exhausted) = io()?;
+        if !exhausted {
+            return Ok(value);
+        }
+        done = Some(value);
+        Err(io::ErrorKind::WouldBlock.into())
+    });
+    match done {
+        Some(value) => Ok(value),
+        None => outcome,
+    }
+}
+
 /// One `recv` from socket `fd` (non-blocking) into the spare capacity of `buffer`, which grows
 /// by what was read; no zeroing of the room first (a proxy's 64 KiB per read).
 pub fn recv_appending(fd: RawFd, buffer: &mut Vec<u8>) -> io::Result<usize> {

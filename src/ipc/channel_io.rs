@@ -106,12 +106,9 @@ pub(super) async fn read<E: End>(
 /// One read: plain, or `recvmsg` keeping the fds that come (`E::TAKES_FDS`).
 ///
 /// A read that leaves room in the buffer took all the socket had, so it also clears the
-/// socket's readiness (the closure's `WouldBlock` does, `UnixStream::try_io`): the next read
-/// waits for the next bytes instead of costing a system call that finds none, one per frame
+/// socket's readiness (`crate::sys::try_io_clearing`): no read that finds nothing, one per frame
 /// when frames come one at a time (a handed connection's answer, a handed connection). Not
-/// after a frame that carried fds: the kernel ends a read there, whatever follows. Bytes that
-/// come meanwhile are a new edge for the reactor, which clearing does not lose (tokio's
-/// readiness ticks).
+/// after a frame that carried fds: the kernel ends a read there, whatever follows.
 async fn read_some<E: End>(
     reader: &OwnedReadHalf,
     buffer: &mut [u8],
@@ -119,52 +116,34 @@ async fn read_some<E: End>(
 ) -> io::Result<usize> {
     let stream: &UnixStream = reader.as_ref();
     let capacity = buffer.len();
-    loop {
-        stream.ready(Interest::READABLE).await?;
-        let mut drained = None;
-        let outcome = stream.try_io(Interest::READABLE, || {
-            let (read, stopped_at_fds) = if E::TAKES_FDS {
-                let before = fds.len();
-                let read = crate::sys::recv_with_fds(stream.as_raw_fd(), buffer, fds)?;
-                (read, fds.len() != before)
-            } else {
-                let mut iov = [io::IoSliceMut::new(&mut *buffer)];
-                let message =
-                    recvmsg::<()>(stream.as_raw_fd(), &mut iov, None, MsgFlags::MSG_DONTWAIT)?;
-                // Fds this end does not take (the kernel closes them) set MSG_CTRUNC.
-                (message.bytes, message.flags.contains(MsgFlags::MSG_CTRUNC))
-            };
-            if read == 0 || read == capacity || stopped_at_fds {
-                return Ok(read);
-            }
-            drained = Some(read);
-            Err(io::ErrorKind::WouldBlock.into())
-        });
-        if let Some(read) = drained {
-            return Ok(read);
-        }
-        match outcome {
-            Ok(read) => return Ok(read),
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
-            Err(error) => return Err(error),
-        }
-    }
+    when_ready(stream, Interest::READABLE, || {
+        let (read, stopped_at_fds) = if E::TAKES_FDS {
+            let before = fds.len();
+            let read = crate::sys::recv_with_fds(stream.as_raw_fd(), buffer, fds)?;
+            (read, fds.len() != before)
+        } else {
+            let mut iov = [io::IoSliceMut::new(&mut *buffer)];
+            let message =
+                recvmsg::<()>(stream.as_raw_fd(), &mut iov, None, MsgFlags::MSG_DONTWAIT)?;
+            // Fds this end does not take (the kernel closes them) set MSG_CTRUNC.
+            (message.bytes, message.flags.contains(MsgFlags::MSG_CTRUNC))
+        };
+        Ok((read, read > 0 && read < capacity && !stopped_at_fds))
+    })
+    .await
 }
 
 /// Runs the non-blocking `io` on `stream` once it is ready for `interest`, again while it
-/// would block or was interrupted.
+/// would block or was interrupted. `io` says, with its result, whether the socket has nothing
+/// more for now (`crate::sys::try_io_clearing`).
 async fn when_ready<T>(
     stream: &UnixStream,
     interest: Interest,
-    mut io: impl FnMut() -> io::Result<T>,
+    mut io: impl FnMut() -> io::Result<(T, bool)>,
 ) -> io::Result<T> {
     loop {
         stream.ready(interest).await?;
-        match stream.try_io(interest, &mut io) {
+        match crate::sys::try_io_clearing(|io| stream.try_io(interest, io), &mut io) {
             Ok(done) => return Ok(done),
             Err(error)
                 if matches!(
@@ -237,14 +216,14 @@ async fn send_with_fd(writer: &OwnedWriteHalf, line: &[u8], fd: &OwnedFd) -> io:
     let stream: &UnixStream = writer.as_ref();
     let fds = [fd.as_raw_fd()];
     when_ready(stream, Interest::WRITABLE, || {
-        sendmsg::<()>(
+        let sent = sendmsg::<()>(
             stream.as_raw_fd(),
             &[IoSlice::new(line)],
             &[ControlMessage::ScmRights(&fds)],
             MsgFlags::MSG_NOSIGNAL,
             None,
-        )
-        .map_err(io::Error::from)
+        )?;
+        Ok((sent, false))
     })
     .await
 }

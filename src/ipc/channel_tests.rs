@@ -139,7 +139,7 @@ async fn each_end_passes_over_what_is_not_for_it_and_reads_on() {
 }
 
 /// Writes `line` to `socket` with `fd` attached (SCM_RIGHTS), as a peer sending a handle does.
-fn send_with_fd(socket: &StdUnixStream, line: &[u8], fd: &impl AsRawFd) {
+pub(super) fn send_with_fd(socket: &StdUnixStream, line: &[u8], fd: &impl AsRawFd) {
     let fds = [fd.as_raw_fd()];
     let sent = nix::sys::socket::sendmsg::<()>(
         socket.as_raw_fd(),

@@ -2,7 +2,7 @@
 //! (nothing after a handle before its `NODE_HANDLE_ACK`), no fd left open, and real Node
 //! taking a listening socket as a `net.Server`.
 
-use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::io::{IoSliceMut, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::socket::{recvmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -207,15 +207,7 @@ async fn frames_after_a_handle_wait_for_its_ack() {
     // never reaches the primary.
     let theirs = TcpListener::bind("127.0.0.1:0").unwrap();
     let line = b"{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Server\",\"msg\":\"mine\"}\n";
-    let fds = [theirs.as_raw_fd()];
-    nix::sys::socket::sendmsg::<()>(
-        node.stream.as_raw_fd(),
-        &[IoSlice::new(line)],
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .unwrap();
+    super::tests::send_with_fd(&node.stream, line, &theirs);
     assert_eq!(node.line().0, NACK_LINE);
     let report = tokio::time::timeout(Duration::from_secs(10), reports.recv()).await;
     assert_eq!(

@@ -85,25 +85,18 @@ pub async fn read_more(stream: &TcpStream, buffer: &mut Vec<u8>) -> io::Result<u
 
 /// One non-blocking read of `stream` into the spare capacity of `buffer`; `WouldBlock` if it
 /// had nothing. A read that leaves room took all the socket had, so it also clears the
-/// socket's readiness (the closure's `WouldBlock`, `TcpStream::try_io`): the next wait is for
-/// new bytes, without a read that finds none (one per request and per response otherwise), and
-/// a kept upstream connection with nothing new is known alive without a system call
-/// (`connection::is_stale`). Bytes that come meanwhile are a new edge for the reactor.
+/// socket's readiness (`crate::sys::try_io_clearing`): the next wait is for new bytes, without
+/// a read that finds none (one per request and per response otherwise), and a kept upstream
+/// connection with nothing new is known alive without a system call (`connection::is_stale`).
 fn read_into(stream: &TcpStream, buffer: &mut Vec<u8>) -> io::Result<usize> {
-    let mut drained = None;
-    let outcome = stream.try_io(tokio::io::Interest::READABLE, || {
+    let try_io = |io: &mut dyn FnMut() -> io::Result<usize>| {
+        stream.try_io(tokio::io::Interest::READABLE, io)
+    };
+    crate::sys::try_io_clearing(try_io, || {
         let room = buffer.capacity() - buffer.len();
         let read = crate::sys::recv_appending(stream.as_raw_fd(), buffer)?;
-        if read == 0 || read == room {
-            return Ok(read);
-        }
-        drained = Some(read);
-        Err(io::ErrorKind::WouldBlock.into())
-    });
-    match drained {
-        Some(read) => Ok(read),
-        None => outcome,
-    }
+        Ok((read, read > 0 && read < room))
+    })
 }
 
 /// Writes all of `bytes`, waiting while the peer's window is full (backpressure).
