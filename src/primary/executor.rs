@@ -390,6 +390,16 @@ impl Executor {
                 if let Some(process) = self.processes.get_mut(&worker) {
                     process.reported_served = count;
                 }
+                // The report that reaches the limit is acted on now, not at the next poll (by
+                // when a later report may have raised the count the replacement names).
+                if self
+                    .machine
+                    .request_limit(worker)
+                    .is_some_and(|limit| count >= limit)
+                {
+                    let sample = self.served_sample();
+                    self.feed(Input::ServedSample(sample)).await;
+                }
             }
             Event::Notified { .. } => {}
             Event::Exited {

@@ -60,6 +60,8 @@ struct Shared {
     error: Mutex<Option<String>>,
     /// Set by `herdsman reload` (and SIGHUP): close the files, open them again by name.
     reopen: Arc<AtomicBool>,
+    /// Wakes the log writer when a write failed: no line may come to wake it for the report.
+    failures: tokio::sync::Notify,
 }
 
 impl FileSink {
@@ -93,6 +95,7 @@ impl FileSink {
             dropped: AtomicU64::new(0),
             error: Mutex::new(None),
             reopen: Arc::new(AtomicBool::new(false)),
+            failures: tokio::sync::Notify::new(),
         });
         let (queue, lines) = sync_channel(FILE_QUEUE);
         let thread_state = state.clone();
@@ -122,6 +125,12 @@ impl FileSink {
     /// a `create` rotation by logrotate: the old files were moved away).
     pub fn reopen_flag(&self) -> Arc<AtomicBool> {
         self.state.reopen.clone()
+    }
+
+    /// Returns once a write failed (at once if one failed since the last call): lines were
+    /// dropped that only a report can tell of.
+    pub async fn write_failed(&self) {
+        self.state.failures.notified().await;
     }
 
     /// Whether lines were not written since the last report.
@@ -202,6 +211,7 @@ fn failed(state: &Shared, error: &io::Error, lines: usize) {
         .error
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(error.to_string());
+    state.failures.notify_one();
 }
 
 /// A file: a slot's stream (`stdout`, `stderr`), or herdsman's own (`None`, `herdsman`).

@@ -460,6 +460,8 @@ async fn write_loop(
             // Lines were dropped and nothing else comes: the writer has caught up.
             () = tokio::time::sleep(DROP_REPORT_EVERY), if dropping => queues.drop_report()
                 .or_else(|| files.as_ref().and_then(FileSink::dropped_report).map(Record::warning)),
+            // The file thread dropped lines after the last ones came: the report is due.
+            () = file_write_failed(files.as_ref()), if !dropping => None,
         };
         let Some(first) = first else { continue };
         let mut batch = vec![first];
@@ -517,6 +519,14 @@ async fn write_loop(
     }
     if let Some(files) = files {
         let _ = tokio::task::spawn_blocking(move || files.finish()).await;
+    }
+}
+
+/// Returns once the file thread failed a write; never without files.
+async fn file_write_failed(files: Option<&FileSink>) {
+    match files {
+        Some(files) => files.write_failed().await,
+        None => std::future::pending().await,
     }
 }
 

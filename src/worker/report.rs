@@ -2,14 +2,16 @@
 //! runtime: its heartbeat (`WATCHDOG=1` every half of `$WATCHDOG_USEC`, with `--watchdog`), so
 //! that a runtime that no longer runs its tasks counts as hung; and the connections its
 //! listeners accepted (`REQUESTS=n`, with `--max-requests`: herdsman gives the worker its
-//! limit as `$HERDSMAN_MAX_REQUESTS`), at most every 100 ms and at once on reaching the limit.
+//! limit as `$HERDSMAN_MAX_REQUESTS`), at most every 100 ms while it changes, and by the accept
+//! that reaches the limit itself (one non-blocking `sendto`, so the count herdsman acts on is the
+//! limit, not whatever the next report finds).
 
+use std::ffi::OsString;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::net::UnixDatagram;
-use tokio::sync::Notify;
 
 /// How often the count of accepted connections is sent while it changes.
 const REQUESTS_EVERY: Duration = Duration::from_millis(100);
@@ -18,8 +20,8 @@ struct Reports {
     accepted: AtomicU64,
     /// `$HERDSMAN_MAX_REQUESTS`, when herdsman counts on the worker's reports.
     limit: Option<u64>,
-    /// Wakes the reporter when the limit is reached.
-    reached: Notify,
+    /// `$NOTIFY_SOCKET`: where the reports go (none when not under herdsman).
+    path: Option<OsString>,
 }
 
 fn reports() -> &'static Reports {
@@ -29,16 +31,22 @@ fn reports() -> &'static Reports {
         limit: std::env::var("HERDSMAN_MAX_REQUESTS")
             .ok()
             .and_then(|limit| limit.parse().ok()),
-        reached: Notify::new(),
+        path: std::env::var_os("NOTIFY_SOCKET"),
     })
 }
 
-/// A listener accepted a connection.
+/// A listener accepted a connection; the one that reaches the limit says so at once.
 pub(crate) fn accepted() {
     let reports = reports();
     let count = reports.accepted.fetch_add(1, Ordering::Relaxed) + 1;
-    if reports.limit == Some(count) {
-        reports.reached.notify_one();
+    if reports.limit != Some(count) {
+        return;
+    }
+    let Some(path) = &reports.path else { return };
+    // Best effort: if the primary's socket is full, the next periodic report tells it.
+    if let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() {
+        let _ = socket.set_nonblocking(true);
+        let _ = socket.send_to(format!("REQUESTS={count}").as_bytes(), path);
     }
 }
 
@@ -47,7 +55,7 @@ pub(crate) fn accepted() {
 pub(crate) fn start() {
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
-        let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        let Some(path) = reports().path.clone() else {
             return;
         };
         if let Some(every) = watchdog_interval() {
@@ -70,8 +78,9 @@ pub(crate) fn start() {
                 };
                 let reports = reports();
                 let mut sent = 0;
+                let mut ticks = tokio::time::interval(REQUESTS_EVERY);
                 loop {
-                    let _ = tokio::time::timeout(REQUESTS_EVERY, reports.reached.notified()).await;
+                    ticks.tick().await;
                     let count = reports.accepted.load(Ordering::Relaxed);
                     if count != sent {
                         let line = format!("REQUESTS={count}");
