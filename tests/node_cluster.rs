@@ -4,7 +4,7 @@
 //! and a reload drains a worker politely with `disconnect`. Real Node, real Express
 //! (examples/node, installed by `npm ci`), real sockets on 127.0.0.1.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 
 use nix::sys::signal::{kill, Signal};
@@ -12,13 +12,13 @@ use nix::unistd::Pid;
 
 use crate::support::*;
 
-fn example(path: &str) -> String {
+pub(crate) fn example(path: &str) -> String {
     format!("{}/examples/node/{path}", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// `--workers 2 --name NAME -- COMMAND`, started, with both workers ready; returns their pids
 /// by slot.
-fn node_cluster(name: &str, command: &[&str]) -> (Cluster, BTreeMap<usize, u32>) {
+pub(crate) fn node_cluster(name: &str, command: &[&str]) -> (Cluster, BTreeMap<usize, u32>) {
     node_cluster_balanced(name, "reuseport", command)
 }
 
@@ -59,7 +59,7 @@ fn serving_workers(address: SocketAddr) -> BTreeMap<u32, String> {
 }
 
 /// Both workers serve, each as the slot herdsman started it in.
-fn assert_served_by(address: SocketAddr, ready: &BTreeMap<usize, u32>) {
+pub(crate) fn assert_served_by(address: SocketAddr, ready: &BTreeMap<usize, u32>) {
     let serving = serving_workers(address);
     let expected: BTreeMap<u32, String> = ready
         .iter()
@@ -84,7 +84,7 @@ fn children(pid: u32) -> Vec<u32> {
 }
 
 /// A port that was free a moment ago, for an app that picks its own.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -282,100 +282,6 @@ fn process_send_reaches_herdsman_logs_and_herdsman_send_reaches_the_worker() {
     assert!(logs.stdout.contains(&text), "{text} in {}", logs.stdout);
 }
 
-/// Whether some text in `status` is `address`, or starts with it and goes on with no digit.
-fn lists_address(status: &serde_json::Value, address: &str) -> bool {
-    match status {
-        serde_json::Value::String(text) => text
-            .strip_prefix(address)
-            .is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit())),
-        serde_json::Value::Array(values) => {
-            values.iter().any(|value| lists_address(value, address))
-        }
-        serde_json::Value::Object(fields) => {
-            fields.values().any(|value| lists_address(value, address))
-        }
-        _ => false,
-    }
-}
-
-/// An app on a port of its own (`node http-app.js PORT 127.0.0.1`): herdsman binds what the
-/// workers ask for, once for all, and lists it.
-fn assert_serves_its_own_port(
-    cluster: &Cluster,
-    name: &str,
-    port: u16,
-    ready: &BTreeMap<usize, u32>,
-) {
-    let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    assert_served_by(address, ready);
-    assert_eq!(
-        http_get(address, "/").unwrap().field("port"),
-        port.to_string()
-    );
-    let mut status = status_json(cluster, name);
-    let foreign = status["foreign_listeners"].take();
-    assert_eq!(foreign, serde_json::json!([]), "{status}");
-    assert!(
-        lists_address(&status, &format!("127.0.0.1:{port}")),
-        "status lists 127.0.0.1:{port}: {status}"
-    );
-    assert_eq!(column(&status, "restarts"), [0, 0], "{status}");
-}
-
-#[test]
-fn app_listening_on_a_port_of_its_own_is_served_there_and_listed() {
-    let port = free_port();
-    let (cluster, ready) = node_cluster(
-        "own",
-        &[
-            "node",
-            &example("http-app.js"),
-            &port.to_string(),
-            "127.0.0.1",
-        ],
-    );
-    assert_serves_its_own_port(&cluster, "own", port, &ready);
-}
-
-#[test]
-fn app_listening_on_a_port_of_its_own_needs_no_port_flag() {
-    let port = free_port();
-    let cluster = cluster()
-        .args(&["--workers", "2", "--name", "noport"])
-        .without_port()
-        .no_wait()
-        .command(&[
-            "node",
-            &example("http-app.js"),
-            &port.to_string(),
-            "127.0.0.1",
-        ])
-        .start();
-    let ready = cluster.wait_ready(2).into_iter().collect();
-    assert_serves_its_own_port(&cluster, "noport", port, &ready);
-}
-
-#[test]
-fn app_listening_on_port_0_gets_the_same_port_in_every_worker() {
-    let (cluster, ready) =
-        node_cluster("zero", &["node", &example("http-app.js"), "0", "127.0.0.1"]);
-    let ports: BTreeSet<u16> = ready
-        .values()
-        .map(|pid| {
-            let line = cluster
-                .stdout
-                .wait_for(&format!("http {pid} listening on "));
-            let address: serde_json::Value =
-                serde_json::from_str(line.split_once(" listening on ").unwrap().1).unwrap();
-            address["port"].as_u64().unwrap() as u16
-        })
-        .collect();
-    assert_eq!(ports.len(), 1, "one port for both workers: {ports:?}");
-    let port = ports.into_iter().next().unwrap();
-    assert_ne!(port, 0);
-    assert_serves_its_own_port(&cluster, "zero", port, &ready);
-}
-
 /// Worker 1 sends the primary an internal message it does not know, a malformed one, then a
 /// user message; worker 2 (once, the first of its slot) writes a line that is not JSON on the
 /// channel itself.
@@ -459,56 +365,6 @@ fn unknown_and_malformed_internal_messages_are_logged_with_the_worker_and_ignore
     assert_eq!(column(&status, "pid")[0], one as u64, "{status}");
     assert_eq!(column(&status, "restarts")[0], 0, "{status}");
     assert!(alive(cluster.pid()));
-}
-
-/// A worker that serves HTTP on the cluster's port, then tries a unix socket path and a UDP
-/// bind, which herdsman does not serve: each fails in the worker with `ENOTSUP`.
-const UNSERVED_LISTENS_WORKER: &str = r#"
-const dgram = require('node:dgram');
-const http = require('node:http');
-const path = require('node:path');
-http
-  .createServer((request, response) => response.end(JSON.stringify({ pid: process.pid })))
-  .listen(process.env.PORT, () => {
-    http.createServer()
-      .on('error', (error) => console.log(`unix listen failed: ${error.code}`))
-      .listen(path.join(process.env.SOCKET_DIR, `app-${process.env.HERDSMAN_WORKER_ID}.sock`));
-    dgram.createSocket('udp4')
-      .on('error', (error) => console.log(`udp bind failed: ${error.code}`))
-      .bind(0, '127.0.0.1');
-  });
-"#;
-
-#[test]
-fn a_unix_socket_or_udp_listen_fails_in_the_worker_with_enotsup_not_a_hang() {
-    let dir = RuntimeDir::new();
-    let script = dir.path().join("unserved.js");
-    std::fs::write(&script, UNSERVED_LISTENS_WORKER).unwrap();
-    let cluster = cluster()
-        .runtime_dir(&dir)
-        .args(&["--workers", "1", "--name", "unserved"])
-        .env("SOCKET_DIR", dir.path().to_str().unwrap())
-        .command(&["node", script.to_str().unwrap()])
-        .start();
-    let ready: BTreeMap<usize, u32> = cluster.wait_ready(1).into_iter().collect();
-    let pid = ready[&1];
-    cluster.stdout.wait_for_count(1, |line| {
-        line == format!("[1:{pid}] unix listen failed: ENOTSUP")
-    });
-    cluster.stdout.wait_for_count(1, |line| {
-        line == format!("[1:{pid}] udp bind failed: ENOTSUP")
-    });
-    for what in ["a unix socket path", "a UDP socket (dgram)"] {
-        cluster.stderr.wait_for_count(1, |line| {
-            line.starts_with(&format!(
-                "herdsman: worker 1 (pid {pid}) asked to listen on {what}"
-            ))
-        });
-    }
-    // The worker keeps serving HTTP on the cluster's port.
-    let response = cluster.get("/").expect("GET /");
-    assert_eq!(response.status, 200, "{response:?}");
-    assert_eq!(response.pid(), pid);
 }
 
 /// Fastify and Koa, unmodified, each serve from 2 workers whose `cluster.worker.id` is their
