@@ -149,6 +149,8 @@ fn monit_in_tmux_shows_the_workers_reloads_on_r_and_quits_on_q() {
             [generation.to_string(), "ready".into()],
             "{screen}"
         );
+        // reuseport: the kernel hands the connections over, the primary does not count them.
+        assert_eq!(conns_cell(&screen, pid), None, "{screen}");
     }
 
     tmux.send_keys(&["r"]);
@@ -303,4 +305,52 @@ fn monit_refuses_to_run_without_a_terminal() {
         output.stderr,
         "herdsman: error: no cluster named `nosuch` is running for this user (see `herdsman ls`)\n"
     );
+}
+
+/// The `CONNS` cell of `pid`'s row, read under the header's `CONNS` (the cells before it hold
+/// spaces, as `1m 1s` does).
+fn conns_cell(screen: &str, pid: u64) -> Option<String> {
+    let lines: Vec<Vec<char>> = screen.lines().map(|line| line.chars().collect()).collect();
+    let header = lines.iter().find(|line| {
+        let text: String = line.iter().collect();
+        text.contains("CONNS")
+    })?;
+    let text: String = header.iter().collect();
+    let column = text
+        .find("CONNS")
+        .map(|byte| text[..byte].chars().count())?;
+    let row = lines.iter().find(|line| {
+        let text: String = line.iter().collect();
+        table_row(&text, pid).is_some()
+    })?;
+    let cell: String = row.get(column..column + 5)?.iter().collect();
+    Some(cell.trim().to_string())
+}
+
+#[test]
+fn monit_counts_the_connections_open_to_each_worker_where_the_primary_holds_them() {
+    let cluster = cluster()
+        .args(&["-w", "1", "--ready-delay", "100ms", "--name", "conns"])
+        .args(&["--balance", "proxy"])
+        .start();
+    let pid = u64::from(cluster.ready_pids(1)[0]);
+    // Two keep-alive connections, each answered once and left open.
+    let mut held: Vec<KeepAliveClient> = (0..2)
+        .map(|_| KeepAliveClient::new(cluster.address()))
+        .collect();
+    for client in &mut held {
+        assert_eq!(client.get("/").unwrap().status, 200);
+    }
+    let tmux = monit_in_tmux(&cluster, " conns");
+    tmux.wait_for("2 open connections in the worker's row", |screen| {
+        conns_cell(screen, pid).as_deref() == Some("2")
+    });
+    drop(held);
+    tmux.wait_for("0 once the clients closed them", |screen| {
+        conns_cell(screen, pid).as_deref() == Some("0")
+    });
+    tmux.send_keys(&["q"]);
+    tmux.wait_for("monit's exit code", |screen| {
+        screen.contains("monit-exit=0")
+    });
 }

@@ -185,8 +185,8 @@ pub struct SlotStatus {
     /// CPU use since the previous status request (or since the worker started).
     pub cpu_percent: Option<f64>,
     pub rss_bytes: Option<u64>,
-    /// Connections open to the worker now, where the primary sees them (the proxy modes);
-    /// absent in the others.
+    /// Connections open to the worker now, where the primary sees them (the proxy modes and
+    /// least-conn); absent in the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<u64>,
     /// Connections waiting in the accept queue of the worker's own socket (reuseport); absent

@@ -102,7 +102,8 @@ pub struct WorkerStatus {
     /// one core, to a tenth.
     pub cpu_percent: Option<f64>,
     pub rss_bytes: Option<u64>,
-    /// Connections open to it now, where the primary sees them (`--balance proxy`, `proxy-rr`).
+    /// Connections open to it now, where the primary sees them (`--balance proxy`, `proxy-rr`,
+    /// `least-conn`).
     pub connections: Option<u64>,
     /// Connections waiting in the accept queue of its own socket (`--balance reuseport`).
     pub accept_queue: Option<u64>,

@@ -29,6 +29,8 @@ fn row(slot: usize, pid: u32, cpu: f64, rss: u64) -> SlotStatus {
 
 /// Two workers; slot 2 restarted once after a SIGKILL.
 fn status() -> ClusterStatus {
+    let mut first = row(1, 4121, 12.5, 32 * 1_048_576);
+    first.connections = Some(3);
     let mut second = row(2, 4122, 50.0, 16 * 1_048_576);
     second.uptime_ms = Some(5_400);
     second.restarts = 1;
@@ -54,7 +56,7 @@ fn status() -> ClusterStatus {
         reloads_aborted: 0,
         uptime_ms: 241_000,
         command: vec!["./server".into()],
-        slots: vec![row(1, 4121, 12.5, 32 * 1_048_576), second],
+        slots: vec![first, second],
         shared_state: None,
         foreign_listeners: Vec::new(),
         also_serving: Vec::new(),
@@ -118,10 +120,10 @@ fn a_status_renders_its_rows_sparklines_log_and_help() {
             .to_string(),
         "phase running  last action: reload: done — reloaded 2 workers".to_string(),
         top(" Workers: 2 of 2 "),
-        boxed("  SLOT PID     GEN STATE     UPTIME   RESTARTS CPU    MEMORY    LAST EXIT"),
-        boxed("> 1    4121    2   ready     1m 1s    0        12.5%  32.0 MB   -"),
+        boxed("  SLOT PID     GEN STATE     UPTIME   RESTARTS CPU    MEMORY    CONNS LAST EXIT"),
+        boxed("> 1    4121    2   ready     1m 1s    0        12.5%  32.0 MB   3     -"),
         boxed(
-            "  2    4122    2   ready     5s       1        50.0%  16.0 MB   was killed by SIGKILL",
+            "  2    4122    2   ready     5s       1        50.0%  16.0 MB   -     was killed by SIGKILL",
         ),
         bottom.clone(),
         top(" CPU (scale 100%) and memory (scale 32.0 MB), last 10 min "),
@@ -156,6 +158,18 @@ fn a_status_renders_its_rows_sparklines_log_and_help() {
     );
     assert_eq!(screen[38], bottom);
     assert_eq!(screen[39], HELP);
+
+    // Where the primary counts no connections (reuseport, shared), there is no CONNS column.
+    let mut status = status();
+    for row in &mut status.slots {
+        row.connections = None;
+    }
+    model.on_status(status);
+    let screen = render(&model, 120, 40);
+    assert_eq!(
+        screen[3],
+        boxed("  SLOT PID     GEN STATE     UPTIME   RESTARTS CPU    MEMORY    LAST EXIT")
+    );
 }
 
 #[test]

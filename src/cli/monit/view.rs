@@ -18,7 +18,7 @@ pub const HELP: &str = "↑/↓ j select  r reload  + scale up  - scale down  k 
 pub const SHORT_HELP: &str = "↑↓j select r reload +/- scale k restart q quit";
 
 /// The worker table's columns: a selection mark, then what `herdsman status` shows.
-const COLUMNS: [(&str, u16); 10] = [
+const COLUMNS: [(&str, u16); 11] = [
     ("", 1),
     ("SLOT", 4),
     ("PID", 7),
@@ -28,8 +28,13 @@ const COLUMNS: [(&str, u16); 10] = [
     ("RESTARTS", 8),
     ("CPU", 6),
     ("MEMORY", 9),
+    ("CONNS", 5),
     ("LAST EXIT", 0),
 ];
+/// The index of `CONNS` in [`COLUMNS`]: shown only where the primary counts connections (some
+/// row has them) and the table has room for every column at its width, so that it never
+/// narrows the pid.
+const CONNS: usize = 9;
 
 /// Width of a history line's label (`  1    4121 `) and of each figure after a sparkline.
 const LABEL: u16 = 12;
@@ -112,7 +117,7 @@ fn phase_line(model: &Model) -> Line<'static> {
 }
 
 /// One row's cells, as `herdsman status` prints them.
-pub fn cells(row: &SlotStatus, selected: bool) -> [String; 10] {
+pub fn cells(row: &SlotStatus, selected: bool) -> [String; 11] {
     let dash = || "-".to_string();
     [
         if selected { ">" } else { " " }.to_string(),
@@ -126,6 +131,9 @@ pub fn cells(row: &SlotStatus, selected: bool) -> [String; 10] {
         row.cpu_percent
             .map_or_else(dash, |cpu| format!("{cpu:.1}%")),
         row.rss_bytes.map_or_else(dash, megabytes),
+        // Open connections, where the primary holds or counts them (proxy, least-conn).
+        row.connections
+            .map_or_else(dash, |connections| connections.to_string()),
         row.last_exit
             .as_ref()
             .map_or_else(dash, |exit| exit.reason.clone()),
@@ -137,17 +145,24 @@ fn draw_table(frame: &mut Frame, model: &Model, area: Rect) {
         frame.render_widget(Block::bordered().title(" Workers "), area);
         return;
     };
-    let header =
-        Row::new(COLUMNS.map(|(name, _)| name)).style(Style::new().add_modifier(Modifier::BOLD));
+    let counted = status.slots.iter().any(|row| row.connections.is_some());
+    // Every column at its width, one space between, and the borders.
+    let room = COLUMNS.iter().map(|(_, width)| width + 1).sum::<u16>() + 1;
+    let shown: Vec<usize> = (0..COLUMNS.len())
+        .filter(|&column| column != CONNS || (counted && area.width >= room))
+        .collect();
+    let header = Row::new(shown.iter().map(|&column| COLUMNS[column].0))
+        .style(Style::new().add_modifier(Modifier::BOLD));
     let rows = status.slots.iter().map(|row| {
         let selected = model.selected == Some(row.slot);
         let style = match selected {
             true => Style::new().add_modifier(Modifier::REVERSED),
             false => Style::new(),
         };
-        Row::new(cells(row, selected)).style(style)
+        let cells = cells(row, selected);
+        Row::new(shown.iter().map(|&column| cells[column].clone())).style(style)
     });
-    let widths = COLUMNS.map(|(_, width)| match width {
+    let widths = shown.iter().map(|&column| match COLUMNS[column].1 {
         0 => Constraint::Fill(1),
         width => Constraint::Length(width),
     });
