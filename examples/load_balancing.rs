@@ -8,6 +8,10 @@
 //!
 //! The primary prints `requests: total 1000 | worker 1: 497 (49.7%) | worker 2: 503 (50.3%)`.
 //! Counts are per slot and survive a worker's replacement (the primary adds them up).
+//!
+//! herdsman's own view of the same cluster, from the builder: with `ADMIN=127.0.0.1:9100`,
+//! its admin server (`.admin()`: /metrics, the dashboard at /); with `LOG_DIR=logs`, its log
+//! files (`.log_dir()`).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -26,47 +30,57 @@ const REPORT_EVERY: Duration = Duration::from_millis(250);
 const PRINT_EVERY: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
-    Cluster::new()
-        .name("load_balancing")
-        .primary(tally)
-        .run(|mut worker| async move {
-            let listener = worker.listener()?;
-            let app = App {
-                id: worker.id(),
-                served: Arc::new(AtomicU64::new(0)),
-                table: Arc::new(Mutex::new(json!({ "total": 0, "workers": {} }))),
-            };
-            // Report this worker's count when it changed.
-            let (reporter, served) = (worker.clone(), app.served.clone());
-            tokio::spawn(async move {
-                let mut reported = 0;
-                let mut ticks = tokio::time::interval(REPORT_EVERY);
-                loop {
-                    ticks.tick().await;
-                    let now = served.load(Ordering::Relaxed);
-                    if now != reported {
-                        reporter.send(json!({ "served": now }));
-                        reported = now;
-                    }
+    let mut cluster = Cluster::new().name("load_balancing").primary(tally);
+    if let Ok(address) = std::env::var("ADMIN") {
+        match address.parse() {
+            Ok(address) => cluster = cluster.admin(address),
+            Err(_) => {
+                eprintln!("ADMIN={address} is not an address such as 127.0.0.1:9100");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(dir) = std::env::var_os("LOG_DIR") {
+        cluster = cluster.log_dir(dir);
+    }
+    cluster.run(|mut worker| async move {
+        let listener = worker.listener()?;
+        let app = App {
+            id: worker.id(),
+            served: Arc::new(AtomicU64::new(0)),
+            table: Arc::new(Mutex::new(json!({ "total": 0, "workers": {} }))),
+        };
+        // Report this worker's count when it changed.
+        let (reporter, served) = (worker.clone(), app.served.clone());
+        tokio::spawn(async move {
+            let mut reported = 0;
+            let mut ticks = tokio::time::interval(REPORT_EVERY);
+            loop {
+                ticks.tick().await;
+                let now = served.load(Ordering::Relaxed);
+                if now != reported {
+                    reporter.send(json!({ "served": now }));
+                    reported = now;
                 }
-            });
-            // Keep the primary's latest table for /stats.
-            let mut messages = worker.messages().ok_or("no IPC channel")?;
-            let table = app.table.clone();
-            tokio::spawn(async move {
-                while let Some(message) = messages.recv().await {
-                    *table.lock().unwrap() = message.data;
-                }
-            });
-            let app = Router::new()
-                .route("/", get(hello))
-                .route("/stats", get(stats))
-                .with_state(app);
-            axum::serve(listener, app)
-                .with_graceful_shutdown(herdsman::worker::shutdown())
-                .await?;
-            Ok(())
-        })
+            }
+        });
+        // Keep the primary's latest table for /stats.
+        let mut messages = worker.messages().ok_or("no IPC channel")?;
+        let table = app.table.clone();
+        tokio::spawn(async move {
+            while let Some(message) = messages.recv().await {
+                *table.lock().unwrap() = message.data;
+            }
+        });
+        let app = Router::new()
+            .route("/", get(hello))
+            .route("/stats", get(stats))
+            .with_state(app);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(herdsman::worker::shutdown())
+            .await?;
+        Ok(())
+    })
 }
 
 #[derive(Clone)]

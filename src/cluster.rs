@@ -26,6 +26,8 @@
 
 use std::ffi::OsString;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -328,6 +330,29 @@ impl Cluster {
     pub fn max_requests(mut self, count: u64, jitter: u64) -> Self {
         self.settings.max_requests = Some(count.max(1));
         self.settings.max_requests_jitter = Some(jitter);
+        self
+    }
+
+    /// Serves herdsman's admin server on `address` (`--admin`): /metrics for Prometheus,
+    /// /health, /ready and /live, the JSON API and the dashboard; port 0 picks a free port,
+    /// logged. An address that is not loopback needs [`Cluster::admin_token`].
+    pub fn admin(mut self, address: SocketAddr) -> Self {
+        self.settings.admin = Some(address);
+        self
+    }
+
+    /// The token the admin server asks for on all but the health checks (`--admin-token`;
+    /// `$HERDSMAN_ADMIN_TOKEN` overrides).
+    pub fn admin_token(mut self, token: impl Into<String>) -> Self {
+        self.settings.admin_token = Some(token.into());
+        self
+    }
+
+    /// Also writes each slot's stdout and stderr, and herdsman's own lines, to files in `dir`
+    /// (`--log-dir`: `NAME-SLOT.out.log`, `NAME-SLOT.err.log`, `NAME.herdsman.log`, rotated
+    /// past 10 MB, 5 kept).
+    pub fn log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.settings.log_dir = Some(dir.into());
         self
     }
 

@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 use crate::support::*;
 
 /// The address the primary logged for its admin server (`--admin 127.0.0.1:0`).
-fn admin_address(cluster: &Cluster) -> SocketAddr {
+pub(crate) fn admin_address(cluster: &Cluster) -> SocketAddr {
     let line = cluster.stderr.wait_for("admin server on http://");
     let address = line
         .split("http://")

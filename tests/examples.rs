@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 
 use crate::support::{
     cluster, eventually, example_bin, http_get, http_request, load_loop, parse_worker_line,
-    wait_all_gone, word_after, Cluster, Response, DEADLINE,
+    wait_all_gone, word_after, Cluster, Response, RuntimeDir, DEADLINE,
 };
 
 /// Starts examples/NAME as a program of its own with `workers` workers on 127.0.0.1, port 0,
@@ -26,9 +26,20 @@ fn start_example(name: &str, workers: usize, env: &[(&str, &str)]) -> Cluster {
     }
     let cluster = builder.start();
     let port = cluster.address().port();
+    // The first line, after the admin server's where there is one.
+    let first = cluster
+        .stderr
+        .snapshot()
+        .into_iter()
+        .find(|line| !line.starts_with("herdsman: admin server on "));
     assert_eq!(
-        cluster.stderr.snapshot()[0],
-        format!("herdsman: listening on 127.0.0.1:{port} ({workers} workers, balance reuseport)")
+        first.as_deref(),
+        Some(
+            format!(
+                "herdsman: listening on 127.0.0.1:{port} ({workers} workers, balance reuseport)"
+            )
+            .as_str()
+        )
     );
     cluster.wait_ready(workers);
     // `--ready notify` is the CLI's to explain: a program's workers are ready by themselves.
@@ -275,6 +286,40 @@ fn load_balancing_shows_each_workers_share_live() {
         stats["workers"],
         serde_json::json!({ "1": counts[0], "2": counts[1] })
     );
+    stop(cluster);
+}
+
+/// The builder's `.admin()` and `.log_dir()` give a `Cluster` program what `--admin` and
+/// `--log-dir` give `herdsman run`: its metrics, and its lines in files.
+#[test]
+fn a_cluster_program_serves_metrics_and_writes_log_files_set_by_its_builder() {
+    let dir = RuntimeDir::new();
+    let logs = dir.path().join("logs");
+    let cluster = start_example(
+        "load_balancing",
+        2,
+        &[
+            ("ADMIN", "127.0.0.1:0"),
+            ("LOG_DIR", logs.to_str().unwrap()),
+        ],
+    );
+    let admin = super::admin::admin_address(&cluster);
+    let metrics = http_get(admin, "/metrics").unwrap();
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+    assert!(
+        metrics.body.contains("herdsman_workers_desired 2"),
+        "{}",
+        metrics.body
+    );
+    let own = logs.join("load_balancing.herdsman.log");
+    let ready: Vec<u32> = cluster.ready_pids(2);
+    eventually("both workers' ready lines in the herdsman file", || {
+        let text = std::fs::read_to_string(&own).ok()?;
+        ready
+            .iter()
+            .all(|pid| text.contains(&format!("(pid {pid}) ready")))
+            .then_some(())
+    });
     stop(cluster);
 }
 

@@ -117,4 +117,16 @@ mod tests {
             Err("$PORT is not a port number".into())
         );
     }
+
+    #[test]
+    fn the_builder_sets_the_admin_server_and_the_log_files() {
+        let cluster = Cluster::new()
+            .admin("127.0.0.1:9100".parse().unwrap())
+            .admin_token("builder")
+            .log_dir("/var/log/api");
+        let settings = resolved(&cluster, &[("HERDSMAN_ADMIN_TOKEN", "env")]).unwrap();
+        assert_eq!(settings.admin, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(settings.admin_token.as_deref(), Some("env"));
+        assert_eq!(settings.log_dir, Some("/var/log/api".into()));
+    }
 }
