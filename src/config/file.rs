@@ -198,112 +198,120 @@ impl TextOrNumber {
     }
 }
 
+/// A value written as text or as a number (`workers = 3`, `workers = "max"`), read by
+/// `parse`; `expected` is the error for anything else.
+fn text_or_number<'de, D: Deserializer<'de>, T, E: std::fmt::Display>(
+    deserializer: D,
+    expected: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<Option<T>, D::Error> {
+    let text = TextOrNumber::deserialize(deserializer)
+        .map_err(|_| D::Error::custom(expected))?
+        .into_text();
+    parse(&text).map(Some).map_err(D::Error::custom)
+}
+
+/// A value written in quotes, read by `parse`; `expected` is the error for anything else.
+fn quoted<'de, D: Deserializer<'de>, T, E: std::fmt::Display>(
+    deserializer: D,
+    expected: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<Option<T>, D::Error> {
+    let text = String::deserialize(deserializer).map_err(|_| D::Error::custom(expected))?;
+    parse(&text).map(Some).map_err(D::Error::custom)
+}
+
 pub(super) fn workers<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<WorkerCount>, D::Error> {
-    let text = TextOrNumber::deserialize(deserializer)
-        .map_err(|_| D::Error::custom("expected a number of workers or \"max\""))?
-        .into_text();
-    text.parse().map(Some).map_err(D::Error::custom)
+    let expected = "expected a number of workers or \"max\"";
+    text_or_number(deserializer, expected, str::parse::<WorkerCount>)
 }
 
 pub(super) fn state<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<StateMode>, D::Error> {
-    let text = String::deserialize(deserializer)
-        .map_err(|_| D::Error::custom("expected \"embedded\", \"off\" or a Redis URL in quotes"))?;
-    parse_state(&text).map(Some).map_err(D::Error::custom)
+    let expected = "expected \"embedded\", \"off\" or a Redis URL in quotes";
+    quoted(deserializer, expected, parse_state)
 }
 
 pub(super) fn loopback_address<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<std::net::SocketAddr>, D::Error> {
-    let text = String::deserialize(deserializer)
-        .map_err(|_| D::Error::custom("expected an address in quotes, e.g. \"127.0.0.1:6380\""))?;
-    text.parse()
-        .map(Some)
-        .map_err(|_| D::Error::custom(format!("`{text}` is not an address like 127.0.0.1:6380")))
+    let expected = "expected an address in quotes, e.g. \"127.0.0.1:6380\"";
+    quoted(deserializer, expected, |text| {
+        text.parse()
+            .map_err(|_| format!("`{text}` is not an address like 127.0.0.1:6380"))
+    })
 }
 
 pub(super) fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
-    let text = TextOrNumber::deserialize(deserializer)
-        .map_err(|_| D::Error::custom("expected a size, e.g. \"100mb\""))?
-        .into_text();
-    parse_size(&text).map(Some).map_err(D::Error::custom)
+    text_or_number(deserializer, "expected a size, e.g. \"100mb\"", parse_size)
 }
 
 pub(super) fn request_count<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<u64>, D::Error> {
-    let text = TextOrNumber::deserialize(deserializer)
-        .map_err(|_| D::Error::custom("expected a number of requests, e.g. 1000"))?
-        .into_text();
-    parse_request_count(&text)
-        .map(Some)
-        .map_err(D::Error::custom)
+    let expected = "expected a number of requests, e.g. 1000";
+    text_or_number(deserializer, expected, parse_request_count)
 }
 
 pub(super) fn watchdog<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Duration>, D::Error> {
-    let text = String::deserialize(deserializer)
-        .map_err(|_| D::Error::custom("expected a duration in quotes, e.g. \"30s\""))?;
-    parse_watchdog(&text).map(Some).map_err(D::Error::custom)
+    let expected = "expected a duration in quotes, e.g. \"30s\"";
+    quoted(deserializer, expected, parse_watchdog)
 }
 
 pub(super) fn log_size<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<ByteSize>, D::Error> {
-    let text = TextOrNumber::deserialize(deserializer)
-        .map_err(|_| D::Error::custom("expected a size, e.g. \"10mb\""))?
-        .into_text();
-    parse_log_size(&text).map(Some).map_err(D::Error::custom)
+    text_or_number(
+        deserializer,
+        "expected a size, e.g. \"10mb\"",
+        parse_log_size,
+    )
 }
 
 pub(super) fn keep_count<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<usize>, D::Error> {
-    let text = TextOrNumber::deserialize(deserializer)
-        .map_err(|_| D::Error::custom("expected a number of files, e.g. 5"))?
-        .into_text();
-    parse_keep(&text).map(Some).map_err(D::Error::custom)
+    text_or_number(
+        deserializer,
+        "expected a number of files, e.g. 5",
+        parse_keep,
+    )
 }
 
 pub(super) fn max_pending<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<usize>, D::Error> {
-    let text = TextOrNumber::deserialize(deserializer)
-        .map_err(|_| D::Error::custom("expected a number of connections, e.g. 1"))?
-        .into_text();
-    parse_max_pending(&text).map(Some).map_err(D::Error::custom)
+    let expected = "expected a number of connections, e.g. 1";
+    text_or_number(deserializer, expected, parse_max_pending)
 }
 
 pub(super) fn client_count<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<usize>, D::Error> {
-    let text = TextOrNumber::deserialize(deserializer)
-        .map_err(|_| D::Error::custom("expected a number of clients, e.g. 10000"))?
-        .into_text();
-    parse_client_count(&text)
-        .map(Some)
-        .map_err(D::Error::custom)
+    let expected = "expected a number of clients, e.g. 10000";
+    text_or_number(deserializer, expected, parse_client_count)
 }
 
 pub(super) fn duration<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Duration>, D::Error> {
-    let text = String::deserialize(deserializer)
-        .map_err(|_| D::Error::custom("expected a duration in quotes, e.g. \"10s\""))?;
-    parse_duration(&text).map(Some).map_err(D::Error::custom)
+    let expected = "expected a duration in quotes, e.g. \"10s\"";
+    quoted(deserializer, expected, parse_duration)
 }
 
 pub(super) fn signal<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Signal>, D::Error> {
-    let text = TextOrNumber::deserialize(deserializer)
-        .map_err(|_| D::Error::custom("expected a signal name, e.g. \"TERM\""))?
-        .into_text();
-    parse_signal(&text).map(Some).map_err(D::Error::custom)
+    text_or_number(
+        deserializer,
+        "expected a signal name, e.g. \"TERM\"",
+        parse_signal,
+    )
 }
 
 #[cfg(test)]
@@ -403,5 +411,41 @@ NODE_ENV = "production"
         assert!(error.starts_with("line 1, `port`: "), "{error}");
         let error = parse("command = []").unwrap_err();
         assert_eq!(error, "line 1, `command`: the command is empty");
+    }
+
+    /// A value of the wrong kind (a boolean for a number, a number for a duration) is named
+    /// with what the key takes, by the helper its reader uses.
+    #[test]
+    fn a_value_of_the_wrong_kind_says_what_the_key_takes() {
+        let cases = [
+            (
+                "workers = true",
+                "line 1, `workers`: expected a number of workers or \"max\"",
+            ),
+            (
+                "kill-timeout = 5",
+                "line 1, `kill-timeout`: expected a duration in quotes, e.g. \"10s\"",
+            ),
+            (
+                "max-requests = true",
+                "line 1, `max-requests`: expected a number of requests, e.g. 1000",
+            ),
+            (
+                "log-keep = \"all\"",
+                "line 1, `log-keep`: `all` is not a number of files to keep (0 or more, e.g. 5)",
+            ),
+            (
+                "admin = 9000",
+                "line 1, `admin`: expected an address in quotes, e.g. \"127.0.0.1:6380\"",
+            ),
+            (
+                "admin = \"here\"",
+                "line 1, `admin`: `here` is not an address like 127.0.0.1:6380",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = parse(text).unwrap_err();
+            assert!(error.starts_with(expected), "{text}: {error}");
+        }
     }
 }
