@@ -9,7 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::domain::{ClusterStatus, Occupant, WorkerPhase};
+use crate::domain::{ClusterStatus, Occupant, SlotStatus, WorkerPhase};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -65,46 +65,26 @@ pub fn render(status: &ClusterStatus) -> String {
 
     // Counters by nature, but read whole from the status each scrape: gauges that only grow,
     // named `_total` as Prometheus's convention for counts asks.
-    let restarts = family(
-        &mut registry,
-        "slot_restarts_total",
-        "Restarts of a slot after failures, by slot and the kind of failure (crashed, killed, \
-         exited, ready-timeout, not-accepting, unknown)",
+    by_slot_and_reason(
+        family(
+            &mut registry,
+            "slot_restarts_total",
+            "Restarts of a slot after failures, by slot and the kind of failure (crashed, \
+             killed, exited, ready-timeout, not-accepting, unknown)",
+        ),
+        status,
+        |row| &row.restart_reasons,
     );
-    let mut seen = std::collections::BTreeSet::new();
-    for row in &status.slots {
-        if !seen.insert(row.slot) {
-            continue;
-        }
-        for &(reason, count) in &row.restart_reasons {
-            restarts
-                .get_or_create(&vec![
-                    ("slot", row.slot.to_string()),
-                    ("reason", reason.to_string()),
-                ])
-                .set(f64::from(count));
-        }
-    }
-    let replacements = family(
-        &mut registry,
-        "slot_replacements_total",
-        "Workers of a slot replaced while serving, by slot and reason (watchdog, max-memory, \
-         max-requests)",
+    by_slot_and_reason(
+        family(
+            &mut registry,
+            "slot_replacements_total",
+            "Workers of a slot replaced while serving, by slot and reason (watchdog, max-memory, \
+             max-requests)",
+        ),
+        status,
+        |row| &row.replacements,
     );
-    let mut seen = std::collections::BTreeSet::new();
-    for row in &status.slots {
-        if !seen.insert(row.slot) {
-            continue;
-        }
-        for &(reason, count) in &row.replacements {
-            replacements
-                .get_or_create(&vec![
-                    ("slot", row.slot.to_string()),
-                    ("reason", reason.to_string()),
-                ])
-                .set(f64::from(count));
-        }
-    }
     if let Some(waiting) = status.accept_queue {
         gauge(
             &mut registry,
@@ -222,6 +202,26 @@ fn gauge(
     let gauge = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
     registry.register(name, help, gauge.clone());
     gauge
+}
+
+/// A slot's counts by reason (`counts` of its row), once per slot: a slot has two rows while
+/// its worker is being replaced, with the same counts.
+fn by_slot_and_reason(
+    family: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    status: &ClusterStatus,
+    counts: impl Fn(&SlotStatus) -> &Vec<(&'static str, u32)>,
+) {
+    let mut seen = std::collections::BTreeSet::new();
+    for row in status.slots.iter().filter(|row| seen.insert(row.slot)) {
+        for &(reason, count) in counts(row) {
+            family
+                .get_or_create(&vec![
+                    ("slot", row.slot.to_string()),
+                    ("reason", reason.to_string()),
+                ])
+                .set(f64::from(count));
+        }
+    }
 }
 
 fn family(
