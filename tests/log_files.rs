@@ -266,9 +266,11 @@ fn a_reload_opens_the_log_files_again_by_name() {
     let out = dir.join("rotated-1.out.log");
     let own = dir.join("rotated.herdsman.log");
     let ready = format!("worker 1 (pid {pid}) ready");
-    eventually("the ready line in the file", || {
+    // Both files exist before they are moved: the worker's first line and the ready line.
+    eventually("the listening line and the ready line in their files", || {
         let text = std::fs::read_to_string(&own).ok()?;
-        text.contains(&ready).then_some(())
+        let first = std::fs::read_to_string(&out).ok()?;
+        (text.contains(&ready) && first.contains("listening on")).then_some(())
     });
     for path in [&out, &own] {
         std::fs::rename(path, path.with_extension("log.old")).unwrap();
