@@ -267,11 +267,14 @@ fn a_reload_opens_the_log_files_again_by_name() {
     let own = dir.join("rotated.herdsman.log");
     let ready = format!("worker 1 (pid {pid}) ready");
     // Both files exist before they are moved: the worker's first line and the ready line.
-    eventually("the listening line and the ready line in their files", || {
-        let text = std::fs::read_to_string(&own).ok()?;
-        let first = std::fs::read_to_string(&out).ok()?;
-        (text.contains(&ready) && first.contains("listening on")).then_some(())
-    });
+    eventually(
+        "the listening line and the ready line in their files",
+        || {
+            let text = std::fs::read_to_string(&own).ok()?;
+            let first = std::fs::read_to_string(&out).ok()?;
+            (text.contains(&ready) && first.contains("listening on")).then_some(())
+        },
+    );
     for path in [&out, &own] {
         std::fs::rename(path, path.with_extension("log.old")).unwrap();
     }

@@ -96,6 +96,39 @@ fn python_http_server_runs_unmodified_across_two_workers() {
     assert_eq!((served(1), served(2)), (10, 10), "{}", cluster.log());
 }
 
+/// An app that ignores `$PORT` (it listens on a port of its own) never accepts on its private
+/// port, so it is never ready: start-up fails with exit 4 and says why, instead of a "ready"
+/// cluster whose every request waits for an upstream that is not there.
+#[test]
+fn an_app_listening_elsewhere_than_its_port_is_never_ready() {
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut cluster = cluster()
+        .args(&["-w", "1", "--balance", "proxy", "--ready-timeout", "2s"])
+        .command(&[
+            "python3",
+            "-m",
+            "http.server",
+            &elsewhere,
+            "--bind",
+            "127.0.0.1",
+        ])
+        .no_wait()
+        .start();
+    let status = cluster.wait_exit();
+    let log = cluster.log();
+    assert_eq!(status.code(), Some(4), "{log}");
+    assert!(
+        log.contains("not ready within 2s; its $PORT never accepted a connection"),
+        "{log}"
+    );
+    assert!(!log.contains(") ready"), "{log}");
+}
+
 #[test]
 fn round_robin_is_exact_over_two_and_four_workers() {
     let two = cluster()

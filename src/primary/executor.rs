@@ -373,6 +373,10 @@ impl Executor {
             } => self.feed(Input::ReadySignal { worker }).await,
             Event::Notified {
                 worker,
+                notice: Notice::Accepting,
+            } => self.feed(Input::PortAccepting { worker }).await,
+            Event::Notified {
+                worker,
                 notice: Notice::Status(status),
             } => {
                 if let Some(process) = self.processes.get_mut(&worker) {

@@ -19,6 +19,8 @@ use super::Event;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Notice {
     Ready,
+    /// Not on the socket: the proxy's probe found the worker's private port accepting.
+    Accepting,
     Stopping,
     Status(String),
     /// `WATCHDOG=1`: the worker's heartbeat (`--watchdog`).

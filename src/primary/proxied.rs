@@ -55,8 +55,9 @@ impl Executor {
         }
     }
 
-    /// With the proxy, a worker is ready once its private port accepts: tries it until it does
-    /// (a ready signal, as `READY=1` would be) or the ready timeout has passed. With
+    /// With the proxy, a worker is ready once its private port accepts, and not before: tries it
+    /// until it does (`Notice::Accepting`, also a ready signal, as `READY=1` would be) or the
+    /// ready timeout has passed. With
     /// `--proxy-protocol` the probe's connection says so with the spec's header for a
     /// connection of the proxy's own (v2 `LOCAL`, v1 `UNKNOWN`), so the app accepts it.
     pub fn probe_private_port(&self, worker: WorkerId) {
@@ -74,7 +75,7 @@ impl Executor {
                     let _ = probe.write_all(&header).await;
                     let _ = events.send(Event::Notified {
                         worker,
-                        notice: Notice::Ready,
+                        notice: Notice::Accepting,
                     });
                     return;
                 }

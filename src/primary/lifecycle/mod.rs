@@ -97,6 +97,10 @@ pub enum Input {
     ReadySignal {
         worker: WorkerId,
     },
+    /// With the proxy: the worker's private port accepted a connection (the probe's).
+    PortAccepting {
+        worker: WorkerId,
+    },
     Exited {
         worker: WorkerId,
         reason: ExitReason,
@@ -387,6 +391,7 @@ impl Machine {
             Input::Spawned { worker, pid } => self.on_spawned(worker, pid),
             Input::SpawnFailed { worker, error } => self.on_spawn_failed(worker, error),
             Input::ReadySignal { worker } => self.on_ready_signal(worker),
+            Input::PortAccepting { worker } => self.on_port_accepting(worker),
             Input::Exited {
                 worker,
                 reason,

@@ -5,6 +5,10 @@
 //! ready `--ready-delay` after its start, until the command is seen to signal (then every later
 //! worker waits for its own). Start-up is over once every slot is ready or errored.
 //!
+//! With the proxy (`--balance proxy`, `proxy-rr`) a worker is ready only once its private port
+//! accepts the primary's probe, which also counts as its signal: an app that listens elsewhere
+//! than `$PORT`, or not yet, is never taken for ready.
+//!
 //! With `--ready notify` a worker is ready only when it says so: the primary says at start what
 //! it waits for, and names a worker that is still silent after [`HINT_AFTER`], with a hint, so
 //! that a server that never sends `READY=1` does not look like a hung herdsman.
@@ -49,19 +53,56 @@ impl Machine {
         }
     }
 
+    /// With the proxy: worker `id`'s private port accepted the probe. That is its ready signal
+    /// if it sent none; if it did, its `--ready-delay` runs again from now.
+    pub(super) fn on_port_accepting(&mut self, id: WorkerId) {
+        let (delay, now) = (self.config.ready_delay, self.now);
+        let Some(worker) = self.worker_mut(id) else {
+            return;
+        };
+        if worker.accepting_at.is_some() {
+            return;
+        }
+        worker.accepting_at = Some(now);
+        if worker.ready_signal_at.is_none() {
+            return self.on_ready_signal(id);
+        }
+        if !worker.is_starting() {
+            return;
+        }
+        if delay.is_zero() {
+            self.ready_check(id);
+        } else {
+            self.schedule(Timer::ReadyDelay(id), delay);
+        }
+    }
+
+    /// Whether worker `id` has given all the signals readiness needs: its own (or, with
+    /// `--ready delay`, its start), and with the proxy, its port accepting. The time of the
+    /// last of them, from which `--ready-delay` counts.
+    fn signalled_at(&self, worker: &super::worker::WorkerRecord) -> Option<std::time::Instant> {
+        let own = match (worker.ready_signal_at, self.config.ready) {
+            (Some(signal), _) => signal,
+            (None, ReadyMode::Delay) if !self.command_signals_ready => worker.started_at,
+            (None, _) => return None,
+        };
+        match self.config.balance.is_proxy() {
+            true => worker.accepting_at.map(|accepting| accepting.max(own)),
+            false => Some(own),
+        }
+    }
+
     /// Marks worker `id` ready if it has earned it: `--ready-delay` after its readiness signal
     /// and, with `--ready delay`, after its start; with `--ready delay` and no signal, after its
     /// start alone. Called when either delay has elapsed.
     pub(super) fn ready_check(&mut self, id: WorkerId) {
-        let (mode, delay) = (self.config.ready, self.config.ready_delay);
+        let delay = self.config.ready_delay;
         let Some(worker) = self.worker(id) else {
             return;
         };
         // The signal comes after the start, so a delay elapsed since it has elapsed since both.
-        let since = match (worker.ready_signal_at, mode) {
-            (Some(signal), _) => signal,
-            (None, ReadyMode::Delay) if !self.command_signals_ready => worker.started_at,
-            (None, _) => return,
+        let Some(since) = self.signalled_at(worker) else {
+            return;
         };
         if self.now.saturating_duration_since(since) >= delay {
             self.mark_ready(id);
@@ -135,12 +176,22 @@ impl Machine {
             return;
         };
         // One that said it is ready in time finishes its probation (`--ready-delay`).
-        if !worker.is_starting() || worker.ready_signal_at.is_some() {
+        let proxied = self.config.balance.is_proxy();
+        let signalled =
+            worker.ready_signal_at.is_some() && (!proxied || worker.accepting_at.is_some());
+        if !worker.is_starting() || signalled {
             return;
         }
         let (slot, pid) = (worker.slot, worker.pid);
+        let why = match proxied {
+            true => {
+                "; its $PORT never accepted a connection (under the proxy a worker must listen \
+                 on $HOST:$PORT, the private port herdsman gives it)"
+            }
+            false => "",
+        };
         self.warn(format!(
-            "worker {slot} (pid {pid}) not ready within {}; stopping it",
+            "worker {slot} (pid {pid}) not ready within {}{why}; stopping it",
             humantime::format_duration(timeout)
         ));
         self.stop_worker(id, StopReason::NotReady);

@@ -45,6 +45,37 @@ fn start_up_is_over_once_every_slot_is_ready() {
     assert!(world.machine.worker(id).unwrap().is_serving());
 }
 
+/// With the proxy a worker is ready only once its private port accepts: not by its start and
+/// `--ready delay`, not by its own `READY=1`; one whose port never accepts is stopped at the
+/// ready timeout, saying why.
+#[test]
+fn under_the_proxy_only_an_accepting_port_makes_a_worker_ready() {
+    let mut proxied = config(1);
+    proxied.balance = crate::config::Balance::Proxy;
+    proxied.ready = crate::config::ReadyMode::Delay;
+    let mut world = World::with(proxied.clone(), false);
+    world.start();
+    let id = world.in_slot(1)[0];
+    world.advance(READY_DELAY * 10);
+    assert!(world.machine.worker(id).unwrap().is_starting());
+    world.feed(super::Input::ReadySignal { worker: id });
+    world.advance(READY_DELAY * 10);
+    assert!(world.machine.worker(id).unwrap().is_starting());
+    world.feed(super::Input::PortAccepting { worker: id });
+    world.advance(READY_DELAY - Duration::from_millis(1));
+    assert!(world.machine.worker(id).unwrap().is_starting());
+    world.advance(Duration::from_millis(1));
+    assert!(world.machine.worker(id).unwrap().is_serving());
+
+    let mut world = World::with(proxied, false);
+    world.start();
+    let id = world.in_slot(1)[0];
+    world.feed(super::Input::ReadySignal { worker: id });
+    world.advance(READY_TIMEOUT);
+    assert_eq!(world.signals_to(id), [Signal::SIGTERM]);
+    assert!(world.logged("not ready within 30s; its $PORT never accepted a connection"));
+}
+
 /// What happens when a worker crashes during a rolling reload: the question docs/architecture.md
 /// answers with `Machine::on_exit`.
 #[test]

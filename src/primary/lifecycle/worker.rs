@@ -102,6 +102,9 @@ pub struct WorkerRecord {
     /// When it first said it was ready (`READY=1`, IPC `ready`): it is ready once it has stayed
     /// up `--ready-delay` more.
     pub ready_signal_at: Option<Instant>,
+    /// With the proxy: when its private port first accepted the primary's probe. It is ready
+    /// only after that, whatever else it says.
+    pub accepting_at: Option<Instant>,
     /// When it became ready (the restart policy counts a failure by how long it served).
     pub ready_at: Option<Instant>,
     /// Since when its accept queue has held connections without shrinking (`accepting`).
