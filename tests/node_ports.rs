@@ -151,3 +151,45 @@ fn a_unix_socket_or_udp_listen_fails_in_the_worker_with_enotsup_not_a_hang() {
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.pid(), pid);
 }
+
+/// Under the proxy a Node worker's `listen($PORT)` gets a socket on its private port that is
+/// its own: on loopback (127.0.0.2 is refused), not an address served for every worker, and
+/// closed with the worker, so reloads leave none behind.
+#[test]
+fn under_the_proxy_a_node_workers_port_is_its_own_on_loopback_and_goes_with_it() {
+    let cluster = cluster()
+        .args(&["--workers", "2", "--name", "np", "--balance", "proxy"])
+        .command(&["node", &example("http-app.js")])
+        .start();
+    cluster.wait_ready(2);
+    let mut ports = BTreeSet::new();
+    for _ in 0..200 {
+        ports.insert(cluster.get("/").unwrap().field("port"));
+        if ports.len() == 2 {
+            break;
+        }
+    }
+    let ports: Vec<u16> = ports.iter().map(|port| port.parse().unwrap()).collect();
+    assert_eq!(ports.len(), 2, "each worker its own port: {ports:?}");
+    for &port in &ports {
+        let elsewhere = std::net::TcpStream::connect(("127.0.0.2", port));
+        assert!(elsewhere.is_err(), "port {port} answers beyond 127.0.0.1");
+    }
+    let reload = cluster.herdsman(&["reload", "np"]);
+    assert_eq!(reload.code, Some(0), "{reload:?}");
+    let status = status_json(&cluster, "np");
+    assert!(status.get("also_serving").is_none(), "{status}");
+    assert!(
+        !cluster.log().contains("as a worker's listen() asked"),
+        "{}",
+        cluster.log()
+    );
+    for port in ports {
+        eventually("the old worker's port closed with it", || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .is_err()
+                .then_some(())
+        });
+    }
+    assert_eq!(cluster.get("/").unwrap().status, 200);
+}

@@ -66,6 +66,9 @@ pub(super) struct Executor {
     /// With `--balance proxy`: the proxy, and each worker's private port (`proxied`).
     pub proxy: Option<crate::proxy::Proxy>,
     pub private_ports: HashMap<WorkerId, u16>,
+    /// With the proxy: the socket a Node worker's `listen($PORT)` was given, on its private
+    /// port on loopback; its alone, closed with it (`node`).
+    pub private_sockets: HashMap<WorkerId, socket2::Socket>,
 }
 
 /// What the executor starts with, besides the configuration.
@@ -121,6 +124,7 @@ impl Executor {
             round_robin: None,
             proxy: None,
             private_ports: HashMap::new(),
+            private_sockets: HashMap::new(),
         };
         (executor, events_rx)
     }
@@ -415,6 +419,7 @@ impl Executor {
                 self.timers.cancel_worker(worker);
                 self.round_robin_gone(worker);
                 self.private_ports.remove(&worker);
+                self.private_sockets.remove(&worker);
                 if let Some(proxy) = &self.proxy {
                     proxy.forget(worker.0);
                 }

@@ -167,8 +167,9 @@ impl Executor {
         }
     }
 
-    /// The socket for a worker's `listen()`: the slot's own for the cluster's port, a shared one
-    /// for another TCP address; an errno for what is not served.
+    /// The socket for a worker's `listen()`: the slot's own for the cluster's port, the worker's
+    /// own for its private port (the proxy), a shared one for another TCP address; an errno for
+    /// what is not served.
     fn node_socket(
         &mut self,
         worker: WorkerId,
@@ -216,13 +217,28 @@ impl Executor {
         if (port == 0 || port == cluster.port()) && ours {
             return own(self.listeners.clone_socket(slot, side));
         }
-        let wanted = SocketAddr::new(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), port);
         let copy = |socket: &socket2::Socket| {
             socket
                 .try_clone()
                 .map(OwnedFd::from)
                 .map_err(|error| refusal(&error))
         };
+        // With the proxy, the worker's own `$PORT` is its private port: on loopback whatever
+        // address it names (the proxy is the way in), for it alone, and closed with it.
+        if self.private_ports.get(&worker) == Some(&port) {
+            if let Some(socket) = self.private_sockets.get(&worker) {
+                return copy(socket).map(Served::Socket);
+            }
+            let private = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let socket = crate::balance::bind_extra(private).map_err(|error| {
+                let errno = error.source.raw_os_error().unwrap_or(libc::EADDRINUSE);
+                (-errno, error.to_string())
+            })?;
+            let served = copy(&socket)?;
+            self.private_sockets.insert(worker, socket);
+            return Ok(Served::Socket(served));
+        }
+        let wanted = SocketAddr::new(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), port);
         if let Some((_, socket)) = self.node_sockets.iter().find(|(at, _)| *at == wanted) {
             return copy(socket).map(Served::Socket);
         }
