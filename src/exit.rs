@@ -16,6 +16,9 @@ pub const BIND: u8 = 3;
 pub const NO_WORKER_READY: u8 = 4;
 /// No such cluster is running, or its control socket cannot be reached.
 pub const NOT_RUNNING: u8 = 5;
+/// A control command's reader went away (`herdsman logs -f | head`): 128 + SIGPIPE, the code a
+/// shell shows for `cat` ended by its pipe.
+pub const READER_GONE: u8 = 141;
 
 /// A failure that ends the process, and the exit code it ends it with.
 pub trait Failure: Error {

@@ -173,6 +173,42 @@ fn logs_follow_prints_new_lines() {
     follower.wait().unwrap();
 }
 
+/// A reader that goes away (`herdsman logs -f | head -1`) ends the command quietly: exit 141,
+/// as its pipe ends `cat`, and nothing on stderr (no panic, no backtrace).
+#[test]
+fn a_command_whose_reader_goes_away_ends_quietly() {
+    use std::io::{BufRead, Read};
+    let cluster = cluster()
+        .args(&["-w", "1", "--name", "piped", "--ready-delay", "100ms"])
+        .start();
+    cluster.wait_ready(1);
+    let mut follower = Command::new(herdsman_bin())
+        .args(["logs", "piped", "-f", "-n", "1"])
+        .env("XDG_RUNTIME_DIR", cluster.runtime_dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(follower.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(!first.is_empty());
+    drop(stdout);
+    // New lines for it to print: the first write after the reader left fails.
+    let status = eventually("the follower's exit", || {
+        cluster.get("/log?lines=3").unwrap();
+        follower.try_wait().unwrap()
+    });
+    let mut stderr = String::new();
+    follower
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!((status.code(), stderr.as_str()), (Some(141), ""));
+}
+
 #[test]
 fn stop_command_stops_gracefully_and_waits() {
     let mut cluster = cluster()

@@ -11,6 +11,26 @@ use crate::control::protocol::{ClusterStatus, LogLine, Reply, Request, ScaleTarg
 use super::args::{self as cli, Command};
 use crate::exit::{FAILED as EXIT_FAILED, NOT_RUNNING as EXIT_NOT_RUNNING, USAGE as EXIT_USAGE};
 
+/// `println!` for what a command prints: a reader that went away (`| head`) ends the command
+/// quietly with [`crate::exit::READER_GONE`], as its pipe ends `cat`, instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(error) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            output_failed(&error);
+        }
+    }};
+}
+
+/// Ends the process after stdout failed: quietly when its reader is gone.
+fn output_failed(error: &std::io::Error) -> ! {
+    if error.kind() != std::io::ErrorKind::BrokenPipe {
+        eprintln!("herdsman: error: cannot write to stdout: {error}");
+        std::process::exit(i32::from(EXIT_FAILED));
+    }
+    std::process::exit(i32::from(crate::exit::READER_GONE))
+}
+
 /// How long `stop` waits, after the primary closed the connection, for its process to end.
 const STOP_WAIT: Duration = Duration::from_secs(10);
 
@@ -138,17 +158,23 @@ fn ls(json: bool) -> Result<ExitCode, Failure> {
         .collect();
     if json {
         for status in &statuses {
-            println!("{}", serde_json::to_string(status).unwrap_or_default());
+            out!("{}", serde_json::to_string(status).unwrap_or_default());
         }
         return Ok(ExitCode::SUCCESS);
     }
     if statuses.is_empty() {
-        println!("no cluster is running");
+        out!("no cluster is running");
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    out!(
         "{:<20} {:>7}  {:<22} {:<9} {:>7}  {:>3}  {:<10}",
-        "NAME", "PID", "ADDRESS", "STATE", "READY", "GEN", "UPTIME"
+        "NAME",
+        "PID",
+        "ADDRESS",
+        "STATE",
+        "READY",
+        "GEN",
+        "UPTIME"
     );
     for status in statuses {
         let ready = status
@@ -156,7 +182,7 @@ fn ls(json: bool) -> Result<ExitCode, Failure> {
             .iter()
             .filter(|slot| slot.state == "ready")
             .count();
-        println!(
+        out!(
             "{:<20} {:>7}  {:<22} {:<9} {:>7}  {:>3}  {:<10}",
             status.name,
             status.pid,
@@ -199,13 +225,13 @@ fn status(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
     let name = client::resolve(name)?;
     let status = fetch_status(&name)?;
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&status).unwrap_or_default()
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    out!(
         "{}  pid {}  {}  balance {}  {}  generation {}  reloads {}  up {}",
         status.name,
         status.pid,
@@ -217,22 +243,29 @@ fn status(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
         short_duration(status.uptime_ms)
     );
     for address in &status.also_serving {
-        println!("also serving {address} (a worker's listen() asked for it)");
+        out!("also serving {address} (a worker's listen() asked for it)");
     }
     for foreign in &status.foreign_listeners {
         let worker = foreign
             .slot
             .map(|slot| format!(" (worker {slot} binds the port itself)"))
             .unwrap_or_default();
-        println!("warning: {}{worker}", foreign.description);
+        out!("warning: {}{worker}", foreign.description);
     }
-    println!(
+    out!(
         "{:>4}  {:>7}  {:>3}  {:<9} {:>8}  {:>8}  {:>6}  {:>9}  LAST EXIT",
-        "SLOT", "PID", "GEN", "STATE", "UPTIME", "RESTARTS", "CPU", "MEMORY"
+        "SLOT",
+        "PID",
+        "GEN",
+        "STATE",
+        "UPTIME",
+        "RESTARTS",
+        "CPU",
+        "MEMORY"
     );
     let dash = || "-".to_string();
     for row in &status.slots {
-        println!(
+        out!(
             "{:>4}  {:>7}  {:>3}  {:<9} {:>8}  {:>8}  {:>6}  {:>9}  {}",
             row.slot,
             row.pid.map_or_else(dash, |pid| pid.to_string()),
@@ -249,7 +282,7 @@ fn status(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
     }
     if let Some(state) = &status.shared_state {
         match (state.keys, state.used_memory, state.clients) {
-            (Some(keys), Some(memory), Some(clients)) => println!(
+            (Some(keys), Some(memory), Some(clients)) => out!(
                 "state: {}{}  {keys} keys  {:.1} MB  {clients} clients",
                 state.url,
                 state
@@ -259,7 +292,7 @@ fn status(name: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
                     .unwrap_or_default(),
                 memory as f64 / 1_048_576.0
             ),
-            _ => println!("state: {} (external)", state.url),
+            _ => out!("state: {} (external)", state.url),
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -404,12 +437,12 @@ fn logs(
 
 fn print_log_line(line: &LogLine, json: bool) {
     if json {
-        println!("{}", serde_json::to_string(line).unwrap_or_default());
+        out!("{}", serde_json::to_string(line).unwrap_or_default());
         return;
     }
     match line.slot {
-        Some(slot) => println!("{} [{slot}:{}] {}", line.time, line.pid, line.line),
-        None => println!("{} herdsman: {}", line.time, line.line),
+        Some(slot) => out!("{} [{slot}:{}] {}", line.time, line.pid, line.line),
+        None => out!("{} herdsman: {}", line.time, line.line),
     }
 }
 
@@ -417,11 +450,11 @@ fn print_log_line(line: &LogLine, json: bool) {
 /// left to the caller, which prints it as an error).
 fn emit(reply: &Reply, json: bool) {
     if json {
-        println!("{}", serde_json::to_string(reply).unwrap_or_default());
+        out!("{}", serde_json::to_string(reply).unwrap_or_default());
         return;
     }
     match reply {
-        Reply::Progress { message } | Reply::Result { ok: true, message } => println!("{message}"),
+        Reply::Progress { message } | Reply::Result { ok: true, message } => out!("{message}"),
         _ => {}
     }
 }
