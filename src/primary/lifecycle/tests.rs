@@ -272,6 +272,27 @@ fn scale_during_backoff() {
     assert_eq!(world.results(request), [(true, "2 workers ready".into())]);
 }
 
+/// Degraded is a slot that lost its worker, not one whose first worker is starting.
+#[test]
+fn a_scale_up_is_not_degraded_and_a_crash_is_until_the_slot_serves_again() {
+    let mut world = World::started(1);
+    world.intent(Intent::Scale {
+        target: ScaleTarget::Add(1),
+        request: None,
+    });
+    assert_eq!(world.in_slot(2).len(), 1);
+    assert!(!world.machine.is_degraded());
+    world.ready_all();
+    // Both have served a while: a crash now is no failed start-up.
+    world.advance(Duration::from_secs(2));
+    let id = world.in_slot(2)[0];
+    world.crash(id);
+    assert!(world.machine.is_degraded());
+    world.advance(Duration::from_secs(1));
+    world.ready_all();
+    assert!(!world.machine.is_degraded());
+}
+
 #[test]
 fn a_crash_loop_is_errored_and_keeps_retrying() {
     let mut world = World::started(2);

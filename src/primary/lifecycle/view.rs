@@ -71,9 +71,15 @@ impl Machine {
         self.failure.as_deref()
     }
 
-    /// Running (or reloading) with fewer ready workers than slots.
+    /// Running (or reloading) with a slot that lost its worker and has no ready one yet: it is
+    /// crash-looping, waiting to restart, or restarting. A new slot's first worker starting (a
+    /// scale up) is no loss.
     pub fn is_degraded(&self) -> bool {
-        matches!(self.phase, Phase::Running) && self.ready_slots().len() < self.config.workers
+        let ready = self.ready_slots();
+        let lost = |slot: &usize| {
+            !ready.contains(slot) && self.slot(*slot).is_some_and(|it| it.last_exit.is_some())
+        };
+        matches!(self.phase, Phase::Running) && (1..=self.config.workers).any(|slot| lost(&slot))
     }
 
     /// The state of `slot` within the worker count, or of a removed slot that still has a
