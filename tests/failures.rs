@@ -122,6 +122,28 @@ fn port_in_use_stops_with_a_clear_message() {
     );
 }
 
+/// A port that no socket listens on but a connection holds as its own end (the kernel lent it
+/// to an outgoing connection): the message says so, and blames no listener.
+#[test]
+fn port_held_by_a_connection_says_no_socket_listens_there() {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // A client of its own, on a port the kernel lends (no SO_REUSEADDR, as most clients).
+    let client = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
+    let port = client.local_addr().unwrap().port();
+    let (code, log) = failed_start(cluster().port(port));
+    assert_eq!(code, EXIT_BIND, "{log}");
+    assert!(
+        log.starts_with(&format!(
+            "herdsman: error: cannot listen on 127.0.0.1:{port}: Address already in use (os error \
+             98) — no socket listens there, but a connection holds it as its own end: the kernel \
+             lends ports "
+        )),
+        "{log}"
+    );
+    assert!(log.contains("pick a --port below"), "{log}");
+    drop(client);
+}
+
 #[test]
 fn app_binding_the_port_itself_gets_a_hint() {
     let (code, log) = failed_start(

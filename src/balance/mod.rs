@@ -98,11 +98,12 @@ pub struct BindError {
 impl BindError {
     fn new(address: SocketAddr, source: io::Error) -> Self {
         let hint = match source.kind() {
-            io::ErrorKind::AddrInUse => match holders_of(address).first() {
-                Some(holder) => format!(
+            io::ErrorKind::AddrInUse => match holders_of(address) {
+                Some(holders) if holders.is_empty() => no_listener_holds(address.port()),
+                Some(holders) => format!(
                     " — {} listens there; {} (0 = any free port)",
-                    holder.who(),
-                    holder.remedy()
+                    holders[0].who(),
+                    holders[0].remedy()
                 ),
                 None => " — another process listens there; stop it or pick another --port (0 = \
                          any free port)"
@@ -122,6 +123,29 @@ impl BindError {
             reason: format!("{source}{hint}"),
             source,
         }
+    }
+}
+
+/// Why a port no socket listens on is in use: a connection holds it as its own end (the kernel
+/// lends ports of its ephemeral range to outgoing connections), or one closed a moment ago and
+/// waits out TIME_WAIT.
+fn no_listener_holds(port: u16) -> String {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    let range = range.and_then(|text| {
+        let mut bounds = text
+            .split_whitespace()
+            .map(|bound| bound.parse::<u16>().ok());
+        Some((bounds.next()??, bounds.next()??))
+    });
+    match range {
+        Some((low, high)) if (low..=high).contains(&port) => format!(
+            " — no socket listens there, but a connection holds it as its own end: the kernel \
+             lends ports {low}-{high} to outgoing connections (ip_local_port_range); pick a \
+             --port below {low}, or try again once that connection has closed"
+        ),
+        _ => " — no socket listens there, but a connection still holds it (one closed a moment \
+              ago waits out TIME_WAIT, up to 60 s); try again shortly or pick another --port"
+            .into(),
     }
 }
 

@@ -232,9 +232,11 @@ impl BindError {
 }
 
 /// Whoever listens on an address that overlaps `address` (for an "address in use" message).
-pub(super) fn holders_of(address: SocketAddr) -> Vec<Foreign> {
+/// The sockets listening on `address` (or overlapping it); `None` when the kernel could not be
+/// asked.
+pub(super) fn holders_of(address: SocketAddr) -> Option<Vec<Foreign>> {
     let Ok(listeners) = SockDiag::open().and_then(|mut diag| diag.listeners(address.port())) else {
-        return Vec::new();
+        return None;
     };
     let overlapping = listeners
         .into_iter()
@@ -244,7 +246,7 @@ pub(super) fn holders_of(address: SocketAddr) -> Vec<Foreign> {
         })
         .map(|listener| (listener, false))
         .collect();
-    Foreign::identify(overlapping)
+    Some(Foreign::identify(overlapping))
 }
 
 impl Listeners {
