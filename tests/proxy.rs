@@ -129,6 +129,44 @@ fn an_app_listening_elsewhere_than_its_port_is_never_ready() {
     assert!(!log.contains(") ready"), "{log}");
 }
 
+/// A keep-alive HTTP/1.1 server that dies at once on SIGTERM, as Flask's and Django's dev
+/// servers do, and is slow in the middle of every answer: a stop signal while a request is in
+/// flight cuts its response after the first bytes, which no retry can mend.
+const ABRUPT_SERVER: &str = r#"import json, os, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = json.dumps({"pid": os.getpid()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[:5])
+        time.sleep(0.02)
+        self.wfile.write(body[5:])
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+/// Reloads behind the proxy wait for the old worker's requests in flight: the proxy takes it
+/// off its list, its keep-alive clients move to the new worker (at once while idle, else at
+/// their next request), and only once it has no connection from the proxy left does it get the
+/// stop signal. So a server that dies at once on SIGTERM fails no request either.
+#[test]
+fn reloads_of_a_server_that_dies_at_once_on_sigterm_fail_no_request() {
+    let dir = RuntimeDir::new();
+    let script = write_file(&dir, "abrupt.py", ABRUPT_SERVER);
+    let cluster = cluster()
+        .runtime_dir(&dir)
+        .args(&["-w", "2", "--name", "abrupt", "--balance", "proxy"])
+        .command(&["python3", script.to_str().unwrap()])
+        .start();
+    cluster.wait_ready(2);
+    three_reloads_under_load_fail_nothing(&cluster, "abrupt");
+}
+
 #[test]
 fn round_robin_is_exact_over_two_and_four_workers() {
     let two = cluster()

@@ -497,7 +497,12 @@ impl Executor {
                 let Some(record) = self.machine.worker(worker) else {
                     return;
                 };
-                let queued = self.listeners.queued(record.slot, record.side).unwrap_or(0);
+                let queued = match &self.proxy {
+                    // Its connections from the proxy: requests in flight, and kept ones
+                    // until their clients' next request moves them on.
+                    Some(proxy) => proxy.open_connections(worker.0) as u32,
+                    None => self.listeners.queued(record.slot, record.side).unwrap_or(0),
+                };
                 self.feed(Input::RetireCheck { worker, queued }).await;
             }
             Due::Lifecycle(Timer::AcceptCheck) => {

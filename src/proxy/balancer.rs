@@ -142,6 +142,11 @@ impl Balancer {
         self.leaving.retain(|entry| entry.open > 0);
     }
 
+    /// Whether worker `id` is one that gets new connections.
+    pub fn is_routed(&self, id: u64) -> bool {
+        self.entries.iter().any(|entry| entry.upstream.id == id)
+    }
+
     /// The connections open through the proxy to worker `id` now (0 for one it never had).
     pub fn open(&self, id: u64) -> usize {
         self.entries

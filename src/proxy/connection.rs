@@ -9,7 +9,9 @@
 //! worker closes the connection before that byte (the keep-alive race of a draining server,
 //! a worker killed), the request is sent once more on a new connection to another worker. The
 //! client's connection outlives the worker's: the next request after an upstream close goes
-//! on a new upstream connection, so a reload never closes a client's keep-alive connection.
+//! on a new upstream connection, so a reload never closes a client's keep-alive connection; the
+//! next request after its worker stopped getting new ones (a reload retires it) goes to another
+//! worker as well, so the retiring worker is left only its requests in flight.
 //!
 //! Every upstream connection, the first and each one after (a retry, a reconnect), is picked
 //! for the client's address (`--sticky ip`) and starts with the PROXY protocol header when
@@ -143,7 +145,8 @@ pub async fn serve(client: TcpStream, shared: Arc<Shared>) {
                     Parsed::Partial => continue,
                     Parsed::NotHttp => break,
                     Parsed::Head(_) => {
-                        let exchange = Exchange { client, ends, upstream: Some(upstream), pending, shared };
+                        let routes = shared.routes.subscribe();
+                        let exchange = Exchange { client, ends, upstream: Some(upstream), pending, shared, routes };
                         return exchange.run().await;
                     }
                 },
@@ -186,6 +189,8 @@ struct Exchange {
     upstream: Option<Upstream>,
     /// Bytes from the client not sent on yet: the next request's start.
     pending: Vec<u8>,
+    /// Changes when the proxy's list of workers does (`Shared::routes`).
+    routes: tokio::sync::watch::Receiver<u64>,
     shared: Arc<Shared>,
 }
 
@@ -213,7 +218,18 @@ impl Exchange {
                 Parsed::Partial => {}
                 parsed => return Some(parsed),
             }
-            match timeout(IDLE_TIMEOUT, read_more(&self.client, &mut self.pending)).await {
+            let read = tokio::select! {
+                read = timeout(IDLE_TIMEOUT, read_more(&self.client, &mut self.pending)) => read,
+                // Between requests a kept upstream whose worker left the list goes at once: a
+                // retiring worker is left nothing of an idle client's.
+                Ok(()) = self.routes.changed(), if self.upstream.is_some() => {
+                    if self.upstream.as_ref().is_some_and(|upstream| !self.shared.is_routed(upstream.id)) {
+                        self.upstream = None;
+                    }
+                    continue;
+                }
+            };
+            match read {
                 Ok(Ok(read)) if read > 0 => {}
                 _ => return None,
             }
@@ -232,13 +248,12 @@ impl Exchange {
     }
 
     /// An upstream connection for the next request: the kept one if its worker has not closed
-    /// it, else a new one.
+    /// it and still gets requests, else a new one. So a retiring worker's keep-alive clients
+    /// move on at their next request, and it is left with its requests in flight to finish.
     async fn upstream(&mut self, avoid: Option<u64>) -> Option<&mut Upstream> {
-        if self
-            .upstream
-            .as_ref()
-            .is_some_and(|upstream| is_stale(&upstream.stream))
-        {
+        if self.upstream.as_ref().is_some_and(|upstream| {
+            is_stale(&upstream.stream) || !self.shared.is_routed(upstream.id)
+        }) {
             self.upstream = None;
         }
         if self.upstream.is_none() {

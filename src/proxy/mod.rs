@@ -69,6 +69,9 @@ pub(crate) struct Shared {
     /// The connections made to each worker so far, by its id.
     served: Mutex<std::collections::HashMap<u64, u64>>,
     header: ProxyProtocol,
+    /// Bumped whenever the workers that get requests change: a connection waiting for its
+    /// client's next request lets go of an upstream whose worker left the list.
+    routes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -90,6 +93,14 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .release(id);
+    }
+
+    /// Whether worker `id` still gets new requests (not retiring, draining or gone).
+    fn is_routed(&self, id: u64) -> bool {
+        self.balancer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_routed(id)
     }
 }
 
@@ -117,6 +128,7 @@ impl Proxy {
             served: Mutex::default(),
             balancer: Mutex::new(Balancer::new(options.policy, options.sticky)),
             header: options.header,
+            routes: tokio::sync::watch::Sender::new(0),
         });
         let accepting = CancellationToken::new();
         let (stop, connections) = (accepting.clone(), shared.clone());
@@ -149,6 +161,7 @@ impl Proxy {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .set(upstreams);
+        self.shared.routes.send_modify(|routes| *routes += 1);
     }
 
     /// The connections made to worker `id` so far (each request's, for HTTP/1 to a worker

@@ -261,7 +261,9 @@ impl Machine {
     /// it at once, and it is asked to stop (as [`Machine::stop_worker`]) once the connections
     /// already queued on its socket are accepted. With one shared queue it stops at once.
     pub(super) fn retire_worker(&mut self, id: WorkerId, reason: StopReason) {
-        if !self.facts.steerable {
+        // Steered away (reuseport) or taken off the proxy's list, a worker finishes what it
+        // has first: its queue, or the requests the proxy has in flight on it.
+        if !self.facts.steerable && !self.config.balance.is_proxy() {
             self.stop_worker(id, reason);
             return;
         }
@@ -277,7 +279,8 @@ impl Machine {
         self.schedule(Timer::Retire(id), RETIRE_MIN_WAIT);
     }
 
-    /// Stops a retiring worker once its queue is empty, or looks again soon.
+    /// Stops a retiring worker once its queue is empty (with the proxy: it has no connection
+    /// from the proxy left), or looks again soon.
     pub(super) fn retire_check(&mut self, id: WorkerId, queued: u32) {
         let Some(Life::Retiring { since, reason }) = self.worker(id).map(|worker| worker.life)
         else {
