@@ -52,6 +52,15 @@ fn scaling_below_one_worker_is_refused_alike_however_it_is_asked() {
             "herdsman: error: a cluster needs at least 1 worker; use `herdsman stop` to stop it\n"
         )
     );
+    // Past the most a cluster may have: the same usage error.
+    let many = cluster.herdsman(&["scale", "few", "1000000"]);
+    assert_eq!(
+        (many.code, many.stderr.as_str()),
+        (
+            Some(2),
+            "herdsman: error: at most 1024 workers are supported\n"
+        )
+    );
     assert_eq!(
         status_json(&cluster, "few")["workers"],
         2,

@@ -60,16 +60,22 @@ fn keep_one(current: usize) -> String {
 
 impl ScaleTarget {
     /// The worker count this asks for, starting from `current`; an error, saying what to do
-    /// instead, when that would leave no worker (as `scale 0` is refused).
+    /// instead, when that would leave no worker (as `scale 0` is refused) or more than
+    /// [`crate::config::MAX_WORKERS`].
     pub fn resolve(self, current: usize) -> Result<usize, ScaleError> {
-        match self {
-            ScaleTarget::To(0) => Err(ScaleError::NoWorkerLeft),
-            ScaleTarget::To(count) => Ok(count),
-            ScaleTarget::Add(more) => Ok(current.saturating_add(more)),
+        let to = match self {
+            ScaleTarget::To(0) => return Err(ScaleError::NoWorkerLeft),
+            ScaleTarget::To(count) => count,
+            ScaleTarget::Add(more) => current.saturating_add(more),
             ScaleTarget::Remove(fewer) if fewer >= current => {
-                Err(ScaleError::RemovesAll { fewer, current })
+                return Err(ScaleError::RemovesAll { fewer, current })
             }
-            ScaleTarget::Remove(fewer) => Ok(current - fewer),
+            ScaleTarget::Remove(fewer) => current - fewer,
+        };
+        let max = crate::config::MAX_WORKERS;
+        match to > max {
+            true => Err(ScaleError::TooMany { max }),
+            false => Ok(to),
         }
     }
 }
@@ -151,6 +157,15 @@ mod tests {
         );
         assert_eq!(ScaleTarget::Remove(2).resolve(3).unwrap(), 1);
         assert_eq!(ScaleTarget::Add(2).resolve(3).unwrap(), 5);
+        assert_eq!(
+            ScaleTarget::To(1_000_000)
+                .resolve(2)
+                .unwrap_err()
+                .to_string(),
+            "at most 1024 workers are supported"
+        );
+        assert!(ScaleTarget::Add(1023).resolve(2).is_err());
+        assert_eq!(ScaleTarget::Add(1022).resolve(2).unwrap(), 1024);
     }
 
     #[test]

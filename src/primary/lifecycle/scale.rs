@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use super::super::report::workers;
 use super::{Machine, Phase, RequestId, Slot, StopReason, Timer, Update};
 use crate::balance::BindError;
-use crate::config::MAX_WORKERS;
 use crate::domain::{ScaleError, ScaleTarget, Scaled};
 
 /// How long a `scale` request waits for the new count to serve.
@@ -67,11 +66,7 @@ impl Machine {
         if self.reload.is_some() || self.reading_config.is_some() {
             return Err(ScaleError::Reloading);
         }
-        let to = target.resolve(self.config.workers)?;
-        if to > MAX_WORKERS {
-            return Err(ScaleError::TooMany { max: MAX_WORKERS });
-        }
-        Ok(to)
+        target.resolve(self.config.workers)
     }
 
     /// Moves to `to` workers (already checked), and says so.
