@@ -121,8 +121,10 @@ impl Executor {
             // Herdsman holds every socket for the cluster's life; a round-robin server takes
             // no more connections.
             NodeCluster::Close { key, .. } => {
-                self.logger
-                    .info(format!("worker {slot} (pid {pid}) closed its server {key}"));
+                self.logger.info(format!(
+                    "worker {slot} (pid {pid}) closed its server on {}",
+                    server_address(&key)
+                ));
                 if let Some(port) = &mut self.round_robin {
                     port.balancer.closed(worker, &key);
                     self.hand_connections();
@@ -334,9 +336,45 @@ impl Executor {
     }
 }
 
+/// A Node server's key (`address:port:addressType:fd:index`, as Node's cluster `child.js` makes
+/// it) as people read an address: `*:8080` for every address, `127.0.0.1:8080`, `[::1]:8080`,
+/// `fd 3`; the key itself when it is not one.
+fn server_address(key: &str) -> String {
+    let mut parts = key.rsplitn(5, ':');
+    let (Some(_index), Some(fd), Some(_kind), Some(port), Some(address)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return key.to_string();
+    };
+    if fd.parse::<i32>().is_ok_and(|fd| fd >= 0) {
+        return format!("fd {fd}");
+    }
+    match address {
+        "null" | "undefined" | "" => format!("*:{port}"),
+        address if address.contains(':') => format!("[{address}]:{port}"),
+        address => format!("{address}:{port}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_servers_key_reads_as_its_address() {
+        assert_eq!(server_address("null:47010:4:undefined:0"), "*:47010");
+        assert_eq!(
+            server_address("127.0.0.1:8080:4:undefined:0"),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(server_address("::1:8080:6:undefined:1"), "[::1]:8080");
+        assert_eq!(server_address("null:null:-1:3:0"), "fd 3");
+        assert_eq!(server_address("odd"), "odd");
+    }
 
     #[test]
     fn the_drain_comes_first_quoted_and_the_apps_node_options_follow() {
