@@ -258,7 +258,7 @@ settings! {
 
     /// Port to listen on; 0 picks a free port (printed on start) [default: 8000]
     #[flag(short, long)]
-    #[file()]
+    #[file(default, deserialize_with = "file::port")]
     port: u16 = 8000,
     reload restart("host/port", address_changed);
 
