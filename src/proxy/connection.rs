@@ -132,6 +132,8 @@ fn is_stale(stream: &TcpStream) -> bool {
 pub async fn serve(client: TcpStream, shared: Arc<Shared>) {
     let _ = client.set_nodelay(true);
     let ends = Ends::of(&client);
+    // Before the first upstream is picked, so that a change of the list after it is seen.
+    let routes = shared.routes.subscribe();
     let Some(mut upstream) = connect(&shared, ends, None).await else {
         return;
     };
@@ -145,7 +147,6 @@ pub async fn serve(client: TcpStream, shared: Arc<Shared>) {
                     Parsed::Partial => continue,
                     Parsed::NotHttp => break,
                     Parsed::Head(_) => {
-                        let routes = shared.routes.subscribe();
                         let exchange = Exchange { client, ends, upstream: Some(upstream), pending, shared, routes };
                         return exchange.run().await;
                     }
@@ -223,9 +224,7 @@ impl Exchange {
                 // Between requests a kept upstream whose worker left the list goes at once: a
                 // retiring worker is left nothing of an idle client's.
                 Ok(()) = self.routes.changed(), if self.upstream.is_some() => {
-                    if self.upstream.as_ref().is_some_and(|upstream| !self.shared.is_routed(upstream.id)) {
-                        self.upstream = None;
-                    }
+                    self.let_go_if_unrouted();
                     continue;
                 }
             };
@@ -251,15 +250,34 @@ impl Exchange {
     /// it and still gets requests, else a new one. So a retiring worker's keep-alive clients
     /// move on at their next request, and it is left with its requests in flight to finish.
     async fn upstream(&mut self, avoid: Option<u64>) -> Option<&mut Upstream> {
-        if self.upstream.as_ref().is_some_and(|upstream| {
-            is_stale(&upstream.stream) || !self.shared.is_routed(upstream.id)
-        }) {
+        // The list changed since this connection last looked (an atomic load when it did not).
+        if self.routes.has_changed().unwrap_or(false) {
+            self.routes.mark_unchanged();
+            self.let_go_if_unrouted();
+        }
+        if self
+            .upstream
+            .as_ref()
+            .is_some_and(|upstream| is_stale(&upstream.stream))
+        {
             self.upstream = None;
         }
         if self.upstream.is_none() {
             self.upstream = connect(&self.shared, self.ends, avoid).await;
         }
         self.upstream.as_mut()
+    }
+
+    /// Drops the kept upstream if its worker no longer gets requests.
+    fn let_go_if_unrouted(&mut self) {
+        let shared = &self.shared;
+        if self
+            .upstream
+            .as_ref()
+            .is_some_and(|upstream| !shared.is_routed(upstream.id))
+        {
+            self.upstream = None;
+        }
     }
 
     /// Sends one request on and its response back.
