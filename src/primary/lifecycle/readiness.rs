@@ -34,7 +34,7 @@ impl Machine {
     /// slow start) is not taken back, but should it die within `--ready-delay` of the signal,
     /// it counts as never ready (restart policy, start-up failure).
     pub(super) fn on_ready_signal(&mut self, id: WorkerId) {
-        let (delay, now) = (self.config.ready_delay, self.now);
+        let now = self.now;
         self.command_signals_ready = true;
         let Some(worker) = self.worker_mut(id) else {
             return;
@@ -43,20 +43,13 @@ impl Machine {
             return;
         }
         worker.ready_signal_at = Some(now);
-        if !worker.is_starting() {
-            return;
-        }
-        if delay.is_zero() {
-            self.ready_check(id);
-        } else {
-            self.schedule(Timer::ReadyDelay(id), delay);
-        }
+        self.check_after_ready_delay(id);
     }
 
     /// With the proxy: worker `id`'s private port accepted the probe. That is its ready signal
     /// if it sent none; if it did, its `--ready-delay` runs again from now.
     pub(super) fn on_port_accepting(&mut self, id: WorkerId) {
-        let (delay, now) = (self.config.ready_delay, self.now);
+        let now = self.now;
         let Some(worker) = self.worker_mut(id) else {
             return;
         };
@@ -67,9 +60,16 @@ impl Machine {
         if worker.ready_signal_at.is_none() {
             return self.on_ready_signal(id);
         }
-        if !worker.is_starting() {
+        self.check_after_ready_delay(id);
+    }
+
+    /// A starting worker `id` is checked for readiness `--ready-delay` from now (at once when
+    /// the delay is zero).
+    fn check_after_ready_delay(&mut self, id: WorkerId) {
+        if !self.worker(id).is_some_and(|worker| worker.is_starting()) {
             return;
         }
+        let delay = self.config.ready_delay;
         if delay.is_zero() {
             self.ready_check(id);
         } else {
