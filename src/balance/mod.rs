@@ -98,12 +98,12 @@ pub struct BindError {
 impl BindError {
     fn new(address: SocketAddr, source: io::Error) -> Self {
         let hint = match source.kind() {
-            io::ErrorKind::AddrInUse => match holders_of(address) {
-                Some(holders) if holders.is_empty() => no_listener_holds(address.port()),
-                Some(holders) => format!(
+            io::ErrorKind::AddrInUse => match holders_of(address).as_deref() {
+                Some([]) => no_listener_holds(address.port()),
+                Some([holder, ..]) => format!(
                     " — {} listens there; {} (0 = any free port)",
-                    holders[0].who(),
-                    holders[0].remedy()
+                    holder.who(),
+                    holder.remedy()
                 ),
                 None => " — another process listens there; stop it or pick another --port (0 = \
                          any free port)"

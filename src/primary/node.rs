@@ -88,6 +88,16 @@ fn refusal(error: &io::Error) -> (i32, String) {
     )
 }
 
+/// A socket bound for a worker's `listen()` (`balance::bind_extra`), or what its `listen()` fails
+/// with: the OS error's errno, `EADDRINUSE` for a refusal of herdsman's own (a foreign socket on
+/// the port), which carries none.
+fn bind_for_listen(address: SocketAddr) -> Result<socket2::Socket, (i32, String)> {
+    crate::balance::bind_extra(address).map_err(|error| {
+        let errno = error.source.raw_os_error().unwrap_or(libc::EADDRINUSE);
+        (-errno, error.to_string())
+    })
+}
+
 impl Executor {
     pub(super) async fn on_node_cluster(&mut self, worker: WorkerId, message: NodeCluster) {
         let Some(record) = self.machine.worker(worker) else {
@@ -231,11 +241,7 @@ impl Executor {
             if let Some(socket) = self.private_sockets.get(&worker) {
                 return copy(socket).map(Served::Socket);
             }
-            let private = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let socket = crate::balance::bind_extra(private).map_err(|error| {
-                let errno = error.source.raw_os_error().unwrap_or(libc::EADDRINUSE);
-                (-errno, error.to_string())
-            })?;
+            let socket = bind_for_listen(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
             let served = copy(&socket)?;
             self.private_sockets.insert(worker, socket);
             return Ok(Served::Socket(served));
@@ -244,11 +250,7 @@ impl Executor {
         if let Some((_, socket)) = self.node_sockets.iter().find(|(at, _)| *at == wanted) {
             return copy(socket).map(Served::Socket);
         }
-        // A refusal of herdsman's own (a foreign socket on the port) carries no OS error.
-        let socket = crate::balance::bind_extra(wanted).map_err(|error| {
-            let errno = error.source.raw_os_error().unwrap_or(libc::EADDRINUSE);
-            (-errno, error.to_string())
-        })?;
+        let socket = bind_for_listen(wanted)?;
         let copy = copy(&socket)?;
         self.logger.info(format!(
             "serving {wanted} too, as a worker's listen() asked (shared by every worker)"

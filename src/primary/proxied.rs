@@ -57,9 +57,9 @@ impl Executor {
 
     /// With the proxy, a worker is ready once its private port accepts, and not before: tries it
     /// until it does (`Notice::Accepting`, also a ready signal, as `READY=1` would be) or the
-    /// ready timeout has passed. With
-    /// `--proxy-protocol` the probe's connection says so with the spec's header for a
-    /// connection of the proxy's own (v2 `LOCAL`, v1 `UNKNOWN`), so the app accepts it.
+    /// ready timeout has passed. With `--proxy-protocol` the probe's connection says so with
+    /// the spec's header for a connection of the proxy's own (v2 `LOCAL`, v1 `UNKNOWN`), so the
+    /// app accepts it.
     pub fn probe_private_port(&self, worker: WorkerId) {
         let Some(&port) = self.private_ports.get(&worker) else {
             return;

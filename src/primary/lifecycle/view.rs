@@ -76,10 +76,10 @@ impl Machine {
     /// scale up) is no loss.
     pub fn is_degraded(&self) -> bool {
         let ready = self.ready_slots();
-        let lost = |slot: &usize| {
-            !ready.contains(slot) && self.slot(*slot).is_some_and(|it| it.last_exit.is_some())
+        let lost = |slot: usize| {
+            !ready.contains(&slot) && self.slot(slot).is_some_and(|it| it.last_exit.is_some())
         };
-        matches!(self.phase, Phase::Running) && (1..=self.config.workers).any(|slot| lost(&slot))
+        matches!(self.phase, Phase::Running) && (1..=self.config.workers).any(lost)
     }
 
     /// The state of `slot` within the worker count, or of a removed slot that still has a
