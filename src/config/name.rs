@@ -1,5 +1,6 @@
 //! A cluster's name when none is given: derived from its command, after the script an
-//! interpreter runs (`node server.js` → `server`), else after the program (`gunicorn`).
+//! interpreter runs (`node server.js` → `server`), after the command a shell runs
+//! (`sh -c 'exec gunicorn app:app'` → `gunicorn`), else after the program (`gunicorn`).
 
 use std::ffi::OsString;
 
@@ -19,9 +20,17 @@ const INTERPRETERS: &[&str] = &[
     "node", "nodejs", "bun", "deno", "python", "python3", "ruby", "perl", "php",
 ];
 
+/// Shells: a cluster of `sh -c 'exec gunicorn app:app'` is named after what the shell runs,
+/// one of `sh start.sh` after its script.
+const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh"];
+
 /// `server` for `node server.js`, `python3 -m app.main` → `app.main`, `gunicorn` for
-/// `/usr/bin/gunicorn app:app`; anything a name may not hold becomes `-`.
+/// `/usr/bin/gunicorn app:app` and for `sh -c 'PORT=1 exec gunicorn app:app'`; anything a name
+/// may not hold becomes `-`.
 pub(super) fn name_from_command(command: &[OsString]) -> String {
+    if let Some(inner) = shell_command(command) {
+        return name_from_command(&inner);
+    }
     let file_name = |part: &OsString, stem: bool| {
         let path = std::path::Path::new(part);
         let name = if stem {
@@ -35,8 +44,7 @@ pub(super) fn name_from_command(command: &[OsString]) -> String {
     let program = file_name(&command[0], false);
     // `python3.12` runs scripts as `python3` does.
     let family = program.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
-    let script = INTERPRETERS
-        .contains(&family)
+    let script = (INTERPRETERS.contains(&family) || SHELLS.contains(&family))
         .then(|| script_name(&command[1..]))
         .flatten();
     let base = match script {
@@ -60,6 +68,25 @@ pub(super) fn name_from_command(command: &[OsString]) -> String {
     } else {
         name
     }
+}
+
+/// The command line a shell's `-c` runs, as words, without the `exec` and the variable
+/// assignments before its program; `None` if `command` is no shell running one.
+fn shell_command(command: &[OsString]) -> Option<Vec<OsString>> {
+    let program = std::path::Path::new(command.first()?).file_name()?;
+    if !SHELLS.contains(&&*program.to_string_lossy()) {
+        return None;
+    }
+    let mut args = command[1..].iter().map(|arg| arg.to_string_lossy());
+    // `-c`, or options that end with it (`-ec`, `-lc`).
+    args.find(|arg| arg.starts_with('-') && !arg.starts_with("--") && arg.ends_with('c'))?;
+    let line = args.next()?;
+    let words: Vec<OsString> = line
+        .split_whitespace()
+        .skip_while(|word| *word == "exec" || word.contains('='))
+        .map(OsString::from)
+        .collect();
+    (!words.is_empty()).then_some(words)
 }
 
 enum Script<'a> {
@@ -107,6 +134,12 @@ mod tests {
         assert_eq!(name(&["gunicorn", "app:app"]), "gunicorn");
         assert_eq!(name(&["./target/release/api", "serve"]), "api");
         assert_eq!(name(&["my app!"]), "my-app-");
+        assert_eq!(
+            name(&["sh", "-c", "PORT=1 exec gunicorn -w 1 app:app"]),
+            "gunicorn"
+        );
+        assert_eq!(name(&["/bin/bash", "-ec", "node api.js"]), "api");
+        assert_eq!(name(&["sh", "start.sh"]), "start");
         assert!(valid_name("api-server_2.v1"));
         assert!(!valid_name("a/b"));
         assert!(!valid_name(""));

@@ -264,7 +264,7 @@ settings! {
 
     /// How workers share the port [default: reuseport, or $HERDSMAN_BALANCE]
     #[flag(long, value_enum)]
-    #[file()]
+    #[file(default, deserialize_with = "file::choice")]
     balance: Balance = Balance::Reuseport,
     env "HERDSMAN_BALANCE",
     reload restart;
@@ -273,7 +273,7 @@ settings! {
     /// socket.io's polling transport, or sessions in a worker's memory); not with --balance
     /// shared, where the kernel picks [default: off]
     #[flag(long, value_enum, value_name = "off|ip")]
-    #[file()]
+    #[file(default, deserialize_with = "file::choice")]
     sticky: Sticky = Sticky::Off,
     reload restart;
 
@@ -281,7 +281,7 @@ settings! {
     /// protocol header (`v1` text, `v2` binary), so the app learns the client's address; the
     /// app must expect it [default: off]
     #[flag(long, value_enum, value_name = "off|v1|v2")]
-    #[file(alias = "proxy_protocol")]
+    #[file(default, deserialize_with = "file::choice", alias = "proxy_protocol")]
     proxy_protocol: ProxyProtocol = ProxyProtocol::Off,
     reload restart;
 
@@ -297,7 +297,7 @@ settings! {
     /// or process.send('ready')); `notify` = --ready-delay after its ready signal
     /// [default: delay]
     #[flag(long, value_enum)]
-    #[file()]
+    #[file(default, deserialize_with = "file::choice")]
     ready: ReadyMode = ReadyMode::Delay,
     reload applied;
 
@@ -366,7 +366,7 @@ settings! {
 
     /// Format of log lines on stdout/stderr [default: text]
     #[flag(long, value_enum)]
-    #[file(alias = "log_format")]
+    #[file(default, deserialize_with = "file::choice", alias = "log_format")]
     log_format: LogFormat = LogFormat::Text,
     reload restart;
 
@@ -393,7 +393,8 @@ settings! {
     reload restart("log files", log_files_changed);
 
     /// Name of the cluster, for `herdsman status NAME` [default: the script's name for
-    /// node, python… (`node server.js` → `server`), else the command's file name]
+    /// node, python… (`node server.js` → `server`), what `sh -c` runs, else the command's file
+    /// name]
     #[flag(long)]
     #[file()]
     name: String,
@@ -452,7 +453,7 @@ settings! {
     /// its cluster protocol); `auto`: `node` for a `node` command, else off
     /// [default: auto]
     #[flag(long, value_enum, num_args = 0..=1, default_missing_value = "on", value_name = "on|node|off|auto")]
-    #[file()]
+    #[file(default, deserialize_with = "file::choice")]
     ipc: IpcSetting = IpcSetting::Auto,
     reload restart;
 }
