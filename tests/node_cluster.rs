@@ -228,6 +228,80 @@ fn three_reloads_under_keep_alive_and_fresh_connections_fail_no_request(balance:
     }
 }
 
+/// An app that listens at once and warms up after (1.5 s), answering 503 meanwhile; warm, it
+/// says so with `process.send('ready')`, PM2's `wait_ready` convention.
+const WARMING_APP: &str = r#"
+const http = require('node:http');
+let warm = false;
+http
+  .createServer((request, response) => {
+    response.statusCode = warm ? 200 : 503;
+    response.end(JSON.stringify({ pid: process.pid, warm }));
+  })
+  .listen(process.env.PORT, () =>
+    setTimeout(() => {
+      warm = true;
+      console.log('warm');
+      process.send('ready');
+    }, 1500),
+  );
+"#;
+
+/// `process.send('ready')` counts, and `listening` does not stand in for it: under `--ready
+/// notify` a worker is ready only once warm; under `--ready delay` start-up counts `listening`,
+/// but once the command is seen to say `ready`, a reload's new workers wait for theirs, so the
+/// clients of a reload never meet a warming worker.
+#[test]
+fn a_worker_that_says_ready_in_words_gets_no_client_before_it() {
+    let dir = RuntimeDir::new();
+    let script = dir.path().join("warming.js");
+    std::fs::write(&script, WARMING_APP).unwrap();
+    let script = script.to_str().unwrap();
+    let notify = cluster()
+        .runtime_dir(&dir)
+        .args(&[
+            "--workers",
+            "2",
+            "--name",
+            "warm-notify",
+            "--ready",
+            "notify",
+        ])
+        .command(&["node", script])
+        .start();
+    notify.wait_ready(2);
+    for request in 0..20 {
+        let response = notify.get("/").unwrap();
+        assert_eq!(response.status, 200, "request {request}: {response:?}");
+    }
+    drop(notify);
+
+    let cluster = cluster()
+        .runtime_dir(&dir)
+        .args(&["--workers", "2", "--name", "warm-delay"])
+        .command(&["node", script])
+        .start();
+    cluster.wait_ready(2);
+    cluster
+        .stdout
+        .wait_for_count(2, |line| line.ends_with("] warm"));
+    let keep_alive = load_loop(cluster.address(), true);
+    let fresh = load_loop(cluster.address(), false);
+    let output = cluster.herdsman(&["reload", "warm-delay"]);
+    assert_eq!(output.code, Some(0), "{output:?}");
+    assert_eq!(cluster.stdout.count(|line| line.ends_with("] warm")), 4);
+    for (client, report) in [("keep-alive", keep_alive), ("fresh", fresh)] {
+        let report = report.finish(100);
+        assert_eq!(
+            report.failures,
+            Vec::<String>::new(),
+            "{client}: {} ok; log:\n{}",
+            report.ok,
+            cluster.log()
+        );
+    }
+}
+
 /// A worker as Node's cluster docs write one: it tells the primary it listens, and prints what
 /// the primary sends.
 const MESSAGING_WORKER: &str = r#"

@@ -127,7 +127,7 @@ impl Executor {
                 let answer = self.node_socket(worker, address.as_deref(), port, address_type, fd);
                 self.answer_query(worker, seq, key, data, answer);
             }
-            NodeCluster::Listening { .. } => self.feed(Input::ReadySignal { worker }).await,
+            NodeCluster::Listening { .. } => self.feed(Input::Listening { worker }).await,
             // Herdsman holds every socket for the cluster's life; a round-robin server takes
             // no more connections.
             NodeCluster::Close { key, .. } => {

@@ -69,7 +69,7 @@ impl Machine {
         let since = |at: std::time::Instant| now.saturating_duration_since(at);
         // It said it was ready, but did not stay up for the ready delay after: that did not count.
         let said_just_now = worker
-            .ready_signal_at
+            .signalled_at()
             .is_some_and(|at| since(at) < self.config.ready_delay);
         let exit = LastExit {
             pid,
@@ -87,7 +87,7 @@ impl Machine {
                 })
                 .map(since),
             said_ready_before: worker
-                .ready_signal_at
+                .signalled_at()
                 .filter(|_| worker.ready_at.is_none() || said_just_now)
                 .map(since),
             stop_reason,
@@ -230,7 +230,7 @@ impl Machine {
                     .ready_at
                     .is_some_and(|at| now.saturating_duration_since(at) >= healthy)
                     && worker
-                        .ready_signal_at
+                        .signalled_at()
                         .is_none_or(|at| now.saturating_duration_since(at) >= delay)
             })
             .map(|worker| worker.slot)

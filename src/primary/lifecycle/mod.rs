@@ -93,8 +93,13 @@ pub enum Input {
         worker: WorkerId,
         error: String,
     },
-    /// The worker said it is ready (`READY=1`, an IPC `ready`).
+    /// The worker said it is ready (`READY=1`, an IPC `ready`, Node's `process.send('ready')`).
     ReadySignal {
+        worker: WorkerId,
+    },
+    /// A Node worker's server listens (Node's `listening`): its ready signal under `--ready
+    /// delay`, unless the command is seen to send its own.
+    Listening {
         worker: WorkerId,
     },
     /// With the proxy: the worker's private port accepted a connection (the probe's).
@@ -331,6 +336,9 @@ pub struct Machine {
     /// Some worker of the current command said it was ready: with `--ready delay`, later workers
     /// are ready only once they say so too, and the delay after.
     command_signals_ready: bool,
+    /// Some worker of the current command listened (Node's `listening`): with `--ready delay`,
+    /// later workers are ready only once they listen too (or say they are ready).
+    command_listens: bool,
     /// Some worker was ready for the healthy uptime: start-up is over for good.
     served_healthy: bool,
     /// The shared queue's stall (`--balance shared`, see `accepting`).
@@ -374,6 +382,7 @@ impl Machine {
             steered: Vec::new(),
             steering_failed: false,
             command_signals_ready: false,
+            command_listens: false,
             served_healthy: false,
             shared_accept_stall: None,
             ready_hint_given: false,
@@ -391,6 +400,7 @@ impl Machine {
             Input::Spawned { worker, pid } => self.on_spawned(worker, pid),
             Input::SpawnFailed { worker, error } => self.on_spawn_failed(worker, error),
             Input::ReadySignal { worker } => self.on_ready_signal(worker),
+            Input::Listening { worker } => self.on_listening(worker),
             Input::PortAccepting { worker } => self.on_port_accepting(worker),
             Input::Exited {
                 worker,

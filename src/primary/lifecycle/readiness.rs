@@ -5,6 +5,12 @@
 //! ready `--ready-delay` after its start, until the command is seen to signal (then every later
 //! worker waits for its own). Start-up is over once every slot is ready or errored.
 //!
+//! A Node worker's `listening` is a signal of its own kind, the one Node's primary knows: with
+//! `--ready delay` it counts as the worker's signal, and once a worker of the command listened,
+//! later ones wait for theirs; but once one said `process.send('ready')` (PM2's `wait_ready`),
+//! later ones wait for their words, and with `--ready notify` only words count. An app that
+//! listens first and warms up after is then not taken for ready while it warms.
+//!
 //! With the proxy (`--balance proxy`, `proxy-rr`) a worker is ready only once its private port
 //! accepts the primary's probe, which also counts as its signal: an app that listens elsewhere
 //! than `$PORT`, or not yet, is never taken for ready.
@@ -46,6 +52,21 @@ impl Machine {
         self.check_after_ready_delay(id);
     }
 
+    /// A Node worker's server listens: with `--ready delay` its signal, unless the command is
+    /// seen to say `ready` in words (see the module's doc).
+    pub(super) fn on_listening(&mut self, id: WorkerId) {
+        let now = self.now;
+        self.command_listens = true;
+        let Some(worker) = self.worker_mut(id) else {
+            return;
+        };
+        if worker.listening_at.is_some() || worker.is_draining() {
+            return;
+        }
+        worker.listening_at = Some(now);
+        self.check_after_ready_delay(id);
+    }
+
     /// With the proxy: worker `id`'s private port accepted the probe. That is its ready signal
     /// if it sent none; if it did, its `--ready-delay` runs again from now.
     pub(super) fn on_port_accepting(&mut self, id: WorkerId) {
@@ -77,14 +98,25 @@ impl Machine {
         }
     }
 
+    /// The worker's own signal where it counts: its words (`READY=1`, `ready`); with `--ready
+    /// delay`, its listening too, unless the command is seen to send words.
+    fn own_signal(&self, worker: &super::worker::WorkerRecord) -> Option<std::time::Instant> {
+        match (worker.ready_signal_at, self.config.ready) {
+            (Some(said), _) => Some(said),
+            (None, ReadyMode::Delay) if !self.command_signals_ready => worker.listening_at,
+            (None, _) => None,
+        }
+    }
+
     /// Whether worker `id` has given all the signals readiness needs: its own (or, with
-    /// `--ready delay`, its start), and with the proxy, its port accepting. The time of the
-    /// last of them, from which `--ready-delay` counts.
+    /// `--ready delay` and a command not seen to signal, its start), and with the proxy, its
+    /// port accepting. The time of the last of them, from which `--ready-delay` counts.
     fn signalled_at(&self, worker: &super::worker::WorkerRecord) -> Option<std::time::Instant> {
-        let own = match (worker.ready_signal_at, self.config.ready) {
-            (Some(signal), _) => signal,
-            (None, ReadyMode::Delay) if !self.command_signals_ready => worker.started_at,
-            (None, _) => return None,
+        let silent_command = !self.command_signals_ready && !self.command_listens;
+        let own = match self.own_signal(worker) {
+            Some(signal) => signal,
+            None if self.config.ready == ReadyMode::Delay && silent_command => worker.started_at,
+            None => return None,
         };
         match self.config.balance.is_proxy() {
             true => worker.accepting_at.map(|accepting| accepting.max(own)),
@@ -178,7 +210,7 @@ impl Machine {
         // One that said it is ready in time finishes its probation (`--ready-delay`).
         let proxied = self.config.balance.is_proxy();
         let signalled =
-            worker.ready_signal_at.is_some() && (!proxied || worker.accepting_at.is_some());
+            self.own_signal(worker).is_some() && (!proxied || worker.accepting_at.is_some());
         if !worker.is_starting() || signalled {
             return;
         }

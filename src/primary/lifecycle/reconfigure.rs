@@ -11,6 +11,7 @@ impl Machine {
         if new.command != self.config.command {
             // Whether the new command signals readiness is for its own workers to show.
             self.command_signals_ready = false;
+            self.command_listens = false;
         }
         let reloaded = reloaded(&self.config, new);
         self.config = reloaded.config.clone();

@@ -77,6 +77,7 @@ impl Machine {
             life: Life::Starting { replaces },
             started_at: self.now,
             ready_signal_at: None,
+            listening_at: None,
             accepting_at: None,
             ready_at: None,
             accept_stall: None,

@@ -45,6 +45,48 @@ fn start_up_is_over_once_every_slot_is_ready() {
     assert!(world.machine.worker(id).unwrap().is_serving());
 }
 
+/// A Node worker's `listening` makes it ready under `--ready delay`, until the command is seen
+/// to say `process.send('ready')`: then a reload's new workers wait for their words, and under
+/// `--ready notify` listening never counts.
+#[test]
+fn listening_is_a_signal_until_the_command_says_ready_in_words() {
+    let is_starting = |world: &World, id| world.machine.worker(id).unwrap().is_starting();
+    let mut delay = config(1);
+    delay.ready = crate::config::ReadyMode::Delay;
+    let mut world = World::with(delay, false);
+    world.start();
+    let first = world.in_slot(1)[0];
+    // Listening waits for no start delay of its own: before it, the worker is not ready.
+    world.advance(READY_DELAY / 2);
+    world.feed(super::Input::Listening { worker: first });
+    world.advance(READY_DELAY - Duration::from_millis(1));
+    assert!(is_starting(&world, first));
+    world.advance(Duration::from_millis(1));
+    assert!(world.machine.worker(first).unwrap().is_serving());
+    // It warmed up and says so; the next worker listens but is not ready until it says so too.
+    world.feed(super::Input::ReadySignal { worker: first });
+    reload(&mut world, 1);
+    let second = *world.in_slot(1).last().unwrap();
+    assert_ne!(first, second);
+    world.feed(super::Input::Listening { worker: second });
+    world.advance(READY_DELAY * 10);
+    assert!(is_starting(&world, second));
+    world.feed(super::Input::ReadySignal { worker: second });
+    world.advance(READY_DELAY);
+    assert!(world.machine.worker(second).unwrap().is_serving());
+
+    // --ready notify: listening is not the worker's word.
+    let mut world = World::new(1);
+    world.start();
+    let id = world.in_slot(1)[0];
+    world.feed(super::Input::Listening { worker: id });
+    world.advance(READY_DELAY * 10);
+    assert!(is_starting(&world, id));
+    world.feed(super::Input::ReadySignal { worker: id });
+    world.advance(READY_DELAY);
+    assert!(world.machine.worker(id).unwrap().is_serving());
+}
+
 /// With the proxy a worker is ready only once its private port accepts: not by its start and
 /// `--ready delay`, not by its own `READY=1`; one whose port never accepts is stopped at the
 /// ready timeout, saying why.

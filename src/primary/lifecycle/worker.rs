@@ -102,6 +102,8 @@ pub struct WorkerRecord {
     /// When it first said it was ready (`READY=1`, IPC `ready`): it is ready once it has stayed
     /// up `--ready-delay` more.
     pub ready_signal_at: Option<Instant>,
+    /// A Node worker: when its server first listened (Node's `listening`).
+    pub listening_at: Option<Instant>,
     /// With the proxy: when its private port first accepted the primary's probe. It is ready
     /// only after that, whatever else it says.
     pub accepting_at: Option<Instant>,
@@ -118,6 +120,15 @@ pub struct WorkerRecord {
 }
 
 impl WorkerRecord {
+    /// When it first said it is ready, in words or by listening (Node's `listening`): what a
+    /// death soon after makes a start-up failure.
+    pub fn signalled_at(&self) -> Option<Instant> {
+        [self.ready_signal_at, self.listening_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
     pub fn phase(&self) -> WorkerPhase {
         match self.life {
             Life::Starting { .. } => WorkerPhase::Starting,
