@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::node_cluster::{assert_served_by, example, free_port, node_cluster};
 use crate::support::*;
@@ -79,6 +80,94 @@ fn app_listening_on_a_port_of_its_own_needs_no_port_flag() {
         .start();
     let ready = cluster.wait_ready(2).into_iter().collect();
     assert_serves_its_own_port(&cluster, "noport", port, &ready);
+}
+
+/// A connection to the cluster's port, where an app on a port of its own never listens, is no
+/// worker's fault: it is said once, with what to do, and no worker is replaced for it (with
+/// reuseport each slot's queue, with shared the one queue).
+#[test]
+fn a_connection_to_the_cluster_port_an_app_does_not_listen_on_replaces_no_worker() {
+    for balance in ["reuseport", "shared"] {
+        let port = free_port();
+        let cluster = cluster()
+            .args(&[
+                "--workers",
+                "2",
+                "--name",
+                "elsewhere",
+                "--balance",
+                balance,
+            ])
+            .args(&["--accept-timeout", "300ms"])
+            .command(&[
+                "node",
+                &example("http-app.js"),
+                &port.to_string(),
+                "127.0.0.1",
+            ])
+            .start();
+        let ready: BTreeMap<usize, u32> = cluster.wait_ready(2).into_iter().collect();
+        let _stray = std::net::TcpStream::connect(cluster.address()).unwrap();
+        cluster.stderr.wait_for(&format!(
+            "herdsman: connections wait on {}, the cluster's --port, which no worker takes: \
+             the workers listen on 127.0.0.1:{port} instead",
+            cluster.address()
+        ));
+        cluster
+            .stderr
+            .wait_for("hint: give --port the port the app listens on");
+        // Three times the accept timeout: the stall would have replaced a worker by now.
+        std::thread::sleep(Duration::from_millis(900));
+        let status = status_json(&cluster, "elsewhere");
+        assert_eq!(column(&status, "restarts"), [0, 0], "{balance}: {status}");
+        let log = cluster.log();
+        assert!(!log.contains("not accepting"), "{balance}: {log}");
+        assert_served_by(format!("127.0.0.1:{port}").parse().unwrap(), &ready);
+    }
+}
+
+/// The address an app asks for is taken: the worker's listen() fails with EADDRINUSE, the
+/// primary names who holds it and what to do (not `--port`, which does not choose it), and
+/// start-up fails with a hint that fits a Node worker.
+#[test]
+fn an_app_address_already_taken_is_named_with_its_holder() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let mut cluster = cluster()
+        .args(&["--workers", "1", "--name", "taken"])
+        .no_wait()
+        .command(&[
+            "node",
+            &example("http-app.js"),
+            &port.to_string(),
+            "127.0.0.1",
+        ])
+        .start();
+    let status = cluster.wait_exit();
+    let log = cluster.log();
+    assert_eq!(status.code(), Some(4), "{log}");
+    let line = log
+        .lines()
+        .find(|line| line.contains("asked to listen on"))
+        .unwrap_or_else(|| panic!("no listen line: {log}"));
+    let prefix = format!(
+        "asked to listen on 127.0.0.1:{port}, which herdsman cannot bind: Address already in use \
+         (os error 98) — pid {} (`",
+        std::process::id()
+    );
+    assert!(line.contains(&prefix), "{line}");
+    assert!(
+        line.ends_with(
+            "listens there; stop it, or have the app listen on another port; its listen() fails \
+             with EADDRINUSE"
+        ),
+        "{line}"
+    );
+    assert!(
+        log.contains("hint: the app's listen() failed because herdsman could not bind"),
+        "{log}"
+    );
+    assert!(!log.contains("binds port"), "{log}");
 }
 
 #[test]

@@ -97,7 +97,47 @@ pub struct BindError {
 
 impl BindError {
     fn new(address: SocketAddr, source: io::Error) -> Self {
-        let hint = match source.kind() {
+        let hint = Self::hint(address, &source);
+        BindError {
+            address,
+            reason: format!("{source}{hint}"),
+            source,
+        }
+    }
+
+    /// For an address a worker's app asked for (`bind_extra`): who holds it, and what to do
+    /// there, since `--port` does not choose it.
+    fn for_app(address: SocketAddr, source: io::Error) -> Self {
+        let mut error = Self::new(address, source);
+        let hint = match error.source.kind() {
+            io::ErrorKind::AddrInUse => match holders_of(address).as_deref() {
+                Some([holder, ..]) => format!(
+                    " — {} listens there; stop it, or have the app listen on another port",
+                    holder.who()
+                ),
+                _ => " — another socket or a connection holds it; have the app listen on \
+                       another port, or stop what holds it"
+                    .into(),
+            },
+            io::ErrorKind::PermissionDenied => {
+                " — ports below 1024 need root or CAP_NET_BIND_SERVICE".into()
+            }
+            io::ErrorKind::AddrNotAvailable => {
+                " — no interface of this machine has that address".into()
+            }
+            _ => String::new(),
+        };
+        error.reason = format!("{}{hint}", error.source);
+        error
+    }
+
+    /// What happened and what to do, for people (the message without its address).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    fn hint(address: SocketAddr, source: &io::Error) -> String {
+        match source.kind() {
             io::ErrorKind::AddrInUse => match holders_of(address).as_deref() {
                 Some([]) => no_listener_holds(address.port()),
                 Some([holder, ..]) => format!(
@@ -117,11 +157,6 @@ impl BindError {
                 " — no interface of this machine has that address; check --host".into()
             }
             _ => String::new(),
-        };
-        BindError {
-            address,
-            reason: format!("{source}{hint}"),
-            source,
         }
     }
 }
@@ -436,7 +471,12 @@ impl Listeners {
 /// itself (a Node app's `listen(port)`): bound once, shared by every worker that asks, like
 /// Node's own primary does.
 pub fn bind_extra(address: SocketAddr) -> Result<Socket, BindError> {
-    bind_one(address, Balance::Shared)
+    let socket = bind_socket(address, Balance::Shared)
+        .map_err(|error| BindError::for_app(address, error))?;
+    socket
+        .listen(BACKLOG)
+        .map_err(|error| BindError::for_app(address, error))?;
+    Ok(socket)
 }
 
 /// The inode of `socket` (`socket:[INODE]`).

@@ -69,6 +69,9 @@ pub(super) struct Executor {
     /// With the proxy: the socket a Node worker's `listen($PORT)` was given, on its private
     /// port on loopback; its alone, closed with it (`node`).
     pub private_sockets: HashMap<WorkerId, socket2::Socket>,
+    /// Whether connections were seen waiting on the cluster's port with no worker taking it
+    /// (Node workers that listen elsewhere): said once.
+    told_port_unserved: bool,
 }
 
 /// What the executor starts with, besides the configuration.
@@ -125,6 +128,7 @@ impl Executor {
             proxy: None,
             private_ports: HashMap::new(),
             private_sockets: HashMap::new(),
+            told_port_unserved: false,
         };
         (executor, events_rx)
     }
@@ -491,6 +495,71 @@ impl Executor {
         self.feed(Input::Intent(intent)).await;
     }
 
+    /// The accept queues of the serving workers that take the cluster's port: each one's own
+    /// with reuseport, the one shared queue otherwise. A connection waiting where no worker
+    /// takes the port (Node workers that listen on ports of their own) is said once, since
+    /// nobody will take it.
+    fn accept_sample(&mut self) -> (Vec<(WorkerId, u32)>, Option<u32>) {
+        let serving: Vec<(&lifecycle::WorkerRecord, bool)> = self
+            .machine
+            .workers()
+            .iter()
+            .filter(|worker| worker.is_serving())
+            .map(|worker| {
+                let takes = self
+                    .processes
+                    .get(&worker.id)
+                    .is_some_and(|process| process.serves_cluster_port);
+                (worker, takes)
+            })
+            .collect();
+        let (sample, unserved) = match self.listeners.steerable() {
+            true => {
+                let queue = |worker: &lifecycle::WorkerRecord| {
+                    self.listeners.queued(worker.slot, worker.side).unwrap_or(0)
+                };
+                let unserved = serving
+                    .iter()
+                    .any(|&(worker, takes)| !takes && queue(worker) > 0);
+                let queued = serving
+                    .iter()
+                    .filter(|(_, takes)| *takes)
+                    .map(|&(worker, _)| (worker.id, queue(worker)))
+                    .collect();
+                ((queued, None), unserved)
+            }
+            false => {
+                let shared = self.listeners.shared_queued();
+                match serving.iter().any(|(_, takes)| *takes) {
+                    true => ((Vec::new(), shared), false),
+                    false => (
+                        (Vec::new(), None),
+                        !serving.is_empty() && shared.is_some_and(|queued| queued > 0),
+                    ),
+                }
+            }
+        };
+        if unserved && !self.told_port_unserved {
+            self.told_port_unserved = true;
+            let elsewhere: Vec<String> = self
+                .node_sockets
+                .iter()
+                .map(|(address, _)| address.to_string())
+                .collect();
+            let listen = match elsewhere.is_empty() {
+                true => "listen on no port yet".to_string(),
+                false => format!("listen on {} instead", elsewhere.join(", ")),
+            };
+            self.logger.warn(format!(
+                "connections wait on {}, the cluster's --port, which no worker takes: the workers \
+                 {listen}; they wait until their clients give up\nhint: give --port the port the \
+                 app listens on, or have the app listen on $PORT",
+                self.listeners.local_addr()
+            ));
+        }
+        sample
+    }
+
     async fn on_due(&mut self, due: Due) {
         match due {
             Due::Lifecycle(Timer::Retire(worker)) => {
@@ -506,17 +575,7 @@ impl Executor {
                 self.feed(Input::RetireCheck { worker, queued }).await;
             }
             Due::Lifecycle(Timer::AcceptCheck) => {
-                // Each worker's own queue with reuseport; the one shared queue otherwise.
-                let (queued, shared) = match self.listeners.steerable() {
-                    true => {
-                        let serving = self.machine.workers().iter().filter(|w| w.is_serving());
-                        let queue = |w: &lifecycle::WorkerRecord| {
-                            self.listeners.queued(w.slot, w.side).unwrap_or(0)
-                        };
-                        (serving.map(|w| (w.id, queue(w))).collect(), None)
-                    }
-                    false => (Vec::new(), self.listeners.shared_queued()),
-                };
+                let (queued, shared) = self.accept_sample();
                 self.feed(Input::AcceptSample { queued, shared }).await;
             }
             Due::Lifecycle(Timer::MemoryCheck) => {

@@ -29,6 +29,7 @@ use serde_json::{json, Value};
 
 use super::executor::Executor;
 use super::lifecycle::{Input, Intent, WorkerId, WorkerOrder};
+use crate::balance::Side;
 use crate::ipc::node::{AddressType, NodeCluster};
 
 /// The polite drain (`node_drain.js`, see its header): how an http server of a Node worker
@@ -84,8 +85,13 @@ enum Served {
 fn refusal(error: &io::Error) -> (i32, String) {
     (
         -error.raw_os_error().unwrap_or(libc::EIO),
-        error.to_string(),
+        format!("the cluster's socket, which herdsman could not hand over: {error}"),
     )
+}
+
+/// What a worker's `listen()` of `what` fails with: herdsman does not serve it.
+fn unserved(what: &str) -> (i32, String) {
+    (UV_ENOTSUP, format!("{what}, which herdsman does not serve"))
 }
 
 /// A socket bound for a worker's `listen()` (`balance::bind_extra`), or what its `listen()` fails
@@ -94,7 +100,10 @@ fn refusal(error: &io::Error) -> (i32, String) {
 fn bind_for_listen(address: SocketAddr) -> Result<socket2::Socket, (i32, String)> {
     crate::balance::bind_extra(address).map_err(|error| {
         let errno = error.source.raw_os_error().unwrap_or(libc::EADDRINUSE);
-        (-errno, error.to_string())
+        (
+            -errno,
+            format!("{address}, which herdsman cannot bind: {}", error.reason()),
+        )
     })
 }
 
@@ -182,6 +191,20 @@ impl Executor {
     /// The socket for a worker's `listen()`: the slot's own for the cluster's port, the worker's
     /// own for its private port (the proxy), a shared one for another TCP address; an errno for
     /// what is not served.
+    /// The slot's socket on the cluster's port, for `worker`, which from now on counts as
+    /// taking its connections (`Process::serves_cluster_port`).
+    fn cluster_socket(
+        &mut self,
+        worker: WorkerId,
+        slot: usize,
+        side: Side,
+    ) -> Option<io::Result<OwnedFd>> {
+        if let Some(process) = self.processes.get_mut(&worker) {
+            process.serves_cluster_port = true;
+        }
+        self.listeners.clone_socket(slot, side)
+    }
+
     fn node_socket(
         &mut self,
         worker: WorkerId,
@@ -200,34 +223,32 @@ impl Executor {
         let own = |socket: Option<io::Result<OwnedFd>>| match socket {
             _ if round_robin => Ok(Served::RoundRobin),
             Some(socket) => socket.map(Served::Socket).map_err(|error| refusal(&error)),
-            None => Err((UV_ENOTSUP, "the cluster is stopping".into())),
+            None => Err((UV_ENOTSUP, "the cluster's port, which is closing".into())),
         };
         if fd.is_some_and(|fd| fd >= 0) {
             // `listen({ fd: 3 })`: the socket it inherited, which is the slot's.
-            return own(self.listeners.clone_socket(slot, side));
+            return own(self.cluster_socket(worker, slot, side));
         }
         match address_type {
             AddressType::Tcp4 | AddressType::Tcp6 => {}
-            AddressType::Pipe => return Err((UV_ENOTSUP, "a unix socket path".into())),
-            AddressType::Udp4 | AddressType::Udp6 => {
-                return Err((UV_ENOTSUP, "a UDP socket (dgram)".into()))
-            }
+            AddressType::Pipe => return Err(unserved("a unix socket path")),
+            AddressType::Udp4 | AddressType::Udp6 => return Err(unserved("a UDP socket (dgram)")),
         }
         let Some(port) = port else {
-            return Err((UV_ENOTSUP, "a unix socket path".into()));
+            return Err(unserved("a unix socket path"));
         };
         let ip = match address {
             None | Some("") => None,
             Some(text) => Some(
                 text.parse::<IpAddr>()
-                    .map_err(|_| (UV_ENOTSUP, format!("the address `{text}`")))?,
+                    .map_err(|_| unserved(&format!("the address `{text}`")))?,
             ),
         };
         // Every address, or the cluster's own: the cluster's socket. Another address on the
         // same port (`localhost` as ::1 beside a cluster on 127.0.0.1) is served as asked.
         let ours = ip.is_none_or(|ip| ip.is_unspecified() || ip == cluster.ip());
         if (port == 0 || port == cluster.port()) && ours {
-            return own(self.listeners.clone_socket(slot, side));
+            return own(self.cluster_socket(worker, slot, side));
         }
         let copy = |socket: &socket2::Socket| {
             socket
@@ -301,9 +322,10 @@ impl Executor {
                 self.send_internal(worker, reply);
                 if let Some(record) = self.machine.worker(worker) {
                     let (slot, pid) = (record.slot, record.pid);
+                    let errno = nix::errno::Errno::from_raw(-errno);
                     self.logger.warn(format!(
-                        "worker {slot} (pid {pid}) asked to listen on {why}, which herdsman does \
-                         not serve; its listen() fails with ENOTSUP"
+                        "worker {slot} (pid {pid}) asked to listen on {why}; its listen() fails \
+                         with {errno:?}"
                     ));
                 }
             }

@@ -110,6 +110,11 @@ pub struct Process {
     pub stops_by_disconnect: bool,
     /// It was sent Node's `disconnect` (once).
     pub disconnecting: bool,
+    /// Whether it takes the connections of the cluster's port, so that a connection left in
+    /// its queue says it does not accept: every worker but a Node one, which does once it
+    /// asks for the cluster's socket (`listen($PORT)`, `listen(0)`, fd 3), not when it listens
+    /// only on a port of its own choosing.
+    pub serves_cluster_port: bool,
     signals: mpsc::UnboundedSender<Signal>,
     _notify: NotifySocket,
 }
@@ -123,6 +128,7 @@ impl Process {
         events: mpsc::UnboundedSender<Event>,
     ) -> io::Result<Process> {
         let notify = NotifySocket::bind(launch.notify_path.clone(), launch.worker, events.clone())?;
+        let serves_cluster_port = launch.ipc != IpcMode::Node;
         let channel = match launch.ipc.dialect() {
             None => None,
             Some(dialect) => Some(open_channel(launch.worker, dialect, events.clone())?),
@@ -286,6 +292,7 @@ impl Process {
             ipc,
             stops_by_disconnect: false,
             disconnecting: false,
+            serves_cluster_port,
             signals,
             _notify: notify,
         })

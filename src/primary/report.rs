@@ -63,9 +63,45 @@ pub fn format_tail(tail: &[String]) -> String {
 pub fn startup_hint(exit: &LastExit, config: &Config, port: u16) -> String {
     let tail = exit.tail.join("\n").to_ascii_lowercase();
     let program = config.command[0].to_string_lossy();
+    let node = config.ipc == crate::ipc::IpcMode::Node;
     if exit.stop_reason == Some(StopReason::NotReady) && config.ready == ReadyMode::Notify {
-        return "with --ready notify a worker must send READY=1 to $NOTIFY_SOCKET (sd_notify) \
-                within --ready-timeout; make the app notify, or use --ready delay"
+        let or_node = match node {
+            true => " or say process.send('ready')",
+            false => "",
+        };
+        return format!(
+            "with --ready notify a worker must send READY=1 to $NOTIFY_SOCKET (sd_notify){or_node} \
+             within --ready-timeout; make the app notify, or use --ready delay"
+        );
+    }
+    if exit.stop_reason == Some(StopReason::NotReady) {
+        let why = match config.balance.is_proxy() {
+            true => {
+                "under the proxy its $PORT must accept: check that the app listens on \
+                     $HOST:$PORT, not on a port or address of its own"
+            }
+            false => "it never sent the ready signal its command's other workers sent",
+        };
+        return format!(
+            "the worker did not become ready within --ready-timeout ({}); {why}",
+            humantime::format_duration(config.ready_timeout)
+        );
+    }
+    if exit.stop_reason == Some(StopReason::NotAccepting) && node {
+        return format!(
+            "the worker listened on port {port} but never accepted a connection there: its event \
+             loop may be blocked (CPU work, a synchronous call) from its start"
+        );
+    }
+    if node && tail.contains("enotsup") {
+        return "the app listens on a unix socket path or a UDP port, which herdsman does not \
+                serve to Node workers: listen on a TCP port ($PORT)"
+            .into();
+    }
+    if node && tail.contains("eaddrinuse") {
+        return "the app's listen() failed because herdsman could not bind the address it asked \
+                for (the warning above names who holds it): free it, or have the app listen on \
+                another port"
             .into();
     }
     if exit.stop_reason == Some(StopReason::NotAccepting) {
@@ -114,6 +150,38 @@ mod tests {
             said_ready_before: None,
             stop_reason: None,
         }
+    }
+
+    /// The hint fits how the worker ended and what it is: a Node worker's listen() goes
+    /// through herdsman, so its EADDRINUSE is not "binds $PORT itself".
+    #[test]
+    fn start_up_hints_fit_the_worker() {
+        let mut config = crate::primary::lifecycle::world::config(1);
+        config.ready = ReadyMode::Delay;
+        let mut in_use = exit(
+            ExitReason::Code(1),
+            &["Error: listen EADDRINUSE 127.0.0.1:3000"],
+        );
+        assert!(startup_hint(&in_use, &config, 8000)
+            .starts_with("this app binds port 8000 itself, but herdsman already listens there"));
+        config.ipc = crate::ipc::IpcMode::Node;
+        assert!(startup_hint(&in_use, &config, 8000)
+            .starts_with("the app's listen() failed because herdsman could not bind"));
+        in_use.tail = vec!["Error: listen ENOTSUP /tmp/app.sock".into()];
+        assert!(startup_hint(&in_use, &config, 8000).starts_with(
+            "the app listens on a unix socket path or a UDP port, which herdsman does not serve"
+        ));
+        let mut not_ready = exit(ExitReason::Signal(15), &[]);
+        not_ready.stop_reason = Some(StopReason::NotReady);
+        config.balance = crate::config::Balance::Proxy;
+        assert_eq!(
+            startup_hint(&not_ready, &config, 8000),
+            "the worker did not become ready within --ready-timeout (30s); under the proxy its \
+             $PORT must accept: check that the app listens on $HOST:$PORT, not on a port or \
+             address of its own"
+        );
+        config.ready = ReadyMode::Notify;
+        assert!(startup_hint(&not_ready, &config, 8000).contains("or say process.send('ready')"));
     }
 
     #[test]

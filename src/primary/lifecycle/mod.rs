@@ -52,7 +52,7 @@ mod tests;
 #[cfg(test)]
 mod tests_limits;
 #[cfg(test)]
-mod world;
+pub(super) mod world;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
