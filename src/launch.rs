@@ -54,6 +54,9 @@ impl RunError {
             RunError::StartupFailed(_) => exit::NO_WORKER_READY,
             RunError::Setup(_) | RunError::Runtime(_) => exit::FAILED,
             RunError::State(StateError::Listen { .. }) => exit::BIND,
+            RunError::State(StateError::File(crate::state::StateFileError::InUse { .. })) => {
+                exit::BIND
+            }
             RunError::State(StateError::File(_)) => exit::USAGE,
             RunError::State(StateError::Thread(_)) => exit::FAILED,
             RunError::Admin(_) => exit::BIND,

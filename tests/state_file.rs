@@ -146,3 +146,42 @@ fn an_incomplete_last_write_is_cut_off_and_damage_before_it_stops_the_start() {
         "{log}"
     );
 }
+
+/// One state file, one store: a second cluster given the running one's `--state-file` is
+/// refused at start (exit 3, naming the file) and leaves it alone, so the first one's writes,
+/// before and after, are all in the file when it starts again.
+#[test]
+fn a_second_cluster_on_the_same_state_file_is_refused_and_loses_no_write() {
+    let dir = RuntimeDir::new();
+    let file = dir.path().join("state.aof");
+    let file_arg = file.display().to_string();
+    let start = |name: &str| {
+        cluster()
+            .runtime_dir(&dir)
+            .args(&["--workers", "1", "--ready-delay", "100ms", "--name", name])
+            .args(&["--state-file", &file_arg])
+    };
+    let mut first = start("first").start();
+    first.wait_ready(1);
+    let mut client = RespClient::unix(&state_socket(&first));
+    assert_eq!(client.text("SET before second"), "+OK\\r\\n");
+    let mut second = start("second").no_wait().start();
+    let status = second.wait_exit();
+    let log = second.log();
+    assert_eq!(status.code(), Some(3), "{log}");
+    assert!(
+        log.contains(&format!("{file_arg} is in use by another process")),
+        "{log}"
+    );
+    assert_eq!(client.text("SET after second"), "+OK\\r\\n");
+    drop(client);
+    first.signal(Signal::SIGKILL);
+    first.wait_exit();
+    let again = start("first").start();
+    again.wait_ready(1);
+    let mut client = RespClient::unix(&state_socket(&again));
+    assert_eq!(
+        client.text("MGET before after"),
+        "*2\\r\\n$6\\r\\nsecond\\r\\n$6\\r\\nsecond\\r\\n"
+    );
+}

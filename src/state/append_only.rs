@@ -4,6 +4,12 @@
 //! a second. At start the log is replayed and then compacted into one command per key (a
 //! `SELECT` before each database's keys); it is compacted again whenever it has doubled (and
 //! passed 64 MiB) since. Commands are logged with a `SELECT` whenever the database changes.
+//!
+//! One primary at a time: the file is locked (`flock`, exclusive) from before it is read until
+//! the store closes, so a second primary given the same `--state-file` is refused at start
+//! instead of compacting the file away under the first one, which would go on appending to an
+//! unlinked inode and lose every write after. Compaction locks the file it writes before
+//! renaming it into place, so the path is locked throughout.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -38,6 +44,14 @@ pub enum StateFileError {
     Truncate { path: PathBuf, source: io::Error },
     #[error("cannot start the fsync thread: {0}")]
     Thread(#[source] io::Error),
+    /// Another process (a second herdsman) holds the file's lock.
+    #[error(
+        "{} is in use by another process (another herdsman's store, most likely: `herdsman ls` \
+         lists the clusters); two stores writing one file would lose each other's writes: stop \
+         the other cluster, or give this one a --state-file of its own",
+        path.display()
+    )]
+    InUse { path: PathBuf },
     /// Not the protocol the store writes, at `offset`.
     #[error(
         "{} is damaged at byte {offset}: {}; to start anyway, move the file aside (the store \
@@ -68,6 +82,8 @@ pub enum StateFileError {
 pub struct AppendOnly {
     path: PathBuf,
     file: Arc<Mutex<File>>,
+    /// The file at `path`, locked (see the module's doc): held, never written through.
+    _lock: File,
     size: u64,
     /// Size right after the last compaction.
     base_size: u64,
@@ -86,6 +102,23 @@ pub struct Loaded {
 impl AppendOnly {
     /// Replays `path` (if it exists) into `store`, compacts it, and opens it for appending.
     pub fn open(path: &Path, store: &mut Store) -> Result<(AppendOnly, Loaded), StateFileError> {
+        let open_error = |source| StateFileError::Open {
+            path: path.into(),
+            source,
+        };
+        let existing = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(open_error)?;
+        match existing.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StateFileError::InUse { path: path.into() })
+            }
+            Err(fs::TryLockError::Error(source)) => return Err(open_error(source)),
+        }
         let loaded = match fs::read(path) {
             Ok(contents) => replay(path, contents, store)?,
             Err(error) if error.kind() == io::ErrorKind::NotFound => Loaded::default(),
@@ -96,17 +129,15 @@ impl AppendOnly {
                 })
             }
         };
-        let size = compact(path, store).map_err(|source| StateFileError::Write {
+        let (size, lock) = compact(path, store).map_err(|source| StateFileError::Write {
             path: path.into(),
             source,
         })?;
+        drop(existing);
         let file = OpenOptions::new()
             .append(true)
             .open(path)
-            .map_err(|source| StateFileError::Open {
-                path: path.into(),
-                source,
-            })?;
+            .map_err(open_error)?;
         let file = Arc::new(Mutex::new(file));
         let (stop_sync, stopped) = mpsc::channel();
         let sync_thread = {
@@ -120,6 +151,7 @@ impl AppendOnly {
             AppendOnly {
                 path: path.to_path_buf(),
                 file,
+                _lock: lock,
                 size,
                 base_size: size,
                 stop_sync: Some(stop_sync),
@@ -145,7 +177,8 @@ impl AppendOnly {
         if self.size < REWRITE_MIN_SIZE || self.size < self.base_size.saturating_mul(2) {
             return Ok(false);
         }
-        let size = compact(&self.path, store)?;
+        let (size, lock) = compact(&self.path, store)?;
+        self._lock = lock;
         let file = OpenOptions::new().append(true).open(&self.path)?;
         *self
             .file
@@ -305,9 +338,9 @@ fn apply(
     }
 }
 
-/// Writes the store as one command per key to a temporary file and renames it over `path`.
-/// Returns the new size.
-fn compact(path: &Path, store: &Store) -> io::Result<u64> {
+/// Writes the store as one command per key to a temporary file and renames it over `path`,
+/// locked first. Returns the new size, and the file, which holds the lock.
+fn compact(path: &Path, store: &Store) -> io::Result<(u64, File)> {
     let temporary = path.with_extension(format!("rewrite-{}", std::process::id()));
     let mut out = Vec::new();
     let mut file = io::BufWriter::new(File::create(&temporary)?);
@@ -397,11 +430,13 @@ fn compact(path: &Path, store: &Store) -> io::Result<u64> {
     size += out.len() as u64;
     let file = file.into_inner().map_err(|error| error.into_error())?;
     file.sync_all()?;
+    // Nobody else has opened the temporary file, so the lock cannot be held elsewhere.
+    file.try_lock().map_err(io::Error::from)?;
     fs::rename(&temporary, path)?;
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         File::open(dir)?.sync_all()?;
     }
-    Ok(size)
+    Ok((size, file))
 }
 
 fn write_chunks(out: &mut Vec<u8>, command: &[u8], key: &[u8], items: &[&[u8]]) {
