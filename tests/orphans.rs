@@ -215,7 +215,7 @@ fn as_pid_1_reaps_every_orphan_and_stops_on_sigterm() {
         }
     }
     let stderr = Lines::read_from(unshare.stderr.take().unwrap());
-    stderr.wait_for("all 1 worker ready");
+    stderr.wait_for("the 1 worker is ready");
     let primary = eventually("herdsman under unshare", || {
         children_of(unshare.id()).into_iter().next()
     });

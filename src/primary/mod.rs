@@ -168,9 +168,10 @@ impl std::fmt::Display for WorkerAction {
 /// Reads the configuration again for `reload` (herdsman.toml plus the original flags).
 pub type ConfigReader = Box<dyn Fn() -> Result<Config, crate::config::ConfigError> + Send>;
 
-/// Start-up failed: no worker became ready; the report says why, with a hint.
+/// Start-up failed: no worker became ready, or none stayed up; the report says which, why, and
+/// what to do.
 #[derive(Debug, thiserror::Error)]
-#[error("no worker became ready: {0}")]
+#[error("{0}")]
 pub struct StartupFailed(pub String);
 
 /// Where workers find the shared state, as the supervisor hands it out and reports it.

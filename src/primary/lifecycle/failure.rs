@@ -245,7 +245,16 @@ impl Machine {
         let Some(exit) = &history.last_exit else {
             return;
         };
-        let mut report = describe_exit(slot, exit);
+        // Ready and then dead within the healthy uptime: "all ready" was said, so say what
+        // happened since.
+        let mut report = match exit.ready_for {
+            Some(_) => format!(
+                "no worker stayed up: each died within {} of becoming ready; the last, ",
+                humantime::format_duration(self.policy.healthy_uptime)
+            ),
+            None => "no worker became ready: ".to_string(),
+        };
+        report.push_str(&describe_exit(slot, exit));
         if history.failures > 1 {
             report.push_str(&format!(" ({} times)", history.failures));
         }

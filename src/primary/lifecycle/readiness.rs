@@ -184,7 +184,10 @@ impl Machine {
         }
         self.phase = Phase::Running;
         let status = if errored.is_empty() {
-            self.info(format!("all {} ready", workers(count)));
+            match count {
+                1 => self.info("the 1 worker is ready"),
+                _ => self.info(format!("all {} ready", workers(count))),
+            }
             format!("{} ready", workers(count))
         } else {
             let slots = errored

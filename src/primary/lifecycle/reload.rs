@@ -422,9 +422,12 @@ impl Machine {
                 };
                 let mut message = format!("{what} aborted: {reason}");
                 if self.phase != Phase::Stopping {
-                    message.push_str(&format!(
-                        "\nthe {kept} workers not replaced keep serving their generation"
-                    ));
+                    message.push_str(&match kept {
+                        1 => "\nthe 1 worker not replaced keeps serving its generation".into(),
+                        _ => format!(
+                            "\nthe {kept} workers not replaced keep serving their generation"
+                        ),
+                    });
                 }
                 (false, message)
             }

@@ -419,7 +419,10 @@ fn start_up_fails_when_every_slot_fails_twice_before_any_is_ready() {
     }
     assert_eq!(world.machine.phase(), ClusterPhase::Stopping);
     let report = world.machine.failure().unwrap();
-    assert!(report.starts_with("worker 2 (pid"), "{report}");
+    assert!(
+        report.starts_with("no worker became ready: worker 2 (pid"),
+        "{report}"
+    );
     assert!(report.contains("(2 times)"), "{report}");
     assert!(report.contains("\nhint: "), "{report}");
     for id in world.ids(|_| true) {
@@ -438,6 +441,26 @@ fn start_up_fails_when_every_slot_fails_twice_before_any_is_ready() {
     let id = world.in_slot(1)[0];
     world.crash(id);
     assert!(world.machine.failure().is_some());
+
+    // Ready (start-up said "the 1 worker is ready"), then dead young, twice: not "no worker
+    // became ready".
+    let mut world = World::new(1);
+    world.start();
+    for _ in 0..2 {
+        world.ready_all();
+        assert!(world.logged("the 1 worker is ready"));
+        let id = world.in_slot(1)[0];
+        world.advance(Duration::from_millis(400));
+        world.crash(id);
+    }
+    let report = world.machine.failure().unwrap();
+    assert!(
+        report.starts_with(
+            "no worker stayed up: each died within 1s of becoming ready; the last, worker 1 (pid"
+        ),
+        "{report}"
+    );
+    assert!(report.contains("(2 times)"), "{report}");
 }
 
 #[test]
