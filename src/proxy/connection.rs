@@ -108,7 +108,6 @@ async fn connect(shared: &Arc<Shared>, ends: Ends, avoid: Option<u64>) -> Option
         {
             if header.is_empty() || stream.write_all(&header).await.is_ok() {
                 let _ = stream.set_nodelay(true);
-                shared.count_served(picked.id);
                 return Some(upstream(stream));
             }
         }
@@ -238,8 +237,12 @@ impl Exchange {
     async fn tunnel(mut self) {
         let upstream = match self.upstream.take() {
             Some(upstream) => upstream,
+            // Not HTTP: the connection counts as one request (`--max-requests`).
             None => match connect(&self.shared, self.ends, None).await {
-                Some(upstream) => upstream,
+                Some(upstream) => {
+                    self.shared.count_served(upstream.id);
+                    upstream
+                }
                 None => return,
             },
         };
@@ -430,12 +433,17 @@ impl Exchange {
         }
     }
 
-    /// Sends `bytes` on the kept or a new upstream connection; false if none takes them (the
-    /// caller then sees the connection closed).
+    /// Sends the request `bytes` on the kept or a new upstream connection, counting it for
+    /// its worker (`--max-requests`); false if none takes them (the caller then sees the
+    /// connection closed).
     async fn send(&mut self, bytes: &[u8], avoid: Option<u64>) -> bool {
         let Some(upstream) = self.upstream(avoid).await else {
             return false;
         };
-        upstream.stream.write_all(bytes).await.is_ok()
+        let sent = upstream.stream.write_all(bytes).await.is_ok();
+        if sent {
+            upstream.shared.count_served(upstream.id);
+        }
+        sent
     }
 }
