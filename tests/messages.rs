@@ -170,3 +170,19 @@ fn herdsman_toml_errors_suggest_the_key_and_blame_the_right_line() {
         )
     );
 }
+
+/// `herdsman run node app.js`: the server command without its `--` is a usage error that says
+/// where the command goes.
+#[test]
+fn a_server_command_without_its_double_dash_gets_a_tip() {
+    let dir = RuntimeDir::new();
+    let output = dir.herdsman(&["run", "--workers", "2", "node", "app.js"]);
+    assert_eq!(output.code, Some(2), "{output:?}");
+    assert!(
+        output.stderr.starts_with(
+            "error: unexpected argument 'node' found\n\n  tip: the server command goes after \
+             `--`: herdsman run [OPTIONS] -- node …\n"
+        ),
+        "{output:?}"
+    );
+}

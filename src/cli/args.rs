@@ -50,28 +50,35 @@ pub enum Command {
         json: bool,
     },
     /// Change the number of workers: N, +K or -K (also: SIGTTIN, SIGTTOU).
-    #[command(allow_negative_numbers = true)]
+    #[command(
+        allow_negative_numbers = true,
+        override_usage = "herdsman scale [OPTIONS] [NAME] <N|+K|-K>"
+    )]
     Scale {
-        /// [NAME] N|+K|-K
-        #[arg(num_args = 1..=2, required = true, value_name = "ARGS")]
+        /// [NAME] N|+K|-K: the cluster (default: the only one running), and the workers it
+        /// should have (N), or how many more (+K) or fewer (-K)
+        #[arg(num_args = 1..=2, required = true, value_name = "ARG")]
         args: Vec<String>,
         /// Print progress and the result as JSON lines
         #[arg(long)]
         json: bool,
     },
     /// Replace one worker, new before old.
+    #[command(override_usage = "herdsman restart [OPTIONS] [NAME] <SLOT>")]
     Restart {
-        /// [NAME] SLOT
-        #[arg(num_args = 1..=2, required = true, value_name = "ARGS")]
+        /// [NAME] SLOT: the cluster (default: the only one running), and the slot to replace
+        #[arg(num_args = 1..=2, required = true, value_name = "ARG")]
         args: Vec<String>,
         /// Print progress and the result as JSON lines
         #[arg(long)]
         json: bool,
     },
     /// Send a JSON message to a worker (or all) over the IPC channel (`run --ipc`).
+    #[command(override_usage = "herdsman send [OPTIONS] [NAME] <SLOT|all> <JSON>")]
     Send {
-        /// [NAME] SLOT|all JSON
-        #[arg(num_args = 2..=3, required = true, value_name = "ARGS")]
+        /// [NAME] SLOT|all JSON: the cluster (default: the only one running), the slot (or all),
+        /// and the message, as JSON
+        #[arg(num_args = 2..=3, required = true, value_name = "ARG")]
         args: Vec<String>,
         /// Print the result as JSON
         #[arg(long)]

@@ -17,12 +17,34 @@ use args::{Cli, Command, RunArgs};
 
 /// What `herdsman` does with its command line; the exit code is documented in the README.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|error| with_tips(error).exit());
     match cli.command {
         Command::ExecShim { command } => ExitCode::from(crate::shim::exec(&command) as u8),
         Command::Run(args) => run(*args),
         command => commands::run(command),
     }
+}
+
+/// clap's error, with a tip where a newcomer's slip is plain: `herdsman run node app.js` (the
+/// server command without the `--` before it).
+fn with_tips(mut error: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let in_run = std::env::args().nth(1).as_deref() == Some("run");
+    let word = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(word)) => Some(word.clone()),
+        _ => None,
+    };
+    if let (ErrorKind::UnknownArgument, true, Some(word)) = (error.kind(), in_run, word) {
+        if !word.starts_with('-') {
+            let tip =
+                format!("the server command goes after `--`: herdsman run [OPTIONS] -- {word} …");
+            error.insert(
+                ContextKind::Suggested,
+                ContextValue::StyledStrs(vec![tip.into()]),
+            );
+        }
+    }
+    error
 }
 
 fn run(args: RunArgs) -> ExitCode {

@@ -221,8 +221,9 @@ pub fn parse_workers(text: &str) -> Result<WorkerCount, String> {
 #[cfg(feature = "cli")]
 /// Parses a duration such as `500ms`, `1s`, `2m`, `1m 30s`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|error| format!("`{text}` is not a duration ({error}); write e.g. 500ms, 10s, 1m"))
+    humantime::parse_duration(text).map_err(|_| {
+        format!("`{text}` is not a duration; write a number and a unit, e.g. 500ms, 10s, 1m")
+    })
 }
 
 #[cfg(feature = "cli")]
