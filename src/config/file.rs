@@ -173,12 +173,18 @@ pub(super) fn command<'de, D: Deserializer<'de>>(
         Line(String),
         Parts(Vec<String>),
     }
-    let parts: Vec<OsString> = match Raw::deserialize(deserializer)
-        .map_err(|_| D::Error::custom("expected the command as a string or a list of strings"))?
-    {
-        Raw::Line(line) => line.split_whitespace().map(OsString::from).collect(),
-        Raw::Parts(parts) => parts.into_iter().map(OsString::from).collect(),
-    };
+    let parts: Vec<OsString> =
+        match Raw::deserialize(deserializer).map_err(|_| {
+            D::Error::custom("expected the command as a string or a list of strings")
+        })? {
+            // Split on spaces, no shell: quotes would reach the program as part of its arguments.
+            Raw::Line(line) if line.contains(['"', '\'']) => return Err(D::Error::custom(
+                "a command written as one string is split on spaces, with no shell to read its \
+                 quotes: write it as a list, e.g. command = [\"sh\", \"-c\", \"echo hi; sleep 1\"]",
+            )),
+            Raw::Line(line) => line.split_whitespace().map(OsString::from).collect(),
+            Raw::Parts(parts) => parts.into_iter().map(OsString::from).collect(),
+        };
     if parts.is_empty() {
         return Err(D::Error::custom("the command is empty"));
     }
@@ -436,6 +442,13 @@ NODE_ENV = "production"
         assert!(error.starts_with("line 1, `port`: "), "{error}");
         let error = parse("command = []").unwrap_err();
         assert_eq!(error, "line 1, `command`: the command is empty");
+        let error = parse("command = \"sh -c 'echo hi; sleep 1'\"").unwrap_err();
+        assert!(
+            error.starts_with(
+                "line 1, `command`: a command written as one string is split on spaces"
+            ),
+            "{error}"
+        );
     }
 
     /// A value of the wrong kind (a boolean for a number, a number for a duration) is named

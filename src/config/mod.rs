@@ -151,6 +151,11 @@ pub enum ConfigError {
     )]
     ZeroMaxRequests,
     #[error(
+        "herdsman.toml's [env] sets {name}, which herdsman sets for every worker itself (it would \
+         be overridden): remove it from [env]{instead}"
+    )]
+    EnvSetByHerdsman { name: String, instead: &'static str },
+    #[error(
         "--sticky {0} needs a balance mode that chooses the worker, and with --balance shared \
          the kernel wakes whichever worker waits: use --balance reuseport (the default), proxy \
          or round-robin, or drop --sticky"
@@ -212,6 +217,19 @@ impl RunSettings {
         if self.max_requests == Some(0) {
             return Err(ConfigError::ZeroMaxRequests);
         }
+        if let Some(name) = self.env.keys().find(|name| {
+            set_by_herdsman(name, self.balance.is_proxy(), self.state != StateMode::Off)
+        }) {
+            let instead = match name.as_str() {
+                "PORT" | "HOST" => "; choose the address with `port = …` and `host = …`",
+                "REDIS_URL" | "HERDSMAN_STATE_URL" => {
+                    "; point workers at another store with `state = \"redis://…\"`"
+                }
+                _ => "",
+            };
+            let name = name.clone();
+            return Err(ConfigError::EnvSetByHerdsman { name, instead });
+        }
         if self.sticky != Sticky::Off && self.balance == Balance::Shared {
             return Err(ConfigError::StickyNeedsChoice(self.sticky));
         }
@@ -271,6 +289,28 @@ fn is_node(command: &[OsString]) -> bool {
     program
         .file_name()
         .is_some_and(|name| name == "node" || name == "nodejs")
+}
+
+/// Whether herdsman sets the variable `name` in a worker's environment itself (README, "What
+/// every worker gets"), over what `[env]` says: `HOST` under the proxy, `REDIS_URL` with a
+/// store.
+fn set_by_herdsman(name: &str, proxy: bool, store: bool) -> bool {
+    const ALWAYS: &[&str] = &[
+        "PORT",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "NODE_CHANNEL_FD",
+        "NODE_CHANNEL_SERIALIZATION_MODE",
+        "NODE_UNIQUE_ID",
+    ];
+    ALWAYS.contains(&name)
+        || name.starts_with("HERDSMAN_")
+        || (proxy && name == "HOST")
+        || (store && name == "REDIS_URL")
 }
 
 fn check_state(state: &StateMode, store: &StoreOptions) -> Result<(), ConfigError> {
@@ -412,6 +452,29 @@ mod tests {
             short.validate().unwrap_err(),
             ConfigError::ReadyTimeoutTooShort { .. }
         ));
+    }
+
+    /// `[env]` may not set what herdsman sets itself: it would be overridden without a word.
+    #[test]
+    fn env_may_not_set_what_herdsman_sets() {
+        let with = |name: &str, balance| {
+            RunSettings {
+                balance,
+                env: [(name.to_string(), "1".to_string())].into(),
+                ..settings()
+            }
+            .validate()
+        };
+        assert_eq!(
+            with("PORT", Balance::Reuseport).unwrap_err().to_string(),
+            "herdsman.toml's [env] sets PORT, which herdsman sets for every worker itself (it \
+             would be overridden): remove it from [env]; choose the address with `port = …` and \
+             `host = …`"
+        );
+        assert!(with("HERDSMAN_WORKER_ID", Balance::Reuseport).is_err());
+        assert!(with("HOST", Balance::Proxy).is_err());
+        assert!(with("HOST", Balance::Reuseport).is_ok());
+        assert!(with("NODE_ENV", Balance::Reuseport).is_ok());
     }
 
     #[test]
