@@ -37,6 +37,9 @@ pub(super) struct Reload {
     draining: Vec<WorkerId>,
     parallel: usize,
     replaced: usize,
+    /// Slots with no worker when their turn came (in backoff, or errored): their next worker
+    /// starts on `spec`, but none runs it yet.
+    without_worker: Vec<usize>,
     /// The requests waiting for its progress and its end.
     subscribers: Vec<RequestId>,
     started: Instant,
@@ -164,6 +167,7 @@ impl Machine {
             draining: Vec::new(),
             parallel,
             replaced: 0,
+            without_worker: Vec::new(),
             subscribers: queued.subscribers,
             started: self.now,
             scale_to,
@@ -200,6 +204,7 @@ impl Machine {
             draining: Vec::new(),
             parallel: 1,
             replaced: 0,
+            without_worker: Vec::new(),
             subscribers: request.into_iter().collect(),
             started: self.now,
             scale_to: None,
@@ -242,7 +247,7 @@ impl Machine {
                     // The slot waits in backoff: its next worker simply starts on the new spec.
                     self.slots[slot - 1].spec = spec;
                     if let Some(reload) = &mut self.reload {
-                        reload.replaced += 1;
+                        reload.without_worker.push(slot);
                     }
                     self.tell(format!(
                         "slot {slot}: no worker running; it restarts on the new generation"
@@ -395,14 +400,22 @@ impl Machine {
             Ending::Complete if reload.whole_cluster => {
                 self.spec = reload.spec.clone();
                 self.reloads += 1;
-                (
-                    true,
-                    format!(
-                        "reload complete: {} on generation {} in {elapsed}",
-                        workers(reload.replaced),
+                let mut message = format!(
+                    "reload complete: {} on generation {} in {elapsed}",
+                    workers(reload.replaced),
+                    reload.spec.generation
+                );
+                if !reload.without_worker.is_empty() {
+                    let slots: Vec<String> =
+                        reload.without_worker.iter().map(usize::to_string).collect();
+                    message.push_str(&format!(
+                        "; slot {} had no worker (restarting after failures): its next one runs \
+                         generation {}",
+                        slots.join(", "),
                         reload.spec.generation
-                    ),
-                )
+                    ));
+                }
+                (true, message)
             }
             Ending::Complete => (true, format!("restart complete in {elapsed}")),
             Ending::Aborted(reason) => {

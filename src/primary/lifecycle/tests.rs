@@ -118,6 +118,40 @@ fn under_the_proxy_only_an_accepting_port_makes_a_worker_ready() {
     assert!(world.logged("not ready within 30s; its $PORT never accepted a connection"));
 }
 
+/// A reload that finds a slot with no worker (restarting after failures) does not count it as
+/// replaced: it says the slot's next worker runs the new generation.
+#[test]
+fn a_reload_names_the_slot_it_found_without_a_worker() {
+    let mut world = World::started(2);
+    // Slot 2 crashes three times: its next restart waits 200 ms in backoff, with no worker.
+    for _ in 0..3 {
+        while world.in_slot(2).is_empty() {
+            world.advance(Duration::from_millis(10));
+        }
+        let id = world.in_slot(2)[0];
+        world.crash(id);
+    }
+    assert!(world.in_slot(2).is_empty());
+    // Both slots at once, so slot 2 is reached while it waits.
+    let request = reload(&mut world, 2);
+    let new = world.in_slot(1)[1];
+    world.ready(new);
+    world.advance(Duration::from_secs(1));
+    world.exit_signalled();
+    let results = world.results(request);
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert!(
+        results[0]
+            .1
+            .starts_with("reload complete: 1 worker on generation 2 in ")
+            && results[0].1.ends_with(
+                "; slot 2 had no worker (restarting after failures): its next one runs \
+                 generation 2"
+            ),
+        "{results:?}"
+    );
+}
+
 /// What happens when a worker crashes during a rolling reload: the question docs/architecture.md
 /// answers with `Machine::on_exit`.
 #[test]
