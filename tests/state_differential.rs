@@ -71,7 +71,7 @@ fn embedded_store_replies_byte_for_byte_like_redis_server() {
         let mut theirs = RespClient::unix(&redis.socket);
         assert_eq!(ours.call("FLUSHALL"), theirs.call("FLUSHALL"));
         // A section named "… (resp3)" runs on connections switched to RESP3 (HELLO's own
-        // reply differs in the client id and the version; `hello_3_…` checks it).
+        // reply differs in the client id; state_dialect.rs checks it).
         if name.ends_with("(resp3)") {
             ours.call("HELLO 3");
             theirs.call("HELLO 3");

@@ -9,7 +9,7 @@ use crate::state::reply::text;
 use crate::state::store::{ReplyMode, DATABASES};
 
 /// The Redis version the store answers like (the commands and replies follow Redis 7.0).
-pub const REDIS_VERSION: &str = "7.0.0";
+pub const REDIS_VERSION: &str = "7.0.15";
 
 pub fn ping(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     if args.len() > 2 {
