@@ -11,12 +11,22 @@ use bytes::Bytes;
 
 use super::store::Mailbox;
 
-/// What a blocked client waits with: its command, run again when woken, and its deadline.
+/// What a blocked client waits with: its command, run again when woken, its deadline, and
+/// the reply then.
 #[derive(Debug)]
 pub struct Blocked {
     pub args: Vec<Bytes>,
-    /// On timeout the reply is the null array (for every blocking command, as in Redis 7.0).
     pub deadline: Option<Instant>,
+    pub on_timeout: OnTimeout,
+}
+
+/// The reply at a blocked client's deadline, or to `CLIENT UNBLOCK … TIMEOUT`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OnTimeout {
+    /// Every key-blocking command's, as in Redis 7.0.
+    NullArray,
+    /// `WAIT`'s: how many replicas acknowledged.
+    Integer(i64),
 }
 
 /// A key of one database.

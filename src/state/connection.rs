@@ -8,6 +8,7 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::blocking::OnTimeout;
 use super::clients::Peer;
 use super::commands::{self, pubsub_forget};
 use super::reply::Out;
@@ -203,16 +204,20 @@ fn release(store: &mut Store, client: &Client) {
     }
 }
 
-/// Ends a block: the timeout's null reply, or `CLIENT UNBLOCK … ERROR`'s error.
+/// Ends a block: the timeout's reply (the null array, or `WAIT`'s count), or
+/// `CLIENT UNBLOCK … ERROR`'s error.
 fn end_block(store: &mut Store, client: &mut Client, out: &mut Out, error: bool) {
-    if client.blocked.take().is_none() {
+    let Some(blocked) = client.blocked.take() else {
         return;
-    }
+    };
     release(store, client);
     if error {
         out.error("UNBLOCKED client unblocked via CLIENT UNBLOCK");
     } else {
-        out.null_array();
+        match blocked.on_timeout {
+            OnTimeout::NullArray => out.null_array(),
+            OnTimeout::Integer(value) => out.int(value),
+        }
     }
 }
 

@@ -2,13 +2,14 @@
 //! Each serves at once when a key holds something; otherwise it blocks the client (see
 //! `crate::state::blocking`) and its connection runs it again when woken, or answers the null
 //! reply at the deadline. Inside `EXEC` they do not block: they answer as on a timeout.
+//! `WAIT` is here too: with no replicas to wait for, it blocks only on its timeout.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::{Ctx, Fail, Outcome};
-use crate::state::blocking::Blocked;
+use crate::state::blocking::{Blocked, OnTimeout};
 use crate::state::db::{Entry, Value};
 use crate::state::reply::text;
 
@@ -54,6 +55,7 @@ fn block(
     ctx.client.blocked = Some(Blocked {
         args: args.to_vec(),
         deadline,
+        on_timeout: OnTimeout::NullArray,
     });
     Ok(())
 }
@@ -220,4 +222,36 @@ pub fn bzpopmin(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
 
 pub fn bzpopmax(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     bzpop(ctx, args, true)
+}
+
+/// `WAIT numreplicas timeout`: the store has no replicas, so none acknowledge. As in Redis,
+/// it answers 0 at once when that is enough (`numreplicas` 0 or less) or inside `EXEC`, and
+/// otherwise blocks for `timeout` milliseconds (0: for ever) and then answers 0.
+pub fn wait(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
+    const ACKNOWLEDGED: i64 = 0;
+    let wanted = super::int_arg(&args[1])?;
+    let milliseconds = crate::state::number::parse_i64(&args[2])
+        .ok_or(Fail::from("ERR timeout is not an integer or out of range"))?;
+    if milliseconds < 0 {
+        return Err("ERR timeout is negative".into());
+    }
+    if wanted <= ACKNOWLEDGED || ctx.client.in_exec {
+        ctx.out.int(ACKNOWLEDGED);
+        return Ok(());
+    }
+    // A deadline past what `Instant` holds is as good as none.
+    let deadline = match milliseconds.unsigned_abs() {
+        0 => None,
+        ms => Instant::now().checked_add(Duration::from_millis(ms)),
+    };
+    let (id, db) = (ctx.client.id, ctx.client.db);
+    ctx.store
+        .waiting
+        .block(id, &ctx.client.mailbox.clone(), db, &[]);
+    ctx.client.blocked = Some(Blocked {
+        args: args.to_vec(),
+        deadline,
+        on_timeout: OnTimeout::Integer(ACKNOWLEDGED),
+    });
+    Ok(())
 }

@@ -480,6 +480,7 @@ pub fn xread(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
             ctx.client.blocked = Some(Blocked {
                 args: waiting,
                 deadline: timeout.map(|ms| Instant::now() + Duration::from_millis(ms)),
+                on_timeout: crate::state::blocking::OnTimeout::NullArray,
             });
         }
         _ => ctx.out.null_array(),

@@ -166,6 +166,7 @@ static COMMANDS: &[Spec] = &[
         (1, 2, 1)
     ),
     spec!("blmpop", -5, WRITE, blocking::blmpop, NO_KEYS),
+    spec!("wait", 3, 0, blocking::wait, NO_KEYS),
     spec!("bzpopmin", -3, WRITE, blocking::bzpopmin, (1, -2, 1)),
     spec!("bzpopmax", -3, WRITE, blocking::bzpopmax, (1, -2, 1)),
     spec!("bzmpop", -5, WRITE, blocking::bzmpop, NO_KEYS),

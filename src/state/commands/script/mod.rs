@@ -383,6 +383,7 @@ fn refused_in_scripts(name: &str) -> bool {
             | "bzpopmin"
             | "bzpopmax"
             | "bzmpop"
+            | "wait"
     )
 }
 
