@@ -1,6 +1,7 @@
 //! Lua scripts in the embedded store (issue 14) beyond the differential scripts: a script that
-//! never ends does not wedge the store (other clients get BUSY, SCRIPT KILL stops it), and the
-//! state file logs what a script wrote, not the script.
+//! never ends does not wedge the store (other clients get BUSY, SCRIPT KILL stops it, HELLO and
+//! the other `allow-busy` commands are answered), and the state file logs what a script wrote,
+//! not the script.
 
 use std::time::{Duration, Instant};
 
@@ -184,6 +185,99 @@ fn a_transaction_around_a_busy_script_runs_none_of_its_commands() {
     );
     assert_eq!(during.text("PING x"), "$1\\r\\nx\\r\\n");
     assert_eq!(other.text("GET xx"), "$1\\r\\n1\\r\\n");
+}
+
+/// `HELLO`'s reply (printable) to client `id` once it speaks RESP `proto`.
+fn hello_reply(proto: u8, id: u64) -> String {
+    let header = if proto == 3 { "%7" } else { "*14" };
+    format!(
+        "{header}\\r\\n$6\\r\\nserver\\r\\n$5\\r\\nredis\\r\\n$7\\r\\nversion\\r\\n$6\\r\\n7.0.15\\r\\n$5\\r\\nproto\\r\\n:{proto}\\r\\n$2\\r\\nid\\r\\n:{id}\\r\\n$4\\r\\nmode\\r\\n$10\\r\\nstandalone\\r\\n$4\\r\\nrole\\r\\n$6\\r\\nmaster\\r\\n$7\\r\\nmodules\\r\\n*0\\r\\n"
+    )
+}
+
+/// The client's id (`CLIENT ID`).
+fn client_id(client: &mut RespClient) -> u64 {
+    let reply = client.text("CLIENT ID");
+    reply
+        .strip_prefix(':')
+        .and_then(|id| id.strip_suffix("\\r\\n"))
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("CLIENT ID answered {reply}"))
+}
+
+/// While a script is busy, the commands Redis 7.0 flags `allow-busy` that need nothing of the
+/// store are answered as Redis answers them: `HELLO` above all, which redis-py 8 and other
+/// client libraries send on connect, so that a client connecting to send `SCRIPT KILL` gets
+/// that far; and `AUTH` and `SHUTDOWN`. What `HELLO` set (protocol, name, and the id it told)
+/// holds once the script is over, for the new connection and for one open before.
+#[test]
+fn a_busy_script_answers_hello_so_a_new_client_can_connect_and_kill_it() {
+    let cluster = one_worker();
+    let socket = state_socket(&cluster);
+    let mut looping = RespClient::unix(&socket);
+    let mut other = RespClient::unix(&socket);
+    assert_eq!(other.text("CONFIG SET lua-time-limit 10"), "+OK\\r\\n");
+    let other_id = client_id(&mut other);
+    looping.send(&[b"EVAL", b"while true do end", b"0"]);
+    wait_for_busy(&mut other);
+    let mut newcomer = RespClient::unix(&socket);
+    let hello = newcomer.text("HELLO 3 SETNAME killer");
+    assert!(hello.starts_with("%7\\r\\n$6\\r\\nserver"), "{hello}");
+    assert_eq!(newcomer.text("AUTH default any"), "+OK\\r\\n");
+    assert_eq!(
+        newcomer.text("AUTH"),
+        "-ERR wrong number of arguments for \\'auth\\' command\\r\\n"
+    );
+    assert_eq!(newcomer.text("CLIENT ID"), BUSY);
+    assert_eq!(other.text("HELLO 3"), hello_reply(3, other_id));
+    assert_eq!(
+        other.text("SHUTDOWN NOSAVE"),
+        "-ERR the store stops with its cluster (`herdsman stop`), not with SHUTDOWN\\r\\n"
+    );
+    assert_eq!(newcomer.text("SCRIPT KILL"), "+OK\\r\\n");
+    let killed = printable(&looping.read_reply().expect("the caller gets its reply"));
+    assert!(killed.starts_with("-ERR Script killed by user"), "{killed}");
+    // The newcomer's id is the one HELLO told, and both connections speak RESP3.
+    assert_eq!(hello, hello_reply(3, client_id(&mut newcomer)));
+    assert_eq!(newcomer.text("CLIENT GETNAME"), "$6\\r\\nkiller\\r\\n");
+    assert_eq!(newcomer.text("HGETALL missing"), "%0\\r\\n");
+    assert_eq!(other.text("HGETALL missing"), "%0\\r\\n");
+}
+
+/// Inside a transaction during a busy script, `HELLO` and `AUTH` are queued (as Redis queues
+/// them) and `SHUTDOWN` is refused as in any transaction, which makes its `EXEC` abort.
+#[test]
+fn a_transaction_during_a_busy_script_queues_hello_and_refuses_shutdown() {
+    let cluster = one_worker();
+    let socket = state_socket(&cluster);
+    let mut looping = RespClient::unix(&socket);
+    let mut queueing = RespClient::unix(&socket);
+    let mut refused = RespClient::unix(&socket);
+    let mut other = RespClient::unix(&socket);
+    assert_eq!(other.text("CONFIG SET lua-time-limit 10"), "+OK\\r\\n");
+    let queueing_id = client_id(&mut queueing);
+    looping.send(&[b"EVAL", b"while true do end", b"0"]);
+    wait_for_busy(&mut other);
+    assert_eq!(queueing.text("MULTI"), "+OK\\r\\n");
+    assert_eq!(queueing.text("HELLO 2 SETNAME queued"), "+QUEUED\\r\\n");
+    assert_eq!(queueing.text("AUTH default any"), "+QUEUED\\r\\n");
+    assert_eq!(refused.text("MULTI"), "+OK\\r\\n");
+    assert_eq!(
+        refused.text("SHUTDOWN"),
+        "-ERR Command not allowed inside a transaction\\r\\n"
+    );
+    assert_eq!(other.text("SCRIPT KILL"), "+OK\\r\\n");
+    let killed = printable(&looping.read_reply().expect("the caller gets its reply"));
+    assert!(killed.starts_with("-ERR Script killed by user"), "{killed}");
+    assert_eq!(
+        queueing.text("EXEC"),
+        format!("*2\\r\\n{}+OK\\r\\n", hello_reply(2, queueing_id))
+    );
+    assert_eq!(queueing.text("CLIENT GETNAME"), "$6\\r\\nqueued\\r\\n");
+    assert_eq!(
+        refused.text("EXEC"),
+        "-EXECABORT Transaction discarded because of previous errors.\\r\\n"
+    );
 }
 
 /// A script that never ends does not keep the primary from stopping: SIGTERM abandons it (as

@@ -65,6 +65,10 @@ pub struct ClientInfo {
     /// What the busy-script loop did to this client's transaction while a script held the
     /// store (it answers on the socket and cannot reach the connection's queue).
     pub busy_transaction: Cell<BusyTransaction>,
+    /// Commands the busy-script loop queued in this client's open transaction (`HELLO`,
+    /// `AUTH`: the ones Redis lets through a busy script and then queues), for the connection
+    /// to append to its queue.
+    pub busy_queued: RefCell<Vec<Vec<Bytes>>>,
 }
 
 /// Transaction changes made by the busy-script loop (`script/busy.rs`), for the connection to
@@ -101,6 +105,7 @@ impl ClientInfo {
             resp: Cell::new(2),
             mailbox,
             busy_transaction: Cell::new(BusyTransaction::default()),
+            busy_queued: RefCell::new(Vec::new()),
         }
     }
 

@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::blocking::OnTimeout;
-use super::clients::Peer;
+use super::clients::{ClientInfo, Peer};
 use super::commands::{self, pubsub_forget};
 use super::reply::Out;
 use super::request::RequestParser;
@@ -25,19 +25,25 @@ pub struct Limits {
     pub max_clients: usize,
 }
 
+/// Serves one connection until it closes. `early` is what the busy-script loop gave a
+/// connection it accepted (see `Store::adopt_client`).
 pub async fn serve<R, W>(
     mut reader: R,
     mut writer: W,
     store: Rc<RefCell<Store>>,
     limits: Limits,
     peer: Peer,
+    early: Option<Rc<ClientInfo>>,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut client = {
         let mut store = store.borrow_mut();
-        let client = store.new_client(peer);
+        let client = match early {
+            Some(early) => store.adopt_client(peer, &early),
+            None => store.new_client(peer),
+        };
         store.register(&client);
         store.stats.connections_received += 1;
         client

@@ -15,6 +15,7 @@ use tokio::task::LocalSet;
 use std::os::fd::AsRawFd;
 
 use super::clients::Peer;
+use super::commands::Adopted;
 use super::connection::{self, Limits};
 use super::db::{now_ms, Now};
 use super::store::{Store, DATABASES};
@@ -112,7 +113,7 @@ async fn serve(
                     }
                     let peer = Peer::unix(&socket_path, stream.as_raw_fd());
                     let (reader, writer) = stream.into_split();
-                    clients.spawn_local(connection::serve(reader, writer, store.clone(), limits, peer));
+                    clients.spawn_local(connection::serve(reader, writer, store.clone(), limits, peer, None));
                 }
             }
             accepted = accept_tcp(tcp.as_ref()) => {
@@ -125,15 +126,15 @@ async fn serve(
                     let local = stream.local_addr().unwrap_or(address);
                     let peer = Peer::tcp(address, local, stream.as_raw_fd());
                     let (reader, writer) = stream.into_split();
-                    clients.spawn_local(connection::serve(reader, writer, store.clone(), limits, peer));
+                    clients.spawn_local(connection::serve(reader, writer, store.clone(), limits, peer, None));
                 }
             }
             () = busy.adopt.notified() => {
                 let accepted = std::mem::take(&mut *busy.accepted.borrow_mut());
-                for (fd, is_tcp) in accepted {
-                    let raw = fd.as_raw_fd();
+                for Adopted { socket, tcp: is_tcp, early } in accepted {
+                    let raw = socket.as_raw_fd();
                     if is_tcp {
-                        let stream = std::net::TcpStream::from(fd);
+                        let stream = std::net::TcpStream::from(socket);
                         let (Ok(address), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
                             continue;
                         };
@@ -143,15 +144,15 @@ async fn serve(
                         let _ = stream.set_nodelay(true);
                         let peer = Peer::tcp(address, local, raw);
                         let (reader, writer) = stream.into_split();
-                        clients.spawn_local(connection::serve(reader, writer, store.clone(), limits, peer));
+                        clients.spawn_local(connection::serve(reader, writer, store.clone(), limits, peer, Some(early)));
                     } else {
-                        let stream = std::os::unix::net::UnixStream::from(fd);
+                        let stream = std::os::unix::net::UnixStream::from(socket);
                         let Ok(stream) = tokio::net::UnixStream::from_std(stream) else {
                             continue;
                         };
                         let peer = Peer::unix(&socket_path, raw);
                         let (reader, writer) = stream.into_split();
-                        clients.spawn_local(connection::serve(reader, writer, store.clone(), limits, peer));
+                        clients.spawn_local(connection::serve(reader, writer, store.clone(), limits, peer, Some(early)));
                     }
                 }
             }

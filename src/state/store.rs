@@ -50,7 +50,6 @@ pub struct Store {
     pub table: Table,
     pub max_memory: Option<usize>,
     pub started: Instant,
-    pub next_client_id: u64,
     pub connected_clients: usize,
     pub commands_processed: u64,
     /// Writes to log to the append-only file, as RESP commands, when it is enabled.
@@ -82,7 +81,6 @@ impl Store {
             table: Table::new(),
             max_memory,
             started: Instant::now(),
-            next_client_id: 1,
             connected_clients: 0,
             commands_processed: 0,
             log: None,
@@ -111,9 +109,22 @@ impl Store {
 
     /// A new client (not yet listed by `CLIENT LIST`; see [`Store::register`]).
     pub fn new_client(&mut self, peer: Peer) -> Client {
-        let id = self.next_client_id;
-        self.next_client_id += 1;
-        Client::new(id, peer)
+        Client::new(self.scripting.busy.new_client_id(), peer)
+    }
+
+    /// The client of a connection that the busy-script loop accepted and answered
+    /// (`commands/script/busy.rs`): it keeps the id the loop gave it (a `HELLO` there told it),
+    /// and what its commands there set (name, protocol, transaction).
+    pub fn adopt_client(&mut self, peer: Peer, early: &ClientInfo) -> Client {
+        let client = Client::new(early.id, peer);
+        let info = &client.info;
+        *info.name.borrow_mut() = early.name.take();
+        info.resp.set(early.resp.get());
+        client.mailbox.resp3.set(early.mailbox.resp3.get());
+        info.multi.set(early.multi.get());
+        info.busy_transaction.set(early.busy_transaction.get());
+        *info.busy_queued.borrow_mut() = early.busy_queued.take();
+        client
     }
 
     /// Lists `client` in `CLIENT LIST` until [`Store::unregister`].

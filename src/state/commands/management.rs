@@ -4,7 +4,8 @@
 
 use bytes::Bytes;
 
-use super::{arity_error, subcommand, Ctx, Fail, Outcome, Spec};
+use super::{arity_error, subcommand, Ctx, Fail, Out, Outcome, Spec};
+use crate::state::clients::ClientInfo;
 use crate::state::reply::text;
 use crate::state::store::{ReplyMode, DATABASES};
 
@@ -43,9 +44,13 @@ pub fn save(ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
     Ok(())
 }
 
+/// `SHUTDOWN`'s answer, also while a script is busy (`script/busy.rs`).
+pub const SHUTDOWN_REFUSED: &str =
+    "ERR the store stops with its cluster (`herdsman stop`), not with SHUTDOWN";
+
 /// `SHUTDOWN`: the store lives as long as the cluster that runs it.
 pub fn shutdown(_ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
-    Err("ERR the store stops with its cluster (`herdsman stop`), not with SHUTDOWN".into())
+    Err(SHUTDOWN_REFUSED.into())
 }
 
 pub fn echo(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
@@ -91,17 +96,18 @@ pub fn reset(ctx: &mut Ctx, _args: &[Bytes]) -> Outcome {
     ctx.client.db = 0;
     ctx.client.info.db.set(0);
     ctx.store.select(0);
-    set_protocol(ctx, 2);
+    set_protocol(&ctx.client.info, ctx.out, 2);
     ctx.out.simple("RESET");
     Ok(())
 }
 
-/// Switches the connection's replies to RESP `version` (2 or 3).
-fn set_protocol(ctx: &mut Ctx, version: u8) {
+/// Switches the connection of `info` to RESP `version` (2 or 3): the replies written to
+/// `out`, and the pushes of its mailbox.
+fn set_protocol(info: &ClientInfo, out: &mut Out, version: u8) {
     let resp3 = version == 3;
-    ctx.out.resp3 = resp3;
-    ctx.client.mailbox.resp3.set(resp3);
-    ctx.client.info.resp.set(version);
+    out.resp3 = resp3;
+    info.mailbox.resp3.set(resp3);
+    info.resp.set(version);
 }
 
 /// There are no passwords: the store is reachable only through a private socket (or loopback).
@@ -115,6 +121,12 @@ fn authenticate(user: Option<&[u8]>) -> Outcome {
 }
 
 pub fn auth(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
+    auth_to(ctx.out, args)
+}
+
+/// `AUTH`'s reply to `out`: it needs nothing of the store, so the busy-script loop answers it
+/// too (`script/busy.rs`).
+pub fn auth_to(out: &mut Out, args: &[Bytes]) -> Outcome {
     if args.len() > 3 {
         return Err(text::SYNTAX.into());
     }
@@ -123,7 +135,7 @@ pub fn auth(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
     } else {
         None
     })?;
-    ctx.out.ok();
+    out.ok();
     Ok(())
 }
 
@@ -136,6 +148,12 @@ pub fn valid_client_name(name: &[u8]) -> Result<(), Fail> {
 }
 
 pub fn hello(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
+    hello_to(&ctx.client.info, ctx.out, args)
+}
+
+/// `HELLO` from the client of `info`, its reply to `out`: what it changes is all in `info`, so
+/// the busy-script loop answers it too (`script/busy.rs`), as Redis does (`allow-busy`).
+pub fn hello_to(info: &ClientInfo, out: &mut Out, args: &[Bytes]) -> Outcome {
     let mut next = 1;
     let mut protocol = None;
     if let Some(version) = args.get(1) {
@@ -171,22 +189,21 @@ pub fn hello(ctx: &mut Ctx, args: &[Bytes]) -> Outcome {
         }
     }
     if let Some(name) = name {
-        *ctx.client.info.name.borrow_mut() = (!name.is_empty()).then_some(name);
+        *info.name.borrow_mut() = (!name.is_empty()).then_some(name);
     }
     if let Some(version) = protocol {
-        set_protocol(ctx, version);
+        set_protocol(info, out, version);
     }
     // Redis 7.0's map, in its order.
-    let out = &mut *ctx.out;
     out.map_header(7);
     out.bulk(b"server");
     out.bulk(b"redis");
     out.bulk(b"version");
     out.bulk(REDIS_VERSION.as_bytes());
     out.bulk(b"proto");
-    out.int(i64::from(ctx.client.info.resp.get()));
+    out.int(i64::from(info.resp.get()));
     out.bulk(b"id");
-    out.int(ctx.client.id as i64);
+    out.int(info.id as i64);
     out.bulk(b"mode");
     out.bulk(b"standalone");
     out.bulk(b"role");

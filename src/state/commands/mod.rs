@@ -36,7 +36,7 @@ mod zsets;
 pub use table::Table;
 
 pub use pubsub::forget as pubsub_forget;
-pub use script::Scripting;
+pub use script::{Adopted, Scripting};
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -327,7 +327,7 @@ fn full_name(spec: &Spec, args: &[Bytes]) -> String {
 pub fn dispatch(store: &mut Store, client: &mut Client, out: &mut Out, args: &[Bytes]) {
     store.commands_processed += 1;
     client.info.last_active.set(std::time::Instant::now());
-    transaction::settle_busy_answers(store, client);
+    transaction::settle_busy_answers(store, client, out);
     let Some(spec) = check(store, client, out, args) else {
         if client.transaction.is_some() {
             client.transaction_failed = true;

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use super::{run, Ctx, Outcome, DENY_OOM};
+use super::{run, Ctx, Out, Outcome, DENY_OOM};
 use crate::state::clients::BusyTransaction;
 use crate::state::store::{Client, Store};
 
@@ -104,9 +104,12 @@ pub fn queued_deny_oom(store: &Store, client: &Client) -> bool {
 /// Applies what the busy-script loop did to `client`'s transaction while a script ran
 /// (`clients::BusyTransaction`): before the client's next command, its queue and watched keys
 /// are what the replies it got said.
-pub fn settle_busy_answers(store: &mut Store, client: &mut Client) {
+pub fn settle_busy_answers(store: &mut Store, client: &mut Client, out: &mut Out) {
+    // A `HELLO` answered by the loop may have switched the protocol.
+    out.resp3 = client.info.resp.get() == 3;
     let pending = client.info.busy_transaction.take();
-    if pending == BusyTransaction::default() {
+    let queued = client.info.busy_queued.take();
+    if pending == BusyTransaction::default() && queued.is_empty() {
         return;
     }
     if pending.discarded {
@@ -119,6 +122,9 @@ pub fn settle_busy_answers(store: &mut Store, client: &mut Client) {
     if client.info.multi.get() >= 0 && client.transaction.is_none() {
         client.transaction = Some(Vec::new());
         client.transaction_failed = false;
+    }
+    if let Some(transaction) = &mut client.transaction {
+        transaction.extend(queued);
     }
     if pending.failed {
         client.transaction_failed = true;

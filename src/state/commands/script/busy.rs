@@ -7,6 +7,13 @@
 //!   taken off the socket and answered `-BUSY …`, except `SCRIPT KILL`, which stops the script
 //!   (or answers `-UNKILLABLE …` once the script has written, as in Redis). A request not yet
 //!   complete stays on the socket for its connection to read when the script is over;
+//! - `HELLO` (so a client library that says HELLO on connect can connect and send `SCRIPT
+//!   KILL`), `AUTH`, and `SHUTDOWN` (which the store always refuses), which Redis 7.0 flags
+//!   `allow-busy`, run as there: they need only the client's own state, which the loop reaches
+//!   through its `ClientInfo`; inside a transaction the first two are queued, as Redis queues
+//!   them. `WATCH`, `RESET` and `QUIT` are `allow-busy` too but need the store or the
+//!   connection task, which wait for the script, and `FUNCTION STATS` is not implemented:
+//!   those get `-BUSY`;
 //! - the transaction commands that Redis lets through a busy script (`allow-busy`) act as
 //!   there: `MULTI`, `DISCARD` and `UNWATCH` run, a command refused inside a transaction makes
 //!   its `EXEC` abort, and `EXEC` itself is refused as `-EXECABORT Transaction discarded
@@ -14,7 +21,8 @@
 //!   commands. The loop cannot reach a connection's queue: it notes what it did in the
 //!   client's `busy_transaction` and the connection applies it before its next command;
 //! - the listeners are accepted from as well, so a new `redis-cli SCRIPT KILL` gets through;
-//!   those connections are answered the same way and handed to the server loop afterwards.
+//!   those connections are numbered at once (a `HELLO` tells the id), answered the same way,
+//!   and handed to the server loop afterwards with what their commands set.
 //!
 //! The alternative, running scripts on another thread, would need the whole store behind a
 //! lock; this keeps the store's one-thread design and costs nothing until the limit passes.
@@ -33,9 +41,11 @@ use std::time::Instant;
 use bytes::BytesMut;
 use mlua::VmState;
 
-use crate::state::clients::ClientInfo;
+use super::super::management;
+use crate::state::clients::{BusyTransaction, ClientInfo, Peer};
+use crate::state::reply::Out;
 use crate::state::request::RequestParser;
-use crate::state::store::Store;
+use crate::state::store::{Mailbox, Store};
 
 const BUSY: &[u8] =
     b"-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\r\n";
@@ -43,8 +53,15 @@ const BUSY_FUNCTION: &[u8] =
     b"-BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.\r\n";
 const UNKILLABLE: &[u8] = b"-UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.\r\n";
 
-/// A connection accepted while a script was busy: its socket, and whether it is TCP.
-pub type Adopted = (OwnedFd, bool);
+/// A connection accepted while a script was busy, for the server loop to serve afterwards.
+#[derive(Debug)]
+pub struct Adopted {
+    pub socket: OwnedFd,
+    pub tcp: bool,
+    /// Its id and what its commands set meanwhile (see `Store::adopt_client`); the peer
+    /// address is filled in at adoption.
+    pub early: Rc<ClientInfo>,
+}
 
 /// The running script's state, shared by the store, the hook and the busy loop.
 #[derive(Debug, Default)]
@@ -72,9 +89,19 @@ pub struct Busy {
     pub stopping: Arc<AtomicBool>,
     /// The running script was abandoned for the stop: its writes stay out of the state file.
     pub abandoned: Cell<bool>,
+    /// The last client id given: clients are numbered here rather than in the store so that
+    /// the loop can number the connections it accepts while the script holds the store.
+    last_client_id: Cell<u64>,
 }
 
 impl Busy {
+    /// The id of a new client (1 for the first, as in Redis).
+    pub fn new_client_id(&self) -> u64 {
+        let id = self.last_client_id.get() + 1;
+        self.last_client_id.set(id);
+        id
+    }
+
     pub fn set_limit_ms(&self, limit: u64) {
         self.limit_ms.set(Some(limit));
     }
@@ -134,30 +161,42 @@ impl Busy {
             .map(|(_, info)| info.clone())
             .collect();
         for info in clients {
-            self.answer(info.peer.fd, Some(&info));
+            self.answer(info.peer.fd, &info);
         }
         for &(listener, tcp) in self.listeners.borrow().iter() {
             for _ in 0..16 {
-                let Some(owned) = crate::sys::accept_nowait(listener) else {
+                let Some(socket) = crate::sys::accept_nowait(listener) else {
                     break;
                 };
-                self.accepted.borrow_mut().push((owned, tcp));
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+                let peer = Peer {
+                    fd,
+                    unix: !tcp,
+                    ..Peer::default()
+                };
+                let early =
+                    ClientInfo::new(self.new_client_id(), peer, Rc::new(Mailbox::default()));
+                self.accepted.borrow_mut().push(Adopted {
+                    socket,
+                    tcp,
+                    early: Rc::new(early),
+                });
             }
         }
-        let accepted: Vec<RawFd> = self
+        let accepted: Vec<Rc<ClientInfo>> = self
             .accepted
             .borrow()
             .iter()
-            .map(|(fd, _)| std::os::fd::AsRawFd::as_raw_fd(fd))
+            .map(|adopted| adopted.early.clone())
             .collect();
-        for fd in accepted {
-            self.answer(fd, None);
+        for info in accepted {
+            self.answer(info.peer.fd, &info);
         }
     }
 
-    /// Answers the complete requests waiting on `fd` (the socket of `client`, or of a
-    /// connection accepted meanwhile), and takes them off the socket.
-    fn answer(&self, fd: RawFd, client: Option<&ClientInfo>) {
+    /// Answers the complete requests waiting on `fd` (the socket of `client`, connected
+    /// before the script or accepted meanwhile), and takes them off the socket.
+    fn answer(&self, fd: RawFd, client: &ClientInfo) {
         let mut peeked = vec![0u8; 64 * 1024];
         let total = crate::sys::peek_nowait(fd, &mut peeked);
         if total == 0 {
@@ -188,10 +227,7 @@ impl Busy {
                 } else {
                     BUSY
                 };
-                match client {
-                    Some(client) => transaction_reply(client, args, busy, &mut replies),
-                    None => replies.extend_from_slice(busy),
-                }
+                busy_reply(client, args, busy, &mut replies);
             }
         }
         if consumed == 0 {
@@ -202,15 +238,10 @@ impl Busy {
 }
 
 /// The reply to `args` from `client` while a script is busy, with what it does to the
-/// client's transaction (Redis 7.0's `processCommand`: `MULTI`, `DISCARD`, `UNWATCH` are
-/// allowed while busy; a refused command flags the open transaction; a refused `EXEC` aborts
-/// it, open or not, with the reason).
-fn transaction_reply(
-    client: &ClientInfo,
-    args: &[bytes::Bytes],
-    busy: &[u8],
-    replies: &mut Vec<u8>,
-) {
+/// client's transaction (Redis 7.0's `processCommand`: the `allow-busy` commands the loop can
+/// run, run; a refused command flags the open transaction; a refused `EXEC` aborts it, open or
+/// not, with the reason).
+fn busy_reply(client: &ClientInfo, args: &[bytes::Bytes], busy: &[u8], replies: &mut Vec<u8>) {
     let mut pending = client.busy_transaction.get();
     let open = client.multi.get() >= 0;
     let name = args[0].to_ascii_lowercase();
@@ -225,6 +256,7 @@ fn transaction_reply(
         }
         (b"discard", 1) if open => {
             client.multi.set(-1);
+            client.busy_queued.take();
             pending.discarded = true;
             pending.failed = false;
             replies.extend_from_slice(b"+OK\r\n");
@@ -232,6 +264,7 @@ fn transaction_reply(
         (b"discard", 1) => replies.extend_from_slice(b"-ERR DISCARD without MULTI\r\n"),
         (b"exec", _) => {
             client.multi.set(-1);
+            client.busy_queued.take();
             pending.discarded = true;
             pending.failed = false;
             replies.extend_from_slice(b"-EXECABORT Transaction discarded because of: ");
@@ -241,10 +274,51 @@ fn transaction_reply(
             pending.unwatched = true;
             replies.extend_from_slice(b"+OK\r\n");
         }
+        (b"auth", 1) => replies.extend_from_slice(&error(
+            super::super::arity_error("auth").0.as_ref(),
+            &mut pending,
+            open,
+        )),
+        (b"hello" | b"auth", _) if open => {
+            client.busy_queued.borrow_mut().push(args.to_vec());
+            client.multi.set(client.multi.get() + 1);
+            replies.extend_from_slice(b"+QUEUED\r\n");
+        }
+        (b"hello" | b"auth", _) => {
+            let mut out = Out {
+                resp3: client.resp.get() == 3,
+                ..Out::default()
+            };
+            let done = if name == b"hello" {
+                management::hello_to(client, &mut out, args)
+            } else {
+                management::auth_to(&mut out, args)
+            };
+            if let Err(fail) = done {
+                out.error(&fail.0);
+            }
+            replies.extend_from_slice(&out.buf);
+        }
+        (b"shutdown", _) if open => replies.extend_from_slice(&error(
+            "ERR Command not allowed inside a transaction",
+            &mut pending,
+            open,
+        )),
+        (b"shutdown", _) => {
+            replies.extend_from_slice(&error(management::SHUTDOWN_REFUSED, &mut pending, open))
+        }
         _ => {
             pending.failed |= open;
             replies.extend_from_slice(busy);
         }
     }
     client.busy_transaction.set(pending);
+}
+
+/// The error reply `text`, which, as any refused command, makes an open transaction fail.
+fn error(text: &str, pending: &mut BusyTransaction, open: bool) -> Vec<u8> {
+    pending.failed |= open;
+    let mut out = Out::default();
+    out.error(text);
+    out.buf.to_vec()
 }

@@ -44,7 +44,7 @@ use sha1::{Digest, Sha1};
 use super::{int_arg, refusal, subcommand, Ctx, Fail, Outcome, WRITE};
 use crate::state::reply::Out;
 
-pub use busy::Busy;
+pub use busy::{Adopted, Busy};
 
 /// Redis's `lua-time-limit` default: past it, other clients get BUSY.
 pub const TIME_LIMIT: Duration = Duration::from_secs(5);
