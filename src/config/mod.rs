@@ -112,7 +112,11 @@ pub enum ConfigError {
         "--name `{0}` may only hold letters, digits, `.`, `_` and `-` (at most 64 characters)"
     )]
     BadName(String),
-    #[error("--ready-timeout ({timeout:?}) must be longer than --ready-delay ({delay:?})")]
+    #[error(
+        "--ready-timeout ({}) must be longer than --ready-delay ({})",
+        humantime::format_duration(*timeout),
+        humantime::format_duration(*delay)
+    )]
     ReadyTimeoutTooShort { delay: Duration, timeout: Duration },
     #[error(
         "--state-listen {0} is not a loopback address; the store has no password, so it only \
