@@ -59,7 +59,11 @@ impl Machine {
         }
         let requested = stop_reason.is_some_and(StopReason::was_requested);
         if requested || self.phase == Phase::Stopping {
-            self.info(format!("worker {slot} (pid {pid}) {reason}"));
+            let why = match self.failure.is_some() {
+                true => " (start-up failed: the cluster stops)",
+                false => "",
+            };
+            self.info(format!("worker {slot} (pid {pid}) {reason}{why}"));
             if stop_reason == Some(StopReason::Replaced) {
                 self.on_replaced_exit(worker.id, slot, pid, reason.to_string());
             }

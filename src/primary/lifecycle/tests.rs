@@ -464,6 +464,7 @@ fn start_up_fails_when_every_slot_fails_twice_before_any_is_ready() {
     }
     world.exit_signalled();
     assert!(world.machine.is_finished());
+    assert!(world.logged("(start-up failed: the cluster stops)"));
 
     // A worker that said it was ready but died within the ready delay was never ready.
     let mut world = World::new(1);
