@@ -2,19 +2,36 @@
 //! registry per scrape: every figure is read from the status (and, for CPU seconds, from
 //! /proc) at that moment, so nothing is kept between scrapes and the primary does no work
 //! while nobody scrapes.
+//!
+//! Counts that only grow are counters even though they are read whole from the status: a
+//! counter new at each scrape, incremented by the reading, shows exactly the reading, and its
+//! type lets Prometheus's `rate()` and `increase()` treat a restart of the primary as a reset.
+
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::domain::{ClusterStatus, Occupant, SlotStatus, WorkerPhase};
 
 type Labels = Vec<(&'static str, String)>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+type FloatCounter = Counter<f64, AtomicU64>;
 
 /// The exposition of `status`.
 pub fn render(status: &ClusterStatus) -> String {
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = encode(&mut text, &registry(status));
+    text
+}
+
+/// Every figure of `status`, in a registry of its own.
+fn registry(status: &ClusterStatus) -> Registry {
     let mut registry = Registry::with_prefix("herdsman");
     registry.register(
         "build",
@@ -40,7 +57,7 @@ pub fn render(status: &ClusterStatus) -> String {
     )
     .set(status.generation as f64);
 
-    let by_state = family(
+    let by_state = family::<FloatGauge>(
         &mut registry,
         "workers",
         "Workers and empty slots, by state",
@@ -63,12 +80,11 @@ pub fn render(status: &ClusterStatus) -> String {
             .inc();
     }
 
-    // Counters by nature, but read whole from the status each scrape: gauges that only grow,
-    // named `_total` as Prometheus's convention for counts asks.
+    // Counters are registered without `_total`: the encoders add it.
     by_slot_and_reason(
         family(
             &mut registry,
-            "slot_restarts_total",
+            "slot_restarts",
             "Restarts of a slot after failures, by slot and the kind of failure (crashed, \
              killed, exited, ready-timeout, not-accepting, unknown)",
         ),
@@ -78,7 +94,7 @@ pub fn render(status: &ClusterStatus) -> String {
     by_slot_and_reason(
         family(
             &mut registry,
-            "slot_replacements_total",
+            "slot_replacements",
             "Workers of a slot replaced while serving, by slot and reason (watchdog, max-memory, \
              max-requests)",
         ),
@@ -93,42 +109,42 @@ pub fn render(status: &ClusterStatus) -> String {
         )
         .set(waiting as f64);
     }
-    let reloads = family(&mut registry, "reloads_total", "Reloads, by result");
+    let reloads = family::<Counter>(&mut registry, "reloads", "Reloads, by result");
     for (result, count) in [
         ("completed", status.reloads),
         ("aborted", status.reloads_aborted),
     ] {
         reloads
             .get_or_create(&vec![("result", result.to_string())])
-            .set(count as f64);
+            .inc_by(count);
     }
 
-    let rss = family(
+    let rss = family::<FloatGauge>(
         &mut registry,
         "worker_rss_bytes",
         "A worker's resident memory",
     );
-    let cpu = family(
+    let cpu = family::<FloatCounter>(
         &mut registry,
-        "worker_cpu_seconds_total",
+        "worker_cpu_seconds",
         "CPU time a worker has used (user and system)",
     );
-    let uptime = family(
+    let uptime = family::<FloatGauge>(
         &mut registry,
         "worker_uptime_seconds",
         "Seconds since a worker started",
     );
-    let ready = family(
+    let ready = family::<FloatGauge>(
         &mut registry,
         "worker_ready",
         "1 for a ready worker, else 0",
     );
-    let accept_queue = family(
+    let accept_queue = family::<FloatGauge>(
         &mut registry,
         "worker_accept_queue",
         "Connections waiting in the accept queue of a worker's own socket (reuseport)",
     );
-    let connections = family(
+    let connections = family::<FloatGauge>(
         &mut registry,
         "worker_connections",
         "Connections open to a worker now, where the primary sees them (the proxy modes)",
@@ -146,7 +162,7 @@ pub fn render(status: &ClusterStatus) -> String {
             rss.get_or_create(&labels).set(bytes as f64);
         }
         if let Some(time) = crate::primary::cpu_time(worker.pid) {
-            cpu.get_or_create(&labels).set(time.as_secs_f64());
+            cpu.get_or_create(&labels).inc_by(time.as_secs_f64());
         }
         uptime
             .get_or_create(&labels)
@@ -180,26 +196,19 @@ pub fn render(status: &ClusterStatus) -> String {
             "Clients connected to the embedded store",
         )
         .set(store.clients as f64);
-        gauge(
-            &mut registry,
-            "store_commands_total",
+        let commands = Counter::<u64>::default();
+        commands.inc_by(store.commands);
+        registry.register(
+            "store_commands",
             "Commands the embedded store has run since it started",
-        )
-        .set(store.commands as f64);
+            commands,
+        );
     }
-
-    let mut text = String::new();
-    // Writing to a String cannot fail.
-    let _ = encode(&mut text, &registry);
-    text
+    registry
 }
 
-fn gauge(
-    registry: &mut Registry,
-    name: &str,
-    help: &str,
-) -> Gauge<f64, std::sync::atomic::AtomicU64> {
-    let gauge = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+fn gauge(registry: &mut Registry, name: &str, help: &str) -> FloatGauge {
+    let gauge = FloatGauge::default();
     registry.register(name, help, gauge.clone());
     gauge
 }
@@ -207,7 +216,7 @@ fn gauge(
 /// A slot's counts by reason (`counts` of its row), once per slot: a slot has two rows while
 /// its worker is being replaced, with the same counts.
 fn by_slot_and_reason(
-    family: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    family: Family<Labels, Counter>,
     status: &ClusterStatus,
     counts: impl Fn(&SlotStatus) -> &Vec<(&'static str, u32)>,
 ) {
@@ -219,17 +228,21 @@ fn by_slot_and_reason(
                     ("slot", row.slot.to_string()),
                     ("reason", reason.to_string()),
                 ])
-                .set(f64::from(count));
+                .inc_by(u64::from(count));
         }
     }
 }
 
-fn family(
-    registry: &mut Registry,
-    name: &str,
-    help: &str,
-) -> Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>> {
-    let family = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+fn family<M>(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, M>
+where
+    M: Default,
+    Family<Labels, M>: Metric,
+{
+    let family = Family::<Labels, M>::default();
     registry.register(name, help, family.clone());
     family
 }
+
+#[cfg(test)]
+#[path = "metrics_tests.rs"]
+mod tests;
