@@ -1,6 +1,8 @@
 //! The admin HTTP server (`--admin`, issue 16): its metrics agree with `status --json` after
 //! a kill, `/health` follows readiness, `/api/status` is the status JSON, actions need the
-//! header a cross-origin page cannot send, and a non-loopback address needs a token.
+//! header a cross-origin page cannot send, and a non-loopback address needs a token. From a
+//! user trial: `/metrics` speaks the text format the scraper accepts, with counters typed as
+//! counters.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -438,6 +440,90 @@ fn health_is_503_until_a_worker_is_ready() {
     cluster.wait_ready(1);
     assert_eq!(http_get(admin, "/health").unwrap().status, 200);
     assert_eq!(http_get(admin, "/ready").unwrap().status, 200);
+}
+
+/// What Prometheus sends: OpenMetrics first, the classic text at q=0.5.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
+    application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// OpenMetrics to a scraper that asks for it, else the classic text 0.0.4 (older scrapers,
+/// Python's `prometheus_client.parser`): counters typed as counters in both, the build info a
+/// gauge of 1 in the classic text, `# EOF` in OpenMetrics only.
+#[test]
+fn metrics_come_in_the_text_format_the_scraper_accepts() {
+    let cluster = cluster()
+        .args(&[
+            "-w",
+            "1",
+            "--name",
+            "admin-format",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .start();
+    let admin = admin_address(&cluster);
+    cluster.ready_pids(1);
+    let scrape = |accept: Option<&str>| {
+        let headers: Vec<(&str, &str)> = accept
+            .map(|accept| ("Accept", accept))
+            .into_iter()
+            .collect();
+        let (reply, headers) = http_exchange(admin, "GET", "/metrics", &headers, None).unwrap();
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let header = |wanted: &str| {
+            let found = headers.iter().find(|(name, _)| name == wanted);
+            found.map(|(_, value)| value.clone()).unwrap_or_default()
+        };
+        (header("content-type"), header("vary"), reply.body)
+    };
+    let build_info = format!(
+        "herdsman_build_info{{version=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    for accept in [None, Some("text/plain;version=0.0.4"), Some("*/*")] {
+        let (kind, vary, text) = scrape(accept);
+        assert_eq!(
+            kind, "text/plain; version=0.0.4; charset=utf-8",
+            "{accept:?}"
+        );
+        assert_eq!(vary, "accept");
+        assert!(
+            text.contains("# TYPE herdsman_build_info gauge\n"),
+            "{text}"
+        );
+        assert!(text.contains(&build_info), "{text}");
+        assert!(
+            text.contains("# TYPE herdsman_reloads_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE herdsman_worker_cpu_seconds_total counter\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
+        assert_eq!(
+            single(&text, "herdsman_reloads_total", Some("completed")),
+            0.0
+        );
+    }
+    let (kind, vary, text) = scrape(Some(PROMETHEUS_ACCEPT));
+    assert_eq!(
+        kind,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert_eq!(vary, "accept");
+    assert!(text.contains("# TYPE herdsman_build info\n"), "{text}");
+    assert!(text.contains(&build_info), "{text}");
+    assert!(text.contains("# TYPE herdsman_reloads counter\n"), "{text}");
+    assert!(
+        text.contains("herdsman_reloads_total{result=\"completed\"} 0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE herdsman_worker_cpu_seconds counter\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("\n# EOF\n"), "{text}");
 }
 
 #[test]

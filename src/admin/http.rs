@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN, VARY};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -71,11 +71,25 @@ pub async fn handle(
             ),
         },
         (Method::GET, "/metrics") => match status(shared).await {
-            Some(status) => reply(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                metrics::render(&status),
-            ),
+            Some(status) => {
+                let accept: Vec<&str> = request
+                    .headers()
+                    .get_all(ACCEPT)
+                    .iter()
+                    .filter_map(|value| value.to_str().ok())
+                    .collect();
+                let format = metrics::Format::negotiate(&accept.join(","));
+                let mut exposition = reply(
+                    StatusCode::OK,
+                    format.content_type(),
+                    metrics::render(&status, format),
+                );
+                // The answer depends on `Accept`: caches must not give one scraper's to another.
+                exposition
+                    .headers_mut()
+                    .insert(VARY, HeaderValue::from_static("accept"));
+                exposition
+            }
             None => stopping(),
         },
         (Method::GET, "/api/status") => match status(shared).await {

@@ -6,10 +6,17 @@
 //! Counts that only grow are counters even though they are read whole from the status: a
 //! counter new at each scrape, incremented by the reading, shows exactly the reading, and its
 //! type lets Prometheus's `rate()` and `increase()` treat a restart of the primary as a reset.
+//!
+//! Two texts, as Prometheus's own client libraries serve them ([`Format::negotiate`]):
+//! OpenMetrics 1.0 to a scraper whose `Accept` asks for `application/openmetrics-text` (Prometheus
+//! itself does), else the classic text format 0.0.4, which older scrapers and parsers read
+//! (`prometheus_client.parser` in Python, for one): `prometheus-client` writes both from the one
+//! registry, its `encoding::prometheus_text` turning the build info into a gauge
+//! `herdsman_build_info` of 1 and ending without `# EOF`.
 
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{prometheus_text, text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -22,12 +29,66 @@ type Labels = Vec<(&'static str, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 type FloatCounter = Counter<f64, AtomicU64>;
 
-/// The exposition of `status`.
-pub fn render(status: &ClusterStatus) -> String {
-    let mut text = String::new();
+/// The text `/metrics` answers in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0: `# TYPE herdsman_reloads counter`, `herdsman_build_info` an info,
+    /// `# EOF` at the end.
+    OpenMetrics,
+    /// The classic Prometheus text format 0.0.4: `# TYPE herdsman_reloads_total counter`,
+    /// `herdsman_build_info` a gauge, no `# EOF`.
+    Classic,
+}
+
+impl Format {
+    /// The format for a request's `Accept` (its values joined by commas, empty for none):
+    /// OpenMetrics when it
+    /// takes `application/openmetrics-text` at least as gladly as `text/plain` (by `q`), else
+    /// the classic text, which is also the answer to no `Accept`, `*/*` or `text/*`. Prometheus
+    /// asks for OpenMetrics first and the classic text at `q=0.5`.
+    pub fn negotiate(accept: &str) -> Format {
+        let mut openmetrics = 0.0_f32;
+        let mut plain = 0.0_f32;
+        for range in accept.split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media_type = parts.next().unwrap_or("").to_ascii_lowercase();
+            // A `q` that does not parse makes the range unacceptable rather than preferred.
+            let quality = parts
+                .filter_map(|parameter| parameter.split_once('='))
+                .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
+                .map_or(Some(1.0), |(_, q)| q.trim().parse::<f32>().ok())
+                .unwrap_or(0.0);
+            match media_type.as_str() {
+                "application/openmetrics-text" => openmetrics = openmetrics.max(quality),
+                "text/plain" => plain = plain.max(quality),
+                _ => {}
+            }
+        }
+        if openmetrics > 0.0 && openmetrics >= plain {
+            Format::OpenMetrics
+        } else {
+            Format::Classic
+        }
+    }
+
+    /// The reply's `Content-Type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Classic => prometheus_text::CONTENT_TYPE,
+        }
+    }
+}
+
+/// The exposition of `status` in `format`.
+pub fn render(status: &ClusterStatus, format: Format) -> String {
+    let mut output = String::new();
     // Writing to a String cannot fail.
-    let _ = encode(&mut text, &registry(status));
-    text
+    let _ = match format {
+        Format::OpenMetrics => text::encode(&mut output, &registry(status)),
+        Format::Classic => prometheus_text::encode(&mut output, &registry(status)),
+    };
+    output
 }
 
 /// Every figure of `status`, in a registry of its own.

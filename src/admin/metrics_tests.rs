@@ -1,9 +1,10 @@
-//! The text of `/metrics` from one status: every family's type and the counters' names.
+//! The two texts of `/metrics` from one status: every family's type, the counters' names, the
+//! build info in each format, and which format an `Accept` gets.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::render;
+use super::{render, Format};
 use crate::config::{Balance, ProxyProtocol, Sticky};
 use crate::domain::{
     ClusterPhase, ClusterStatus, Occupant, SlotStatus, StateStatus, WorkerPhase, WorkerStatus,
@@ -88,7 +89,7 @@ fn sample_lines<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
 /// `_total`; the build version is an info.
 #[test]
 fn openmetrics_types_every_count_a_counter() {
-    let text = render(&status());
+    let text = render(&status(), Format::OpenMetrics);
     assert_eq!(
         type_lines(&text),
         [
@@ -151,4 +152,119 @@ fn openmetrics_types_every_count_a_counter() {
         "{text}"
     );
     assert!(text.ends_with("\n# EOF\n"), "{text}");
+}
+
+/// The classic text 0.0.4: a counter's TYPE line names its samples, `_total` and all; the
+/// build info is a gauge of 1; no `# EOF`. A parser of the classic text reads the counters as
+/// counters.
+#[test]
+fn the_classic_text_types_counters_and_makes_the_build_info_a_gauge() {
+    let text = render(&status(), Format::Classic);
+    let counters: Vec<&str> = type_lines(&text)
+        .into_iter()
+        .filter(|line| line.ends_with(" counter"))
+        .collect();
+    assert_eq!(
+        counters,
+        [
+            "# TYPE herdsman_slot_restarts_total counter",
+            "# TYPE herdsman_slot_replacements_total counter",
+            "# TYPE herdsman_reloads_total counter",
+            "# TYPE herdsman_worker_cpu_seconds_total counter",
+            "# TYPE herdsman_store_commands_total counter",
+        ],
+        "{text}"
+    );
+    assert_eq!(type_lines(&text).len(), 19, "{text}");
+    assert_eq!(
+        sample_lines(&text, "herdsman_build_info"),
+        [format!(
+            r#"herdsman_build_info{{version="{}"}} 1"#,
+            env!("CARGO_PKG_VERSION")
+        )],
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE herdsman_build_info gauge\n"),
+        "{text}"
+    );
+    assert!(!text.contains("# EOF"), "{text}");
+
+    let lines = text.lines().map(|line| Ok(line.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("the classic text parses");
+    let types: std::collections::BTreeSet<(String, String)> = scrape
+        .samples
+        .iter()
+        .filter(|sample| sample.metric.ends_with("_total") || sample.metric.ends_with("_info"))
+        .map(|sample| {
+            let kind = match sample.value {
+                prometheus_parse::Value::Counter(_) => "counter",
+                prometheus_parse::Value::Gauge(_) => "gauge",
+                _ => "other",
+            };
+            (sample.metric.clone(), kind.to_string())
+        })
+        .collect();
+    let expected: std::collections::BTreeSet<(String, String)> = [
+        ("herdsman_build_info", "gauge"),
+        ("herdsman_slot_restarts_total", "counter"),
+        ("herdsman_slot_replacements_total", "counter"),
+        ("herdsman_reloads_total", "counter"),
+        ("herdsman_worker_cpu_seconds_total", "counter"),
+        ("herdsman_store_commands_total", "counter"),
+    ]
+    .iter()
+    .map(|(name, kind)| (name.to_string(), kind.to_string()))
+    .collect();
+    assert_eq!(types, expected, "{text}");
+}
+
+#[test]
+fn the_accept_header_picks_the_format() {
+    let cases = [
+        ("", Format::Classic),
+        ("text/plain;version=0.0.4", Format::Classic),
+        ("*/*", Format::Classic),
+        ("text/*", Format::Classic),
+        // What Prometheus sends.
+        (
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+             version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            Format::OpenMetrics,
+        ),
+        (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::OpenMetrics,
+        ),
+        ("Application/OpenMetrics-Text", Format::OpenMetrics),
+        (
+            "text/plain, application/openmetrics-text",
+            Format::OpenMetrics,
+        ),
+        (
+            "text/plain, application/openmetrics-text;q=0.5",
+            Format::Classic,
+        ),
+        (
+            "text/plain;q=0.2, application/openmetrics-text;Q=0.5",
+            Format::OpenMetrics,
+        ),
+        ("application/openmetrics-text;q=0", Format::Classic),
+        ("application/openmetrics-text;q=high", Format::Classic),
+    ];
+    for (accept, format) in cases {
+        assert_eq!(Format::negotiate(accept), format, "{accept:?}");
+    }
+}
+
+#[test]
+fn each_format_has_its_content_type() {
+    assert_eq!(
+        Format::OpenMetrics.content_type(),
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert_eq!(
+        Format::Classic.content_type(),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
 }
