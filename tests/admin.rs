@@ -1,8 +1,9 @@
 //! The admin HTTP server (`--admin`, issue 16): its metrics agree with `status --json` after
 //! a kill, `/health` follows readiness, `/api/status` is the status JSON, actions need the
 //! header a cross-origin page cannot send, and a non-loopback address needs a token. From a
-//! user trial: `/metrics` speaks the text format the scraper accepts, with counters typed as
-//! counters.
+//! user trial: `HEAD` is answered as `GET` without the body (HAProxy's `option httpchk HEAD`),
+//! another method is 405, and `/metrics` speaks the text format the scraper accepts, with
+//! counters typed as counters.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -440,6 +441,114 @@ fn health_is_503_until_a_worker_is_ready() {
     cluster.wait_ready(1);
     assert_eq!(http_get(admin, "/health").unwrap().status, 200);
     assert_eq!(http_get(admin, "/ready").unwrap().status, 200);
+}
+
+/// The headers of a reply without `date`, which moves between two requests.
+fn without_date(headers: Vec<(String, String)>) -> Vec<(String, String)> {
+    headers
+        .into_iter()
+        .filter(|(name, _)| name != "date")
+        .collect()
+}
+
+/// `curl -I`, HAProxy's `option httpchk HEAD /health`: a HEAD gets the status and the headers
+/// (Content-Length included) a GET gets, and no body (RFC 9110 §9.3.2).
+#[test]
+fn a_head_gets_the_status_and_headers_of_a_get_without_the_body() {
+    let cluster = cluster()
+        .args(&["-w", "1", "--name", "admin-head", "--admin", "127.0.0.1:0"])
+        .start();
+    let admin = admin_address(&cluster);
+    cluster.ready_pids(1);
+    for (path, status, body) in [
+        ("/health", 200, "ok\n"),
+        ("/ready", 200, "ready\n"),
+        ("/live", 200, "live\n"),
+    ] {
+        let (get, get_headers) = http_exchange(admin, "GET", path, &[], None).unwrap();
+        let (head, head_headers) = http_exchange(admin, "HEAD", path, &[], None).unwrap();
+        assert_eq!(
+            (get.status, get.body.as_str()),
+            (status, body),
+            "GET {path}"
+        );
+        assert_eq!(
+            (head.status, head.body.as_str()),
+            (status, ""),
+            "HEAD {path}"
+        );
+        let expected = [
+            (
+                "content-type".to_string(),
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            ("connection".to_string(), "close".to_string()),
+            ("content-length".to_string(), body.len().to_string()),
+        ];
+        assert_eq!(without_date(get_headers), expected, "GET {path}");
+        assert_eq!(without_date(head_headers), expected, "HEAD {path}");
+    }
+    // /metrics and /api/status: the same headers, a length of a body that is there on GET.
+    for path in ["/metrics", "/api/status"] {
+        let (get, get_headers) = http_exchange(admin, "GET", path, &[], None).unwrap();
+        let (head, head_headers) = http_exchange(admin, "HEAD", path, &[], None).unwrap();
+        assert_eq!((get.status, head.status), (200, 200), "{path}");
+        assert_eq!(head.body, "", "HEAD {path}");
+        let names = |headers: &[(String, String)]| -> Vec<String> {
+            headers.iter().map(|(name, _)| name.clone()).collect()
+        };
+        assert_eq!(names(&get_headers), names(&head_headers), "{path}");
+        let value = |headers: &[(String, String)], wanted: &str| -> String {
+            let found = headers.iter().find(|(name, _)| name == wanted);
+            found.map(|(_, value)| value.clone()).unwrap_or_default()
+        };
+        assert_eq!(
+            value(&head_headers, "content-type"),
+            value(&get_headers, "content-type"),
+            "{path}"
+        );
+        let length: usize = value(&head_headers, "content-length").parse().unwrap();
+        assert!(length > 100, "HEAD {path}: content-length {length}");
+        assert_eq!(
+            value(&get_headers, "content-length"),
+            get.body.len().to_string(),
+            "GET {path}"
+        );
+    }
+}
+
+/// A known path asked with a method it does not take is 405 with `Allow`, not 404; a POST to a
+/// page is 405 before the action's header is asked for.
+#[test]
+fn another_method_on_a_known_path_is_405_with_allow() {
+    let cluster = cluster()
+        .args(&["-w", "1", "--name", "admin-405", "--admin", "127.0.0.1:0"])
+        .start();
+    let admin = admin_address(&cluster);
+    cluster.ready_pids(1);
+    for (method, path, allow) in [
+        ("DELETE", "/health", "GET, HEAD"),
+        ("POST", "/ready", "GET, HEAD"),
+        ("PUT", "/metrics", "GET, HEAD"),
+        ("OPTIONS", "/api/logs", "GET, HEAD"),
+        ("GET", "/api/reload", "POST"),
+        ("HEAD", "/api/scale", "POST"),
+    ] {
+        let (reply, headers) = http_exchange(admin, method, path, &[], None).unwrap();
+        assert_eq!(reply.status, 405, "{method} {path}: {reply:?}");
+        let allowed: Vec<&str> = headers
+            .iter()
+            .filter(|(name, _)| name == "allow")
+            .map(|(_, value)| value.as_str())
+            .collect();
+        assert_eq!(allowed, [allow], "{method} {path}");
+    }
+    let (missing, _) = http_exchange(admin, "DELETE", "/nowhere", &[], None).unwrap();
+    assert_eq!(
+        (missing.status, missing.body.as_str()),
+        (404, "no such page\n")
+    );
+    assert_eq!(status_json(&cluster, "admin-405")["reloads"], 0);
 }
 
 /// What Prometheus sends: OpenMetrics first, the classic text at q=0.5.

@@ -7,13 +7,17 @@
 //! carry the token header, or without a token the header `X-Herdsman-Action`, which a page of
 //! another origin cannot send without a CORS preflight this server never grants; a request
 //! whose `Origin` is not this server is refused besides.
+//!
+//! Methods: `HEAD` is answered wherever `GET` is, with the status and headers `GET` would get
+//! and no body (RFC 9110 §9.3.2), for the load balancers that probe with it (HAProxy's
+//! `option httpchk HEAD /health`); another method on a known path is 405 with `Allow`.
 
 use std::convert::Infallible;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN, VARY};
+use hyper::header::{HeaderValue, ACCEPT, ALLOW, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN, VARY};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -39,7 +43,13 @@ pub async fn handle(
 ) -> Result<Response<ReplyBody>, Infallible> {
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or("").to_string();
-    let method = request.method().clone();
+    // A HEAD is served as the GET it asks about: hyper writes the headers, Content-Length
+    // from the body's exact size among them, and drops the body unsent.
+    let method = if request.method() == Method::HEAD {
+        Method::GET
+    } else {
+        request.method().clone()
+    };
     let open = matches!(
         path.as_str(),
         "/health" | "/ready" | "/live" | "/" | "/dashboard.js"
@@ -49,6 +59,19 @@ pub async fn handle(
             StatusCode::UNAUTHORIZED,
             "this admin server wants its token: `Authorization: Bearer TOKEN` (--admin-token)\n",
         ));
+    }
+    let Some(allowed) = allowed_methods(&path) else {
+        return Ok(not_found());
+    };
+    if !allowed.split(", ").any(|taken| taken == method.as_str()) {
+        let mut reply = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this page does not take that method; `Allow` says which it takes\n",
+        );
+        reply
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(allowed));
+        return Ok(reply);
     }
     if method == Method::POST {
         if let Some(refusal) = refuse_action(&request, shared.token.is_some()) {
@@ -159,9 +182,19 @@ pub async fn handle(
                 ),
             }
         }
-        _ => text(StatusCode::NOT_FOUND, "no such page\n"),
+        _ => not_found(),
     };
     Ok(reply)
+}
+
+/// The methods `path` takes, as `Allow` lists them; `None` for a path this server does not have.
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    match path {
+        "/health" | "/ready" | "/live" | "/metrics" | "/api/status" | "/api/logs"
+        | "/api/events" | "/" | "/dashboard.js" => Some("GET, HEAD"),
+        "/api/reload" | "/api/restart" | "/api/scale" => Some("POST"),
+        _ => None,
+    }
 }
 
 /// All N slots have a ready worker.
@@ -271,6 +304,10 @@ fn text(code: StatusCode, body: &'static str) -> Response<ReplyBody> {
 
 fn json(code: StatusCode, body: String) -> Response<ReplyBody> {
     reply(code, "application/json", body)
+}
+
+fn not_found() -> Response<ReplyBody> {
+    text(StatusCode::NOT_FOUND, "no such page\n")
 }
 
 fn stopping() -> Response<ReplyBody> {
