@@ -2,8 +2,8 @@
 //! a kill, `/health` follows readiness, `/api/status` is the status JSON, actions need the
 //! header a cross-origin page cannot send, and a non-loopback address needs a token. From a
 //! user trial: `HEAD` is answered as `GET` without the body (HAProxy's `option httpchk HEAD`),
-//! another method is 405, and `/metrics` speaks the text format the scraper accepts, with
-//! counters typed as counters.
+//! another method is 405, `/metrics` speaks the text format the scraper accepts with counters
+//! typed as counters, and `/api/logs` of a slot the cluster lacks is 404.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -633,6 +633,41 @@ fn metrics_come_in_the_text_format_the_scraper_accepts() {
         "{text}"
     );
     assert!(text.ends_with("\n# EOF\n"), "{text}");
+}
+
+/// `/api/logs?slot=9` of a 2-slot cluster is 404 with the words of `herdsman logs --slot 9`,
+/// not an empty list.
+#[test]
+fn logs_of_a_slot_the_cluster_does_not_have_are_404() {
+    let cluster = cluster()
+        .args(&["-w", "2", "--name", "admin-logs", "--admin", "127.0.0.1:0"])
+        .start();
+    let admin = admin_address(&cluster);
+    cluster.ready_pids(2);
+    for slot in [9, 0] {
+        let (reply, headers) =
+            http_exchange(admin, "GET", &format!("/api/logs?slot={slot}"), &[], None).unwrap();
+        assert_eq!(reply.status, 404, "{reply:?}");
+        let error: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(
+            error,
+            serde_json::json!({
+                "error": format!("cluster `admin-logs` has no slot {slot}; slots are 1 to 2")
+            })
+        );
+        assert!(
+            headers.contains(&("content-type".into(), "application/json".into())),
+            "{headers:?}"
+        );
+    }
+    let lines = http_get(admin, "/api/logs?slot=2").unwrap();
+    assert_eq!(lines.status, 200, "{lines:?}");
+    let lines: serde_json::Value = serde_json::from_str(&lines.body).unwrap();
+    let lines = lines.as_array().unwrap();
+    assert!(
+        !lines.is_empty() && lines.iter().all(|line| line["slot"] == 2),
+        "{lines:?}"
+    );
 }
 
 #[test]

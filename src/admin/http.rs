@@ -124,6 +124,16 @@ pub async fn handle(
         },
         (Method::GET, "/api/logs") => {
             let slot = parameter(&query, "slot").and_then(|slot| slot.parse().ok());
+            if let Some(slot) = slot {
+                // As `herdsman logs --slot` does: a slot the cluster lacks is not an empty log.
+                let Some(status) = status(shared).await else {
+                    return Ok(stopping());
+                };
+                if let Some(missing) = ClusterStatus::from(&status).missing_slot(slot) {
+                    let body = serde_json::json!({ "error": missing });
+                    return Ok(json(StatusCode::NOT_FOUND, body.to_string()));
+                }
+            }
             let lines = parameter(&query, "lines")
                 .and_then(|lines| lines.parse().ok())
                 .unwrap_or(100)

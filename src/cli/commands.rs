@@ -385,24 +385,9 @@ fn restart(name: Option<&str>, slot: usize, json: bool) -> Result<ExitCode, Fail
 
 /// Refuses a slot that `status` does not have, naming the ones it has.
 fn check_slot(status: &ClusterStatus, slot: usize) -> Result<(), Failure> {
-    let highest = status
-        .slots
-        .iter()
-        .map(|row| row.slot)
-        .max()
-        .unwrap_or(0)
-        .max(status.workers);
-    if (1..=highest).contains(&slot) {
-        return Ok(());
-    }
-    let slots = match highest {
-        1 => "its only slot is 1".to_string(),
-        _ => format!("slots are 1 to {highest}"),
-    };
-    Err(usage(format!(
-        "cluster `{}` has no slot {slot}; {slots}",
-        status.name
-    )))
+    status
+        .missing_slot(slot)
+        .map_or(Ok(()), |missing| Err(usage(missing)))
 }
 
 fn logs(

@@ -131,6 +131,33 @@ pub struct ClusterStatus {
     pub also_serving: Vec<String>,
 }
 
+impl ClusterStatus {
+    /// Why `slot` is not one of this cluster's, naming the ones it has ("cluster \`api\` has
+    /// no slot 9; slots are 1 to 2"); `None` when it is. One wording for `herdsman logs
+    /// --slot` and `restart` and for the admin server's `/api/logs`. Slots scaled away count
+    /// while their rows are still there.
+    pub fn missing_slot(&self, slot: usize) -> Option<String> {
+        let highest = self
+            .slots
+            .iter()
+            .map(|row| row.slot)
+            .max()
+            .unwrap_or(0)
+            .max(self.workers);
+        if (1..=highest).contains(&slot) {
+            return None;
+        }
+        let slots = match highest {
+            1 => "its only slot is 1".to_string(),
+            _ => format!("slots are 1 to {highest}"),
+        };
+        Some(format!(
+            "cluster `{}` has no slot {slot}; {slots}",
+            self.name
+        ))
+    }
+}
+
 /// A socket on the cluster's port that is not the cluster's (reuseport).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ForeignListenerStatus {
