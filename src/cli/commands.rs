@@ -70,14 +70,7 @@ pub fn run(command: Command) -> ExitCode {
                 _ => unreachable!("clap takes 2 or 3 values"),
             };
             match serde_json::from_str(data) {
-                Ok(data) => long_request(
-                    name,
-                    Request::Send {
-                        to: to.clone(),
-                        data,
-                    },
-                    json,
-                ),
+                Ok(data) => send(name, to, data, json),
                 Err(error) => Err(usage(format!(
                     "the message `{data}` is not JSON ({error}); quote it for the shell, e.g. '{{\"reload\":true}}'"
                 ))),
@@ -381,6 +374,21 @@ fn restart(name: Option<&str>, slot: usize, json: bool) -> Result<ExitCode, Fail
     let name = client::resolve(name)?;
     check_slot(&fetch_status(&name)?, slot)?;
     long_request(Some(&name), Request::Restart { slot }, json)
+}
+
+/// `herdsman send`: a slot the cluster does not have is a usage error, as for `restart`.
+fn send(
+    name: Option<&str>,
+    to: &str,
+    data: serde_json::Value,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let name = client::resolve(name)?;
+    if let Ok(slot) = to.parse::<usize>() {
+        check_slot(&fetch_status(&name)?, slot)?;
+    }
+    let to = to.to_string();
+    long_request(Some(&name), Request::Send { to, data }, json)
 }
 
 /// Refuses a slot that `status` does not have, naming the ones it has.
