@@ -660,6 +660,12 @@ fn logs_of_a_slot_the_cluster_does_not_have_are_404() {
             "{headers:?}"
         );
     }
+    let (reply, _) = http_exchange(admin, "GET", "/api/logs?slot=abc", &[], None).unwrap();
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert_eq!(
+        reply.body,
+        r#"{"error":"slot= takes a slot number, e.g. slot=1"}"#
+    );
     let lines = http_get(admin, "/api/logs?slot=2").unwrap();
     assert_eq!(lines.status, 200, "{lines:?}");
     let lines: serde_json::Value = serde_json::from_str(&lines.body).unwrap();

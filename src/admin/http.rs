@@ -123,7 +123,15 @@ pub async fn handle(
             None => stopping(),
         },
         (Method::GET, "/api/logs") => {
-            let slot = parameter(&query, "slot").and_then(|slot| slot.parse().ok());
+            let slot = match parameter(&query, "slot").map(str::parse::<usize>) {
+                None => None,
+                Some(Ok(slot)) => Some(slot),
+                Some(Err(_)) => {
+                    let body =
+                        serde_json::json!({ "error": "slot= takes a slot number, e.g. slot=1" });
+                    return Ok(json(StatusCode::BAD_REQUEST, body.to_string()));
+                }
+            };
             if let Some(slot) = slot {
                 // As `herdsman logs --slot` does: a slot the cluster lacks is not an empty log.
                 let Some(status) = status(shared).await else {
