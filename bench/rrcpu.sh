@@ -10,14 +10,17 @@
 # `wrk -c $CONNECTIONS -H 'Connection: close'` (default 50 connections) and read the primary's
 # utime+stime from /proc/PID/stat before and after: CPU per connection = that time ÷ the
 # requests wrk made (one per connection). CPU time per connection is fairly robust on a shared
-# machine; requests per second are not, and are shown for context only. The table reports the
+# machine; requests per second are not, so compare them only as ratios within one run (the
+# `× single` column, when `single` is among the setups). The table reports the
 # median round.
 #
 # HERDSMAN=path/to/herdsman and TESTSERVER=path/to/testserver measure other builds (the
 # defaults are built here, PROFILE=release by default); SETUPS="lib-rr lib-lc node-rr" picks
 # setups (and `floor`: bench/floor, a bare handoff loop in one thread with the same workers,
-# the least this machine lets a handoff cost); EXTRA="--max-pending 4" adds flags to every cluster. PIN=1 (the default on 2+ CPUs): wrk on CPU 0, the cluster on the others.
-# Targets: ≤ 8 µs (issue 15, handoff), ≤ 10 µs (issue 13, Node round-robin).
+# the least this machine lets a handoff cost; and `single`: one testserver binding the port itself,
+# no primary, the reference of issue 15's "≥ 0.90× the single process"); EXTRA="--max-pending 4" adds flags to every cluster. PIN=1 (the default on 2+ CPUs): wrk on CPU 0, the cluster on the others.
+# Targets: ≤ 8 µs (issue 15, handoff), ≤ 10 µs (issue 13, Node round-robin); req/s ≥ 0.90× single
+# (issue 15, handoff).
 # Everything listens on 127.0.0.1 (ports picked free) and is stopped by the script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +69,11 @@ start_setup() {
         node-rr) command=(node examples/node/express-app.js) ;;
         lib-rr) command=("$TESTSERVER") ipc=(--ipc) ;;
         lib-lc) command=("$TESTSERVER") ipc=(--ipc) balance=least-conn ;;
+        single)
+            PORT=$port "${SERVER_CPUS[@]}" "$TESTSERVER" >"$log" 2>&1 &
+            STARTED+=($!) PRIMARY=$!
+            wait_serving "$port" "$PRIMARY" 2>>"$log"
+            return ;;
         floor)
             "${SERVER_CPUS[@]}" "$FLOOR" handoff "$port" 2 -- "$TESTSERVER" >"$log" 2>&1 &
             STARTED+=($!) PRIMARY=$!
@@ -93,6 +101,7 @@ for round in $(seq 1 "$ROUNDS"); do
         start_setup "$setup" "$port" "$log"
         # Both workers serve (`all 2 workers ready`) before the clock starts.
         for _ in $(seq 1 200); do
+            [ "$setup" = single ] && break
             grep -Eq "all 2 workers (ready|started)" "$log" && break
             sleep 0.05
         done
@@ -113,13 +122,17 @@ runs = {}
 for line in open(raw):
     _, setup, rps, failed, requests, cpu = line.split()
     runs.setdefault(setup, []).append((float(rps), int(failed), int(requests), int(cpu)))
-print(f"\n| setup | primary CPU per connection | req/s (context only) | failed |")
-print("|---|---|---|---|")
+single = statistics.median(r for r, _, _, _ in runs["single"]) if "single" in runs else None
+print(f"\n| setup | primary CPU per connection | req/s | × single | failed |")
+print("|---|---|---|---|---|")
 for setup, rows in runs.items():
+    # The single process has no primary: its CPU is the server's own.
     per = statistics.median(cpu / ticks * 1e6 / max(requests, 1) for _, _, requests, cpu in rows)
     rps = statistics.median(r for r, _, _, _ in rows)
     failed = sum(f for _, f, _, _ in rows)
-    print(f"| {setup} | {per:.1f} µs | {rps:.0f} | {failed} |")
+    cpu = "–" if setup == "single" else f"{per:.1f} µs"
+    ratio = f"{rps / single:.2f}" if single else "–"
+    print(f"| {setup} | {cpu} | {rps:.0f} | {ratio} | {failed} |")
 print(f"\nprimary CPU: utime+stime of herdsman's own process during the run ({1e3 / ticks:g} ms "
       "ticks) ÷ the connections wrk made; median of the rounds.")
 EOF
