@@ -184,6 +184,13 @@ start_setup() {
         floor-relay) # bench/floor's bare relay (FLOOR, built by bench/cluster.sh)
             "${SERVER_CPUS[@]}" "$FLOOR" relay "$port" "$workers" -- "${command[@]}" >"$log" 2>&1 &
             STARTED+=($!) PRIMARY=$! ROOTS=$! ;;
+        floor-node) # bench/floor's bare handoff in Node's dialect (FLOOR, built by bench/node.sh)
+            if [ "$APP_KIND" != node ]; then
+                SKIP_REASON="the Node handoff floor runs Node apps only"
+                return 3
+            fi
+            "${SERVER_CPUS[@]}" "$FLOOR" node-handoff "$port" "$workers" -- "${command[@]}" >"$log" 2>&1 &
+            STARTED+=($!) PRIMARY=$! ROOTS=$! ;;
         herdsman-*)
             local balance=${name#herdsman-} ready=() notify=0 admin=() ipc=()
             # NAME+admin: the same with the admin server on (what it costs the data path).

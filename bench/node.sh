@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One unmodified Node app on 2 workers under every primary there is: herdsman (--balance shared,
 # reuseport, round-robin), PM2's cluster mode, Node's own cluster module (SCHED_RR and
-# SCHED_NONE), and the app alone as a single process.
+# SCHED_NONE), and the app alone as a single process; and `floor-node` (bench/floor's bare
+# handoff loop speaking Node's cluster protocol: the least a round-robin primary can cost here,
+# not in the default SETUPS).
 #
 #   bench/node.sh [SECONDS_PER_RUN] [ROUNDS]      (defaults: 10 s, 3 rounds)
 #
@@ -41,6 +43,9 @@ need wrk wrk
 install_pm2 "$OUT"
 APP_PATH=$(node_app "${APP:-http}")
 cargo build --release --quiet --bin herdsman
+# `floor-node` (bench/floor's bare handoff in Node's dialect), built on its own.
+cargo build --quiet --release --manifest-path bench/floor/Cargo.toml --target-dir target/bench-floor
+FLOOR=$PWD/target/bench-floor/release/herdsman-bench-floor
 HERDSMAN=${HERDSMAN:-$PWD/target/release/herdsman}
 # herdsman's control sockets in a directory of this script's own: no clash with another run.
 export XDG_RUNTIME_DIR="$OUT/runtime-node"
@@ -97,10 +102,11 @@ table = {}
 for _, setup, mode, rps, failed, requests, primary, rss in rows:
     table.setdefault((setup, mode), []).append(
         (float(rps), int(failed), int(requests), int(primary), int(rss)))
-order = ["herdsman-shared", "herdsman-reuseport", "herdsman-round-robin", "pm2", "node-rr",
-         "node-none", "single"]
+order = ["herdsman-shared", "herdsman-reuseport", "herdsman-round-robin", "floor-node", "pm2",
+         "node-rr", "node-none", "single"]
 names = {"pm2": "PM2 cluster mode", "node-rr": "Node cluster SCHED_RR",
-         "node-none": "Node cluster SCHED_NONE", "single": "single process"}
+         "node-none": "Node cluster SCHED_NONE", "single": "single process",
+         "floor-node": "bare handoff loop (bench/floor)"}
 setups = [s for s in order if (s, "close") in table]
 rounds = max(len(runs) for runs in table.values())
 print(f"\n{app}, {workers} workers (single: 1 process), wrk -t1 -c64, {seconds:g} s per run, "

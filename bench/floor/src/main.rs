@@ -2,6 +2,7 @@
 //! worker, and to relay one, for the benchmark scripts to put beside herdsman's own primary.
 //!
 //!   floor handoff PORT WORKERS -- COMMAND [ARGS...]   (bench/rrcpu.sh's `floor`)
+//!   floor node-handoff PORT WORKERS -- node APP.js     (bench/node.sh's `floor-node`)
 //!   floor relay PORT WORKERS -- COMMAND [ARGS...]     (bench/cluster.sh's `floor-relay`)
 //!
 //! Each binds 127.0.0.1:PORT, starts WORKERS copies of COMMAND as herdsman starts them, and then
@@ -10,6 +11,12 @@
 //!   while a worker has no connection unanswered (`--max-pending 1`, in turn), sends it with
 //!   herdsman's `connection` frame (SCM_RIGHTS), reads the answers, and closes its copy once
 //!   `accepted` (`handoff`).
+//! - `node-handoff` (`--balance round-robin` with Node workers: `NODE_UNIQUE_ID`,
+//!   `NODE_CHANNEL_FD`): the same loop in Node's cluster dialect. It answers each worker's
+//!   `queryServer` as Node's round-robin primary does (no handle, a `sockname`), hands each
+//!   connection as Node's `newconn` (a `NODE_HANDLE` frame with SCM_RIGHTS), and waits for the
+//!   worker's `accepted`, so every cost the worker pays for Node's protocol is in the measure
+//!   and none of a real primary's.
 //! - `relay` (`--balance proxy-rr`: `PORT` a private loopback port, `HOST`): connects each
 //!   client to a worker in turn and copies bytes both ways until either end closes (`relay`).
 //!
@@ -43,7 +50,11 @@ fn main() {
 
 fn run() -> io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = || io::Error::other("usage: floor handoff|relay PORT WORKERS -- COMMAND [ARGS...]");
+    let usage = || {
+        io::Error::other(
+            "usage: floor handoff|node-handoff|relay PORT WORKERS -- COMMAND [ARGS...]",
+        )
+    };
     let (Some(mode), Some(port), Some(count), Some("--")) = (
         args.first().map(String::as_str),
         args.get(1).and_then(|port| port.parse::<u16>().ok()),
@@ -60,7 +71,8 @@ fn run() -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let workers = count.max(1);
     match mode {
-        "handoff" => handoff(listener, workers, command),
+        "handoff" => handoff(listener, workers, command, Dialect::Herdsman),
+        "node-handoff" => handoff(listener, workers, command, Dialect::Node),
         "relay" => relay(listener, workers, command),
         _ => Err(usage()),
     }
@@ -123,9 +135,63 @@ struct Handoff {
     pending: Option<OwnedFd>,
     /// The start of a line the last read cut.
     partial: Vec<u8>,
+    /// Whether it takes connections: at once for herdsman's workers, once it asked for the
+    /// server (`queryServer`) for Node's.
+    serving: bool,
 }
 
-fn handoff(listener: TcpListener, count: usize, command: &[String]) -> io::Result<()> {
+/// Which protocol the workers speak.
+#[derive(Clone, Copy, PartialEq)]
+enum Dialect {
+    /// herdsman's: `connection` frames, `accepted`/`refused` answers.
+    Herdsman,
+    /// Node's cluster messages: `queryServer`, `newconn`, `{ack, accepted}`.
+    Node,
+}
+
+/// The key of the one server a Node worker gets: any string, the worker sends it back.
+const NODE_KEY: &str = "floor";
+
+impl Dialect {
+    fn env(self, address: SocketAddr, slot: usize, count: usize) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("HERDSMAN_WORKER_ID", slot.to_string()),
+            ("HERDSMAN_WORKER_COUNT", count.to_string()),
+        ];
+        match self {
+            Dialect::Herdsman => {
+                env.push(("HERDSMAN_IPC_FD", "3".to_string()));
+                env.push(("HERDSMAN_HANDOFF", address.to_string()));
+            }
+            Dialect::Node => {
+                env.push(("NODE_UNIQUE_ID", slot.to_string()));
+                env.push(("NODE_CHANNEL_FD", "3".to_string()));
+                env.push(("NODE_CHANNEL_SERIALIZATION_MODE", "json".to_string()));
+                env.push(("PORT", address.port().to_string()));
+                env.push(("HOST", address.ip().to_string()));
+            }
+        }
+        env
+    }
+
+    /// The line that carries connection `id`'s fd.
+    fn connection(self, id: u64) -> String {
+        match self {
+            Dialect::Herdsman => format!("{{\"id\":{id},\"type\":\"connection\"}}\n"),
+            Dialect::Node => format!(
+                "{{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{{\"cmd\":\"NODE_CLUSTER\",\
+                 \"act\":\"newconn\",\"key\":\"{NODE_KEY}\",\"seq\":{id}}}}}\n"
+            ),
+        }
+    }
+}
+
+fn handoff(
+    listener: TcpListener,
+    count: usize,
+    command: &[String],
+    dialect: Dialect,
+) -> io::Result<()> {
     let address = listener.local_addr()?;
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     // Edge-triggered: the loop remembers that connections may wait (`backlog`) and accepts
@@ -137,13 +203,7 @@ fn handoff(listener: TcpListener, count: usize, command: &[String]) -> io::Resul
     let mut workers = Vec::new();
     for slot in 1..=count {
         let (ours, theirs) = UnixStream::pair()?;
-        let env = [
-            ("HERDSMAN_IPC_FD", "3".to_string()),
-            ("HERDSMAN_HANDOFF", address.to_string()),
-            ("HERDSMAN_WORKER_ID", slot.to_string()),
-            ("HERDSMAN_WORKER_COUNT", count.to_string()),
-        ];
-        spawn(command, &env, Some(&theirs))?;
+        spawn(command, &dialect.env(address, slot, count), Some(&theirs))?;
         epoll.add(
             &ours,
             EpollEvent::new(EpollFlags::EPOLLIN, workers.len() as u64),
@@ -152,6 +212,7 @@ fn handoff(listener: TcpListener, count: usize, command: &[String]) -> io::Resul
             channel: ours,
             pending: None,
             partial: Vec::new(),
+            serving: dialect == Dialect::Herdsman,
         });
     }
     println!("floor handoff: listening on {address}, all {count} workers started");
@@ -177,25 +238,42 @@ fn handoff(listener: TcpListener, count: usize, command: &[String]) -> io::Resul
             let Some(end) = worker.partial.iter().rposition(|&byte| byte == b'\n') else {
                 continue;
             };
-            let answered = worker.partial[..end]
-                .split(|&byte| byte == b'\n')
-                .any(|line| contains(line, b"\"accepted\"") || contains(line, b"\"refused\""));
+            let mut answered = false;
+            let mut query = None;
+            for line in worker.partial[..end].split(|&byte| byte == b'\n') {
+                answered |= contains(line, b"\"accepted\"") || contains(line, b"\"refused\"");
+                if contains(line, b"\"queryServer\"") {
+                    query = Some(seq_of(line)?);
+                }
+            }
             worker.partial.drain(..=end);
             if answered {
                 // Closes the primary's copy: the worker holds the connection now.
                 worker.pending = None;
             }
+            if let Some(seq) = query {
+                // Node's round-robin answer: no handle, the address the worker listens on.
+                let reply = format!(
+                    "{{\"cmd\":\"NODE_CLUSTER\",\"errno\":0,\"key\":\"{NODE_KEY}\",\"ack\":{seq},\
+                     \"data\":null,\"sockname\":{{\"address\":\"{}\",\"family\":\"IPv4\",\
+                     \"port\":{}}},\"seq\":0}}\n",
+                    address.ip(),
+                    address.port()
+                );
+                write_all_unix(&worker.channel, reply.as_bytes())?;
+                worker.serving = true;
+            }
         }
         while backlog {
             let free = (0..workers.len())
                 .map(|offset| (turn + offset) % workers.len())
-                .find(|&index| workers[index].pending.is_none());
+                .find(|&index| workers[index].serving && workers[index].pending.is_none());
             let Some(index) = free else { break };
             let Some(connection) = accept(&listener)? else {
                 backlog = false;
                 break;
             };
-            let line = format!("{{\"id\":{next_id},\"type\":\"connection\"}}\n");
+            let line = dialect.connection(next_id);
             let fds = [connection.as_raw_fd()];
             let worker = &mut workers[index];
             let sent = sendmsg::<()>(
@@ -213,6 +291,28 @@ fn handoff(listener: TcpListener, count: usize, command: &[String]) -> io::Resul
             turn = index + 1;
         }
     }
+}
+
+/// The `seq` of a Node cluster message (`…"seq":N…`).
+fn seq_of(line: &[u8]) -> io::Result<u64> {
+    let at = line
+        .windows(6)
+        .position(|window| window == b"\"seq\":")
+        .ok_or_else(|| io::Error::other("a queryServer without seq"))?;
+    let digits: String = line[at + 6..]
+        .iter()
+        .take_while(|byte| byte.is_ascii_digit())
+        .map(|&byte| byte as char)
+        .collect();
+    digits
+        .parse()
+        .map_err(|_| io::Error::other("a queryServer with a bad seq"))
+}
+
+/// Writes all of `bytes` to a worker's channel (blocking).
+fn write_all_unix(to: &UnixStream, bytes: &[u8]) -> io::Result<()> {
+    let mut to = to;
+    io::Write::write_all(&mut to, bytes)
 }
 
 /// A client's connection and its worker's: token `2 × index` is the client's side, `+ 1` the
