@@ -32,8 +32,7 @@ mkdir -p "$OUT"
 source bench/lib.sh
 need wrk wrk
 cargo build --release --quiet --bin herdsman --example testserver
-cargo build --release --quiet --manifest-path bench/floor/Cargo.toml --target-dir target/bench-floor
-FLOOR=$PWD/target/bench-floor/release/herdsman-bench-floor
+build_floor
 # HERDSMAN=path/to/herdsman measures another build (a baseline) with the same script.
 HERDSMAN=${HERDSMAN:-target/release/herdsman}
 SERVER=target/release/examples/testserver

@@ -23,6 +23,13 @@ need() { # COMMAND PACKAGE
     command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2"; }
 }
 
+# Builds bench/floor (the bare handoff and relay loops, a workspace of its own, so that the main
+# crate's build never compiles it) and sets FLOOR to it.
+build_floor() {
+    cargo build --quiet --release --manifest-path bench/floor/Cargo.toml --target-dir target/bench-floor
+    FLOOR=$PWD/target/bench-floor/release/herdsman-bench-floor
+}
+
 # Sets LOAD_CPUS and SERVER_CPUS, command prefixes that run the load generator on CPU 0 and the
 # servers on the other CPUs, so that they do not trade places on the same cores (on a small
 # machine that contention, not the servers, decides most of the variance). PIN=0, or a machine
@@ -181,10 +188,10 @@ start_setup() {
                     node bench/node-cluster-primary.js "$APP_PATH" "$workers" >"$log" 2>&1 &
                 STARTED+=($!) PRIMARY=$! ROOTS=$!
             fi ;;
-        floor-relay) # bench/floor's bare relay (FLOOR, built by bench/cluster.sh)
+        floor-relay) # bench/floor's bare relay (FLOOR: build_floor)
             "${SERVER_CPUS[@]}" "$FLOOR" relay "$port" "$workers" -- "${command[@]}" >"$log" 2>&1 &
             STARTED+=($!) PRIMARY=$! ROOTS=$! ;;
-        floor-node) # bench/floor's bare handoff in Node's dialect (FLOOR, built by bench/node.sh)
+        floor-node) # bench/floor's bare handoff in Node's dialect (FLOOR: build_floor)
             if [ "$APP_KIND" != node ]; then
                 SKIP_REASON="the Node handoff floor runs Node apps only"
                 return 3

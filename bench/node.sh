@@ -43,9 +43,7 @@ need wrk wrk
 install_pm2 "$OUT"
 APP_PATH=$(node_app "${APP:-http}")
 cargo build --release --quiet --bin herdsman
-# `floor-node` (bench/floor's bare handoff in Node's dialect), built on its own.
-cargo build --quiet --release --manifest-path bench/floor/Cargo.toml --target-dir target/bench-floor
-FLOOR=$PWD/target/bench-floor/release/herdsman-bench-floor
+build_floor
 HERDSMAN=${HERDSMAN:-$PWD/target/release/herdsman}
 # herdsman's control sockets in a directory of this script's own: no clash with another run.
 export XDG_RUNTIME_DIR="$OUT/runtime-node"

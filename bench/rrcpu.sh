@@ -37,9 +37,8 @@ mkdir -p "$OUT"
 source bench/lib.sh
 need wrk wrk
 dir=$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
-# The floor (bench/floor): a bare handoff loop with the same workers, built on its own.
-cargo build --quiet --release --manifest-path bench/floor/Cargo.toml --target-dir target/bench-floor
-FLOOR=$PWD/target/bench-floor/release/herdsman-bench-floor
+# The floor (bench/floor): a bare handoff loop with the same workers.
+build_floor
 if [ -z "${HERDSMAN:-}" ] || [ -z "${TESTSERVER:-}" ]; then
     cargo build --quiet --profile "$PROFILE" --bin herdsman --example testserver
 fi

@@ -26,7 +26,7 @@
 //! because it is the system calls themselves that are measured. It runs until it is killed; its
 //! workers get SIGTERM when it dies (`PR_SET_PDEATHSIG`).
 
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -242,7 +242,7 @@ fn handoff(
             let mut query = None;
             for line in worker.partial[..end].split(|&byte| byte == b'\n') {
                 answered |= contains(line, b"\"accepted\"") || contains(line, b"\"refused\"");
-                if contains(line, b"\"queryServer\"") {
+                if dialect == Dialect::Node && contains(line, b"\"queryServer\"") {
                     query = Some(seq_of(line)?);
                 }
             }
@@ -260,7 +260,7 @@ fn handoff(
                     address.ip(),
                     address.port()
                 );
-                write_all_unix(&worker.channel, reply.as_bytes())?;
+                (&worker.channel).write_all(reply.as_bytes())?;
                 worker.serving = true;
             }
         }
@@ -307,12 +307,6 @@ fn seq_of(line: &[u8]) -> io::Result<u64> {
     digits
         .parse()
         .map_err(|_| io::Error::other("a queryServer with a bad seq"))
-}
-
-/// Writes all of `bytes` to a worker's channel (blocking).
-fn write_all_unix(to: &UnixStream, bytes: &[u8]) -> io::Result<()> {
-    let mut to = to;
-    io::Write::write_all(&mut to, bytes)
 }
 
 /// A client's connection and its worker's: token `2 × index` is the client's side, `+ 1` the
